@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo-agent-crash-resume   the seed tutorial's crash-and-resume demo, asserted
+#   make test                      every test
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv test test-fast lint typecheck demo-agent-crash-resume bench soak clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-26s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install ironflow with its test tools
+
+test: $(STAMP) ## run every test (the short soak included)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP) ## unit tests only, no process-level tests
+	$(PY) -m pytest -q -m 'not process and not slow'
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check ironflow tests examples
+
+typecheck: $(STAMP) ## mypy --strict on the package
+	$(VENV)/bin/mypy
+
+demo-agent-crash-resume: $(STAMP) ## the seed demo: serve, worker, emit, kill -9, resume, assert
+	$(PY) examples/doc_processor/demo.py
+
+clean: ## remove the virtualenv and local data
+	rm -rf $(VENV) .ironflow .pytest_cache .mypy_cache

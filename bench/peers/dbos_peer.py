@@ -1,0 +1,193 @@
+"""DBOS Transact peer: durable workflows on DBOS's default SQLite system database.
+
+DBOS is used as shipped: its SQLite system database keeps SQLite's defaults
+(rollback journal, ``synchronous=FULL``), so every step record is fsynced
+before the workflow moves on. Each workload builds a fresh DBOS instance on a
+fresh database file and destroys it afterwards, because DBOS is a process-wide
+singleton.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from typing import IO, Iterator
+
+from dbos import DBOS, DBOSConfig
+
+_CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_dbos_resume_child.py")
+
+
+# Decorators register into DBOS's global registry at import time, which
+# survives DBOS.destroy(), so one definition serves every workload.
+@DBOS.step()
+def _noop_step(i: int) -> dict[str, int]:
+    return {"step": i, "ok": 1}
+
+
+@DBOS.workflow()
+def _three_step_wf(x: int) -> dict[str, int]:
+    a = _noop_step(1)
+    b = _noop_step(2)
+    c = _noop_step(3)
+    return {"x": x, "sum": a["step"] + b["step"] + c["step"]}
+
+
+@DBOS.workflow()
+def _k_step_wf(k: int) -> int:
+    for i in range(k):
+        _noop_step(i)
+    return k
+
+
+def _config(db_path: str) -> DBOSConfig:
+    return {
+        "name": "ironflow-bench-dbos",
+        "system_database_url": f"sqlite:///{db_path}",
+        "log_level": "WARNING",
+    }
+
+
+@contextmanager
+def _dbos(workdir: str) -> Iterator[None]:
+    os.makedirs(workdir, exist_ok=True)
+    # A fresh directory per workload, so no run sees another's history.
+    fresh = tempfile.mkdtemp(prefix="dbos-", dir=workdir)
+    DBOS(config=_config(os.path.join(fresh, "dbos.sqlite")))
+    DBOS.launch()
+    try:
+        yield
+    finally:
+        DBOS.destroy()
+
+
+def three_step_runs_per_s(workdir: str, n_runs: int) -> float:
+    """Sequential throughput of a 3-step workflow (direct call), in runs/s.
+
+    One untimed warm-up run is done first so lazy initialisation is excluded.
+    """
+    with _dbos(workdir):
+        _three_step_wf(-1)
+        t0 = time.perf_counter()
+        for i in range(n_runs):
+            _three_step_wf(i)
+        dt = time.perf_counter() - t0
+    return n_runs / dt
+
+
+def per_step_us(workdir: str, steps: int = 100, reps: int = 5) -> float:
+    """Marginal cost of one durable step, in µs: median of (t_steps - t_1)/(steps - 1).
+
+    Differencing against a 1-step workflow cancels the fixed per-workflow
+    cost (status insert and final update).
+    """
+    samples: list[float] = []
+    with _dbos(workdir):
+        _k_step_wf(1)
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            _k_step_wf(steps)
+            t_many = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            _k_step_wf(1)
+            t_one = time.perf_counter() - t0
+            samples.append((t_many - t_one) / (steps - 1) * 1e6)
+    return statistics.median(samples)
+
+
+def concurrent_steps_per_s(workdir: str, runs: int = 16) -> float:
+    """Total step throughput with `runs` 3-step workflows started at once, in steps/s.
+
+    DBOS.start_workflow runs each on DBOS's own executor threads; SQLite
+    serialises the writers, so this shows how the store copes with contention.
+    """
+    with _dbos(workdir):
+        _three_step_wf(-1)
+        t0 = time.perf_counter()
+        handles = [DBOS.start_workflow(_three_step_wf, i) for i in range(runs)]
+        for h in handles:
+            h.get_result()
+        dt = time.perf_counter() - t0
+    return runs * 3 / dt
+
+
+def _line_reader(stream: IO[str], out: "queue.Queue[str | None]") -> None:
+    for line in stream:
+        out.put(line)
+    out.put(None)
+
+
+def _wait_for(lines: "queue.Queue[str | None]", prefix: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"child did not print {prefix!r} within {timeout}s")
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            continue
+        if line is None:
+            raise RuntimeError(f"child exited before printing {prefix!r}")
+        if line.startswith(prefix):
+            return line.strip()
+
+
+def _spawn(mode: str, db_path: str) -> tuple[subprocess.Popen[str], "queue.Queue[str | None]"]:
+    proc = subprocess.Popen(
+        [sys.executable, _CHILD, mode, db_path],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: "queue.Queue[str | None]" = queue.Queue()
+    assert proc.stdout is not None
+    threading.Thread(target=_line_reader, args=(proc.stdout, lines), daemon=True).start()
+    return proc, lines
+
+
+def _kill(proc: subprocess.Popen[str] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def resume_after_kill_s(workdir: str, timeout: float = 45.0) -> float:
+    """Seconds from launching a fresh process to the first re-executed step after kill -9.
+
+    A child runs a 3-step workflow and is SIGKILLed while step 2 sleeps (step 1
+    already recorded). The clock starts just before a second process is
+    spawned, so interpreter start, imports, DBOS launch and DBOS's own
+    recovery path (re-enqueue + queue poll) are all included.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    db_path = os.path.join(tempfile.mkdtemp(prefix="dbos-resume-", dir=workdir), "dbos.sqlite")
+    first: subprocess.Popen[str] | None = None
+    second: subprocess.Popen[str] | None = None
+    try:
+        first, lines1 = _spawn("crash", db_path)
+        _wait_for(lines1, "STEP2_BEGIN", timeout)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+
+        t0 = time.time()
+        second, lines2 = _spawn("recover", db_path)
+        resumed = _wait_for(lines2, "RESUMED", timeout)
+        elapsed = float(resumed.split()[1]) - t0
+        # Step 1 must come from the log, not re-run; step 3 must still follow.
+        done = _wait_for(lines2, "DONE", timeout)
+        if "step1_reran=0" not in done:
+            raise RuntimeError(f"step 1 was re-executed on recovery: {done}")
+        second.wait(timeout=timeout)
+        return elapsed
+    finally:
+        _kill(first)
+        _kill(second)

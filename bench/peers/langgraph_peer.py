@@ -1,0 +1,138 @@
+"""LangGraph peer: a chain of no-op nodes checkpointed by SqliteSaver, durability="sync".
+
+Durability as shipped: ``SqliteSaver.setup()`` switches the file to
+``journal_mode=WAL`` and leaves ``synchronous`` at SQLite's compiled default,
+which is FULL (2) for the sqlite3 module here, so every checkpoint/writes
+commit fsyncs the WAL. ``durability="sync"`` makes each superstep's
+checkpoint persist before the next node starts. If a build ever reports
+synchronous=OFF we raise it to FULL, since otherwise the comparison would not
+be against durable writes.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import statistics
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypedDict
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph import END, START, StateGraph
+
+_SYNC_FULL = 2
+
+
+class _State(TypedDict, total=False):
+    x: int
+    last: str
+
+
+def _node(name: str) -> Any:
+    def fn(state: _State) -> dict[str, Any]:
+        return {"last": name}
+
+    return fn
+
+
+def _build(n_nodes: int, saver: SqliteSaver) -> Any:
+    g = StateGraph(_State)
+    prev = START
+    for i in range(n_nodes):
+        name = f"n{i}"
+        g.add_node(name, _node(name))
+        g.add_edge(prev, name)
+        prev = name
+    g.add_edge(prev, END)
+    return g.compile(checkpointer=saver)
+
+
+def _saver(workdir: str) -> tuple[SqliteSaver, sqlite3.Connection]:
+    os.makedirs(workdir, exist_ok=True)
+    fresh = tempfile.mkdtemp(prefix="langgraph-", dir=workdir)
+    # check_same_thread=False as the SqliteSaver docs suggest; it serialises
+    # access with its own lock.
+    conn = sqlite3.connect(os.path.join(fresh, "checkpoints.sqlite"), check_same_thread=False)
+    saver = SqliteSaver(conn)
+    saver.setup()
+    if conn.execute("PRAGMA synchronous").fetchone()[0] == 0:
+        conn.execute("PRAGMA synchronous=FULL")
+    return saver, conn
+
+
+def sqlite_synchronous(workdir: str) -> int:
+    """The synchronous pragma a SqliteSaver connection ends up with (2 = FULL)."""
+    saver, conn = _saver(workdir)
+    try:
+        return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _invoke(graph: Any, steps: int) -> None:
+    cfg = {"configurable": {"thread_id": uuid.uuid4().hex}, "recursion_limit": steps + 10}
+    graph.invoke({"x": 0}, cfg, durability="sync")
+
+
+def three_step_runs_per_s(workdir: str, n_runs: int) -> float:
+    """Sequential throughput of a 3-node graph, fresh thread_id per run, in runs/s.
+
+    One untimed warm-up run is done first so lazy initialisation is excluded.
+    """
+    saver, conn = _saver(workdir)
+    try:
+        graph = _build(3, saver)
+        _invoke(graph, 3)
+        t0 = time.perf_counter()
+        for _ in range(n_runs):
+            _invoke(graph, 3)
+        dt = time.perf_counter() - t0
+    finally:
+        conn.close()
+    return n_runs / dt
+
+
+def per_step_us(workdir: str, steps: int = 100, reps: int = 5) -> float:
+    """Marginal cost of one checkpointed node, in µs: median of (t_steps - t_1)/(steps - 1)."""
+    saver, conn = _saver(workdir)
+    samples: list[float] = []
+    try:
+        many = _build(steps, saver)
+        one = _build(1, saver)
+        _invoke(one, 1)
+        _invoke(many, steps)
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            _invoke(many, steps)
+            t_many = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            _invoke(one, 1)
+            t_one = time.perf_counter() - t0
+            samples.append((t_many - t_one) / (steps - 1) * 1e6)
+    finally:
+        conn.close()
+    return statistics.median(samples)
+
+
+def concurrent_steps_per_s(workdir: str, runs: int = 16) -> float:
+    """Total node throughput with `runs` 3-node graphs invoked from as many threads, in steps/s.
+
+    All threads share one connection (SqliteSaver's lock serialises them),
+    each with its own thread_id.
+    """
+    saver, conn = _saver(workdir)
+    try:
+        graph = _build(3, saver)
+        _invoke(graph, 3)
+        with ThreadPoolExecutor(max_workers=runs) as pool:
+            t0 = time.perf_counter()
+            futures = [pool.submit(_invoke, graph, 3) for _ in range(runs)]
+            for f in futures:
+                f.result(timeout=60)
+            dt = time.perf_counter() - t0
+    finally:
+        conn.close()
+    return runs * 3 / dt

@@ -1,0 +1,1 @@
+"""The seed tutorial's document-processing agent: OCR, classify, publish."""

@@ -1,0 +1,26 @@
+"""The doc-processor agent: each tool call is a memoized step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from examples.doc_processor.tools import classify, ocr, publish
+from ironflow import AgentContext, agent
+
+
+@agent(
+    id="doc-processor",
+    description="Durable OCR → classify → publish pipeline",
+    triggers=["doc.received"],
+)
+def doc_processor(ctx: AgentContext) -> dict[str, Any]:
+    doc = ctx.event.data
+    ctx.logger.info(f"processing {doc['docId']}")
+
+    # Each tool call is a recorded step. Crash here and the worker resumes from the
+    # step that was in flight; completed steps return their recorded output.
+    text = ocr(image_url=doc["imageUrl"])["text"]
+    category = classify(text=text)["category"]
+    publish(doc_id=doc["docId"], category=category)
+
+    return {"docId": doc["docId"], "category": category}

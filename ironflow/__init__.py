@@ -1,0 +1,45 @@
+"""Ironflow: durable AI agents in plain Python.
+
+Decorate functions with ``@agent`` and ``@tool``; every tool call inside a run is a
+recorded step in an embedded LMDB store. Kill the worker at any moment, start it
+again, and the run continues from the last completed step.
+"""
+
+from ironflow._context import AgentContext
+from ironflow._dsl import AgentDefinition, Memory, ToolDefinition, agent, tool
+from ironflow._worker import Worker
+from ironflow.errors import (
+    DefinitionError,
+    IronflowError,
+    NonDeterminismError,
+    NotSerializableError,
+    StepFailedError,
+    ToolInputError,
+)
+from ironflow.replay import StepInfo, current_step
+from ironflow.store import Event, LmdbStore, Run, StepRecord, Store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AgentContext",
+    "AgentDefinition",
+    "DefinitionError",
+    "Event",
+    "IronflowError",
+    "LmdbStore",
+    "Memory",
+    "NonDeterminismError",
+    "NotSerializableError",
+    "Run",
+    "StepFailedError",
+    "StepInfo",
+    "StepRecord",
+    "Store",
+    "ToolDefinition",
+    "ToolInputError",
+    "Worker",
+    "agent",
+    "current_step",
+    "tool",
+]

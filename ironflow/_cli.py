@@ -1,0 +1,325 @@
+"""``ironflow ...``: the command line, thin over a store.
+
+Every command goes through the server when ``IRONFLOW_URL`` is set, else opens the
+data directory (``--data-dir``, ``IRONFLOW_DATA_DIR``, or ``./.ironflow``). Bad input
+gets one line saying what to fix and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from ironflow._config import open_store, resolve_data_dir, server_url
+from ironflow._views import iso, orphaned, run_json, run_with_steps_json
+from ironflow.errors import ConfigError, IronflowError
+from ironflow.store import FINISHED, Store
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+
+
+class _Usage(Exception):
+    """A user error: print one line and exit 2."""
+
+
+def _store(args: argparse.Namespace, *, create: bool) -> Store:
+    if not getattr(args, "data_dir", None) and server_url():
+        return open_store()
+    path = resolve_data_dir(getattr(args, "data_dir", None))
+    if not create and not (path / "data.mdb").exists():
+        raise _Usage(
+            f"no Ironflow data directory at {path}; start a worker there first, or pass "
+            "--data-dir (or set IRONFLOW_DATA_DIR, or IRONFLOW_URL for a server)"
+        )
+    return open_store(path)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+# -- emit --------------------------------------------------------------------------------
+
+
+def cmd_emit(args: argparse.Namespace) -> int:
+    try:
+        data = json.loads(args.data)
+    except json.JSONDecodeError as exc:
+        raise _Usage(
+            f"--data is not valid JSON ({exc.msg} at column {exc.colno}): {args.data}"
+        ) from None
+    store = _store(args, create=True)
+    try:
+        result = store.emit(args.name, data, id=args.id)
+    finally:
+        store.close()
+    if args.json:
+        _print_json(
+            {
+                "event_id": result.event_id,
+                "run_ids": list(result.run_ids),
+                "created": result.created,
+            }
+        )
+        return 0
+    if not result.created:
+        print(f"event {result.event_id} was already emitted; nothing new started")
+    else:
+        print(f"event {result.event_id}")
+    for run_id in result.run_ids:
+        print(f"run {run_id}")
+    if result.created and not result.run_ids:
+        print(
+            f"warning: no agent is triggered by {args.name!r}; start a worker serving one "
+            "before emitting (its triggers are registered when it starts)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+# -- run list / cancel -------------------------------------------------------------------
+
+
+def _status_text(run_obj: dict[str, Any]) -> str:
+    status = str(run_obj["status"])
+    return f"{status} (orphaned)" if run_obj.get("orphaned") else status
+
+
+def cmd_run_list(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise _Usage(f"--limit must be at least 1, not {args.limit}")
+    store = _store(args, create=False)
+    try:
+        runs = store.list_runs(limit=args.limit, status=args.status, agent=args.agent)
+        now = time.time()
+        objs = [
+            run_json(r, store.get_lease(r.id) if r.status == "running" else None, now=now)
+            for r in runs
+        ]
+    finally:
+        store.close()
+    if args.json:
+        _print_json(objs)
+        return 0
+    if not objs:
+        print("no runs yet")
+        return 0
+    rows = [("ID", "AGENT", "STATUS", "ATTEMPT", "CREATED", "EVENT")]
+    for o in objs:
+        rows.append(
+            (
+                o["id"],
+                o["agent"],
+                _status_text(o),
+                str(o["attempt"]),
+                str(o["created_at"]).replace("T", " "),
+                o["event"]["name"],
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_run_cancel(args: argparse.Namespace) -> int:
+    store = _store(args, create=False)
+    try:
+        run = store.request_cancel(args.run_id)
+    finally:
+        store.close()
+    if run.status == "cancelled":
+        print(f"run {run.id} cancelled")
+    elif run.status in FINISHED:
+        print(f"run {run.id} had already finished ({run.status}); nothing to cancel")
+    else:
+        print(f"run {run.id} will stop at its next step boundary")
+    return 0
+
+
+# -- inspect -----------------------------------------------------------------------------
+
+
+def _compact(value: Any, width: int = 100) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    store = _store(args, create=False)
+    try:
+        run = store.get_run(args.run_id)
+        steps = store.get_steps(run.id)
+        lease = store.get_lease(run.id)
+    finally:
+        store.close()
+    obj = run_with_steps_json(run, steps, lease)
+    if args.json:
+        _print_json(obj)
+        return 0
+    status = _status_text(obj)
+    print(f"run      {run.id}")
+    print(f"agent    {run.agent}")
+    print(f"status   {status}   attempt {run.attempt}")
+    print(f"event    {run.event.name} {run.event.id} {_compact(run.event.data)}")
+    print(f"created  {iso(run.created_at)}   updated {iso(run.updated_at)}")
+    if run.status == "completed":
+        print(f"output   {_compact(run.output)}")
+    if run.error is not None:
+        where = f" (at {run.error.step_id})" if run.error.step_id else ""
+        print(f"error    {run.error.type}: {run.error.message}{where}")
+    if obj.get("worker") and run.status == "running":
+        alive = "gone" if orphaned(run, lease, time.time()) else "alive"
+        print(f"worker   {obj['worker']} ({alive})")
+    print()
+    if not steps:
+        print("no steps recorded yet")
+        return 0
+    print("steps")
+    origin = run.created_at
+    width = max(len(s.id) for s in steps)
+    for s in steps:
+        mark = "✓" if s.status == "completed" else "✗"
+        took = (s.ended_at - s.started_at) * 1000
+        print(
+            f"  {mark} #{s.position:<3} {s.id.ljust(width)}  {s.status:<9}  "
+            f"+{s.started_at - origin:7.3f}s  {took:9.1f} ms  attempt {s.attempt}"
+        )
+        if s.status == "failed" and s.error is not None:
+            print(f"      {s.error.type}: {s.error.message}")
+        else:
+            print(f"      → {_compact(s.output, 90)}")
+    return 0
+
+
+# -- worker ------------------------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from ironflow import run as run_module
+
+    argv = ["worker", args.module, "--concurrency", str(args.concurrency)]
+    if args.data_dir:
+        argv += ["--data-dir", args.data_dir]
+    return run_module.main(argv)
+
+
+# -- the parser --------------------------------------------------------------------------
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="data directory (default: $IRONFLOW_DATA_DIR, else ./.ironflow); "
+        "ignored when IRONFLOW_URL points at a server",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ironflow",
+        description="Durable AI agents: emit events, list and inspect runs, serve workers.",
+        epilog="Set IRONFLOW_URL to go through a server; otherwise commands open the data "
+        "directory directly.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    emit = sub.add_parser(
+        "emit",
+        help="emit an event, starting the runs it triggers",
+        description="Append an event to the log and start one run per agent "
+        "whose trigger matches its name, in one transaction.",
+    )
+    emit.add_argument("name", metavar="NAME", help="event name, e.g. doc.received")
+    emit.add_argument(
+        "--data", default="{}", metavar="JSON", help="event payload as JSON (default {})"
+    )
+    emit.add_argument(
+        "--id", metavar="KEY", help="idempotency key: an event id emitted twice starts nothing new"
+    )
+    emit.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_data_dir(emit)
+    emit.set_defaults(func=cmd_emit)
+
+    run = sub.add_parser("run", help="list and manage runs", description="List and manage runs.")
+    run_sub = run.add_subparsers(dest="run_command", metavar="SUBCOMMAND", required=True)
+    lst = run_sub.add_parser(
+        "list", help="list runs, newest first", description="List runs, newest first."
+    )
+    lst.add_argument("--limit", type=int, default=20, metavar="N", help="at most N runs (20)")
+    lst.add_argument("--status", choices=_STATUSES, help="only runs with this status")
+    lst.add_argument("--agent", metavar="ID", help="only runs of this agent")
+    lst.add_argument("--json", action="store_true", help="print a JSON array")
+    _add_data_dir(lst)
+    lst.set_defaults(func=cmd_run_list)
+    cancel = run_sub.add_parser(
+        "cancel",
+        help="cancel a run at its next step boundary",
+        description="Cancel a pending run now, or a running one at its next step boundary.",
+    )
+    cancel.add_argument("run_id", metavar="RUN_ID")
+    _add_data_dir(cancel)
+    cancel.set_defaults(func=cmd_run_cancel)
+
+    inspect = sub.add_parser(
+        "inspect",
+        help="show a run and its recorded steps",
+        description="Show a run and the timeline of its recorded steps.",
+    )
+    inspect.add_argument("run_id", metavar="RUN_ID")
+    inspect.add_argument("--json", action="store_true", help="print the run and steps as JSON")
+    _add_data_dir(inspect)
+    inspect.set_defaults(func=cmd_inspect)
+
+    worker = sub.add_parser(
+        "worker",
+        help="serve the agents a module defines (same as python -m ironflow.run worker)",
+        description="Import MODULE and serve every @agent it defines.",
+    )
+    worker.add_argument("module", metavar="MODULE", help="dotted module name or .py path")
+    worker.add_argument(
+        "--concurrency", type=int, default=8, metavar="N", help="runs executed at once (default 8)"
+    )
+    _add_data_dir(worker)
+    worker.set_defaults(func=cmd_worker)
+
+    for extend in _EXTENSIONS:
+        extend(sub)
+    return parser
+
+
+#: Other modules add their subcommands here (the server adds ``serve``).
+_EXTENSIONS: list[Callable[[Any], None]] = []
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except _Usage as exc:
+        _fail(str(exc))
+    except ConfigError as exc:
+        _fail(str(exc))
+    except IronflowError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

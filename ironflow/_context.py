@@ -1,0 +1,112 @@
+"""AgentContext: the only route to time, randomness, tools and memory inside a run."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import random as _random
+import time
+import uuid as _uuid
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from ironflow._dsl import AgentDefinition, ToolDefinition
+from ironflow.errors import DefinitionError
+from ironflow.replay import Execution
+from ironflow.store import Event
+from ironflow.store._codec import to_json_value
+
+__all__ = ["AgentContext"]
+
+_log = logging.getLogger("ironflow.agent")
+
+
+class _RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Prefixes the run id, and stays quiet while the handler replays recorded steps,
+    so a resumed run does not print its history a second time."""
+
+    def __init__(self, execution: Execution, agent_id: str) -> None:
+        super().__init__(_log, {"run_id": execution.run_id, "agent": agent_id})
+        self._execution = execution
+
+    def isEnabledFor(self, level: int) -> bool:
+        return not self._execution.is_replaying and super().isEnabledFor(level)
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        return f"[{self.extra['agent']} {self.extra['run_id']}] {msg}", kwargs  # type: ignore[index]
+
+
+def _return_type(fn: Callable[..., Any]) -> Any:
+    annotations = getattr(fn, "__annotations__", None)
+    if not annotations or "return" not in annotations:
+        return Any
+    ret = annotations["return"]
+    return Any if isinstance(ret, str) else ret
+
+
+class AgentContext:
+    """What an agent's handler receives: its event, and the steps it may take.
+
+    In a ``def`` agent every step method returns its value. In an ``async def`` agent
+    every step method returns an awaitable: ``await ctx.now()``, ``await ocr(...)``.
+    Each step is recorded before it returns, and replays from its record afterwards.
+    """
+
+    def __init__(self, execution: Execution, agent: AgentDefinition) -> None:
+        self._execution = execution
+        self.agent = agent
+        run = execution.run
+        #: The triggering event: ``.id``, ``.name``, ``.data``.
+        self.event: Event = run.event
+        self.run_id: str = run.id
+        #: 1 on the first attempt, 2 after one crash or hand-over, and so on.
+        self.attempt: int = run.attempt
+        self.logger: logging.LoggerAdapter = _RunLogger(execution, agent.id)  # type: ignore[type-arg]
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while the handler is re-executing steps that are already recorded."""
+        return self._execution.is_replaying
+
+    def step(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` as the recorded step ``name`` (``name#2`` the second time).
+
+        The arguments are part of the record and must be JSON-storable; to pass a
+        client object or the like, close over it (``ctx.step("fetch", lambda: get(c, url))``).
+        The result is returned re-typed to ``fn``'s return annotation on replay.
+        """
+        if not isinstance(name, str) or not name:
+            raise DefinitionError(f"ctx.step needs a non-empty step name, not {name!r}")
+        if ToolDefinition.from_fn(fn) is not None:
+            # A tool passed to ctx.step would otherwise record twice; call it as a tool.
+            return fn(*args, **kwargs)
+        recorded_input = to_json_value(
+            {"args": list(args), "kwargs": kwargs}, f"step {name!r} input", "input"
+        )
+        return self._execution.step(name, recorded_input, fn, args, kwargs, _return_type(fn))
+
+    def tool(self, tool_fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Call a ``@tool`` as a step; the same as calling ``tool_fn(...)`` directly."""
+        ToolDefinition.must_from_fn(tool_fn)
+        return tool_fn(*args, **kwargs)
+
+    def now(self) -> Any:
+        """The current time as an aware UTC datetime, recorded as the step ``now``."""
+        return self._execution.step("now", None, _utcnow, (), {}, _dt.datetime)
+
+    def uuid(self) -> Any:
+        """A random UUID (version 4), recorded as the step ``uuid``."""
+        return self._execution.step("uuid", None, _uuid.uuid4, (), {}, _uuid.UUID)
+
+    def random(self) -> Any:
+        """A float in [0, 1), recorded as the step ``random``."""
+        return self._execution.step("random", None, _random.random, (), {}, float)
+
+    def __repr__(self) -> str:
+        return f"<AgentContext agent={self.agent.id!r} run_id={self.run_id!r}>"
+
+
+def _utcnow() -> _dt.datetime:
+    return _dt.datetime.fromtimestamp(time.time(), _dt.UTC)

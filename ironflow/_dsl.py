@@ -1,0 +1,288 @@
+"""``@tool`` and ``@agent``: validate at decoration, attach a frozen definition.
+
+The decorated function stays an ordinary function. Outside a run, calling a tool just
+calls it; inside a run the same call becomes the recorded step ``tool.<name>``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, overload
+
+import attrs
+
+from ironflow._validate import Mismatch, check_value
+from ironflow.errors import DefinitionError, ToolInputError
+from ironflow.replay import current_execution
+from ironflow.store._codec import to_json_value
+from ironflow.store._triggers import validate_trigger
+
+__all__ = [
+    "AgentDefinition",
+    "Memory",
+    "ToolDefinition",
+    "agent",
+    "definitions_in",
+    "tool",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_TOOL_ATTR = "__ironflow_tool__"
+_AGENT_ATTR = "__ironflow_agent__"
+
+
+def _check_name(kind: str, value: Any, fn: Callable[..., Any]) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise DefinitionError(
+            f"@{kind} on {getattr(fn, '__qualname__', fn)!r}: the name {value!r} is not usable; "
+            "use letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def _hints(fn: Callable[..., Any], kind: str) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn, include_extras=True)
+    except Exception as exc:  # a forward reference that does not resolve, a bad annotation
+        raise DefinitionError(
+            f"@{kind} on {fn.__qualname__!r}: its type hints cannot be resolved ({exc}); "
+            "import the names they use at module level"
+        ) from exc
+
+
+@attrs.frozen
+class Memory:
+    """Where an agent's memory lives: an entity stream and the projection that reads it."""
+
+    stream: str
+    projection: str | None = None
+
+
+@attrs.frozen
+class ToolDefinition:
+    """What ``@tool`` learned about a function. Found again with :meth:`from_fn`."""
+
+    name: str
+    description: str
+    fn: Callable[..., Any]
+    is_async: bool
+    signature: inspect.Signature
+    hints: Mapping[str, Any]
+    return_type: Any
+
+    @staticmethod
+    def from_fn(fn: Any) -> ToolDefinition | None:
+        """The definition attached to a ``@tool`` function, or None."""
+        return getattr(fn, _TOOL_ATTR, None)
+
+    @staticmethod
+    def must_from_fn(fn: Any) -> ToolDefinition:
+        """Like :meth:`from_fn`, raising a clear error for an undecorated function."""
+        defn = ToolDefinition.from_fn(fn)
+        if defn is None:
+            raise DefinitionError(
+                f"{getattr(fn, '__qualname__', fn)!r} is not a tool; was it decorated with @tool?"
+            )
+        return defn
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Match a call to the signature and check each argument against its hint."""
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ToolInputError(
+                f"tool {self.name!r}: {exc}; its signature is {self.name}{self.signature}",
+                tool=self.name,
+            ) from None
+        bound.apply_defaults()
+        for pname, value in bound.arguments.items():
+            hint = self.hints.get(pname)
+            if hint is None:
+                continue
+            param = self.signature.parameters[pname]
+            try:
+                if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                    for i, item in enumerate(value):
+                        check_value(item, hint, f"{pname}[{i}]")
+                elif param.kind is inspect.Parameter.VAR_KEYWORD:
+                    for key, item in value.items():
+                        check_value(item, hint, key)
+                else:
+                    check_value(value, hint, pname)
+            except Mismatch as bad:
+                raise ToolInputError.mismatch(self.name, bad.path, bad.expected, bad.got) from None
+        return dict(bound.arguments)
+
+
+@overload
+def tool(fn: F, /) -> F: ...
+@overload
+def tool(*, name: str | None = None, description: str | None = None) -> Callable[[F], F]: ...
+
+
+def tool(
+    fn: F | None = None, /, *, name: str | None = None, description: str | None = None
+) -> F | Callable[[F], F]:
+    """Make a function a tool: a recorded step ``tool.<name>`` when called inside a run.
+
+    Guarantees inside a run: the arguments are checked against the type hints before
+    anything is recorded (:class:`~ironflow.errors.ToolInputError`); the result is
+    durably recorded before the call returns; once recorded, later replays return the
+    recorded result re-typed to the return annotation without calling the function.
+    A raising tool is recorded as failed and raises
+    :class:`~ironflow.errors.StepFailedError`. In an ``async def`` agent the call
+    returns an awaitable; a sync tool then runs on a bounded thread pool.
+    Outside a run the function is called as it is.
+    """
+
+    def decorate(f: F) -> F:
+        if not callable(f) or inspect.isclass(f):
+            raise DefinitionError(f"@tool needs a function, not {f!r}")
+        tool_name = _check_name("tool", name if name is not None else f.__name__, f)
+        hints = _hints(f, "tool")
+        defn = ToolDefinition(
+            name=tool_name,
+            description=description if description is not None else inspect.getdoc(f) or "",
+            fn=f,
+            is_async=inspect.iscoroutinefunction(f),
+            signature=inspect.signature(f),
+            hints={k: v for k, v in hints.items() if k != "return"},
+            return_type=hints.get("return", Any),
+        )
+        step_id = f"tool.{tool_name}"
+
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            execution = current_execution()
+            if execution is None:
+                return f(*args, **kwargs)
+            arguments = defn.bind(args, kwargs)
+            recorded_input = to_json_value(arguments, f"tool {tool_name!r} input", "input")
+            return execution.step(step_id, recorded_input, f, args, kwargs, defn.return_type)
+
+        setattr(wrapper, _TOOL_ATTR, defn)
+        return typing.cast(F, wrapper)
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate
+
+
+@attrs.frozen
+class AgentDefinition:
+    """What ``@agent`` learned about a handler. Found again with :meth:`from_fn`."""
+
+    id: str
+    fn: Callable[..., Any]
+    is_async: bool
+    triggers: tuple[str, ...]
+    description: str = ""
+    memory: Memory | None = None
+    recording: bool = True
+
+    @staticmethod
+    def from_fn(fn: Any) -> AgentDefinition | None:
+        """The definition attached to an ``@agent`` function, or None."""
+        return getattr(fn, _AGENT_ATTR, None)
+
+    @staticmethod
+    def must_from_fn(fn: Any) -> AgentDefinition:
+        """Like :meth:`from_fn`, raising a clear error for an undecorated function."""
+        defn = AgentDefinition.from_fn(fn)
+        if defn is None:
+            raise DefinitionError(
+                f"{getattr(fn, '__qualname__', fn)!r} is not an agent; "
+                "was it decorated with @agent(id=..., triggers=[...])?"
+            )
+        return defn
+
+
+def _trigger_names(agent_id: str, triggers: Any) -> tuple[str, ...]:
+    if isinstance(triggers, str):
+        triggers = [triggers]
+    if not isinstance(triggers, Sequence):
+        raise DefinitionError(
+            f"@agent(id={agent_id!r}): triggers must be a list of event names, not {triggers!r}"
+        )
+    names: list[str] = []
+    for t in triggers:
+        # The TypeScript SDK's shape, {"event": "doc.received"}, is accepted too.
+        event: Any = t.get("event") if isinstance(t, Mapping) else t
+        problem = validate_trigger(event)
+        if problem is not None:
+            raise DefinitionError(f"@agent(id={agent_id!r}): {problem} (got {t!r})")
+        names.append(typing.cast(str, event))
+    return tuple(names)
+
+
+def agent(
+    *,
+    id: str,
+    triggers: Sequence[str | Mapping[str, Any]] = (),
+    description: str = "",
+    memory: Memory | None = None,
+    recording: bool = True,
+) -> Callable[[F], F]:
+    """Make a function an agent: a durable handler started by the events it triggers on.
+
+    The handler (``def`` or ``async def``) takes one argument, the run's context
+    (:class:`~ironflow.AgentContext`). It re-executes from the top on every attempt,
+    so everything non-deterministic it does must be a step: a tool call,
+    ``ctx.step``, ``ctx.now()``, ``ctx.uuid()``, ``ctx.random()``.
+    """
+
+    def decorate(fn: F) -> F:
+        if not callable(fn) or inspect.isclass(fn):
+            raise DefinitionError(f"@agent(id={id!r}) needs a function, not {fn!r}")
+        agent_id = _check_name("agent", id, fn)
+        params = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.default is inspect.Parameter.empty
+            and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        if len(params) != 1:
+            raise DefinitionError(
+                f"@agent(id={agent_id!r}): the handler {fn.__qualname__!r} must take exactly "
+                f"one argument, the run context (def handler(ctx): ...); it takes {len(params)}"
+            )
+        if memory is not None and not isinstance(memory, Memory):
+            raise DefinitionError(
+                f"@agent(id={agent_id!r}): memory must be ironflow.Memory(stream=..., "
+                f"projection=...), not {memory!r}"
+            )
+        defn = AgentDefinition(
+            id=agent_id,
+            fn=fn,
+            is_async=inspect.iscoroutinefunction(fn),
+            triggers=_trigger_names(agent_id, triggers),
+            description=description or inspect.getdoc(fn) or "",
+            memory=memory,
+            recording=recording,
+        )
+        setattr(fn, _AGENT_ATTR, defn)
+        return fn
+
+    return decorate
+
+
+def definitions_in(namespace: Mapping[str, Any]) -> list[AgentDefinition]:
+    """The agents defined in a module's namespace, in definition order, without repeats."""
+    found: dict[str, AgentDefinition] = {}
+    for value in namespace.values():
+        defn = AgentDefinition.from_fn(value)
+        if defn is not None:
+            other = found.get(defn.id)
+            if other is not None and other.fn is not defn.fn:
+                raise DefinitionError(
+                    f"two agents share the id {defn.id!r} ({other.fn.__qualname__} and "
+                    f"{defn.fn.__qualname__}); give each a unique id"
+                )
+            found[defn.id] = defn
+    return list(found.values())

@@ -1,0 +1,93 @@
+"""Runs and steps as JSON for people and programs: the CLI's --json and the HTTP API.
+
+One rendering, so ``ironflow run list --json`` and ``GET /api/v1/runs`` agree field by
+field. Times are ISO 8601 in UTC with milliseconds.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+from ironflow.store import ErrorInfo, Lease, Run, StepRecord, process_alive
+
+__all__ = ["iso", "run_json", "run_with_steps_json", "step_json"]
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return (
+        _dt.datetime.fromtimestamp(ts, _dt.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def _error(err: ErrorInfo | None, *, traceback: bool = False) -> dict[str, Any] | None:
+    if err is None:
+        return None
+    out: dict[str, Any] = {"type": err.type, "message": err.message, "step": err.step_id}
+    if traceback:
+        out["traceback"] = err.traceback
+    return out
+
+
+def orphaned(run: Run, lease: Lease | None, now: float) -> bool:
+    """A running run whose holder is gone: lease lapsed, or a dead process on this host."""
+    if run.status != "running":
+        return False
+    if lease is None or lease.expires_at < now:
+        return True
+    return process_alive(lease.worker) is False
+
+
+def run_json(run: Run, lease: Lease | None = None, *, now: float | None = None) -> dict[str, Any]:
+    """The run object of ``run list --json`` and ``GET /api/v1/runs``."""
+    import time
+
+    return {
+        "id": run.id,
+        "agent": run.agent,
+        "status": run.status,
+        "event": {
+            "id": run.event.id,
+            "name": run.event.name,
+            "data": run.event.data,
+            "ts": iso(run.event.ts),
+        },
+        "output": run.output,
+        "error": _error(run.error),
+        "attempt": run.attempt,
+        "worker": lease.worker.id if lease is not None else None,
+        "orphaned": orphaned(run, lease, time.time() if now is None else now),
+        "cancel_requested": run.cancel_requested,
+        "created_at": iso(run.created_at),
+        "updated_at": iso(run.updated_at),
+    }
+
+
+def step_json(step: StepRecord) -> dict[str, Any]:
+    return {
+        "id": step.id,
+        "position": step.position,
+        "status": step.status,
+        "input": step.input,
+        "output": step.output,
+        "error": _error(step.error, traceback=True),
+        "attempt": step.attempt,
+        "started_at": iso(step.started_at),
+        "ended_at": iso(step.ended_at),
+        "duration_ms": round((step.ended_at - step.started_at) * 1000, 3),
+    }
+
+
+def run_with_steps_json(
+    run: Run, steps: list[StepRecord], lease: Lease | None = None
+) -> dict[str, Any]:
+    """The object of ``inspect --json`` and ``GET /api/v1/runs/{id}``."""
+    out = run_json(run, lease)
+    if run.error is not None:
+        out["error"] = _error(run.error, traceback=True)
+    out["steps"] = [step_json(s) for s in steps]
+    return out

@@ -1,0 +1,332 @@
+"""The worker: lease runs, execute them, heartbeat, drain on SIGINT/SIGTERM.
+
+Sync handlers each take a thread of a pool sized by ``concurrency``; async handlers run
+on one event loop in a thread of its own, and their sync tools and durable writes go
+to a second bounded pool so the loop never blocks on a step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ironflow._context import AgentContext
+from ironflow._dsl import AgentDefinition
+from ironflow.errors import ConfigError, DefinitionError, StoreError
+from ironflow.replay import Execution, Outcome
+from ironflow.store import AgentSpec, LeasedRun, Store, this_worker
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("ironflow.worker")
+
+
+class Worker:
+    """Serve agents from a store until stopped.
+
+    Guarantees: a leased run is heartbeated while it executes; on :meth:`stop` (or
+    SIGINT/SIGTERM under :meth:`run`) no new run is leased, each in-flight step
+    finishes and is recorded, each run stops at its next step boundary and is handed
+    back as pending, and then :meth:`run` returns. A run whose previous holder died on
+    this host is taken over at once; one whose holder is elsewhere, after its lease TTL.
+    """
+
+    def __init__(
+        self,
+        agents: Iterable[Any] = (),
+        *,
+        store: Store | None = None,
+        data_dir: str | None = None,
+        concurrency: int = 8,
+        lease_ttl: float = 15.0,
+        poll_interval: float = 0.05,
+    ) -> None:
+        defs = [
+            AgentDefinition.must_from_fn(a) if not isinstance(a, AgentDefinition) else a
+            for a in agents
+        ]
+        if not defs:
+            raise DefinitionError("Worker(agents=[...]) needs at least one @agent function")
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
+        if lease_ttl <= 0:
+            raise ConfigError(f"lease_ttl must be positive seconds, not {lease_ttl}")
+        self.agents = {d.id: d for d in defs}
+        if store is None:
+            from ironflow._config import open_store
+
+            store = open_store(data_dir)
+        self.store = store
+        self.concurrency = concurrency
+        self.lease_ttl = lease_ttl
+        self.poll_interval = poll_interval
+        self.info = this_worker()
+        self._stopping = threading.Event()
+        self._heartbeat_stop = threading.Event()
+        self._active: dict[str, concurrent.futures.Future[Outcome]] = {}
+        self._lock = threading.Lock()
+        self._slot_freed = threading.Event()
+        self._run_pool = concurrent.futures.ThreadPoolExecutor(
+            concurrency, thread_name_prefix="ironflow-run"
+        )
+        self._step_pool = concurrent.futures.ThreadPoolExecutor(
+            max(4, concurrency), thread_name_prefix="ironflow-step"
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        if any(d.is_async for d in defs):
+            self._start_loop()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def _start_loop(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._loop_thread = threading.Thread(
+            target=loop.run_forever, name="ironflow-loop", daemon=True
+        )
+        self._loop_thread.start()
+
+    def stop(self) -> None:
+        """Begin a drain: lease nothing more and stop each run at its next step boundary."""
+        self._stopping.set()
+        self._slot_freed.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        first_signal: list[float] = []
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            # A wrapper (make, timeout, a shell) often forwards the same signal the
+            # process group already got; only a second signal a moment later means "now".
+            if first_signal and time.monotonic() - first_signal[0] < 1.0:
+                return
+            if self._stopping.is_set():
+                log.warning("second %s: exiting without draining", signal.Signals(signum).name)
+                os._exit(130)
+            log.info(
+                "%s received: draining (finishing in-flight steps; send it again to exit now)",
+                signal.Signals(signum).name,
+            )
+            first_signal.append(time.monotonic())
+            self.stop()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+
+    def run(self, *, until_idle: bool = False, ready_message: bool = True) -> None:
+        """Serve until stopped (or, with ``until_idle``, until no run is left to do).
+
+        Installs SIGINT/SIGTERM handlers when called from the main thread.
+        """
+        self._install_signals()
+        self.store.register_agents(
+            [
+                AgentSpec(id=d.id, triggers=d.triggers, description=d.description)
+                for d in self.agents.values()
+            ]
+        )
+        if ready_message:
+            names = ", ".join(self.agents)
+            print(f"{names} worker ready (pid {os.getpid()})", flush=True)
+        heartbeat = threading.Thread(
+            target=self._heartbeat_loop, name="ironflow-heartbeat", daemon=True
+        )
+        heartbeat.start()
+        try:
+            self._serve(until_idle)
+        finally:
+            self._drain()
+
+    def _serve(self, until_idle: bool) -> None:
+        agent_ids = list(self.agents)
+        while not self._stopping.is_set():
+            with self._lock:
+                free = self.concurrency - len(self._active)
+            if free > 0:
+                try:
+                    leased = self.store.lease_runs(
+                        self.info, agent_ids, limit=free, ttl=self.lease_ttl
+                    )
+                except StoreError as exc:
+                    log.error("cannot lease runs: %s; retrying", exc)
+                    time.sleep(1.0)
+                    continue
+                for item in leased:
+                    self._dispatch(item)
+                if leased:
+                    continue
+                with self._lock:
+                    idle = not self._active
+                if until_idle and idle:
+                    return
+                self.store.wait_for_work(self.poll_interval)
+            else:
+                self._slot_freed.wait(self.poll_interval)
+                self._slot_freed.clear()
+
+    def _drain(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            pending = list(self._active.values())
+        if pending:
+            log.info("draining %d in-flight run(s)", len(pending))
+        concurrent.futures.wait(pending)
+        self._run_pool.shutdown(wait=True)
+        self._step_pool.shutdown(wait=True)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            assert self._loop_thread is not None
+            self._loop_thread.join(timeout=5)
+        self._heartbeat_stop.set()
+        log.info("worker stopped")
+
+    def _heartbeat_loop(self) -> None:
+        interval = self.lease_ttl / 3
+        while not self._heartbeat_stop.wait(interval):
+            with self._lock:
+                ids = list(self._active)
+            if not ids:
+                continue
+            try:
+                held = self.store.heartbeat(self.info, ids, ttl=self.lease_ttl)
+            except Exception as exc:  # keep beating; the TTL gives us slack
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            for lost in set(ids) - held:
+                log.warning("run %s: lease lost to another worker", lost)
+
+    # -- executing runs ----------------------------------------------------------------
+
+    def _dispatch(self, leased: LeasedRun) -> None:
+        run = leased.run
+        agent = self.agents[run.agent]
+        if leased.steps:
+            done = sorted(s.position for s in leased.steps)
+            resume_at = next(i for i in range(len(done) + 1) if i >= len(done) or done[i] != i)
+            last = {s.position: s for s in leased.steps}.get(resume_at - 1)
+            after = f" after {last.id}" if last is not None else ""
+            log.info(
+                "run %s (%s): resuming at step %d%s, attempt %d; %d recorded step(s) replay "
+                "from the record",
+                run.id,
+                agent.id,
+                resume_at,
+                after,
+                run.attempt,
+                len(leased.steps),
+            )
+        elif run.attempt > 1:
+            log.info(
+                "run %s (%s): restarting from the top, attempt %d (no step was recorded)",
+                run.id,
+                agent.id,
+                run.attempt,
+            )
+        else:
+            log.info(
+                "run %s (%s): picked up, event %s %s",
+                run.id,
+                agent.id,
+                run.event.name,
+                run.event.id,
+            )
+        future: concurrent.futures.Future[Outcome]
+        if agent.is_async:
+            assert self._loop is not None
+            future = asyncio.run_coroutine_threadsafe(
+                self._execute_async(leased, agent), self._loop
+            )
+        else:
+            future = self._run_pool.submit(self._execute_sync, leased, agent)
+        with self._lock:
+            self._active[run.id] = future
+        future.add_done_callback(functools.partial(self._finished, run.id))
+
+    def _execution(self, leased: LeasedRun, agent: AgentDefinition) -> Execution:
+        return Execution(
+            self.store,
+            self.info,
+            leased,
+            is_async=agent.is_async,
+            loop=self._loop,
+            pool=self._step_pool,
+            stopping=self._stopping,
+        )
+
+    def _execute_sync(self, leased: LeasedRun, agent: AgentDefinition) -> Outcome:
+        execution = self._execution(leased, agent)
+        ctx = AgentContext(execution, agent)
+        started = time.monotonic()
+        outcome = execution.execute(lambda: agent.fn(ctx))
+        execution.settle(outcome)
+        self._log_outcome(execution, outcome, time.monotonic() - started)
+        return outcome
+
+    async def _execute_async(self, leased: LeasedRun, agent: AgentDefinition) -> Outcome:
+        execution = self._execution(leased, agent)
+        ctx = AgentContext(execution, agent)
+        started = time.monotonic()
+        outcome = await execution.execute_async(lambda: agent.fn(ctx))
+        await asyncio.get_running_loop().run_in_executor(self._step_pool, execution.settle, outcome)
+        self._log_outcome(execution, outcome, time.monotonic() - started)
+        return outcome
+
+    def _log_outcome(self, execution: Execution, outcome: Outcome, seconds: float) -> None:
+        counts = f"{execution.steps_executed} step(s) run, {execution.steps_replayed} replayed"
+        rid = execution.run_id
+        if outcome.status == "completed":
+            log.info("run %s: completed in %.2fs (%s)", rid, seconds, counts)
+        elif outcome.status == "failed":
+            err = outcome.error
+            where = f" at {err.step_id}" if err and err.step_id else ""
+            log.error(
+                "run %s: failed%s: %s: %s (%s)",
+                rid,
+                where,
+                err and err.type,
+                err and err.message,
+                counts,
+            )
+        elif outcome.status == "released":
+            log.info("run %s: handed back for another worker (drain); %s", rid, counts)
+        elif outcome.status == "abandoned":
+            log.warning("run %s: another worker took it over; stopped here", rid)
+        else:
+            log.info("run %s: %s (%s)", rid, outcome.status, counts)
+
+    def _finished(self, run_id: str, future: concurrent.futures.Future[Outcome]) -> None:
+        with self._lock:
+            self._active.pop(run_id, None)
+        self._slot_freed.set()
+        exc = future.exception()
+        if exc is not None:
+            # The run stays leased; it is picked up again when this lease lapses.
+            log.error("run %s: worker error: %r", run_id, exc, exc_info=exc)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Worker logs to stderr, one line each, so stdout stays the tools' own output."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s", "%H:%M:%S")
+    )
+    root = logging.getLogger("ironflow")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

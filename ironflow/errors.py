@@ -1,0 +1,183 @@
+"""Every error Ironflow raises, under one root.
+
+::
+
+    IronflowError
+    ├── DefinitionError (TypeError)      a decorator was used wrongly; fix the code
+    ├── ToolInputError (TypeError)       a tool's arguments do not fit its type hints
+    ├── NotSerializableError (TypeError) a value cannot be stored as JSON; the path names it
+    ├── StepFailedError                  a step raised; runs catch this, not the original
+    ├── NonDeterminismError              the code no longer makes the calls its record holds
+    ├── RunNotFoundError (LookupError)   no run has that id
+    ├── LeaseLostError                   another worker now owns the run this worker was executing
+    ├── StoreError                       the data directory cannot be used as asked
+    │   ├── StoreFormatError             the data directory was written by another format version
+    │   └── StoreLockedError             the data directory cannot be opened (permissions, lock)
+    ├── InvalidInputError (ValueError)   an event name, id or limit is unusable
+    └── ConfigError (ValueError)         a command-line flag or environment variable is wrong
+
+Each message names the thing that is wrong and what to do about it. Errors narrow a
+built-in where callers already expect one, so ``except TypeError`` keeps working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "DefinitionError",
+    "InvalidInputError",
+    "IronflowError",
+    "LeaseLostError",
+    "NonDeterminismError",
+    "NotSerializableError",
+    "RunNotFoundError",
+    "StepFailedError",
+    "StoreError",
+    "StoreFormatError",
+    "StoreLockedError",
+    "ToolInputError",
+]
+
+
+class IronflowError(Exception):
+    """The root of every error Ironflow raises on purpose."""
+
+
+class DefinitionError(IronflowError, TypeError):
+    """``@agent``, ``@tool`` or ``@projection`` was given something it cannot use.
+
+    Raised at decoration time, so it surfaces when the module is imported, not when
+    the first run reaches the bad definition.
+    """
+
+
+class ToolInputError(IronflowError, TypeError):
+    """A tool was called with an argument that does not match its type hint.
+
+    Raised before the step is recorded, so nothing about the call is stored. Unlike
+    :class:`NotSerializableError` the value may be storable; it is simply not what
+    the tool declared.
+    """
+
+    def __init__(
+        self, message: str, *, tool: str = "", argument: str = "", expected: str = ""
+    ) -> None:
+        self.tool = tool
+        self.argument = argument
+        self.expected = expected
+        super().__init__(message)
+
+    @classmethod
+    def mismatch(cls, tool: str, argument: str, expected: str, got: Any) -> ToolInputError:
+        """The error for one argument whose value does not fit its hint."""
+        shown = repr(got)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        return cls(
+            f"tool {tool!r}: argument {argument!r} expected {expected}, "
+            f"got {type(got).__name__} {shown}",
+            tool=tool,
+            argument=argument,
+            expected=expected,
+        )
+
+
+class NotSerializableError(IronflowError, TypeError):
+    """A step input, step output or event payload cannot be stored as JSON.
+
+    ``path`` names the offending value (``data['items'][2]``). The step fails at once
+    and nothing half-written is left in the store.
+    """
+
+    def __init__(self, what: str, path: str, reason: str) -> None:
+        self.what = what
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"{what}: the value at {path} cannot be stored: {reason}. "
+            "Stored values must be JSON (str, int, finite float, bool, None, list, dict with "
+            "str keys) or attrs/dataclass/pydantic objects made of them."
+        )
+
+
+class StepFailedError(IronflowError):
+    """A step raised an exception, and that failure is now part of the run's record.
+
+    Inside a run, a failing tool raises this (with the original as ``__cause__`` the
+    first time) rather than the original exception, so that a replay, which only has
+    the record, raises the very same type. ``error_type`` and ``message`` describe the
+    original.
+    """
+
+    def __init__(self, step_id: str, error_type: str, message: str) -> None:
+        self.step_id = step_id
+        self.error_type = error_type
+        self.message = message
+        super().__init__(f"step {step_id!r} failed: {error_type}: {message}")
+
+
+class NonDeterminismError(IronflowError):
+    """A replay made a different call than the record holds at the same position.
+
+    The run fails rather than mix two histories. Either the agent's code changed while
+    the run was in flight, or it branches on something that is not a step (wall-clock
+    time, ``random``, a network read): use ``ctx.now()``, ``ctx.random()``,
+    ``ctx.uuid()`` or wrap the read in ``ctx.step``.
+    """
+
+    def __init__(self, run_id: str, position: int, recorded: str, attempted: str) -> None:
+        self.run_id = run_id
+        self.position = position
+        self.recorded = recorded
+        self.attempted = attempted
+        super().__init__(
+            f"run {run_id}: at step position {position} the record holds {recorded}, "
+            f"but the code now calls {attempted}. The agent's code no longer matches this "
+            "run's history; make the change conditional (see the docs on versioning) or "
+            "move non-deterministic reads into steps (ctx.now(), ctx.random(), ctx.step)."
+        )
+
+
+class RunNotFoundError(IronflowError, LookupError):
+    """No run with that id exists in this store."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"no run with id {run_id!r}; `ironflow run list` shows the runs this store holds"
+        )
+
+
+class LeaseLostError(IronflowError):
+    """This worker no longer holds the lease on a run it was executing.
+
+    Happens when the worker stalled past the lease TTL and another worker took the run
+    over. The step result is not recorded, so the run stays with its new owner; nothing
+    is recorded twice.
+    """
+
+
+class StoreError(IronflowError):
+    """The data directory or server cannot be used as asked."""
+
+
+class StoreFormatError(StoreError):
+    """The data directory was written by a different storage format version."""
+
+
+class StoreLockedError(StoreError):
+    """The data directory cannot be opened: wrong permissions, not ours, or locked."""
+
+
+class InvalidInputError(IronflowError, ValueError):
+    """A value handed to Ironflow's API (an event name, an id, a limit) cannot be used.
+
+    Unlike :class:`ToolInputError`, this is about Ironflow's own parameters, not a
+    tool's arguments.
+    """
+
+
+class ConfigError(IronflowError, ValueError):
+    """A flag, environment variable or setting has a value Ironflow cannot use."""

@@ -1,0 +1,42 @@
+"""Storage: the Store protocol the engine depends on, and its implementations.
+
+The store knows nothing of replay or agents' code: it keeps events, runs, step records
+and leases, and hands a worker a run together with every step recorded for it.
+"""
+
+from ironflow.store._base import Store
+from ironflow.store._codec import converter
+from ironflow.store._lmdb import FORMAT_VERSION, LmdbStore, process_alive, this_worker
+from ironflow.store._records import (
+    FINISHED,
+    AgentSpec,
+    EmitResult,
+    ErrorInfo,
+    Event,
+    Lease,
+    LeasedRun,
+    Run,
+    StepAck,
+    StepRecord,
+    WorkerInfo,
+)
+
+__all__ = [
+    "FINISHED",
+    "FORMAT_VERSION",
+    "AgentSpec",
+    "EmitResult",
+    "ErrorInfo",
+    "Event",
+    "Lease",
+    "LeasedRun",
+    "LmdbStore",
+    "Run",
+    "StepAck",
+    "StepRecord",
+    "Store",
+    "WorkerInfo",
+    "converter",
+    "process_alive",
+    "this_worker",
+]

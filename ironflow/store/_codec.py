@@ -1,0 +1,149 @@
+"""The one JSON codec: user values to storable JSON, records to bytes and back.
+
+Stored data is JSON, never pickle: a data directory must be safe to open and readable
+by any tool. attrs classes, dataclasses and pydantic models are unstructured with
+one cattrs converter and structured back to the type a tool's return annotation names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import enum
+import json
+import math
+import uuid
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+
+from ironflow.errors import NotSerializableError
+
+__all__ = [
+    "converter",
+    "decode_record",
+    "dumps",
+    "encode_record",
+    "loads",
+    "structure",
+    "to_json_value",
+]
+
+T = TypeVar("T")
+
+converter = cattrs.Converter()
+
+
+def _is_pydantic(tp: Any) -> bool:
+    return isinstance(tp, type) and hasattr(tp, "model_validate") and hasattr(tp, "model_dump")
+
+
+# Pydantic is supported when installed, never required: its models are found by shape.
+converter.register_structure_hook_func(_is_pydantic, lambda v, tp: tp.model_validate(v))
+converter.register_unstructure_hook_func(_is_pydantic, lambda v: v.model_dump(mode="json"))
+converter.register_structure_hook(
+    _dt.datetime, lambda v, _: v if isinstance(v, _dt.datetime) else _dt.datetime.fromisoformat(v)
+)
+converter.register_unstructure_hook(_dt.datetime, lambda v: v.isoformat())
+converter.register_structure_hook(
+    uuid.UUID, lambda v, _: v if isinstance(v, uuid.UUID) else uuid.UUID(v)
+)
+converter.register_unstructure_hook(uuid.UUID, str)
+# ``object`` (as in ``dict[str, object]``) accepts any JSON value as it is.
+converter.register_structure_hook_func(lambda t: t is object, lambda v, _: v)
+
+_PRIMITIVE = (str, bool, type(None))
+
+
+def to_json_value(value: Any, what: str = "value", path: str = "value") -> Any:
+    """Return ``value`` as plain JSON data, or raise :class:`NotSerializableError`.
+
+    Guarantees: the result holds only str, int, finite float, bool, None, list and
+    dict with str keys; the error's path names the first value that cannot be stored
+    (``value['items'][2]``); a recursive structure is refused, never looped on.
+    """
+    return _walk(value, what, path, set())
+
+
+def _walk(v: Any, what: str, path: str, active: set[int]) -> Any:
+    if isinstance(v, _PRIMITIVE):
+        return v
+    if isinstance(v, int):
+        return int(v) if isinstance(v, enum.Enum) else v
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise NotSerializableError(what, path, f"{v!r} is not a finite number")
+        return v
+    if isinstance(v, dict | list | tuple):
+        key = id(v)
+        if key in active:
+            raise NotSerializableError(what, path, "it contains itself (a recursive structure)")
+        active.add(key)
+        try:
+            if isinstance(v, dict):
+                out: dict[str, Any] = {}
+                for k, item in v.items():
+                    if not isinstance(k, str):
+                        raise NotSerializableError(
+                            what, f"{path}[{k!r}]", f"dict keys must be str, not {type(k).__name__}"
+                        )
+                    out[k] = _walk(item, what, f"{path}[{k!r}]", active)
+                return out
+            return [_walk(item, what, f"{path}[{i}]", active) for i, item in enumerate(v)]
+        finally:
+            active.discard(key)
+    if isinstance(v, enum.Enum):
+        return _walk(v.value, what, path, active)
+    if attrs.has(type(v)) or (dataclasses.is_dataclass(v) and not isinstance(v, type)):
+        return _walk(converter.unstructure(v), what, path, active)
+    if _is_pydantic(type(v)):
+        return _walk(v.model_dump(mode="json"), what, path, active)
+    if isinstance(v, _dt.datetime | _dt.date):
+        return v.isoformat()
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    raise NotSerializableError(what, path, f"{type(v).__name__} is not a JSON type")
+
+
+def dumps(value: Any, what: str = "value") -> bytes:
+    """Validate and encode a user value as compact UTF-8 JSON."""
+    return json.dumps(
+        to_json_value(value, what), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def loads(raw: bytes | memoryview) -> Any:
+    """Decode JSON written by :func:`dumps` or :func:`encode_record`."""
+    return json.loads(bytes(raw))
+
+
+def structure(value: Any, tp: Any) -> Any:
+    """Re-type stored JSON ``value`` as ``tp`` (an attrs class comes back as that class)."""
+    if tp is Any or tp is None or tp is type(None) or tp is object:
+        return value
+    try:
+        return converter.structure(value, tp)
+    except Exception as exc:
+        raise NotSerializableError(
+            "stored value",
+            "value",
+            f"it cannot be read back as {_type_name(tp)} ({exc}); "
+            "check that the return annotation matches what the function returns",
+        ) from exc
+
+
+def _type_name(tp: Any) -> str:
+    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
+
+
+def encode_record(record: Any) -> bytes:
+    """Encode one of the store's attrs records. Its user payloads are already JSON."""
+    return json.dumps(
+        converter.unstructure(record), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def decode_record(raw: bytes | memoryview, cls: type[T]) -> T:
+    """Decode a record written by :func:`encode_record`."""
+    return converter.structure(json.loads(bytes(raw)), cls)

@@ -1,0 +1,29 @@
+"""Shared fixtures: a fresh data directory and store per test, hypothesis profiles."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from ironflow.store import LmdbStore
+
+# Quick in `make test`; HYPOTHESIS_PROFILE=thorough for a long run on demand.
+settings.register_profile(
+    "quick", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "thorough", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[LmdbStore]:
+    """An LmdbStore in a fresh directory, fsync off: these tests prove logic, not disks."""
+    s = LmdbStore(tmp_path / "data", sync=False)
+    yield s
+    s.close()
