@@ -85,6 +85,10 @@ class Worker:
         self._loop_thread: threading.Thread | None = None
         if any(d.is_async for d in defs):
             self._start_loop()
+        # Registering here, not in run(), lets a caller build a worker, emit, then run it.
+        self.store.register_agents(
+            [AgentSpec(id=d.id, triggers=d.triggers, description=d.description) for d in defs]
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -105,9 +109,10 @@ class Worker:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
-    def _install_signals(self) -> None:
+    def _install_signals(self) -> dict[int, Any]:
+        """Install drain handlers; return the previous ones so :meth:`run` can restore them."""
         if threading.current_thread() is not threading.main_thread():
-            return
+            return {}
 
         first_signal: list[float] = []
 
@@ -126,21 +131,17 @@ class Worker:
             first_signal.append(time.monotonic())
             self.stop()
 
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
+        return previous
 
     def run(self, *, until_idle: bool = False, ready_message: bool = True) -> None:
         """Serve until stopped (or, with ``until_idle``, until no run is left to do).
 
         Installs SIGINT/SIGTERM handlers when called from the main thread.
         """
-        self._install_signals()
-        self.store.register_agents(
-            [
-                AgentSpec(id=d.id, triggers=d.triggers, description=d.description)
-                for d in self.agents.values()
-            ]
-        )
+        previous = self._install_signals()
         if ready_message:
             names = ", ".join(self.agents)
             print(f"{names} worker ready (pid {os.getpid()})", flush=True)
@@ -152,6 +153,8 @@ class Worker:
             self._serve(until_idle)
         finally:
             self._drain()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _serve(self, until_idle: bool) -> None:
         agent_ids = list(self.agents)
@@ -193,6 +196,8 @@ class Worker:
             self._loop.call_soon_threadsafe(self._loop.stop)
             assert self._loop_thread is not None
             self._loop_thread.join(timeout=5)
+            if not self._loop_thread.is_alive():
+                self._loop.close()
         self._heartbeat_stop.set()
         log.info("worker stopped")
 

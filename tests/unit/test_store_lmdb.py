@@ -1,0 +1,191 @@
+"""LmdbStore: events and runs in one transaction, leases, fencing, group commit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from ironflow.errors import (
+    InvalidInputError,
+    LeaseLostError,
+    RunNotFoundError,
+    StoreFormatError,
+)
+from ironflow.store import AgentSpec, LmdbStore, StepRecord, WorkerInfo, this_worker
+
+
+def step(run_id: str, position: int, step_id: str = "s") -> StepRecord:
+    return StepRecord(run_id, position, step_id, "completed", None, {"p": position}, 0.0, 0.0)
+
+
+def test_emit_creates_one_run_per_matching_trigger(store: LmdbStore) -> None:
+    """Exact names and wildcards each start a run; unrelated agents do not."""
+    store.register_agents([
+        AgentSpec("exact", ("order.created",)),
+        AgentSpec("star", ("order.*",)),
+        AgentSpec("deep", ("order.>",)),
+        AgentSpec("other", ("user.created",)),
+    ])
+    result = store.emit("order.created", {"id": 1})
+    agents = sorted(store.get_run(r).agent for r in result.run_ids)
+    assert agents == ["deep", "exact", "star"]
+    assert sorted(store.get_run(r).agent for r in store.emit("order.a.b", {}).run_ids) == ["deep"]
+    assert store.emit("nothing", {}).run_ids == ()
+    assert [e.seq for e in store.events()] == [1, 2, 3]
+
+
+def test_lease_then_steps_then_finish(store: LmdbStore) -> None:
+    """A leased run carries its steps; finishing drops the lease."""
+    store.register_agents([AgentSpec("a", ("go",))])
+    run_id = store.emit("go", {}).run_ids[0]
+    me = this_worker()
+    [leased] = store.lease_runs(me, ["a"], limit=5, ttl=30)
+    assert leased.run.status == "running" and leased.run.attempt == 1 and leased.steps == ()
+    store.record_step(me, step(run_id, 0))
+    store.record_step(me, step(run_id, 0))  # a retried write is a no-op
+    assert [s.position for s in store.get_steps(run_id)] == [0]
+    assert store.lease_runs(me, ["a"], limit=5, ttl=30) == []
+    run = store.finish_run(me, run_id, status="completed", output={"ok": True})
+    assert run.status == "completed" and store.get_lease(run_id) is None
+    store.check_valid()
+
+
+def test_a_stale_worker_cannot_record_after_takeover(store: LmdbStore) -> None:
+    """Fencing: once another worker holds the run, the old holder's writes are refused."""
+    store.register_agents([AgentSpec("a", ("go",))])
+    run_id = store.emit("go", {}).run_ids[0]
+    old = this_worker("old")
+    new = this_worker("new")
+    store.lease_runs(old, ["a"], limit=1, ttl=-1)  # already expired
+    [taken] = store.lease_runs(new, ["a"], limit=1, ttl=30)
+    assert taken.run.attempt == 2
+    with pytest.raises(LeaseLostError):
+        store.record_step(old, step(run_id, 0))
+    with pytest.raises(LeaseLostError):
+        store.finish_run(old, run_id, status="completed")
+    assert store.get_steps(run_id) == []
+
+
+def test_a_dead_holder_on_this_host_is_taken_over_before_its_ttl(
+    store: LmdbStore, tmp_path: Path
+) -> None:
+    """A lease held by an exited process is free at once, not after the TTL."""
+    store.register_agents([AgentSpec("a", ("go",))])
+    store.emit("go", {})
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = WorkerInfo("dead", this_worker().host, int(proc.stdout), "1")
+    assert len(store.lease_runs(dead, ["a"], limit=1, ttl=3600)) == 1
+    assert len(store.lease_runs(this_worker("alive"), ["a"], limit=1, ttl=30)) == 1
+
+
+def test_a_live_holder_keeps_its_run(store: LmdbStore) -> None:
+    """A run whose holder is alive and within its TTL is not handed to anyone else."""
+    store.register_agents([AgentSpec("a", ("go",))])
+    store.emit("go", {})
+    assert len(store.lease_runs(this_worker("one"), ["a"], limit=1, ttl=3600)) == 1
+    assert store.lease_runs(this_worker("two"), ["a"], limit=1, ttl=3600) == []
+
+
+def test_release_hands_the_run_back_as_pending(store: LmdbStore) -> None:
+    """A drained run is pending again and keeps its steps."""
+    store.register_agents([AgentSpec("a", ("go",))])
+    run_id = store.emit("go", {}).run_ids[0]
+    me = this_worker()
+    store.lease_runs(me, ["a"], limit=1, ttl=30)
+    store.record_step(me, step(run_id, 0))
+    store.release_run(me, run_id)
+    assert store.get_run(run_id).status == "pending"
+    [again] = store.lease_runs(this_worker("next"), ["a"], limit=1, ttl=30)
+    assert [s.position for s in again.steps] == [0]
+
+
+def test_list_runs_is_newest_first_and_filters(store: LmdbStore) -> None:
+    """run list order and filters."""
+    store.register_agents([AgentSpec("a", ("x",)), AgentSpec("b", ("y",))])
+    ids = [store.emit("x" if i % 2 else "y", {"i": i}).run_ids[0] for i in range(6)]
+    assert [r.id for r in store.list_runs(limit=10)] == list(reversed(ids))
+    assert [r.agent for r in store.list_runs(agent="a")] == ["a", "a", "a"]
+    assert len(store.list_runs(limit=2)) == 2
+    assert store.list_runs(status="completed") == []
+
+
+def test_unknown_and_malformed_run_ids_are_not_found(store: LmdbStore) -> None:
+    """Any id, however odd, gives RunNotFoundError, never a storage error."""
+    for bad in ["nope", "", "x" * 600, "a\x00b"]:
+        with pytest.raises(RunNotFoundError):
+            store.get_run(bad)
+        with pytest.raises(RunNotFoundError):
+            store.request_cancel(bad)
+
+
+def test_bad_event_names_and_ids_are_refused(store: LmdbStore) -> None:
+    """Event names and ids have bounds, said in the error."""
+    with pytest.raises(InvalidInputError, match="event name"):
+        store.emit("", {})
+    with pytest.raises(InvalidInputError, match="event id"):
+        store.emit("x", {}, id="k" * 300)
+
+
+def test_concurrent_writers_all_commit(store: LmdbStore) -> None:
+    """Group commit: many threads recording at once each get their write, none lost."""
+    store.register_agents([AgentSpec("a", ("go",))])
+    me = this_worker()
+    run_ids = [store.emit("go", {}).run_ids[0] for _ in range(8)]
+    store.lease_runs(me, ["a"], limit=8, ttl=30)
+
+    def record(run_id: str) -> None:
+        for position in range(25):
+            store.record_step(me, step(run_id, position))
+
+    threads = [threading.Thread(target=record, args=(r,)) for r in run_ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for run_id in run_ids:
+        assert [s.position for s in store.get_steps(run_id)] == list(range(25))
+
+
+def test_the_map_grows_instead_of_filling_up(tmp_path: Path) -> None:
+    """Writing more than the initial map size grows the map; nothing fails."""
+    import ironflow.store._lmdb as lmdb_module
+
+    original = lmdb_module._INITIAL_MAP
+    lmdb_module._INITIAL_MAP = 1 << 20  # 1 MiB
+    try:
+        s = LmdbStore(tmp_path / "small", sync=False)
+        s.register_agents([AgentSpec("a", ("go",))])
+        for i in range(40):
+            s.emit("go", {"blob": "x" * 100_000, "i": i})
+        assert len(s.list_runs(limit=100)) == 40
+        s.close()
+    finally:
+        lmdb_module._INITIAL_MAP = original
+
+
+def test_a_newer_format_version_is_refused(tmp_path: Path) -> None:
+    """A data directory written by another format version is not silently used."""
+    s = LmdbStore(tmp_path / "d", sync=False)
+    s._write(lambda txn: txn.put(b"format_version", b"99", db=s._db["meta"]))
+    s.close()
+    with pytest.raises(StoreFormatError, match="format 99"):
+        LmdbStore(tmp_path / "d")
+
+
+def test_two_processes_share_one_data_directory(tmp_path: Path) -> None:
+    """Another process emitting into the same directory is seen here."""
+    path = tmp_path / "shared"
+    s = LmdbStore(path)
+    s.register_agents([AgentSpec("a", ("go",))])
+    code = ("import sys; from ironflow.store import LmdbStore; "
+            "s = LmdbStore(sys.argv[1]); [s.emit('go', {'i': i}) for i in range(5)]")
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True,
+                   env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert len(s.list_runs(limit=10)) == 5
+    s.close()
