@@ -12,7 +12,6 @@ import pytest
 
 from ironflow import (
     AgentContext,
-    NonDeterminismError,
     StepFailedError,
     ToolInputError,
     Worker,
@@ -95,8 +94,11 @@ def test_steps_are_recorded_with_call_order_positions_and_repeat_ids(store: Lmdb
     """Each tool call is a step; a second call of one tool gets the id `tool.x#2`."""
     run = run_agent(store, pipeline, {"url": "https://x/invoice.png"})
     assert run.status == "completed", run.error
-    assert run.output == {"ocr": "text of https://x/invoice.png", "first": "invoice",
-                          "second": "invoice"}
+    assert run.output == {
+        "ocr": "text of https://x/invoice.png",
+        "first": "invoice",
+        "second": "invoice",
+    }
     steps = store.get_steps(run.id)
     assert [(s.position, s.id, s.status) for s in steps] == [
         (0, "tool.ocr", "completed"),
@@ -166,7 +168,9 @@ def test_failing_tool_is_recorded_and_replays_the_same_error(store: LmdbStore) -
     assert run.status == "failed"
     assert run.error is not None
     assert (run.error.type, run.error.message, run.error.step_id) == (
-        "ValueError", "again", "tool.explode#2"
+        "ValueError",
+        "again",
+        "tool.explode#2",
     )
     steps = store.get_steps(run.id)
     assert [s.status for s in steps] == ["failed", "failed"]
@@ -233,8 +237,13 @@ def determinism(ctx: AgentContext) -> dict[str, Any]:
     r = ctx.random()
     assert isinstance(ident, uuid.UUID)
     step_out = ctx.step("double", lambda n: n * 2, 21)
-    return {"now": now.isoformat(), "uuid": str(ident), "random": r, "double": step_out,
-            "charge": charge(amount=5)}
+    return {
+        "now": now.isoformat(),
+        "uuid": str(ident),
+        "random": r,
+        "double": step_out,
+        "charge": charge(amount=5),
+    }
 
 
 def test_now_uuid_random_and_step_replay_identically(store: LmdbStore) -> None:
@@ -243,7 +252,11 @@ def test_now_uuid_random_and_step_replay_identically(store: LmdbStore) -> None:
     run = run_agent(store, determinism, {})
     assert run.status == "completed", run.error
     assert [s.id for s in store.get_steps(run.id)] == [
-        "now", "uuid", "random", "double", "tool.charge"
+        "now",
+        "uuid",
+        "random",
+        "double",
+        "tool.charge",
     ]
     assert run.output["double"] == 42
     assert keys == [f"{run.id}/tool.charge"]

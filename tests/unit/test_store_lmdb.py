@@ -25,12 +25,14 @@ def step(run_id: str, position: int, step_id: str = "s") -> StepRecord:
 
 def test_emit_creates_one_run_per_matching_trigger(store: LmdbStore) -> None:
     """Exact names and wildcards each start a run; unrelated agents do not."""
-    store.register_agents([
-        AgentSpec("exact", ("order.created",)),
-        AgentSpec("star", ("order.*",)),
-        AgentSpec("deep", ("order.>",)),
-        AgentSpec("other", ("user.created",)),
-    ])
+    store.register_agents(
+        [
+            AgentSpec("exact", ("order.created",)),
+            AgentSpec("star", ("order.*",)),
+            AgentSpec("deep", ("order.>",)),
+            AgentSpec("other", ("user.created",)),
+        ]
+    )
     result = store.emit("order.created", {"id": 1})
     agents = sorted(store.get_run(r).agent for r in result.run_ids)
     assert agents == ["deep", "exact", "star"]
@@ -77,8 +79,12 @@ def test_a_dead_holder_on_this_host_is_taken_over_before_its_ttl(
     """A lease held by an exited process is free at once, not after the TTL."""
     store.register_agents([AgentSpec("a", ("go",))])
     store.emit("go", {})
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dead = WorkerInfo("dead", this_worker().host, int(proc.stdout), "1")
     assert len(store.lease_runs(dead, ["a"], limit=1, ttl=3600)) == 1
     assert len(store.lease_runs(this_worker("alive"), ["a"], limit=1, ttl=30)) == 1
@@ -183,9 +189,14 @@ def test_two_processes_share_one_data_directory(tmp_path: Path) -> None:
     path = tmp_path / "shared"
     s = LmdbStore(path)
     s.register_agents([AgentSpec("a", ("go",))])
-    code = ("import sys; from ironflow.store import LmdbStore; "
-            "s = LmdbStore(sys.argv[1]); [s.emit('go', {'i': i}) for i in range(5)]")
-    subprocess.run([sys.executable, "-c", code, str(path)], check=True,
-                   env={**os.environ, "PYTHONPATH": os.getcwd()})
+    code = (
+        "import sys; from ironflow.store import LmdbStore; "
+        "s = LmdbStore(sys.argv[1]); [s.emit('go', {'i': i}) for i in range(5)]"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     assert len(s.list_runs(limit=10)) == 5
     s.close()

@@ -82,6 +82,7 @@ def test_pydantic_models_are_checked_when_installed() -> None:
 
 def test_tool_input_error_message_names_argument_and_expected() -> None:
     """ToolInputError carries the tool, the argument and the expectation."""
+
     @tool
     def ocr(image_url: str) -> str:
         return image_url
