@@ -13,7 +13,8 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bench.peers import dbos_peer, floor, langgraph_peer
 
@@ -55,15 +56,29 @@ def main(argv: list[str] | None = None) -> int:
         _timed(r, "floor.lmdb_sync_commit", lmdb_floor)
         _timed(r, "floor.fdatasync", fdatasync_floor)
 
-        _timed(r, "dbos.three_step_runs_per_s", lambda: dbos_peer.three_step_runs_per_s(workdir, 50))
+        _timed(
+            r, "dbos.three_step_runs_per_s", lambda: dbos_peer.three_step_runs_per_s(workdir, 50)
+        )
         _timed(r, "dbos.per_step_us", lambda: dbos_peer.per_step_us(workdir, 100, 5))
-        _timed(r, "dbos.concurrent_steps_per_s", lambda: dbos_peer.concurrent_steps_per_s(workdir, 16))
+        _timed(
+            r, "dbos.concurrent_steps_per_s", lambda: dbos_peer.concurrent_steps_per_s(workdir, 16)
+        )
         _timed(r, "dbos.resume_after_kill_s", lambda: dbos_peer.resume_after_kill_s(workdir))
 
-        _timed(r, "langgraph.sqlite_synchronous", lambda: langgraph_peer.sqlite_synchronous(workdir))
-        _timed(r, "langgraph.three_step_runs_per_s", lambda: langgraph_peer.three_step_runs_per_s(workdir, 50))
+        _timed(
+            r, "langgraph.sqlite_synchronous", lambda: langgraph_peer.sqlite_synchronous(workdir)
+        )
+        _timed(
+            r,
+            "langgraph.three_step_runs_per_s",
+            lambda: langgraph_peer.three_step_runs_per_s(workdir, 50),
+        )
         _timed(r, "langgraph.per_step_us", lambda: langgraph_peer.per_step_us(workdir, 100, 5))
-        _timed(r, "langgraph.concurrent_steps_per_s", lambda: langgraph_peer.concurrent_steps_per_s(workdir, 16))
+        _timed(
+            r,
+            "langgraph.concurrent_steps_per_s",
+            lambda: langgraph_peer.concurrent_steps_per_s(workdir, 16),
+        )
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)

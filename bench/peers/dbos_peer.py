@@ -18,8 +18,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Iterator
+from typing import IO
 
 from dbos import DBOS, DBOSConfig
 
@@ -119,13 +120,13 @@ def concurrent_steps_per_s(workdir: str, runs: int = 16) -> float:
     return runs * 3 / dt
 
 
-def _line_reader(stream: IO[str], out: "queue.Queue[str | None]") -> None:
+def _line_reader(stream: IO[str], out: queue.Queue[str | None]) -> None:
     for line in stream:
         out.put(line)
     out.put(None)
 
 
-def _wait_for(lines: "queue.Queue[str | None]", prefix: str, timeout: float) -> str:
+def _wait_for(lines: queue.Queue[str | None], prefix: str, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while True:
         left = deadline - time.monotonic()
@@ -141,14 +142,14 @@ def _wait_for(lines: "queue.Queue[str | None]", prefix: str, timeout: float) -> 
             return line.strip()
 
 
-def _spawn(mode: str, db_path: str) -> tuple[subprocess.Popen[str], "queue.Queue[str | None]"]:
+def _spawn(mode: str, db_path: str) -> tuple[subprocess.Popen[str], queue.Queue[str | None]]:
     proc = subprocess.Popen(
         [sys.executable, _CHILD, mode, db_path],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
-    lines: "queue.Queue[str | None]" = queue.Queue()
+    lines: queue.Queue[str | None] = queue.Queue()
     assert proc.stdout is not None
     threading.Thread(target=_line_reader, args=(proc.stdout, lines), daemon=True).start()
     return proc, lines

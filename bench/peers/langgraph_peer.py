@@ -65,7 +65,7 @@ def _saver(workdir: str) -> tuple[SqliteSaver, sqlite3.Connection]:
 
 def sqlite_synchronous(workdir: str) -> int:
     """The synchronous pragma a SqliteSaver connection ends up with (2 = FULL)."""
-    saver, conn = _saver(workdir)
+    _, conn = _saver(workdir)
     try:
         return int(conn.execute("PRAGMA synchronous").fetchone()[0])
     finally:

@@ -1,0 +1,151 @@
+"""One benchmark child process per system: ``python -m bench._child SYSTEM --workdir DIR``.
+
+Each system runs in a process of its own, so one's imports, threads and garbage
+(DBOS's singleton, LangGraph's modules) never tax another's numbers, while the parent
+still interleaves the systems workload by workload.
+
+Protocol: one JSON object per line. The child first says ``{"ready": true,
+"version": ...}`` (or ``{"error": ...}`` if its system cannot be imported); then for
+each request ``{"workload": KEY, "params": {...}}`` it answers ``{"value": x}``,
+``{"skipped": why}`` or ``{"error": why}``. Anything else printing to stdout (a
+library, a tool) is diverted to stderr so it cannot break the protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import traceback
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any, TextIO
+
+Runner = Callable[[str, dict[str, Any]], Any]
+
+
+def _version(dist: str) -> str:
+    try:
+        return f"{dist} {metadata.version(dist)}"
+    except metadata.PackageNotFoundError:
+        return f"{dist} (not installed as a distribution)"
+
+
+def _floor() -> tuple[str, dict[str, Runner]]:
+    from bench.peers import floor
+
+    def lmdb_commit(wd: str, p: dict[str, Any]) -> float:
+        return statistics.median(floor.lmdb_sync_commit_us(os.path.join(wd, "lmdb-floor"), p["n"]))
+
+    def fdatasync(wd: str, p: dict[str, Any]) -> float:
+        return statistics.median(floor.fdatasync_us(os.path.join(wd, "fdatasync.log"), p["n"]))
+
+    return _version("lmdb"), {"lmdb_commit_us": lmdb_commit, "fdatasync_us": fdatasync}
+
+
+def _ironflow() -> tuple[str, dict[str, Runner]]:
+    from bench import _ironflow as w
+    from bench._proc import import_ms
+
+    def remote(wd: str, p: dict[str, Any]) -> Any:
+        why = w.serve_available()
+        if why is not None:
+            return {"skipped": why}
+        return w.remote_per_step_us(wd, p["steps"], p["reps"])
+
+    return _version("ironflow"), {
+        "per_step_us": lambda wd, p: w.per_step_us(wd, p["steps"], p["reps"]),
+        "three_step_runs_per_s": lambda wd, p: w.three_step_runs_per_s(wd, p["n_runs"]),
+        "concurrent_steps_per_s": lambda wd, p: w.concurrent_steps_per_s(wd, p["runs"]),
+        "replay_ms": lambda wd, p: w.replay_ms(wd, p["steps"]),
+        "resume_s": lambda wd, p: w.resume_s(wd),
+        "remote_per_step_us": remote,
+        "import_ms": lambda wd, p: import_ms(sys.executable, "import ironflow", p["samples"]),
+    }
+
+
+def _dbos() -> tuple[str, dict[str, Runner]]:
+    from bench._proc import import_ms
+    from bench.peers import dbos_peer as d
+
+    return _version("dbos"), {
+        "per_step_us": lambda wd, p: d.per_step_us(wd, p["steps"], p["reps"]),
+        "three_step_runs_per_s": lambda wd, p: d.three_step_runs_per_s(wd, p["n_runs"]),
+        "concurrent_steps_per_s": lambda wd, p: d.concurrent_steps_per_s(wd, p["runs"]),
+        "resume_s": lambda wd, p: d.resume_after_kill_s(wd),
+        "import_ms": lambda wd, p: import_ms(sys.executable, "import dbos", p["samples"]),
+    }
+
+
+def _langgraph() -> tuple[str, dict[str, Runner]]:
+    from bench._proc import import_ms
+    from bench.peers import langgraph_peer as g
+
+    def per_step(wd: str, p: dict[str, Any]) -> float:
+        if g.sqlite_synchronous(wd) < 2:
+            raise RuntimeError("SqliteSaver's connection is not synchronous=FULL")
+        return g.per_step_us(wd, p["steps"], p["reps"])
+
+    stmt = "import langgraph.graph, langgraph.checkpoint.sqlite"
+    return _version("langgraph"), {
+        "per_step_us": per_step,
+        "three_step_runs_per_s": lambda wd, p: g.three_step_runs_per_s(wd, p["n_runs"]),
+        "concurrent_steps_per_s": lambda wd, p: g.concurrent_steps_per_s(wd, p["runs"]),
+        "import_ms": lambda wd, p: import_ms(sys.executable, stmt, p["samples"]),
+    }
+
+
+_LOADERS: dict[str, Callable[[], tuple[str, dict[str, Runner]]]] = {
+    "floor": _floor,
+    "ironflow": _ironflow,
+    "dbos": _dbos,
+    "langgraph": _langgraph,
+}
+
+
+def _send(out: TextIO, obj: dict[str, Any]) -> None:
+    out.write(json.dumps(obj) + "\n")
+    out.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench._child")
+    ap.add_argument("system", choices=sorted(_LOADERS))
+    ap.add_argument("--workdir", required=True)
+    args = ap.parse_args(argv)
+
+    # The protocol keeps the real stdout; fd 1 (print, tools, libraries) goes to stderr.
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    try:
+        version, runners = _LOADERS[args.system]()
+    except Exception as exc:
+        _send(out, {"error": f"cannot load {args.system}: {type(exc).__name__}: {exc}"})
+        return 1
+    _send(out, {"ready": True, "version": version, "python": sys.version.split()[0]})
+    os.makedirs(args.workdir, exist_ok=True)
+    for line in sys.stdin:
+        req = json.loads(line)
+        runner = runners.get(req["workload"])
+        if runner is None:
+            _send(out, {"error": f"{args.system} has no workload {req['workload']!r}"})
+            continue
+        try:
+            result = runner(args.workdir, req.get("params", {}))
+        except Exception as exc:  # one failing workload must not hide the others' numbers
+            traceback.print_exc()
+            _send(out, {"error": f"{type(exc).__name__}: {exc}"})
+            continue
+        if isinstance(result, dict):
+            _send(out, result)
+        else:
+            _send(out, {"value": float(result)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""The Ironflow workloads, all on an LmdbStore with fsync on (its default, ``sync=True``).
+
+How runs are executed: events are emitted, then a :class:`~ironflow.Worker` in this
+process serves them with ``run(until_idle=True)``, which returns once no run is left.
+Both the emits and the worker are inside the timed span, so a run's cost is the whole
+of it: the event and its run created (one commit), the run leased (one commit), each
+step recorded (one commit each), the run finished (one commit).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from typing import Any
+
+from bench import _agents
+from bench._proc import Lines, free_port
+from ironflow import AgentContext, LmdbStore, Store, Worker
+from ironflow._dsl import AgentDefinition, definitions_in
+from ironflow.replay import Execution
+from ironflow.store import AgentSpec, this_worker
+
+_DEFS = definitions_in(vars(_agents))
+_SPECS = [AgentSpec(id=d.id, triggers=d.triggers, description=d.description) for d in _DEFS]
+_THREE = AgentDefinition.must_from_fn(_agents.three_steps)
+_STEPS = AgentDefinition.must_from_fn(_agents.k_steps)
+
+
+def _fresh(workdir: str, prefix: str) -> str:
+    os.makedirs(workdir, exist_ok=True)
+    return tempfile.mkdtemp(prefix=prefix, dir=workdir)
+
+
+def _open(path: str, *, sync: bool = True) -> LmdbStore:
+    store = LmdbStore(path, sync=sync)
+    # Emits before the first Worker.run must already create runs.
+    store.register_agents(_SPECS)
+    return store
+
+
+def _serve(store: Store, agent: AgentDefinition, concurrency: int = 1) -> None:
+    Worker([agent], store=store, concurrency=concurrency).run(until_idle=True, ready_message=False)
+
+
+def _timed_runs(
+    store: Store, agent: AgentDefinition, event: str, datas: list[Any], concurrency: int = 1
+) -> float:
+    """Seconds to emit one event per item of ``datas`` and serve every run to completion."""
+    worker = Worker([agent], store=store, concurrency=concurrency)
+    t0 = time.perf_counter()
+    run_ids = [rid for data in datas for rid in store.emit(event, data).run_ids]
+    worker.run(until_idle=True, ready_message=False)
+    dt = time.perf_counter() - t0
+    not_done = [r for r in run_ids if store.get_run(r).status != "completed"]
+    if not_done or len(run_ids) != len(datas):
+        raise RuntimeError(f"{len(not_done)} of {len(run_ids)} runs did not complete")
+    return dt
+
+
+def three_step_runs_per_s(workdir: str, n_runs: int) -> float:
+    """Sequential 3-step runs (worker concurrency 1), emit to finish, in runs/s.
+
+    One untimed warm-up run first, as for the peers.
+    """
+    store = _open(_fresh(workdir, "if-three-"))
+    try:
+        _timed_runs(store, _THREE, "bench.three", [{"i": -1}])
+        dt = _timed_runs(store, _THREE, "bench.three", [{"i": i} for i in range(n_runs)])
+    finally:
+        store.close()
+    return n_runs / dt
+
+
+def _per_step_us(store: Store, steps: int, reps: int) -> float:
+    _timed_runs(store, _STEPS, "bench.steps", [{"n": 1}])
+    samples = []
+    for _ in range(reps):
+        t_many = _timed_runs(store, _STEPS, "bench.steps", [{"n": steps}])
+        t_one = _timed_runs(store, _STEPS, "bench.steps", [{"n": 1}])
+        samples.append((t_many - t_one) / (steps - 1) * 1e6)
+    return statistics.median(samples)
+
+
+def per_step_us(workdir: str, steps: int, reps: int) -> float:
+    """Marginal cost of one recorded step, in µs: median over ``reps`` of (t_n - t_1)/(n - 1).
+
+    Differencing a run of ``steps`` steps against a 1-step run cancels the per-run
+    costs (emit, lease, finish, worker start).
+    """
+    store = _open(_fresh(workdir, "if-steps-"))
+    try:
+        return _per_step_us(store, steps, reps)
+    finally:
+        store.close()
+
+
+def concurrent_steps_per_s(workdir: str, runs: int) -> float:
+    """``runs`` 3-step runs served at once (worker concurrency = runs): durable steps/s.
+
+    The emits are inside the timed span; LmdbStore group-commits the concurrent
+    runs' step records, each still on disk before its handler continues.
+    """
+    store = _open(_fresh(workdir, "if-conc-"))
+    try:
+        _timed_runs(store, _THREE, "bench.three", [{"i": -1}])
+        dt = _timed_runs(
+            store, _THREE, "bench.three", [{"i": i} for i in range(runs)], concurrency=runs
+        )
+    finally:
+        store.close()
+    return runs * 3 / dt
+
+
+def _worker_argv(data_dir: str) -> list[str]:
+    return [sys.executable, "-m", "ironflow.run", "worker", "bench._agents", "--data-dir", data_dir]
+
+
+def resume_s(workdir: str, timeout: float = 60.0) -> float:
+    """Seconds from spawning a fresh worker process to the first resumed step beginning.
+
+    A first worker runs the resume agent and is killed with SIGKILL while step 2
+    executes (step 1 recorded). The clock starts just before the second worker is
+    spawned, so interpreter start, imports, opening the store, finding the orphan and
+    replaying step 1 are all inside it; step 2 prints ``time.time()`` when it begins.
+    """
+    data_dir = _fresh(workdir, "if-resume-")
+    store = _open(data_dir)
+    try:
+        run_id = store.emit("bench.resume", {"tag": "r"}).run_ids[0]
+    finally:
+        store.close()
+    first = second = None
+    try:
+        first = Lines(_worker_argv(data_dir))
+        first.wait_for("HOLD_BEGIN attempt=1", timeout)
+        first.kill(signal.SIGKILL)
+
+        t0 = time.time()
+        second = Lines(_worker_argv(data_dir))
+        line = second.wait_for("HOLD_BEGIN attempt=2", timeout)
+        elapsed = float(line.rsplit("t=", 1)[1]) - t0
+
+        # The run must finish, with step 1 taken from the record, not run again.
+        store = LmdbStore(data_dir)
+        try:
+            deadline = time.monotonic() + timeout
+            while store.get_run(run_id).status != "completed":
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"run {run_id} did not complete after resuming")
+                store.wait_for_work(0.02)
+        finally:
+            store.close()
+        if any(s.startswith("FIRST_RAN") for s in second.seen()):
+            raise RuntimeError("step 1 ran again on resume instead of replaying its record")
+        return elapsed
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                proc.kill(signal.SIGKILL)
+
+
+_replay_built: dict[tuple[str, int], str] = {}
+
+
+def _build_replay(workdir: str, steps: int) -> str:
+    """A data dir holding one pending run of ``steps`` + 1 steps, the first ``steps`` recorded.
+
+    Written directly with ``record_step`` and fsync off (the build is not what we
+    time), then the run is handed back as pending.
+    """
+    key = (workdir, steps)
+    if key in _replay_built:
+        return _replay_built[key]
+    from ironflow.store import StepRecord
+
+    data_dir = _fresh(workdir, "if-replay-")
+    store = _open(data_dir, sync=False)
+    try:
+        builder = this_worker("bench-builder")
+        store.emit("bench.steps", {"n": steps + 1})
+        [leased] = store.lease_runs(builder, [_STEPS.id], limit=1, ttl=600)
+        rid = leased.run.id
+        now = time.time()
+        for i in range(steps):
+            store.record_step(
+                builder,
+                StepRecord(
+                    run_id=rid,
+                    position=i,
+                    id="tool.noop" if i == 0 else f"tool.noop#{i + 1}",
+                    status="completed",
+                    input={"i": i},
+                    output={"i": i, "ok": 1},
+                    started_at=now,
+                    ended_at=now,
+                ),
+            )
+        store.release_run(builder, rid)
+    finally:
+        store.close()
+    _replay_built[key] = data_dir
+    return data_dir
+
+
+def replay_ms(workdir: str, steps: int) -> float:
+    """Milliseconds to bring a run with ``steps`` recorded steps back to its next step.
+
+    Timed: leasing the run (one commit, which also reads every step record) and
+    re-executing the handler through the engine, each recorded step returning its
+    record, until the first unrecorded step begins. The engine's drain check stops
+    the handler exactly there, so nothing is recorded and the run is handed back for
+    the next repetition.
+    """
+    data_dir = _build_replay(workdir, steps)
+    store = LmdbStore(data_dir)
+    try:
+        me = this_worker("bench-replayer")
+        stop_at_next = threading.Event()
+        stop_at_next.set()
+        t0 = time.perf_counter()
+        [leased] = store.lease_runs(me, [_STEPS.id], limit=1, ttl=600)
+        execution = Execution(store, me, leased, stopping=stop_at_next)
+        ctx = AgentContext(execution, _STEPS)
+        outcome = execution.execute(lambda: _STEPS.fn(ctx))
+        dt = time.perf_counter() - t0
+        if outcome.status != "released" or execution.steps_replayed != steps:
+            raise RuntimeError(
+                f"replay ended {outcome.status} after {execution.steps_replayed} replayed "
+                f"steps; expected released after {steps}"
+            )
+        execution.settle(outcome)
+    finally:
+        store.close()
+    return dt * 1e3
+
+
+def _ironflow_cmd() -> list[str]:
+    script = os.path.join(os.path.dirname(sys.executable), "ironflow")
+    return [script] if os.path.exists(script) else [sys.executable, "-m", "ironflow._cli"]
+
+
+def serve_available() -> str | None:
+    """None if ``ironflow serve`` and the remote store exist, else why not."""
+    import importlib.util
+
+    if importlib.util.find_spec("ironflow.store._remote") is None:
+        return "needs ironflow serve (issue 3)"
+    probe = subprocess.run(
+        [*_ironflow_cmd(), "serve", "--help"],
+        capture_output=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    return None if probe.returncode == 0 else "needs ironflow serve (issue 3)"
+
+
+def remote_per_step_us(workdir: str, steps: int, reps: int, timeout: float = 30.0) -> float:
+    """Marginal cost of one recorded step through ``ironflow serve --dev`` on loopback, in µs.
+
+    The server runs in its own process on a fresh data dir; this process's worker
+    reaches it through ``IRONFLOW_URL``, as a worker on another machine would.
+    """
+    from ironflow._config import open_store
+
+    data_dir = _fresh(workdir, "if-remote-")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [*_ironflow_cmd(), "serve", "--dev", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--data-dir", data_dir]
+    server = Lines(argv, stderr=subprocess.DEVNULL)
+    saved = os.environ.get("IRONFLOW_URL")
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/api/v1/health", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ironflow serve did not come up on {url}")
+            time.sleep(0.05)
+        os.environ["IRONFLOW_URL"] = url
+        store = open_store()
+        try:
+            store.register_agents(_SPECS)
+            return _per_step_us(store, steps, reps)
+        finally:
+            store.close()
+    finally:
+        if saved is None:
+            os.environ.pop("IRONFLOW_URL", None)
+        else:
+            os.environ["IRONFLOW_URL"] = saved
+        server.kill(signal.SIGTERM)
+
+
+def cleanup(workdir: str) -> None:
+    shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,381 @@
+"""Turn the samples into the table: medians with min and max, ratios, targets, files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench._spec import BY_KEY, LABELS, PEERS, WORKLOADS, Workload
+
+#: samples[workload][system] -> one value per repetition (None where that repetition failed)
+Samples = dict[str, dict[str, list[float | None]]]
+Notes = dict[str, dict[str, str]]
+
+
+def fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    a = abs(v)
+    if a >= 100:
+        return f"{v:,.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    median: float
+    min: float
+    max: float
+    n: int
+
+    def text(self) -> str:
+        if self.n == 1:
+            return fmt(self.median)
+        return f"{fmt(self.median)} [{fmt(self.min)}-{fmt(self.max)}]"
+
+
+def cell(values: list[float | None] | None) -> Cell | None:
+    xs = [v for v in values or [] if v is not None]
+    if not xs:
+        return None
+    return Cell(statistics.median(xs), min(xs), max(xs), len(xs))
+
+
+def advantage(w: Workload, ours: float, theirs: float) -> float:
+    """How many times better ironflow is than a peer on this workload (> 1: ironflow wins)."""
+    return ours / theirs if w.better == "higher" else theirs / ours
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    goal: str
+    measured: str
+    #: True, False, or None when a number it needs was not measured.
+    met: bool | None
+    gap: str = ""
+
+    def status(self) -> str:
+        if self.met is None:
+            return "not measured"
+        return "met" if self.met else "NOT MET"
+
+
+def _paired_ratio(samples: Samples, a: tuple[str, str], b: tuple[str, str]) -> Cell | None:
+    """a / b per repetition (both measured in the same repetition), summarised."""
+    xs = samples.get(a[0], {}).get(a[1], [])
+    ys = samples.get(b[0], {}).get(b[1], [])
+    return cell([x / y if x and y else None for x, y in zip(xs, ys, strict=False)])
+
+
+def targets(samples: Samples) -> list[Target]:
+    def med(workload: str, system: str) -> float | None:
+        c = cell(samples.get(workload, {}).get(system))
+        return c.median if c else None
+
+    out: list[Target] = []
+
+    ratio = _paired_ratio(samples, ("per_step_us", "ironflow"), ("lmdb_commit_us", "floor"))
+    step, commit = med("per_step_us", "ironflow"), med("lmdb_commit_us", "floor")
+    if ratio is None or step is None or commit is None:
+        out.append(Target("per-step cost vs one raw LMDB sync commit", "<= 1.3x", "-", None))
+    else:
+        out.append(
+            Target(
+                "per-step cost vs one raw LMDB sync commit",
+                "<= 1.3x",
+                f"{ratio.median:.2f}x ({fmt(step)} us vs {fmt(commit)} us)",
+                ratio.median <= 1.3,
+                ""
+                if ratio.median <= 1.3
+                else f"{ratio.median / 1.3:.2f}x over; {fmt(step - 1.3 * commit)} us a step to cut",
+            )
+        )
+
+    ours = med("three_step_runs_per_s", "ironflow")
+    for peer, need in (("dbos", 5.0), ("langgraph", 3.0)):
+        theirs = med("three_step_runs_per_s", peer)
+        name = f"3-step runs/s vs {LABELS[peer]}"
+        if ours is None or theirs is None:
+            out.append(Target(name, f">= {need:g}x", "-", None))
+            continue
+        x = ours / theirs
+        gap = "" if x >= need else f"need {fmt(need * theirs)} runs/s, have {fmt(ours)}"
+        out.append(
+            Target(
+                name, f">= {need:g}x", f"{x:.2f}x ({fmt(ours)} vs {fmt(theirs)})", x >= need, gap
+            )
+        )
+
+    conc = med("concurrent_steps_per_s", "ironflow")
+    name = "16 concurrent runs: steps/s vs single-commit fsync rate"
+    if conc is None or commit is None:
+        out.append(Target(name, "> 1.0x", "-", None))
+    else:
+        rate = 1e6 / commit
+        x = conc / rate
+        out.append(
+            Target(
+                name,
+                "> 1.0x",
+                f"{x:.2f}x ({fmt(conc)} vs {fmt(rate)} commits/s)",
+                x > 1.0,
+                "" if x > 1.0 else f"need > {fmt(rate)} steps/s, have {fmt(conc)}",
+            )
+        )
+
+    for key, name, limit, unit in (
+        ("resume_s", "resume after kill -9", 0.5, "s"),
+        ("replay_ms", "replay of 10,000 recorded steps", 100.0, "ms"),
+        ("import_ms", "import ironflow", 150.0, "ms"),
+    ):
+        v = med(key, "ironflow")
+        if v is None:
+            out.append(Target(name, f"< {limit:g} {unit}", "-", None))
+            continue
+        out.append(
+            Target(
+                name,
+                f"< {limit:g} {unit}",
+                f"{fmt(v)} {unit}",
+                v < limit,
+                "" if v < limit else f"{fmt(v - limit)} {unit} over",
+            )
+        )
+    return out
+
+
+def rows(
+    samples: Samples, notes: Notes, systems: list[str], params: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One row per workload: a cell per system (a number, or why there is none)."""
+    out = []
+    for w in WORKLOADS:
+        title = w.title.format(**params.get(w.key, {}))
+        row: dict[str, Any] = {"key": w.key, "title": title, "unit": w.unit, "better": w.better}
+        cells: dict[str, Any] = {}
+        ours = cell(samples.get(w.key, {}).get("ironflow"))
+        for s in systems:
+            c = cell(samples.get(w.key, {}).get(s))
+            note = notes.get(w.key, {}).get(s) or w.skip.get(s)
+            if c is not None:
+                entry: dict[str, Any] = {"median": c.median, "min": c.min, "max": c.max, "n": c.n}
+                if s in PEERS and ours is not None:
+                    entry["ironflow_advantage"] = advantage(w, ours.median, c.median)
+                if note:
+                    entry["note"] = note
+                cells[s] = entry
+            elif s in w.systems:
+                cells[s] = {"note": note or "not measured"}
+        row["cells"] = cells
+        out.append(row)
+    return out
+
+
+def _cell_text(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return ""
+    if "median" not in entry:
+        return f"({entry['note']})"
+    c = Cell(entry["median"], entry["min"], entry["max"], entry["n"])
+    text = c.text()
+    if "ironflow_advantage" in entry:
+        text += f"  {entry['ironflow_advantage']:.1f}x"
+    return text
+
+
+def _table(
+    table_rows: list[dict[str, Any]], systems: list[str], render: Callable[[list[list[str]]], str]
+) -> str:
+    order = [s for s in ("ironflow", "dbos", "langgraph", "floor") if s in systems]
+    head = ["workload", "unit", *[LABELS[s] for s in order]]
+    body = []
+    for r in table_rows:
+        if not any(r["cells"].get(s) for s in order):
+            continue
+        arrow = "higher" if r["better"] == "higher" else "lower"
+        body.append(
+            [r["title"], f"{r['unit']} ({arrow})", *[_cell_text(r["cells"].get(s)) for s in order]]
+        )
+    return render([head, *body])
+
+
+def _plain(grid: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in grid) for i in range(len(grid[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in grid]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _markdown(grid: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in grid]
+    lines.insert(1, "|" + "|".join("---" for _ in grid[0]) + "|")
+    return "\n".join(lines)
+
+
+_LEGEND = (
+    "Cells: median [min-max] over the repetitions. 'Nx' after a peer's number: how many "
+    "times better ironflow is on that row (> 1: ironflow wins)."
+)
+
+
+def render_text(result: dict[str, Any]) -> str:
+    systems = result["systems"]
+    parts = [_table(result["rows"], systems, _plain), "", _LEGEND, "", "Targets (issue 8):"]
+    grid = [["target", "goal", "measured", "status"]]
+    for t in result["targets"]:
+        status = t["status"] + (f": {t['gap']}" if t["gap"] else "")
+        grid.append([t["name"], t["goal"], t["measured"], status])
+    parts.append(_plain(grid))
+    return "\n".join(parts)
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    systems = result["systems"]
+    m = result["machine"]
+    parts = [
+        f"Run {result['started_at']}, {result['reps']} repetition(s)"
+        + (" (--quick: small n, not comparable)" if result["quick"] else "")
+        + f", {m['cpu']} x{m['cores']}, {m['fs']} on {m['device']}, Python {m['python']}, "
+        f"load average {m['loadavg_start']} at start, {result.get('loadavg_end', '?')} at end.",
+        "",
+        _table(result["rows"], systems, _markdown),
+        "",
+        _LEGEND,
+        "",
+    ]
+    grid = [["target", "goal", "measured", "status"]]
+    for t in result["targets"]:
+        status = t["status"] + (f": {t['gap']}" if t["gap"] else "")
+        grid.append([t["name"], t["goal"], t["measured"], status])
+    parts.append(_markdown(grid))
+    return "\n".join(parts) + "\n"
+
+
+def machine(workdir: str) -> dict[str, Any]:
+    """What the numbers ran on: CPU, cores, kernel, the filesystem of the work dir, load."""
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    fs, device, best = "?", "?", ""
+    try:
+        real = os.path.realpath(workdir)
+        with open("/proc/mounts") as f:
+            for line in f:
+                dev, mnt, kind = line.split()[:3]
+                if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(
+                    best
+                ):
+                    fs, device, best = kind, dev, mnt
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        with open("/proc/meminfo") as f:
+            mem_gb = round(int(f.readline().split()[1]) / 1e6, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "mem_gb": mem_gb,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "fs": fs,
+        "device": device,
+        "workdir": workdir,
+        "loadavg_start": loadavg(),
+    }
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def write_json(path: str, result: dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_chart(path: str, result: dict[str, Any]) -> str | None:
+    """A PNG of the table: one panel per workload, median bars with min-max whiskers.
+
+    Returns why no chart was drawn (matplotlib missing), or None.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install -e '.[bench]')"
+    colors = {"ironflow": "#1f6feb", "dbos": "#8250df", "langgraph": "#1a7f37", "floor": "#6e7781"}
+    limits = {"resume_s": 0.5, "replay_ms": 100.0, "import_ms": 150.0}
+    panels = [r for r in result["rows"] if any("median" in c for c in r["cells"].values())]
+    if not panels:
+        return "nothing was measured"
+    ncols = 3
+    nrows = (len(panels) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(15, 3.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, panels, strict=False):
+        names = [s for s, c in r["cells"].items() if "median" in c]
+        cells = [r["cells"][s] for s in names]
+        med = [c["median"] for c in cells]
+        err = [[c["median"] - c["min"] for c in cells], [c["max"] - c["median"] for c in cells]]
+        y = list(range(len(names)))
+        ax.barh(y, med, xerr=err, color=[colors.get(s, "#999") for s in names], capsize=3)
+        ax.set_yticks(y, [LABELS[s] for s in names])
+        ax.invert_yaxis()
+        better = "higher" if r["better"] == "higher" else "lower"
+        ax.set_title(f"{r['title']}\n{r['unit']}, {better} is better", fontsize=9)
+        for yi, c in zip(y, cells, strict=True):
+            ax.text(c["median"], yi, " " + fmt(c["median"]), va="center", fontsize=8)
+        if r["key"] in limits:
+            ax.axvline(limits[r["key"]], color="#cf222e", linestyle="--", linewidth=1)
+        if r["key"] == "per_step_us":
+            floor = BY_KEY["lmdb_commit_us"].key
+            commit = next(
+                (
+                    x["cells"].get("floor", {}).get("median")
+                    for x in result["rows"]
+                    if x["key"] == floor
+                ),
+                None,
+            )
+            if commit:
+                ax.axvline(1.3 * commit, color="#cf222e", linestyle="--", linewidth=1)
+        ax.margins(x=0.25)
+        ax.tick_params(labelsize=8)
+    m = result["machine"]
+    fig.suptitle(
+        f"ironflow bench {result['started_at']} - {m['cores']} cores, {m['fs']}, "
+        f"{result['reps']} rep(s), medians with min-max; dashed red: target",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return None

@@ -1,0 +1,138 @@
+"""What the benchmark measures: the systems, the workloads, their parameters and targets.
+
+Kept free of imports of ironflow and the peers, so the parent process (and a peer's
+interpreter, which may not have ironflow) can read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: In the order each repetition visits them (A, B, C, A, B, C, ...).
+SYSTEMS = ("floor", "ironflow", "dbos", "langgraph")
+PEERS = ("dbos", "langgraph")
+LABELS = {
+    "floor": "raw LMDB floor",
+    "ironflow": "ironflow",
+    "dbos": "DBOS (SQLite)",
+    "langgraph": "LangGraph (SQLite)",
+}
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: str
+    title: str
+    unit: str
+    #: "higher" or "lower": which way is better.
+    better: str
+    systems: tuple[str, ...]
+    #: system -> why it is not measured (shown in the table instead of a number).
+    skip: dict[str, str] = field(default_factory=dict)
+    digits: int = 0
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload(
+        "lmdb_commit_us",
+        "one LMDB write txn, sync on",
+        "µs",
+        "lower",
+        ("floor",),
+    ),
+    Workload("fdatasync_us", "append 200 B + fdatasync", "µs", "lower", ("floor",)),
+    Workload(
+        "per_step_us",
+        "100-step agent: marginal cost per step",
+        "µs",
+        "lower",
+        ("ironflow", "dbos", "langgraph"),
+    ),
+    Workload(
+        "three_step_runs_per_s",
+        "3-step agent, sequential runs",
+        "runs/s",
+        "higher",
+        ("ironflow", "dbos", "langgraph"),
+    ),
+    Workload(
+        "concurrent_steps_per_s",
+        "16 concurrent 3-step runs: durable steps",
+        "steps/s",
+        "higher",
+        ("ironflow", "dbos", "langgraph"),
+    ),
+    Workload(
+        "replay_ms",
+        "replay {steps:,} recorded steps to the next",
+        "ms",
+        "lower",
+        ("ironflow", "dbos", "langgraph"),
+        skip={
+            "dbos": "not measured",
+            "langgraph": "not measured",
+        },
+        digits=1,
+    ),
+    Workload(
+        "resume_s",
+        "kill -9, fresh process to first resumed step",
+        "s",
+        "lower",
+        ("ironflow", "dbos", "langgraph"),
+        skip={"langgraph": "no worker process to restart"},
+        digits=3,
+    ),
+    Workload(
+        "remote_per_step_us",
+        "remote mode (ironflow serve, loopback): per step",
+        "µs",
+        "lower",
+        ("ironflow",),
+    ),
+    Workload(
+        "sleeping_10k_mb",
+        "worker holding 10,000 sleeping runs: memory",
+        "MB",
+        "lower",
+        ("ironflow",),
+        skip={"ironflow": "needs the primitives issue (ctx.sleep)"},
+    ),
+    Workload(
+        "import_ms",
+        "import time in a fresh interpreter",
+        "ms",
+        "lower",
+        ("ironflow", "dbos", "langgraph"),
+    ),
+)
+
+BY_KEY = {w.key: w for w in WORKLOADS}
+
+
+def params(quick: bool) -> dict[str, dict[str, Any]]:
+    """Each workload's parameters: full (default) or ``--quick`` (small n, for the smoke test)."""
+    if quick:
+        return {
+            "lmdb_commit_us": {"n": 50},
+            "fdatasync_us": {"n": 50},
+            "per_step_us": {"steps": 20, "reps": 1},
+            "three_step_runs_per_s": {"n_runs": 10},
+            "concurrent_steps_per_s": {"runs": 16},
+            "replay_ms": {"steps": 1000},
+            "resume_s": {},
+            "remote_per_step_us": {"steps": 20, "reps": 1},
+            "import_ms": {"samples": 1},
+        }
+    return {
+        "lmdb_commit_us": {"n": 300},
+        "fdatasync_us": {"n": 300},
+        "per_step_us": {"steps": 100, "reps": 5},
+        "three_step_runs_per_s": {"n_runs": 100},
+        "concurrent_steps_per_s": {"runs": 16},
+        "replay_ms": {"steps": 10_000},
+        "resume_s": {},
+        "remote_per_step_us": {"steps": 100, "reps": 3},
+        "import_ms": {"samples": 5},
+    }

@@ -1,0 +1,93 @@
+"""`python -m bench`: a quick ironflow-only run end to end, and the target arithmetic."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import _report
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.process
+def test_quick_ironflow_run_writes_a_complete_result(tmp_path: Path) -> None:
+    """--quick --only ironflow measures every ironflow workload and writes JSON and Markdown."""
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "ironflow", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Targets (issue 8):" in proc.stdout
+    assert "[1/1] per_step_us" in proc.stderr  # progress lines while it runs
+
+    result = json.loads((out / "latest.json").read_text())
+    assert result["systems"] == ["floor", "ironflow"]
+    assert result["errors"] == []
+    measured = result["samples"]
+    for key in (
+        "per_step_us",
+        "three_step_runs_per_s",
+        "concurrent_steps_per_s",
+        "replay_ms",
+        "resume_s",
+        "import_ms",
+    ):
+        [value] = measured[key]["ironflow"]
+        assert value is not None, key
+        if key != "import_ms":  # a difference of two noisy medians; only the others are > 0
+            assert value > 0, key
+    assert measured["lmdb_commit_us"]["floor"][0] > 0
+
+    rows = {r["key"]: r for r in result["rows"]}
+    assert "ctx.sleep" in rows["sleeping_10k_mb"]["cells"]["ironflow"]["note"]
+    assert "dbos" not in rows["per_step_us"]["cells"]
+    statuses = {t["name"]: t["status"] for t in result["targets"]}
+    assert statuses["3-step runs/s vs DBOS (SQLite)"] == "not measured"
+    assert statuses["resume after kill -9"] in ("met", "NOT MET")
+    timestamped = [p for p in out.glob("*.json") if p.name != "latest.json"]
+    assert len(timestamped) == 1
+    assert (out / "latest.md").read_text().startswith("Run ")
+
+
+def test_targets_report_met_and_the_gap_when_missed() -> None:
+    """A target is met or not from medians, paired per repetition, and a miss names its gap."""
+    samples: _report.Samples = {
+        "lmdb_commit_us": {"floor": [300.0, 250.0, 400.0]},
+        # paired ratios 1.2, 1.6 and 1.0: median 1.2, within 1.3
+        "per_step_us": {"ironflow": [360.0, 400.0, 400.0]},
+        "three_step_runs_per_s": {"ironflow": [400.0, None, 500.0], "dbos": [100.0, 100.0]},
+        "concurrent_steps_per_s": {"ironflow": [2000.0]},
+        "resume_s": {"ironflow": [0.2]},
+        "import_ms": {"ironflow": [180.0]},
+    }
+    by_name = {t.name: t for t in _report.targets(samples)}
+
+    assert by_name["per-step cost vs one raw LMDB sync commit"].met is True
+    three = by_name["3-step runs/s vs DBOS (SQLite)"]
+    assert three.met is False  # median 450 vs 100: 4.5x < 5x
+    assert "need 500 runs/s" in three.gap
+    assert by_name["3-step runs/s vs LangGraph (SQLite)"].met is None
+    conc = by_name["16 concurrent runs: steps/s vs single-commit fsync rate"]
+    assert conc.met is False  # 2,000 steps/s < 1e6 / 300 µs = 3,333 commits/s
+    assert by_name["resume after kill -9"].met is True
+    imp = by_name["import ironflow"]
+    assert imp.met is False
+    assert imp.gap == "30.0 ms over"
+    assert by_name["replay of 10,000 recorded steps"].status() == "not measured"
+
+
+def test_advantage_reads_the_same_way_for_rates_and_costs() -> None:
+    """'Nx' is how many times better ironflow is, whether higher or lower is better."""
+    rate = _report.BY_KEY["three_step_runs_per_s"]
+    cost = _report.BY_KEY["per_step_us"]
+    assert _report.advantage(rate, 500.0, 100.0) == 5.0
+    assert _report.advantage(cost, 400.0, 2000.0) == 5.0
