@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: help venv test test-fast lint typecheck demo-agent-crash-resume bench soak clean
 
@@ -34,6 +35,13 @@ typecheck: $(STAMP) ## mypy --strict on the package
 
 demo-agent-crash-resume: $(STAMP) ## the seed demo: serve, worker, emit, kill -9, resume, assert
 	$(PY) examples/doc_processor/demo.py
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ## ironflow vs DBOS, LangGraph, raw LMDB (options: BENCH_ARGS="--reps 3")
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean: ## remove the virtualenv and local data
 	rm -rf $(VENV) .ironflow .pytest_cache .mypy_cache
