@@ -282,6 +282,11 @@ class Execution:
             _step.reset(token)
             self._record(slot, started, None, exc)
             raise AssertionError("unreachable") from None
+        except BaseException:
+            # A dying thread (or a pool thread reused by the next run) must not stay
+            # "inside a step", where tool calls would no longer be recorded.
+            _step.reset(token)
+            raise
         _step.reset(token)
         return structure(self._record(slot, started, result, None), output_type)
 
@@ -319,6 +324,9 @@ class Execution:
             _step.reset(token)
             await loop.run_in_executor(self.pool, self._record, slot, started, None, exc)
             raise AssertionError("unreachable") from None
+        except BaseException:
+            _step.reset(token)  # cancelled or dying: leave the context as we found it
+            raise
         _step.reset(token)
         output = await loop.run_in_executor(self.pool, self._record, slot, started, result, None)
         return structure(output, output_type)
@@ -342,6 +350,18 @@ class Execution:
 
     def _outcome_of(self, exc: BaseException | None, output: Any) -> Outcome:
         if exc is None:
+            # A handler that returns without reaching steps its record holds took another
+            # path than the recorded one: its output must not pass for that run's.
+            unreached = [p for p in self.recorded if p >= self._next_position]
+            if unreached:
+                first = self.recorded[min(unreached)]
+                drift = NonDeterminismError(
+                    self.run_id,
+                    first.position,
+                    repr(first.id),
+                    "no further step (the handler returned)",
+                )
+                return Outcome("failed", error=error_info(drift))
             try:
                 output = to_json_value(output, f"run {self.run_id} output", "output")
             except NotSerializableError as bad:
