@@ -1,0 +1,288 @@
+"""Crash a run at random step boundaries, restart it, and check it ends as if never crashed.
+
+The state machine's rules are "emit a run" and "one worker incarnation attempts it,
+maybe crashing at a boundary"; after every rule the invariants check that each step
+position is recorded once with the uncrashed run's id, that a recorded step never runs
+again, and that each crash costs at most one extra execution. A run that ends must end
+completed, with the uncrashed run's output. See ``_world.py`` for how an incarnation
+is made to die and be taken over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import attrs
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    rule,
+)
+
+from ironflow import AgentContext, Worker, agent, tool
+from ironflow._dsl import AgentDefinition
+from ironflow.store import LmdbStore, StepRecord
+from ironflow.testing import CrashingStore, SimulatedCrash, StandInWorker
+from tests.property._world import (
+    KINDS,
+    LEASE_TTL,
+    STEP_KINDS,
+    Crash,
+    World,
+    check_attempt,
+    check_recorded_once,
+    world,
+)
+
+
+@attrs.frozen
+class Page:
+    text: str
+    words: int
+
+
+@tool
+def fetch(doc: str) -> Page:
+    world().executed()
+    return Page(text=f"<{doc}>", words=len(doc.split()))
+
+
+@tool
+def score(text: str, bonus: int = 0) -> int:
+    world().executed()
+    return sum(map(ord, text)) % 97 + bonus
+
+
+def stamp(text: str, r: float) -> str:
+    """A ctx.step body: ``r`` is part of its recorded input, so a replay that drew a new
+    random number instead of the recorded one would be caught as non-determinism."""
+    world().executed()
+    return text.upper()
+
+
+@agent(id="crashy", triggers=["crash.doc"])
+def crashy(ctx: AgentContext) -> dict[str, Any]:
+    w = world()
+    doc = ctx.event.data["doc"]
+    w.boundary()
+    page = fetch(doc=doc)
+    w.boundary()
+    when = ctx.now()
+    w.boundary()
+    uid = ctx.uuid()
+    w.boundary()
+    r = ctx.random()
+    w.boundary()
+    shout = ctx.step("stamp", stamp, page.text, r)
+    w.boundary()
+    again = fetch(doc=shout)
+    w.boundary()
+    total = score(text=again.text, bonus=page.words)
+    return {
+        "result": {
+            "page": page.text,
+            "shout": shout,
+            "again": again.text,
+            "score": total,
+            # Recorded outputs come back as the tool's declared class, replayed or not.
+            "types": [type(page).__name__, type(again).__name__],
+        },
+        "seen": {"now": when.isoformat(), "uuid": str(uid), "random": r},
+    }
+
+
+CRASHY_IDS = ["tool.fetch", "now", "uuid", "random", "stamp", "tool.fetch#2", "tool.score"]
+#: Steps whose body is ours, so their executions are counted.
+COUNTED = {"tool.fetch", "stamp", "tool.fetch#2", "tool.score"}
+
+docs = st.text(alphabet="abc xyz", min_size=1, max_size=12)
+crashes = st.tuples(st.sampled_from((*KINDS, "no crash")), st.integers(min_value=-2, max_value=2))
+
+
+def check_output(output: Any, reference: Any, steps: list[StepRecord]) -> None:
+    """The uncrashed run's result, and exactly the now/uuid/random values recorded."""
+    assert output["result"] == reference["result"], (output, reference)
+    recorded = {s.id: s.output for s in steps}
+    assert output["seen"] == {
+        "now": recorded["now"],
+        "uuid": recorded["uuid"],
+        "random": recorded["random"],
+    }, (output["seen"], recorded)
+
+
+@settings(stateful_step_count=12)
+class CrashResumeMachine(RuleBasedStateMachine):
+    """Rules: emit a run; let a worker attempt it and maybe crash. Invariants after each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = Path(tempfile.mkdtemp(prefix="ironflow-crash-"))
+        self.world = World(self.tmp / "data")
+        self._active_world = self.world.active()
+        self._active_world.__enter__()
+        self.runs: dict[str, str] = {}  # run id -> doc
+        self.references: dict[str, Any] = {}  # doc -> the uncrashed run's output
+        self.active: str | None = None
+        self.recorded_counts: dict[str, dict[str, int]] = {}  # run -> step -> executions
+
+    # -- rules ---------------------------------------------------------------------
+
+    def _emit(self, doc: str) -> None:
+        if doc not in self.references:
+            ref_id = self.world.emit(
+                "crash.doc", {"doc": doc}, [AgentDefinition.must_from_fn(crashy)]
+            )
+            reference = self.world.run_to_completion(crashy, ref_id)
+            assert reference.status == "completed", reference
+            self.references[doc] = reference.output
+        run_id = self.world.emit("crash.doc", {"doc": doc}, [AgentDefinition.must_from_fn(crashy)])
+        self.runs[run_id] = doc
+        self.active = run_id
+
+    @rule(doc=docs, crash=crashes)
+    def attempt(self, doc: str, crash: tuple[str, int]) -> None:
+        """One incarnation attempts the active run (emitting one from ``doc`` if none is)."""
+        if self.active is None:
+            self._emit(doc)
+        run_id = self.active
+        assert run_id is not None
+        planned: Crash | None = None
+        kind, offset = crash
+        if kind != "no crash":
+            _, steps = self.world.snapshot(run_id)
+            # Aim near the resume point: at it, just past it, or back in the replay.
+            position = min(max(len(steps) + offset, 0), len(CRASHY_IDS) - 1)
+            planned = Crash(kind, position if kind in STEP_KINDS else 0)
+        attempt = self.world.attempt(crashy, run_id, planned)
+        event(f"crash {planned.kind if planned else None} fired={attempt.crashed}")
+        check_attempt(attempt)
+        if attempt.run.status != "running":
+            self.active = None
+
+    # -- invariants ---------------------------------------------------------------
+
+    @invariant()
+    def each_position_recorded_once_and_recorded_steps_never_rerun(self) -> None:
+        for run_id in self.runs:
+            run, steps = self.world.snapshot(run_id)
+            check_recorded_once(steps, CRASHY_IDS)
+            assert all(s.status == "completed" for s in steps), steps
+            counts = {s.id: self.world.executions[(run_id, s.id)] for s in steps if s.id in COUNTED}
+            before = self.recorded_counts.get(run_id, {})
+            for step_id, n in before.items():
+                assert counts[step_id] == n, f"recorded {step_id} executed again"
+            self.recorded_counts[run_id] = counts
+            # Each crash leaves at most one step executed without its record.
+            crashes = self.world.crashes[run_id]
+            recorded = {s.id for s in steps}
+            extra = sum(
+                n - (1 if step_id in recorded else 0)
+                for (rid, step_id), n in self.world.executions.items()
+                if rid == run_id
+            )
+            assert 0 <= extra <= crashes, f"{extra} extra executions after {crashes} crash(es)"
+            for (rid, step_id), n in self.world.executions.items():
+                if rid == run_id:
+                    assert n <= 1 + crashes, f"{step_id} executed {n} times, {crashes} crash(es)"
+            if run.status != "running" and run.status != "pending":
+                assert run.status == "completed", run
+                assert len(steps) == len(CRASHY_IDS)
+                check_output(run.output, self.references[self.runs[run_id]], steps)
+
+    def teardown(self) -> None:
+        try:
+            if self.active is not None:
+                # However it crashed, one clean incarnation finishes the run as if never.
+                run = self.world.run_to_completion(crashy, self.active)
+                assert run.status == "completed", run
+                self.active = None
+                self.each_position_recorded_once_and_recorded_steps_never_rerun()
+        finally:
+            self._active_world.__exit__(None, None, None)
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+TestCrashResume = CrashResumeMachine.TestCase
+TestCrashResume.__doc__ = (
+    "Random crashes at step boundaries never change what a run records or returns."
+)
+
+
+# -- the same, through the real Worker ---------------------------------------------------
+
+worker_crashes = st.lists(
+    st.tuples(
+        st.sampled_from(["before", "during", "record_step:before", "record_step:after"]),
+        st.integers(min_value=0, max_value=len(CRASHY_IDS) - 1),
+    ),
+    max_size=3,
+)
+
+
+@given(doc=docs, plan=worker_crashes)
+def test_worker_resumes_a_crashed_run_from_its_last_recorded_step(
+    doc: str, plan: list[tuple[str, int]]
+) -> None:
+    """Worker.run(until_idle=True) dies per a crash plan; new workers finish it unchanged."""
+    with World.temporary() as w:
+        defn = AgentDefinition.must_from_fn(crashy)
+        ref_id = w.emit("crash.doc", {"doc": doc}, [defn])
+        reference = w.run_to_completion(crashy, ref_id)
+        run_id = w.emit("crash.doc", {"doc": doc}, [defn])
+        for kind, position in plan:
+            _serve_once(w, run_id, kind, position)
+        _serve_once(w, run_id, None, None)
+        event(f"worker crashes: {w.crashes[run_id]}")
+        run, steps = w.snapshot(run_id)
+        assert run.status == "completed", run
+        check_recorded_once(steps, CRASHY_IDS)
+        assert len(steps) == len(CRASHY_IDS)
+        check_output(run.output, reference.output, steps)
+        crashes = w.crashes[run_id]
+        for step_id in COUNTED:
+            n = w.executions[(run_id, step_id)]
+            assert 1 <= n <= 1 + crashes, f"{step_id} executed {n} times"
+
+
+def _serve_once(w: World, run_id: str, kind: str | None, position: int | None) -> None:
+    """One worker process: a real Worker over a CrashingStore, its lease under a stand-in pid."""
+    crash = Crash(kind, position or 0) if kind is not None else None
+    inner = LmdbStore(w.path, sync=False)
+    fault = crash.store_fault(run_id) if crash is not None else None
+    store = CrashingStore(inner, *([fault] if fault is not None else []))
+    process = StandInWorker()
+    before = w.counts(run_id)
+    try:
+        with w.incarnation(store, crash):
+            worker = Worker([crashy], store=store, concurrency=1, lease_ttl=LEASE_TTL)
+            worker.info = process.info
+
+            def serve() -> None:
+                # The serving loop itself meets the dead store once the run has died.
+                with contextlib.suppress(SimulatedCrash):
+                    worker.run(until_idle=True, ready_message=False)
+
+            # Off the main thread, so the worker leaves the test process's signals alone.
+            thread = threading.Thread(target=serve)
+            thread.start()
+            thread.join(timeout=30)
+            assert not thread.is_alive(), "the worker did not go idle"
+        if store.crashed:
+            w.crashes[run_id] += 1
+        else:
+            assert inner.get_run(run_id).status == "completed"
+        recorded = {s.id for s in inner.get_steps(run_id)}
+        executed = w.counts(run_id) - before
+        assert not [s for s in executed if executed[s] > 1], executed
+        lost = [s for s in executed if s not in recorded]
+        assert len(lost) <= (1 if store.crashed else 0), lost
+    finally:
+        process.kill()
+        inner.close()
