@@ -291,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(worker)
     worker.set_defaults(func=cmd_worker)
 
+    # The server's module imports aiohttp only when `serve` runs, not here.
+    from ironflow.server._main import add_serve_command
+
+    add_serve_command(sub)
+
     for extend in _EXTENSIONS:
         extend(sub)
     return parser

@@ -12,7 +12,9 @@
     ├── LeaseLostError                   another worker now owns the run this worker was executing
     ├── StoreError                       the data directory cannot be used as asked
     │   ├── StoreFormatError             the data directory was written by another format version
-    │   └── StoreLockedError             the data directory cannot be opened (permissions, lock)
+    │   ├── StoreLockedError             the data directory cannot be opened (permissions, lock)
+    │   ├── ServerUnavailableError       the server stayed unreachable for longer than allowed
+    │   └── AuthError                    the server refused the request's token
     ├── InvalidInputError (ValueError)   an event name, id or limit is unusable
     └── ConfigError (ValueError)         a command-line flag or environment variable is wrong
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AuthError",
     "ConfigError",
     "DefinitionError",
     "InvalidInputError",
@@ -33,6 +36,7 @@ __all__ = [
     "NonDeterminismError",
     "NotSerializableError",
     "RunNotFoundError",
+    "ServerUnavailableError",
     "StepFailedError",
     "StoreError",
     "StoreFormatError",
@@ -169,6 +173,23 @@ class StoreFormatError(StoreError):
 
 class StoreLockedError(StoreError):
     """The data directory cannot be opened: wrong permissions, not ours, or locked."""
+
+
+class ServerUnavailableError(StoreError):
+    """The Ironflow server at ``IRONFLOW_URL`` could not be reached in the time allowed.
+
+    A remote store retries a server that is down with backoff; this is raised only
+    when it was told to give up after a while. Unlike :class:`AuthError`, the server
+    never answered at all.
+    """
+
+
+class AuthError(StoreError):
+    """The server answered 401: the request carried no token, or the wrong one.
+
+    Set ``IRONFLOW_TOKEN`` to the token the server was started with (``--token`` or
+    its own ``IRONFLOW_TOKEN``). Retrying does not help, so nothing is retried.
+    """
 
 
 class InvalidInputError(IronflowError, ValueError):

@@ -20,6 +20,7 @@ from ironflow.store._records import (
     StepRecord,
     WorkerInfo,
 )
+from ironflow.store._remote import RemoteStore
 
 __all__ = [
     "FINISHED",
@@ -31,6 +32,7 @@ __all__ = [
     "Lease",
     "LeasedRun",
     "LmdbStore",
+    "RemoteStore",
     "Run",
     "StepAck",
     "StepRecord",

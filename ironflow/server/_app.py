@@ -1,0 +1,701 @@
+"""The HTTP API: a thin face over an LmdbStore.
+
+Why aiohttp: one dependency, mature and widely deployed, with a strict HTTP parser
+that answers malformed requests itself. Being async, a worker waiting in a long-poll
+lease costs a parked coroutine, not a thread. Every store call runs on a thread pool,
+so steps written by many workers at once reach the LmdbStore together and share one
+fsync through its group commit.
+
+Two kinds of endpoint share one route table:
+
+- for people (``/runs``, ``/runs/{id}``, ``/events``, ``/runs/{id}/cancel``,
+  ``/health``): the same JSON as the CLI's ``--json`` views, rendered by ``_views``;
+- for :class:`~ironflow.store.RemoteStore` (``/store/...``): the Store protocol, one
+  endpoint per method, records as the store's codec writes them.
+
+A reply is sent only after the store call returns, and the LmdbStore returns only
+after its write is fsync'd: a server killed with ``kill -9`` loses nothing it
+acknowledged. Client input never produces a 500: each error is JSON
+``{"error": {"code", "message"}}`` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import hmac
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from ironflow._views import run_json, run_with_steps_json
+from ironflow.errors import (
+    InvalidInputError,
+    LeaseLostError,
+    NotSerializableError,
+    RunNotFoundError,
+    StoreError,
+)
+from ironflow.server._main import DEFAULT_MAX_BODY
+from ironflow.store import (
+    AgentSpec,
+    ErrorInfo,
+    LeasedRun,
+    LmdbStore,
+    StepRecord,
+    WorkerInfo,
+    converter,
+)
+from ironflow.store._triggers import validate_trigger
+
+__all__ = [
+    "API_PREFIX",
+    "DEFAULT_MAX_BODY",
+    "MAX_LONG_POLL",
+    "ROUTES",
+    "Api",
+    "BackgroundServer",
+    "Route",
+    "make_app",
+]
+
+log = logging.getLogger("ironflow.server")
+
+T = TypeVar("T")
+
+API_PREFIX = "/api/v1"
+#: The longest a lease request may wait for work, in seconds.
+MAX_LONG_POLL = 30.0
+#: How often a waiting lease looks again for orphaned runs (leases lapse without a wake-up).
+_RECHECK = 0.5
+_MAX_KEY_BYTES = 200
+_MAX_LIMIT = 10_000
+
+
+class ApiError(Exception):
+    """An answer with a 4xx status: raised by handlers, rendered by the error middleware."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _bad(message: str) -> ApiError:
+    return ApiError(422, "invalid_input", message)
+
+
+# -- reading requests ----------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object. Raises 413 over the size limit, 400 for anything not JSON."""
+    raw = await request.read()
+    try:
+        value = json.loads(
+            raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
+        )
+        # JSON may spell lone surrogates (``"\\ud800"``); they cannot be stored as UTF-8.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, "bad_json", f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "bad_json", "the request body must be a JSON object")
+    return value
+
+
+def _text(value: Any, what: str, *, max_bytes: int = _MAX_KEY_BYTES) -> str:
+    if not isinstance(value, str) or not value or len(value.encode()) > max_bytes:
+        raise _bad(f"{what} must be a string of 1 to {max_bytes} bytes")
+    return value
+
+
+def _str(body: dict[str, Any], key: str) -> str:
+    return _text(body.get(key), repr(key))
+
+
+def _int(body: dict[str, Any], key: str, lo: int, hi: int) -> int:
+    value = body.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise _bad(f"{key!r} must be an integer from {lo} to {hi}")
+    return value
+
+
+def _float(
+    body: dict[str, Any], key: str, lo: float, hi: float, default: float | None = None
+) -> float:
+    value = body.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not lo <= value <= hi:
+        raise _bad(f"{key!r} must be a number from {lo} to {hi}")
+    return float(value)
+
+
+def _strings(body: dict[str, Any], key: str) -> list[str]:
+    value = body.get(key)
+    if not isinstance(value, list) or len(value) > _MAX_LIMIT:
+        raise _bad(f"{key!r} must be a list of at most {_MAX_LIMIT} strings")
+    return [_text(item, f"each of {key!r}") for item in value]
+
+
+def _record(body: dict[str, Any], key: str, cls: type[T]) -> T:
+    try:
+        return converter.structure(body.get(key), cls)
+    except Exception as exc:
+        if isinstance(exc, cattrs.BaseValidationError):
+            detail = "; ".join(cattrs.transform_error(exc, path=key))
+        else:
+            detail = f"{type(exc).__name__}: {exc}"
+        raise _bad(f"{key!r} is not a valid {cls.__name__}: {detail}") from None
+
+
+def _check_float(value: float, what: str) -> None:
+    if not math.isfinite(value):
+        raise _bad(f"{what} must be a finite number")
+
+
+def _worker(body: dict[str, Any]) -> WorkerInfo:
+    worker = _record(body, "worker", WorkerInfo)
+    if not worker.id or len(worker.id.encode()) > _MAX_KEY_BYTES or len(worker.host) > 255:
+        raise _bad("'worker' needs an id of 1 to 200 bytes and a host name of at most 255")
+    # The store probes a same-host holder with kill(pid, 0): only a real pid may get there.
+    if not 1 <= worker.pid < 2**31 or len(worker.pid_start) > 64:
+        raise _bad("'worker.pid' must be a process id from 1 to 2**31 - 1")
+    return worker
+
+
+def _error_info(value: ErrorInfo | None) -> None:
+    if value is not None and len(value.type) > 1000:
+        raise _bad("an error's type name must be at most 1000 characters")
+
+
+def _step(body: dict[str, Any], run_id: str) -> StepRecord:
+    step = _record(body, "step", StepRecord)
+    if step.run_id != run_id:
+        raise _bad(f"'step.run_id' is {step.run_id!r} but the path names run {run_id!r}")
+    if not 0 <= step.position < 2**32 - 1 or not 0 <= step.attempt < 2**31:
+        raise _bad("'step.position' must be from 0 to 2**32 - 2 and 'step.attempt' at least 0")
+    if not step.id or step.status not in ("completed", "failed"):
+        raise _bad("'step.id' must be non-empty and 'step.status' completed or failed")
+    _check_float(step.started_at, "'step.started_at'")
+    _check_float(step.ended_at, "'step.ended_at'")
+    _error_info(step.error)
+    return step
+
+
+def _path_run_id(request: web.Request) -> str:
+    """The run id in the path; one no run can have is simply not found, as in the store."""
+    run_id = request.match_info.get("run_id", "")
+    try:
+        size = len(run_id.encode())
+    except UnicodeEncodeError:
+        size = 0
+    if not 0 < size <= _MAX_KEY_BYTES or "\x00" in run_id:
+        raise RunNotFoundError(run_id.encode("utf-8", "replace").decode())
+    return run_id
+
+
+def _query(request: web.Request) -> tuple[int, str | None, str | None]:
+    """``?limit``, ``?status``, ``?agent`` of a run listing."""
+    q = request.query
+    raw_limit = q.get("limit", "20")
+    if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= _MAX_LIMIT:
+        raise _bad(f"?limit must be an integer from 1 to {_MAX_LIMIT}, not {raw_limit[:40]!r}")
+    filters: list[str | None] = []
+    for key in ("status", "agent"):
+        value = q.get(key)
+        if value is not None:
+            _text(value, f"?{key}")
+        filters.append(value)
+    return int(raw_limit), filters[0], filters[1]
+
+
+# -- answering -----------------------------------------------------------------------------
+
+
+def _json_response(value: Any, status: int = 200) -> web.Response:
+    body = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return web.Response(body=body.encode(), status=status, content_type="application/json")
+
+
+def _error_response(status: int, code: str, message: str) -> web.Response:
+    response = _json_response({"error": {"code": code, "message": message}}, status)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+}
+
+
+def _error_middleware(max_body: int) -> Any:
+    @web.middleware
+    async def errors(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return _error_response(exc.status, exc.code, exc.message)
+        except web.HTTPRequestEntityTooLarge:
+            return _error_response(
+                413,
+                "too_large",
+                f"the request body is over this server's limit of {max_body} bytes "
+                "(ironflow serve --max-body)",
+            )
+        except web.HTTPException as exc:  # the router's 404 and 405
+            code = _HTTP_CODES.get(exc.status, "bad_request")
+            message = f"{request.method} {request.path}: {exc.reason}"
+            if exc.status == 404:
+                message += f"; the API lives under {API_PREFIX} (try GET {API_PREFIX}/health)"
+            return _error_response(exc.status, code, message)
+        except RunNotFoundError as exc:
+            return _error_response(404, "run_not_found", str(exc))
+        except LeaseLostError as exc:
+            return _error_response(409, "lease_lost", str(exc))
+        except (InvalidInputError, NotSerializableError) as exc:
+            return _error_response(422, "invalid_input", str(exc))
+        except RecursionError:
+            return _error_response(422, "invalid_input", "the request nests values too deeply")
+        except StoreError as exc:
+            return _error_response(503, "store_unavailable", str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug of ours, not the client's: keep the traceback in the log, not the reply.
+            log.exception("error handling %s %s", request.method, request.path)
+            return _error_response(500, "internal", "internal server error; see the server log")
+
+    return errors
+
+
+class _QuietClientErrors(logging.Filter):
+    """Log a malformed request (aiohttp's parser answered 4xx) as one line, no traceback.
+
+    The client got its 400; a traceback per garbage request would only bury real errors.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        status = getattr(exc, "code", None) or getattr(exc, "status", None)
+        if isinstance(exc, HttpProcessingError) and isinstance(status, int) and status < 500:
+            detail = (str(exc.message).strip().splitlines() or [""])[0]
+            record.args = (record.getMessage(), status, detail)
+            record.msg = "%s (answered %s): %s"
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_http_log = logging.getLogger("ironflow.server.http")
+_http_log.addFilter(_QuietClientErrors())
+
+
+def _auth_middleware(token: str) -> Any:
+    expected = token.encode("utf-8", "surrogatepass")
+
+    @web.middleware
+    async def auth(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode("utf-8", "surrogatepass"), expected
+        ):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "this server needs a token: send 'Authorization: Bearer <token>' "
+                "(set IRONFLOW_TOKEN for the CLI and workers)",
+            )
+        return await handler(request)
+
+    return auth
+
+
+# -- the API ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Route:
+    """One endpoint: ``method`` and ``path`` under :data:`API_PREFIX`, served by ``handler``.
+
+    ``handler`` names the :class:`Api` method that answers it.
+    """
+
+    method: str
+    path: str
+    handler: str
+
+
+ROUTES: tuple[Route, ...] = (
+    # For people and scripts: the CLI's JSON views.
+    Route("GET", "/health", "health"),
+    Route("GET", "/runs", "runs"),
+    Route("GET", "/runs/{run_id}", "run"),
+    Route("POST", "/events", "emit"),
+    Route("POST", "/runs/{run_id}/cancel", "cancel"),
+    # The Store protocol, for RemoteStore: records as the codec writes them.
+    Route("GET", "/store/agents", "store_agents"),
+    Route("POST", "/store/agents", "store_register_agents"),
+    Route("POST", "/store/leases", "store_lease"),
+    Route("POST", "/store/heartbeat", "store_heartbeat"),
+    Route("GET", "/store/runs", "store_runs"),
+    Route("GET", "/store/runs/{run_id}", "store_run"),
+    Route("GET", "/store/runs/{run_id}/steps", "store_steps"),
+    Route("GET", "/store/runs/{run_id}/lease", "store_get_lease"),
+    Route("POST", "/store/runs/{run_id}/steps", "store_record_step"),
+    Route("POST", "/store/runs/{run_id}/finish", "store_finish"),
+    Route("POST", "/store/runs/{run_id}/release", "store_release"),
+    Route("POST", "/store/runs/{run_id}/cancel", "store_cancel"),
+)
+
+
+class Api:
+    """The handlers behind :data:`ROUTES`. Each returns JSON data; the store does the work.
+
+    Guarantees: a handler answers only after its store call returned, so whatever it
+    acknowledged is on disk; a lease request that finds no work waits (without a
+    thread) until an emit or a release through this server wakes it, or until its
+    ``wait`` runs out.
+    """
+
+    def __init__(self, store: LmdbStore, *, threads: int = 32) -> None:
+        self.store = store
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            threads, thread_name_prefix="ironflow-api"
+        )
+        self._work: asyncio.Event | None = None
+        self._closing = False
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    def _work_event(self) -> asyncio.Event:
+        if self._work is None:
+            self._work = asyncio.Event()
+        return self._work
+
+    def wake(self) -> None:
+        """Wake every waiting lease request (new work may be there). Call on the loop."""
+        event = self._work_event()
+        self._work = asyncio.Event()
+        event.set()
+
+    def begin_shutdown(self) -> None:
+        """Answer waiting lease requests now (empty) and stop long polls from waiting."""
+        self._closing = True
+        self.wake()
+
+    def close(self) -> None:
+        """Wait for store calls in flight, then release the thread pool."""
+        self._pool.shutdown(wait=True)
+
+    # -- for people ------------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> Any:
+        from ironflow import __version__
+
+        return {"status": "ok", "version": __version__}
+
+    async def runs(self, request: web.Request) -> Any:
+        limit, status, agent = _query(request)
+        store = self.store
+
+        def work() -> list[dict[str, Any]]:
+            # The same composition as `ironflow run list --json`, so the two agree.
+            runs = store.list_runs(limit=limit, status=status, agent=agent)
+            now = time.time()
+            return [
+                run_json(r, store.get_lease(r.id) if r.status == "running" else None, now=now)
+                for r in runs
+            ]
+
+        return await self._run(work)
+
+    async def run(self, request: web.Request) -> Any:
+        run_id = _path_run_id(request)
+        store = self.store
+
+        def work() -> dict[str, Any]:
+            run = store.get_run(run_id)
+            return run_with_steps_json(run, store.get_steps(run.id), store.get_lease(run.id))
+
+        return await self._run(work)
+
+    async def emit(self, request: web.Request) -> Any:
+        body = await _body(request)
+        if not isinstance(body.get("name"), str):
+            raise _bad("'name' must be the event name, a string")
+        event_id = body.get("id")
+        if event_id is not None and not isinstance(event_id, str):
+            raise _bad("'id' must be a string or null")
+        result = await self._run(self.store.emit, body["name"], body.get("data", {}), id=event_id)
+        if result.run_ids:
+            self.wake()
+        return converter.unstructure(result)
+
+    async def cancel(self, request: web.Request) -> Any:
+        run_id = _path_run_id(request)
+        store = self.store
+
+        def work() -> dict[str, Any]:
+            run = store.request_cancel(run_id)
+            return run_json(run, store.get_lease(run.id) if run.status == "running" else None)
+
+        return await self._run(work)
+
+    # -- the Store protocol ------------------------------------------------------------
+
+    async def store_agents(self, request: web.Request) -> Any:
+        return converter.unstructure(await self._run(self.store.agents))
+
+    async def store_register_agents(self, request: web.Request) -> Any:
+        body = await _body(request)
+        agents = _record(body, "agents", list[AgentSpec])
+        for spec in agents:
+            _text(spec.id, "an agent id")
+            for trigger in spec.triggers:
+                why = validate_trigger(trigger)
+                if why is not None or len(trigger) > _MAX_KEY_BYTES:
+                    raise _bad(f"agent {spec.id!r}: {why or 'a trigger is at most 200 bytes'}")
+        await self._run(self.store.register_agents, agents)
+        return {}
+
+    async def store_lease(self, request: web.Request) -> Any:
+        body = await _body(request)
+        worker = _worker(body)
+        agents = _strings(body, "agents")
+        limit = _int(body, "limit", 1, 1000)
+        ttl = _float(body, "ttl", 0.001, 86400.0)
+        wait = _float(body, "wait", 0.0, MAX_LONG_POLL, default=0.0)
+        reclaim = body.get("reclaim", False) is True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            # Taken before looking, so an emit that lands after the look still wakes us.
+            event = self._work_event()
+            leased = await self._run(self._lease, worker, agents, limit, ttl, reclaim)
+            reclaim = False
+            remaining = deadline - loop.time()
+            if leased or remaining <= 0 or self._closing:
+                return converter.unstructure(leased)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(remaining, _RECHECK))
+
+    def _lease(
+        self, worker: WorkerInfo, agents: list[str], limit: int, ttl: float, reclaim: bool
+    ) -> list[LeasedRun]:
+        held = self._held_by(worker, agents) if reclaim else []
+        return held + self.store.lease_runs(worker, agents, limit=limit, ttl=ttl)
+
+    def _held_by(self, worker: WorkerInfo, agents: list[str]) -> list[LeasedRun]:
+        """Runs this worker holds already: a retried lease whose first reply was lost.
+
+        The client drops the ones it knows it holds; the rest were leased by the lost
+        reply and would otherwise sit unseen until the lease lapsed.
+        """
+        out = []
+        for run in self.store.list_runs(limit=2**31, status="running"):
+            lease = self.store.get_lease(run.id)
+            if lease is not None and lease.worker.id == worker.id and run.agent in agents:
+                steps = tuple(self.store.get_steps(run.id))
+                out.append(LeasedRun(run=run, steps=steps, lease=lease))
+        return out
+
+    async def store_heartbeat(self, request: web.Request) -> Any:
+        body = await _body(request)
+        worker = _worker(body)
+        run_ids = _strings(body, "run_ids")
+        ttl = _float(body, "ttl", 0.001, 86400.0)
+        held = await self._run(self.store.heartbeat, worker, run_ids, ttl=ttl)
+        return {"held": sorted(held)}
+
+    async def store_runs(self, request: web.Request) -> Any:
+        limit, status, agent = _query(request)
+        runs = await self._run(self.store.list_runs, limit=limit, status=status, agent=agent)
+        return converter.unstructure(runs)
+
+    async def store_run(self, request: web.Request) -> Any:
+        return converter.unstructure(await self._run(self.store.get_run, _path_run_id(request)))
+
+    async def store_steps(self, request: web.Request) -> Any:
+        return converter.unstructure(await self._run(self.store.get_steps, _path_run_id(request)))
+
+    async def store_get_lease(self, request: web.Request) -> Any:
+        return converter.unstructure(await self._run(self.store.get_lease, _path_run_id(request)))
+
+    async def store_record_step(self, request: web.Request) -> Any:
+        run_id = _path_run_id(request)
+        body = await _body(request)
+        worker = _worker(body)
+        ack = await self._run(self.store.record_step, worker, _step(body, run_id))
+        return converter.unstructure(ack)
+
+    async def store_finish(self, request: web.Request) -> Any:
+        run_id = _path_run_id(request)
+        body = await _body(request)
+        worker = _worker(body)
+        status = _str(body, "status")
+        error = None if body.get("error") is None else _record(body, "error", ErrorInfo)
+        _error_info(error)
+        run = await self._run(
+            self.store.finish_run,
+            worker,
+            run_id,
+            status=status,
+            output=body.get("output"),
+            error=error,
+        )
+        return converter.unstructure(run)
+
+    async def store_release(self, request: web.Request) -> Any:
+        run_id = _path_run_id(request)
+        worker = _worker(await _body(request))
+        await self._run(self.store.release_run, worker, run_id)
+        self.wake()
+        return {}
+
+    async def store_cancel(self, request: web.Request) -> Any:
+        run = await self._run(self.store.request_cancel, _path_run_id(request))
+        return converter.unstructure(run)
+
+
+def _endpoint(api: Api, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    method: Callable[[web.Request], Awaitable[Any]] = getattr(api, name)
+
+    async def endpoint(request: web.Request) -> web.StreamResponse:
+        return _json_response(await method(request))
+
+    return endpoint
+
+
+def make_app(
+    store: LmdbStore, *, token: str | None = None, max_body: int = DEFAULT_MAX_BODY
+) -> tuple[web.Application, Api]:
+    """The aiohttp application over ``store``; a ``token`` makes every request need it."""
+    api = Api(store)
+    middlewares = [_error_middleware(max_body)]
+    if token:
+        middlewares.append(_auth_middleware(token))
+    app = web.Application(middlewares=middlewares, client_max_size=max_body)
+    for route in ROUTES:
+        app.router.add_route(route.method, API_PREFIX + route.path, _endpoint(api, route.handler))
+    return app, api
+
+
+async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Listen on ``host:port`` (0 picks a free port); return the runner and the real port."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0, logger=_http_log)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, int(runner.addresses[0][1])
+
+
+async def stop_site(runner: web.AppRunner, api: Api) -> None:
+    """Answer waiting long polls, finish requests in flight, then stop listening."""
+    api.begin_shutdown()
+    await runner.cleanup()
+    await asyncio.get_running_loop().run_in_executor(None, api.close)
+
+
+class BackgroundServer:
+    """The server on a thread of this process: for tests and for embedding.
+
+    ``with BackgroundServer(store) as url: ...`` serves ``store`` at ``url`` (a free
+    port on 127.0.0.1 unless told otherwise) until the block ends.
+    """
+
+    def __init__(
+        self,
+        store: LmdbStore,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        self.store = store
+        self.host = host
+        self.port = port
+        self.token = token
+        self.max_body = max_body
+        self.url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self) -> str:
+        self._thread = threading.Thread(target=self._main, name="ironflow-server", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self.url
+
+    def _main(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        app, api = make_app(self.store, token=self.token, max_body=self.max_body)
+        try:
+            runner, port = await start_site(app, self.host, self.port)
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self.port = port
+        self.url = f"http://{self.host}:{port}"
+        self._ready.set()
+        await self._stop.wait()
+        await stop_site(runner, api)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(timeout=30)
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,146 @@
+"""``ironflow serve``: run the HTTP API over a data directory until SIGINT or SIGTERM.
+
+This module imports no HTTP library at the top, so the CLI can offer ``serve`` without
+paying for aiohttp's import on every other command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import signal
+import sys
+from typing import Any
+
+from ironflow.errors import ConfigError
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_MAX_BODY", "DEFAULT_PORT", "add_serve_command", "cmd_serve"]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 9123
+DEFAULT_MAX_BODY = 10 * 1024 * 1024
+_MIN_BODY = 1024
+
+
+def add_serve_command(sub: Any) -> None:
+    """Add ``serve`` to the CLI's subcommands."""
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP API that workers, the CLI and curl talk to",
+        description="Serve the JSON API under /api/v1 over a data directory. Workers and "
+        "CLI commands with IRONFLOW_URL set go through it. Without --dev every request "
+        "needs the token (--token or IRONFLOW_TOKEN) as 'Authorization: Bearer'. "
+        "SIGINT or SIGTERM stops it cleanly.",
+    )
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        help="development mode: no token needed (keep it on 127.0.0.1)",
+    )
+    serve.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to listen on (default {DEFAULT_HOST}, this machine only)",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port to listen on; 0 picks a free one (default {DEFAULT_PORT})",
+    )
+    serve.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="data directory (default: $IRONFLOW_DATA_DIR, else ./.ironflow)",
+    )
+    serve.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="the token clients must send (default $IRONFLOW_TOKEN); required without --dev",
+    )
+    serve.add_argument(
+        "--max-body",
+        type=int,
+        default=DEFAULT_MAX_BODY,
+        metavar="BYTES",
+        help=f"largest request body accepted; larger gets 413 (default {DEFAULT_MAX_BODY})",
+    )
+    serve.set_defaults(func=cmd_serve)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Validate the flags, open the store, serve until a signal; 0 on a clean stop."""
+    from ironflow._config import resolve_data_dir
+
+    token = args.token or os.environ.get("IRONFLOW_TOKEN") or None
+    if not args.dev and not token:
+        raise ConfigError(
+            "ironflow serve needs a token to check requests against: pass --token TOKEN or "
+            "set IRONFLOW_TOKEN (clients send the same IRONFLOW_TOKEN), or run with --dev "
+            "for a local server that needs none"
+        )
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be from 0 to 65535, not {args.port}")
+    if args.max_body < _MIN_BODY:
+        raise ConfigError(f"--max-body must be at least {_MIN_BODY} bytes, not {args.max_body}")
+    if args.dev and not _is_loopback(args.host):
+        print(
+            f"warning: --dev on {args.host} lets anyone who can reach this address read and "
+            "write every run without a token; use --token, or bind 127.0.0.1",
+            file=sys.stderr,
+            flush=True,
+        )
+    data_dir = resolve_data_dir(args.data_dir).resolve()
+    return asyncio.run(_serve(args.host, args.port, data_dir, token, args.max_body))
+
+
+async def _serve(host: str, port: int, data_dir: Any, token: str | None, max_body: int) -> int:
+    from ironflow._worker import configure_logging
+    from ironflow.server._app import make_app, start_site, stop_site
+    from ironflow.store import LmdbStore
+
+    configure_logging()
+    store = LmdbStore(data_dir)
+    try:
+        app, api = make_app(store, token=token, max_body=max_body)
+        try:
+            runner, bound = await start_site(app, host, port)
+        except OSError as exc:
+            api.close()
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port "
+                "or --host"
+            ) from None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"ironflow server listening on {_url(host, bound)}", flush=True)
+        print(f"data in {data_dir}", flush=True)
+        if token:
+            print("requests need 'Authorization: Bearer <token>'", flush=True)
+        else:
+            print("dev mode: requests need no token", flush=True)
+        await stop.wait()
+        print("stopping: finishing requests in flight", flush=True)
+        await stop_site(runner, api)
+    finally:
+        store.close()
+    print("server stopped", flush=True)
+    return 0

@@ -1,0 +1,458 @@
+"""RemoteStore: the Store protocol over the server's HTTP API.
+
+A worker or CLI command given ``IRONFLOW_URL`` uses this instead of opening the data
+directory, and behaves the same: the replay engine cannot tell the two apart.
+
+Why the standard library's ``http.client``: one keep-alive connection per thread is
+all a worker needs (each of its threads makes one request at a time), it adds no
+dependency, and a recorded step costs one request of a few hundred bytes.
+
+Why every request may be retried: when the server is unreachable (down, restarting,
+a dropped connection) the request is repeated with backoff until it answers. A reply
+lost after the server acted must not turn a retry into a second action, so each
+method is made safe to repeat: recording a step twice is a no-op in the store; an
+emit carries an event id chosen here, so a repeat creates nothing; a repeated lease
+asks the server for runs this worker already holds, in case the lost reply had
+leased some; a repeated finish or release that finds the job done accepts it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Collection, Sequence
+from typing import Any, TypeVar
+
+import attrs
+
+from ironflow._ids import new_id
+from ironflow.errors import (
+    AuthError,
+    ConfigError,
+    InvalidInputError,
+    LeaseLostError,
+    RunNotFoundError,
+    ServerUnavailableError,
+    StoreError,
+)
+from ironflow.store._codec import converter, to_json_value
+from ironflow.store._records import (
+    AgentSpec,
+    EmitResult,
+    ErrorInfo,
+    Lease,
+    LeasedRun,
+    Run,
+    StepAck,
+    StepRecord,
+    WorkerInfo,
+)
+
+__all__ = ["RemoteStore"]
+
+log = logging.getLogger("ironflow.remote")
+
+T = TypeVar("T")
+
+_API = "/api/v1"
+_BACKOFF_START = 0.05
+_BACKOFF_MAX = 2.0
+# A reused keep-alive connection the server has since closed fails at once; that is
+# not an outage, and the request never reached a handler.
+_CONNECTION_ERRORS = (OSError, http.client.HTTPException)
+
+
+@attrs.frozen
+class _Reply:
+    status: int
+    data: Any
+    #: True if the request was sent more than once: its first reply may have been lost.
+    retried: bool
+
+
+class RemoteStore:
+    """The Store protocol over HTTP, against ``ironflow serve`` at ``url``.
+
+    Guarantees: a write method returns only after the server acknowledged it, and the
+    server acknowledges only what its store has made durable. While the server cannot
+    be reached every call retries with exponential backoff (logging one warning per
+    outage) and carries on when it is back; with ``give_up_after`` set, a call raises
+    :class:`~ironflow.errors.ServerUnavailableError` after that many seconds instead.
+    Safe to share between threads.
+
+    ``long_poll`` is how long a lease request waits at the server for work before
+    answering with none: an idle worker makes one request per ``long_poll`` seconds
+    and still takes a new run within milliseconds of its emit.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        long_poll: float = 2.0,
+        give_up_after: float | None = None,
+    ) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"IRONFLOW_URL must be an http:// or https:// URL of an Ironflow server "
+                f"(like http://127.0.0.1:9123), not {url!r}"
+            )
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError(f"IRONFLOW_URL has an invalid port: {url!r}") from None
+        self.url = url.rstrip("/")
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = port or (443 if self._https else 80)
+        self._prefix = parts.path.rstrip("/") + _API
+        if token is None:
+            token = os.environ.get("IRONFLOW_TOKEN") or None
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self.timeout = timeout
+        self.long_poll = long_poll
+        self.give_up_after = give_up_after
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[http.client.HTTPConnection] = []
+        self._down = False
+        self._closed = False
+        # (worker id, run id) of runs this store handed to a worker and that it has
+        # not finished or released: a retried lease must not hand them out again.
+        self._held: set[tuple[str, str]] = set()
+
+    def __repr__(self) -> str:
+        return f"RemoteStore({self.url!r})"
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            conn = cls(self._host, self._port, timeout=self.timeout)
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        if conn.sock is None:
+            conn.connect()
+            _no_delay(conn)
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+
+    def _send(
+        self, method: str, path: str, payload: bytes | None, timeout: float
+    ) -> tuple[int, bytes]:
+        conn = self._connection()
+        conn.sock.settimeout(timeout)
+        conn.request(method, self._prefix + path, body=payload, headers=self._headers)
+        response = conn.getresponse()
+        raw = response.read()
+        if response.will_close:
+            conn.close()
+        return response.status, raw
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        timeout: float | None = None,
+        retry_body: Any = None,
+    ) -> _Reply:
+        """Send one request, retrying while the server cannot be reached.
+
+        Returns 2xx, 404 and 409 replies to the caller; raises for the rest.
+        """
+        if self._closed:
+            raise StoreError(f"the RemoteStore for {self.url} is closed")
+        payload = None if body is None else _encode(body)
+        started = time.monotonic()
+        delay = _BACKOFF_START
+        sent = 0
+        while True:
+            fresh = getattr(self._local, "conn", None) is None or self._local.conn.sock is None
+            try:
+                status, raw = self._send(method, path, payload, timeout or self.timeout)
+            except _CONNECTION_ERRORS as exc:
+                self._drop_connection()
+                sent += 1
+                if retry_body is not None:
+                    payload = _encode(retry_body)
+                if not fresh and sent == 1:
+                    continue  # a stale keep-alive connection: try a new one at once
+                self._outage(exc)
+                status, raw = 0, b""
+            else:
+                sent += 1
+                if status != 503:
+                    self._back()
+                    return self._reply(status, raw, sent > 1)
+                self._outage(StoreError(_message(raw, "the server's store is unavailable")))
+            if self.give_up_after is not None and time.monotonic() - started > self.give_up_after:
+                raise ServerUnavailableError(
+                    f"the Ironflow server at {self.url} could not be reached for "
+                    f"{self.give_up_after:g}s; start it (ironflow serve) or fix IRONFLOW_URL"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX)
+
+    def _outage(self, exc: BaseException) -> None:
+        with self._lock:
+            first, self._down = not self._down, True
+        if first:
+            log.warning("server at %s unreachable, retrying (%s)", self.url, _reason(exc))
+
+    def _back(self) -> None:
+        if self._down:
+            with self._lock:
+                was, self._down = self._down, False
+            if was:
+                log.warning("server at %s is reachable again; carrying on", self.url)
+
+    def _reply(self, status: int, raw: bytes, retried: bool) -> _Reply:
+        if 200 <= status < 300:
+            try:
+                return _Reply(status, json.loads(raw), retried)
+            except ValueError:
+                raise StoreError(
+                    f"the server at {self.url} sent a reply that is not JSON; is IRONFLOW_URL "
+                    "an Ironflow server?"
+                ) from None
+        message = _message(raw, f"HTTP {status}")
+        if status in (404, 409):
+            return _Reply(status, message, retried)
+        if status == 401:
+            raise AuthError(
+                f"the server at {self.url} refused the request: {message} Set IRONFLOW_TOKEN "
+                "to the token the server was started with."
+            )
+        if status in (413, 422):
+            raise InvalidInputError(message)
+        raise StoreError(f"the server at {self.url} answered {status}: {message}")
+
+    def _call(self, method: str, path: str, body: Any = None, *, run_id: str = "") -> Any:
+        """A request whose 404 means no such run and whose 409 means the lease is lost."""
+        reply = self._request(method, path, body)
+        _raise_for(reply, run_id)
+        return reply.data
+
+    # -- agents and events ----------------------------------------------------------
+
+    def register_agents(self, agents: Sequence[AgentSpec]) -> None:
+        self._call("POST", "/store/agents", {"agents": converter.unstructure(list(agents))})
+
+    def agents(self) -> list[AgentSpec]:
+        return converter.structure(self._call("GET", "/store/agents"), list[AgentSpec])
+
+    def emit(self, name: str, data: Any, *, id: str | None = None) -> EmitResult:
+        data = to_json_value(data, f"event {name!r} data", "data")
+        # An id chosen here makes a retried emit (reply lost) create nothing new.
+        chosen = id is None
+        body = {"name": name, "data": data, "id": new_id("evt_") if id is None else id}
+        result = converter.structure(self._call("POST", "/events", body), EmitResult)
+        # No one else can have used an id made here: an earlier try of ours created it.
+        return attrs.evolve(result, created=True) if chosen else result
+
+    # -- leasing ----------------------------------------------------------------------
+
+    def lease_runs(
+        self, worker: WorkerInfo, agents: Collection[str], *, limit: int, ttl: float
+    ) -> list[LeasedRun]:
+        self._local.polled = False
+        if limit <= 0 or not agents:
+            return []
+        body = {
+            "worker": converter.unstructure(worker),
+            "agents": list(agents),
+            "limit": limit,
+            "ttl": ttl,
+            "wait": self.long_poll,
+            "reclaim": False,
+        }
+        reply = self._request(
+            "POST",
+            "/store/leases",
+            body,
+            timeout=self.long_poll + self.timeout,
+            retry_body=dict(body, reclaim=True),
+        )
+        _raise_for(reply)
+        leased = converter.structure(reply.data, list[LeasedRun])
+        with self._lock:
+            leased = [r for r in leased if (worker.id, r.run.id) not in self._held]
+            self._held.update((worker.id, r.run.id) for r in leased)
+        self._local.polled = not leased
+        return leased
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Return at once after a lease that waited at the server; else sleep ``timeout``.
+
+        The waiting happens in :meth:`lease_runs` (a long poll), where the server can
+        wake it the moment work arrives.
+        """
+        if getattr(self._local, "polled", False) and self.long_poll > 0:
+            self._local.polled = False
+            return
+        time.sleep(timeout)
+
+    def heartbeat(self, worker: WorkerInfo, run_ids: Collection[str], *, ttl: float) -> set[str]:
+        if not run_ids:
+            return set()
+        body = {"worker": converter.unstructure(worker), "run_ids": list(run_ids), "ttl": ttl}
+        return set(self._call("POST", "/store/heartbeat", body)["held"])
+
+    # -- steps and run completion -----------------------------------------------------
+
+    def record_step(self, worker: WorkerInfo, step: StepRecord) -> StepAck:
+        body = {"worker": converter.unstructure(worker), "step": converter.unstructure(step)}
+        path = f"/store/runs/{_quote(step.run_id)}/steps"
+        return converter.structure(self._call("POST", path, body, run_id=step.run_id), StepAck)
+
+    def finish_run(
+        self,
+        worker: WorkerInfo,
+        run_id: str,
+        *,
+        status: str,
+        output: Any = None,
+        error: ErrorInfo | None = None,
+    ) -> Run:
+        output = to_json_value(output, f"run {run_id} output", "output")
+        body = {
+            "worker": converter.unstructure(worker),
+            "status": status,
+            "output": output,
+            "error": converter.unstructure(error),
+        }
+        reply = self._request("POST", f"/store/runs/{_quote(run_id)}/finish", body)
+        if reply.status == 409 and reply.retried:
+            # The lost reply may have been our own finish: then the run shows it.
+            run = self.get_run(run_id)
+            if run.status == status:
+                self._forget(worker, run_id)
+                return run
+        _raise_for(reply, run_id)
+        self._forget(worker, run_id)
+        return converter.structure(reply.data, Run)
+
+    def release_run(self, worker: WorkerInfo, run_id: str) -> None:
+        body = {"worker": converter.unstructure(worker)}
+        reply = self._request("POST", f"/store/runs/{_quote(run_id)}/release", body)
+        # After a lost reply, "not yours" means our release went through (and maybe
+        # another worker has the run already).
+        if not (reply.status == 409 and reply.retried):
+            _raise_for(reply, run_id)
+        self._forget(worker, run_id)
+
+    def _forget(self, worker: WorkerInfo, run_id: str) -> None:
+        with self._lock:
+            self._held.discard((worker.id, run_id))
+
+    def request_cancel(self, run_id: str) -> Run:
+        path = f"/store/runs/{_checked(run_id)}/cancel"
+        return converter.structure(self._call("POST", path, run_id=run_id), Run)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> Run:
+        data = self._call("GET", f"/store/runs/{_checked(run_id)}", run_id=run_id)
+        return converter.structure(data, Run)
+
+    def get_steps(self, run_id: str) -> list[StepRecord]:
+        data = self._call("GET", f"/store/runs/{_checked(run_id)}/steps", run_id=run_id)
+        return converter.structure(data, list[StepRecord])
+
+    def get_lease(self, run_id: str) -> Lease | None:
+        data = self._call("GET", f"/store/runs/{_checked(run_id)}/lease", run_id=run_id)
+        return None if data is None else converter.structure(data, Lease)
+
+    def list_runs(
+        self, *, limit: int = 20, status: str | None = None, agent: str | None = None
+    ) -> list[Run]:
+        if limit < 1:
+            return []
+        query: dict[str, Any] = {"limit": min(limit, 10_000)}
+        if status is not None:
+            query["status"] = status
+        if agent is not None:
+            query["agent"] = agent
+        data = self._call("GET", f"/store/runs?{urllib.parse.urlencode(query)}")
+        return converter.structure(data, list[Run])
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+
+    def __enter__(self) -> RemoteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _no_delay(conn: http.client.HTTPConnection) -> None:
+    # Requests are small and answered at once: do not let Nagle's algorithm hold them back.
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _encode(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _message(raw: bytes, default: str) -> str:
+    try:
+        error = json.loads(raw)["error"]
+        return str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        return default
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _raise_for(reply: _Reply, run_id: str = "") -> None:
+    if reply.status == 404:
+        if run_id:
+            raise RunNotFoundError(run_id)
+        raise StoreError(f"the server does not know this request ({reply.data}); is it older?")
+    if reply.status == 409:
+        raise LeaseLostError(str(reply.data))
+
+
+def _checked(run_id: str) -> str:
+    """``run_id`` quoted for a path; one that no run can have is not found, as in LmdbStore."""
+    if not isinstance(run_id, str) or not run_id or "\x00" in run_id:
+        raise RunNotFoundError(str(run_id))
+    try:
+        if len(run_id.encode()) > 200:
+            raise RunNotFoundError(run_id)
+    except UnicodeEncodeError:
+        raise RunNotFoundError(run_id) from None
+    return _quote(run_id)
+
+
+def _quote(run_id: str) -> str:
+    return urllib.parse.quote(run_id, safe="")

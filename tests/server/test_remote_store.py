@@ -1,0 +1,293 @@
+"""RemoteStore keeps the Store protocol: the same calls give the same results as LmdbStore."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from ironflow.errors import (
+    AuthError,
+    ConfigError,
+    InvalidInputError,
+    LeaseLostError,
+    NotSerializableError,
+    RunNotFoundError,
+    ServerUnavailableError,
+)
+from ironflow.server import BackgroundServer
+from ironflow.store import (
+    AgentSpec,
+    ErrorInfo,
+    LmdbStore,
+    RemoteStore,
+    StepRecord,
+    Store,
+    WorkerInfo,
+)
+
+WORKER = WorkerInfo(id="w1", host="elsewhere", pid=4242)
+OTHER = WorkerInfo(id="w2", host="elsewhere", pid=4343)
+AGENT = AgentSpec(id="doc", triggers=("doc.*",))
+
+
+def step(run_id: str, position: int, output: Any = None) -> StepRecord:
+    return StepRecord(
+        run_id=run_id,
+        position=position,
+        id=f"tool.s{position}",
+        status="completed",
+        input={"n": position},
+        output=output,
+        started_at=1.0,
+        ended_at=2.0,
+    )
+
+
+@pytest.fixture(params=["lmdb", "remote"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """An LmdbStore, or a RemoteStore in front of one: every test here runs on both."""
+    local = LmdbStore(tmp_path / "data", sync=False)
+    if request.param == "lmdb":
+        yield local
+    else:
+        with BackgroundServer(local) as url:
+            remote = RemoteStore(url, long_poll=0.2, give_up_after=5.0)
+            yield remote
+            remote.close()
+    local.close()
+
+
+def test_emit_lease_record_finish(any_store: Store) -> None:
+    """A run goes emit -> lease -> steps -> finish with the same records on both stores."""
+    any_store.register_agents([AGENT])
+    assert any_store.agents() == [AGENT]
+    result = any_store.emit("doc.received", {"docId": "d1"}, id="e1")
+    assert result.created and len(result.run_ids) == 1
+    again = any_store.emit("doc.received", {"docId": "d1"}, id="e1")
+    assert again.run_ids == result.run_ids and not again.created
+    run_id = result.run_ids[0]
+
+    [leased] = any_store.lease_runs(WORKER, ["doc"], limit=5, ttl=30)
+    assert leased.run.id == run_id and leased.run.status == "running" and leased.steps == ()
+    assert leased.lease.worker == WORKER
+    assert any_store.lease_runs(OTHER, ["doc"], limit=5, ttl=30) == []
+
+    assert not any_store.record_step(WORKER, step(run_id, 0, {"text": "é"})).cancel_requested
+    # A repeated record (a retry after a lost reply) is a no-op, not an error.
+    any_store.record_step(WORKER, step(run_id, 0, "ignored"))
+    with pytest.raises(LeaseLostError):
+        any_store.record_step(OTHER, step(run_id, 1))
+    assert any_store.heartbeat(WORKER, [run_id, "run_nope"], ttl=30) == {run_id}
+    lease = any_store.get_lease(run_id)
+    assert lease is not None and lease.worker == WORKER
+
+    done = any_store.finish_run(WORKER, run_id, status="completed", output={"ok": True})
+    assert done.status == "completed" and done.output == {"ok": True}
+    assert any_store.get_run(run_id) == done
+    assert [s.output for s in any_store.get_steps(run_id)] == [{"text": "é"}]
+    assert any_store.get_lease(run_id) is None
+    assert any_store.list_runs(limit=5) == [done]
+    assert any_store.list_runs(status="pending") == []
+    assert any_store.list_runs(agent="doc", status="completed") == [done]
+
+
+def test_release_and_cancel(any_store: Store) -> None:
+    """A released run is pending again; cancel stops a pending run now, a running one later."""
+    any_store.register_agents([AGENT])
+    first, second = (any_store.emit("doc.x", {}).run_ids[0] for _ in range(2))
+    leased = any_store.lease_runs(WORKER, ["doc"], limit=1, ttl=30)
+    assert [r.run.id for r in leased] == [first]
+    any_store.release_run(WORKER, first)
+    assert any_store.get_run(first).status == "pending"
+
+    assert any_store.request_cancel(second).status == "cancelled"
+    [again] = any_store.lease_runs(WORKER, ["doc"], limit=5, ttl=30)
+    assert again.run.id == first and again.run.attempt == 2
+    running = any_store.request_cancel(first)
+    assert running.status == "running" and running.cancel_requested
+    assert any_store.record_step(WORKER, step(first, 0)).cancel_requested
+    error = ErrorInfo(type="Cancelled", message="the run was cancelled")
+    finished = any_store.finish_run(WORKER, first, status="cancelled", error=error)
+    assert finished.status == "cancelled" and finished.error == error
+
+
+def test_errors_are_the_same(any_store: Store) -> None:
+    """Unknown runs, bad input and unstorable data raise the same errors on both stores."""
+    for bad_id in ("run_nope", "", "x" * 300, "a\x00b", "a/b"):
+        with pytest.raises(RunNotFoundError):
+            any_store.get_run(bad_id)
+    with pytest.raises(RunNotFoundError):
+        any_store.request_cancel("run_nope")
+    with pytest.raises(InvalidInputError):
+        any_store.emit("", {})
+    with pytest.raises(InvalidInputError):
+        any_store.emit("ok", {}, id="x" * 300)
+    with pytest.raises(NotSerializableError, match=r"data\['f'\]"):
+        any_store.emit("ok", {"f": object()})
+    with pytest.raises(LeaseLostError):
+        any_store.finish_run(WORKER, "run_nope", status="completed")
+    with pytest.raises(LeaseLostError):
+        any_store.release_run(WORKER, "run_nope")
+
+
+def test_bad_url_is_a_config_error() -> None:
+    """IRONFLOW_URL that is not an http URL fails at once, naming the variable."""
+    for url in ("localhost:9123", "ftp://x", "http://", "http://h:notaport"):
+        with pytest.raises(ConfigError, match="IRONFLOW_URL"):
+            RemoteStore(url)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_gives_up_only_when_told(caplog: pytest.LogCaptureFixture) -> None:
+    """With nothing listening, calls retry with backoff, warn once, and raise if told to."""
+    store = RemoteStore(f"http://127.0.0.1:{_free_port()}", give_up_after=0.4)
+    with (
+        caplog.at_level(logging.WARNING, "ironflow.remote"),
+        pytest.raises(ServerUnavailableError, match="could not be reached"),
+    ):
+        store.list_runs()
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "unreachable, retrying" in warnings[0]
+
+
+def test_carries_on_when_the_server_comes_back(
+    backend: LmdbStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A call made while the server is down completes once it starts; one warning each way."""
+    port = _free_port()
+    store = RemoteStore(f"http://127.0.0.1:{port}", give_up_after=20)
+    backend.register_agents([AGENT])
+    results: list[Any] = []
+    with caplog.at_level(logging.WARNING, "ironflow.remote"):
+        caller = threading.Thread(target=lambda: results.append(store.emit("doc.x", {"a": 1})))
+        caller.start()
+        time.sleep(0.3)  # the call is now retrying against a closed port
+        with BackgroundServer(backend, port=port):
+            caller.join(timeout=10)
+            assert results and results[0].created and len(results[0].run_ids) == 1
+    store.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert "unreachable" in messages[0] and "reachable again" in messages[1]
+    assert backend.get_run(results[0].run_ids[0]).event.data == {"a": 1}
+
+
+class _LoseReplies:
+    """Make the next request to a path reach the server but lose its reply."""
+
+    def __init__(self, store: RemoteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.paths: list[str] = []
+        real = store._send
+
+        def send(method: str, path: str, payload: bytes | None, timeout: float) -> Any:
+            reply = real(method, path, payload, timeout)
+            for fragment in self.paths:
+                if fragment in path:
+                    self.paths.remove(fragment)
+                    raise ConnectionResetError("reply lost (test)")
+            return reply
+
+        monkeypatch.setattr(store, "_send", send)
+
+
+def test_retries_after_lost_replies_do_nothing_twice(
+    remote: RemoteStore, backend: LmdbStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request repeated after its reply was lost never emits, leases or records twice."""
+    lose = _LoseReplies(remote, monkeypatch)
+    remote.register_agents([AGENT])
+
+    lose.paths.append("/events")
+    emitted = remote.emit("doc.x", {})
+    assert emitted.created and len(backend.list_runs()) == 1
+    run_id = emitted.run_ids[0]
+
+    lose.paths.append("/store/leases")
+    [leased] = remote.lease_runs(WORKER, ["doc"], limit=5, ttl=30)
+    assert leased.run.id == run_id and leased.run.attempt == 1
+    # Handed out once: a later lease does not give the worker its own run again.
+    lose.paths.append("/store/leases")
+    assert remote.lease_runs(WORKER, ["doc"], limit=5, ttl=30) == []
+
+    lose.paths.append("/steps")
+    remote.record_step(WORKER, step(run_id, 0, "first"))
+    assert [s.output for s in backend.get_steps(run_id)] == ["first"]
+
+    lose.paths.append("/release")
+    remote.release_run(WORKER, run_id)
+    assert backend.get_run(run_id).status == "pending"
+
+    [leased] = remote.lease_runs(WORKER, ["doc"], limit=5, ttl=30)
+    lose.paths.append("/finish")
+    finished = remote.finish_run(WORKER, run_id, status="completed", output=1)
+    assert finished.status == "completed" and finished.output == 1
+
+
+def test_token(backend: LmdbStore) -> None:
+    """A server with a token refuses a client without it (AuthError) and serves one with it."""
+    with BackgroundServer(backend, token="s3cret") as url:
+        with RemoteStore(url, token="wrong") as wrong, pytest.raises(AuthError, match="TOKEN"):
+            wrong.list_runs()
+        with RemoteStore(url, token="") as none, pytest.raises(AuthError):
+            none.list_runs()
+        with RemoteStore(url, token="s3cret") as right:
+            assert right.list_runs() == []
+
+
+def test_token_from_environment(backend: LmdbStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RemoteStore sends IRONFLOW_TOKEN when no token is given."""
+    monkeypatch.setenv("IRONFLOW_TOKEN", "from-env")
+    with BackgroundServer(backend, token="from-env") as url, RemoteStore(url) as store:
+        assert store.list_runs() == []
+
+
+def test_long_poll_wakes_on_emit(remote: RemoteStore, backend: LmdbStore) -> None:
+    """A lease waiting at the server returns the run an emit creates, well before its wait ends."""
+    remote.register_agents([AGENT])
+    waiting = RemoteStore(remote.url, long_poll=20.0)
+    got: list[Any] = []
+    started = threading.Event()
+
+    def lease() -> None:
+        started.set()
+        got.extend(waiting.lease_runs(WORKER, ["doc"], limit=1, ttl=30))
+
+    thread = threading.Thread(target=lease)
+    thread.start()
+    started.wait()
+    time.sleep(0.2)  # let the request reach the server and park
+    run_id = remote.emit("doc.x", {}).run_ids[0]
+    thread.join(timeout=10)  # far less than the 20 s wait: the emit woke it
+    assert not thread.is_alive()
+    assert [r.run.id for r in got] == [run_id]
+    waiting.close()
+
+
+def test_records_round_trip_exactly(remote: RemoteStore, backend: LmdbStore) -> None:
+    """Records read through the server equal the ones the LmdbStore holds, field by field."""
+    remote.register_agents([AGENT])
+    run_id = remote.emit("doc.x", {"nested": [1, 2.5, None, {"k": "ü"}]}).run_ids[0]
+    remote.lease_runs(WORKER, ["doc"], limit=1, ttl=30)
+    failed = attrs.evolve(
+        step(run_id, 0),
+        status="failed",
+        output=None,
+        error=ErrorInfo(type="ValueError", message="bad", traceback="tb", step_id="tool.s0"),
+    )
+    remote.record_step(WORKER, failed)
+    assert remote.get_run(run_id) == backend.get_run(run_id)
+    assert remote.get_steps(run_id) == backend.get_steps(run_id) == [failed]
+    assert remote.get_lease(run_id) == backend.get_lease(run_id)
