@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench._spec import BY_KEY, LABELS, PEERS, WORKLOADS, Workload
+from bench._spec import LABELS, PEERS, WORKLOADS, Workload
 
 #: samples[workload][system] -> one value per repetition (None where that repetition failed)
 Samples = dict[str, dict[str, list[float | None]]]
@@ -321,7 +321,9 @@ def write_json(path: str, result: dict[str, Any]) -> None:
 def write_chart(path: str, result: dict[str, Any]) -> str | None:
     """A PNG of the table: one panel per workload, median bars with min-max whiskers.
 
-    Returns why no chart was drawn (matplotlib missing), or None.
+    The floor is drawn as a grey reference bar where it bounds a row: one raw LMDB
+    commit beside the per-step costs, its rate beside the concurrent steps/s. Dashed
+    red lines are the issue's targets. Returns why no chart was drawn, or None.
     """
     try:
         import matplotlib
@@ -330,49 +332,58 @@ def write_chart(path: str, result: dict[str, Any]) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed (pip install -e '.[bench]')"
-    colors = {"ironflow": "#1f6feb", "dbos": "#8250df", "langgraph": "#1a7f37", "floor": "#6e7781"}
+    colors = {"ironflow": "#1f6feb", "dbos": "#8250df", "langgraph": "#1a7f37", "floor": "#8c959f"}
     limits = {"resume_s": 0.5, "replay_ms": 100.0, "import_ms": 150.0}
-    panels = [r for r in result["rows"] if any("median" in c for c in r["cells"].values())]
+    by_key = {r["key"]: r for r in result["rows"]}
+    commit = by_key.get("lmdb_commit_us", {}).get("cells", {}).get("floor", {})
+    panels = [
+        r
+        for r in result["rows"]
+        if r["key"] not in ("lmdb_commit_us", "fdatasync_us")
+        and any("median" in c for c in r["cells"].values())
+    ]
     if not panels:
         return "nothing was measured"
     ncols = 3
     nrows = (len(panels) + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(15, 3.2 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(15, 3.0 * nrows), squeeze=False)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     for ax, r in zip(axes.flat, panels, strict=False):
-        names = [s for s, c in r["cells"].items() if "median" in c]
-        cells = [r["cells"][s] for s in names]
-        med = [c["median"] for c in cells]
-        err = [[c["median"] - c["min"] for c in cells], [c["max"] - c["median"] for c in cells]]
-        y = list(range(len(names)))
-        ax.barh(y, med, xerr=err, color=[colors.get(s, "#999") for s in names], capsize=3)
-        ax.set_yticks(y, [LABELS[s] for s in names])
-        ax.invert_yaxis()
+        bars = [(LABELS[s], s, c) for s, c in r["cells"].items() if "median" in c]
+        if r["key"] == "per_step_us" and "median" in commit:
+            bars.append(("one raw LMDB commit", "floor", commit))
+        if r["key"] == "concurrent_steps_per_s" and "median" in commit:
+            rate = {k: 1e6 / commit[k] for k in ("median", "max", "min")}
+            bars.append(
+                ("single-commit rate", "floor", {**rate, "min": rate["max"], "max": rate["min"]})
+            )
+        y = list(range(len(bars)))
+        med = [c["median"] for _, _, c in bars]
+        err = [
+            [c["median"] - c["min"] for _, _, c in bars],
+            [c["max"] - c["median"] for _, _, c in bars],
+        ]
+        ax.barh(y, med, xerr=err, color=[colors[s] for _, s, _ in bars], capsize=3, height=0.6)
+        ax.set_yticks(y, [label for label, _, _ in bars])
+        # Keep bars as thin in a one-bar panel as in a four-bar one (top to bottom).
+        ax.set_ylim(max(len(bars), 3) - 0.5, -0.5)
         better = "higher" if r["better"] == "higher" else "lower"
         ax.set_title(f"{r['title']}\n{r['unit']}, {better} is better", fontsize=9)
-        for yi, c in zip(y, cells, strict=True):
-            ax.text(c["median"], yi, " " + fmt(c["median"]), va="center", fontsize=8)
-        if r["key"] in limits:
-            ax.axvline(limits[r["key"]], color="#cf222e", linestyle="--", linewidth=1)
-        if r["key"] == "per_step_us":
-            floor = BY_KEY["lmdb_commit_us"].key
-            commit = next(
-                (
-                    x["cells"].get("floor", {}).get("median")
-                    for x in result["rows"]
-                    if x["key"] == floor
-                ),
-                None,
-            )
-            if commit:
-                ax.axvline(1.3 * commit, color="#cf222e", linestyle="--", linewidth=1)
-        ax.margins(x=0.25)
+        for yi, (_, _, c) in zip(y, bars, strict=True):
+            ax.text(c["max"], yi, "  " + fmt(c["median"]), va="center", fontsize=8)
+        target = limits.get(r["key"])
+        if r["key"] == "per_step_us" and "median" in commit:
+            target = 1.3 * commit["median"]
+        if target is not None:
+            ax.axvline(target, color="#cf222e", linestyle="--", linewidth=1)
+        ax.margins(x=0.3)
         ax.tick_params(labelsize=8)
     m = result["machine"]
     fig.suptitle(
-        f"ironflow bench {result['started_at']} - {m['cores']} cores, {m['fs']}, "
-        f"{result['reps']} rep(s), medians with min-max; dashed red: target",
+        f"ironflow bench {result['started_at']}: {m['cores']} cores, {m['fs']}, "
+        f"{result['reps']} repetition(s); bars are medians, whiskers min-max; "
+        "dashed red: the issue's target",
         fontsize=10,
     )
     fig.tight_layout()
