@@ -5,10 +5,13 @@ recorded step in an embedded LMDB store. Kill the worker at any moment, start it
 again, and the run continues from the last completed step.
 """
 
+from ironflow._client import Client
 from ironflow._context import AgentContext
 from ironflow._dsl import AgentDefinition, Memory, ToolDefinition, agent, tool
+from ironflow._memory import AgentMemory, ProjectionDefinition, projection
 from ironflow._worker import Worker
 from ironflow.errors import (
+    ConcurrencyError,
     DefinitionError,
     IronflowError,
     NonDeterminismError,
@@ -24,6 +27,9 @@ __version__ = "0.1.0"
 __all__ = [
     "AgentContext",
     "AgentDefinition",
+    "AgentMemory",
+    "Client",
+    "ConcurrencyError",
     "DefinitionError",
     "Event",
     "IronflowError",
@@ -31,6 +37,7 @@ __all__ = [
     "Memory",
     "NonDeterminismError",
     "NotSerializableError",
+    "ProjectionDefinition",
     "Run",
     "StepFailedError",
     "StepInfo",
@@ -41,5 +48,6 @@ __all__ = [
     "Worker",
     "agent",
     "current_step",
+    "projection",
     "tool",
 ]

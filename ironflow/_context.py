@@ -11,6 +11,7 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from ironflow._dsl import AgentDefinition, ToolDefinition
+from ironflow._memory import AgentMemory
 from ironflow.errors import DefinitionError
 from ironflow.replay import Execution
 from ironflow.store import Event
@@ -57,6 +58,7 @@ class AgentContext:
     def __init__(self, execution: Execution, agent: AgentDefinition) -> None:
         self._execution = execution
         self.agent = agent
+        self._memory: AgentMemory | None = None
         run = execution.run
         #: The triggering event: ``.id``, ``.name``, ``.data``.
         self.event: Event = run.event
@@ -69,6 +71,22 @@ class AgentContext:
     def is_replaying(self) -> bool:
         """True while the handler is re-executing steps that are already recorded."""
         return self._execution.is_replaying
+
+    @property
+    def memory(self) -> AgentMemory:
+        """The agent's memory: ``append(name, data)``, ``state()``, ``read()``, all steps.
+
+        Declared with ``@agent(..., memory=Memory(stream=..., projection=...))``.
+        """
+        memory = self.agent.memory
+        if memory is None:
+            raise DefinitionError(
+                f"agent {self.agent.id!r} has no memory; declare it with "
+                "@agent(..., memory=Memory(stream=..., projection=...))"
+            )
+        if self._memory is None:
+            self._memory = AgentMemory(self._execution, memory, self.agent.id)
+        return self._memory
 
     def step(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` as the recorded step ``name`` (``name#2`` the second time).

@@ -21,6 +21,7 @@ from typing import Any
 
 from ironflow._context import AgentContext
 from ironflow._dsl import AgentDefinition
+from ironflow._memory import ProjectionDefinition, ProjectionService
 from ironflow.errors import ConfigError, DefinitionError, StoreError
 from ironflow.replay import Execution, Outcome
 from ironflow.store import AgentSpec, LeasedRun, Store, this_worker
@@ -44,6 +45,7 @@ class Worker:
         self,
         agents: Iterable[Any] = (),
         *,
+        projections: Iterable[Any] = (),
         store: Store | None = None,
         data_dir: str | None = None,
         concurrency: int = 8,
@@ -54,13 +56,19 @@ class Worker:
             AgentDefinition.must_from_fn(a) if not isinstance(a, AgentDefinition) else a
             for a in agents
         ]
-        if not defs:
-            raise DefinitionError("Worker(agents=[...]) needs at least one @agent function")
+        projection_defs = [ProjectionDefinition.must_from_fn(p) for p in projections]
+        if not defs and not projection_defs:
+            raise DefinitionError(
+                "Worker(agents=[...]) needs at least one @agent function "
+                "(or projections=[...] with at least one @projection)"
+            )
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
         if lease_ttl <= 0:
             raise ConfigError(f"lease_ttl must be positive seconds, not {lease_ttl}")
         self.agents = {d.id: d for d in defs}
+        self.projections = {p.name: p for p in projection_defs}
+        self._projection_service: ProjectionService | None = None
         if store is None:
             from ironflow._config import open_store
 
@@ -89,6 +97,8 @@ class Worker:
         self.store.register_agents(
             [AgentSpec(id=d.id, triggers=d.triggers, description=d.description) for d in defs]
         )
+        if projection_defs:
+            self.store.register_projections([p.spec() for p in projection_defs])
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -143,12 +153,13 @@ class Worker:
         """
         previous = self._install_signals()
         if ready_message:
-            names = ", ".join(self.agents)
+            names = ", ".join(self.agents or self.projections)
             print(f"{names} worker ready (pid {os.getpid()})", flush=True)
         heartbeat = threading.Thread(
             target=self._heartbeat_loop, name="ironflow-heartbeat", daemon=True
         )
         heartbeat.start()
+        self._start_projections()
         try:
             self._serve(until_idle)
         finally:
@@ -176,7 +187,7 @@ class Worker:
                     continue
                 with self._lock:
                     idle = not self._active
-                if until_idle and idle:
+                if until_idle and idle and self._projections_caught_up():
                     return
                 self.store.wait_for_work(self.poll_interval)
             else:
@@ -190,6 +201,9 @@ class Worker:
         if pending:
             log.info("draining %d in-flight run(s)", len(pending))
         concurrent.futures.wait(pending)
+        # Only now: a draining run may still be waiting for a projection to catch up.
+        if self._projection_service is not None:
+            self._projection_service.stop()
         self._run_pool.shutdown(wait=True)
         self._step_pool.shutdown(wait=True)
         if self._loop is not None:
@@ -200,6 +214,30 @@ class Worker:
                 self._loop.close()
         self._heartbeat_stop.set()
         log.info("worker stopped")
+
+    def _start_projections(self) -> None:
+        for agent in self.agents.values():
+            wanted = agent.memory.projection if agent.memory is not None else None
+            if wanted is not None and wanted not in self.projections:
+                log.info(
+                    "agent %s: its memory projection %s is not served by this worker; "
+                    "memory.append waits for a worker that serves it",
+                    agent.id,
+                    wanted,
+                )
+        if self.projections:
+            self._projection_service = ProjectionService(
+                self.store,
+                list(self.projections.values()),
+                self.info,
+                ttl=self.lease_ttl,
+                poll_interval=self.poll_interval,
+            )
+            self._projection_service.start()
+
+    def _projections_caught_up(self) -> bool:
+        service = self._projection_service
+        return service is None or service.caught_up()
 
     def _heartbeat_loop(self) -> None:
         interval = self.lease_ttl / 3

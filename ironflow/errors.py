@@ -10,6 +10,9 @@
     ├── NonDeterminismError              the code no longer makes the calls its record holds
     ├── RunNotFoundError (LookupError)   no run has that id
     ├── LeaseLostError                   another worker now owns the run this worker was executing
+    ├── ConcurrencyError                 a stream or projection moved since it was read; retry
+    ├── ProjectionNotFoundError (LookupError)  no projection has that name
+    ├── ProjectionTimeoutError (TimeoutError)  a projection did not catch up in time
     ├── StoreError                       the data directory cannot be used as asked
     │   ├── StoreFormatError             the data directory was written by another format version
     │   ├── StoreLockedError             the data directory cannot be opened (permissions, lock)
@@ -28,6 +31,7 @@ from typing import Any
 
 __all__ = [
     "AuthError",
+    "ConcurrencyError",
     "ConfigError",
     "DefinitionError",
     "InvalidInputError",
@@ -35,6 +39,8 @@ __all__ = [
     "LeaseLostError",
     "NonDeterminismError",
     "NotSerializableError",
+    "ProjectionNotFoundError",
+    "ProjectionTimeoutError",
     "RunNotFoundError",
     "ServerUnavailableError",
     "StepFailedError",
@@ -159,7 +165,52 @@ class LeaseLostError(IronflowError):
 
     Happens when the worker stalled past the lease TTL and another worker took the run
     over. The step result is not recorded, so the run stays with its new owner; nothing
-    is recorded twice.
+    is recorded twice. A projection runner meets it the same way when another worker
+    took its projection over: the batch it folded is not written.
+    """
+
+
+class ConcurrencyError(IronflowError):
+    """An optimistic write lost a race: what it was based on changed since it was read.
+
+    Raised when an entity stream append names an ``expected_version`` that is not the
+    stream's version, and when a projection write starts from a position that is no
+    longer the stored one. Nothing was written; read again, decide again, retry.
+    ``expected`` and ``actual`` hold the two versions (or positions).
+    """
+
+    def __init__(self, message: str, *, expected: int, actual: int) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(message)
+
+
+class ProjectionNotFoundError(IronflowError, LookupError):
+    """No projection with that name is registered in this store.
+
+    A projection is registered when a worker serving it starts (its module defines the
+    ``@projection``, or it is passed as ``Worker(projections=[...])``).
+    """
+
+    def __init__(self, name: str, known: list[str] | None = None) -> None:
+        self.name = name
+        hint = (
+            f"known projections: {', '.join(sorted(known))}"
+            if known
+            else "no projection is registered yet"
+        )
+        super().__init__(
+            f"no projection named {name!r} ({hint}); start a worker whose module defines "
+            f"@projection(name={name!r}, ...) to register it"
+        )
+
+
+class ProjectionTimeoutError(IronflowError, TimeoutError):
+    """A projection did not reach the position asked for within the time allowed.
+
+    ``memory.append.wait`` raises it when the agent's projection has not applied the
+    event it just appended, typically because no worker serves that projection or its
+    fold function keeps failing (the worker's log says which).
     """
 
 

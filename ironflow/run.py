@@ -16,10 +16,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     worker = sub.add_parser(
         "worker",
-        help="serve every @agent a module defines",
+        help="serve every @agent and @projection a module defines",
         description=(
             "Import MODULE and serve every @agent it defines: lease their runs, execute them "
-            "step by step, resume runs orphaned by a crashed worker. SIGINT/SIGTERM drain. "
+            "step by step, resume runs orphaned by a crashed worker; and keep every "
+            "@projection it defines up to date with the event log. SIGINT/SIGTERM drain. "
             "With IRONFLOW_URL set, the worker goes through that server; otherwise it opens "
             "the data directory directly."
         ),
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ironflow._dsl import definitions_in
     from ironflow._loader import load_module
+    from ironflow._memory import projections_in
     from ironflow._worker import Worker, configure_logging
     from ironflow.errors import IronflowError
 
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = load_module(args.module)
         agents = definitions_in(vars(module))
-        if not agents:
+        projections = projections_in(vars(module))
+        if not agents and not projections:
             print(
                 f"error: module {args.module!r} defines no @agent functions; decorate a "
                 "handler with @ironflow.agent(id=..., triggers=[...])",
@@ -69,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         worker = Worker(
-            agents, data_dir=args.data_dir, concurrency=args.concurrency, lease_ttl=args.lease_ttl
+            agents,
+            projections=projections,
+            data_dir=args.data_dir,
+            concurrency=args.concurrency,
+            lease_ttl=args.lease_ttl,
         )
     except IronflowError as exc:
         print(f"error: {exc}", file=sys.stderr)

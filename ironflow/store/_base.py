@@ -13,8 +13,13 @@ from ironflow.store._records import (
     AgentSpec,
     EmitResult,
     ErrorInfo,
+    Event,
     Lease,
     LeasedRun,
+    ProjectionSpec,
+    ProjectionState,
+    ProjectionStatus,
+    ProjectionWrite,
     Run,
     StepAck,
     StepRecord,
@@ -98,6 +103,103 @@ class Store(Protocol):
 
     def request_cancel(self, run_id: str) -> Run:
         """Cancel a pending run now, or a running one at its next step boundary."""
+
+    # -- the event log and entity streams ----------------------------------------------
+
+    def events(self, *, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        """Events of the global log after position ``after_seq``, oldest first.
+
+        The log has no holes: a reader sees every event up to the last one it sees.
+        """
+
+    def append_to_stream(
+        self,
+        stream_id: str,
+        name: str,
+        data: Any,
+        *,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Event:
+        """Append an event to an entity stream; return it with its ``version`` and ``seq``.
+
+        The event gets the stream's next version (1, 2, 3, ...) and, in the same write
+        transaction, enters the global log and creates a pending run per matching
+        trigger, exactly as :meth:`emit` would. ``expected_version`` is the version the
+        caller believes the stream is at (0 for a new stream); any other version raises
+        :class:`~ironflow.errors.ConcurrencyError` and writes nothing. An
+        ``idempotency_key`` already used on this stream appends nothing and returns the
+        event first appended with it, whatever ``expected_version`` says.
+        """
+
+    def read_stream(
+        self, stream_id: str, *, from_version: int = 0, limit: int = 1000
+    ) -> list[Event]:
+        """The stream's events with version ``>= from_version``, in version order.
+
+        A stream never appended to reads as empty.
+        """
+
+    # -- projections ---------------------------------------------------------------------
+
+    def register_projections(self, specs: Sequence[ProjectionSpec]) -> None:
+        """Make these projections known, keeping the position and state of existing ones.
+
+        A projection whose subscribed events or partitioning changed gets a rebuild
+        requested, since its stored state no longer matches its definition.
+        """
+
+    def list_projections(self) -> list[ProjectionStatus]:
+        """Every registered projection's status, by name."""
+
+    def projection_status(self, name: str) -> ProjectionStatus:
+        """The projection's position, runner and rebuild tickets, without its state.
+
+        Raises :class:`~ironflow.errors.ProjectionNotFoundError` for an unknown name.
+        """
+
+    def get_projection(
+        self, name: str, *, partitions: Collection[str] | None = None
+    ) -> ProjectionState:
+        """The projection's state and the position it reflects, read in one snapshot.
+
+        For a partitioned projection the state maps every partition key to its state,
+        or only the keys in ``partitions`` that have one. Raises
+        :class:`~ironflow.errors.ProjectionNotFoundError` for an unknown name.
+        """
+
+    def lease_projection(self, worker: WorkerInfo, name: str, *, ttl: float) -> bool:
+        """Take or extend this worker's lease on a projection; return whether it holds it.
+
+        The lease is free when nobody holds it, when it expired, or when its holder is
+        a dead process on this host (found at once, without waiting for the TTL).
+        """
+
+    def release_projection(self, worker: WorkerInfo, name: str) -> None:
+        """Drop this worker's lease on a projection, if it holds it."""
+
+    def write_projection(self, worker: WorkerInfo, write: ProjectionWrite) -> ProjectionStatus:
+        """Durably write a projection's new partition states and position, atomically.
+
+        Applies only while ``worker`` holds the projection's lease (else
+        :class:`~ironflow.errors.LeaseLostError`) and the stored position is the one the
+        write starts from (else :class:`~ironflow.errors.ConcurrencyError`); otherwise
+        nothing is written. So two runners never both advance a projection, and no
+        event is applied twice or skipped.
+        """
+
+    def request_projection_rebuild(self, name: str) -> int:
+        """Ask the projection's runner to rebuild it from the log; return the ticket.
+
+        The rebuild is done when the status's ``rebuilt`` reaches the ticket.
+        """
+
+    def wait_for_projection(self, name: str, position: int, *, timeout: float) -> int:
+        """Block until the projection's position is at least ``position``, or timeout.
+
+        Returns the position reached (below ``position`` after a timeout; 0 for a
+        projection not registered yet).
+        """
 
     def close(self) -> None:
         """Release the store's resources. Idempotent."""

@@ -25,14 +25,16 @@ import lmdb
 
 from ironflow._ids import new_id
 from ironflow.errors import (
+    ConcurrencyError,
     InvalidInputError,
     LeaseLostError,
+    ProjectionNotFoundError,
     RunNotFoundError,
     StoreError,
     StoreFormatError,
     StoreLockedError,
 )
-from ironflow.store._codec import decode_record, encode_record, to_json_value
+from ironflow.store._codec import decode_record, dumps, encode_record, loads, to_json_value
 from ironflow.store._records import (
     FINISHED,
     AgentSpec,
@@ -41,6 +43,11 @@ from ironflow.store._records import (
     Event,
     Lease,
     LeasedRun,
+    ProjectionLease,
+    ProjectionSpec,
+    ProjectionState,
+    ProjectionStatus,
+    ProjectionWrite,
     Run,
     StepAck,
     StepRecord,
@@ -55,7 +62,25 @@ FORMAT_VERSION = 1
 
 T = TypeVar("T")
 
-_DBS = ("meta", "events", "event_ids", "runs", "ready", "leases", "steps", "agents", "cancels")
+_DBS = (
+    "meta",
+    "events",
+    "event_ids",
+    "runs",
+    "ready",
+    "leases",
+    "steps",
+    "agents",
+    "cancels",
+    # Entity streams: (stream, version) -> seq; stream -> version; (stream, key) -> seq.
+    "streams",
+    "stream_heads",
+    "stream_keys",
+    # Projections: name -> status; (name, partition) -> state JSON; name -> lease.
+    "projections",
+    "projection_parts",
+    "projection_leases",
+)
 _INITIAL_MAP = 1 << 30
 
 
@@ -73,6 +98,33 @@ def _run_key(run_id: str) -> bytes:
     if not key or len(key) > 200 or b"\x00" in key:
         raise RunNotFoundError(str(run_id))
     return key
+
+
+def _stream_key(stream_id: str) -> bytes:
+    key = stream_id.encode() if isinstance(stream_id, str) else b""
+    if not key or len(key) > 200 or b"\x00" in key:
+        raise InvalidInputError(
+            f"a stream id must be a string of 1 to 200 bytes without NUL, not {stream_id!r}"
+        )
+    return key
+
+
+def _projection_key(name: str) -> bytes:
+    """The key of a projection name given by a user; an impossible name is simply not found."""
+    key = name.encode() if isinstance(name, str) else b""
+    if not key or len(key) > 200 or b"\x00" in key:
+        raise ProjectionNotFoundError(str(name))
+    return key
+
+
+def _partition_key(name: str, partition: str) -> bytes:
+    part = partition.encode() if isinstance(partition, str) else b"\x00"
+    if b"\x00" in part or len(part) > 250:
+        raise InvalidInputError(
+            f"projection {name!r}: a partition key must be a string of at most 250 bytes "
+            f"without NUL, not {partition!r}; make partition_by return such a string"
+        )
+    return name.encode() + b"\x00" + part
 
 
 def _pid_start(pid: int) -> str:
@@ -223,6 +275,9 @@ class LmdbStore:
         self._db = {name: self._env.open_db(name.encode()) for name in _DBS}
         self._committer = _GroupCommitter(self)
         self._work = threading.Condition()
+        # Signalled when a projection advances, with a count so a waiter misses nothing.
+        self._advanced = threading.Condition()
+        self._advances = 0
         self._check_format()
 
     # -- plumbing -------------------------------------------------------------------
@@ -329,11 +384,21 @@ class LmdbStore:
             return self._emit_in(txn, name, data, id, now)
 
         result = self._write(op)
-        if result.run_ids:
-            self._notify()
+        # Runners of projections wait for new events too, not only for new runs.
+        self._notify()
         return result
 
-    def _emit_in(self, txn: Any, name: str, data: Any, id: str | None, now: float) -> EmitResult:
+    def _emit_in(
+        self,
+        txn: Any,
+        name: str,
+        data: Any,
+        id: str | None,
+        now: float,
+        *,
+        stream: str | None = None,
+        version: int = 0,
+    ) -> EmitResult:
         """Append an event and create its runs inside the caller's write transaction."""
         if id is not None:
             seen = txn.get(id.encode(), db=self._db["event_ids"])
@@ -342,7 +407,15 @@ class LmdbStore:
                 return attrs.evolve(prior, created=False)
         cursor = txn.cursor(db=self._db["events"])
         seq = int.from_bytes(cursor.key(), "big") + 1 if cursor.last() else 1
-        event = Event(id=id or new_id("evt_"), name=name, data=data, ts=now, seq=seq)
+        event = Event(
+            id=id or new_id("evt_"),
+            name=name,
+            data=data,
+            ts=now,
+            seq=seq,
+            stream=stream,
+            version=version,
+        )
         run_ids = []
         for _, raw in txn.cursor(db=self._db["agents"]):
             spec = decode_record(raw, AgentSpec)
@@ -546,6 +619,319 @@ class LmdbStore:
 
         return self._write(op)
 
+    # -- entity streams ------------------------------------------------------------------
+
+    def append_to_stream(
+        self,
+        stream_id: str,
+        name: str,
+        data: Any,
+        *,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Event:
+        stream_key = _stream_key(stream_id)
+        if not isinstance(name, str) or not name or len(name) > 200:
+            raise InvalidInputError(f"an event name must be 1 to 200 characters, not {name!r}")
+        if expected_version is not None and (
+            type(expected_version) is not int or expected_version < 0
+        ):
+            raise InvalidInputError(
+                f"expected_version must be a version number (0 for a new stream), "
+                f"not {expected_version!r}"
+            )
+        idem: bytes | None = None
+        if idempotency_key is not None:
+            raw_key = idempotency_key.encode() if isinstance(idempotency_key, str) else b""
+            if not raw_key or len(raw_key) > 200:
+                raise InvalidInputError(
+                    f"an idempotency key must be a string of 1 to 200 bytes, "
+                    f"not {idempotency_key!r}"
+                )
+            idem = stream_key + b"\x00" + raw_key
+        data = to_json_value(data, f"stream {stream_id!r} event {name!r} data", "data")
+        now = time.time()
+
+        def op(txn: Any) -> Event:
+            if idem is not None:
+                seen = txn.get(idem, db=self._db["stream_keys"])
+                if seen is not None:
+                    return decode_record(txn.get(seen, db=self._db["events"]), Event)
+            head = txn.get(stream_key, db=self._db["stream_heads"])
+            current = int.from_bytes(head, "big") if head is not None else 0
+            if expected_version is not None and expected_version != current:
+                raise ConcurrencyError(
+                    f"stream {stream_id!r} is at version {current}, not the expected "
+                    f"{expected_version}: another writer appended first; read the stream "
+                    "again and retry",
+                    expected=expected_version,
+                    actual=current,
+                )
+            version = current + 1
+            result = self._emit_in(txn, name, data, None, now, stream=stream_id, version=version)
+            seq = _u64(result.seq)
+            txn.put(stream_key + b"\x00" + _u64(version), seq, db=self._db["streams"])
+            txn.put(stream_key, _u64(version), db=self._db["stream_heads"])
+            if idem is not None:
+                txn.put(idem, seq, db=self._db["stream_keys"])
+            return decode_record(txn.get(seq, db=self._db["events"]), Event)
+
+        event = self._write(op)
+        self._notify()
+        return event
+
+    def read_stream(
+        self, stream_id: str, *, from_version: int = 0, limit: int = 1000
+    ) -> list[Event]:
+        prefix = _stream_key(stream_id) + b"\x00"
+        out: list[Event] = []
+        with self._txn() as txn:
+            cursor = txn.cursor(db=self._db["streams"])
+            if not cursor.set_range(prefix + _u64(max(from_version, 0))):
+                return out
+            for key, seq in cursor:
+                if not key.startswith(prefix) or len(out) >= limit:
+                    break
+                out.append(decode_record(txn.get(seq, db=self._db["events"]), Event))
+        return out
+
+    # -- projections ---------------------------------------------------------------------
+
+    def register_projections(self, specs: Sequence[ProjectionSpec]) -> None:
+        checked = []
+        for spec in specs:
+            if not isinstance(spec.name, str) or not spec.name or len(spec.name.encode()) > 200:
+                raise InvalidInputError(f"a projection name must be 1 to 200 bytes: {spec.name!r}")
+            initial = to_json_value(
+                spec.initial_state, f"projection {spec.name!r} initial_state", "initial_state"
+            )
+            checked.append((_projection_key(spec.name), attrs.evolve(spec, initial_state=initial)))
+
+        def op(txn: Any) -> None:
+            for key, spec in checked:
+                raw = txn.get(key, db=self._db["projections"])
+                shape = (tuple(spec.events), spec.partitioned, spec.initial_state)
+                if raw is None:
+                    status = ProjectionStatus(
+                        name=spec.name,
+                        events=shape[0],
+                        partitioned=spec.partitioned,
+                        initial_state=spec.initial_state,
+                    )
+                else:
+                    old = decode_record(raw, ProjectionStatus)
+                    status = attrs.evolve(
+                        old,
+                        events=shape[0],
+                        partitioned=spec.partitioned,
+                        initial_state=spec.initial_state,
+                    )
+                    # State folded under another definition no longer matches this one.
+                    if (old.events, old.partitioned, old.initial_state) != shape and (
+                        old.position > 0
+                    ):
+                        status = attrs.evolve(
+                            status, rebuild_requested=max(old.rebuild_requested, old.rebuilt) + 1
+                        )
+                value = encode_record(status)
+                if raw != value:
+                    txn.put(key, value, db=self._db["projections"])
+
+        self._write(op)
+        self._notify()
+
+    def _projection_in(self, txn: Any, name: str) -> ProjectionStatus:
+        key = _projection_key(name)
+        raw = txn.get(key, db=self._db["projections"])
+        if raw is None:
+            known = [k.decode() for k, _ in txn.cursor(db=self._db["projections"])]
+            raise ProjectionNotFoundError(name, known)
+        status = decode_record(raw, ProjectionStatus)
+        lease_raw = txn.get(key, db=self._db["projection_leases"])
+        if lease_raw is not None:
+            lease = decode_record(lease_raw, ProjectionLease)
+            status = attrs.evolve(status, runner=lease.worker, runner_expires_at=lease.expires_at)
+        return status
+
+    def list_projections(self) -> list[ProjectionStatus]:
+        with self._txn() as txn:
+            names = [k.decode() for k, _ in txn.cursor(db=self._db["projections"])]
+            return [self._projection_in(txn, name) for name in names]
+
+    def projection_status(self, name: str) -> ProjectionStatus:
+        with self._txn() as txn:
+            return self._projection_in(txn, name)
+
+    def get_projection(
+        self, name: str, *, partitions: Collection[str] | None = None
+    ) -> ProjectionState:
+        with self._txn() as txn:
+            status = self._projection_in(txn, name)
+            prefix = name.encode() + b"\x00"
+            db = self._db["projection_parts"]
+            state: Any
+            if not status.partitioned:
+                raw = txn.get(prefix, db=db)
+                state = status.initial_state if raw is None else loads(raw)
+            elif partitions is None:
+                state = {}
+                cursor = txn.cursor(db=db)
+                if cursor.set_range(prefix):
+                    for key, raw in cursor:
+                        if not key.startswith(prefix):
+                            break
+                        state[key[len(prefix) :].decode()] = loads(raw)
+            else:
+                state = {}
+                for part in partitions:
+                    if not isinstance(part, str) or "\x00" in part:
+                        continue
+                    raw = txn.get(prefix + part.encode(), db=db)
+                    if raw is not None:
+                        state[part] = loads(raw)
+        return ProjectionState(
+            name=status.name,
+            state=state,
+            position=status.position,
+            updated_at=status.updated_at,
+            partitioned=status.partitioned,
+        )
+
+    def _projection_free(self, txn: Any, key: bytes, worker: WorkerInfo, now: float) -> bool:
+        raw = txn.get(key, db=self._db["projection_leases"])
+        if raw is None:
+            return True
+        lease = decode_record(raw, ProjectionLease)
+        return (
+            lease.worker.id == worker.id
+            or lease.expires_at <= now
+            or process_alive(lease.worker) is False
+        )
+
+    def lease_projection(self, worker: WorkerInfo, name: str, *, ttl: float) -> bool:
+        key = _projection_key(name)
+        now = time.time()
+        # Polling a projection someone else serves costs a read transaction, not an fsync.
+        with self._txn() as txn:
+            self._projection_in(txn, name)
+            if not self._projection_free(txn, key, worker, now):
+                return False
+        lease = encode_record(ProjectionLease(name=name, worker=worker, expires_at=now + ttl))
+
+        def op(txn: Any) -> bool:
+            if not self._projection_free(txn, key, worker, now):
+                return False
+            txn.put(key, lease, db=self._db["projection_leases"])
+            return True
+
+        return self._write(op)
+
+    def release_projection(self, worker: WorkerInfo, name: str) -> None:
+        key = _projection_key(name)
+
+        def op(txn: Any) -> None:
+            raw = txn.get(key, db=self._db["projection_leases"])
+            if raw is not None and decode_record(raw, ProjectionLease).worker.id == worker.id:
+                txn.delete(key, db=self._db["projection_leases"])
+
+        self._write(op)
+        self._notify()
+
+    def write_projection(self, worker: WorkerInfo, write: ProjectionWrite) -> ProjectionStatus:
+        name = write.name
+        key = _projection_key(name)
+        if write.to_position < write.from_position:
+            raise InvalidInputError(
+                f"projection {name!r}: a write cannot move from position "
+                f"{write.from_position} back to {write.to_position}"
+            )
+        encoded = [
+            (_partition_key(name, part), dumps(state, f"projection {name!r} state"))
+            for part, state in write.partitions.items()
+        ]
+        prefix = key + b"\x00"
+        now = time.time()
+
+        def op(txn: Any) -> ProjectionStatus:
+            status = self._projection_in(txn, name)
+            if status.runner is None or status.runner.id != worker.id:
+                raise LeaseLostError(
+                    f"worker {worker.id} does not hold projection {name!r}: another worker "
+                    "took it over (or it was never leased); nothing was written"
+                )
+            if write.rebuild_ticket is None and status.position != write.from_position:
+                raise ConcurrencyError(
+                    f"projection {name!r} is at position {status.position}, not "
+                    f"{write.from_position}: it was written since it was read; read it again",
+                    expected=write.from_position,
+                    actual=status.position,
+                )
+            if write.rebuild_ticket is not None and status.position > write.to_position:
+                raise ConcurrencyError(
+                    f"projection {name!r} is at position {status.position}, past the rebuilt "
+                    f"position {write.to_position}; fold the events after it and write again",
+                    expected=write.to_position,
+                    actual=status.position,
+                )
+            db = self._db["projection_parts"]
+            if write.rebuild_ticket is not None:
+                cursor = txn.cursor(db=db)
+                if cursor.set_range(prefix):
+                    while cursor.key().startswith(prefix):
+                        if not cursor.delete():
+                            break
+            for part_key, value in encoded:
+                txn.put(part_key, value, db=db)
+            status = attrs.evolve(
+                status,
+                position=write.to_position,
+                updated_at=now,
+                generation=status.generation + 1,
+                rebuilt=max(status.rebuilt, write.rebuild_ticket or 0),
+            )
+            stored = attrs.evolve(status, runner=None, runner_expires_at=0.0)
+            txn.put(key, encode_record(stored), db=self._db["projections"])
+            return status
+
+        status = self._write(op)
+        with self._advanced:
+            self._advances += 1
+            self._advanced.notify_all()
+        return status
+
+    def request_projection_rebuild(self, name: str) -> int:
+        key = _projection_key(name)
+
+        def op(txn: Any) -> int:
+            status = self._projection_in(txn, name)
+            ticket = max(status.rebuild_requested, status.rebuilt) + 1
+            stored = attrs.evolve(
+                status, rebuild_requested=ticket, runner=None, runner_expires_at=0.0
+            )
+            txn.put(key, encode_record(stored), db=self._db["projections"])
+            return ticket
+
+        ticket = self._write(op)
+        self._notify()
+        return ticket
+
+    def wait_for_projection(self, name: str, position: int, *, timeout: float) -> int:
+        key = _projection_key(name)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._advanced:
+                seen = self._advances
+            with self._txn() as txn:
+                raw = txn.get(key, db=self._db["projections"])
+            current = 0 if raw is None else decode_record(raw, ProjectionStatus).position
+            remaining = deadline - time.monotonic()
+            if current >= position or remaining <= 0:
+                return current
+            with self._advanced:
+                if self._advances == seen:
+                    # A runner in another process advances it without signalling us: poll.
+                    self._advanced.wait(min(remaining, 0.05))
+
     # -- reading -------------------------------------------------------------------
 
     def _steps_in(self, txn: Any, run_id: str) -> list[StepRecord]:
@@ -606,3 +992,14 @@ class LmdbStore:
             for key, _ in txn.cursor(db=self._db["leases"]):
                 run = decode_record(txn.get(key, db=self._db["runs"]), Run)
                 assert run.status == "running", f"leased run {key!r} has status {run.status}"
+            # Each stream's entries are versions 1..head, each naming its event in the log.
+            heads: dict[bytes, int] = {}
+            for key, seq in txn.cursor(db=self._db["streams"]):
+                stream, version = key[:-9], int.from_bytes(key[-8:], "big")
+                assert version == heads.get(stream, 0) + 1, f"stream {stream!r} skips {version}"
+                heads[stream] = version
+                event = decode_record(txn.get(seq, db=self._db["events"]), Event)
+                assert (event.stream, event.version) == (stream.decode(), version), event
+            for key, head in txn.cursor(db=self._db["stream_heads"]):
+                assert heads.get(key) == int.from_bytes(head, "big"), f"stream {key!r} head"
+            assert len(heads) == txn.stat(self._db["stream_heads"])["entries"]

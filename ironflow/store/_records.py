@@ -35,6 +35,9 @@ class Event:
     data: Any
     ts: float
     seq: int = 0
+    #: The entity stream the event was appended to, if any, and its version there (from 1).
+    stream: str | None = None
+    version: int = 0
 
 
 @attrs.frozen
@@ -120,6 +123,89 @@ class LeasedRun:
     run: Run
     steps: tuple[StepRecord, ...]
     lease: Lease
+
+
+@attrs.frozen
+class ProjectionSpec:
+    """What the store keeps of a projection's definition: name, events, initial state.
+
+    The fold function stays in the worker's code; the store needs only enough to show
+    the state of a projection that has not applied an event yet.
+    """
+
+    name: str
+    events: tuple[str, ...]
+    partitioned: bool = False
+    #: The state before any event (per partition, for a partitioned projection), as JSON.
+    initial_state: Any = None
+
+
+@attrs.frozen
+class ProjectionStatus:
+    """Where a projection stands, without its state.
+
+    ``position`` is the seq of the last event of the global log the projection has
+    consumed (0 for none). ``generation`` grows with every write, so a runner can tell
+    that its cached state is still the stored one. A rebuild is pending while
+    ``rebuild_requested > rebuilt`` (each request takes the next ticket number).
+    """
+
+    name: str
+    events: tuple[str, ...]
+    partitioned: bool = False
+    initial_state: Any = None
+    position: int = 0
+    updated_at: float | None = None
+    generation: int = 0
+    rebuild_requested: int = 0
+    rebuilt: int = 0
+    #: The worker holding the projection's lease, if any, and when that lease expires.
+    runner: WorkerInfo | None = None
+    runner_expires_at: float = 0.0
+
+    @property
+    def rebuild_pending(self) -> bool:
+        return self.rebuild_requested > self.rebuilt
+
+
+@attrs.frozen
+class ProjectionState:
+    """A projection's state as a reader sees it, with the position it reflects.
+
+    For a partitioned projection ``state`` maps each partition key to its state.
+    """
+
+    name: str
+    state: Any
+    position: int
+    updated_at: float | None = None
+    partitioned: bool = False
+
+
+@attrs.frozen
+class ProjectionWrite:
+    """One atomic advance (or, with ``rebuild_ticket``, replacement) of a projection.
+
+    ``partitions`` holds the new state of every partition the write touched; an
+    unpartitioned projection has the single partition ``""``. An advance applies only
+    if the stored position is still ``from_position``; a replacement drops every stored
+    partition first and applies only if the stored position is at most ``to_position``.
+    """
+
+    name: str
+    from_position: int
+    to_position: int
+    partitions: dict[str, Any] = attrs.field(factory=dict)
+    rebuild_ticket: int | None = None
+
+
+@attrs.frozen
+class ProjectionLease:
+    """A worker's claim to advance a projection until ``expires_at`` unless renewed."""
+
+    name: str
+    worker: WorkerInfo
+    expires_at: float
 
 
 @attrs.frozen

@@ -1,0 +1,195 @@
+"""``ironflow.Client``: read and drive an Ironflow store from Python.
+
+The client uses nothing but the :class:`~ironflow.store.Store` protocol, so the same
+calls work on a data directory opened in this process (``Client(data_dir=...)``) and on
+a server (``Client(url=...)``, through the HTTP store).
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+from typing import Any
+
+from ironflow._memory import wait_for_rebuild
+from ironflow.errors import ConfigError
+from ironflow.store import EmitResult, Event, Run, StepRecord, Store
+from ironflow.store._records import ProjectionState, ProjectionStatus
+
+__all__ = ["Client"]
+
+
+class Client:
+    """A handle on an Ironflow store: ``projections``, ``runs``, ``events``, ``streams``.
+
+    Give at most one of ``url`` (an ``ironflow serve`` server), ``data_dir`` (a local
+    data directory) or ``store`` (any Store). With none, the client goes where the CLI
+    would: ``IRONFLOW_URL`` if set, else ``IRONFLOW_DATA_DIR``, else ``./.ironflow``.
+
+    ::
+
+        with ironflow.Client(data_dir=".ironflow") as client:
+            memory = client.projections.get("doc-processor-memory")
+            client.events.emit("doc.received", {"docId": "doc-3", "imageUrl": "..."})
+
+    A client that opened its store closes it on :meth:`close`; one handed a ``store``
+    leaves closing it to the caller.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        store: Store | None = None,
+        token: str | None = None,
+    ) -> None:
+        chosen = (("url", url), ("data_dir", data_dir), ("store", store))
+        given = [name for name, value in chosen if value is not None]
+        if len(given) > 1:
+            raise ConfigError(
+                f"Client() takes one of url=, data_dir= or store=, not {' and '.join(given)}"
+            )
+        self._owns_store = store is None
+        if store is None:
+            if url is not None:
+                store = _remote_store(url, token)
+            else:
+                from ironflow._config import open_store
+
+                store = open_store(data_dir)
+        self.store: Store = store
+        self.projections = Projections(store)
+        self.runs = Runs(store)
+        self.events = Events(store)
+        self.streams = Streams(store)
+
+    def close(self) -> None:
+        """Close the store if this client opened it. Idempotent."""
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Client store={self.store!r}>"
+
+
+def _remote_store(url: str, token: str | None) -> Store:
+    try:
+        from ironflow.store._remote import RemoteStore
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ConfigError(
+            "Client(url=...) needs Ironflow's HTTP store, which this installation lacks; "
+            "use Client(data_dir=...) on the server's data directory instead"
+        ) from exc
+    return RemoteStore(url, token=token)  # type: ignore[return-value,unused-ignore]
+
+
+class Projections:
+    """``client.projections``: read projections, ask for rebuilds."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def get(self, name: str) -> Any:
+        """The projection's state, unwrapped (``{key: state}`` for a partitioned one)."""
+        return self._store.get_projection(name).state
+
+    def state(self, name: str) -> ProjectionState:
+        """The projection's state together with its position and update time."""
+        return self._store.get_projection(name)
+
+    def status(self, name: str) -> ProjectionStatus:
+        """Where the projection stands: position, runner, pending rebuild."""
+        return self._store.projection_status(name)
+
+    def list(self) -> list[ProjectionStatus]:
+        """Every registered projection."""
+        return self._store.list_projections()
+
+    def rebuild(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> ProjectionStatus:
+        """Ask the worker serving the projection to rebuild it from the log.
+
+        With ``wait``, return once it is rebuilt, or raise
+        :class:`~ironflow.errors.ProjectionTimeoutError` after ``timeout`` seconds (no
+        worker serves it). Without, return at once; the rebuild happens when a worker
+        serving the projection next looks.
+        """
+        ticket = self._store.request_projection_rebuild(name)
+        if not wait:
+            return self._store.projection_status(name)
+        return wait_for_rebuild(self._store, name, ticket, timeout=timeout)
+
+
+class Runs:
+    """``client.runs``: list, read and cancel runs."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def list(
+        self, *, limit: int = 20, status: str | None = None, agent: str | None = None
+    ) -> list[Run]:
+        """Runs newest first, optionally only those with this status or agent."""
+        return self._store.list_runs(limit=limit, status=status, agent=agent)
+
+    def get(self, run_id: str) -> Run:
+        """The run with this id; raises :class:`~ironflow.errors.RunNotFoundError`."""
+        return self._store.get_run(run_id)
+
+    def steps(self, run_id: str) -> builtins.list[StepRecord]:
+        """The run's recorded steps in position order."""
+        return self._store.get_steps(run_id)
+
+    def cancel(self, run_id: str) -> Run:
+        """Cancel a pending run now, or a running one at its next step boundary."""
+        return self._store.request_cancel(run_id)
+
+
+class Events:
+    """``client.events``: emit events and read the log."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def emit(self, name: str, data: Any = None, *, id: str | None = None) -> EmitResult:
+        """Append an event, starting the runs it triggers; an ``id`` seen before starts none."""
+        return self._store.emit(name, {} if data is None else data, id=id)
+
+    def list(self, *, after_seq: int = 0, limit: int = 100) -> list[Event]:
+        """Events of the log after position ``after_seq``, oldest first."""
+        return self._store.events(after_seq=after_seq, limit=limit)
+
+
+class Streams:
+    """``client.streams``: entity streams, ordered events with versions."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def append(
+        self,
+        stream_id: str,
+        name: str,
+        data: Any = None,
+        *,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Event:
+        """Append to a stream; see :meth:`ironflow.store.Store.append_to_stream`."""
+        return self._store.append_to_stream(
+            stream_id,
+            name,
+            data,
+            expected_version=expected_version,
+            idempotency_key=idempotency_key,
+        )
+
+    def read(self, stream_id: str, *, from_version: int = 0, limit: int = 1000) -> list[Event]:
+        """The stream's events with version ``>= from_version``, in order."""
+        return self._store.read_stream(stream_id, from_version=from_version, limit=limit)
