@@ -26,7 +26,7 @@ from bench._proc import Lines, free_port
 from ironflow import AgentContext, LmdbStore, Store, Worker
 from ironflow._dsl import AgentDefinition, definitions_in
 from ironflow.replay import Execution
-from ironflow.store import AgentSpec, this_worker
+from ironflow.store import AgentSpec, WorkerInfo, this_worker
 
 _DEFS = definitions_in(vars(_agents))
 _SPECS = [AgentSpec(id=d.id, triggers=d.triggers, description=d.description) for d in _DEFS]
@@ -261,11 +261,32 @@ def serve_available() -> str | None:
     return None if probe.returncode == 0 else "needs ironflow serve (issue 3)"
 
 
+def _direct_run(store: Store, me: WorkerInfo, steps: int) -> float:
+    """Seconds to emit a run of ``steps`` steps, lease it and execute it to completion.
+
+    The engine driven directly, as the Worker drives it, minus the Worker's idle
+    detection: through a server, finding that no run is left is a long poll, which
+    would add its wait to every timed run.
+    """
+    t0 = time.perf_counter()
+    store.emit("bench.steps", {"n": steps})
+    [leased] = store.lease_runs(me, [_STEPS.id], limit=1, ttl=60)
+    execution = Execution(store, me, leased)
+    ctx = AgentContext(execution, _STEPS)
+    outcome = execution.execute(lambda: _STEPS.fn(ctx))
+    execution.settle(outcome)
+    dt = time.perf_counter() - t0
+    if outcome.status != "completed":
+        raise RuntimeError(f"run ended {outcome.status}: {outcome.error}")
+    return dt
+
+
 def remote_per_step_us(workdir: str, steps: int, reps: int, timeout: float = 30.0) -> float:
     """Marginal cost of one recorded step through ``ironflow serve --dev`` on loopback, in µs.
 
-    The server runs in its own process on a fresh data dir; this process's worker
-    reaches it through ``IRONFLOW_URL``, as a worker on another machine would.
+    The server runs in its own process on a fresh data dir; this process reaches it
+    through ``IRONFLOW_URL``, as a worker on another machine would, and drives the
+    engine directly (see :func:`_direct_run`). Same differencing as :func:`per_step_us`.
     """
     from ironflow._config import open_store
 
@@ -292,7 +313,14 @@ def remote_per_step_us(workdir: str, steps: int, reps: int, timeout: float = 30.
         store = open_store()
         try:
             store.register_agents(_SPECS)
-            return _per_step_us(store, steps, reps)
+            me = this_worker("bench-remote")
+            _direct_run(store, me, 1)
+            samples = []
+            for _ in range(reps):
+                t_many = _direct_run(store, me, steps)
+                t_one = _direct_run(store, me, 1)
+                samples.append((t_many - t_one) / (steps - 1) * 1e6)
+            return statistics.median(samples)
         finally:
             store.close()
     finally:
