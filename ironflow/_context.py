@@ -13,6 +13,8 @@ from typing import Any
 from ironflow._dsl import AgentDefinition, ToolDefinition
 from ironflow._memory import AgentMemory
 from ironflow.errors import DefinitionError
+from ironflow.llm._call import CallCounter, MessagesInput, ToolsInput, llm_step
+from ironflow.llm._provider import Provider
 from ironflow.replay import Execution
 from ironflow.store import Event
 from ironflow.store._codec import to_json_value
@@ -59,6 +61,7 @@ class AgentContext:
         self._execution = execution
         self.agent = agent
         self._memory: AgentMemory | None = None
+        self._llm_calls = CallCounter()  # numbers ctx.llm calls (see LlmCall.index)
         run = execution.run
         #: The triggering event: ``.id``, ``.name``, ``.data``.
         self.event: Event = run.event
@@ -121,6 +124,45 @@ class AgentContext:
     def random(self) -> Any:
         """A float in [0, 1), recorded as the step ``random``."""
         return self._execution.step("random", None, _random.random, (), {}, float)
+
+    def llm(
+        self,
+        *,
+        model: str,
+        messages: MessagesInput,
+        tools: ToolsInput = None,
+        name: str | None = None,
+        provider: Provider | None = None,
+        **params: Any,
+    ) -> Any:
+        """Ask a model, as the recorded step ``llm.<name>``; returns an ``LlmResponse``.
+
+        ``messages`` is a list of ``ironflow.llm.Message`` (or ``{"role", "content"}``
+        dicts), or one string as the user's message; ``tools`` are ``@tool`` functions
+        the model may ask for (their JSON schemas are sent; running them is the
+        caller's part, or ``ironflow.llm.run_tools_loop``'s). ``params`` (``temperature``,
+        ``max_tokens``, ...) go to the provider as they are. ``name`` defaults to the
+        model's name with characters other than letters, digits, ``._-`` as ``-``;
+        a repeated name becomes ``llm.<name>#2``.
+
+        The request is the step's input and the response (text, tool calls, token
+        usage) its output: recorded before this returns, replayed from the record
+        afterwards without asking the provider (a changed request is a
+        :class:`~ironflow.errors.NonDeterminismError`). The provider is ``provider=``,
+        else the one set by ``ironflow.llm.set_default_provider``; with neither,
+        :class:`~ironflow.errors.ProviderNotConfiguredError` is raised before anything
+        is recorded. A provider error fails the step like a raising tool.
+        """
+        return llm_step(
+            self._execution,
+            self._llm_calls,
+            model=model,
+            messages=messages,
+            tools=tools,
+            name=name,
+            provider=provider,
+            params=params,
+        )
 
     def __repr__(self) -> str:
         return f"<AgentContext agent={self.agent.id!r} run_id={self.run_id!r}>"

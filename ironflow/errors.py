@@ -18,6 +18,11 @@
     │   ├── StoreLockedError             the data directory cannot be opened (permissions, lock)
     │   ├── ServerUnavailableError       the server stayed unreachable for longer than allowed
     │   └── AuthError                    the server refused the request's token
+    ├── LlmError                         a model call cannot be made or understood
+    │   ├── ProviderNotConfiguredError   ctx.llm has no provider to ask
+    │   ├── ScriptExhaustedError         a ScriptedProvider has no reply left for a call
+    │   └── ToolLoopLimitError           the model still wanted tools after max_turns calls
+    ├── MissingExtraError (ImportError)  an optional integration's package is not installed
     ├── InvalidInputError (ValueError)   an event name, id or limit is unusable
     └── ConfigError (ValueError)         a command-line flag or environment variable is wrong
 
@@ -37,17 +42,22 @@ __all__ = [
     "InvalidInputError",
     "IronflowError",
     "LeaseLostError",
+    "LlmError",
+    "MissingExtraError",
     "NonDeterminismError",
     "NotSerializableError",
     "ProjectionNotFoundError",
     "ProjectionTimeoutError",
+    "ProviderNotConfiguredError",
     "RunNotFoundError",
+    "ScriptExhaustedError",
     "ServerUnavailableError",
     "StepFailedError",
     "StoreError",
     "StoreFormatError",
     "StoreLockedError",
     "ToolInputError",
+    "ToolLoopLimitError",
 ]
 
 
@@ -241,6 +251,71 @@ class AuthError(StoreError):
     Set ``IRONFLOW_TOKEN`` to the token the server was started with (``--token`` or
     its own ``IRONFLOW_TOKEN``). Retrying does not help, so nothing is retried.
     """
+
+
+class LlmError(IronflowError):
+    """A model call cannot be made as asked, or its answer cannot be understood.
+
+    Raised inside an ``llm`` step it is recorded as that step's failure, like any
+    provider error; raised before the step (see the subclasses) nothing is recorded.
+    """
+
+
+class ProviderNotConfiguredError(LlmError):
+    """``ctx.llm`` was called with no ``provider=`` and no default provider set.
+
+    Raised before the step is recorded, so the run can succeed once a provider is
+    configured. Replayed ``llm`` steps never need a provider.
+    """
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(
+            f"ctx.llm(model={model!r}) has no provider to ask. Pass provider=... to the call, "
+            "or set one for the whole process where your agents are defined: "
+            "ironflow.llm.set_default_provider(ironflow.llm.OpenAIProvider()) "
+            "(or AnthropicProvider(), or ScriptedProvider([...]) to run offline)"
+        )
+
+
+class ScriptExhaustedError(LlmError, LookupError):
+    """A :class:`~ironflow.llm.ScriptedProvider` was asked for more replies than it holds."""
+
+    def __init__(self, index: int, length: int) -> None:
+        self.index = index
+        self.length = length
+        super().__init__(
+            f"ScriptedProvider: model call #{index + 1} of this run has no scripted reply "
+            f"(the script holds {length}); add replies, or pass repeat_last=True"
+        )
+
+
+class ToolLoopLimitError(LlmError):
+    """``run_tools_loop`` made ``max_turns`` model calls and the model still asked for tools.
+
+    The model and tool calls made until then stay recorded; the run fails unless the
+    caller catches this.
+    """
+
+    def __init__(self, max_turns: int, pending: list[str]) -> None:
+        self.max_turns = max_turns
+        self.pending = pending
+        super().__init__(
+            f"run_tools_loop: the model still asked for tools ({', '.join(pending)}) after "
+            f"max_turns={max_turns} model calls; raise max_turns or tell the model to answer"
+        )
+
+
+class MissingExtraError(IronflowError, ImportError):
+    """An optional integration was used but its package is not installed."""
+
+    def __init__(self, what: str, package: str, extra: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{what} needs the {package!r} package, which is not installed; "
+            f"install it with: pip install 'ironflow[{extra}]'"
+        )
 
 
 class InvalidInputError(IronflowError, ValueError):

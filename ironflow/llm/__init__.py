@@ -1,0 +1,48 @@
+"""Model calls as durable steps: ``ctx.llm``, providers, tool schemas, a tools loop.
+
+:class:`ScriptedProvider` answers offline from a script, for tests, examples and demos.
+"""
+
+from ironflow.llm._call import MessagesInput, ToolsInput
+from ironflow.llm._loop import ToolsLoopResult, run_tools_loop
+from ironflow.llm._provider import (
+    LlmCall,
+    Provider,
+    current_call,
+    get_default_provider,
+    set_default_provider,
+)
+from ironflow.llm._schema import json_schema, tool_schema
+from ironflow.llm._scripted import Reply, ScriptedProvider
+from ironflow.llm._types import (
+    LlmRequest,
+    LlmResponse,
+    Message,
+    Role,
+    ToolCall,
+    ToolSchema,
+    Usage,
+)
+
+__all__ = [
+    "LlmCall",
+    "LlmRequest",
+    "LlmResponse",
+    "Message",
+    "MessagesInput",
+    "Provider",
+    "Reply",
+    "Role",
+    "ScriptedProvider",
+    "ToolCall",
+    "ToolSchema",
+    "ToolsInput",
+    "ToolsLoopResult",
+    "Usage",
+    "current_call",
+    "get_default_provider",
+    "json_schema",
+    "run_tools_loop",
+    "set_default_provider",
+    "tool_schema",
+]
