@@ -499,31 +499,29 @@ class Api:
         limit = _int(body, "limit", 1, 1000)
         ttl = _float(body, "ttl", 0.001, 86400.0)
         wait = _float(body, "wait", 0.0, MAX_LONG_POLL, default=0.0)
-        reclaim = body.get("reclaim", False) is True
+        # Runs this worker already holds, for a retry whose first reply was lost.
+        reclaimed = await self._run(self._held_by, worker, agents) if body.get("reclaim") else []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
             # Taken before looking, so an emit that lands after the look still wakes us.
             event = self._work_event()
-            leased = await self._run(self._lease, worker, agents, limit, ttl, reclaim)
-            reclaim = False
+            leased = await self._run(self.store.lease_runs, worker, agents, limit=limit, ttl=ttl)
             remaining = deadline - loop.time()
-            if leased or remaining <= 0 or self._closing:
-                return converter.unstructure(leased)
+            if leased or reclaimed or remaining <= 0 or self._closing:
+                return {
+                    "runs": converter.unstructure(leased),
+                    "reclaimed": converter.unstructure(reclaimed),
+                }
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), min(remaining, _RECHECK))
 
-    def _lease(
-        self, worker: WorkerInfo, agents: list[str], limit: int, ttl: float, reclaim: bool
-    ) -> list[LeasedRun]:
-        held = self._held_by(worker, agents) if reclaim else []
-        return held + self.store.lease_runs(worker, agents, limit=limit, ttl=ttl)
-
     def _held_by(self, worker: WorkerInfo, agents: list[str]) -> list[LeasedRun]:
-        """Runs this worker holds already: a retried lease whose first reply was lost.
+        """Runs leased to this worker id: asked for by a lease retried after a lost reply.
 
-        The client drops the ones it knows it holds; the rest were leased by the lost
-        reply and would otherwise sit unseen until the lease lapsed.
+        The client drops the ones it is executing; the rest were leased by the lost
+        reply and would otherwise sit unseen, since a worker never takes over its own
+        lease, until it lapsed and another worker took them.
         """
         out = []
         for run in self.store.list_runs(limit=2**31, status="running"):

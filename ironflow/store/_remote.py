@@ -294,9 +294,10 @@ class RemoteStore:
             retry_body=dict(body, reclaim=True),
         )
         _raise_for(reply)
-        leased = converter.structure(reply.data, list[LeasedRun])
+        leased = converter.structure(reply.data["runs"], list[LeasedRun])
+        reclaimed = converter.structure(reply.data["reclaimed"], list[LeasedRun])
         with self._lock:
-            leased = [r for r in leased if (worker.id, r.run.id) not in self._held]
+            leased += [r for r in reclaimed if (worker.id, r.run.id) not in self._held]
             self._held.update((worker.id, r.run.id) for r in leased)
         self._local.polled = not leased
         return leased
@@ -316,14 +317,20 @@ class RemoteStore:
         if not run_ids:
             return set()
         body = {"worker": converter.unstructure(worker), "run_ids": list(run_ids), "ttl": ttl}
-        return set(self._call("POST", "/store/heartbeat", body)["held"])
+        held = set(self._call("POST", "/store/heartbeat", body)["held"])
+        for lost in set(run_ids) - held:
+            self._forget(worker, lost)
+        return held
 
     # -- steps and run completion -----------------------------------------------------
 
     def record_step(self, worker: WorkerInfo, step: StepRecord) -> StepAck:
         body = {"worker": converter.unstructure(worker), "step": converter.unstructure(step)}
-        path = f"/store/runs/{_quote(step.run_id)}/steps"
-        return converter.structure(self._call("POST", path, body, run_id=step.run_id), StepAck)
+        reply = self._request("POST", f"/store/runs/{_quote(step.run_id)}/steps", body)
+        if reply.status == 409:
+            self._forget(worker, step.run_id)  # the engine abandons the run
+        _raise_for(reply, step.run_id)
+        return converter.structure(reply.data, StepAck)
 
     def finish_run(
         self,

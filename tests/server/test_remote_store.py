@@ -32,6 +32,7 @@ from ironflow.store import (
     Store,
     WorkerInfo,
 )
+from tests.server.conftest import wait_until
 
 WORKER = WorkerInfo(id="w1", host="elsewhere", pid=4242)
 OTHER = WorkerInfo(id="w2", host="elsewhere", pid=4343)
@@ -174,7 +175,7 @@ def test_carries_on_when_the_server_comes_back(
     with caplog.at_level(logging.WARNING, "ironflow.remote"):
         caller = threading.Thread(target=lambda: results.append(store.emit("doc.x", {"a": 1})))
         caller.start()
-        time.sleep(0.3)  # the call is now retrying against a closed port
+        wait_until(lambda: caplog.records, what="the call to meet the closed port")
         with BackgroundServer(backend, port=port):
             caller.join(timeout=10)
             assert results and results[0].created and len(results[0].run_ids) == 1
@@ -291,3 +292,19 @@ def test_records_round_trip_exactly(remote: RemoteStore, backend: LmdbStore) -> 
     assert remote.get_run(run_id) == backend.get_run(run_id)
     assert remote.get_steps(run_id) == backend.get_steps(run_id) == [failed]
     assert remote.get_lease(run_id) == backend.get_lease(run_id)
+
+
+def test_a_run_lost_and_orphaned_comes_back_to_the_same_worker(
+    remote: RemoteStore, backend: LmdbStore
+) -> None:
+    """A worker that lost a run to another can lease it again once that one's lease lapses."""
+    remote.register_agents([AGENT])
+    run_id = remote.emit("doc.x", {}).run_ids[0]
+    assert [r.run.id for r in remote.lease_runs(WORKER, ["doc"], limit=1, ttl=0.05)] == [run_id]
+    time.sleep(0.1)
+    assert [r.run.id for r in backend.lease_runs(OTHER, ["doc"], limit=1, ttl=0.05)] == [run_id]
+    with pytest.raises(LeaseLostError):
+        remote.record_step(WORKER, step(run_id, 0))
+    time.sleep(0.1)
+    [again] = remote.lease_runs(WORKER, ["doc"], limit=1, ttl=30)
+    assert again.run.id == run_id and again.run.attempt == 3
