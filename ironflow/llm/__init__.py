@@ -1,10 +1,15 @@
 """Model calls as durable steps: ``ctx.llm``, providers, tool schemas, a tools loop.
 
-:class:`ScriptedProvider` answers offline from a script, for tests, examples and demos.
+The core never imports a vendor SDK: :class:`OpenAIProvider` and
+:class:`AnthropicProvider` import theirs when constructed (``pip install
+'ironflow[openai]'`` or ``'ironflow[anthropic]'``), and :class:`ScriptedProvider`
+answers offline from a script, for tests, examples and demos.
 """
 
+from ironflow.llm._anthropic import AnthropicProvider
 from ironflow.llm._call import MessagesInput, ToolsInput
 from ironflow.llm._loop import ToolsLoopResult, run_tools_loop
+from ironflow.llm._openai import OpenAIProvider
 from ironflow.llm._provider import (
     LlmCall,
     Provider,
@@ -25,11 +30,13 @@ from ironflow.llm._types import (
 )
 
 __all__ = [
+    "AnthropicProvider",
     "LlmCall",
     "LlmRequest",
     "LlmResponse",
     "Message",
     "MessagesInput",
+    "OpenAIProvider",
     "Provider",
     "Reply",
     "Role",
