@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -308,3 +309,16 @@ def test_a_missing_sdk_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatc
         OpenAIProvider()
     with pytest.raises(ImportError, match=r"pip install 'ironflow\[anthropic\]'"):
         AnthropicProvider()
+
+
+@pytest.mark.process
+def test_the_core_never_imports_an_sdk() -> None:
+    """Importing ironflow and ironflow.llm loads neither SDK; only constructing a provider does."""
+    code = (
+        "import sys, ironflow, ironflow.llm; "
+        "print(sorted(m for m in ('openai', 'anthropic') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"

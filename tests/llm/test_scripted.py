@@ -69,6 +69,6 @@ def test_a_function_script_answers_every_call() -> None:
 def test_a_bare_reply_or_a_bad_reply_is_refused() -> None:
     """A single reply not in a list, or a reply of the wrong type, is a clear error."""
     with pytest.raises(LlmError, match="wrap a single reply in a list"):
-        ScriptedProvider("hello")  # type: ignore[arg-type]
+        ScriptedProvider("hello")  # a str is a Sequence, so only the runtime check catches it
     with pytest.raises(LlmError, match="reply #1 is 42"):
         ScriptedProvider([42]).complete(request())  # type: ignore[list-item]
