@@ -14,7 +14,7 @@ from ironflow._context import AgentContext
 from ironflow._dsl import AgentDefinition
 from ironflow.llm import set_default_provider
 from ironflow.replay import Execution, Outcome
-from ironflow.store import AgentSpec, LmdbStore, Run, this_worker
+from ironflow.store import AgentSpec, Lease, LeasedRun, LmdbStore, Run, this_worker
 
 _workers = itertools.count(1)
 
@@ -51,6 +51,18 @@ def attempt(store: LmdbStore, fn: Any) -> Outcome | None:
         return None
     execution.settle(outcome)
     return outcome
+
+
+def replay(store: LmdbStore, run_id: str, fn: Any) -> Outcome:
+    """Re-execute a finished run's handler against its record; nothing is written."""
+    defn = AgentDefinition.must_from_fn(fn)
+    worker = this_worker()
+    leased = LeasedRun(
+        store.get_run(run_id), tuple(store.get_steps(run_id)), Lease(run_id, worker, 0.0)
+    )
+    execution = Execution(store, worker, leased)
+    ctx = AgentContext(execution, defn)
+    return execution.execute(lambda: defn.fn(ctx))
 
 
 def run_agent(store: LmdbStore, fn: Any, data: Any = None) -> Run:

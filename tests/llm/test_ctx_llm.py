@@ -17,8 +17,7 @@ from ironflow.llm import (
     set_default_provider,
 )
 from ironflow.store import LmdbStore
-from tests.llm.conftest import Crash, attempt, run_agent, start
-from tests.unit.test_engine import replay
+from tests.llm.conftest import Crash, attempt, replay, run_agent, start
 
 crash_after_llm = {"on": False}
 
