@@ -21,11 +21,13 @@ append, idempotent by ``run_id/step_id`` so a replay never appends twice) and
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
 import threading
 import time
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -207,6 +209,14 @@ def projection(
             initial_json = dumps(initial, f"projection {proj_name!r} initial_state").decode()
         except TypeError as exc:
             raise DefinitionError(str(exc)) from None
+        target: Any = fn
+        if ProjectionDefinition.from_fn(fn) is not None:
+            # One fold serving two projections: each gets its own callable, so the
+            # second definition does not silently replace the first.
+            @functools.wraps(fn)
+            def target(state: Any, event: Event) -> Any:
+                return fn(state, event)
+
         defn = ProjectionDefinition(
             name=proj_name,
             fn=fn,
@@ -214,8 +224,8 @@ def projection(
             initial_json=initial_json,
             partition_by=partition_by,
         )
-        setattr(fn, _PROJECTION_ATTR, defn)
-        return fn
+        setattr(target, _PROJECTION_ATTR, defn)
+        return typing.cast(F, target)
 
     return decorate
 

@@ -278,3 +278,16 @@ def test_service_retries_a_failing_fold_without_skipping(store: LmdbStore) -> No
     assert store.get_projection("flaky").state == 12
     assert attempts == [1, 1, 2]
     assert store.projection_status("flaky").runner is None  # released on stop
+
+
+def test_one_fold_can_serve_two_projections() -> None:
+    """One function decorated twice gives two projections; the second does not replace the first."""
+
+    def count(state: int, event: Event) -> int:
+        return state + 1
+
+    first = projection(name="count-a", events=["a"], initial_state=0)(count)
+    second = projection(name="count-b", events=["b"], initial_state=0)(count)
+    assert defn(first).name == "count-a" and defn(second).name == "count-b"
+    assert second(1, Event(id="e", name="b", data=None, ts=0.0)) == 2
+    assert [p.name for p in projections_in({"f": first, "s": second})] == ["count-a", "count-b"]
