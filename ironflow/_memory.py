@@ -302,6 +302,7 @@ class ProjectionRunner:
         #: True once a step found nothing to do (caught up, or the lease is elsewhere).
         self.idle = False
         self._renew_at = 0.0
+        self._retry_at = 0.0
         # Partition states as last written, valid while the stored generation matches.
         self._cache: dict[str, Any] = {}
         self._cache_generation = -1
@@ -323,8 +324,12 @@ class ProjectionRunner:
         now = time.monotonic()
         if self.held and now < self._renew_at:
             return True
+        if not self.held and now < self._retry_at:
+            return False
         held = self.store.lease_projection(self.worker, self.name, ttl=self.ttl)
         if not held:
+            # A live worker serves it; asking again every round would only load the store.
+            self._retry_at = now + min(1.0, self.ttl / 3)
             self._lost()
             return False
         self.held = True
@@ -381,21 +386,28 @@ class ProjectionRunner:
                 self._cache.update(stored.state)
         return {k: self._cache[k] for k in keys if k in self._cache}
 
-    def _commit(self, write: ProjectionWrite, touched: dict[str, Any]) -> None:
+    def _commit(self, write: ProjectionWrite, touched: dict[str, Any]) -> ProjectionStatus | None:
+        """Write a batch; on a lost lease or a moved position, drop it (and the cache)."""
         try:
             status = self.store.write_projection(self.worker, write)
         except LeaseLostError:
+            log.info("projection %s: another worker took it over; batch dropped", self.name)
             self._lost()
-            return
+            return None
         except ConcurrencyError:
             self._forget()
-            return
+            return None
         if len(self._cache) + len(touched) > self.cache_limit:
             self._cache = {}
         self._cache.update(touched)
         self._cache_generation = status.generation
+        return status
 
     def _rebuild(self, status: ProjectionStatus) -> int:
+        self._rebuild_once(status)
+        return 1
+
+    def _rebuild_once(self, status: ProjectionStatus) -> ProjectionStatus | None:
         parts, position, count = self.fold_log()
         write = ProjectionWrite(
             name=self.name,
@@ -405,9 +417,12 @@ class ProjectionRunner:
             rebuild_ticket=status.rebuild_requested,
         )
         self._forget()
-        self._commit(write, parts if len(parts) <= self.cache_limit else {})
-        log.info("projection %s: rebuilt from %d event(s), position %d", self.name, count, position)
-        return max(count, 1)
+        done = self._commit(write, parts if len(parts) <= self.cache_limit else {})
+        if done is not None:
+            log.info(
+                "projection %s: rebuilt from %d event(s), position %d", self.name, count, position
+            )
+        return done
 
     def fold_log(self) -> tuple[dict[str, Any], int, int]:
         """Fold the whole log from seq 0 into fresh state: (partitions, position, events)."""
@@ -435,7 +450,12 @@ class ProjectionRunner:
                 f"projection {self.name!r} is served by another live worker; ask it to "
                 "rebuild (ironflow projection rebuild NAME without --module)"
             )
-        self._rebuild(self.store.projection_status(self.name))
+        done = self._rebuild_once(self.store.projection_status(self.name))
+        if done is None:
+            raise LeaseLostError(
+                f"projection {self.name!r} was taken over by another worker during the "
+                "rebuild; nothing was written. Run the rebuild again"
+            )
         return self.store.projection_status(self.name)
 
     def catch_up(self, *, max_rounds: int = 1_000_000) -> None:

@@ -56,6 +56,33 @@ def impatient(ctx: AgentContext) -> None:
     ctx.memory.append("note.added", {"text": "x"}, timeout=0.1)
 
 
+@projection(
+    name="per-doc-notes",
+    events=["note.added"],
+    initial_state={"count": 0},
+    partition_by=lambda e: e.data["doc"],
+)
+def per_doc_notes(state: dict[str, Any], event: Event) -> dict[str, Any]:
+    return {"count": state["count"] + 1}
+
+
+@agent(
+    id="per-doc",
+    triggers=["per-doc"],
+    memory=Memory(stream="per-doc-notes", projection="per-doc-notes"),
+)
+def per_doc(ctx: AgentContext) -> Any:
+    ctx.memory.append("note.added", {"doc": "d1"})
+    ctx.memory.append("note.added", {"doc": "d1"})
+    return [ctx.memory.state("d1"), ctx.memory.state("d2"), ctx.memory.state()]
+
+
+@agent(id="stream-only", triggers=["stream-only"], memory=Memory(stream="log-only"))
+def stream_only(ctx: AgentContext) -> Any:
+    added = ctx.memory.append("note.added", {"text": "x"})
+    return [added.version, [e.data for e in ctx.memory.read()]]
+
+
 def run_once(store: Any, fn: Any, event: str, data: Any, **kw: Any) -> Run:
     worker = Worker([fn], store=store, **kw)
     emitted = store.emit(event, data)
@@ -107,6 +134,23 @@ def test_async_agent_gathers_appends_deterministically(store: LmdbStore) -> None
     assert (outcome.status, outcome.output) == ("completed", run.output)
     assert execution.steps_executed == 0
     assert len(store.read_stream("notes")) == 2
+
+
+def test_partitioned_state_reads_one_key(store: LmdbStore) -> None:
+    """ctx.memory.state(key) reads one partition (its initial state if it has none yet)."""
+    run = run_once(store, per_doc, "per-doc", {}, projections=[per_doc_notes])
+    assert run.status == "completed", run.error
+    assert run.output == [{"count": 2}, {"count": 0}, {"d1": {"count": 2}}]
+    ids = [s.id for s in store.get_steps(run.id)]
+    assert ids[-3:] == ["memory.state", "memory.state#2", "memory.state#3"]
+
+
+def test_memory_without_a_projection_only_appends(store: LmdbStore) -> None:
+    """Memory(stream=...) alone: append is the one step memory.append, read reads the stream."""
+    run = run_once(store, stream_only, "stream-only", {})
+    assert run.status == "completed", run.error
+    assert run.output == [1, [{"text": "x"}]]
+    assert [s.id for s in store.get_steps(run.id)] == ["memory.append", "memory.read"]
 
 
 def test_agent_without_memory_gets_a_clear_error(store: LmdbStore) -> None:

@@ -291,3 +291,22 @@ def test_one_fold_can_serve_two_projections() -> None:
     assert defn(first).name == "count-a" and defn(second).name == "count-b"
     assert second(1, Event(id="e", name="b", data=None, ts=0.0)) == 2
     assert [p.name for p in projections_in({"f": first, "s": second})] == ["count-a", "count-b"]
+
+
+def test_a_runner_kept_out_does_not_ask_for_the_lease_every_round(store: LmdbStore) -> None:
+    """While a live worker serves the projection, another runner asks again only after a pause."""
+    runner(store, doc_memory).step()
+    asked: list[str] = []
+
+    class Counting:
+        def lease_projection(self, worker: Any, name: str, *, ttl: float) -> bool:
+            asked.append(name)
+            return store.lease_projection(worker, name, ttl=ttl)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+    waiting = ProjectionRunner(Counting(), defn(doc_memory), this_worker())  # type: ignore[arg-type]
+    assert [waiting.step() for _ in range(5)] == [0] * 5
+    assert waiting.idle and not waiting.held
+    assert asked == ["doc-memory"]
