@@ -39,11 +39,15 @@ import cattrs
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ironflow._views import run_json, run_with_steps_json
+from ironflow._ids import new_id
+from ironflow._memory import projection_json
+from ironflow._views import iso, run_json, run_with_steps_json
 from ironflow.errors import (
+    ConcurrencyError,
     InvalidInputError,
     LeaseLostError,
     NotSerializableError,
+    ProjectionNotFoundError,
     RunNotFoundError,
     StoreError,
 )
@@ -51,12 +55,14 @@ from ironflow.server._main import DEFAULT_MAX_BODY
 from ironflow.store import (
     AgentSpec,
     ErrorInfo,
+    Event,
     LeasedRun,
     LmdbStore,
     StepRecord,
     WorkerInfo,
     converter,
 )
+from ironflow.store._records import ProjectionSpec, ProjectionWrite
 from ironflow.store._triggers import validate_trigger
 
 __all__ = [
@@ -79,8 +85,13 @@ API_PREFIX = "/api/v1"
 MAX_LONG_POLL = 30.0
 #: How often a waiting lease looks again for orphaned runs (leases lapse without a wake-up).
 _RECHECK = 0.5
+#: The longest one request may wait for a projection to reach a position, in seconds.
+MAX_PROJECTION_WAIT = 30.0
+# A projection advanced by a runner in another process signals nothing here: look again.
+_PROJECTION_RECHECK = 0.25
 _MAX_KEY_BYTES = 200
 _MAX_LIMIT = 10_000
+_MAX_POSITION = 2**63 - 1
 
 
 class ApiError(Exception):
@@ -128,9 +139,18 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 def _text(value: Any, what: str, *, max_bytes: int = _MAX_KEY_BYTES) -> str:
-    if not isinstance(value, str) or not value or len(value.encode()) > max_bytes:
+    try:
+        size = len(value.encode()) if isinstance(value, str) else 0
+    except UnicodeEncodeError:
+        size = 0
+    if not 0 < size <= max_bytes:
         raise _bad(f"{what} must be a string of 1 to {max_bytes} bytes")
-    return value
+    return str(value)
+
+
+def _opt_text(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    return None if value is None else _text(value, repr(key))
 
 
 def _str(body: dict[str, Any], key: str) -> str:
@@ -217,6 +237,36 @@ def _path_run_id(request: web.Request) -> str:
     return run_id
 
 
+def _partition(value: Any) -> str:
+    """A partition key to read: a string of at most 250 bytes ('' is the whole state)."""
+    try:
+        size = len(value.encode()) if isinstance(value, str) else -1
+    except UnicodeEncodeError:
+        size = -1
+    if not 0 <= size <= 250:
+        raise _bad("a partition key must be a string of at most 250 bytes")
+    return str(value)
+
+
+def _path_text(request: web.Request, key: str) -> str:
+    """A name or id from the path, as the store will check it (a bad one is its error)."""
+    value = request.match_info.get(key, "")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return ""
+    return value
+
+
+def _query_int(request: web.Request, key: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(key)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise _bad(f"?{key} must be an integer from {lo} to {hi}, not {raw[:40]!r}")
+    return int(raw)
+
+
 def _query(request: web.Request) -> tuple[int, str | None, str | None]:
     """``?limit``, ``?status``, ``?agent`` of a run listing."""
     q = request.query
@@ -240,8 +290,8 @@ def _json_response(value: Any, status: int = 200) -> web.Response:
     return web.Response(body=body.encode(), status=status, content_type="application/json")
 
 
-def _error_response(status: int, code: str, message: str) -> web.Response:
-    response = _json_response({"error": {"code": code, "message": message}}, status)
+def _error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    response = _json_response({"error": {"code": code, "message": message, **extra}}, status)
     if status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
     return response
@@ -279,8 +329,14 @@ def _error_middleware(max_body: int) -> Any:
             return _error_response(exc.status, code, message)
         except RunNotFoundError as exc:
             return _error_response(404, "run_not_found", str(exc))
+        except ProjectionNotFoundError as exc:
+            return _error_response(404, "projection_not_found", str(exc), name=exc.name)
         except LeaseLostError as exc:
             return _error_response(409, "lease_lost", str(exc))
+        except ConcurrencyError as exc:
+            return _error_response(
+                409, "conflict", str(exc), expected=exc.expected, actual=exc.actual
+            )
         except (InvalidInputError, NotSerializableError) as exc:
             return _error_response(422, "invalid_input", str(exc))
         except RecursionError:
@@ -364,6 +420,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/runs/{run_id}", "run"),
     Route("POST", "/events", "emit"),
     Route("POST", "/runs/{run_id}/cancel", "cancel"),
+    Route("GET", "/projections/{name}", "projection"),
+    Route("GET", "/streams/{stream_id}", "stream"),
     # The Store protocol, for RemoteStore: records as the codec writes them.
     Route("GET", "/store/agents", "store_agents"),
     Route("POST", "/store/agents", "store_register_agents"),
@@ -377,6 +435,19 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/store/runs/{run_id}/finish", "store_finish"),
     Route("POST", "/store/runs/{run_id}/release", "store_release"),
     Route("POST", "/store/runs/{run_id}/cancel", "store_cancel"),
+    Route("POST", "/store/wait", "store_wait"),
+    Route("GET", "/store/events", "store_events"),
+    Route("GET", "/store/streams/{stream_id}/events", "store_read_stream"),
+    Route("POST", "/store/streams/{stream_id}/events", "store_append"),
+    Route("GET", "/store/projections", "store_list_projections"),
+    Route("POST", "/store/projections", "store_register_projections"),
+    Route("GET", "/store/projections/{name}", "store_projection_status"),
+    Route("POST", "/store/projections/{name}/read", "store_get_projection"),
+    Route("POST", "/store/projections/{name}/lease", "store_lease_projection"),
+    Route("POST", "/store/projections/{name}/release", "store_release_projection"),
+    Route("POST", "/store/projections/{name}/write", "store_write_projection"),
+    Route("POST", "/store/projections/{name}/rebuild", "store_rebuild_projection"),
+    Route("POST", "/store/projections/{name}/wait", "store_wait_for_projection"),
 )
 
 
@@ -384,9 +455,10 @@ class Api:
     """The handlers behind :data:`ROUTES`. Each returns JSON data; the store does the work.
 
     Guarantees: a handler answers only after its store call returned, so whatever it
-    acknowledged is on disk; a lease request that finds no work waits (without a
-    thread) until an emit or a release through this server wakes it, or until its
-    ``wait`` runs out.
+    acknowledged is on disk. A request that waits (a lease finding no work, a wait for
+    work or for a projection) holds no thread: it parks until a write through this
+    server that may end its wait (an event appended, a run released, a projection
+    advanced) wakes it, or its time runs out.
     """
 
     def __init__(self, store: LmdbStore, *, threads: int = 32) -> None:
@@ -396,6 +468,10 @@ class Api:
         )
         self._work: asyncio.Event | None = None
         self._closing = False
+        # Wake-ups are numbered; the prefix changes with every server start, so a
+        # client's number from before a restart never matches.
+        self._instance = new_id()
+        self._wakes = 0
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -407,10 +483,14 @@ class Api:
         return self._work
 
     def wake(self) -> None:
-        """Wake every waiting lease request (new work may be there). Call on the loop."""
+        """Wake every waiting request: new work may be there. Call on the loop."""
+        self._wakes += 1
         event = self._work_event()
         self._work = asyncio.Event()
         event.set()
+
+    def _generation(self) -> str:
+        return f"{self._instance}:{self._wakes}"
 
     def begin_shutdown(self) -> None:
         """Answer waiting lease requests now (empty) and stop long polls from waiting."""
@@ -461,8 +541,8 @@ class Api:
         if event_id is not None and not isinstance(event_id, str):
             raise _bad("'id' must be a string or null")
         result = await self._run(self.store.emit, body["name"], body.get("data", {}), id=event_id)
-        if result.run_ids:
-            self.wake()
+        if result.created:
+            self.wake()  # new runs for leases, a new event for projections
         return converter.unstructure(result)
 
     async def cancel(self, request: web.Request) -> Any:
@@ -587,6 +667,177 @@ class Api:
     async def store_cancel(self, request: web.Request) -> Any:
         run = await self._run(self.store.request_cancel, _path_run_id(request))
         return converter.unstructure(run)
+
+    async def store_wait(self, request: web.Request) -> Any:
+        """Answer once something was written since the client's ``after``, or on timeout.
+
+        This is ``wait_for_work`` for a client thread that is not leasing (a worker's
+        projection runner): it learns of new events without polling for them.
+        """
+        body = await _body(request)
+        after = body.get("after")
+        deadline = asyncio.get_running_loop().time() + _float(body, "timeout", 0.0, MAX_LONG_POLL)
+        while after == self._generation() and not self._closing:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._work_event().wait(), remaining)
+        return {"generation": self._generation()}
+
+    # -- the event log and entity streams -----------------------------------------------
+
+    async def store_events(self, request: web.Request) -> Any:
+        after_seq = _query_int(request, "after_seq", 0, 0, _MAX_POSITION - 1)
+        limit = _query_int(request, "limit", 1000, 1, _MAX_LIMIT)
+        events = await self._run(self.store.events, after_seq=after_seq, limit=limit)
+        return converter.unstructure(events)
+
+    async def store_read_stream(self, request: web.Request) -> Any:
+        from_version = _query_int(request, "from_version", 0, 0, _MAX_POSITION)
+        limit = _query_int(request, "limit", 1000, 1, _MAX_LIMIT)
+        events = await self._run(
+            self.store.read_stream,
+            _path_text(request, "stream_id"),
+            from_version=from_version,
+            limit=limit,
+        )
+        return converter.unstructure(events)
+
+    async def store_append(self, request: web.Request) -> Any:
+        body = await _body(request)
+        expected = body.get("expected_version")
+        if expected is not None:
+            expected = _int(body, "expected_version", 0, _MAX_POSITION)
+        if not isinstance(body.get("name"), str):
+            raise _bad("'name' must be the event name, a string")
+        event = await self._run(
+            self.store.append_to_stream,
+            _path_text(request, "stream_id"),
+            body["name"],
+            body.get("data"),
+            expected_version=expected,
+            idempotency_key=_opt_text(body, "idempotency_key"),
+        )
+        self.wake()
+        return converter.unstructure(event)
+
+    async def stream(self, request: web.Request) -> Any:
+        stream_id = _path_text(request, "stream_id")
+        from_version = _query_int(request, "from_version", 0, 0, _MAX_POSITION)
+        limit = _query_int(request, "limit", 1000, 1, _MAX_LIMIT)
+        events = await self._run(
+            self.store.read_stream, stream_id, from_version=from_version, limit=limit
+        )
+        return {"stream": stream_id, "events": [_event_json(e) for e in events]}
+
+    # -- projections -----------------------------------------------------------------------
+
+    async def projection(self, request: web.Request) -> Any:
+        partitions = request.query.getall("partition", None)
+        if partitions is not None:
+            partitions = [_partition(p) for p in partitions]
+        state = await self._run(
+            self.store.get_projection, _path_text(request, "name"), partitions=partitions
+        )
+        return projection_json(state)
+
+    async def store_register_projections(self, request: web.Request) -> Any:
+        body = await _body(request)
+        specs = _record(body, "specs", list[ProjectionSpec])
+        for spec in specs:
+            for name in spec.events:
+                _text(name, f"projection {spec.name!r}: an event name")
+        await self._run(self.store.register_projections, specs)
+        self.wake()
+        return {}
+
+    async def store_list_projections(self, request: web.Request) -> Any:
+        return converter.unstructure(await self._run(self.store.list_projections))
+
+    async def store_projection_status(self, request: web.Request) -> Any:
+        status = await self._run(self.store.projection_status, _path_text(request, "name"))
+        return converter.unstructure(status)
+
+    async def store_get_projection(self, request: web.Request) -> Any:
+        body = await _body(request)
+        partitions = body.get("partitions")
+        if partitions is not None:
+            if not isinstance(partitions, list) or len(partitions) > _MAX_LIMIT:
+                raise _bad(f"'partitions' must be null or a list of at most {_MAX_LIMIT} strings")
+            partitions = [_partition(p) for p in partitions]
+        state = await self._run(
+            self.store.get_projection, _path_text(request, "name"), partitions=partitions
+        )
+        return converter.unstructure(state)
+
+    async def store_lease_projection(self, request: web.Request) -> Any:
+        body = await _body(request)
+        worker = _worker(body)
+        ttl = _float(body, "ttl", 0.001, 86400.0)
+        held = await self._run(
+            self.store.lease_projection, worker, _path_text(request, "name"), ttl=ttl
+        )
+        return {"held": held}
+
+    async def store_release_projection(self, request: web.Request) -> Any:
+        worker = _worker(await _body(request))
+        await self._run(self.store.release_projection, worker, _path_text(request, "name"))
+        self.wake()
+        return {}
+
+    async def store_write_projection(self, request: web.Request) -> Any:
+        name = _path_text(request, "name")
+        body = await _body(request)
+        worker = _worker(body)
+        write = _record(body, "write", ProjectionWrite)
+        if write.name != name:
+            raise _bad(f"'write.name' is {write.name!r} but the path names {name!r}")
+        ticket = write.rebuild_ticket
+        if not (
+            0 <= write.from_position <= _MAX_POSITION
+            and 0 <= write.to_position <= _MAX_POSITION
+            and (ticket is None or 0 <= ticket <= _MAX_POSITION)
+        ):
+            raise _bad("'write' positions and rebuild_ticket must be from 0 to 2**63 - 1")
+        status = await self._run(self.store.write_projection, worker, write)
+        self.wake()
+        return converter.unstructure(status)
+
+    async def store_rebuild_projection(self, request: web.Request) -> Any:
+        ticket = await self._run(self.store.request_projection_rebuild, _path_text(request, "name"))
+        self.wake()
+        return {"ticket": ticket}
+
+    async def store_wait_for_projection(self, request: web.Request) -> Any:
+        name = _path_text(request, "name")
+        body = await _body(request)
+        position = _int(body, "position", 0, _MAX_POSITION)
+        timeout = _float(body, "timeout", 0.0, MAX_PROJECTION_WAIT)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            event = self._work_event()
+            # With no time left to wait, the store only reads where the projection is.
+            reached = await self._run(self.store.wait_for_projection, name, position, timeout=0)
+            remaining = deadline - loop.time()
+            if reached >= position or remaining <= 0 or self._closing:
+                return {"position": reached}
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(remaining, _PROJECTION_RECHECK))
+
+
+def _event_json(event: Event) -> dict[str, Any]:
+    """An event of a stream, for people: times in ISO 8601 as everywhere in the views."""
+    return {
+        "id": event.id,
+        "name": event.name,
+        "data": event.data,
+        "ts": iso(event.ts),
+        "seq": event.seq,
+        "stream": event.stream,
+        "version": event.version,
+    }
 
 
 def _endpoint(api: Api, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

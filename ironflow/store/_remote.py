@@ -34,9 +34,11 @@ import attrs
 from ironflow._ids import new_id
 from ironflow.errors import (
     AuthError,
+    ConcurrencyError,
     ConfigError,
     InvalidInputError,
     LeaseLostError,
+    ProjectionNotFoundError,
     RunNotFoundError,
     ServerUnavailableError,
     StoreError,
@@ -46,8 +48,13 @@ from ironflow.store._records import (
     AgentSpec,
     EmitResult,
     ErrorInfo,
+    Event,
     Lease,
     LeasedRun,
+    ProjectionSpec,
+    ProjectionState,
+    ProjectionStatus,
+    ProjectionWrite,
     Run,
     StepAck,
     StepRecord,
@@ -61,6 +68,8 @@ log = logging.getLogger("ironflow.remote")
 T = TypeVar("T")
 
 _API = "/api/v1"
+_MAX = 10_000  # the most items the server returns for one request
+_MAX_PROJECTION_WAIT = 30.0  # the longest the server waits for a projection per request
 _BACKOFF_START = 0.05
 _BACKOFF_MAX = 2.0
 # A reused keep-alive connection the server has since closed fails at once; that is
@@ -237,7 +246,7 @@ class RemoteStore:
                 ) from None
         message = _message(raw, f"HTTP {status}")
         if status in (404, 409):
-            return _Reply(status, message, retried)
+            return _Reply(status, _error(raw, message), retried)
         if status == 401:
             raise AuthError(
                 f"the server at {self.url} refused the request: {message} Set IRONFLOW_TOKEN "
@@ -247,9 +256,11 @@ class RemoteStore:
             raise InvalidInputError(message)
         raise StoreError(f"the server at {self.url} answered {status}: {message}")
 
-    def _call(self, method: str, path: str, body: Any = None, *, run_id: str = "") -> Any:
-        """A request whose 404 means no such run and whose 409 means the lease is lost."""
-        reply = self._request(method, path, body)
+    def _call(
+        self, method: str, path: str, body: Any = None, *, run_id: str = "", timeout: float = 0
+    ) -> Any:
+        """One request; a 404 or 409 raises the store's own error for it."""
+        reply = self._request(method, path, body, timeout=timeout or None)
         _raise_for(reply, run_id)
         return reply.data
 
@@ -299,19 +310,26 @@ class RemoteStore:
         with self._lock:
             leased += [r for r in reclaimed if (worker.id, r.run.id) not in self._held]
             self._held.update((worker.id, r.run.id) for r in leased)
-        self._local.polled = not leased
+        self._local.polled = not leased and self.long_poll > 0
         return leased
 
     def wait_for_work(self, timeout: float) -> None:
-        """Return at once after a lease that waited at the server; else sleep ``timeout``.
+        """Block until the server saw a write that may be new work, or ``long_poll`` passes.
 
-        The waiting happens in :meth:`lease_runs` (a long poll), where the server can
-        wake it the moment work arrives.
+        Right after a lease that already waited at the server, return at once. Other
+        threads (a worker's projection runner) wait at the server for any write since
+        their last wait, so they learn of new events without polling; the wait may be
+        longer than ``timeout``, up to ``long_poll`` seconds.
         """
-        if getattr(self._local, "polled", False) and self.long_poll > 0:
+        if getattr(self._local, "polled", False):
             self._local.polled = False
             return
-        time.sleep(timeout)
+        if self.long_poll <= 0:
+            time.sleep(timeout)
+            return
+        body = {"after": getattr(self._local, "generation", None), "timeout": self.long_poll}
+        reply = self._call("POST", "/store/wait", body, timeout=self.long_poll + self.timeout)
+        self._local.generation = reply["generation"]
 
     def heartbeat(self, worker: WorkerInfo, run_ids: Collection[str], *, ttl: float) -> set[str]:
         if not run_ids:
@@ -403,6 +421,112 @@ class RemoteStore:
         data = self._call("GET", f"/store/runs?{urllib.parse.urlencode(query)}")
         return converter.structure(data, list[Run])
 
+    # -- the event log and entity streams ---------------------------------------------------
+
+    def events(self, *, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        if limit < 1:
+            return []
+        query = urllib.parse.urlencode({"after_seq": max(after_seq, 0), "limit": min(limit, _MAX)})
+        return converter.structure(self._call("GET", f"/store/events?{query}"), list[Event])
+
+    def append_to_stream(
+        self,
+        stream_id: str,
+        name: str,
+        data: Any,
+        *,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Event:
+        data = to_json_value(data, f"stream {stream_id!r} event {name!r} data", "data")
+        body = {
+            "name": name,
+            "data": data,
+            "expected_version": expected_version,
+            "idempotency_key": idempotency_key,
+        }
+        path = f"/store/streams/{_name(stream_id, 'a stream id')}/events"
+        return converter.structure(self._call("POST", path, body), Event)
+
+    def read_stream(
+        self, stream_id: str, *, from_version: int = 0, limit: int = 1000
+    ) -> list[Event]:
+        if limit < 1:
+            return []
+        query = urllib.parse.urlencode(
+            {"from_version": max(from_version, 0), "limit": min(limit, _MAX)}
+        )
+        path = f"/store/streams/{_name(stream_id, 'a stream id')}/events?{query}"
+        return converter.structure(self._call("GET", path), list[Event])
+
+    # -- projections --------------------------------------------------------------------
+
+    def register_projections(self, specs: Sequence[ProjectionSpec]) -> None:
+        specs = [
+            attrs.evolve(
+                s,
+                initial_state=to_json_value(
+                    s.initial_state, f"projection {s.name!r} initial_state", "initial_state"
+                ),
+            )
+            for s in specs
+        ]
+        self._call("POST", "/store/projections", {"specs": converter.unstructure(specs)})
+
+    def list_projections(self) -> list[ProjectionStatus]:
+        data = self._call("GET", "/store/projections")
+        return converter.structure(data, list[ProjectionStatus])
+
+    def projection_status(self, name: str) -> ProjectionStatus:
+        data = self._call("GET", f"/store/projections/{_projection(name)}")
+        return converter.structure(data, ProjectionStatus)
+
+    def get_projection(
+        self, name: str, *, partitions: Collection[str] | None = None
+    ) -> ProjectionState:
+        # Keys no partition can have are skipped, as the store itself skips them.
+        parts = None if partitions is None else [p for p in partitions if _partition_ok(p)]
+        path = f"/store/projections/{_projection(name)}/read"
+        return converter.structure(self._call("POST", path, {"partitions": parts}), ProjectionState)
+
+    def lease_projection(self, worker: WorkerInfo, name: str, *, ttl: float) -> bool:
+        body = {"worker": converter.unstructure(worker), "ttl": ttl}
+        return bool(
+            self._call("POST", f"/store/projections/{_projection(name)}/lease", body)["held"]
+        )
+
+    def release_projection(self, worker: WorkerInfo, name: str) -> None:
+        body = {"worker": converter.unstructure(worker)}
+        self._call("POST", f"/store/projections/{_projection(name)}/release", body)
+
+    def write_projection(self, worker: WorkerInfo, write: ProjectionWrite) -> ProjectionStatus:
+        # Validated here so a bad state fails with the store's own error and path.
+        partitions = {
+            part: to_json_value(state, f"projection {write.name!r} state")
+            for part, state in write.partitions.items()
+        }
+        body = {
+            "worker": converter.unstructure(worker),
+            "write": converter.unstructure(attrs.evolve(write, partitions=partitions)),
+        }
+        path = f"/store/projections/{_projection(write.name)}/write"
+        return converter.structure(self._call("POST", path, body), ProjectionStatus)
+
+    def request_projection_rebuild(self, name: str) -> int:
+        path = f"/store/projections/{_projection(name)}/rebuild"
+        return int(self._call("POST", path)["ticket"])
+
+    def wait_for_projection(self, name: str, position: int, *, timeout: float) -> int:
+        """Wait at the server, which answers as soon as a write there advances it."""
+        path = f"/store/projections/{_projection(name)}/wait"
+        deadline = time.monotonic() + timeout
+        while True:
+            chunk = max(0.0, min(deadline - time.monotonic(), _MAX_PROJECTION_WAIT))
+            body = {"position": position, "timeout": chunk}
+            reached = int(self._call("POST", path, body, timeout=chunk + self.timeout)["position"])
+            if reached >= position or time.monotonic() >= deadline:
+                return reached
+
     def close(self) -> None:
         self._closed = True
         with self._lock:
@@ -440,13 +564,36 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _error(raw: bytes, message: str) -> dict[str, Any]:
+    """The ``error`` object of a reply, always with a code and a message."""
+    try:
+        error = json.loads(raw)["error"]
+    except (ValueError, KeyError, TypeError):
+        error = None
+    if not isinstance(error, dict):
+        error = {}
+    return {**error, "code": str(error.get("code", "")), "message": message}
+
+
 def _raise_for(reply: _Reply, run_id: str = "") -> None:
-    if reply.status == 404:
-        if run_id:
-            raise RunNotFoundError(run_id)
-        raise StoreError(f"the server does not know this request ({reply.data}); is it older?")
-    if reply.status == 409:
-        raise LeaseLostError(str(reply.data))
+    """Raise what the store itself would have raised for a 404 or 409 reply."""
+    if reply.status not in (404, 409):
+        return
+    error: dict[str, Any] = reply.data
+    code, message = error["code"], error["message"]
+    if code == "run_not_found":
+        raise RunNotFoundError(run_id or str(error.get("run_id", "")))
+    if code == "projection_not_found":
+        exc = ProjectionNotFoundError(str(error.get("name", "")))
+        exc.args = (message,)  # the server's message names the projections it knows
+        raise exc
+    if code == "lease_lost":
+        raise LeaseLostError(message)
+    if code == "conflict":
+        raise ConcurrencyError(
+            message, expected=int(error.get("expected", -1)), actual=int(error.get("actual", -1))
+        )
+    raise StoreError(f"the server answered {reply.status}: {message}; is it an older version?")
 
 
 def _checked(run_id: str) -> str:
@@ -463,3 +610,31 @@ def _checked(run_id: str) -> str:
 
 def _quote(run_id: str) -> str:
     return urllib.parse.quote(run_id, safe="")
+
+
+def _name(value: str, what: str) -> str:
+    """A stream id quoted for a path; one the store would refuse fails the same way here."""
+    try:
+        size = len(value.encode()) if isinstance(value, str) else 0
+    except UnicodeEncodeError:
+        size = 0
+    if not 0 < size <= 200 or "\x00" in value:
+        raise InvalidInputError(
+            f"{what} must be a string of 1 to 200 bytes without NUL, not {value!r}"
+        )
+    return _quote(value)
+
+
+def _projection(name: str) -> str:
+    """A projection name quoted for a path; an impossible one is simply not found."""
+    try:
+        return _name(name, "a projection name")
+    except InvalidInputError:
+        raise ProjectionNotFoundError(str(name)) from None
+
+
+def _partition_ok(part: Any) -> bool:
+    try:
+        return isinstance(part, str) and "\x00" not in part and len(part.encode()) <= 250
+    except UnicodeEncodeError:
+        return False

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ironflow import AgentContext, agent, tool
+from ironflow import AgentContext, Event, Memory, agent, projection, tool
 
 
 def _note(log: str, line: str) -> None:
@@ -26,14 +26,25 @@ def work(log: str, name: str, seconds: float) -> dict[str, str]:
     return {"step": name}
 
 
-@agent(id="pipeline", triggers=["pipeline.go"])
+@projection(name="pipeline-memory", events=["pipeline.done"], initial_state={})
+def pipeline_memory(state: dict[str, Any], event: Event) -> dict[str, Any]:
+    """Which steps each finished pipeline ran, by its key."""
+    return {**state, event.data["key"]: event.data["done"]}
+
+
+@agent(
+    id="pipeline",
+    triggers=["pipeline.go"],
+    memory=Memory(stream="pipelines", projection="pipeline-memory"),
+)
 def pipeline(ctx: AgentContext) -> dict[str, Any]:
-    """Steps a, b, c, ... in order; the event's ``slow`` step sleeps ``sleep`` seconds."""
+    """Steps a, b, c, ... in order (the event's ``slow`` one sleeps), then a memory append."""
     data = ctx.event.data
     done = []
     for name in data["steps"]:
         seconds = data["sleep"] if name == data.get("slow") else 0.0
         done.append(work(log=data["log"], name=name, seconds=seconds)["step"])
+    ctx.memory.append("pipeline.done", {"key": data["key"], "done": done})
     return {"done": done}
 
 

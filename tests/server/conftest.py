@@ -18,7 +18,7 @@ from typing import IO, Any
 import pytest
 
 from ironflow.server import BackgroundServer
-from ironflow.store import LmdbStore, RemoteStore
+from ironflow.store import LmdbStore, RemoteStore, Store
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -177,3 +177,17 @@ def remote(server_url: str) -> Iterator[RemoteStore]:
     store = RemoteStore(server_url, long_poll=0.5, give_up_after=5.0)
     yield store
     store.close()
+
+
+@pytest.fixture(params=["lmdb", "remote"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """An LmdbStore, or a RemoteStore in front of one: every test here runs on both."""
+    local = LmdbStore(tmp_path / "data", sync=False)
+    if request.param == "lmdb":
+        yield local
+    else:
+        with BackgroundServer(local) as url:
+            remote = RemoteStore(url, long_poll=0.2, give_up_after=5.0)
+            yield remote
+            remote.close()
+    local.close()

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from ironflow.server import ROUTES, BackgroundServer
 from ironflow.store import AgentSpec, LmdbStore
+from ironflow.store._records import ProjectionSpec
 
 TOKEN = "fuzz-token"
 # Framing headers are set by the test itself so every request is complete.
@@ -26,6 +27,8 @@ def urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     store = LmdbStore(tmp_path_factory.mktemp("fuzz") / "data", sync=False)
     store.register_agents([AgentSpec(id="a", triggers=("a.*",))])
     store.emit("a.x", {"seed": True})
+    store.register_projections([ProjectionSpec(name="p", events=("a.*",), initial_state={})])
+    store.append_to_stream("s", "a.y", {"seed": True})
     with BackgroundServer(store) as open_url, BackgroundServer(store, token=TOKEN) as auth_url:
         yield open_url, auth_url
     store.close()
@@ -66,7 +69,10 @@ json_values = st.recursive(
     ),
     max_leaves=12,
 )
-run_ids = st.text(max_size=40) | st.sampled_from(["run_nope", "", "%00", "..", "a/b", "x" * 400])
+# Ids and names: random, impossible, or ones the store holds (projection "p", stream "s").
+run_ids = st.text(max_size=40) | st.sampled_from(
+    ["run_nope", "p", "s", "", "%00", "..", "a/b", "x" * 400]
+)
 token_chars = st.text(
     alphabet=st.characters(
         min_codepoint=33, max_codepoint=126, exclude_characters=':()<>@,;\\"/[]?={}'
@@ -98,6 +104,22 @@ step = st.fixed_dictionaries(
     },
     optional={"error": json_values, "attempt": json_values},
 )
+short_waits = st.floats(min_value=0, max_value=0.05) | st.text(max_size=5) | st.none()
+spec = st.fixed_dictionaries(
+    {"name": json_values, "events": st.lists(json_values, max_size=2) | json_values},
+    optional={"partitioned": json_values, "initial_state": json_values},
+)
+write = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["nope", "p"]) | json_values,
+        "from_position": st.integers() | json_values,
+        "to_position": st.integers() | json_values,
+    },
+    optional={
+        "partitions": st.dictionaries(st.text(max_size=5), json_values, max_size=2) | json_values,
+        "rebuild_ticket": json_values,
+    },
+)
 # Bodies shaped like the real ones, with any values in the fields.
 shaped = st.fixed_dictionaries(
     {},
@@ -109,7 +131,16 @@ shaped = st.fixed_dictionaries(
         "agents": st.lists(st.sampled_from(["a", "b"]) | json_values, max_size=3) | json_values,
         "limit": st.integers() | json_values,
         "ttl": st.floats(allow_nan=False) | json_values,
-        "wait": st.floats(min_value=0, max_value=0.05) | json_values,
+        # Waits stay short (a valid wait is honoured), or are not numbers at all.
+        "wait": short_waits,
+        "timeout": short_waits,
+        "after": json_values,
+        "position": st.integers(min_value=-1, max_value=3) | json_values,
+        "expected_version": st.integers() | json_values,
+        "idempotency_key": json_values,
+        "specs": st.lists(spec | json_values, max_size=2) | json_values,
+        "write": write | json_values,
+        "partitions": st.lists(st.text(max_size=5) | json_values, max_size=3) | json_values,
         "reclaim": json_values,
         "run_ids": st.lists(run_ids, max_size=3) | json_values,
         "step": step | json_values,
@@ -126,7 +157,8 @@ bodies = (
 
 
 def route_path(template: str, run_id: str) -> bytes:
-    return ("/api/v1" + template.replace("{run_id}", urllib.parse.quote(run_id, safe=""))).encode()
+    quoted = urllib.parse.quote(run_id, safe="")
+    return ("/api/v1" + template.format(run_id=quoted, name=quoted, stream_id=quoted)).encode()
 
 
 @given(

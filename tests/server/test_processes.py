@@ -38,7 +38,7 @@ def executions(log: Path) -> Counter[str]:
 
 
 def emit_pipeline(store: RemoteStore, log: Path, steps: list[str], slow: str) -> str:
-    data = {"log": str(log), "steps": steps, "slow": slow, "sleep": 1.0}
+    data = {"log": str(log), "key": log.stem, "steps": steps, "slow": slow, "sleep": 1.0}
     return store.emit("pipeline.go", data).run_ids[0]
 
 
@@ -67,7 +67,10 @@ def test_worker_killed_mid_step_resumes_through_the_server(served: Served, tmp_p
     assert run.status == "completed" and run.output == {"done": ["a", "b", "c"]}
     assert run.attempt == 2
     assert executions(log) == Counter({"a": 1, "b": 2, "c": 1})
-    assert [s.position for s in store_steps(served.url, run_id)] == [0, 1, 2]
+    assert [s.position for s in store_steps(served.url, run_id)] == [0, 1, 2, 3, 4]
+    # The memory write went through the server too, and curl sees the projection.
+    memory = get_json(served.url + "/api/v1/projections/pipeline-memory")
+    assert memory["state"]["state"] == {log.stem: ["a", "b", "c"]}
 
 
 def store_steps(url: str, run_id: str) -> list[StepRecord]:
@@ -96,8 +99,13 @@ def test_server_killed_mid_run_loses_nothing(served: Served, tmp_path: Path) -> 
     assert run.status == "completed" and run.output == {"done": ["a", "b", "c", "d"]}
     assert run.attempt == 1  # the worker never lost the run
     assert executions(log) == Counter({"a": 1, "b": 1, "c": 1, "d": 1})
-    assert [s.id for s in store_steps(served.url, run_id)] == ["tool.work"] + [
-        f"tool.work#{i}" for i in (2, 3, 4)
+    assert [s.id for s in store_steps(served.url, run_id)] == [
+        "tool.work",
+        "tool.work#2",
+        "tool.work#3",
+        "tool.work#4",
+        "memory.append",
+        "memory.append.wait",
     ]
 
 

@@ -6,8 +6,6 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -50,20 +48,6 @@ def step(run_id: str, position: int, output: Any = None) -> StepRecord:
         started_at=1.0,
         ended_at=2.0,
     )
-
-
-@pytest.fixture(params=["lmdb", "remote"])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """An LmdbStore, or a RemoteStore in front of one: every test here runs on both."""
-    local = LmdbStore(tmp_path / "data", sync=False)
-    if request.param == "lmdb":
-        yield local
-    else:
-        with BackgroundServer(local) as url:
-            remote = RemoteStore(url, long_poll=0.2, give_up_after=5.0)
-            yield remote
-            remote.close()
-    local.close()
 
 
 def test_emit_lease_record_finish(any_store: Store) -> None:
