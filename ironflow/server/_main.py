@@ -95,6 +95,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "set IRONFLOW_TOKEN (clients send the same IRONFLOW_TOKEN), or run with --dev "
             "for a local server that needs none"
         )
+    if token and not all(" " < c <= "~" for c in token):
+        raise ConfigError(
+            "the token may hold only visible ASCII characters (no spaces or line breaks), "
+            "since clients send it in an HTTP header"
+        )
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be from 0 to 65535, not {args.port}")
     if args.max_body < _MIN_BODY:

@@ -126,6 +126,11 @@ class RemoteStore:
         self._prefix = parts.path.rstrip("/") + _API
         if token is None:
             token = os.environ.get("IRONFLOW_TOKEN") or None
+        if token and not all(" " < c <= "~" for c in token):
+            raise ConfigError(
+                "IRONFLOW_TOKEN may hold only visible ASCII characters (no spaces or line "
+                "breaks); copy the token the server was started with exactly"
+            )
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
@@ -214,6 +219,8 @@ class RemoteStore:
                     self._back()
                     return self._reply(status, raw, sent > 1)
                 self._outage(StoreError(_message(raw, "the server's store is unavailable")))
+            if self._closed:
+                raise StoreError(f"the RemoteStore for {self.url} was closed while retrying")
             if self.give_up_after is not None and time.monotonic() - started > self.give_up_after:
                 raise ServerUnavailableError(
                     f"the Ironflow server at {self.url} could not be reached for "

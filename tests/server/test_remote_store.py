@@ -292,3 +292,10 @@ def test_a_run_lost_and_orphaned_comes_back_to_the_same_worker(
     time.sleep(0.1)
     [again] = remote.lease_runs(WORKER, ["doc"], limit=1, ttl=30)
     assert again.run.id == run_id and again.run.attempt == 3
+
+
+def test_a_token_that_cannot_be_a_header_is_a_config_error() -> None:
+    """A token with a line break or space is refused up front, naming IRONFLOW_TOKEN."""
+    for token in ("two words", "line\nbreak", "é"):
+        with pytest.raises(ConfigError, match="IRONFLOW_TOKEN"):
+            RemoteStore("http://127.0.0.1:1", token=token)
