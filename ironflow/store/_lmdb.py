@@ -12,6 +12,7 @@ fsync, not sixteen, and each writer still returns only after its write is on dis
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import threading
@@ -34,7 +35,7 @@ from ironflow.errors import (
     StoreFormatError,
     StoreLockedError,
 )
-from ironflow.store._codec import decode_record, dumps, encode_record, loads, to_json_value
+from ironflow.store._codec import FastDecoder, decode_record, dumps, encode_record, loads, to_json_value
 from ironflow.store._records import (
     FINISHED,
     AgentSpec,
@@ -125,6 +126,15 @@ def _partition_key(name: str, partition: str) -> bytes:
             f"without NUL, not {partition!r}; make partition_by return such a string"
         )
     return name.encode() + b"\x00" + part
+
+
+_decode_step = FastDecoder(StepRecord)
+
+
+@functools.lru_cache(maxsize=4096)
+def _lease_holder(raw: bytes) -> str:
+    """The worker id in an encoded lease; cached, because every step checks it."""
+    return decode_record(raw, Lease).worker.id
 
 
 def _pid_start(pid: int) -> str:
@@ -530,7 +540,7 @@ class LmdbStore:
 
     def _check_holder(self, txn: Any, worker: WorkerInfo, run_id: str) -> None:
         raw = txn.get(run_id.encode(), db=self._db["leases"])
-        if raw is None or decode_record(raw, Lease).worker.id != worker.id:
+        if raw is None or _lease_holder(bytes(raw)) != worker.id:
             raise LeaseLostError(
                 f"worker {worker.id} no longer holds run {run_id}: its lease expired and "
                 "another worker took the run over (raise the lease TTL if steps block for long)"
@@ -942,7 +952,7 @@ class LmdbStore:
             for key, raw in cursor:
                 if not key.startswith(prefix):
                     break
-                out.append(decode_record(raw, StepRecord))
+                out.append(_decode_step(raw))
         return out
 
     def get_run(self, run_id: str) -> Run:
