@@ -253,7 +253,10 @@ class Worker:
             except Exception as exc:  # keep beating; the TTL gives us slack
                 log.warning("heartbeat failed: %s", exc)
                 continue
-            for lost in set(ids) - held:
+            with self._lock:
+                # A run that finished since the snapshot dropped its lease itself.
+                lost_runs = (set(ids) - held) & set(self._active)
+            for lost in lost_runs:
                 log.warning("run %s: lease lost to another worker", lost)
 
     # -- executing runs ----------------------------------------------------------------
