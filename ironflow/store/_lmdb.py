@@ -137,15 +137,22 @@ def _lease_holder(raw: bytes) -> str:
     return decode_record(raw, Lease).worker.id
 
 
-def _pid_start(pid: int) -> str:
-    """The process start time in clock ticks (field 22 of /proc/PID/stat), or ''."""
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks) from /proc/PID/stat, or None if unreadable."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
     except OSError:
-        return ""
+        return None
     # The command name (field 2) may hold spaces or parens; fields resume after the last ')'.
-    return raw[raw.rindex(b")") + 2 :].split()[19].decode()
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    return fields[0].decode(), fields[19].decode()
+
+
+def _pid_start(pid: int) -> str:
+    """The process start time in clock ticks (field 22 of /proc/PID/stat), or ''."""
+    stat = _proc_stat(pid)
+    return stat[1] if stat else ""
 
 
 def process_alive(worker: WorkerInfo) -> bool | None:
@@ -158,8 +165,15 @@ def process_alive(worker: WorkerInfo) -> bool | None:
         return False
     except PermissionError:
         pass  # it exists, under another user
+    stat = _proc_stat(worker.pid)
+    if stat is None:
+        return True  # no /proc here: trust the signal check
+    state, started = stat
+    # A killed process nobody has reaped yet (a zombie) still answers kill(pid, 0).
+    if state in ("Z", "X", "x"):
+        return False
     # A different start time means the pid was recycled by an unrelated process.
-    return not (worker.pid_start and _pid_start(worker.pid) not in ("", worker.pid_start))
+    return not (worker.pid_start and started != worker.pid_start)
 
 
 def this_worker(worker_id: str | None = None) -> WorkerInfo:

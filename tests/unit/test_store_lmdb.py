@@ -200,3 +200,24 @@ def test_two_processes_share_one_data_directory(tmp_path: Path) -> None:
     )
     assert len(s.list_runs(limit=10)) == 5
     s.close()
+
+
+def test_an_unreaped_killed_worker_counts_as_dead() -> None:
+    """A zombie (killed, not yet reaped by its parent) is not a live lease holder."""
+    import signal
+
+    from ironflow.store import process_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        info = WorkerInfo("w", this_worker().host, child.pid, "")
+        assert process_alive(info) is True
+        os.kill(child.pid, signal.SIGKILL)
+        for _ in range(200):  # the kill lands asynchronously; we do not reap the child
+            if process_alive(info) is False:
+                break
+            threading.Event().wait(0.01)
+        assert process_alive(info) is False
+    finally:
+        child.kill()
+        child.wait()
