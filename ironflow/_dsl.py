@@ -107,7 +107,7 @@ class ToolDefinition:
             else:
                 for name, value in arguments.items():
                     hint = self.hints.get(name)
-                    if hint is not None and not (hint is str and type(value) is str):
+                    if hint is not None and type(value) is not hint:
                         try:
                             check_value(value, hint, name)
                         except Mismatch as bad:

@@ -39,7 +39,7 @@ class Point:
 json_values = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers()
+    | st.integers(-(2**63), 2**64 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
     lambda children: (
@@ -106,3 +106,12 @@ def test_structure_mismatch_names_the_type() -> None:
     """A stored value that no longer fits the return annotation gives a clear error."""
     with pytest.raises(NotSerializableError, match="cannot be read back as Page"):
         structure({"nope": 1}, Page)
+
+
+def test_integers_beyond_64_bits_are_refused_not_rounded() -> None:
+    """A huge int would come back as a float; it is refused with a hint instead."""
+    assert loads(dumps({"n": 2**63})) == {"n": 2**63}
+    with pytest.raises(NotSerializableError, match="does not fit in 64 bits"):
+        to_json_value({"n": 2**70})
+    with pytest.raises(NotSerializableError, match="does not fit in 64 bits"):
+        to_json_value([{"deep": -(2**64)}])
