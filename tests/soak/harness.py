@@ -1,0 +1,602 @@
+"""The kill -9 soak: many runs, many crashes, and a full audit that nothing was lost.
+
+It starts ``ironflow serve --dev`` (a free port of 127.0.0.1, a fresh data directory)
+and worker processes (``python -m ironflow.run worker tests.soak.soak_agent`` with
+``IRONFLOW_URL``), emits runs of a six-step agent (three tools, a memory append and
+its wait, one more tool) with event ids, and for the set duration ``kill -9``s a
+random worker at random moments, restarting it each time. In ``server`` mode it also
+``kill -9``s and restarts the server. Then it lets every run finish, stops everything
+and audits the data directory:
+
+- every emitted event produced exactly one run, and every run completed;
+- every run recorded exactly its six steps, at positions 0-5, each once;
+- every tool execution is accounted for: the recorded output names the execution that
+  produced it, every other execution of that step ran in a process that was then
+  killed (so at most once more per crash), and none started after the step's record;
+- the ``soak-memory`` entity stream holds exactly one event per run;
+- the ``soak-count`` projection equals a fresh fold of the stream, one count per run;
+- the store's own consistency checks pass.
+
+``python -m tests.soak --seconds 300 --mode workers`` (``make soak``) prints the figures;
+a short run is a test in ``tests/soak/test_soak.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE = "tests.soak.soak_agent"
+EVENT = "soak.job"
+# Much longer than a server restart, so a lease never lapses under a live worker while
+# the server is down: every re-execution the audit sees must come from a kill.
+LEASE_TTL = 30.0
+#: At most this many runs are emitted ahead of the ones that reached their memory append.
+BACKLOG = 24
+
+
+@dataclass
+class Report:
+    """What a soak did and what its audit found. ``problems`` empty means it passed."""
+
+    mode: str
+    seconds: float
+    workers: int
+    events: int = 0
+    runs: int = 0
+    completed: int = 0
+    worker_kills: int = 0
+    server_kills: int = 0
+    steps_recorded: int = 0
+    tool_executions: int = 0
+    steps_reexecuted: int = 0
+    extra_executions: int = 0
+    runs_resumed: int = 0
+    torn_lines: int = 0
+    stream_events: int = 0
+    lost_runs: int = 0
+    duplicate_runs: int = 0
+    lost_steps: int = 0
+    duplicate_steps: int = 0
+    lost_stream_events: int = 0
+    duplicate_stream_events: int = 0
+    projection_mismatches: int = 0
+    data_mb: float = 0.0
+    elapsed: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def kills(self) -> int:
+        return self.worker_kills + self.server_kills
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < 50:
+            self.problems.append(text)
+        elif len(self.problems) == 50:
+            self.problems.append("... (more problems not shown)")
+
+    def figures(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "problems"}
+        out["kills"] = self.kills
+        out["passed"] = not self.problems
+        return out
+
+    def text(self) -> str:
+        lost = self.lost_runs + self.lost_steps + self.lost_stream_events
+        dup = self.duplicate_runs + self.duplicate_steps + self.duplicate_stream_events
+        rows = [
+            ("mode", f"{self.mode} ({self.workers} workers, {self.seconds:g} s of kills)"),
+            ("events emitted", self.events),
+            ("runs completed", f"{self.completed} of {self.runs}"),
+            ("kill -9", f"{self.kills} ({self.worker_kills} worker, {self.server_kills} server)"),
+            ("runs resumed after a kill", self.runs_resumed),
+            ("steps recorded", self.steps_recorded),
+            ("tool executions", self.tool_executions),
+            ("steps re-executed", f"{self.steps_reexecuted} ({self.extra_executions} extra runs)"),
+            ("stream events", self.stream_events),
+            ("torn log lines ignored", self.torn_lines),
+            ("lost (runs/steps/events)", lost),
+            ("duplicated (runs/steps/events)", dup),
+            ("projection mismatches", self.projection_mismatches),
+            ("data.mdb", f"{self.data_mb:.1f} MB"),
+            ("wall time", f"{self.elapsed:.0f} s"),
+            ("result", "PASS" if not self.problems else f"FAIL ({len(self.problems)} problems)"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        lines = [f"  {k.ljust(width)}  {v}" for k, v in rows]
+        lines += [f"  ! {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class _Child:
+    """One process (server or worker), its output in a file; killed only by its pid."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], out: Path) -> None:
+        self.out = out
+        with open(out, "ab") as sink:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.pid = self.proc.pid
+
+    def output(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill9(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM (a drain), then SIGKILL if it does not exit in time."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+        return self.proc.wait(timeout=30)
+
+
+class Soak:
+    """One soak over a fresh data directory. :meth:`run` returns the audited report."""
+
+    def __init__(
+        self,
+        *,
+        seconds: float,
+        mode: str = "workers",
+        workers: int = 2,
+        concurrency: int = 4,
+        worker_gap: tuple[float, float] = (0.4, 2.2),
+        server_gap: tuple[float, float] = (4.0, 10.0),
+        root: Path | None = None,
+        log: Callable[[str], None] = print,
+        seed: int | None = None,
+    ) -> None:
+        if mode not in ("workers", "server"):
+            raise ValueError(f"mode must be 'workers' or 'server', not {mode!r}")
+        self.seconds = seconds
+        self.mode = mode
+        self.n_workers = workers
+        self.concurrency = concurrency
+        self.worker_gap = worker_gap
+        self.server_gap = server_gap
+        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="ironflow-soak-"))
+        self.data_dir = self.root / "data"
+        self.exec_dir = self.root / "executions"
+        self.out_dir = self.root / "logs"
+        for d in (self.exec_dir, self.out_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.say = log
+        self.rng = random.Random(seed)
+        self.report = Report(mode=mode, seconds=seconds, workers=workers)
+        self.port = 0
+        self.url = ""
+        self.server: _Child | None = None
+        self.workers: list[_Child | None] = [None] * workers
+        self.killed_pids: set[int] = set()
+        self._generation = 0
+        # Emitted event id -> run ids the emit answered with.
+        self.emitted: dict[str, tuple[str, ...]] = {}
+        self._emit_error: BaseException | None = None
+        self._stop_emitting = threading.Event()
+
+    # -- processes -----------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IRONFLOW_")}
+        env.update(
+            PYTHONPATH=str(REPO),
+            PYTHONUNBUFFERED="1",
+            IRONFLOW_SOAK_LOG_DIR=str(self.exec_dir),
+        )
+        if self.url:
+            env["IRONFLOW_URL"] = self.url
+        return env
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/api/v1/health", timeout=2) as reply:
+                return bool(json.load(reply).get("status") == "ok")
+        except OSError:
+            return False
+
+    def start_server(self) -> None:
+        argv = [sys.executable, "-m", "ironflow._cli", "serve", "--dev"]
+        argv += ["--port", str(self.port or _free_port()), "--data-dir", str(self.data_dir)]
+        if not self.port:
+            self.port = int(argv[argv.index("--port") + 1])
+            self.url = f"http://127.0.0.1:{self.port}"
+        self.server = _Child(argv, self._env(), self.out_dir / "server.log")
+        server = self.server
+
+        def up() -> bool:
+            if not server.alive():
+                raise RuntimeError(f"the server exited at start:\n{server.output()[-3000:]}")
+            return self._healthy()
+
+        _wait(up, 60, "the server to answer /health")
+
+    def start_worker(self, slot: int) -> _Child:
+        self._generation += 1
+        argv = [sys.executable, "-m", "ironflow.run", "worker", MODULE]
+        argv += ["--concurrency", str(self.concurrency), "--lease-ttl", str(LEASE_TTL)]
+        out = self.out_dir / f"worker-{slot}-{self._generation}.log"
+        child = _Child(argv, self._env(), out)
+        self.workers[slot] = child
+
+        def ready() -> bool:
+            if not child.alive():
+                raise RuntimeError(f"worker {child.pid} exited at start:\n{child.output()[-3000:]}")
+            return "worker ready" in child.output()
+
+        _wait(ready, 60, f"worker {child.pid} to be ready")
+        return child
+
+    def kill_worker(self) -> None:
+        slot = self.rng.randrange(self.n_workers)
+        child = self.workers[slot]
+        assert child is not None
+        child.kill9()
+        self.killed_pids.add(child.pid)
+        self.report.worker_kills += 1
+        self.start_worker(slot)
+
+    def kill_server(self) -> None:
+        assert self.server is not None
+        self.server.kill9()
+        self.report.server_kills += 1
+        self.start_server()
+
+    def _check_children(self) -> None:
+        """A worker or server that died without being killed is a finding, not noise."""
+        for child in [self.server, *self.workers]:
+            if child is not None and not child.alive() and child.pid not in self.killed_pids:
+                raise RuntimeError(
+                    f"process {child.pid} exited by itself with {child.proc.returncode}:\n"
+                    f"{child.output()[-3000:]}"
+                )
+
+    # -- emitting ------------------------------------------------------------------
+
+    def _emit_loop(self) -> None:
+        from ironflow.store import RemoteStore
+        from tests.soak.soak_agent import STREAM
+
+        store = RemoteStore(self.url, long_poll=0.0)
+        try:
+            n = 0
+            while not self._stop_emitting.is_set():
+                # Stay at most BACKLOG runs ahead of the runs that reached their append.
+                if n >= BACKLOG and not store.read_stream(
+                    STREAM, from_version=n - BACKLOG + 1, limit=1
+                ):
+                    self._stop_emitting.wait(0.02)
+                    continue
+                event_id = f"soak-{n:07d}"
+                result = store.emit(EVENT, {"n": n}, id=event_id)
+                self.emitted[event_id] = result.run_ids
+                n += 1
+        except BaseException as exc:
+            self._emit_error = exc
+        finally:
+            store.close()
+
+    # -- the soak --------------------------------------------------------------------
+
+    def run(self) -> Report:
+        started = time.monotonic()
+        emitter: threading.Thread | None = None
+        try:
+            self.say(f"soak: mode {self.mode}, {self.seconds:g} s, data in {self.data_dir}")
+            self.start_server()
+            for slot in range(self.n_workers):
+                self.start_worker(slot)
+            emitter = threading.Thread(target=self._emit_loop, name="soak-emit", daemon=True)
+            emitter.start()
+            self._kill_loop()
+            self._stop_emitting.set()
+            emitter.join(timeout=120)
+            if self._emit_error is not None:
+                raise RuntimeError(f"emitting failed: {self._emit_error!r}")
+            self.say(f"soak: {len(self.emitted)} events emitted; letting every run finish")
+            self._drain()
+        except (RuntimeError, TimeoutError) as exc:
+            self.report.problem(str(exc))
+        finally:
+            self._stop_emitting.set()
+            self._stop_all()
+        self.report.elapsed = time.monotonic() - started
+        if not any(p.startswith("process ") for p in self.report.problems):
+            self.audit()
+        return self.report
+
+    def _kill_loop(self) -> None:
+        now = time.monotonic()
+        deadline = now + self.seconds
+        next_worker = now + self.rng.uniform(*self.worker_gap)
+        next_server = (
+            now + self.rng.uniform(*self.server_gap) if self.mode == "server" else float("inf")
+        )
+        last_note = now
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                return
+            self._check_children()
+            if now >= next_server:
+                self.kill_server()
+                next_server = time.monotonic() + self.rng.uniform(*self.server_gap)
+            elif now >= next_worker:
+                self.kill_worker()
+                next_worker = time.monotonic() + self.rng.uniform(*self.worker_gap)
+            if now - last_note >= 30:
+                last_note = now
+                self.say(
+                    f"soak: {now - deadline + self.seconds:4.0f} s, {len(self.emitted)} events, "
+                    f"{self.report.worker_kills} worker and {self.report.server_kills} "
+                    "server kills"
+                )
+            time.sleep(max(0.0, min(next_worker, next_server, deadline) - time.monotonic()))
+
+    def _drain(self) -> None:
+        from ironflow.store import RemoteStore
+
+        store = RemoteStore(self.url, long_poll=0.0, give_up_after=30.0)
+        try:
+            runs = [r for ids in self.emitted.values() for r in ids]
+
+            def finished() -> bool:
+                self._check_children()
+                return not store.list_runs(limit=1, status="pending") and not store.list_runs(
+                    limit=1, status="running"
+                )
+
+            _wait(finished, 180, f"the {len(runs)} runs to finish")
+
+            def projection_caught_up() -> bool:
+                from tests.soak.soak_agent import PROJECTION
+
+                position = store.projection_status(PROJECTION).position
+                return not store.events(after_seq=position, limit=1)
+
+            _wait(projection_caught_up, 60, "the projection to reach the end of the log")
+        finally:
+            store.close()
+
+    def _stop_all(self) -> None:
+        for child in self.workers:
+            if child is not None:
+                child.stop()
+        if self.server is not None:
+            self.server.stop()
+
+    # -- the audit -----------------------------------------------------------------
+
+    def executions(self) -> dict[tuple[str, str], list[tuple[int, str, float]]]:
+        """(run id, step id) -> [(pid, nonce, start time)], from every process's log."""
+        found: dict[tuple[str, str], list[tuple[int, str, float]]] = defaultdict(list)
+        for path in sorted(self.exec_dir.glob("exec-*.log")):
+            for line in path.read_bytes().split(b"\n"):
+                parts = line.decode(errors="replace").split(" ")
+                if len(parts) != 7 or parts[0] != "X" or parts[6] != ".":
+                    if line:
+                        self.report.torn_lines += 1
+                    continue
+                _, run_id, step_id, pid, nonce, started, _ = parts
+                found[(run_id, step_id)].append((int(pid), nonce, float(started)))
+        return found
+
+    def audit(self) -> None:
+        from ironflow._memory import ProjectionDefinition, fold_events
+        from ironflow.store import LmdbStore
+        from tests.soak import soak_agent
+
+        r = self.report
+        store = LmdbStore(self.data_dir)
+        try:
+            self._audit(store, r, soak_agent, ProjectionDefinition, fold_events)
+        finally:
+            store.close()
+        data = self.data_dir / "data.mdb"
+        r.data_mb = data.stat().st_size / 1e6 if data.exists() else 0.0
+
+    def _audit(self, store: Any, r: Report, agent: Any, definition: Any, fold_events: Any) -> None:
+        runs = store.list_runs(limit=2**31)
+        r.events = len(self.emitted)
+        r.runs = len(runs)
+        by_event: dict[str, list[Any]] = defaultdict(list)
+        for run in runs:
+            by_event[run.event.id].append(run)
+        for event_id, answered in self.emitted.items():
+            made = by_event.get(event_id, [])
+            if not made:
+                r.lost_runs += 1
+                r.problem(f"event {event_id} has no run")
+            elif len(made) > 1:
+                r.duplicate_runs += len(made) - 1
+                r.problem(f"event {event_id} has {len(made)} runs")
+            elif tuple(run.id for run in made) != answered:
+                r.problem(f"event {event_id}: emit answered {answered}, the store has {made[0].id}")
+        for event_id in set(by_event) - set(self.emitted):
+            r.duplicate_runs += len(by_event[event_id])
+            r.problem(f"runs {[x.id for x in by_event[event_id]]} for an event never emitted")
+
+        execs = self.executions()
+        expected = list(agent.STEP_IDS)
+        run_ids = set()
+        for run in runs:
+            run_ids.add(run.id)
+            if run.status == "completed":
+                r.completed += 1
+            else:
+                r.problem(f"run {run.id} ended {run.status}: {run.error}")
+            r.runs_resumed += run.attempt > 1
+            steps = store.get_steps(run.id)
+            r.steps_recorded += len(steps)
+            ids = [s.id for s in steps]
+            positions = [s.position for s in steps]
+            if positions != list(range(len(steps))) or len(set(positions)) != len(positions):
+                r.problem(f"run {run.id}: step positions {positions}")
+            if ids != expected:
+                missing = Counter(expected) - Counter(ids)
+                extra = Counter(ids) - Counter(expected)
+                r.lost_steps += sum(missing.values())
+                r.duplicate_steps += sum(extra.values())
+                r.problem(f"run {run.id}: steps {ids}, expected {expected}")
+            for step in steps:
+                if step.id in agent.TOOL_STEPS:
+                    self._audit_step(r, run.id, step, execs.pop((run.id, step.id), []))
+        for (run_id, step_id), stray in execs.items():
+            r.tool_executions += len(stray)
+            r.problem(f"{len(stray)} execution(s) of {run_id} {step_id}, which has no record")
+
+        events = []
+        version = 1
+        while True:
+            batch = store.read_stream(agent.STREAM, from_version=version, limit=1000)
+            events += batch
+            if len(batch) < 1000:
+                break
+            version = batch[-1].version + 1
+        r.stream_events = len(events)
+        per_run = Counter(str(e.data["run"]) for e in events)
+        r.lost_stream_events = len(run_ids - set(per_run))
+        r.duplicate_stream_events = sum(c - 1 for c in per_run.values()) + len(
+            set(per_run) - run_ids
+        )
+        if r.lost_stream_events or r.duplicate_stream_events:
+            r.problem(
+                f"stream {agent.STREAM}: {r.lost_stream_events} runs without their event, "
+                f"{r.duplicate_stream_events} events too many"
+            )
+
+        defn = definition.must_from_fn(agent.soak_count)
+        fresh = fold_events(defn, events, {})
+        stored = store.get_projection(agent.PROJECTION).state
+        if stored != fresh:
+            keys = set(stored) | set(fresh)
+            r.projection_mismatches = sum(stored.get(k) != fresh.get(k) for k in keys)
+            r.problem(
+                f"projection {agent.PROJECTION} differs from a fresh fold of the stream in "
+                f"{r.projection_mismatches} partition(s)"
+            )
+        counts = Counter(int(v["count"]) for v in stored.values())
+        if set(counts) - {1}:
+            r.problem(f"projection {agent.PROJECTION}: counts per run {dict(counts)}, not all 1")
+        try:
+            store.check_valid()
+        except AssertionError as exc:
+            r.problem(f"the store's consistency check failed: {exc}")
+
+    def _audit_step(
+        self, r: Report, run_id: str, step: Any, found: list[tuple[int, str, float]]
+    ) -> None:
+        r.tool_executions += len(found)
+        if len(found) > 1:
+            r.steps_reexecuted += 1
+            r.extra_executions += len(found) - 1
+        where = f"{run_id} {step.id}"
+        recorded = step.output.get("exec", {}) if isinstance(step.output, dict) else {}
+        mine = [e for e in found if e[1] == recorded.get("nonce")]
+        if len(mine) != 1:
+            r.problem(f"{where}: the recorded output came from no logged execution")
+            return
+        pids = [pid for pid, _, _ in found]
+        if len(set(pids)) != len(pids):
+            r.problem(f"{where}: one process executed it more than once ({pids})")
+        for pid, nonce, started in found:
+            if nonce == mine[0][1]:
+                continue
+            if pid not in self.killed_pids:
+                r.problem(f"{where}: executed again by process {pid}, which was never killed")
+            if started > step.ended_at:
+                r.problem(f"{where}: executed at {started:.6f}, after it was recorded")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.soak",
+        description="kill -9 workers (and, in server mode, the server) under load, then "
+        "audit that no run, step or memory event was lost or duplicated.",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=float(os.environ.get("SOAK_SECONDS", "300")),
+        help="how long to keep killing (default $SOAK_SECONDS, else 300)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("workers", "server"),
+        default="workers",
+        help="kill workers only, or workers and the server (default workers)",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--concurrency", type=int, default=4, help="runs per worker (default 4)")
+    parser.add_argument("--seed", type=int, default=None, help="seed the kill schedule")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the data and logs directory")
+    args = parser.parse_args(argv)
+    soak = Soak(
+        seconds=args.seconds,
+        mode=args.mode,
+        workers=args.workers,
+        concurrency=args.concurrency,
+        seed=args.seed,
+        log=lambda text: print(text, flush=True),
+    )
+    report = soak.run()
+    print(report.text(), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.figures(), indent=2) + "\n")
+    if args.keep or report.problems:
+        print(f"data and logs kept in {soak.root}", flush=True)
+    else:
+        import shutil
+
+        shutil.rmtree(soak.root, ignore_errors=True)
+    return 0 if not report.problems else 1
