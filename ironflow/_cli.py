@@ -51,10 +51,20 @@ def _print_json(value: Any) -> None:
 def cmd_emit(args: argparse.Namespace) -> int:
     try:
         data = json.loads(args.data)
+        # JSON may spell lone surrogates ("\\ud800"), which are not text and cannot be stored.
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise _Usage(
+            "--data holds a lone surrogate escape (\\ud800 to \\udfff), which is not text"
+        ) from None
     except json.JSONDecodeError as exc:
         raise _Usage(
-            f"--data is not valid JSON ({exc.msg} at column {exc.colno}): {args.data}"
+            f"--data is not valid JSON ({exc.msg} at column {exc.colno}): {_clip(args.data)}"
         ) from None
+    except RecursionError:
+        raise _Usage("--data nests arrays or objects too deeply to store") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise _Usage(f"--data is not usable JSON: {exc}") from None
     store = _store(args, create=True)
     try:
         result = store.emit(args.name, data, id=args.id)
@@ -468,10 +478,27 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(EXIT_USAGE)
 
 
+def _clip(text: str, width: int = 80) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _check_utf8(argv: Sequence[str]) -> None:
+    """Refuse arguments a shell could not decode (they reach Python as lone surrogates)."""
+    for arg in argv:
+        try:
+            arg.encode()
+        except UnicodeEncodeError:
+            shown = _clip(arg.encode("utf-8", "backslashreplace").decode())
+            _fail(f"the argument {shown!r} is not valid UTF-8 text; pass it as UTF-8")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _check_utf8(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except RecursionError:
+        _fail("a value nests arrays or objects too deeply to store")
     except _Usage as exc:
         _fail(str(exc))
     except ConfigError as exc:
