@@ -9,14 +9,18 @@ from ironflow._client import Client
 from ironflow._context import AgentContext
 from ironflow._dsl import AgentDefinition, Memory, ToolDefinition, agent, tool
 from ironflow._memory import AgentMemory, ProjectionDefinition, projection
+from ironflow._primitives import ApproveResult, ChildRun
 from ironflow._worker import Worker
 from ironflow.errors import (
     ConcurrencyError,
     DefinitionError,
     IronflowError,
     NonDeterminismError,
+    NonRetryableError,
     NotSerializableError,
+    RunTimeoutError,
     StepFailedError,
+    StepTimeoutError,
     ToolInputError,
 )
 from ironflow.replay import StepInfo, current_step
@@ -28,6 +32,8 @@ __all__ = [
     "AgentContext",
     "AgentDefinition",
     "AgentMemory",
+    "ApproveResult",
+    "ChildRun",
     "Client",
     "ConcurrencyError",
     "DefinitionError",
@@ -36,12 +42,15 @@ __all__ = [
     "LmdbStore",
     "Memory",
     "NonDeterminismError",
+    "NonRetryableError",
     "NotSerializableError",
     "ProjectionDefinition",
     "Run",
+    "RunTimeoutError",
     "StepFailedError",
     "StepInfo",
     "StepRecord",
+    "StepTimeoutError",
     "Store",
     "ToolDefinition",
     "ToolInputError",

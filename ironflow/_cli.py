@@ -15,14 +15,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from ironflow._config import open_store, resolve_data_dir, server_url
-from ironflow._views import iso, orphaned, run_json, run_with_steps_json
+from ironflow._views import children_of, iso, orphaned, run_json, run_with_steps_json
 from ironflow.errors import ConfigError, IronflowError
 from ironflow.store import FINISHED, Store
 
 __all__ = ["main"]
 
 EXIT_USAGE = 2
-_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+_STATUSES = ("pending", "running", "sleeping", "waiting", "completed", "failed", "cancelled")
 
 
 class _Usage(Exception):
@@ -154,6 +154,42 @@ def cmd_run_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_approve(args: argparse.Namespace) -> int:
+    import getpass
+
+    from ironflow._primitives import approval_event
+
+    approver = args.approver
+    if approver is None:
+        try:
+            approver = getpass.getuser()
+        except (KeyError, OSError):
+            approver = None
+    event, data = approval_event(
+        args.run_id, args.name, approved=not args.reject, approver=approver, reason=args.reason
+    )
+    store = _store(args, create=False)
+    try:
+        run = store.get_run(args.run_id)
+        if run.status in FINISHED:
+            raise _Usage(
+                f"run {run.id} has already finished ({run.status}); there is nothing to approve"
+            )
+        result = store.emit(event, data)
+    finally:
+        store.close()
+    verdict = "rejected" if args.reject else "approved"
+    s = run.suspension
+    if run.status == "waiting" and s is not None and s.event == event:
+        print(f"{args.name} {verdict} for run {run.id}; it continues now (event {result.event_id})")
+    else:
+        print(
+            f"{args.name} {verdict} for run {run.id} (event {result.event_id}); it is not waiting "
+            f"for that approval yet, and takes this answer when it asks"
+        )
+    return 0
+
+
 # -- inspect -----------------------------------------------------------------------------
 
 
@@ -168,6 +204,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         run = store.get_run(args.run_id)
         steps = store.get_steps(run.id)
         lease = store.get_lease(run.id)
+        children = [(c, _status_of(store, c["id"])) for c in children_of(steps)]
     finally:
         store.close()
     obj = run_with_steps_json(run, steps, lease)
@@ -188,6 +225,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if obj.get("worker") and run.status == "running":
         alive = "gone" if orphaned(run, lease, time.time()) else "alive"
         print(f"worker   {obj['worker']} ({alive})")
+    if obj.get("suspension"):
+        print(f"waiting  {_waiting_for(obj['suspension'])}")
+    if run.parent_id is not None:
+        print(f"parent   {run.parent_id}")
+    for i, (child, status) in enumerate(children):
+        label = "children" if i == 0 else ""
+        print(f"{label:<8} {child['id']} {child['agent']} ({status})")
     print()
     if not steps:
         print("no steps recorded yet")
@@ -202,11 +246,38 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             f"  {mark} #{s.position:<3} {s.id.ljust(width)}  {s.status:<9}  "
             f"+{s.started_at - origin:7.3f}s  {took:9.1f} ms  attempt {s.attempt}"
         )
+        for n, tried in enumerate(s.tries or (), start=1):
+            print(f"      try {n} failed: {tried.error.type}: {_compact(tried.error.message, 80)}")
         if s.status == "failed" and s.error is not None:
             print(f"      {s.error.type}: {s.error.message}")
         else:
             print(f"      → {_compact(s.output, 90)}")
     return 0
+
+
+def _status_of(store: Store, run_id: str) -> str:
+    try:
+        return store.get_run(run_id).status
+    except IronflowError:
+        return "unknown"
+
+
+def _waiting_for(s: dict[str, Any]) -> str:
+    """One line on what a suspended run waits for."""
+    until = f" until {s['wake_at']}" if s["wake_at"] else ""
+    if s["kind"] == "sleep":
+        return f"{s['step']}: sleeping{until}"
+    if s["kind"] == "retry":
+        last = s["tries"][-1]["error"] if s["tries"] else None
+        why = f" after {last['type']}: {_compact(last['message'], 60)}" if last else ""
+        return f"{s['step']}: try {len(s['tries']) + 1} at {s['wake_at']}{why}"
+    if s["kind"] == "child":
+        return f"{s['step']}: child run {s['child_id']} to finish" + (
+            f" (gives up at {s['wake_at']})" if s["wake_at"] else ""
+        )
+    match = f" matching {_compact(s['match'], 60)}" if s["match"] else ""
+    timeout = f" (times out at {s['wake_at']})" if s["wake_at"] else ""
+    return f"{s['step']}: event {s['event']}{match}{timeout}"
 
 
 # -- worker ------------------------------------------------------------------------------
@@ -382,11 +453,28 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = run_sub.add_parser(
         "cancel",
         help="cancel a run at its next step boundary",
-        description="Cancel a pending run now, or a running one at its next step boundary.",
+        description="Cancel a pending, sleeping or waiting run now, or a running one at its "
+        "next step boundary; its unfinished child runs are cancelled with it.",
     )
     cancel.add_argument("run_id", metavar="RUN_ID")
     _add_data_dir(cancel)
     cancel.set_defaults(func=cmd_run_cancel)
+
+    approve = sub.add_parser(
+        "approve",
+        help="answer a run's ctx.approve(NAME)",
+        description="Approve (or with --reject, reject) what a run asked with ctx.approve(NAME): "
+        "emits the event agent.approve.NAME for RUN_ID, which any emitter could send too.",
+    )
+    approve.add_argument("run_id", metavar="RUN_ID")
+    approve.add_argument("name", metavar="NAME", help="the approval's name, as in ctx.approve")
+    approve.add_argument("--reject", action="store_true", help="reject instead of approving")
+    approve.add_argument("--reason", metavar="TEXT", help="why, for the run and the record")
+    approve.add_argument(
+        "--approver", metavar="WHO", help="who answers (default: the current user name)"
+    )
+    _add_data_dir(approve)
+    approve.set_defaults(func=cmd_approve)
 
     inspect = sub.add_parser(
         "inspect",

@@ -10,7 +10,9 @@ import uuid as _uuid
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+from ironflow import _primitives
 from ironflow._dsl import AgentDefinition, ToolDefinition
+from ironflow._durations import Duration
 from ironflow._memory import AgentMemory
 from ironflow.errors import DefinitionError
 from ironflow.llm._call import CallCounter, MessagesInput, ToolsInput, llm_step
@@ -66,7 +68,7 @@ class AgentContext:
         #: The triggering event: ``.id``, ``.name``, ``.data``.
         self.event: Event = run.event
         self.run_id: str = run.id
-        #: 1 on the first attempt, 2 after one crash or hand-over, and so on.
+        #: 1 on the first attempt, 2 after one crash, hand-over or suspension, and so on.
         self.attempt: int = run.attempt
         self.logger: logging.LoggerAdapter = _RunLogger(execution, agent.id)  # type: ignore[type-arg]
 
@@ -163,6 +165,63 @@ class AgentContext:
             provider=provider,
             params=params,
         )
+
+    # -- steps that wait: the run is suspended in the store meanwhile ------------------
+
+    def sleep(self, duration: Duration) -> Any:
+        """Pause the run for ``duration`` (seconds, or ``"500ms"``, ``"5m"``, ``"7d"``).
+
+        The step ``sleep``. The run is suspended in the store (status ``sleeping``),
+        holding no worker thread or slot, and continues on time even if every worker
+        restarted meanwhile: the wake-up time is durable, counted once from the first
+        time the sleep is reached. Returns None.
+        """
+        return _primitives.sleep(self._execution, duration)
+
+    def sleep_until(self, when: _dt.datetime) -> Any:
+        """Pause the run until ``when`` (a timezone-aware datetime), like :meth:`sleep`."""
+        return _primitives.sleep_until(self._execution, when)
+
+    def wait_for_event(
+        self,
+        name: str,
+        *,
+        match: dict[str, Any] | None = None,
+        timeout: Duration | None = None,
+    ) -> Any:
+        """Wait for an event named ``name`` whose data has every field of ``match``.
+
+        The step ``wait.<name>``; returns the :class:`~ironflow.Event`, or None if
+        ``timeout`` passed first. An event emitted after the run started counts even
+        if it came before this call (each event is taken by one wait of a run). A key
+        of ``match`` may be a dotted path into the data: ``{"order.id": 7}``. The run
+        is suspended (status ``waiting``) meanwhile; the store hands it the event in
+        the same transaction that appends it, so none is missed.
+        """
+        return _primitives.wait_for_event(self._execution, name, match=match, timeout=timeout)
+
+    def approve(self, name: str, payload: Any = None, *, ttl: Duration = "7d") -> Any:
+        """Ask a person to approve, and wait (status ``waiting``) for the answer.
+
+        The step ``approve.<name>``; returns an :class:`~ironflow.ApproveResult`
+        (``approved``, ``approver``, ``reason``, ``payload``, ``timed_out``). The answer
+        is an ordinary event, ``agent.approve.<name>`` with data ``{"run_id": <this
+        run>, "approved": true|false, "approver": ..., "reason": ...}``, so any emitter
+        can give it; ``ironflow approve RUN_ID NAME [--reject] [--reason TEXT]`` and
+        ``POST /api/v1/runs/{id}/approvals/{name}`` are shorthands. With no answer
+        within ``ttl`` the result has ``timed_out=True`` and ``approved=False``.
+        """
+        return _primitives.approve(self._execution, name, payload, ttl)
+
+    def spawn(self, agent: Any, data: Any = None) -> Any:
+        """Start a child run of ``agent`` (an ``@agent`` function or its id) with ``data``.
+
+        The step ``spawn.<agent id>``; returns a :class:`~ironflow.ChildRun` whose
+        ``result()`` waits, suspended, for the child's output. The child is created
+        once: a replay or a crash around the spawn never starts a second one. Its
+        ``ctx.event.data`` is ``data``; ``ironflow inspect`` shows parent and children.
+        """
+        return _primitives.spawn(self._execution, agent, data)
 
     def __repr__(self) -> str:
         return f"<AgentContext agent={self.agent.id!r} run_id={self.run_id!r}>"

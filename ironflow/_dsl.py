@@ -15,9 +15,10 @@ from typing import Any, TypeVar, overload
 
 import attrs
 
+from ironflow._durations import Duration, parse_duration
 from ironflow._validate import Mismatch, check_value
-from ironflow.errors import DefinitionError, ToolInputError
-from ironflow.replay import current_execution
+from ironflow.errors import DefinitionError, InvalidInputError, ToolInputError
+from ironflow.replay import RetryPolicy, current_execution
 from ironflow.store._codec import to_json_value
 from ironflow.store._triggers import validate_trigger
 
@@ -94,6 +95,10 @@ class ToolDefinition:
     #: For keyword-only calls naming every parameter (the common case), the names in
     #: signature order; None when the signature has *args, **kwargs or positional-only.
     keyword_names: tuple[str, ...] | None = None
+    #: How a failing call is tried again (``@tool(retries=...)``); None: never.
+    retry: RetryPolicy | None = None
+    #: Seconds one try may run (``@tool(timeout=...)``); None: no limit.
+    timeout: float | None = None
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Match a call to the signature and check each argument against its hint."""
@@ -142,16 +147,74 @@ class ToolDefinition:
         return dict(bound.arguments)
 
 
+def _duration_option(where: str, option: str, value: Any) -> float:
+    try:
+        return parse_duration(value, f"{where}: {option}")
+    except InvalidInputError as exc:
+        raise DefinitionError(str(exc)) from None
+
+
+def _retry_policy(
+    where: str,
+    retries: int,
+    backoff: Duration,
+    max_backoff: Duration,
+    non_retryable: Sequence[type[BaseException]],
+) -> RetryPolicy | None:
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise DefinitionError(f"{where}: retries must be a whole number from 0, not {retries!r}")
+    classes = tuple(non_retryable)
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise DefinitionError(
+                f"{where}: non_retryable must list exception classes, not {cls!r}"
+            )
+    if retries == 0:
+        return None
+    return RetryPolicy(
+        retries=retries,
+        backoff=_duration_option(where, "backoff", backoff),
+        max_backoff=_duration_option(where, "max_backoff", max_backoff),
+        non_retryable=classes,
+    )
+
+
 @overload
 def tool(fn: F, /) -> F: ...
 @overload
-def tool(*, name: str | None = None, description: str | None = None) -> Callable[[F], F]: ...
+def tool(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    retries: int = 0,
+    backoff: Duration = 1.0,
+    max_backoff: Duration = 300.0,
+    non_retryable: Sequence[type[BaseException]] = (),
+    timeout: Duration | None = None,
+) -> Callable[[F], F]: ...
 
 
 def tool(
-    fn: F | None = None, /, *, name: str | None = None, description: str | None = None
+    fn: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    retries: int = 0,
+    backoff: Duration = 1.0,
+    max_backoff: Duration = 300.0,
+    non_retryable: Sequence[type[BaseException]] = (),
+    timeout: Duration | None = None,
 ) -> F | Callable[[F], F]:
     """Make a function a tool: a recorded step ``tool.<name>`` when called inside a run.
+
+    ``retries=N`` tries a raising call up to N more times before the step fails; the
+    wait before try n+1 is ``backoff * 2**(n-1)`` (at most ``max_backoff``), with
+    jitter, and the run sleeps in the store meanwhile, holding no worker. Every failed
+    try is kept (``StepRecord.tries``, shown by ``ironflow inspect``). An
+    :class:`~ironflow.errors.NonRetryableError`, or an exception of a class in
+    ``non_retryable``, fails the step at once. ``timeout`` (seconds, or ``"30s"``)
+    fails a try that runs longer with :class:`~ironflow.errors.StepTimeoutError`.
 
     Guarantees inside a run: the arguments are checked against the type hints before
     anything is recorded (:class:`~ironflow.errors.ToolInputError`); the result is
@@ -168,6 +231,9 @@ def tool(
             raise DefinitionError(f"@tool needs a function, not {f!r}")
         tool_name = _check_name("tool", name if name is not None else f.__name__, f)
         hints = _hints(f, "tool")
+        where = f"@tool {tool_name!r}"
+        policy = _retry_policy(where, retries, backoff, max_backoff, non_retryable)
+        limit = None if timeout is None else _duration_option(where, "timeout", timeout)
         defn = ToolDefinition(
             name=tool_name,
             description=description if description is not None else inspect.getdoc(f) or "",
@@ -176,6 +242,8 @@ def tool(
             signature=inspect.signature(f),
             hints={k: v for k, v in hints.items() if k != "return"},
             return_type=hints.get("return", Any),
+            retry=policy,
+            timeout=limit,
         )
         step_id = f"tool.{tool_name}"
         kinds = {p.kind for p in defn.signature.parameters.values()}
@@ -189,7 +257,16 @@ def tool(
                 return f(*args, **kwargs)
             arguments = defn.bind(args, kwargs)
             recorded_input = to_json_value(arguments, f"tool {tool_name!r} input", "input")
-            return execution.step(step_id, recorded_input, f, args, kwargs, defn.return_type)
+            return execution.step(
+                step_id,
+                recorded_input,
+                f,
+                args,
+                kwargs,
+                defn.return_type,
+                retry=policy,
+                timeout=limit,
+            )
 
         setattr(wrapper, _TOOL_ATTR, defn)
         return typing.cast(F, wrapper)
@@ -210,6 +287,8 @@ class AgentDefinition:
     description: str = ""
     memory: Memory | None = None
     recording: bool = True
+    #: Seconds a run may take from its start, sleeps and waits included; None: no limit.
+    timeout: float | None = None
 
     @staticmethod
     def from_fn(fn: Any) -> AgentDefinition | None:
@@ -253,6 +332,7 @@ def agent(
     description: str = "",
     memory: Memory | None = None,
     recording: bool = True,
+    timeout: Duration | None = None,
 ) -> Callable[[F], F]:
     """Make a function an agent: a durable handler started by the events it triggers on.
 
@@ -260,6 +340,10 @@ def agent(
     (:class:`~ironflow.AgentContext`). It re-executes from the top on every attempt,
     so everything non-deterministic it does must be a step: a tool call,
     ``ctx.step``, ``ctx.now()``, ``ctx.uuid()``, ``ctx.random()``.
+
+    ``timeout`` (seconds, or ``"1h"``) bounds a run from its start, sleeps and waits
+    included: past it the run fails with ``RunTimeoutError`` at its next step boundary
+    (a suspended run is woken for it, a step in flight is cut short).
     """
 
     def decorate(fn: F) -> F:
@@ -290,6 +374,9 @@ def agent(
             description=description or inspect.getdoc(fn) or "",
             memory=memory,
             recording=recording,
+            timeout=None
+            if timeout is None
+            else _duration_option(f"@agent(id={agent_id!r})", "timeout", timeout),
         )
         setattr(fn, _AGENT_ATTR, defn)
         return fn

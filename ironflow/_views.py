@@ -9,9 +9,25 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
-from ironflow.store import ErrorInfo, Lease, Run, StepRecord, process_alive
+from ironflow.store import (
+    SUSPENDED,
+    ErrorInfo,
+    Lease,
+    Run,
+    StepRecord,
+    StepTry,
+    Suspension,
+    process_alive,
+)
 
-__all__ = ["iso", "run_json", "run_with_steps_json", "step_json"]
+__all__ = [
+    "children_of",
+    "iso",
+    "run_json",
+    "run_with_steps_json",
+    "step_json",
+    "suspension_json",
+]
 
 
 def iso(ts: float | None) -> str | None:
@@ -64,7 +80,51 @@ def run_json(run: Run, lease: Lease | None = None, *, now: float | None = None) 
         "cancel_requested": run.cancel_requested,
         "created_at": iso(run.created_at),
         "updated_at": iso(run.updated_at),
+        "parent_id": run.parent_id,
+        # What a sleeping or waiting run waits for; None for any other status.
+        "suspension": suspension_json(run.suspension) if run.status in SUSPENDED else None,
     }
+
+
+def suspension_json(s: Suspension | None) -> dict[str, Any] | None:
+    """What a suspended run waits for, and until when."""
+    if s is None:
+        return None
+    return {
+        "kind": s.kind,
+        "step": s.step_id,
+        "position": s.position,
+        "since": iso(s.since),
+        "wake_at": iso(s.wake_at),
+        "event": s.event,
+        "match": s.match,
+        "child_id": s.child_id,
+        "tries": [_try_json(t) for t in s.tries],
+    }
+
+
+def _try_json(t: StepTry) -> dict[str, Any]:
+    return {
+        "error": _error(t.error, traceback=True),
+        "started_at": iso(t.started_at),
+        "ended_at": iso(t.ended_at),
+    }
+
+
+def children_of(steps: list[StepRecord]) -> list[dict[str, str]]:
+    """The runs this run spawned, from its ``spawn.<agent>`` steps, in spawn order."""
+    out = []
+    for step in steps:
+        output = step.output
+        if (
+            step.id.startswith("spawn.")
+            and step.status == "completed"
+            and isinstance(output, dict)
+            and isinstance(output.get("run_id"), str)
+            and isinstance(output.get("agent"), str)
+        ):
+            out.append({"id": output["run_id"], "agent": output["agent"], "step": step.id})
+    return out
 
 
 def step_json(step: StepRecord) -> dict[str, Any]:
@@ -79,6 +139,8 @@ def step_json(step: StepRecord) -> dict[str, Any]:
         "started_at": iso(step.started_at),
         "ended_at": iso(step.ended_at),
         "duration_ms": round((step.ended_at - step.started_at) * 1000, 3),
+        # The failed tries before this outcome (a tool with retries).
+        "tries": [_try_json(t) for t in step.tries or ()],
     }
 
 
@@ -90,4 +152,5 @@ def run_with_steps_json(
     if run.error is not None:
         out["error"] = _error(run.error, traceback=True)
     out["steps"] = [step_json(s) for s in steps]
+    out["children"] = children_of(steps)
     return out

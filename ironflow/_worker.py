@@ -307,6 +307,7 @@ class Worker:
         future.add_done_callback(functools.partial(self._finished, run.id))
 
     def _execution(self, leased: LeasedRun, agent: AgentDefinition) -> Execution:
+        timeout = agent.timeout
         return Execution(
             self.store,
             self.info,
@@ -315,6 +316,7 @@ class Worker:
             loop=self._loop,
             pool=self._step_pool,
             stopping=self._stopping,
+            deadline=None if timeout is None else leased.run.created_at + timeout,
         )
 
     def _execute_sync(self, leased: LeasedRun, agent: AgentDefinition) -> Outcome:
@@ -355,6 +357,8 @@ class Worker:
             log.info("run %s: handed back for another worker (drain); %s", rid, counts)
         elif outcome.status == "abandoned":
             log.warning("run %s: another worker took it over; stopped here", rid)
+        elif outcome.status == "suspended":
+            log.info("run %s: suspended in the store, holding no worker (%s)", rid, counts)
         else:
             log.info("run %s: %s (%s)", rid, outcome.status, counts)
 

@@ -7,6 +7,9 @@
     ├── ToolInputError (TypeError)       a tool's arguments do not fit its type hints
     ├── NotSerializableError (TypeError) a value cannot be stored as JSON; the path names it
     ├── StepFailedError                  a step raised; runs catch this, not the original
+    ├── NonRetryableError                raised by a tool: fail this step now, retries or not
+    ├── StepTimeoutError (TimeoutError)  a tool ran past its timeout=
+    ├── RunTimeoutError (TimeoutError)   a run ran past its @agent(timeout=...)
     ├── NonDeterminismError              the code no longer makes the calls its record holds
     ├── RunNotFoundError (LookupError)   no run has that id
     ├── LeaseLostError                   another worker now owns the run this worker was executing
@@ -45,14 +48,17 @@ __all__ = [
     "LlmError",
     "MissingExtraError",
     "NonDeterminismError",
+    "NonRetryableError",
     "NotSerializableError",
     "ProjectionNotFoundError",
     "ProjectionTimeoutError",
     "ProviderNotConfiguredError",
     "RunNotFoundError",
+    "RunTimeoutError",
     "ScriptExhaustedError",
     "ServerUnavailableError",
     "StepFailedError",
+    "StepTimeoutError",
     "StoreError",
     "StoreFormatError",
     "StoreLockedError",
@@ -136,6 +142,33 @@ class StepFailedError(IronflowError):
         self.error_type = error_type
         self.message = message
         super().__init__(f"step {step_id!r} failed: {error_type}: {message}")
+
+
+class NonRetryableError(IronflowError):
+    """Raise it in a tool to fail the step at once, however many retries it has left.
+
+    For errors no retry can fix (a malformed request, a refused payment). Exception
+    types listed in ``@tool(non_retryable=(...))`` are treated the same way.
+    """
+
+
+class StepTimeoutError(IronflowError, TimeoutError):
+    """A step ran longer than its ``timeout=`` and was recorded as failed.
+
+    The step counts as a failed try, so a ``@tool(retries=...)`` tries again. Python
+    cannot stop a thread: a sync tool that overran keeps running in the background
+    and its result is thrown away, so make long tools idempotent (see
+    ``current_step().idempotency_key``). An async tool is cancelled.
+    """
+
+
+class RunTimeoutError(IronflowError, TimeoutError):
+    """A run was still going when its ``@agent(timeout=...)`` ran out, counted from its start.
+
+    The run fails at the next step boundary (a sleeping or waiting run is woken for
+    it); a step in flight at that moment is cut short and recorded as failed with
+    :class:`StepTimeoutError`.
+    """
 
 
 class NonDeterminismError(IronflowError):

@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Literal, NoReturn, TypeVar
 
@@ -50,11 +51,13 @@ from ironflow.store import (
     StepAck,
     StepRecord,
     Store,
+    SuspendResult,
+    Suspension,
     WorkerInfo,
 )
 from ironflow.store._lmdb import _pid_start
 
-__all__ = ["CrashingStore", "Fault", "SimulatedCrash", "StandInWorker"]
+__all__ = ["CrashingStore", "FakeClock", "Fault", "SimulatedCrash", "StandInWorker"]
 
 T = TypeVar("T")
 
@@ -244,6 +247,26 @@ class CrashingStore:
     def request_cancel(self, run_id: str) -> Run:
         return self._call("request_cancel", run_id, None, lambda: self.inner.request_cancel(run_id))
 
+    def suspend_run(
+        self, worker: WorkerInfo, run_id: str, suspension: Suspension
+    ) -> SuspendResult:
+        return self._call(
+            "suspend_run",
+            run_id,
+            suspension.position,
+            lambda: self.inner.suspend_run(worker, run_id, suspension),
+        )
+
+    def spawn_run(
+        self, worker: WorkerInfo, parent_id: str, step_id: str, agent: str, data: Any
+    ) -> Run:
+        return self._call(
+            "spawn_run",
+            parent_id,
+            None,
+            lambda: self.inner.spawn_run(worker, parent_id, step_id, agent, data),
+        )
+
     def close(self) -> None:
         """Does nothing: the inner store belongs to the test, not to the dead process."""
 
@@ -264,6 +287,35 @@ class CrashingStore:
     def __repr__(self) -> str:
         state = "crashed" if self._crashed else f"{len(self._armed)} fault(s) armed"
         return f"<CrashingStore {state} over {self.inner!r}>"
+
+
+class FakeClock:
+    """A clock that moves only when told: give it to ``LmdbStore(path, clock=...)``.
+
+    Durable timers (sleeps, wait timeouts, retry backoff) follow the store's clock, so
+    ``clock.advance("7d")`` ends a seven-day sleep at the next lease, in a test that
+    takes milliseconds. Leases keep the real clock. Thread-safe.
+    """
+
+    def __init__(self, start: float | None = None) -> None:
+        self._lock = threading.Lock()
+        self._now = time.time() if start is None else float(start)
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, duration: Any) -> float:
+        """Move the clock forward by ``duration`` (seconds, or ``"5m"``); return the time."""
+        from ironflow._durations import parse_duration
+
+        seconds = parse_duration(duration, "FakeClock.advance")
+        with self._lock:
+            self._now += seconds
+            return self._now
+
+    def __repr__(self) -> str:
+        return f"<FakeClock at {self():.3f}>"
 
 
 class StandInWorker:

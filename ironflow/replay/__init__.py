@@ -7,10 +7,19 @@ knows nothing of decorators; the DSL and the worker sit on top of it.
 from ironflow.replay._engine import (
     Execution,
     Outcome,
+    RetryPolicy,
     StepInfo,
     current_execution,
     current_step,
     error_info,
 )
 
-__all__ = ["Execution", "Outcome", "StepInfo", "current_execution", "current_step", "error_info"]
+__all__ = [
+    "Execution",
+    "Outcome",
+    "RetryPolicy",
+    "StepInfo",
+    "current_execution",
+    "current_step",
+    "error_info",
+]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import random
 import threading
 import time
 import traceback
@@ -26,19 +27,34 @@ import attrs
 from ironflow.errors import (
     LeaseLostError,
     NonDeterminismError,
+    NonRetryableError,
     NotSerializableError,
     StepFailedError,
+    StepTimeoutError,
 )
-from ironflow.store import ErrorInfo, LeasedRun, StepRecord, Store, WorkerInfo
+from ironflow.store import (
+    ErrorInfo,
+    LeasedRun,
+    StepRecord,
+    StepTry,
+    Store,
+    SuspendResult,
+    Suspension,
+    WorkerInfo,
+)
 from ironflow.store._codec import structure, to_json_value
 
 __all__ = [
     "Execution",
     "Outcome",
+    "RetryPolicy",
     "StepInfo",
     "current_execution",
     "current_step",
 ]
+
+#: Step ids of waits for events: their recorded outputs are the events they took.
+_EVENT_WAITS = ("wait.", "approve.")
 
 
 @attrs.frozen
@@ -49,6 +65,8 @@ class StepInfo:
     step_id: str
     position: int
     attempt: int
+    #: How many tries of this step failed before this one (a ``@tool(retries=...)``).
+    retry: int = 0
 
     @property
     def idempotency_key(self) -> str:
@@ -92,9 +110,46 @@ class _Abandon(_Stop):
     """Another worker owns the run now: stop and write nothing more."""
 
 
+class _Suspend(_Stop):
+    """The run now sleeps or waits in the store, which holds it: stop and write nothing."""
+
+
+class _RunTimeout(_Stop):
+    """The run's own timeout ran out: stop at this step boundary and fail the run."""
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How a failing step is tried again: up to ``retries`` more times, with backoff.
+
+    The wait before try ``n + 1`` is ``backoff * 2 ** (n - 1)`` seconds, at most
+    ``max_backoff``, times a random factor from 0.5 to 1 (jitter, so that many runs
+    failing together do not retry together). Exceptions that are
+    :class:`~ironflow.errors.NonRetryableError` or one of ``non_retryable`` fail the
+    step at once.
+    """
+
+    retries: int = 0
+    backoff: float = 1.0
+    max_backoff: float = 300.0
+    non_retryable: tuple[type[BaseException], ...] = ()
+
+    def should_retry(self, exc: BaseException, failed_tries: int) -> bool:
+        """Whether a step that failed ``failed_tries`` times, the last with ``exc``, goes on."""
+        if failed_tries > self.retries:
+            return False
+        return not isinstance(exc, (NonRetryableError, NotSerializableError, *self.non_retryable))
+
+    def delay(self, failed_tries: int) -> float:
+        """Seconds to wait before the next try, after ``failed_tries`` failed ones."""
+        base = min(self.max_backoff, self.backoff * 2.0 ** min(failed_tries - 1, 64))
+        return base * (0.5 + random.random() / 2)
+
+
 @attrs.frozen
 class Outcome:
-    """How an execution ended: the run's new status, or ``released``/``abandoned``."""
+    """How an execution ended: the run's new status, or ``released``/``abandoned``/
+    ``suspended`` (the store holds the run while it sleeps or waits)."""
 
     status: str
     output: Any = None
@@ -143,6 +198,7 @@ class Execution:
         loop: asyncio.AbstractEventLoop | None = None,
         pool: concurrent.futures.Executor | None = None,
         stopping: threading.Event | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.store = store
         self.worker = worker
@@ -157,8 +213,21 @@ class Execution:
         self.cancel_requested = leased.run.cancel_requested
         self.steps_executed = 0
         self.steps_replayed = 0
+        #: When the run's own timeout runs out (Unix seconds), if it has one.
+        self.deadline = deadline
+        #: True once the store holds the run suspended: nothing more is written.
+        self.suspended = False
+        #: Called when the handler fails for good, before the run's outcome is decided;
+        #: it may take more steps (``ctx.compensate``'s undos), and in an async run
+        #: returns an awaitable. Set by the context; None: nothing to do.
+        self.on_failure: Callable[[BaseException], Any] | None = None
         self._next_position = 0
         self._counts: dict[str, int] = {}
+        # Async runs: steps executing now, and who waits for there to be none, so a
+        # suspension never abandons a sibling step of an asyncio.gather half-way.
+        self._in_flight = 0
+        self._idle_waiters: list[asyncio.Future[None]] = []
+        self._suspend_lock: asyncio.Lock | None = None
 
     # -- positions -------------------------------------------------------------------
 
@@ -187,6 +256,10 @@ class Execution:
                 raise _Drain()
             if self.cancel_requested:
                 raise _Cancel()
+            if self.suspended:
+                raise _Suspend()
+            if self.past_deadline():
+                raise _RunTimeout()
         count = self._counts.get(base_id, 0) + 1
         self._counts[base_id] = count
         step_id = base_id if count == 1 else f"{base_id}#{count}"
@@ -209,15 +282,45 @@ class Execution:
         record = slot.record
         assert record is not None
         self.steps_replayed += 1
-        if record.status == "failed":
-            err = record.error or ErrorInfo(type="Error", message="")
-            raise StepFailedError(record.id, err.type, err.message)
-        return structure(record.output, output_type)
+        return _from_record(record, output_type)
 
-    def _step_info(self, slot: _Slot) -> StepInfo:
-        return StepInfo(self.run_id, slot.step_id, slot.position, self.attempt)
+    def past_deadline(self) -> bool:
+        """Whether the run's own timeout has run out."""
+        return self.deadline is not None and time.time() >= self.deadline
 
-    def _record(self, slot: _Slot, started: float, output: Any, exc: BaseException | None) -> Any:
+    def _step_info(self, slot: _Slot, retry: int = 0) -> StepInfo:
+        return StepInfo(self.run_id, slot.step_id, slot.position, self.attempt, retry)
+
+    def _prior_tries(self, slot: _Slot) -> tuple[StepTry, ...]:
+        """The failed tries of this step so far, kept on the run while it waited to retry."""
+        s = self.run.suspension
+        if (
+            s is not None
+            and s.kind == "retry"
+            and (s.position, s.step_id)
+            == (
+                slot.position,
+                slot.step_id,
+            )
+        ):
+            return s.tries
+        return ()
+
+    def _time_limit(self, timeout: float | None) -> float | None:
+        """How long the step may run: its own timeout, cut to what is left of the run's."""
+        if self.deadline is None:
+            return timeout
+        left = max(0.0, self.deadline - time.time())
+        return left if timeout is None else min(timeout, left)
+
+    def _record(
+        self,
+        slot: _Slot,
+        started: float,
+        output: Any,
+        exc: BaseException | None,
+        tries: tuple[StepTry, ...] = (),
+    ) -> Any:
         """Record the step's result; return its JSON output, or raise StepFailedError."""
         if exc is None:
             try:
@@ -235,6 +338,7 @@ class Execution:
                 started_at=started,
                 ended_at=time.time(),
                 attempt=self.attempt,
+                tries=tries or None,
             )
         else:
             record = StepRecord(
@@ -248,6 +352,7 @@ class Execution:
                 ended_at=time.time(),
                 error=error_info(exc, slot.step_id),
                 attempt=self.attempt,
+                tries=tries or None,
             )
         try:
             ack = self.store.record_step(self.worker, record)
@@ -268,27 +373,77 @@ class Execution:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         output_type: Any,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
     ) -> Any:
-        """Execute an unrecorded step on this thread and record it before returning."""
+        """Execute an unrecorded step on this thread and record it before returning.
+
+        A failure with tries left suspends the run until the next try is due.
+        """
         if slot.record is not None:
             return self.replayed(slot, output_type)
-        token = _step.set(self._step_info(slot))
+        tries = self._prior_tries(slot)
+        token = _step.set(self._step_info(slot, len(tries)))
         started = time.time()
+        limit = self._time_limit(timeout)
         try:
-            result = fn(*args, **kwargs)
-            if asyncio.iscoroutine(result):
-                result = self._await_from_thread(result)
+            result = self._call_blocking(slot, fn, args, kwargs, limit)
         except Exception as exc:
             _step.reset(token)
-            self._record(slot, started, None, exc)
-            raise AssertionError("unreachable") from None
+            cut = _cut_by_run(exc, limit, timeout)
+            again = None if cut else self._retry_suspension(slot, started, exc, tries, retry)
+            if again is None:
+                self._record_failure(slot, started, exc, tries, cut)
+                raise AssertionError("unreachable") from None
+            return _from_record(self._suspend_blocking(slot, again), output_type)
         except BaseException:
             # A dying thread (or a pool thread reused by the next run) must not stay
             # "inside a step", where tool calls would no longer be recorded.
             _step.reset(token)
             raise
         _step.reset(token)
-        return structure(self._record(slot, started, result, None), output_type)
+        return structure(self._record(slot, started, result, None, tries), output_type)
+
+    def _call_blocking(
+        self,
+        slot: _Slot,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        limit: float | None,
+    ) -> Any:
+        def call() -> Any:
+            result = fn(*args, **kwargs)
+            if asyncio.iscoroutine(result):
+                result = self._await_from_thread(result)
+            return result
+
+        if limit is None:
+            return call()
+        # Python cannot stop a thread: the step runs on one of its own, which is left
+        # behind (its result thrown away) if it overruns.
+        box: list[tuple[bool, Any]] = []
+        done = threading.Event()
+
+        def target() -> None:
+            try:
+                box.append((True, call()))
+            except BaseException as exc:
+                box.append((False, exc))
+            finally:
+                done.set()
+
+        ctx = contextvars.copy_context()
+        thread = threading.Thread(
+            target=ctx.run, args=(target,), name=f"ironflow-{slot.step_id}", daemon=True
+        )
+        thread.start()
+        if not done.wait(limit):
+            raise _timeout_error(slot, limit)
+        ok, value = box[0]
+        if ok:
+            return value
+        raise value
 
     def _await_from_thread(self, coro: Coroutine[Any, Any, Any]) -> Any:
         if self.loop is not None and self.loop.is_running():
@@ -302,6 +457,8 @@ class Execution:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         output_type: Any,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
     ) -> Any:
         """Execute an unrecorded step without blocking the event loop.
 
@@ -310,26 +467,231 @@ class Execution:
         if slot.record is not None:
             return self.replayed(slot, output_type)
         loop = asyncio.get_running_loop()
+        tries = self._prior_tries(slot)
         started = time.time()
-        token = _step.set(self._step_info(slot))
+        limit = self._time_limit(timeout)
+        self._flight(+1)
         try:
-            if asyncio.iscoroutinefunction(fn):
-                result = await fn(*args, **kwargs)
+            token = _step.set(self._step_info(slot, len(tries)))
+            try:
+                result = await self._call_async(slot, fn, args, kwargs, limit)
+            except Exception as exc:
+                _step.reset(token)
+                failure: Exception = exc
+            except BaseException:
+                _step.reset(token)  # cancelled or dying: leave the context as we found it
+                raise
             else:
-                ctx = contextvars.copy_context()
-                result = await loop.run_in_executor(self.pool, lambda: ctx.run(fn, *args, **kwargs))
-                if asyncio.iscoroutine(result):
-                    result = await result
-        except Exception as exc:
-            _step.reset(token)
-            await loop.run_in_executor(self.pool, self._record, slot, started, None, exc)
-            raise AssertionError("unreachable") from None
-        except BaseException:
-            _step.reset(token)  # cancelled or dying: leave the context as we found it
+                _step.reset(token)
+                output = await loop.run_in_executor(
+                    self.pool, self._record, slot, started, result, None, tries
+                )
+                return structure(output, output_type)
+            cut = _cut_by_run(failure, limit, timeout)
+            again = None if cut else self._retry_suspension(slot, started, failure, tries, retry)
+            if again is None:
+                await loop.run_in_executor(
+                    self.pool, self._record_failure, slot, started, failure, tries, cut
+                )
+                raise AssertionError("unreachable")
+        finally:
+            self._flight(-1)
+        return _from_record(await self._suspend_async(slot, again), output_type)
+
+    async def _call_async(
+        self,
+        slot: _Slot,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        limit: float | None,
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        if asyncio.iscoroutinefunction(fn):
+            if limit is None:
+                return await fn(*args, **kwargs)
+            task = asyncio.ensure_future(fn(*args, **kwargs))
+            return await self._within(slot, task, limit, cancel=True)
+        ctx = contextvars.copy_context()
+        if limit is None:
+            result = await loop.run_in_executor(self.pool, lambda: ctx.run(fn, *args, **kwargs))
+        else:
+            # Not on the bounded pool: a sync tool that overruns keeps its thread.
+            future: asyncio.Future[Any] = loop.create_future()
+
+            def settle(ok: bool, value: Any) -> None:
+                if not future.done():
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+
+            def target() -> None:
+                try:
+                    value = ctx.run(fn, *args, **kwargs)
+                except BaseException as exc:
+                    loop.call_soon_threadsafe(settle, False, exc)
+                else:
+                    loop.call_soon_threadsafe(settle, True, value)
+
+            threading.Thread(target=target, name=f"ironflow-{slot.step_id}", daemon=True).start()
+            result = await self._within(slot, future, limit, cancel=False)
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result
+
+    async def _within(
+        self, slot: _Slot, future: asyncio.Future[Any], limit: float, *, cancel: bool
+    ) -> Any:
+        done, _ = await asyncio.wait({future}, timeout=limit)
+        if not done:
+            if cancel:
+                future.cancel()
+            raise _timeout_error(slot, limit)
+        return future.result()
+
+    # -- failures and retries -----------------------------------------------------------
+
+    def _retry_suspension(
+        self,
+        slot: _Slot,
+        started: float,
+        exc: Exception,
+        tries: tuple[StepTry, ...],
+        retry: RetryPolicy | None,
+    ) -> Suspension | None:
+        """The suspension until the step's next try, or None if it fails for good now."""
+        failed = len(tries) + 1
+        if retry is None or not retry.should_retry(exc, failed) or self.past_deadline():
+            return None
+        tried = StepTry(
+            error=error_info(exc, slot.step_id), started_at=started, ended_at=time.time()
+        )
+        return Suspension(
+            kind="retry",
+            position=slot.position,
+            step_id=slot.step_id,
+            input=slot.input,
+            wake_in=retry.delay(failed),
+            deadline=self.deadline,
+            tries=(*tries, tried),
+        )
+
+    def _record_failure(
+        self,
+        slot: _Slot,
+        started: float,
+        exc: Exception,
+        tries: tuple[StepTry, ...],
+        cut_by_run: bool = False,
+    ) -> None:
+        """Record the step as failed and raise: StepFailedError, or _RunTimeout if the
+        run's own timeout is what cut it short."""
+        try:
+            self._record(slot, started, None, exc, tries)
+        except StepFailedError:
+            if cut_by_run:
+                raise _RunTimeout() from exc
             raise
-        _step.reset(token)
-        output = await loop.run_in_executor(self.pool, self._record, slot, started, result, None)
-        return structure(output, output_type)
+
+    # -- suspending: sleeps, waits, retries ---------------------------------------------
+
+    def suspend(self, base_id: str, input: Any, wait: Suspension, output_type: Any = Any) -> Any:
+        """A step that waits (for a time, an event or a child run): its value, or an
+        awaitable of it in an async run.
+
+        ``wait`` gives the kind and what ends it; its position, step id and input are
+        filled in here. Recorded: the recorded output. Else the store either finds the
+        wait already over (the record is written and returned at once) or suspends the
+        run, and this raises the engine's stop: the handler unwinds, and the worker
+        lets go of the run until the store makes it pending again.
+        """
+        slot = self.begin(base_id, input)
+        if self.is_async:
+            return self._suspend_step_async(slot, wait, output_type)
+        if slot.record is not None:
+            return self.replayed(slot, output_type)
+        return _from_record(self._suspend_blocking(slot, self._filled(slot, wait)), output_type)
+
+    async def _suspend_step_async(self, slot: _Slot, wait: Suspension, output_type: Any) -> Any:
+        if slot.record is not None:
+            return self.replayed(slot, output_type)
+        record = await self._suspend_async(slot, self._filled(slot, wait))
+        return _from_record(record, output_type)
+
+    def _filled(self, slot: _Slot, wait: Suspension) -> Suspension:
+        """``wait`` for this slot; resumed at the same wait, its start and wake-up time."""
+        prior = self.run.suspension
+        s = attrs.evolve(
+            wait,
+            position=slot.position,
+            step_id=slot.step_id,
+            input=slot.input,
+            deadline=self.deadline,
+        )
+        if wait.kind == "event":
+            taken = tuple(
+                r.output["seq"]
+                for p, r in self.recorded.items()
+                if p < slot.position
+                and r.id.startswith(_EVENT_WAITS)
+                and isinstance(r.output, dict)
+                and r.output.get("name") == wait.event
+                and isinstance(r.output.get("seq"), int)
+            )
+            s = attrs.evolve(s, after_seq=self.run.event.seq, skip=taken)
+        if (
+            prior is not None
+            and (prior.kind, prior.position, prior.step_id) == (s.kind, s.position, s.step_id)
+            and prior.since
+        ):
+            # Woken early (a clock behind the store's): the wait keeps its own times.
+            s = attrs.evolve(s, since=prior.since, wake_at=prior.wake_at, wake_in=None)
+        return s
+
+    def _suspend_blocking(self, slot: _Slot, suspension: Suspension) -> StepRecord:
+        try:
+            result = self.store.suspend_run(self.worker, self.run_id, suspension)
+        except LeaseLostError as lost:
+            raise _Abandon() from lost
+        return self._suspended_or_record(slot, result)
+
+    async def _suspend_async(self, slot: _Slot, suspension: Suspension) -> StepRecord:
+        if self._suspend_lock is None:
+            self._suspend_lock = asyncio.Lock()
+        async with self._suspend_lock:
+            if self.suspended:
+                raise _Suspend()
+            # Let gathered sibling steps finish and be recorded before letting go.
+            while self._in_flight > 0:
+                waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._idle_waiters.append(waiter)
+                await waiter
+            if self.cancel_requested:
+                raise _Cancel()
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.pool, self._suspend_blocking, slot, suspension)
+
+    def _suspended_or_record(self, slot: _Slot, result: SuspendResult) -> StepRecord:
+        if result.cancel_requested:
+            self.cancel_requested = True
+            raise _Cancel()
+        if result.suspended:
+            self.suspended = True
+            raise _Suspend()
+        record = result.step
+        assert record is not None, "suspend_run neither suspended nor returned the record"
+        self.recorded[slot.position] = record
+        self.steps_executed += 1
+        return record
+
+    def _flight(self, delta: int) -> None:
+        self._in_flight += delta
+        if self._in_flight == 0:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def step(
         self,
@@ -339,16 +701,26 @@ class Execution:
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
         output_type: Any = Any,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
     ) -> Any:
-        """Run ``fn`` as the step ``base_id``: a value in a sync run, an awaitable in an async."""
+        """Run ``fn`` as the step ``base_id``: a value in a sync run, an awaitable in an async.
+
+        ``retry`` tries a failing ``fn`` again later (the run sleeps in between);
+        ``timeout`` fails a try that runs longer with :class:`StepTimeoutError`.
+        """
         slot = self.begin(base_id, input)
         if self.is_async:
-            return self.run_async(slot, fn, args, kwargs or {}, output_type)
-        return self.run_blocking(slot, fn, args, kwargs or {}, output_type)
+            return self.run_async(slot, fn, args, kwargs or {}, output_type, retry, timeout)
+        return self.run_blocking(slot, fn, args, kwargs or {}, output_type, retry, timeout)
 
     # -- the whole run ------------------------------------------------------------------
 
     def _outcome_of(self, exc: BaseException | None, output: Any) -> Outcome:
+        if self.suspended:
+            # The store holds the run now, whatever else unwound the handler.
+            return Outcome("suspended")
         if exc is None:
             # A handler that returns without reaching steps its record holds took another
             # path than the recorded one: its output must not pass for that run's.
@@ -373,7 +745,31 @@ class Execution:
             return Outcome("cancelled", error=ErrorInfo("Cancelled", "the run was cancelled"))
         if isinstance(exc, _Abandon):
             return Outcome("abandoned")
+        if isinstance(exc, _Suspend):
+            return Outcome("suspended")
+        if isinstance(exc, _RunTimeout):
+            started = self.run.created_at
+            limit = "" if self.deadline is None else f" of {self.deadline - started:g}s"
+            return Outcome(
+                "failed",
+                error=ErrorInfo(
+                    "RunTimeoutError",
+                    f"run {self.run_id} ran past its timeout{limit} (counted from its start); "
+                    "raise @agent(timeout=...) if it needs longer",
+                    traceback=_format_tb(exc.__cause__) if exc.__cause__ else None,
+                ),
+            )
         return Outcome("failed", error=error_info(exc))
+
+    def _fails_for_good(self, exc: BaseException) -> bool:
+        """Whether ``on_failure`` should run: the handler raised, and its record still
+        fits the code (after a non-determinism error, more steps would only guess)."""
+        return (
+            self.on_failure is not None
+            and isinstance(exc, Exception)
+            and not isinstance(exc, NonDeterminismError)
+            and not self.suspended
+        )
 
     def execute(self, handler: Callable[[], Any]) -> Outcome:
         """Run a sync handler to its end (or to a stop) in this thread."""
@@ -381,6 +777,11 @@ class Execution:
         try:
             output = handler()
         except (Exception, _Stop) as exc:
+            if self._fails_for_good(exc):
+                try:
+                    self.on_failure(exc)  # type: ignore[misc]
+                except (Exception, _Stop) as stop:
+                    return self._outcome_of(stop, None)
             return self._outcome_of(exc, None)
         finally:
             _execution.reset(token)
@@ -392,17 +793,25 @@ class Execution:
         try:
             output = await handler()
         except (Exception, _Stop) as exc:
+            if self._fails_for_good(exc):
+                try:
+                    await self.on_failure(exc)  # type: ignore[misc]
+                except (Exception, _Stop) as stop:
+                    return self._outcome_of(stop, None)
             return self._outcome_of(exc, None)
         finally:
             _execution.reset(token)
         return self._outcome_of(None, output)
 
     def settle(self, outcome: Outcome) -> None:
-        """Write the outcome to the store: finish the run, or give it back on a drain."""
+        """Write the outcome to the store: finish the run, or give it back on a drain.
+
+        A suspended run is already written: the store holds it until it is due.
+        """
         try:
             if outcome.status == "released":
                 self.store.release_run(self.worker, self.run_id)
-            elif outcome.status != "abandoned":
+            elif outcome.status not in ("abandoned", "suspended"):
                 self.store.finish_run(
                     self.worker,
                     self.run_id,
@@ -412,6 +821,31 @@ class Execution:
                 )
         except LeaseLostError:
             pass  # the run belongs to another worker now; its outcome is theirs to write
+
+
+def _from_record(record: StepRecord, output_type: Any) -> Any:
+    """A recorded step's value: its output re-typed, or its failure raised again."""
+    if record.status == "failed":
+        err = record.error or ErrorInfo(type="Error", message="")
+        raise StepFailedError(record.id, err.type, err.message)
+    return structure(record.output, output_type)
+
+
+def _cut_by_run(exc: BaseException, limit: float | None, timeout: float | None) -> bool:
+    """Whether a step timed out at the run's deadline rather than at its own timeout."""
+    return (
+        isinstance(exc, StepTimeoutError)
+        and limit is not None
+        and (timeout is None or limit < timeout)
+    )
+
+
+def _timeout_error(slot: _Slot, limit: float) -> StepTimeoutError:
+    return StepTimeoutError(
+        f"step {slot.step_id!r} was still running after {limit:g}s and was given up; "
+        "raise its timeout= if it needs longer (a sync tool's thread runs on in the "
+        "background, its result thrown away)"
+    )
 
 
 def _short(value: Any) -> str:

@@ -41,6 +41,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ironflow._ids import new_id
 from ironflow._memory import projection_json
+from ironflow._primitives import approval_event
 from ironflow._views import iso, run_json, run_with_steps_json
 from ironflow.errors import (
     ConcurrencyError,
@@ -59,6 +60,7 @@ from ironflow.store import (
     LeasedRun,
     LmdbStore,
     StepRecord,
+    Suspension,
     WorkerInfo,
     converter,
 )
@@ -420,6 +422,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/runs/{run_id}", "run"),
     Route("POST", "/events", "emit"),
     Route("POST", "/runs/{run_id}/cancel", "cancel"),
+    Route("POST", "/runs/{run_id}/approvals/{name}", "approve"),
     Route("GET", "/projections/{name}", "projection"),
     Route("GET", "/streams/{stream_id}", "stream"),
     # The Store protocol, for RemoteStore: records as the codec writes them.
@@ -435,6 +438,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/store/runs/{run_id}/finish", "store_finish"),
     Route("POST", "/store/runs/{run_id}/release", "store_release"),
     Route("POST", "/store/runs/{run_id}/cancel", "store_cancel"),
+    Route("POST", "/store/runs/{run_id}/suspend", "store_suspend"),
+    Route("POST", "/store/runs/{run_id}/spawn", "store_spawn"),
     Route("POST", "/store/wait", "store_wait"),
     Route("GET", "/store/events", "store_events"),
     Route("GET", "/store/streams/{stream_id}/events", "store_read_stream"),
@@ -553,7 +558,9 @@ class Api:
             run = store.request_cancel(run_id)
             return run_json(run, store.get_lease(run.id) if run.status == "running" else None)
 
-        return await self._run(work)
+        answer = await self._run(work)
+        self.wake()  # a parent waiting for the cancelled run is pending again
+        return answer
 
     # -- the Store protocol ------------------------------------------------------------
 
@@ -655,6 +662,8 @@ class Api:
             output=body.get("output"),
             error=error,
         )
+        if run.parent_id is not None:
+            self.wake()  # its parent, if waiting for it, is pending again
         return converter.unstructure(run)
 
     async def store_release(self, request: web.Request) -> Any:
@@ -666,7 +675,61 @@ class Api:
 
     async def store_cancel(self, request: web.Request) -> Any:
         run = await self._run(self.store.request_cancel, _path_run_id(request))
+        self.wake()  # a parent waiting for the cancelled run is pending again
         return converter.unstructure(run)
+
+    async def store_suspend(self, request: web.Request) -> Any:
+        run_id = _path_run_id(request)
+        body = await _body(request)
+        worker = _worker(body)
+        suspension = _record(body, "suspension", Suspension)
+        result = await self._run(self.store.suspend_run, worker, run_id, suspension)
+        return converter.unstructure(result)
+
+    async def store_spawn(self, request: web.Request) -> Any:
+        run_id = _path_run_id(request)
+        body = await _body(request)
+        worker = _worker(body)
+        child = await self._run(
+            self.store.spawn_run,
+            worker,
+            run_id,
+            _str(body, "step_id"),
+            _str(body, "agent"),
+            body.get("data"),
+        )
+        self.wake()  # the child is a new pending run
+        return converter.unstructure(child)
+
+    async def approve(self, request: web.Request) -> Any:
+        """Answer a run's ``ctx.approve(name)``: emit ``agent.approve.<name>`` for it.
+
+        The body is optional: ``{"approved": true|false, "approver": ..., "reason": ...}``
+        (approved by default).
+        """
+        run_id = _path_run_id(request)
+        name = _path_text(request, "name")
+        body = await _body(request) if await request.read() else {}
+        approved = body.get("approved", True)
+        if not isinstance(approved, bool):
+            raise _bad("'approved' must be true or false")
+        approver = _opt_text(body, "approver")
+        reason = body.get("reason")
+        if reason is not None:
+            reason = _text(reason, "'reason'", max_bytes=4000)
+        store = self.store
+
+        def work() -> dict[str, Any]:
+            store.get_run(run_id)  # an unknown run is a 404, not an unanswerable event
+            event, data = approval_event(
+                run_id, name, approved=approved, approver=approver, reason=reason
+            )
+            result = store.emit(event, data)
+            return {"event_id": result.event_id, "event": event, "data": data}
+
+        answer = await self._run(work)
+        self.wake()  # the run waiting for it is pending again
+        return answer
 
     async def store_wait(self, request: web.Request) -> Any:
         """Answer once something was written since the client's ``after``, or on timeout.

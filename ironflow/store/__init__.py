@@ -9,6 +9,7 @@ from ironflow.store._codec import converter
 from ironflow.store._lmdb import FORMAT_VERSION, LmdbStore, process_alive, this_worker
 from ironflow.store._records import (
     FINISHED,
+    SUSPENDED,
     AgentSpec,
     EmitResult,
     ErrorInfo,
@@ -18,6 +19,9 @@ from ironflow.store._records import (
     Run,
     StepAck,
     StepRecord,
+    StepTry,
+    SuspendResult,
+    Suspension,
     WorkerInfo,
 )
 from ironflow.store._remote import RemoteStore
@@ -25,6 +29,7 @@ from ironflow.store._remote import RemoteStore
 __all__ = [
     "FINISHED",
     "FORMAT_VERSION",
+    "SUSPENDED",
     "AgentSpec",
     "EmitResult",
     "ErrorInfo",
@@ -36,7 +41,10 @@ __all__ = [
     "Run",
     "StepAck",
     "StepRecord",
+    "StepTry",
     "Store",
+    "SuspendResult",
+    "Suspension",
     "WorkerInfo",
     "converter",
     "process_alive",

@@ -23,6 +23,8 @@ from ironflow.store._records import (
     Run,
     StepAck,
     StepRecord,
+    SuspendResult,
+    Suspension,
     WorkerInfo,
 )
 
@@ -102,7 +104,35 @@ class Store(Protocol):
         """Runs newest first, optionally only those with this status or agent."""
 
     def request_cancel(self, run_id: str) -> Run:
-        """Cancel a pending run now, or a running one at its next step boundary."""
+        """Cancel a run: a pending, sleeping or waiting one now, a running one at its
+        next step boundary. Its unfinished child runs are cancelled with it."""
+
+    # -- suspended runs and child runs ----------------------------------------------------
+
+    def suspend_run(
+        self, worker: WorkerInfo, run_id: str, suspension: Suspension
+    ) -> SuspendResult:
+        """Suspend a held run until what ``suspension`` waits for happens, atomically.
+
+        If it already happened (the wake-up time passed, a matching event is in the log
+        after the run started, the child run finished, or the step is already recorded)
+        the step's record is written and returned, and the worker keeps the run. If a
+        cancellation was requested, nothing is written. Otherwise the run becomes
+        ``sleeping`` (for a sleep or a retry) or ``waiting``, the lease is dropped, and
+        the store itself records the step and makes the run pending again when its time,
+        event or child comes: a suspended run costs no worker anything. Raises
+        :class:`~ironflow.errors.LeaseLostError` if the worker no longer holds the run.
+        """
+
+    def spawn_run(
+        self, worker: WorkerInfo, parent_id: str, step_id: str, agent: str, data: Any
+    ) -> Run:
+        """Create a pending child run of ``agent`` for the held run ``parent_id``.
+
+        Idempotent by ``(parent_id, step_id)``: a repeated call returns the child the
+        first call created, so a replayed or retried spawn never starts two children.
+        The child's event is not in the log; its ``seq`` is the log position at the spawn.
+        """
 
     # -- the event log and entity streams ----------------------------------------------
 

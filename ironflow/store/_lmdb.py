@@ -35,9 +35,18 @@ from ironflow.errors import (
     StoreFormatError,
     StoreLockedError,
 )
-from ironflow.store._codec import FastDecoder, decode_record, dumps, encode_record, loads, to_json_value
+from ironflow.store._codec import (
+    FastDecoder,
+    converter,
+    decode_record,
+    dumps,
+    encode_record,
+    loads,
+    to_json_value,
+)
 from ironflow.store._records import (
     FINISHED,
+    SUSPENDED,
     AgentSpec,
     EmitResult,
     ErrorInfo,
@@ -50,11 +59,23 @@ from ironflow.store._records import (
     ProjectionStatus,
     ProjectionWrite,
     Run,
+    RunStatus,
     StepAck,
     StepRecord,
+    SuspendResult,
+    Suspension,
     WorkerInfo,
 )
 from ironflow.store._triggers import trigger_matches
+from ironflow.store._waits import (
+    checked_suspension,
+    child_wait_key,
+    data_matches,
+    event_wait_prefix,
+    index_keys,
+    name_key,
+    timer_time,
+)
 
 __all__ = ["FORMAT_VERSION", "LmdbStore", "process_alive"]
 
@@ -81,6 +102,12 @@ _DBS = (
     "projections",
     "projection_parts",
     "projection_leases",
+    # Suspended runs (see _waits.py): (wake time, run) -> b""; what ends a wait -> b"";
+    # (parent, step id) -> child run id; (event name, seq) -> b"" to find past events.
+    "timers",
+    "waits",
+    "spawns",
+    "event_names",
 )
 _INITIAL_MAP = 1 << 30
 
@@ -129,6 +156,63 @@ def _partition_key(name: str, partition: str) -> bytes:
 
 
 _decode_step = FastDecoder(StepRecord)
+
+#: How deep a cancellation follows child runs of child runs.
+_MAX_SPAWN_DEPTH = 100
+def _ending(run: Run, s: Suspension, now: float, *, output: Any) -> StepRecord:
+    """The completed record of a suspended step, written by the store as its wait ends."""
+    return StepRecord(
+        run_id=run.id,
+        position=s.position,
+        id=s.step_id,
+        status="completed",
+        input=s.input,
+        output=output,
+        started_at=s.since,
+        ended_at=now,
+        attempt=run.attempt,
+    )
+
+
+def _failing(run: Run, s: Suspension, now: float, error: ErrorInfo) -> StepRecord:
+    return attrs.evolve(
+        _ending(run, s, now, output=None),
+        status="failed",
+        error=attrs.evolve(error, step_id=s.step_id),
+    )
+
+
+def _timed_out(run: Run, s: Suspension, now: float) -> StepRecord:
+    """The record of a sleep that ended, or of a wait whose time ran out."""
+    if s.kind == "child":
+        waited = "" if s.wake_at is None else f" within {max(0.0, s.wake_at - s.since):g}s"
+        return _failing(
+            run,
+            s,
+            now,
+            ErrorInfo(
+                type="StepTimeoutError",
+                message=f"child run {s.child_id} did not finish{waited}",
+            ),
+        )
+    # A sleep returns None; a wait for an event that timed out returns None too.
+    return _ending(run, s, now, output=None)
+
+
+def _child_ending(run: Run, s: Suspension, child: Run, now: float) -> StepRecord:
+    """The record of a wait for a child run that has finished: its output or its error."""
+    if child.status == "completed":
+        return _ending(run, s, now, output=child.output)
+    error = child.error or ErrorInfo(type="Cancelled", message="the run was cancelled")
+    return _failing(
+        run,
+        s,
+        now,
+        ErrorInfo(
+            type=error.type,
+            message=f"child run {child.id} ({child.agent}) {child.status}: {error.message}",
+        ),
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -262,10 +346,20 @@ class LmdbStore:
     Guarantees: every write method returns after its transaction is fsync'd (unless
     ``sync=False``, meant for throwaway tests); the map grows on demand instead of
     failing when it is full.
+
+    ``clock`` is the time source of durable timers (sleeps, wait timeouts, retry
+    backoff): tests pass a fake clock to let a seven-day sleep end at once.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, sync: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        sync: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = Path(path)
+        self._clock = clock
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -458,6 +552,9 @@ class LmdbStore:
         result = EmitResult(event_id=event.id, run_ids=tuple(run_ids), created=True, seq=seq)
         txn.put(_u64(seq), encode_record(event), db=self._db["events"])
         txn.put(event.id.encode(), encode_record(result), db=self._db["event_ids"])
+        txn.put(name_key(name) + b"\x00" + _u64(seq), b"", db=self._db["event_names"])
+        # Runs waiting for this event take it in this same transaction: none can miss it.
+        self._resolve_event_waits(txn, event, now)
         return result
 
     def events(self, *, after_seq: int = 0, limit: int = 1000) -> list[Event]:
@@ -505,12 +602,17 @@ class LmdbStore:
         if limit <= 0 or not agents:
             return []
         now = time.time()
+        timers_now = self._clock()
         # An idle poll costs a read transaction, not an fsync'd write.
         with self._txn() as txn:
-            if not self._candidates(txn, worker, agents, limit, now):
+            if not self._candidates(txn, worker, agents, limit, now) and not self._timers_due(
+                txn, timers_now
+            ):
                 return []
 
         def op(txn: Any) -> list[LeasedRun]:
+            # Due timers first: a run whose sleep ended is pending from here on.
+            self._fire_timers(txn, timers_now)
             leased = []
             for run_id in self._candidates(txn, worker, agents, limit, now):
                 key = run_id.encode()
@@ -602,6 +704,7 @@ class LmdbStore:
             txn.put(key, encode_record(run), db=self._db["runs"])
             txn.delete(key, db=self._db["leases"])
             txn.delete(key, db=self._db["cancels"])
+            self._finished_in(txn, run)
             return run
 
         run = self._write(op)
@@ -625,23 +728,260 @@ class LmdbStore:
         key = _run_key(run_id)
 
         def op(txn: Any) -> Run:
-            raw = txn.get(key, db=self._db["runs"])
-            if raw is None:
+            if txn.get(key, db=self._db["runs"]) is None:
                 raise RunNotFoundError(run_id)
-            run = decode_record(raw, Run)
-            if run.status in FINISHED:
-                return run
-            now = time.time()
-            if run.status == "pending":
-                run = attrs.evolve(run, status="cancelled", cancel_requested=True, updated_at=now)
-                txn.delete(key, db=self._db["ready"])
-            else:
-                run = attrs.evolve(run, cancel_requested=True, updated_at=now)
-                txn.put(key, b"1", db=self._db["cancels"])
-            txn.put(key, encode_record(run), db=self._db["runs"])
+            return self._cancel_in(txn, run_id, time.time(), depth=0)
+
+        run = self._write(op)
+        # A parent waiting for this run, now cancelled, is pending again.
+        self._notify()
+        return run
+
+    def _cancel_in(self, txn: Any, run_id: str, now: float, *, depth: int) -> Run:
+        """Cancel one run and, below it, its unfinished children, in the caller's txn."""
+        key = run_id.encode()
+        raw = txn.get(key, db=self._db["runs"])
+        if raw is None:
+            raise RunNotFoundError(run_id)
+        run = decode_record(raw, Run)
+        if run.status in FINISHED:
             return run
+        if run.status == "pending":
+            run = attrs.evolve(run, status="cancelled", cancel_requested=True, updated_at=now)
+            txn.delete(key, db=self._db["ready"])
+        elif run.status in SUSPENDED:
+            # Nothing executes a suspended run: it is cancelled now, its timer and wait gone.
+            self._unindex(txn, run)
+            run = attrs.evolve(run, status="cancelled", cancel_requested=True, updated_at=now)
+        else:
+            run = attrs.evolve(run, cancel_requested=True, updated_at=now)
+            txn.put(key, b"1", db=self._db["cancels"])
+        txn.put(key, encode_record(run), db=self._db["runs"])
+        if run.status == "cancelled":
+            self._finished_in(txn, run)
+        if depth < _MAX_SPAWN_DEPTH:
+            for child_id in self._children_in(txn, run_id):
+                self._cancel_in(txn, child_id, now, depth=depth + 1)
+        return run
+
+    # -- suspended runs and child runs ---------------------------------------------------
+
+    def suspend_run(
+        self, worker: WorkerInfo, run_id: str, suspension: Suspension
+    ) -> SuspendResult:
+        s = checked_suspension(suspension)
+
+        def op(txn: Any) -> SuspendResult:
+            self._check_holder(txn, worker, run_id)
+            key = run_id.encode()
+            # A retried request whose first reply was lost, or a wait already over.
+            done = txn.get(_step_key(run_id, s.position), db=self._db["steps"])
+            if done is not None:
+                return SuspendResult(suspended=False, step=_decode_step(done))
+            if txn.get(key, db=self._db["cancels"]) is not None:
+                return SuspendResult(suspended=False, cancel_requested=True)
+            run = decode_record(txn.get(key, db=self._db["runs"]), Run)
+            now = self._clock()
+            wake_at = s.wake_at
+            if wake_at is None and s.wake_in is not None:
+                wake_at = now + s.wake_in
+            stored = attrs.evolve(s, since=s.since or now, wake_at=wake_at, wake_in=None)
+            step = self._already_over(txn, run, stored, now)
+            if step is not None:
+                txn.put(_step_key(run_id, s.position), encode_record(step), db=self._db["steps"])
+                return SuspendResult(suspended=False, step=step)
+            status: RunStatus = "waiting" if s.kind in ("event", "child") else "sleeping"
+            run = attrs.evolve(run, status=status, suspension=stored, updated_at=time.time())
+            txn.put(key, encode_record(run), db=self._db["runs"])
+            txn.delete(key, db=self._db["leases"])
+            for db, index_key in zip(("timers", "waits"), index_keys(run_id, stored), strict=True):
+                if index_key is not None:
+                    txn.put(index_key, b"", db=self._db[db])
+            return SuspendResult(suspended=True)
 
         return self._write(op)
+
+    def spawn_run(
+        self, worker: WorkerInfo, parent_id: str, step_id: str, agent: str, data: Any
+    ) -> Run:
+        if not isinstance(agent, str) or not agent or len(agent.encode()) > 200:
+            raise InvalidInputError(f"spawn_run: an agent id must be 1 to 200 bytes, not {agent!r}")
+        if not isinstance(step_id, str) or not step_id or len(step_id.encode()) > 200:
+            raise InvalidInputError(f"spawn_run: a step id must be 1 to 200 bytes, not {step_id!r}")
+        data = to_json_value(data, f"spawn of {agent!r} data", "data")
+        spawn_key = _run_key(parent_id) + b"\x00" + step_id.encode()
+
+        def op(txn: Any) -> Run:
+            self._check_holder(txn, worker, parent_id)
+            seen = txn.get(spawn_key, db=self._db["spawns"])
+            if seen is not None:
+                return decode_record(txn.get(seen, db=self._db["runs"]), Run)
+            now = time.time()
+            cursor = txn.cursor(db=self._db["events"])
+            head = int.from_bytes(cursor.key(), "big") if cursor.last() else 0
+            event = Event(id=new_id("evt_"), name=f"spawn.{agent}", data=data, ts=now, seq=head)
+            # A parent being cancelled starts no new work: its child is born cancelled.
+            cancelled = txn.get(parent_id.encode(), db=self._db["cancels"]) is not None
+            run = Run(
+                id=new_id("run_"),
+                agent=agent,
+                status="cancelled" if cancelled else "pending",
+                event=event,
+                created_at=now,
+                updated_at=now,
+                cancel_requested=cancelled,
+                parent_id=parent_id,
+            )
+            key = run.id.encode()
+            txn.put(key, encode_record(run), db=self._db["runs"])
+            if not cancelled:
+                txn.put(key, agent.encode(), db=self._db["ready"])
+            txn.put(spawn_key, key, db=self._db["spawns"])
+            return run
+
+        run = self._write(op)
+        self._notify()
+        return run
+
+    def _children_in(self, txn: Any, run_id: str) -> list[str]:
+        prefix = run_id.encode() + b"\x00"
+        cursor = txn.cursor(db=self._db["spawns"])
+        out = []
+        if cursor.set_range(prefix):
+            for key, child in cursor:
+                if not key.startswith(prefix):
+                    break
+                out.append(bytes(child).decode())
+        return out
+
+    def _already_over(
+        self, txn: Any, run: Run, s: Suspension, now: float
+    ) -> StepRecord | None:
+        """The step's record if what it waits for has happened already, else None."""
+        if s.kind == "event":
+            event = self._past_event(txn, s)
+            if event is not None:
+                return _ending(run, s, now, output=converter.unstructure(event))
+        elif s.kind == "child" and s.child_id is not None:
+            raw = txn.get(s.child_id.encode(), db=self._db["runs"])
+            if raw is not None:
+                child = decode_record(raw, Run)
+                if child.status in FINISHED:
+                    return _child_ending(run, s, child, now)
+        if s.kind != "retry" and s.wake_at is not None and s.wake_at <= now:
+            return _timed_out(run, s, now)
+        return None
+
+    def _past_event(self, txn: Any, s: Suspension) -> Event | None:
+        """The first event of the log after ``s.after_seq`` that the wait would take."""
+        assert s.event is not None
+        prefix = name_key(s.event) + b"\x00"
+        cursor = txn.cursor(db=self._db["event_names"])
+        if not cursor.set_range(prefix + _u64(s.after_seq + 1)):
+            return None
+        skip = set(s.skip)
+        for key, _ in cursor:
+            if not key.startswith(prefix) or len(key) != len(prefix) + 8:
+                break
+            seq = int.from_bytes(key[-8:], "big")
+            if seq in skip:
+                continue
+            event = decode_record(txn.get(key[-8:], db=self._db["events"]), Event)
+            if event.name == s.event and data_matches(event.data, s.match):
+                return event
+        return None
+
+    def _resume(self, txn: Any, run: Run, step: StepRecord | None, now: float) -> None:
+        """Make a suspended run pending again, writing the record that ends its wait."""
+        self._unindex(txn, run)
+        key = run.id.encode()
+        if step is not None:
+            txn.put(_step_key(run.id, step.position), encode_record(step), db=self._db["steps"])
+        run = attrs.evolve(run, status="pending", updated_at=time.time())
+        txn.put(key, encode_record(run), db=self._db["runs"])
+        txn.put(key, run.agent.encode(), db=self._db["ready"])
+
+    def _unindex(self, txn: Any, run: Run) -> None:
+        if run.suspension is None:
+            return
+        timer, wait = index_keys(run.id, run.suspension)
+        if timer is not None:
+            txn.delete(timer, db=self._db["timers"])
+        if wait is not None:
+            txn.delete(wait, db=self._db["waits"])
+
+    def _suspended(self, txn: Any, run_id: str) -> Run | None:
+        raw = txn.get(run_id.encode(), db=self._db["runs"])
+        if raw is None:
+            return None
+        run = decode_record(raw, Run)
+        if run.status not in SUSPENDED or run.suspension is None:
+            return None
+        return run
+
+    def _resolve_event_waits(self, txn: Any, event: Event, now: float) -> None:
+        prefix = event_wait_prefix(event.name)
+        cursor = txn.cursor(db=self._db["waits"])
+        waiting: list[str] = []
+        if cursor.set_range(prefix):
+            for key, _ in cursor:
+                if not key.startswith(prefix):
+                    break
+                waiting.append(bytes(key[len(prefix) :]).decode())
+        for run_id in waiting:
+            run = self._suspended(txn, run_id)
+            if run is None:
+                continue
+            s = run.suspension
+            assert s is not None
+            if (
+                s.kind == "event"
+                and s.event == event.name
+                and event.seq > s.after_seq
+                and event.seq not in s.skip
+                and data_matches(event.data, s.match)
+            ):
+                step = _ending(run, s, now, output=converter.unstructure(event))
+                self._resume(txn, run, step, now)
+
+    def _finished_in(self, txn: Any, run: Run) -> None:
+        """A run just finished: its parent, if waiting for it, takes its result now."""
+        if run.parent_id is None:
+            return
+        if txn.get(child_wait_key(run.id, run.parent_id), db=self._db["waits"]) is None:
+            return
+        parent = self._suspended(txn, run.parent_id)
+        if parent is None:
+            return
+        s = parent.suspension
+        assert s is not None
+        if s.kind == "child" and s.child_id == run.id:
+            now = self._clock()
+            self._resume(txn, parent, _child_ending(parent, s, run, now), now)
+
+    def _timers_due(self, txn: Any, now: float) -> bool:
+        cursor = txn.cursor(db=self._db["timers"])
+        return bool(cursor.first()) and timer_time(cursor.key()) <= now
+
+    def _fire_timers(self, txn: Any, now: float, *, limit: int = 1000) -> None:
+        """End the suspensions whose time has come (at most ``limit`` per transaction)."""
+        due: list[bytes] = []
+        for key, _ in txn.cursor(db=self._db["timers"]):
+            if timer_time(key) > now or len(due) >= limit:
+                break
+            due.append(bytes(key))
+        for key in due:
+            txn.delete(key, db=self._db["timers"])
+            run = self._suspended(txn, key[8:].decode())
+            if run is None:
+                continue
+            s = run.suspension
+            assert s is not None
+            step = None
+            if s.kind != "retry" and s.wake_at is not None and s.wake_at <= now:
+                step = _timed_out(run, s, now)
+            # Else the run's deadline woke it: no record, the engine fails it at this step.
+            self._resume(txn, run, step, now)
 
     # -- entity streams ------------------------------------------------------------------
 
@@ -1016,6 +1356,22 @@ class LmdbStore:
             for key, _ in txn.cursor(db=self._db["leases"]):
                 run = decode_record(txn.get(key, db=self._db["runs"]), Run)
                 assert run.status == "running", f"leased run {key!r} has status {run.status}"
+            # A suspended run has exactly the timer and wait its suspension names, and
+            # every timer and wait belongs to a suspended run.
+            expected: dict[str, set[bytes]] = {"timers": set(), "waits": set()}
+            for key, raw in txn.cursor(db=self._db["runs"]):
+                run = decode_record(raw, Run)
+                if run.status in SUSPENDED:
+                    assert run.suspension is not None, f"suspended run {key!r} has no suspension"
+                    assert txn.get(key, db=self._db["leases"]) is None, f"{key!r} is leased"
+                    assert txn.get(key, db=self._db["ready"]) is None, f"{key!r} is ready"
+                    timer, wait = index_keys(run.id, run.suspension)
+                    for db, index_key in (("timers", timer), ("waits", wait)):
+                        if index_key is not None:
+                            expected[db].add(index_key)
+            for db, keys in expected.items():
+                found = {bytes(k) for k, _ in txn.cursor(db=self._db[db])}
+                assert found == keys, f"{db}: stray {found - keys}, missing {keys - found}"
             # Each stream's entries are versions 1..head, each naming its event in the log.
             heads: dict[bytes, int] = {}
             for key, seq in txn.cursor(db=self._db["streams"]):

@@ -10,10 +10,17 @@ from typing import Any, Literal
 
 import attrs
 
-RunStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
+RunStatus = Literal[
+    "pending", "running", "sleeping", "waiting", "completed", "failed", "cancelled"
+]
 #: Statuses a run never leaves.
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+#: Statuses of a run suspended in the store: it holds no lease and no worker slot.
+SUSPENDED: frozenset[str] = frozenset({"sleeping", "waiting"})
 StepStatus = Literal["completed", "failed"]
+#: What a suspended run waits for: its wake-up time, an event, a child run, or the
+#: time to try a failed step again.
+SuspensionKind = Literal["sleep", "event", "child", "retry"]
 
 
 @attrs.frozen
@@ -41,8 +48,62 @@ class Event:
 
 
 @attrs.frozen
+class StepTry:
+    """One failed try of a step that was tried again (a ``@tool(retries=...)``)."""
+
+    error: ErrorInfo
+    started_at: float
+    ended_at: float
+
+
+@attrs.frozen
+class Suspension:
+    """Why a run is suspended, and what ends it: kept on the run while it sleeps or waits.
+
+    The step at ``position`` (id ``step_id``, recorded input ``input``) is not recorded
+    yet; whatever ends the suspension records it, in the same transaction that makes
+    the run pending again, so on resume that step is simply a recorded step:
+
+    - ``sleep``: at ``wake_at`` the step is recorded completed (output None);
+    - ``event``: the first event named ``event`` whose data matches ``match``, with a log
+      position after ``after_seq`` and not in ``skip`` (events earlier waits of the run
+      took), is the step's output; at ``wake_at``, if set, the output is None (timed out);
+    - ``child``: when the run ``child_id`` finishes, its output is the step's output, or
+      its error the step's failure; ``wake_at`` as for events;
+    - ``retry``: nothing is recorded; at ``wake_at`` the run is pending again and tries
+      the step once more, knowing the failed ``tries`` so far.
+
+    At ``deadline`` (the run's own timeout) the run is made pending without a record,
+    so the engine fails it at that step boundary.
+    """
+
+    kind: SuspensionKind
+    position: int
+    step_id: str
+    input: Any = None
+    #: When the step began waiting (the store's clock).
+    since: float = 0.0
+    wake_at: float | None = None
+    #: Seconds from now: the store sets ``wake_at`` from its own clock when given this.
+    wake_in: float | None = None
+    deadline: float | None = None
+    event: str | None = None
+    match: dict[str, Any] | None = None
+    after_seq: int = 0
+    skip: tuple[int, ...] = ()
+    child_id: str | None = None
+    tries: tuple[StepTry, ...] = ()
+
+    @property
+    def wakes_at(self) -> float | None:
+        """When a timer wakes the run: its own ``wake_at`` or its deadline, the earlier."""
+        times = [t for t in (self.wake_at, self.deadline) if t is not None]
+        return min(times) if times else None
+
+
+@attrs.frozen
 class Run:
-    """One execution of an agent for one triggering event."""
+    """One execution of an agent for one triggering event (or one ``ctx.spawn``)."""
 
     id: str
     agent: str
@@ -52,9 +113,14 @@ class Run:
     updated_at: float
     output: Any = None
     error: ErrorInfo | None = None
-    #: How many times a worker has leased this run; 1 for a run that never crashed.
+    #: How many times a worker has leased this run; 1 for a run that never crashed,
+    #: was handed over or was suspended (each resume from a sleep or wait leases it again).
     attempt: int = 0
     cancel_requested: bool = False
+    #: The run that spawned this one with ``ctx.spawn``, if any.
+    parent_id: str | None = None
+    #: The latest suspension: what it waits for while the run is sleeping or waiting.
+    suspension: Suspension | None = None
 
 
 @attrs.frozen
@@ -75,6 +141,23 @@ class StepRecord:
     ended_at: float
     error: ErrorInfo | None = None
     attempt: int = 1
+    #: The failed tries before this outcome, for a retried tool (None: tried once).
+    tries: tuple[StepTry, ...] | None = None
+
+
+@attrs.frozen
+class SuspendResult:
+    """What :meth:`~ironflow.store.Store.suspend_run` did.
+
+    ``suspended``: the run now sleeps or waits in the store, and the worker no longer
+    holds it. Otherwise the lease is kept and either ``step`` holds the step's record,
+    written just now because what the step waits for had already happened, or
+    ``cancel_requested`` says the run must stop as cancelled instead.
+    """
+
+    suspended: bool
+    step: StepRecord | None = None
+    cancel_requested: bool = False
 
 
 @attrs.frozen

@@ -45,6 +45,7 @@ from ironflow.errors import (
 )
 from ironflow.store._codec import converter, to_json_value
 from ironflow.store._records import (
+    SUSPENDED,
     AgentSpec,
     EmitResult,
     ErrorInfo,
@@ -58,8 +59,11 @@ from ironflow.store._records import (
     Run,
     StepAck,
     StepRecord,
+    SuspendResult,
+    Suspension,
     WorkerInfo,
 )
+from ironflow.store._waits import checked_suspension
 
 __all__ = ["RemoteStore"]
 
@@ -400,6 +404,49 @@ class RemoteStore:
     def request_cancel(self, run_id: str) -> Run:
         path = f"/store/runs/{_checked(run_id)}/cancel"
         return converter.structure(self._call("POST", path, run_id=run_id), Run)
+
+    # -- suspended runs and child runs ----------------------------------------------------
+
+    def suspend_run(
+        self, worker: WorkerInfo, run_id: str, suspension: Suspension
+    ) -> SuspendResult:
+        # Checked here so a bad value fails with the store's own error and path.
+        suspension = checked_suspension(suspension)
+        body = {
+            "worker": converter.unstructure(worker),
+            "suspension": converter.unstructure(suspension),
+        }
+        reply = self._request("POST", f"/store/runs/{_checked(run_id)}/suspend", body)
+        if reply.status == 409 and reply.retried:
+            # The lost reply may have been our own suspension: then the run shows it.
+            run = self.get_run(run_id)
+            s = run.suspension
+            if (
+                run.status in SUSPENDED
+                and s is not None
+                and (s.position, s.step_id) == (suspension.position, suspension.step_id)
+            ):
+                self._forget(worker, run_id)
+                return SuspendResult(suspended=True)
+        _raise_for(reply, run_id)
+        result = converter.structure(reply.data, SuspendResult)
+        if result.suspended:
+            self._forget(worker, run_id)
+        return result
+
+    def spawn_run(
+        self, worker: WorkerInfo, parent_id: str, step_id: str, agent: str, data: Any
+    ) -> Run:
+        data = to_json_value(data, f"spawn of {agent!r} data", "data")
+        body = {
+            "worker": converter.unstructure(worker),
+            "step_id": step_id,
+            "agent": agent,
+            "data": data,
+        }
+        # A retry after a lost reply is safe: the store spawns once per (parent, step id).
+        path = f"/store/runs/{_checked(parent_id)}/spawn"
+        return converter.structure(self._call("POST", path, body, run_id=parent_id), Run)
 
     # -- reading ------------------------------------------------------------------------
 

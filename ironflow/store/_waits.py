@@ -1,0 +1,142 @@
+"""The indexes behind suspended runs: timers by wake-up time, waits by what ends them.
+
+A suspended run lives only in the store. Two LMDB databases find it again cheaply:
+
+- ``timers``: key ``wake-up time (µs, big-endian) + run id``. Sorted by time, so the
+  due ones are a prefix: a worker's idle poll reads one key to know none is due.
+- ``waits``: key ``e\\0 <event name> \\0 <run id>`` for a run waiting for an event, and
+  ``c\\0 <child run id> \\0 <run id>`` for one waiting for a child run to finish. An
+  emit looks up its event's name, a finishing run its own id: one range read each.
+
+Every key is derived from the run's :class:`~ironflow.store.Suspension`, so removing a
+run's entries needs nothing but the run record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ironflow.errors import InvalidInputError
+from ironflow.store._codec import to_json_value
+from ironflow.store._records import Suspension
+
+__all__ = [
+    "checked_suspension",
+    "child_wait_key",
+    "data_matches",
+    "event_wait_prefix",
+    "index_keys",
+    "name_key",
+    "timer_key",
+    "timer_time",
+]
+
+#: Event names longer than this (in bytes) are keyed by their digest: LMDB keys are short.
+_MAX_NAME_KEY = 256
+
+
+def name_key(name: str) -> bytes:
+    """An event name as part of a key: its bytes, or a digest for a very long one.
+
+    A digest can collide only in theory; readers compare the stored name anyway.
+    """
+    raw = name.encode("utf-8", "surrogatepass")
+    if len(raw) <= _MAX_NAME_KEY and b"\x00" not in raw:
+        return raw
+    return b"#" + hashlib.sha256(raw).hexdigest().encode()
+
+
+def timer_key(wakes_at: float, run_id: str) -> bytes:
+    micros = max(0, min(int(wakes_at * 1_000_000), 2**64 - 1))
+    return micros.to_bytes(8, "big") + run_id.encode()
+
+
+def timer_time(key: bytes) -> float:
+    """The wake-up time a timer key holds, in seconds."""
+    return int.from_bytes(key[:8], "big") / 1_000_000
+
+
+def event_wait_prefix(name: str) -> bytes:
+    return b"e\x00" + name_key(name) + b"\x00"
+
+
+def child_wait_key(child_id: str, run_id: str) -> bytes:
+    return b"c\x00" + child_id.encode() + b"\x00" + run_id.encode()
+
+
+def index_keys(run_id: str, suspension: Suspension) -> tuple[bytes | None, bytes | None]:
+    """The run's ``timers`` key and ``waits`` key while it is suspended (None: no entry)."""
+    wakes_at = suspension.wakes_at
+    timer = None if wakes_at is None else timer_key(wakes_at, run_id)
+    wait = None
+    if suspension.kind == "event" and suspension.event is not None:
+        wait = event_wait_prefix(suspension.event) + run_id.encode()
+    elif suspension.kind == "child" and suspension.child_id is not None:
+        wait = child_wait_key(suspension.child_id, run_id)
+    return timer, wait
+
+
+def data_matches(data: Any, match: Mapping[str, Any] | None) -> bool:
+    """Whether an event's data carries every field of ``match`` with an equal value.
+
+    A key may be a dotted path into nested objects (``"user.id"``). No ``match`` (or an
+    empty one) matches every event. Equality is JSON's: ``1`` equals ``1.0``, ``True``
+    does not equal ``1``.
+    """
+    if not match:
+        return True
+    for path, want in match.items():
+        value: Any = data
+        for part in path.split("."):
+            if not isinstance(value, Mapping) or part not in value:
+                return False
+            value = value[part]
+        if not _json_equal(value, want):
+            return False
+    return True
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+_SUSPENSION_KINDS = ("sleep", "event", "child", "retry")
+
+
+def checked_suspension(s: Suspension) -> Suspension:
+    """The suspension with its user values as JSON; InvalidInputError if unusable."""
+    if s.kind not in _SUSPENSION_KINDS:
+        raise InvalidInputError(
+            f"suspend_run: kind must be one of {_SUSPENSION_KINDS}, not {s.kind!r}"
+        )
+    if not isinstance(s.position, int) or not 0 <= s.position < 2**32 - 1 or not s.step_id:
+        raise InvalidInputError("suspend_run: the step needs a position from 0 and an id")
+    for name in ("wake_at", "wake_in", "deadline", "since"):
+        value = getattr(s, name)
+        if value is not None and (not isinstance(value, int | float) or not value == value):
+            raise InvalidInputError(f"suspend_run: {name} must be a number, not {value!r}")
+    if s.wake_in is not None and s.wake_in < 0:
+        raise InvalidInputError(f"suspend_run: wake_in must be 0 or more seconds, not {s.wake_in}")
+    if s.kind == "event" and (not isinstance(s.event, str) or not s.event):
+        raise InvalidInputError("suspend_run: a wait for an event needs the event's name")
+    if s.kind == "child" and (
+        not isinstance(s.child_id, str) or not 0 < len(s.child_id.encode()) <= 200
+    ):
+        raise InvalidInputError("suspend_run: a wait for a child run needs its id")
+    if s.match is not None and not isinstance(s.match, dict):
+        raise InvalidInputError(f"suspend_run: match must be an object, not {s.match!r}")
+    return attrs.evolve(
+        s,
+        input=to_json_value(s.input, f"step {s.step_id!r} input", "input"),
+        match=to_json_value(s.match, f"step {s.step_id!r} match", "match"),
+    )
