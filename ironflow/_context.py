@@ -7,13 +7,16 @@ import logging
 import random as _random
 import time
 import uuid as _uuid
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 from ironflow import _primitives
 from ironflow._dsl import AgentDefinition, ToolDefinition
 from ironflow._durations import Duration
 from ironflow._memory import AgentMemory
+from ironflow._parallel import OnError, run_map, run_parallel
+from ironflow._saga import Saga
+from ironflow._versioning import Patches
 from ironflow.errors import DefinitionError
 from ironflow.llm._call import CallCounter, MessagesInput, ToolsInput, llm_step
 from ironflow.llm._provider import Provider
@@ -64,6 +67,8 @@ class AgentContext:
         self.agent = agent
         self._memory: AgentMemory | None = None
         self._llm_calls = CallCounter()  # numbers ctx.llm calls (see LlmCall.index)
+        self._saga: Saga | None = None
+        self._patches: Patches | None = None
         run = execution.run
         #: The triggering event: ``.id``, ``.name``, ``.data``.
         self.event: Event = run.event
@@ -222,6 +227,76 @@ class AgentContext:
         ``ctx.event.data`` is ``data``; ``ironflow inspect`` shows parent and children.
         """
         return _primitives.spawn(self._execution, agent, data)
+
+    # -- flow control: parallel branches, sagas, versioning ------------------------------
+
+    def parallel(
+        self,
+        name: str,
+        branches: Iterable[Callable[[], Any]],
+        *,
+        concurrency: int | None = None,
+        on_error: OnError = "fail_fast",
+    ) -> Any:
+        """Run each branch (a function of no arguments) as the step ``parallel.<name>[i]``.
+
+        Returns the branches' results in order (an awaitable of them in an async run).
+        At most ``concurrency`` branches run at once (all, by default): sync branches
+        on the worker's step pool, async ones on its event loop. Each branch is
+        recorded on its own, so after a crash only the unfinished branches run again.
+        ``on_error="fail_fast"`` starts no more branches once one failed, lets the
+        running ones finish, and raises the lowest-numbered branch's
+        :class:`~ironflow.errors.StepFailedError`; ``"collect"`` runs them all and puts
+        each failed branch's ``StepFailedError`` in its place in the results. Steps do
+        not nest: a tool a branch calls is part of the branch's step.
+        """
+        return run_parallel(
+            self._execution, name, branches, concurrency=concurrency, on_error=on_error
+        )
+
+    def map(
+        self,
+        name: str,
+        items: Iterable[Any],
+        fn: Callable[[Any], Any],
+        *,
+        concurrency: int | None = None,
+        on_error: OnError = "fail_fast",
+    ) -> Any:
+        """Call ``fn(item)`` for each item as the step ``map.<name>[i]``, like :meth:`parallel`.
+
+        Each item is the step's recorded input (JSON-storable), so a replay over other
+        items fails with :class:`~ironflow.errors.NonDeterminismError`.
+        """
+        return run_map(
+            self._execution, name, items, fn, concurrency=concurrency, on_error=on_error
+        )
+
+    def compensate(self, step_id: str, undo: Callable[[], Any]) -> None:
+        """Register ``undo`` to take back the completed step ``step_id`` (``"tool.charge"``).
+
+        If the run fails for good (its handler raises), the registered undos run newest
+        first, each as the recorded step ``compensate.<step_id>``, before the run is
+        marked failed with its own error; an undo that raises is recorded as failed and
+        the rest still run. Each undo runs once, however many times the worker crashes
+        (the one in flight at a crash runs again, as any step). Not a step itself.
+        """
+        if self._saga is None:
+            self._saga = Saga(self._execution)
+        self._saga.register(step_id, undo)
+
+    def patched(self, change_id: str) -> bool:
+        """True if this run reaches this point under the new code; False for an older run.
+
+        Wrap a change to an agent's steps in ``if ctx.patched("change-id"): <new> else:
+        <old>`` so runs recorded before the change replay the old path. The first time
+        a run reaches the call, the marker step ``patch.<change-id>`` is recorded and
+        the answer is True; a run whose record holds another step at this point gets
+        False. Remove the old branch once no run recorded before the change is left.
+        """
+        if self._patches is None:
+            self._patches = Patches(self._execution)
+        return self._patches.patched(change_id)
 
     def __repr__(self) -> str:
         return f"<AgentContext agent={self.agent.id!r} run_id={self.run_id!r}>"

@@ -16,6 +16,17 @@ from typing import Any, TypeVar, overload
 import attrs
 
 from ironflow._durations import Duration, parse_duration
+from ironflow._flow import (
+    CancelOn,
+    ConcurrencyLimit,
+    CronTrigger,
+    Debounce,
+    cancel_on_option,
+    check_filter,
+    concurrency_option,
+    cron_trigger,
+    debounce_option,
+)
 from ironflow._validate import Mismatch, check_value
 from ironflow.errors import DefinitionError, InvalidInputError, ToolInputError
 from ironflow.replay import RetryPolicy, current_execution
@@ -289,6 +300,15 @@ class AgentDefinition:
     recording: bool = True
     #: Seconds a run may take from its start, sleeps and waits included; None: no limit.
     timeout: float | None = None
+    #: Flow control (see ``ironflow._flow``): a filter expression on the trigger event,
+    #: runs at once per key, debouncing, events that cancel runs, cron schedules.
+    filter: str | None = None
+    concurrency: ConcurrencyLimit | None = None
+    debounce: Debounce | None = None
+    cancel_on: tuple[CancelOn, ...] = ()
+    crons: tuple[CronTrigger, ...] = ()
+    #: The code version new runs are stamped with (``@agent(version=...)``).
+    version: str | None = None
 
     @staticmethod
     def from_fn(fn: Any) -> AgentDefinition | None:
@@ -333,6 +353,11 @@ def agent(
     memory: Memory | None = None,
     recording: bool = True,
     timeout: Duration | None = None,
+    filter: str | None = None,
+    concurrency: int | Mapping[str, Any] | None = None,
+    debounce: Mapping[str, Any] | None = None,
+    cancel_on: Sequence[Mapping[str, Any] | str] | None = None,
+    version: str | None = None,
 ) -> Callable[[F], F]:
     """Make a function an agent: a durable handler started by the events it triggers on.
 
@@ -344,6 +369,16 @@ def agent(
     ``timeout`` (seconds, or ``"1h"``) bounds a run from its start, sleeps and waits
     included: past it the run fails with ``RunTimeoutError`` at its next step boundary
     (a suspended run is woken for it, a step in flight is cut short).
+
+    Flow control: ``filter`` is an expression an event must satisfy to start a run
+    (``'data.amount > 100 and data.tier == "gold"'``); ``concurrency={"limit": N,
+    "key": "data.customerId"}`` lets at most N runs per key value run at once (the
+    rest are ``queued``); ``debounce={"period": "5s", "key": ..., "max_wait": "1m"}``
+    starts one run per burst of events, with the last; ``cancel_on=[{"event": ...,
+    "match": "data.orderId"}]`` cancels unfinished runs when a matching event comes; a
+    trigger ``{"cron": "0 9 * * *", "timezone": "UTC"}`` fires on a schedule.
+    ``version`` is stamped on each new run, so ``ironflow inspect`` shows which code
+    started it.
     """
 
     def decorate(fn: F) -> F:
@@ -370,18 +405,50 @@ def agent(
             id=agent_id,
             fn=fn,
             is_async=inspect.iscoroutinefunction(fn),
-            triggers=_trigger_names(agent_id, triggers),
+            triggers=_trigger_names(agent_id, _events_only(triggers)),
             description=description or inspect.getdoc(fn) or "",
             memory=memory,
             recording=recording,
             timeout=None
             if timeout is None
             else _duration_option(f"@agent(id={agent_id!r})", "timeout", timeout),
+            filter=check_filter(agent_id, filter),
+            concurrency=concurrency_option(agent_id, concurrency),
+            debounce=debounce_option(agent_id, debounce),
+            cancel_on=cancel_on_option(agent_id, cancel_on),
+            crons=tuple(cron_trigger(agent_id, t) for t in _crons_only(triggers)),
+            version=_version(agent_id, version),
         )
         setattr(fn, _AGENT_ATTR, defn)
         return fn
 
     return decorate
+
+
+def _is_cron(trigger: Any) -> bool:
+    return isinstance(trigger, Mapping) and "cron" in trigger
+
+
+def _events_only(triggers: Any) -> Any:
+    """The event triggers; anything malformed is left for _trigger_names to report."""
+    if isinstance(triggers, Sequence) and not isinstance(triggers, str):
+        return [t for t in triggers if not _is_cron(t)]
+    return triggers
+
+
+def _crons_only(triggers: Any) -> list[Mapping[str, Any]]:
+    if isinstance(triggers, Sequence) and not isinstance(triggers, str):
+        return [t for t in triggers if _is_cron(t)]
+    return []
+
+
+def _version(agent_id: str, version: Any) -> str | None:
+    if version is not None and (not isinstance(version, str) or not version.strip()):
+        raise DefinitionError(
+            f"@agent(id={agent_id!r}): version must be a non-empty string like '2024-06-01' "
+            f"or 'v2', not {version!r}"
+        )
+    return version
 
 
 def definitions_in(namespace: Mapping[str, Any]) -> list[AgentDefinition]:

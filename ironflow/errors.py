@@ -27,6 +27,7 @@
     │   └── ToolLoopLimitError           the model still wanted tools after max_turns calls
     ├── MissingExtraError (ImportError)  an optional integration's package is not installed
     ├── InvalidInputError (ValueError)   an event name, id or limit is unusable
+    ├── FilterError (ValueError)         a trigger filter expression does not parse; the column says where
     └── ConfigError (ValueError)         a command-line flag or environment variable is wrong
 
 Each message names the thing that is wrong and what to do about it. Errors narrow a
@@ -42,6 +43,7 @@ __all__ = [
     "ConcurrencyError",
     "ConfigError",
     "DefinitionError",
+    "FilterError",
     "InvalidInputError",
     "IronflowError",
     "LeaseLostError",
@@ -357,6 +359,24 @@ class InvalidInputError(IronflowError, ValueError):
     Unlike :class:`ToolInputError`, this is about Ironflow's own parameters, not a
     tool's arguments.
     """
+
+
+class FilterError(IronflowError, ValueError):
+    """A trigger filter (``@agent(filter=...)``) is not a valid expression.
+
+    Raised when the filter is parsed: at decoration, so a bad filter surfaces when the
+    module is imported. ``column`` (from 1) is where the problem is.
+    """
+
+    def __init__(self, text: str | None, column: int, problem: str) -> None:
+        self.text = text
+        self.column = column
+        self.problem = problem
+        shown = f" in filter {text!r}" if text is not None and len(text) <= 200 else ""
+        super().__init__(
+            f"{problem} at column {column}{shown}; filters look like "
+            "'data.customer.tier == \"gold\" and data.amount > 100'"
+        )
 
 
 class ConfigError(IronflowError, ValueError):
