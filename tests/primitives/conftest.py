@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ import pytest
 from ironflow import Worker
 from ironflow._dsl import AgentDefinition
 from ironflow.store import AgentSpec, LmdbStore, Run, Store
-from ironflow.testing import FakeClock
+from ironflow.testing import CrashingStore, FakeClock, SimulatedCrash, StandInWorker
 
 
 @pytest.fixture
@@ -79,3 +80,24 @@ def emit(store: Store, name: str, data: Any, *agents: Any) -> str:
     run_ids = store.emit(name, data).run_ids
     assert len(run_ids) == 1, run_ids
     return run_ids[0]
+
+
+def serve_until_crash(store: CrashingStore, agents: list[Any]) -> None:
+    """One worker "process" over ``store`` until it is idle or dies at the store's fault.
+
+    Its leases name a stand-in process, killed afterwards: the next worker takes the run
+    over at once, as after ``kill -9``.
+    """
+    with StandInWorker() as process:
+        worker = Worker(agents, store=store)
+        worker.info = process.info
+
+        def serve() -> None:
+            with contextlib.suppress(SimulatedCrash):
+                worker.run(until_idle=True, ready_message=False)
+
+        # Off the main thread, so the worker leaves the test process's signals alone.
+        thread = threading.Thread(target=serve)
+        thread.start()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the worker did not go idle"

@@ -1,0 +1,1 @@
+"""The research agent: plan queries, search them in parallel, summarize what was found."""

@@ -1,0 +1,5 @@
+"""Worker entrypoint: ``python -m ironflow.run worker examples.research.worker``."""
+
+from examples.research.agent import research
+
+__all__ = ["research"]
