@@ -174,6 +174,9 @@ class Worker:
         while not self._stopping.is_set():
             with self._lock:
                 free = self.concurrency - len(self._active)
+                # Taken before leasing: a run finishing meanwhile may make another pending
+                # (a parent waiting for its child), which only the next lease would see.
+                idle = not self._active
             if free > 0:
                 try:
                     leased = self.store.lease_runs(
@@ -187,8 +190,6 @@ class Worker:
                     self._dispatch(item)
                 if leased:
                     continue
-                with self._lock:
-                    idle = not self._active
                 if until_idle and idle and self._projections_caught_up():
                     return
                 self.store.wait_for_work(self.poll_interval)
