@@ -341,12 +341,16 @@ def test_a_cancelled_run_never_executes_another_step(
             run = s.get_run(run_id)
             steps = s.get_steps(run_id)
             s.check_valid()
+        own = {k: n for k, n in w.executions.items() if k[0] == run_id}
+        assert own == {k: n for k, n in executed.items() if k[0] == run_id}, (
+            "a step of the cancelled run executed after the cancellation"
+        )
+        assert len(steps) == recorded, "a step was recorded after the cancellation"
         if before.status in ("completed", "failed"):
             assert run.status == before.status
+        elif recorded == len(PRIMS_IDS):
+            # Orphaned after its last step: no boundary is left to stop at, so it may end
+            # completed, as the steps it had already taken say.
+            assert run.status in ("cancelled", "completed"), (before.status, cancelled, run)
         else:
             assert run.status == "cancelled", (before.status, cancelled, run)
-            own = {k: n for k, n in w.executions.items() if k[0] == run_id}
-            assert own == {k: n for k, n in executed.items() if k[0] == run_id}, (
-                "a step of the cancelled run executed after the cancellation"
-            )
-            assert len(steps) == recorded, "a step was recorded after the cancellation"
