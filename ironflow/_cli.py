@@ -280,6 +280,52 @@ def _waiting_for(s: dict[str, Any]) -> str:
     return f"{s['step']}: event {s['event']}{match}{timeout}"
 
 
+# -- retention ---------------------------------------------------------------------------
+
+
+def cmd_run_prune(args: argparse.Namespace) -> int:
+    from ironflow.store._retention import parse_age
+
+    age = parse_age(args.older_than)
+    store = _store(args, create=False)
+    try:
+        result = store.prune_runs(older_than=age, statuses=args.status, dry_run=args.dry_run)
+    finally:
+        store.close()
+    if args.json:
+        _print_json(
+            {
+                "runs": result.runs,
+                "steps": result.steps,
+                "events": result.events,
+                "dry_run": result.dry_run,
+            }
+        )
+        return 0
+    verb = "would delete" if result.dry_run else "deleted"
+    print(
+        f"{verb} {result.runs} finished run(s) older than {args.older_than}, "
+        f"{result.steps} step record(s) and {result.events} log event(s)"
+    )
+    return 0
+
+
+def cmd_store_compact(args: argparse.Namespace) -> int:
+    from ironflow.store._retention import compact
+
+    if not args.data_dir and server_url():
+        raise _Usage(
+            "store compact rewrites a data directory, not a server's: stop the server, then "
+            "run it with --data-dir DIR (the directory the server served)"
+        )
+    path = resolve_data_dir(args.data_dir)
+    if not (path / "data.mdb").is_file():
+        raise _Usage(f"no Ironflow data directory at {path}; pass --data-dir")
+    before, after = compact(path)
+    print(f"compacted {path}: data.mdb {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
+    return 0
+
+
 # -- worker ------------------------------------------------------------------------------
 
 
@@ -459,6 +505,31 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("run_id", metavar="RUN_ID")
     _add_data_dir(cancel)
     cancel.set_defaults(func=cmd_run_cancel)
+    prune = run_sub.add_parser(
+        "prune",
+        help="delete finished runs older than an age",
+        description="Delete finished runs (and their step records) last updated longer ago "
+        "than --older-than, with the log events nothing needs any more. Never an "
+        "unfinished run; never entity stream events, nor events a projection or a "
+        "waiting run may still read. The file does not shrink (LMDB reuses the freed "
+        "pages); `ironflow store compact` gives the space back.",
+    )
+    prune.add_argument(
+        "--older-than",
+        required=True,
+        metavar="AGE",
+        help="how long ago the run finished: 30d, 12h, 90m, 2w, or seconds",
+    )
+    prune.add_argument(
+        "--status",
+        action="append",
+        choices=sorted(FINISHED),
+        help="only runs with this status (repeatable; default: every finished status)",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    prune.add_argument("--json", action="store_true", help="print the counts as JSON")
+    _add_data_dir(prune)
+    prune.set_defaults(func=cmd_run_prune)
 
     approve = sub.add_parser(
         "approve",
@@ -546,6 +617,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_dir(prebuild)
     prebuild.set_defaults(func=cmd_projection_rebuild)
+
+    store_cmd = sub.add_parser(
+        "store", help="maintain a data directory", description="Maintain a data directory."
+    )
+    store_sub = store_cmd.add_subparsers(dest="store_command", metavar="SUBCOMMAND", required=True)
+    compact = store_sub.add_parser(
+        "compact",
+        help="rewrite the data file without its free pages",
+        description="Rewrite data.mdb without the pages pruning freed, checked and swapped "
+        "in atomically. Refuses while any process (a worker, the server) has the data "
+        "directory open: stop them first.",
+    )
+    _add_data_dir(compact)
+    compact.set_defaults(func=cmd_store_compact)
 
     # The server's module imports aiohttp only when `serve` runs, not here.
     from ironflow.server._main import add_serve_command

@@ -19,6 +19,7 @@
     ├── StoreError                       the data directory cannot be used as asked
     │   ├── StoreFormatError             the data directory was written by another format version
     │   ├── StoreLockedError             the data directory cannot be opened (permissions, lock)
+    │   ├── StoreCorruptedError          the data directory is not Ironflow's, or is damaged
     │   ├── ServerUnavailableError       the server stayed unreachable for longer than allowed
     │   └── AuthError                    the server refused the request's token
     ├── LlmError                         a model call cannot be made or understood
@@ -61,6 +62,7 @@ __all__ = [
     "ServerUnavailableError",
     "StepFailedError",
     "StepTimeoutError",
+    "StoreCorruptedError",
     "StoreError",
     "StoreFormatError",
     "StoreLockedError",
@@ -269,6 +271,16 @@ class StoreFormatError(StoreError):
 
 class StoreLockedError(StoreError):
     """The data directory cannot be opened: wrong permissions, not ours, or locked."""
+
+
+class StoreCorruptedError(StoreError):
+    """The data directory holds something Ironflow cannot read: not its data, or damaged.
+
+    Raised when the file is not an LMDB database, holds another program's LMDB
+    databases, or a page or record in it no longer decodes. Unlike
+    :class:`StoreFormatError` (a valid directory of another version), no Ironflow
+    version can read it: restore a backup or start a new data directory.
+    """
 
 
 class ServerUnavailableError(StoreError):

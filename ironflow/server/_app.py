@@ -453,6 +453,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/store/projections/{name}/write", "store_write_projection"),
     Route("POST", "/store/projections/{name}/rebuild", "store_rebuild_projection"),
     Route("POST", "/store/projections/{name}/wait", "store_wait_for_projection"),
+    Route("POST", "/store/prune", "store_prune"),
 )
 
 
@@ -888,6 +889,20 @@ class Api:
                 return {"position": reached}
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), min(remaining, _PROJECTION_RECHECK))
+
+    # -- retention ---------------------------------------------------------------------------
+
+    async def store_prune(self, request: web.Request) -> Any:
+        body = await _body(request)
+        older_than = _float(body, "older_than", 0.0, 1e12)
+        statuses = None if body.get("statuses") is None else _strings(body, "statuses")
+        dry_run = body.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise _bad("'dry_run' must be true or false")
+        result = await self._run(
+            self.store.prune_runs, older_than=older_than, statuses=statuses, dry_run=dry_run
+        )
+        return converter.unstructure(result)
 
 
 def _event_json(event: Event) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from ironflow.store._records import (
     ProjectionState,
     ProjectionStatus,
     ProjectionWrite,
+    PruneResult,
     Run,
     StepAck,
     StepRecord,
@@ -229,6 +230,26 @@ class Store(Protocol):
 
         Returns the position reached (below ``position`` after a timeout; 0 for a
         projection not registered yet).
+        """
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def prune_runs(
+        self,
+        *,
+        older_than: float,
+        statuses: Collection[str] | None = None,
+        dry_run: bool = False,
+    ) -> PruneResult:
+        """Delete finished runs last updated more than ``older_than`` seconds ago.
+
+        ``statuses`` narrows which finished runs go (default: completed, failed and
+        cancelled); asking for any other status raises
+        :class:`~ironflow.errors.InvalidInputError`. Their step records go with them, and
+        so do log events nothing can need again: never one on an entity stream, one a
+        projection subscribes to or has not passed, or one an unfinished run may wait
+        for. A run that is not finished, or whose parent or child is not, is never
+        deleted. With ``dry_run`` nothing is deleted and the counts say what would be.
         """
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ import attrs
 import cattrs
 import orjson
 
-from ironflow.errors import NotSerializableError
+from ironflow.errors import NotSerializableError, StoreCorruptedError
 
 __all__ = [
     "converter",
@@ -139,7 +139,15 @@ def dumps(value: Any, what: str = "value") -> bytes:
 
 def loads(raw: bytes | memoryview) -> Any:
     """Decode JSON written by :func:`dumps` or :func:`encode_record`."""
-    return orjson.loads(raw)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _damaged("value", exc) from exc
+
+
+def _damaged(what: str, exc: BaseException) -> StoreCorruptedError:
+    """A stored record that no longer decodes: the bytes on disk are not what we wrote."""
+    return StoreCorruptedError(f"a stored {what} cannot be read ({type(exc).__name__}: {exc})")
 
 
 def structure(value: Any, tp: Any) -> Any:
@@ -169,8 +177,14 @@ def encode_record(record: Any) -> bytes:
 
 
 def decode_record(raw: bytes | memoryview, cls: type[T]) -> T:
-    """Decode a record written by :func:`encode_record`."""
-    return converter.structure(orjson.loads(raw), cls)
+    """Decode a record written by :func:`encode_record`.
+
+    Raises :class:`~ironflow.errors.StoreCorruptedError` if the bytes are not one.
+    """
+    try:
+        return converter.structure(orjson.loads(raw), cls)
+    except Exception as exc:
+        raise _damaged(f"{cls.__name__} record", exc) from exc
 
 
 def _plain_field(tp: Any) -> bool:
@@ -200,8 +214,11 @@ class FastDecoder:
         self.plain = frozenset(f.name for f in attrs.fields(cls) if _plain_field(f.type))
 
     def __call__(self, raw: bytes | memoryview) -> Any:
-        data = orjson.loads(raw)
-        extra = data.keys() - self.plain
-        if extra and any(data[key] is not None for key in extra):
-            return converter.structure(data, self.cls)
-        return self.cls(**data)
+        try:
+            data = orjson.loads(raw)
+            extra = data.keys() - self.plain
+            if extra and any(data[key] is not None for key in extra):
+                return converter.structure(data, self.cls)
+            return self.cls(**data)
+        except Exception as exc:
+            raise _damaged(f"{self.cls.__name__} record", exc) from exc

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import os
 import socket
 import threading
@@ -44,6 +45,7 @@ from ironflow.store._codec import (
     loads,
     to_json_value,
 )
+from ironflow.store._faults import check_ours, guard, storage_error
 from ironflow.store._records import (
     FINISHED,
     SUSPENDED,
@@ -58,6 +60,7 @@ from ironflow.store._records import (
     ProjectionState,
     ProjectionStatus,
     ProjectionWrite,
+    PruneResult,
     Run,
     RunStatus,
     StepAck,
@@ -380,23 +383,31 @@ class LmdbStore:
                 readahead=False,
             )
         except lmdb.Error as exc:
-            raise StoreLockedError(
-                f"cannot open the data directory {self.path}: {exc}. Check that it is an "
-                "Ironflow data directory and that this user may read and write it."
-            ) from exc
+            raise storage_error(self.path, exc) from exc
         # Readers and the map resize exclude each other: LMDB may only resize a map
         # while this process has no transaction open.
         self._resize_lock = threading.Condition()
         self._readers = 0
         self._resizing = False
         self._closed = False
+        try:
+            check_ours(self._env, self.path, _DBS)
+        except BaseException:
+            self._env.close()
+            raise
         self._db = {name: self._env.open_db(name.encode()) for name in _DBS}
         self._committer = _GroupCommitter(self)
         self._work = threading.Condition()
         # Signalled when a projection advances, with a count so a waiter misses nothing.
         self._advanced = threading.Condition()
         self._advances = 0
-        self._check_format()
+        try:
+            self._check_format()
+        except BaseException:
+            # A refused directory must not stay open: the caller may open another.
+            self._closed = True
+            self._env.close()
+            raise
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -1346,6 +1357,17 @@ class LmdbStore:
                         break
         return out
 
+    def prune_runs(
+        self,
+        *,
+        older_than: float,
+        statuses: Collection[str] | None = None,
+        dry_run: bool = False,
+    ) -> PruneResult:
+        from ironflow.store._retention import prune
+
+        return prune(self, older_than=older_than, statuses=statuses, dry_run=dry_run)
+
     def check_valid(self) -> None:
         """Assert the store's indexes agree with its runs (used by tests' invariants)."""
         with self._txn() as txn:
@@ -1383,3 +1405,11 @@ class LmdbStore:
             for key, head in txn.cursor(db=self._db["stream_heads"]):
                 assert heads.get(key) == int.from_bytes(head, "big"), f"stream {key!r} head"
             assert len(heads) == txn.stat(self._db["stream_heads"])["entries"]
+
+
+# Opening, and every public method, answer a failing data directory (a full disk,
+# damage, a lock) with a StoreError naming the directory and the fix, never a bare
+# lmdb.Error.
+for _name, _method in list(vars(LmdbStore).items()):
+    if (_name == "__init__" or not _name.startswith("_")) and inspect.isfunction(_method):
+        setattr(LmdbStore, _name, guard(_method))

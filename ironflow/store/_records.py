@@ -296,3 +296,16 @@ class StepAck:
     """What recording a step tells the engine about the run's next boundary."""
 
     cancel_requested: bool = False
+
+
+@attrs.frozen
+class PruneResult:
+    """What a prune deleted: runs, their step records, and log events nothing needs.
+
+    With ``dry_run`` nothing was deleted; the counts say what would have been.
+    """
+
+    runs: int
+    steps: int
+    events: int
+    dry_run: bool = False

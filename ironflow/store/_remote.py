@@ -56,6 +56,7 @@ from ironflow.store._records import (
     ProjectionState,
     ProjectionStatus,
     ProjectionWrite,
+    PruneResult,
     Run,
     StepAck,
     StepRecord,
@@ -580,6 +581,23 @@ class RemoteStore:
             reached = int(self._call("POST", path, body, timeout=chunk + self.timeout)["position"])
             if reached >= position or time.monotonic() >= deadline:
                 return reached
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def prune_runs(
+        self,
+        *,
+        older_than: float,
+        statuses: Collection[str] | None = None,
+        dry_run: bool = False,
+    ) -> PruneResult:
+        """Prune at the server (its clock decides what is older than ``older_than``)."""
+        body = {
+            "older_than": older_than,
+            "statuses": None if statuses is None else sorted(statuses),
+            "dry_run": dry_run,
+        }
+        return converter.structure(self._call("POST", "/store/prune", body), PruneResult)
 
     def close(self) -> None:
         self._closed = True

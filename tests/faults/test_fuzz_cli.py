@@ -37,6 +37,10 @@ COMMANDS: list[list[str | None]] = [
     ["projection", "get", None, "--json"],
     ["projection", "list", "--json"],
     ["projection", "rebuild", None, "--timeout", None],
+    ["run", "prune", "--older-than", None],
+    ["run", "prune", "--older-than", "1d", "--status", None, "--dry-run", "--json"],
+    ["store", None],
+    ["store", "compact"],
     [None],
     ["run", None],
 ]
