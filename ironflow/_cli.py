@@ -22,7 +22,17 @@ from ironflow.store import FINISHED, Store
 __all__ = ["main"]
 
 EXIT_USAGE = 2
-_STATUSES = ("pending", "running", "sleeping", "waiting", "completed", "failed", "cancelled")
+_STATUSES = (
+    "pending",
+    "running",
+    "sleeping",
+    "waiting",
+    "queued",
+    "paused",
+    "completed",
+    "failed",
+    "cancelled",
+)
 
 
 class _Usage(Exception):
@@ -154,6 +164,34 @@ def cmd_run_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run_pause(args: argparse.Namespace) -> int:
+    store = _store(args, create=False)
+    try:
+        run = store.pause_run(args.run_id)
+    finally:
+        store.close()
+    if run.status == "paused":
+        print(f"run {run.id} paused; `ironflow run resume {run.id}` lets it go on")
+    elif run.status in FINISHED:
+        print(f"run {run.id} had already finished ({run.status}); nothing to pause")
+    else:
+        print(f"run {run.id} ({run.status}) will pause at its next step boundary")
+    return 0
+
+
+def cmd_run_resume(args: argparse.Namespace) -> int:
+    store = _store(args, create=False)
+    try:
+        run = store.resume_run(args.run_id, from_step=args.from_step)
+    finally:
+        store.close()
+    if args.from_step is not None:
+        print(f"run {run.id} re-runs from step {args.from_step} (attempt {run.attempt + 1})")
+    else:
+        print(f"run {run.id} is {run.status}")
+    return 0
+
+
 def cmd_approve(args: argparse.Namespace) -> int:
     import getpass
 
@@ -227,6 +265,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"worker   {obj['worker']} ({alive})")
     if obj.get("suspension"):
         print(f"waiting  {_waiting_for(obj['suspension'])}")
+    if run.version is not None:
+        print(f"version  {run.version}")
+    for i, rerun in enumerate(run.reruns):
+        label = "re-runs" if i == 0 else ""
+        print(
+            f"{label:<8} from {rerun.from_step} (#{rerun.position}) at {iso(rerun.at)}, "
+            f"after attempt {rerun.previous_attempt} ended {rerun.previous_status}"
+        )
     if run.parent_id is not None:
         print(f"parent   {run.parent_id}")
     for i, (child, status) in enumerate(children):
@@ -530,6 +576,28 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--json", action="store_true", help="print the counts as JSON")
     _add_data_dir(prune)
     prune.set_defaults(func=cmd_run_prune)
+    pause = run_sub.add_parser(
+        "pause",
+        help="pause a run at its next step boundary",
+        description="Pause a pending or queued run now, a running one at its next step "
+        "boundary, a sleeping or waiting one when it wakes; `run resume` lets it go on.",
+    )
+    pause.add_argument("run_id", metavar="RUN_ID")
+    _add_data_dir(pause)
+    pause.set_defaults(func=cmd_run_pause)
+    resume = run_sub.add_parser(
+        "resume",
+        help="resume a paused run, or re-run a finished one from a step",
+        description="Let a paused run go on. With --from-step, re-run a finished run "
+        "from that step: the records before it are kept, the step and those after it "
+        "run again, and `inspect` lists the re-run.",
+    )
+    resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument(
+        "--from-step", metavar="STEP_ID", help="the step id to re-run from (see `inspect`)"
+    )
+    _add_data_dir(resume)
+    resume.set_defaults(func=cmd_run_resume)
 
     approve = sub.add_parser(
         "approve",

@@ -31,6 +31,8 @@ from ironflow._validate import Mismatch, check_value
 from ironflow.errors import DefinitionError, InvalidInputError, ToolInputError
 from ironflow.replay import RetryPolicy, current_execution
 from ironflow.store._codec import to_json_value
+from ironflow.store._flowspec import FlowSpec
+from ironflow.store._records import AgentSpec
 from ironflow.store._triggers import validate_trigger
 
 __all__ = [
@@ -309,6 +311,23 @@ class AgentDefinition:
     crons: tuple[CronTrigger, ...] = ()
     #: The code version new runs are stamped with (``@agent(version=...)``).
     version: str | None = None
+
+    def spec(self) -> AgentSpec:
+        """What the store needs of this agent: its triggers and its flow control."""
+        flow = FlowSpec(
+            filter=self.filter,
+            concurrency=self.concurrency,
+            debounce=self.debounce,
+            cancel_on=self.cancel_on,
+            crons=self.crons,
+            version=self.version,
+        )
+        return AgentSpec(
+            id=self.id,
+            triggers=self.triggers,
+            description=self.description,
+            flow=None if flow == FlowSpec() else flow,
+        )
 
     @staticmethod
     def from_fn(fn: Any) -> AgentDefinition | None:

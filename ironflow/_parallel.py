@@ -115,8 +115,8 @@ def _run(
 
 
 def _boundary(execution: Execution) -> BaseException | None:
-    """The stop a new branch must not start under: a drain or a cancellation."""
-    if execution.stopping.is_set():
+    """The stop a new branch must not start under: a drain, a pause or a cancellation."""
+    if execution.stopping.is_set() or execution.pause_requested:
         return _Drain()
     if execution.cancel_requested:
         return _Cancel()

@@ -81,6 +81,19 @@ def run_json(run: Run, lease: Lease | None = None, *, now: float | None = None) 
         "created_at": iso(run.created_at),
         "updated_at": iso(run.updated_at),
         "parent_id": run.parent_id,
+        # The agent's code version when the run was created (@agent(version=...)).
+        "version": run.version,
+        # Each `run resume --from-step`: where it restarted and what the run had been.
+        "reruns": [
+            {
+                "from_step": r.from_step,
+                "position": r.position,
+                "at": iso(r.at),
+                "previous_status": r.previous_status,
+                "previous_attempt": r.previous_attempt,
+            }
+            for r in run.reruns
+        ],
         # What a sleeping or waiting run waits for; None for any other status.
         "suspension": suspension_json(run.suspension) if run.status in SUSPENDED else None,
     }

@@ -24,7 +24,7 @@ from ironflow._dsl import AgentDefinition
 from ironflow._memory import ProjectionDefinition, ProjectionService
 from ironflow.errors import ConfigError, DefinitionError, StoreError
 from ironflow.replay import Execution, Outcome
-from ironflow.store import AgentSpec, LeasedRun, Store, this_worker
+from ironflow.store import LeasedRun, Store, this_worker
 
 __all__ = ["Worker"]
 
@@ -95,7 +95,7 @@ class Worker:
             self._start_loop()
         # Registering here, not in run(), lets a caller build a worker, emit, then run it.
         self.store.register_agents(
-            [AgentSpec(id=d.id, triggers=d.triggers, description=d.description) for d in defs]
+            [d.spec() for d in defs]
         )
         if projection_defs:
             self.store.register_projections([p.spec() for p in projection_defs])

@@ -28,7 +28,7 @@
     │   └── ToolLoopLimitError           the model still wanted tools after max_turns calls
     ├── MissingExtraError (ImportError)  an optional integration's package is not installed
     ├── InvalidInputError (ValueError)   an event name, id or limit is unusable
-    ├── FilterError (ValueError)         a trigger filter expression does not parse; the column says where
+    ├── FilterError (ValueError)         a trigger filter does not parse; the column says where
     └── ConfigError (ValueError)         a command-line flag or environment variable is wrong
 
 Each message names the thing that is wrong and what to do about it. Errors narrow a

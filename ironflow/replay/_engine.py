@@ -211,6 +211,9 @@ class Execution:
         self.stopping = stopping or threading.Event()
         self.recorded: dict[int, StepRecord] = {s.position: s for s in leased.steps}
         self.cancel_requested = leased.run.cancel_requested
+        #: ``ironflow run pause``: stop at the next step boundary and hand the run back,
+        #: which the store then keeps paused until it is resumed.
+        self.pause_requested = False
         self.steps_executed = 0
         self.steps_replayed = 0
         #: When the run's own timeout runs out (Unix seconds), if it has one.
@@ -252,7 +255,7 @@ class Execution:
         position = self._next_position
         record = self.recorded.get(position)
         if record is None:
-            if self.stopping.is_set():
+            if self.stopping.is_set() or self.pause_requested:
                 raise _Drain()
             if self.cancel_requested:
                 raise _Cancel()
@@ -362,6 +365,8 @@ class Execution:
         self.steps_executed += 1
         if ack.cancel_requested:
             self.cancel_requested = True
+        if ack.pause_requested:
+            self.pause_requested = True
         if exc is not None:
             raise StepFailedError(slot.step_id, type(exc).__name__, str(exc)) from exc
         return output

@@ -422,6 +422,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/runs/{run_id}", "run"),
     Route("POST", "/events", "emit"),
     Route("POST", "/runs/{run_id}/cancel", "cancel"),
+    Route("POST", "/runs/{run_id}/pause", "pause"),
+    Route("POST", "/runs/{run_id}/resume", "resume"),
     Route("POST", "/runs/{run_id}/approvals/{name}", "approve"),
     Route("GET", "/projections/{name}", "projection"),
     Route("GET", "/streams/{stream_id}", "stream"),
@@ -438,6 +440,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/store/runs/{run_id}/finish", "store_finish"),
     Route("POST", "/store/runs/{run_id}/release", "store_release"),
     Route("POST", "/store/runs/{run_id}/cancel", "store_cancel"),
+    Route("POST", "/store/runs/{run_id}/pause", "store_pause"),
+    Route("POST", "/store/runs/{run_id}/resume", "store_resume"),
     Route("POST", "/store/runs/{run_id}/suspend", "store_suspend"),
     Route("POST", "/store/runs/{run_id}/spawn", "store_spawn"),
     Route("POST", "/store/wait", "store_wait"),
@@ -563,6 +567,32 @@ class Api:
         self.wake()  # a parent waiting for the cancelled run is pending again
         return answer
 
+    async def pause(self, request: web.Request) -> Any:
+        """Pause a run: now if it is not running, else at its next step boundary."""
+        run_id = _path_run_id(request)
+        store = self.store
+
+        def work() -> dict[str, Any]:
+            run = store.pause_run(run_id)
+            return run_json(run, store.get_lease(run.id) if run.status == "running" else None)
+
+        return await self._run(work)
+
+    async def resume(self, request: web.Request) -> Any:
+        """Resume a paused run; with ``{"from_step": STEP_ID}``, re-run a finished one."""
+        run_id = _path_run_id(request)
+        body = await _body(request) if await request.read() else {}
+        from_step = _opt_text(body, "from_step")
+        store = self.store
+
+        def work() -> dict[str, Any]:
+            run = store.resume_run(run_id, from_step=from_step)
+            return run_json(run, store.get_lease(run.id) if run.status == "running" else None)
+
+        answer = await self._run(work)
+        self.wake()  # the run is pending again
+        return answer
+
     # -- the Store protocol ------------------------------------------------------------
 
     async def store_agents(self, request: web.Request) -> Any:
@@ -677,6 +707,17 @@ class Api:
     async def store_cancel(self, request: web.Request) -> Any:
         run = await self._run(self.store.request_cancel, _path_run_id(request))
         self.wake()  # a parent waiting for the cancelled run is pending again
+        return converter.unstructure(run)
+
+    async def store_pause(self, request: web.Request) -> Any:
+        run = await self._run(self.store.pause_run, _path_run_id(request))
+        return converter.unstructure(run)
+
+    async def store_resume(self, request: web.Request) -> Any:
+        run_id = _path_run_id(request)
+        from_step = _opt_text(await _body(request), "from_step")
+        run = await self._run(self.store.resume_run, run_id, from_step=from_step)
+        self.wake()
         return converter.unstructure(run)
 
     async def store_suspend(self, request: web.Request) -> Any:

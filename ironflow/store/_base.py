@@ -108,6 +108,21 @@ class Store(Protocol):
         """Cancel a run: a pending, sleeping or waiting one now, a running one at its
         next step boundary. Its unfinished child runs are cancelled with it."""
 
+    def pause_run(self, run_id: str) -> Run:
+        """Pause a run: a pending or queued one now (status ``paused``), a running one at
+        its next step boundary (the worker hands it back, and it stays ``paused``), a
+        suspended one when it wakes. A finished run is returned as it is."""
+
+    def resume_run(self, run_id: str, *, from_step: str | None = None) -> Run:
+        """Let a paused run go on (a run not yet stopped just keeps running).
+
+        With ``from_step``, re-run a finished run from the step with that id: the records
+        before it are kept, it and those after are dropped, and the run is pending again
+        with the re-run listed in ``Run.reruns``. Raises
+        :class:`~ironflow.errors.InvalidInputError` for an unfinished run or an unknown
+        step id.
+        """
+
     # -- suspended runs and child runs ----------------------------------------------------
 
     def suspend_run(

@@ -46,6 +46,8 @@ from ironflow.store._codec import (
     to_json_value,
 )
 from ironflow.store._faults import check_ours, guard, storage_error
+from ironflow.store._flowctl import FLOW_DBS, FlowControl
+from ironflow.store._flowspec import Rerun
 from ironflow.store._records import (
     FINISHED,
     SUSPENDED,
@@ -111,6 +113,8 @@ _DBS = (
     "waits",
     "spawns",
     "event_names",
+    # Flow control (see _flowctl.py): slots, debounces, cancel-on, crons, pauses.
+    *FLOW_DBS,
 )
 _INITIAL_MAP = 1 << 30
 
@@ -396,6 +400,7 @@ class LmdbStore:
             self._env.close()
             raise
         self._db = {name: self._env.open_db(name.encode()) for name in _DBS}
+        self._flow = FlowControl(self._db, self._clock)
         self._committer = _GroupCommitter(self)
         self._work = threading.Condition()
         # Signalled when a projection advances, with a count so a waiter misses nothing.
@@ -491,9 +496,10 @@ class LmdbStore:
         encoded = [(a.id.encode(), encode_record(a)) for a in agents]
 
         def op(txn: Any) -> None:
-            for key, value in encoded:
+            for (key, value), spec in zip(encoded, agents, strict=True):
                 if txn.get(key, db=self._db["agents"]) != value:
                     txn.put(key, value, db=self._db["agents"])
+                self._flow.registered(txn, spec)
 
         self._write(op)
 
@@ -548,25 +554,24 @@ class LmdbStore:
         run_ids = []
         for _, raw in txn.cursor(db=self._db["agents"]):
             spec = decode_record(raw, AgentSpec)
-            if any(trigger_matches(t, name) for t in spec.triggers):
-                run = Run(
-                    id=new_id("run_"),
-                    agent=spec.id,
-                    status="pending",
-                    event=event,
-                    created_at=now,
-                    updated_at=now,
-                )
-                txn.put(run.id.encode(), encode_record(run), db=self._db["runs"])
-                txn.put(run.id.encode(), spec.id.encode(), db=self._db["ready"])
-                run_ids.append(run.id)
+            if any(trigger_matches(t, name) for t in spec.triggers) and self._flow.admits(
+                spec, event
+            ):
+                # A pending run, a queued one (no concurrency slot), or a debounced burst's.
+                run_id = self._flow.new_run(txn, spec, event, now)
+                if run_id is not None:
+                    run_ids.append(run_id)
         result = EmitResult(event_id=event.id, run_ids=tuple(run_ids), created=True, seq=seq)
         txn.put(_u64(seq), encode_record(event), db=self._db["events"])
         txn.put(event.id.encode(), encode_record(result), db=self._db["event_ids"])
         txn.put(name_key(name) + b"\x00" + _u64(seq), b"", db=self._db["event_names"])
         # Runs waiting for this event take it in this same transaction: none can miss it.
         self._resolve_event_waits(txn, event, now)
+        self._flow.cancel_matching(txn, event, now, self._cancel_at)
         return result
+
+    def _cancel_at(self, txn: Any, run_id: str, now: float) -> None:
+        self._cancel_in(txn, run_id, now, depth=0)
 
     def events(self, *, after_seq: int = 0, limit: int = 1000) -> list[Event]:
         """Events of the log after position ``after_seq``, oldest first."""
@@ -588,8 +593,14 @@ class LmdbStore:
     ) -> list[str]:
         found: list[str] = []
         wanted = {a.encode() for a in agents}
+        taken: dict[tuple[bytes, str], int] = {}
         for key, agent in txn.cursor(db=self._db["ready"]):
             if agent in wanted:
+                # Oldest first; a run whose key has no free slot waits, queued.
+                if self._flow.is_paused(txn, key) or not self._flow.slot_free(
+                    txn, key, agent, taken
+                ):
+                    continue
                 found.append(key.decode())
                 if len(found) >= limit:
                     return found
@@ -616,14 +627,21 @@ class LmdbStore:
         timers_now = self._clock()
         # An idle poll costs a read transaction, not an fsync'd write.
         with self._txn() as txn:
-            if not self._candidates(txn, worker, agents, limit, now) and not self._timers_due(
-                txn, timers_now
+            if (
+                not self._candidates(txn, worker, agents, limit, now)
+                and not self._timers_due(txn, timers_now)
+                and not self._flow.due(txn, timers_now)
             ):
                 return []
 
         def op(txn: Any) -> list[LeasedRun]:
             # Due timers first: a run whose sleep ended is pending from here on.
             self._fire_timers(txn, timers_now)
+            # Due debounced runs and cron ticks: one transaction fires each tick once.
+            cursor = txn.cursor(db=self._db["events"])
+            self._flow.fire(
+                txn, timers_now, int.from_bytes(cursor.key(), "big") if cursor.last() else 0
+            )
             leased = []
             for run_id in self._candidates(txn, worker, agents, limit, now):
                 key = run_id.encode()
@@ -682,7 +700,11 @@ class LmdbStore:
         def op(txn: Any) -> StepAck:
             self._check_holder(txn, worker, step.run_id)
             txn.put(key, value, db=self._db["steps"], overwrite=False)
-            return StepAck(txn.get(step.run_id.encode(), db=self._db["cancels"]) is not None)
+            run_key = step.run_id.encode()
+            return StepAck(
+                txn.get(run_key, db=self._db["cancels"]) is not None,
+                pause_requested=self._flow.is_paused(txn, run_key),
+            )
 
         return self._write(op)
 
@@ -715,6 +737,7 @@ class LmdbStore:
             txn.put(key, encode_record(run), db=self._db["runs"])
             txn.delete(key, db=self._db["leases"])
             txn.delete(key, db=self._db["cancels"])
+            self._flow.finished(txn, run)
             self._finished_in(txn, run)
             return run
 
@@ -727,10 +750,13 @@ class LmdbStore:
             self._check_holder(txn, worker, run_id)
             key = run_id.encode()
             run = decode_record(txn.get(key, db=self._db["runs"]), Run)
-            run = attrs.evolve(run, status="pending", updated_at=time.time())
+            # A run paused while it ran stops here: it waits for `run resume`.
+            status: RunStatus = "paused" if self._flow.is_paused(txn, key) else "pending"
+            run = attrs.evolve(run, status=status, updated_at=time.time())
             txn.put(key, encode_record(run), db=self._db["runs"])
             txn.delete(key, db=self._db["leases"])
-            txn.put(key, run.agent.encode(), db=self._db["ready"])
+            if status == "pending":
+                txn.put(key, run.agent.encode(), db=self._db["ready"])
 
         self._write(op)
         self._notify()
@@ -748,6 +774,90 @@ class LmdbStore:
         self._notify()
         return run
 
+    def pause_run(self, run_id: str) -> Run:
+        key = _run_key(run_id)
+
+        def op(txn: Any) -> Run:
+            raw = txn.get(key, db=self._db["runs"])
+            if raw is None:
+                raise RunNotFoundError(run_id)
+            run = decode_record(raw, Run)
+            if run.status in FINISHED or run.status == "paused":
+                return run
+            txn.put(key, b"", db=self._db["paused"])
+            if txn.get(key, db=self._db["ready"]) is not None:
+                txn.delete(key, db=self._db["ready"])
+                run = attrs.evolve(run, status="paused", updated_at=time.time())
+                txn.put(key, encode_record(run), db=self._db["runs"])
+            # Running: told by its next record_step. Sleeping, waiting or debouncing: it
+            # is skipped when it becomes pending, until resumed.
+            return run
+
+        return self._write(op)
+
+    def resume_run(self, run_id: str, *, from_step: str | None = None) -> Run:
+        key = _run_key(run_id)
+
+        def op(txn: Any) -> Run:
+            raw = txn.get(key, db=self._db["runs"])
+            if raw is None:
+                raise RunNotFoundError(run_id)
+            run = decode_record(raw, Run)
+            now = time.time()
+            if from_step is not None:
+                return self._rerun_in(txn, run, from_step, now)
+            txn.delete(key, db=self._db["paused"])
+            if run.status == "paused":
+                run = attrs.evolve(run, status="pending", updated_at=now)
+                txn.put(key, encode_record(run), db=self._db["runs"])
+                txn.put(key, run.agent.encode(), db=self._db["ready"])
+            return run
+
+        run = self._write(op)
+        self._notify()
+        return run
+
+    def _rerun_in(self, txn: Any, run: Run, from_step: str, now: float) -> Run:
+        """Drop the records from ``from_step`` on and make the finished run pending."""
+        if run.status not in FINISHED:
+            raise InvalidInputError(
+                f"run {run.id} is {run.status}; --from-step re-runs a finished run "
+                "(completed, failed or cancelled): wait for it, or cancel it first"
+            )
+        steps = self._steps_in(txn, run.id)
+        position = next((s.position for s in steps if s.id == from_step), None)
+        if position is None:
+            known = ", ".join(s.id for s in steps[:20]) or "none"
+            raise InvalidInputError(
+                f"run {run.id} has no step {from_step!r}; its steps are: {known}"
+            )
+        for s in steps:
+            if s.position >= position:
+                txn.delete(_step_key(run.id, s.position), db=self._db["steps"])
+        key = run.id.encode()
+        txn.delete(key, db=self._db["paused"])
+        txn.delete(key, db=self._db["cancels"])
+        rerun = Rerun(
+            from_step=from_step,
+            position=position,
+            at=now,
+            previous_status=run.status,
+            previous_attempt=run.attempt,
+        )
+        run = attrs.evolve(
+            run,
+            status="pending",
+            output=None,
+            error=None,
+            cancel_requested=False,
+            suspension=None,
+            updated_at=now,
+            reruns=(*run.reruns, rerun),
+        )
+        txn.put(key, encode_record(run), db=self._db["runs"])
+        txn.put(key, run.agent.encode(), db=self._db["ready"])
+        return run
+
     def _cancel_in(self, txn: Any, run_id: str, now: float, *, depth: int) -> Run:
         """Cancel one run and, below it, its unfinished children, in the caller's txn."""
         key = run_id.encode()
@@ -757,9 +867,11 @@ class LmdbStore:
         run = decode_record(raw, Run)
         if run.status in FINISHED:
             return run
-        if run.status == "pending":
+        if run.status in ("pending", "queued", "paused"):
             run = attrs.evolve(run, status="cancelled", cancel_requested=True, updated_at=now)
             txn.delete(key, db=self._db["ready"])
+            self._flow.finished(txn, run)
+            self._flow.forget(txn, run_id)
         elif run.status in SUSPENDED:
             # Nothing executes a suspended run: it is cancelled now, its timer and wait gone.
             self._unindex(txn, run)
@@ -1373,7 +1485,7 @@ class LmdbStore:
         with self._txn() as txn:
             for key, agent in txn.cursor(db=self._db["ready"]):
                 run = decode_record(txn.get(key, db=self._db["runs"]), Run)
-                assert run.status == "pending", f"ready run {key!r} has status {run.status}"
+                assert run.status in ("pending", "queued"), f"ready run {key!r}: {run.status}"
                 assert run.agent.encode() == agent
             for key, _ in txn.cursor(db=self._db["leases"]):
                 run = decode_record(txn.get(key, db=self._db["runs"]), Run)

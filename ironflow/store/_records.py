@@ -10,8 +10,19 @@ from typing import Any, Literal
 
 import attrs
 
+from ironflow.store._flowspec import FlowSpec, Rerun
+
 RunStatus = Literal[
-    "pending", "running", "sleeping", "waiting", "completed", "failed", "cancelled"
+    "pending",
+    "running",
+    "sleeping",
+    "waiting",
+    "completed",
+    "failed",
+    "cancelled",
+    # Flow control: waiting for a concurrency slot or a debounce, and paused by hand.
+    "queued",
+    "paused",
 ]
 #: Statuses a run never leaves.
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
@@ -121,6 +132,12 @@ class Run:
     parent_id: str | None = None
     #: The latest suspension: what it waits for while the run is sleeping or waiting.
     suspension: Suspension | None = None
+    #: The agent's code version when the run was created (``@agent(version=...)``).
+    version: str | None = None
+    #: For an agent with a concurrency limit: the run's key value, as JSON text.
+    concurrency_key: str | None = None
+    #: Each ``run resume --from-step``, oldest first.
+    reruns: tuple[Rerun, ...] = ()
 
 
 @attrs.frozen
@@ -187,6 +204,8 @@ class AgentSpec:
     id: str
     triggers: tuple[str, ...]
     description: str = ""
+    #: Filter, concurrency, debounce, cancel-on, cron and version (None: none of them).
+    flow: FlowSpec | None = None
 
 
 @attrs.frozen
@@ -309,3 +328,5 @@ class PruneResult:
     steps: int
     events: int
     dry_run: bool = False
+    #: ``ironflow run pause``: stop at the next step boundary and hand the run back.
+    pause_requested: bool = False

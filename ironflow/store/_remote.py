@@ -406,6 +406,15 @@ class RemoteStore:
         path = f"/store/runs/{_checked(run_id)}/cancel"
         return converter.structure(self._call("POST", path, run_id=run_id), Run)
 
+    def pause_run(self, run_id: str) -> Run:
+        path = f"/store/runs/{_checked(run_id)}/pause"
+        return converter.structure(self._call("POST", path, run_id=run_id), Run)
+
+    def resume_run(self, run_id: str, *, from_step: str | None = None) -> Run:
+        path = f"/store/runs/{_checked(run_id)}/resume"
+        body = {"from_step": from_step}
+        return converter.structure(self._call("POST", path, body, run_id=run_id), Run)
+
     # -- suspended runs and child runs ----------------------------------------------------
 
     def suspend_run(

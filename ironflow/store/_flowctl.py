@@ -1,0 +1,368 @@
+"""Flow control inside LmdbStore's write transactions.
+
+Everything here runs in the transaction of the store call that needs it, so each
+decision is atomic with the write it leads to:
+
+- **filters and versions** at emit: an agent whose filter the event fails gets no run;
+  a new run is stamped with the agent's code version;
+- **concurrency**: a run of an agent with a limit holds a *slot* (agent, key value)
+  from its lease until it finishes, suspends or is handed back; a new run is
+  ``queued`` when its key's unfinished runs already fill the limit; a run is leased only
+  if its key has a free slot, oldest first, so runs of one key start in order. A slot
+  is counted by the lease the run holds, so every way a lease ends frees it, and a
+  dead worker's run keeps its slot until it is taken over and finishes;
+- **debounce**: the first event of a burst creates a ``queued`` run; later ones only
+  replace its event and push its start back; when due (quiet for the period, or
+  ``max_wait`` after the first) it becomes pending;
+- **cancel-on**: each new run of an agent with ``cancel_on`` is indexed by (event
+  pattern, agent, key value); a matching event cancels the indexed unfinished runs;
+- **cron**: each schedule keeps the time it last fired in the store; the lease call
+  that finds it due creates the run and moves the time on in one transaction, so
+  several workers fire each tick once.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from ironflow._cron import parse_cron
+from ironflow._filters import compile_filter
+from ironflow._ids import new_id
+from ironflow.store._codec import decode_record, dumps, encode_record, loads
+from ironflow.store._flowspec import FlowSpec, key_text
+from ironflow.store._records import FINISHED, AgentSpec, Event, Run
+from ironflow.store._triggers import trigger_matches
+
+__all__ = ["FLOW_DBS", "FlowControl"]
+
+#: The store's databases for flow control: (agent, key, run) -> b"" for the unfinished
+#: runs of agents with a concurrency limit; (agent, key) -> debounce state; (pattern,
+#: agent, key, run) -> b"" for cancel-on; (agent, index) -> cron state; run -> b"" for
+#: pause requests.
+FLOW_DBS = ("slots", "debounces", "cancel_keys", "crons", "paused")
+
+#: A cron trigger that catches up creates at most this many runs per lease call.
+CATCH_UP_BATCH = 100
+
+
+def _sep(*parts: str) -> bytes:
+    return b"\x00".join(p.encode() for p in parts)
+
+
+@functools.lru_cache(maxsize=256)
+def _spec_of(raw: bytes) -> AgentSpec:
+    return decode_record(raw, AgentSpec)
+
+
+class FlowControl:
+    """The flow-control half of an LmdbStore: same environment, its own databases."""
+
+    def __init__(self, db: dict[str, Any], clock: Callable[[], float]) -> None:
+        self._db = db
+        self._clock = clock
+
+    # -- agents ----------------------------------------------------------------------
+
+    def spec(self, txn: Any, agent: bytes) -> AgentSpec | None:
+        raw = txn.get(agent, db=self._db["agents"])
+        return None if raw is None else _spec_of(bytes(raw))
+
+    def registered(self, txn: Any, spec: AgentSpec) -> None:
+        """An agent was (re-)registered: start the clock of each new or changed schedule."""
+        now = self._clock()
+        flow = spec.flow
+        crons = flow.crons if flow is not None else ()
+        prefix = spec.id.encode() + b"\x00"
+        cursor = txn.cursor(db=self._db["crons"])
+        stale = [bytes(k) for k, _ in _prefixed(cursor, prefix)]
+        for key in stale[len(crons) :]:
+            txn.delete(key, db=self._db["crons"])
+        for i, cron in enumerate(crons):
+            key = prefix + str(i).encode()
+            raw = txn.get(key, db=self._db["crons"])
+            state = loads(raw) if raw is not None else None
+            if state is not None and (state["cron"], state["timezone"]) == (
+                cron.cron,
+                cron.timezone,
+            ):
+                continue
+            schedule = parse_cron(cron.cron, cron.timezone)
+            txn.put(
+                key,
+                dumps(
+                    {
+                        "cron": cron.cron,
+                        "timezone": cron.timezone,
+                        "last": now,
+                        "next": schedule.next_after(now),
+                    }
+                ),
+                db=self._db["crons"],
+            )
+
+    # -- emit: filters, versions, debounce, concurrency status, cancel-on ---------------
+
+    def admits(self, spec: AgentSpec, event: Event) -> bool:
+        """Whether the agent's filter (if any) lets this event start a run."""
+        flow = spec.flow
+        if flow is None or flow.filter is None:
+            return True
+        return compile_filter(flow.filter).matches(event)
+
+    def new_run(self, txn: Any, spec: AgentSpec, event: Event, now: float) -> str | None:
+        """Create the agent's run for ``event`` (or fold it into a debounced one).
+
+        Returns the id of the run the event went to.
+        """
+        flow = spec.flow or FlowSpec()
+        if flow.debounce is not None:
+            return self._debounce(txn, spec, flow, event, now)
+        run = self._make_run(txn, spec, flow, event, now)
+        key = run.id.encode()
+        txn.put(key, encode_record(run), db=self._db["runs"])
+        txn.put(key, spec.id.encode(), db=self._db["ready"])
+        return run.id
+
+    def _make_run(self, txn: Any, spec: AgentSpec, flow: FlowSpec, event: Event, now: float) -> Run:
+        slot_key: str | None = None
+        status = "pending"
+        run_id = new_id("run_")
+        if flow.concurrency is not None:
+            slot_key = key_text(flow.concurrency.key, event.data)
+            # Queued if the key's unfinished runs (running, or ahead in line) fill it.
+            if self._in_line(txn, spec.id, slot_key) >= flow.concurrency.limit:
+                status = "queued"
+            txn.put(_sep(spec.id, slot_key, run_id), b"", db=self._db["slots"])
+        run = Run(
+            id=run_id,
+            agent=spec.id,
+            status=status,  # type: ignore[arg-type]
+            event=event,
+            created_at=now,
+            updated_at=now,
+            version=flow.version,
+            concurrency_key=slot_key,
+        )
+        for cancel in flow.cancel_on:
+            index = _sep(cancel.event, spec.id, key_text(cancel.match, event.data), run.id)
+            txn.put(index, b"", db=self._db["cancel_keys"])
+        return run
+
+    def _debounce(self, txn: Any, spec: AgentSpec, flow: FlowSpec, event: Event, now: float) -> str:
+        debounce = flow.debounce
+        assert debounce is not None
+        clock = self._clock()  # the store's timer clock: what fire() compares against
+        key = _sep(spec.id, key_text(debounce.key, event.data))
+        raw = txn.get(key, db=self._db["debounces"])
+        if raw is not None and loads(raw)["due"] <= clock:
+            # The last burst went quiet, though no lease call started its run yet: it
+            # starts now, and this event begins the next burst.
+            self._start_debounced(txn, key, loads(raw)["run"], clock)
+            raw = None
+        if raw is not None:
+            state = loads(raw)
+            run_raw = txn.get(state["run"].encode(), db=self._db["runs"])
+            if run_raw is not None:
+                run = decode_record(run_raw, Run)
+                if run.status == "queued":
+                    # The burst goes on: the run takes this event and starts later.
+                    due = clock + debounce.period
+                    if debounce.max_wait is not None:
+                        due = min(due, state["first"] + debounce.max_wait)
+                    run = attrs.evolve(run, event=event, updated_at=now)
+                    txn.put(run.id.encode(), encode_record(run), db=self._db["runs"])
+                    txn.put(key, dumps({**state, "due": due}), db=self._db["debounces"])
+                    return run.id
+        run = self._make_run(txn, spec, flow, event, now)
+        run = attrs.evolve(run, status="queued")
+        txn.put(run.id.encode(), encode_record(run), db=self._db["runs"])
+        due = clock + debounce.period
+        if debounce.max_wait is not None:
+            due = min(due, clock + debounce.max_wait)
+        txn.put(key, dumps({"run": run.id, "first": clock, "due": due}), db=self._db["debounces"])
+        return run.id
+
+    def _start_debounced(self, txn: Any, key: bytes, run_id: str, now: float) -> bool:
+        """End a burst: its queued run becomes pending. False if it is gone or done."""
+        txn.delete(key, db=self._db["debounces"])
+        run_raw = txn.get(run_id.encode(), db=self._db["runs"])
+        if run_raw is None:
+            return False
+        run = decode_record(run_raw, Run)
+        if run.status != "queued":
+            return False
+        run = attrs.evolve(run, status="pending", updated_at=now)
+        txn.put(run.id.encode(), encode_record(run), db=self._db["runs"])
+        txn.put(run.id.encode(), run.agent.encode(), db=self._db["ready"])
+        return True
+
+    def cancel_matching(
+        self, txn: Any, event: Event, now: float, cancel: Callable[[Any, str, float], Any]
+    ) -> list[str]:
+        """Cancel the unfinished runs whose agents cancel on this event and whose trigger
+        event has the same key value; return their ids."""
+        cancelled: list[str] = []
+        for _, raw in txn.cursor(db=self._db["agents"]):
+            spec = _spec_of(bytes(raw))
+            if spec.flow is None:
+                continue
+            for rule in spec.flow.cancel_on:
+                if not trigger_matches(rule.event, event.name):
+                    continue
+                prefix = _sep(rule.event, spec.id, key_text(rule.match, event.data)) + b"\x00"
+                cursor = txn.cursor(db=self._db["cancel_keys"])
+                hits = [bytes(k) for k, _ in _prefixed(cursor, prefix)]
+                for index in hits:
+                    run_id = index[len(prefix) :].decode()
+                    run_raw = txn.get(run_id.encode(), db=self._db["runs"])
+                    if run_raw is not None and loads(run_raw)["event"]["id"] == event.id:
+                        continue  # the run this very event started
+                    txn.delete(index, db=self._db["cancel_keys"])
+                    if run_raw is None or loads(run_raw)["status"] in FINISHED:
+                        continue
+                    self.forget(txn, run_id)
+                    cancel(txn, run_id, now)
+                    cancelled.append(run_id)
+        return cancelled
+
+    def forget(self, txn: Any, run_id: str) -> None:
+        """A queued (debouncing) run is cancelled: drop its debounce state."""
+        cursor = txn.cursor(db=self._db["debounces"])
+        for key, raw in cursor:
+            if loads(raw)["run"] == run_id:
+                txn.delete(bytes(key), db=self._db["debounces"])
+                break
+
+    # -- concurrency slots -------------------------------------------------------------
+
+    def _in_line(self, txn: Any, agent: str, slot_key: str) -> int:
+        """Unfinished runs of the agent with this key (each has an entry until it ends)."""
+        prefix = _sep(agent, slot_key) + b"\x00"
+        return sum(1 for _ in _prefixed(txn.cursor(db=self._db["slots"]), prefix))
+
+    def _busy(self, txn: Any, agent: str, slot_key: str) -> int:
+        """Runs of the agent with this key that hold a lease now."""
+        prefix = _sep(agent, slot_key) + b"\x00"
+        busy = 0
+        cursor = txn.cursor(db=self._db["slots"])
+        for key, _ in _prefixed(cursor, prefix):
+            if txn.get(key[len(prefix) :], db=self._db["leases"]) is not None:
+                busy += 1
+        return busy
+
+    def slot_free(
+        self, txn: Any, run_id: bytes, agent: bytes, taken: dict[tuple[bytes, str], int]
+    ) -> bool:
+        """Whether a ready run may be leased now, counting the slots this call took."""
+        spec = self.spec(txn, agent)
+        if spec is None or spec.flow is None or spec.flow.concurrency is None:
+            return True
+        raw = txn.get(run_id, db=self._db["runs"])
+        if raw is None:
+            return True
+        slot_key = loads(raw).get("concurrency_key")
+        if slot_key is None:
+            return True
+        index = (agent, slot_key)
+        busy = taken.get(index)
+        if busy is None:
+            busy = self._busy(txn, agent.decode(), slot_key)
+        if busy >= spec.flow.concurrency.limit:
+            taken[index] = busy
+            return False
+        taken[index] = busy + 1
+        return True
+
+    def finished(self, txn: Any, run: Run) -> None:
+        """A run finished: drop its slot entry, pause request and cancel-on index."""
+        if run.concurrency_key is not None:
+            txn.delete(_sep(run.agent, run.concurrency_key, run.id), db=self._db["slots"])
+        txn.delete(run.id.encode(), db=self._db["paused"])
+
+    def is_paused(self, txn: Any, run_id: bytes) -> bool:
+        return txn.get(run_id, db=self._db["paused"]) is not None
+
+    # -- timers: debounces and crons ---------------------------------------------------
+
+    def due(self, txn: Any, now: float) -> bool:
+        """Whether a debounced run or a cron tick is due (a read, for the idle poll)."""
+        for _, raw in txn.cursor(db=self._db["debounces"]):
+            if loads(raw)["due"] <= now:
+                return True
+        for _, raw in txn.cursor(db=self._db["crons"]):
+            state = loads(raw)
+            if state["next"] is not None and state["next"] <= now:
+                return True
+        return False
+
+    def fire(self, txn: Any, now: float, last_seq: int) -> list[str]:
+        """Start every due debounced run and cron tick; return the new pending runs."""
+        started: list[str] = []
+        for key, raw in list(txn.cursor(db=self._db["debounces"])):
+            state = loads(raw)
+            if state["due"] <= now and self._start_debounced(txn, bytes(key), state["run"], now):
+                started.append(state["run"])
+        for key, raw in list(txn.cursor(db=self._db["crons"])):
+            state = loads(raw)
+            if state["next"] is None or state["next"] > now:
+                continue
+            agent, index = bytes(key).split(b"\x00")
+            spec = self.spec(txn, agent)
+            if spec is None or spec.flow is None or int(index) >= len(spec.flow.crons):
+                txn.delete(bytes(key), db=self._db["crons"])
+                continue
+            cron = spec.flow.crons[int(index)]
+            schedule = parse_cron(cron.cron, cron.timezone)
+            if cron.catch_up:
+                ticks = schedule.ticks_between(state["last"], now, limit=CATCH_UP_BATCH)
+            else:
+                # After downtime, one run for all the missed ticks: the latest one.
+                latest = schedule.latest_at(now, not_before=state["last"])
+                ticks = [latest] if latest is not None else []
+            for tick in ticks:
+                run_id = self._cron_run(txn, spec, int(index), cron.cron, tick, now, last_seq)
+                started.append(run_id)
+            last = ticks[-1] if cron.catch_up and len(ticks) == CATCH_UP_BATCH else now
+            state = {**state, "last": last, "next": schedule.next_after(last)}
+            txn.put(bytes(key), dumps(state), db=self._db["crons"])
+        return started
+
+    def _cron_run(
+        self,
+        txn: Any,
+        spec: AgentSpec,
+        index: int,
+        expression: str,
+        tick: float,
+        now: float,
+        last_seq: int,
+    ) -> str:
+        import datetime as _dt
+
+        at = _dt.datetime.fromtimestamp(tick, _dt.UTC).isoformat().replace("+00:00", "Z")
+        # Not in the event log (like a spawned run's event): its id names the tick.
+        event = Event(
+            id=f"cron:{spec.id}:{index}:{int(tick)}",
+            name=f"cron.{spec.id}",
+            data={"cron": expression, "tick": at},
+            ts=now,
+            seq=last_seq,
+        )
+        run = self._make_run(txn, spec, spec.flow or FlowSpec(), event, now)
+        key = run.id.encode()
+        txn.put(key, encode_record(run), db=self._db["runs"])
+        txn.put(key, spec.id.encode(), db=self._db["ready"])
+        return run.id
+
+
+def _prefixed(cursor: Any, prefix: bytes) -> Any:
+    if not cursor.set_range(prefix):
+        return
+    for key, value in cursor:
+        if not bytes(key).startswith(prefix):
+            return
+        yield bytes(key), value
