@@ -240,9 +240,17 @@ class FlowControl:
     # -- concurrency slots -------------------------------------------------------------
 
     def _in_line(self, txn: Any, agent: str, slot_key: str) -> int:
-        """Unfinished runs of the agent with this key (each has an entry until it ends)."""
+        """Unfinished runs of the agent with this key, dropping entries of finished ones
+        (a run cancelled while it slept, or pruned, ended without finish_run)."""
         prefix = _sep(agent, slot_key) + b"\x00"
-        return sum(1 for _ in _prefixed(txn.cursor(db=self._db["slots"]), prefix))
+        count = 0
+        for key, _ in list(_prefixed(txn.cursor(db=self._db["slots"]), prefix)):
+            raw = txn.get(key[len(prefix) :], db=self._db["runs"])
+            if raw is None or loads(raw)["status"] in FINISHED:
+                txn.delete(key, db=self._db["slots"])
+            else:
+                count += 1
+        return count
 
     def _busy(self, txn: Any, agent: str, slot_key: str) -> int:
         """Runs of the agent with this key that hold a lease now."""
@@ -300,7 +308,17 @@ class FlowControl:
         return False
 
     def fire(self, txn: Any, now: float, last_seq: int) -> list[str]:
-        """Start every due debounced run and cron tick; return the new pending runs."""
+        """Start every due debounced run and cron tick; return the new pending runs.
+
+        First, a paused run that became pending meanwhile (a sleep ended, a debounce
+        fired) leaves the ready queue as ``paused``.
+        """
+        for key, _ in list(txn.cursor(db=self._db["paused"])):
+            if txn.get(key, db=self._db["ready"]) is not None:
+                txn.delete(key, db=self._db["ready"])
+                run = decode_record(txn.get(key, db=self._db["runs"]), Run)
+                run = attrs.evolve(run, status="paused", updated_at=now)
+                txn.put(key, encode_record(run), db=self._db["runs"])
         started: list[str] = []
         for key, raw in list(txn.cursor(db=self._db["debounces"])):
             state = loads(raw)

@@ -207,3 +207,32 @@ def test_resume_from_step_reruns_a_finished_run_keeping_earlier_records(
     ]
     with pytest.raises(InvalidInputError, match="is pending"):
         fstore.resume_run(run_id, from_step="s0")
+
+
+def test_a_paused_sleeping_run_stays_paused_when_it_wakes(fstore: LmdbStore, clock: Clock) -> None:
+    """Paused while asleep: when the sleep ends it is paused, not leased, until resumed."""
+    from ironflow.store import Suspension
+
+    register(fstore, "s", ("go",))
+    (run_id,) = fstore.emit("go", {}).run_ids
+    lease(fstore, "s")
+    fstore.suspend_run(ME, run_id, Suspension(kind="sleep", position=0, step_id="sleep", wake_in=5))
+    assert fstore.pause_run(run_id).status == "sleeping"
+    clock.now += 10
+    assert lease(fstore, "s") == []
+    assert fstore.get_run(run_id).status == "paused"
+    assert [s.id for s in fstore.get_steps(run_id)] == ["sleep"]
+    fstore.resume_run(run_id)
+    assert lease(fstore, "s") == [run_id]
+
+
+def test_queued_status_counts_only_unfinished_runs(fstore: LmdbStore) -> None:
+    """A run cancelled while queued frees its place in line for the next new run."""
+    register(fstore, "c", ("job",), concurrency=ConcurrencyLimit(1))
+    (first,) = fstore.emit("job", {}).run_ids
+    (second,) = fstore.emit("job", {}).run_ids
+    assert fstore.get_run(second).status == "queued"
+    fstore.request_cancel(first)
+    fstore.request_cancel(second)
+    (third,) = fstore.emit("job", {}).run_ids
+    assert fstore.get_run(third).status == "pending"
