@@ -205,3 +205,16 @@ def test_a_result_instead_of_a_callable_is_a_clear_error(store: LmdbStore) -> No
     run = run_agent(store, bad_parallel, {})
     assert run.status == "failed"
     assert run.error is not None and "not a callable" in run.error.message
+
+
+@agent(id="nested", triggers=["nested"])
+def nested(ctx: AgentContext) -> Any:
+    return ctx.parallel("outer", [lambda: ctx.parallel("inner", [_branch("x")])])
+
+
+def test_a_parallel_inside_a_branch_is_refused(store: LmdbStore) -> None:
+    """Steps do not nest: a branch calling ctx.parallel fails that branch, saying so."""
+    run = run_agent(store, nested, {})
+    assert run.status == "failed"
+    assert run.error is not None and "steps do not nest" in run.error.message
+    assert calls == []
