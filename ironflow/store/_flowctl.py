@@ -310,15 +310,9 @@ class FlowControl:
     def fire(self, txn: Any, now: float, last_seq: int) -> list[str]:
         """Start every due debounced run and cron tick; return the new pending runs.
 
-        First, a paused run that became pending meanwhile (a sleep ended, a debounce
+        Then a paused run that became pending meanwhile (a sleep ended, a debounce
         fired) leaves the ready queue as ``paused``.
         """
-        for key, _ in list(txn.cursor(db=self._db["paused"])):
-            if txn.get(key, db=self._db["ready"]) is not None:
-                txn.delete(key, db=self._db["ready"])
-                run = decode_record(txn.get(key, db=self._db["runs"]), Run)
-                run = attrs.evolve(run, status="paused", updated_at=now)
-                txn.put(key, encode_record(run), db=self._db["runs"])
         started: list[str] = []
         for key, raw in list(txn.cursor(db=self._db["debounces"])):
             state = loads(raw)
@@ -347,6 +341,12 @@ class FlowControl:
             last = ticks[-1] if cron.catch_up and len(ticks) == CATCH_UP_BATCH else now
             state = {**state, "last": last, "next": schedule.next_after(last)}
             txn.put(bytes(key), dumps(state), db=self._db["crons"])
+        for key, _ in list(txn.cursor(db=self._db["paused"])):
+            if txn.get(key, db=self._db["ready"]) is not None:
+                txn.delete(key, db=self._db["ready"])
+                run = decode_record(txn.get(key, db=self._db["runs"]), Run)
+                run = attrs.evolve(run, status="paused", updated_at=now)
+                txn.put(key, encode_record(run), db=self._db["runs"])
         return started
 
     def _cron_run(

@@ -236,3 +236,17 @@ def test_queued_status_counts_only_unfinished_runs(fstore: LmdbStore) -> None:
     fstore.request_cancel(second)
     (third,) = fstore.emit("job", {}).run_ids
     assert fstore.get_run(third).status == "pending"
+
+
+def test_a_paused_debounced_run_is_paused_when_its_burst_ends(
+    fstore: LmdbStore, clock: Clock
+) -> None:
+    """Paused during its burst, a debounced run does not start when the burst ends."""
+    register(fstore, "d", ("ping",), debounce=Debounce(5.0))
+    (run_id,) = fstore.emit("ping", {}).run_ids
+    fstore.pause_run(run_id)
+    clock.now += 6
+    assert lease(fstore, "d") == []
+    assert fstore.get_run(run_id).status == "paused"
+    fstore.resume_run(run_id)
+    assert lease(fstore, "d") == [run_id]
