@@ -145,3 +145,18 @@ def test_suspend_and_spawn_over_http_match_the_store(
     assert result.suspended and backend.get_run(run_id).status == "waiting"
     assert backend.get_lease(run_id) is None
     backend.check_valid()
+
+
+def test_the_http_cancel_ends_a_sleeping_run_at_once(
+    remote: RemoteStore, backend: LmdbStore, server_url: str, clock: FakeClock
+) -> None:
+    """POST /runs/{id}/cancel on a sleeping run answers cancelled; it never wakes."""
+    run_id = emit(remote, "remote.all", {"id": "r4"}, remote_all)
+    with serving(remote, [remote_all, remote_child]):
+        wait_status(remote, run_id, "sleeping")
+        status, reply = post(server_url, f"/runs/{run_id}/cancel")
+        assert status == 200 and reply["status"] == "cancelled"
+        clock.advance("1h")
+    assert remote.get_run(run_id).status == "cancelled"
+    assert remote.get_steps(run_id) == []
+    backend.check_valid()
