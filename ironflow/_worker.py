@@ -94,9 +94,7 @@ class Worker:
         if any(d.is_async for d in defs):
             self._start_loop()
         # Registering here, not in run(), lets a caller build a worker, emit, then run it.
-        self.store.register_agents(
-            [d.spec() for d in defs]
-        )
+        self.store.register_agents([d.spec() for d in defs])
         if projection_defs:
             self.store.register_projections([p.spec() for p in projection_defs])
 
@@ -356,6 +354,14 @@ class Worker:
             )
         elif outcome.status == "released":
             log.info("run %s: handed back for another worker (drain); %s", rid, counts)
+        elif outcome.status == "abandoned" and outcome.error is not None:
+            log.error(
+                "run %s: stopped at a step the store could not record (%s); it is taken up "
+                "again when its lease lapses (%.0fs)",
+                rid,
+                outcome.error.message,
+                self.lease_ttl,
+            )
         elif outcome.status == "abandoned":
             log.warning("run %s: another worker took it over; stopped here", rid)
         elif outcome.status == "suspended":
@@ -365,7 +371,9 @@ class Worker:
 
     def _finished(self, run_id: str, future: concurrent.futures.Future[Outcome]) -> None:
         with self._lock:
-            self._active.pop(run_id, None)
+            # A run this worker lost and leased again has a newer execution: keep it.
+            if self._active.get(run_id) is future:
+                del self._active[run_id]
         self._slot_freed.set()
         exc = future.exception()
         if exc is not None:

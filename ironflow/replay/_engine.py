@@ -31,6 +31,7 @@ from ironflow.errors import (
     NotSerializableError,
     StepFailedError,
     StepTimeoutError,
+    StoreError,
 )
 from ironflow.store import (
     ErrorInfo,
@@ -361,6 +362,11 @@ class Execution:
             ack = self.store.record_step(self.worker, record)
         except LeaseLostError as lost:
             raise _Abandon() from lost
+        except StoreError as failed:
+            # Never let the handler go on past a step that is not recorded (a tool's
+            # `except Exception` must not see this): stop, and leave the run leased, so
+            # it is taken up again when the lease lapses.
+            raise _Abandon(failed) from failed
         self.recorded[slot.position] = record
         self.steps_executed += 1
         if ack.cancel_requested:
@@ -659,6 +665,11 @@ class Execution:
             result = self.store.suspend_run(self.worker, self.run_id, suspension)
         except LeaseLostError as lost:
             raise _Abandon() from lost
+        except StoreError as failed:
+            # The handler must not go on past a wait the store never took (a handler's
+            # `except Exception` must not see this): stop, and leave the run leased, so it
+            # is taken up again when the lease lapses.
+            raise _Abandon(failed) from failed
         return self._suspended_or_record(slot, result)
 
     async def _suspend_async(self, slot: _Slot, suspension: Suspension) -> StepRecord:
@@ -749,7 +760,10 @@ class Execution:
         if isinstance(exc, _Cancel):
             return Outcome("cancelled", error=ErrorInfo("Cancelled", "the run was cancelled"))
         if isinstance(exc, _Abandon):
-            return Outcome("abandoned")
+            cause = exc.args[0] if exc.args else None
+            return Outcome(
+                "abandoned", error=error_info(cause) if isinstance(cause, Exception) else None
+            )
         if isinstance(exc, _Suspend):
             return Outcome("suspended")
         if isinstance(exc, _RunTimeout):

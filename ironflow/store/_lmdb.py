@@ -166,6 +166,8 @@ _decode_step = FastDecoder(StepRecord)
 
 #: How deep a cancellation follows child runs of child runs.
 _MAX_SPAWN_DEPTH = 100
+
+
 def _ending(run: Run, s: Suspension, now: float, *, output: Any) -> StepRecord:
     """The completed record of a suspended step, written by the store as its wait ends."""
     return StepRecord(
@@ -223,9 +225,10 @@ def _child_ending(run: Run, s: Suspension, child: Run, now: float) -> StepRecord
 
 
 @functools.lru_cache(maxsize=4096)
-def _lease_holder(raw: bytes) -> str:
-    """The worker id in an encoded lease; cached, because every step checks it."""
-    return decode_record(raw, Lease).worker.id
+def _lease_holder(raw: bytes) -> tuple[str, int]:
+    """The worker id and attempt of an encoded lease; cached, as every step checks it."""
+    lease = decode_record(raw, Lease)
+    return lease.worker.id, lease.attempt
 
 
 def _proc_stat(pid: int) -> tuple[str, str] | None:
@@ -320,29 +323,44 @@ class _GroupCommitter:
         return op.result  # type: ignore[no-any-return]
 
     def _commit(self, batch: list[_Op]) -> None:
-        for tries in range(64):
-            try:
-                with self._store._txn(write=True) as txn:
-                    for op in batch:
-                        try:
-                            op.result = op.fn(txn)
-                            op.error = None
-                        except lmdb.MapFullError:
-                            raise
-                        except Exception as exc:  # the op wrote nothing; see class docstring
-                            op.error = exc
-                break
-            except lmdb.MapFullError:
-                self._store._grow()
-                if tries == 63:
-                    raise
-            except BaseException as exc:
-                for op in batch:
-                    op.error = exc if isinstance(exc, Exception) else StoreError(str(exc))
-                    op.done = True
-                if not isinstance(exc, Exception):
-                    raise
-                return
+        try:
+            for _ in range(64):
+                try:
+                    with self._store._txn(write=True) as txn:
+                        for op in batch:
+                            try:
+                                op.result = op.fn(txn)
+                                op.error = None
+                            except lmdb.MapFullError:
+                                raise
+                            except Exception as exc:  # the op wrote nothing; see class docstring
+                                op.error = exc
+                    break
+                except lmdb.MapFullError:
+                    self._store._grow()
+            else:
+                raise StoreError(
+                    f"the data directory {self._store.path} is full even after "
+                    "growing its map 64 times"
+                )
+        except BaseException as exc:
+            # The transaction did not commit: every op in the batch failed, and each
+            # waiting thread must hear so rather than read a result that was never written.
+            failure: BaseException = exc
+            if isinstance(exc, lmdb.Error):
+                failure = StoreError(
+                    f"a write to the data directory {self._store.path} failed: {exc}. Check "
+                    "free disk space and permissions; nothing of this write was stored."
+                )
+            elif not isinstance(exc, Exception):
+                failure = StoreError(f"a write was interrupted: {exc!r}")
+            for op in batch:
+                op.result = None
+                op.error = failure
+                op.done = True
+            if not isinstance(exc, Exception):
+                raise
+            return
         for op in batch:
             op.done = True
 
@@ -420,35 +438,49 @@ class LmdbStore:
     def _txn(self, *, write: bool = False) -> Iterator[Any]:
         if self._closed:
             raise StoreError(f"the store at {self.path} is closed")
+        for _ in range(8):
+            with self._resize_lock:
+                while self._resizing:
+                    self._resize_lock.wait()
+                self._readers += 1
+            resized = False
+            try:
+                try:
+                    txn = self._env.begin(write=write)
+                except lmdb.MapResizedError:
+                    resized = True
+                except lmdb.Error as exc:
+                    raise StoreError(f"cannot read the data directory {self.path}: {exc}") from exc
+                if not resized:
+                    with txn:
+                        yield txn
+                    return
+            finally:
+                with self._resize_lock:
+                    self._readers -= 1
+                    self._resize_lock.notify_all()
+            # Another process grew the map. LMDB allows adopting its size only while this
+            # process has no transaction open, so do it as exclusively as a resize.
+            self._resize(0)
+        raise StoreError(f"the data directory {self.path} keeps being resized; try again")
+
+    def _resize(self, size: int) -> None:
+        """Set the map size (0: adopt the size on disk) with no transaction open here."""
         with self._resize_lock:
             while self._resizing:
                 self._resize_lock.wait()
-            self._readers += 1
-        try:
-            try:
-                txn = self._env.begin(write=write)
-            except lmdb.MapResizedError:
-                # Another process grew the map; adopt its size.
-                self._env.set_mapsize(0)
-                txn = self._env.begin(write=write)
-            with txn:
-                yield txn
-        finally:
-            with self._resize_lock:
-                self._readers -= 1
-                self._resize_lock.notify_all()
-
-    def _grow(self) -> None:
-        with self._resize_lock:
             self._resizing = True
-            # The committer's own transaction has ended; wait for readers to finish.
-            while self._readers > 0:
-                self._resize_lock.wait()
             try:
-                self._env.set_mapsize(self._env.info()["map_size"] * 2)
+                while self._readers > 0:
+                    self._resize_lock.wait()
+                self._env.set_mapsize(size)
             finally:
                 self._resizing = False
                 self._resize_lock.notify_all()
+
+    def _grow(self) -> None:
+        # The committer's own transaction has ended when this is called.
+        self._resize(self._env.info()["map_size"] * 2)
 
     def _write(self, fn: Callable[[Any], T]) -> T:
         return self._committer.submit(fn)
@@ -606,9 +638,9 @@ class LmdbStore:
                     return found
         for key, raw in txn.cursor(db=self._db["leases"]):
             lease = decode_record(raw, Lease)
-            if lease.worker.id == worker.id:
-                continue
-            if lease.expires_at > now and process_alive(lease.worker) is not False:
+            if lease.expires_at > now and (
+                lease.worker.id == worker.id or process_alive(lease.worker) is not False
+            ):
                 continue
             run_raw = txn.get(key, db=self._db["runs"])
             if run_raw is None or decode_record(run_raw, Run).agent not in agents:
@@ -647,7 +679,9 @@ class LmdbStore:
                 key = run_id.encode()
                 run = decode_record(txn.get(key, db=self._db["runs"]), Run)
                 run = attrs.evolve(run, status="running", attempt=run.attempt + 1, updated_at=now)
-                lease = Lease(run_id=run_id, worker=worker, expires_at=now + ttl)
+                lease = Lease(
+                    run_id=run_id, worker=worker, expires_at=now + ttl, attempt=run.attempt
+                )
                 txn.put(key, encode_record(run), db=self._db["runs"])
                 txn.delete(key, db=self._db["ready"])
                 txn.put(key, encode_record(lease), db=self._db["leases"])
@@ -683,9 +717,17 @@ class LmdbStore:
 
         return self._write(op)
 
-    def _check_holder(self, txn: Any, worker: WorkerInfo, run_id: str) -> None:
+    def _check_holder(
+        self, txn: Any, worker: WorkerInfo, run_id: str, attempt: int | None = None
+    ) -> None:
+        """Fencing: raise unless ``worker`` holds the run (in that attempt, if given).
+
+        The attempt matters when one worker lost a run and later leased it again: the
+        execution of the old attempt must not write into the new one's history.
+        """
         raw = txn.get(run_id.encode(), db=self._db["leases"])
-        if raw is None or _lease_holder(bytes(raw)) != worker.id:
+        holder, held_attempt = _lease_holder(bytes(raw)) if raw is not None else ("", 0)
+        if holder != worker.id or (attempt is not None and held_attempt not in (0, attempt)):
             raise LeaseLostError(
                 f"worker {worker.id} no longer holds run {run_id}: its lease expired and "
                 "another worker took the run over (raise the lease TTL if steps block for long)"
@@ -698,7 +740,7 @@ class LmdbStore:
         value = encode_record(step)
 
         def op(txn: Any) -> StepAck:
-            self._check_holder(txn, worker, step.run_id)
+            self._check_holder(txn, worker, step.run_id, step.attempt)
             txn.put(key, value, db=self._db["steps"], overwrite=False)
             run_key = step.run_id.encode()
             return StepAck(
@@ -889,9 +931,7 @@ class LmdbStore:
 
     # -- suspended runs and child runs ---------------------------------------------------
 
-    def suspend_run(
-        self, worker: WorkerInfo, run_id: str, suspension: Suspension
-    ) -> SuspendResult:
+    def suspend_run(self, worker: WorkerInfo, run_id: str, suspension: Suspension) -> SuspendResult:
         s = checked_suspension(suspension)
 
         def op(txn: Any) -> SuspendResult:
@@ -977,9 +1017,7 @@ class LmdbStore:
                 out.append(bytes(child).decode())
         return out
 
-    def _already_over(
-        self, txn: Any, run: Run, s: Suspension, now: float
-    ) -> StepRecord | None:
+    def _already_over(self, txn: Any, run: Run, s: Suspension, now: float) -> StepRecord | None:
         """The step's record if what it waits for has happened already, else None."""
         if s.kind == "event":
             event = self._past_event(txn, s)

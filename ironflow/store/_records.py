@@ -195,6 +195,8 @@ class Lease:
     run_id: str
     worker: WorkerInfo
     expires_at: float
+    #: The run's attempt this lease was granted for (0 in leases written before it existed).
+    attempt: int = 0
 
 
 @attrs.frozen
@@ -315,6 +317,8 @@ class StepAck:
     """What recording a step tells the engine about the run's next boundary."""
 
     cancel_requested: bool = False
+    #: ``ironflow run pause``: stop at the next step boundary and hand the run back.
+    pause_requested: bool = False
 
 
 @attrs.frozen
@@ -328,5 +332,3 @@ class PruneResult:
     steps: int
     events: int
     dry_run: bool = False
-    #: ``ironflow run pause``: stop at the next step boundary and hand the run back.
-    pause_requested: bool = False

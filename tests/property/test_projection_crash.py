@@ -35,7 +35,10 @@ def fold(state: dict[str, Any], event: Event) -> dict[str, Any]:
         CONTROL["crash_at"] = None
         raise Crash("the runner's process died inside its fold")
     # Order-sensitive on purpose: a reordered, repeated or skipped event changes it.
-    return {"seqs": [*state["seqs"], event.seq], "sum": state["sum"] * 3 + event.data["v"]}
+    return {
+        "seqs": [*state["seqs"], event.seq],
+        "sum": (state["sum"] * 3 + event.data["v"]) % 1_000_000_007,
+    }
 
 
 whole = projection(name="whole", events=["a.*"], initial_state=INITIAL)(fold)
@@ -52,7 +55,10 @@ def expected(events: list[Event], upto: int, partitioned: bool) -> Any:
             continue
         key = e.data["k"] if partitioned else ""
         state = parts.get(key, INITIAL)
-        parts[key] = {"seqs": [*state["seqs"], e.seq], "sum": state["sum"] * 3 + e.data["v"]}
+        parts[key] = {
+            "seqs": [*state["seqs"], e.seq],
+            "sum": (state["sum"] * 3 + e.data["v"]) % 1_000_000_007,
+        }
     return parts if partitioned else parts.get("", INITIAL)
 
 

@@ -98,7 +98,8 @@ def test_release_and_cancel(any_store: Store) -> None:
     assert again.run.id == first and again.run.attempt == 2
     running = any_store.request_cancel(first)
     assert running.status == "running" and running.cancel_requested
-    assert any_store.record_step(WORKER, step(first, 0)).cancel_requested
+    # A step records the attempt it ran in; the lease fences out any other attempt.
+    assert any_store.record_step(WORKER, attrs.evolve(step(first, 0), attempt=2)).cancel_requested
     error = ErrorInfo(type="Cancelled", message="the run was cancelled")
     finished = any_store.finish_run(WORKER, first, status="cancelled", error=error)
     assert finished.status == "cancelled" and finished.error == error

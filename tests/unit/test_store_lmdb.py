@@ -221,3 +221,40 @@ def test_an_unreaped_killed_worker_counts_as_dead() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_failed_commit_fails_every_write_in_its_batch(store: LmdbStore) -> None:
+    """If the map cannot grow, each waiting writer hears of it; none is told it was stored."""
+    import ironflow.store._lmdb as lmdb_module
+
+    store.register_agents([AgentSpec("a", ("go",))])
+
+    def refuse() -> None:
+        raise MemoryError("no address space left")
+
+    store._grow = refuse  # type: ignore[method-assign]
+    original = store._env.info()["map_size"]
+    store._env.set_mapsize(1 << 16)  # a map already full
+    try:
+        with pytest.raises((MemoryError, lmdb_module.StoreError)):
+            for i in range(50):
+                store.emit("go", {"blob": "x" * 4000, "i": i})
+    finally:
+        store._env.set_mapsize(original)
+    assert all(r.status == "pending" for r in store.list_runs(limit=100))
+
+
+def test_an_old_attempt_cannot_write_into_a_new_one(store: LmdbStore) -> None:
+    """A worker that lost a run and leased it again fences out its own stale execution."""
+    store.register_agents([AgentSpec("a", ("go",))])
+    run_id = store.emit("go", {}).run_ids[0]
+    me = this_worker("me")
+    [first] = store.lease_runs(me, ["a"], limit=1, ttl=-1)  # attempt 1, lapses at once
+    [second] = store.lease_runs(me, ["a"], limit=1, ttl=30)  # its own expired lease, again
+    assert (first.run.attempt, second.run.attempt) == (1, 2)
+    stale = StepRecord(run_id, 0, "s", "completed", None, "stale", 0.0, 0.0, attempt=1)
+    with pytest.raises(LeaseLostError):
+        store.record_step(me, stale)
+    fresh = StepRecord(run_id, 0, "s", "completed", None, "fresh", 0.0, 0.0, attempt=2)
+    store.record_step(me, fresh)
+    assert [s.output for s in store.get_steps(run_id)] == ["fresh"]
