@@ -251,8 +251,8 @@ def _pid_start(pid: int) -> str:
 
 def process_alive(worker: WorkerInfo) -> bool | None:
     """Whether the worker's process still runs: True, False, or None if it is on another host."""
-    if worker.host != socket.gethostname():
-        return None
+    if worker.host != socket.gethostname() or (worker.machine and worker.machine != _MACHINE):
+        return None  # another machine, or another pid namespace under the same name
     try:
         os.kill(worker.pid, 0)
     except ProcessLookupError:
@@ -270,6 +270,20 @@ def process_alive(worker: WorkerInfo) -> bool | None:
     return not (worker.pid_start and started != worker.pid_start)
 
 
+def _machine() -> str:
+    """This kernel boot and pid namespace: where our pids mean the same processes."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return ""
+    return f"{boot}/{namespace}"
+
+
+_MACHINE = _machine()
+
+
 def this_worker(worker_id: str | None = None) -> WorkerInfo:
     """The WorkerInfo describing the current process."""
     pid = os.getpid()
@@ -278,6 +292,7 @@ def this_worker(worker_id: str | None = None) -> WorkerInfo:
         host=socket.gethostname(),
         pid=pid,
         pid_start=_pid_start(pid),
+        machine=_MACHINE,
     )
 
 

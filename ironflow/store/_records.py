@@ -186,6 +186,9 @@ class WorkerInfo:
     pid: int
     #: The process start time from /proc, so a recycled pid is not mistaken for the holder.
     pid_start: str = ""
+    #: The boot id and pid namespace: pids are comparable only when both match (a
+    #: container sharing the host's name is another machine as far as pids go).
+    machine: str = ""
 
 
 @attrs.frozen

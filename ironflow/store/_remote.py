@@ -507,7 +507,8 @@ class RemoteStore:
             "name": name,
             "data": data,
             "expected_version": expected_version,
-            "idempotency_key": idempotency_key,
+            # A key chosen here makes a retry after a lost reply append once, not twice.
+            "idempotency_key": idempotency_key or new_id("append_"),
         }
         path = f"/store/streams/{_name(stream_id, 'a stream id')}/events"
         return converter.structure(self._call("POST", path, body), Event)

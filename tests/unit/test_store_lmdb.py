@@ -258,3 +258,16 @@ def test_an_old_attempt_cannot_write_into_a_new_one(store: LmdbStore) -> None:
     fresh = StepRecord(run_id, 0, "s", "completed", None, "fresh", 0.0, 0.0, attempt=2)
     store.record_step(me, fresh)
     assert [s.output for s in store.get_steps(run_id)] == ["fresh"]
+
+
+def test_a_holder_in_another_pid_namespace_is_not_judged_by_our_pids(store: LmdbStore) -> None:
+    """Same host name, other boot or pid namespace: wait for the TTL, never guess from pids."""
+    from ironflow.store import process_alive
+
+    me = this_worker()
+    elsewhere = WorkerInfo("w", me.host, 999_999, "", machine="other-boot/1")
+    assert process_alive(elsewhere) is None
+    store.register_agents([AgentSpec("a", ("go",))])
+    store.emit("go", {})
+    assert len(store.lease_runs(elsewhere, ["a"], limit=1, ttl=3600)) == 1
+    assert store.lease_runs(this_worker("local"), ["a"], limit=1, ttl=30) == []
