@@ -32,8 +32,11 @@ def timed_store(tmp_path: Path, clock: FakeClock) -> Iterator[LmdbStore]:
     s.close()
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    """Poll ``predicate`` every 10 ms until it is truthy; fail after ``timeout`` seconds."""
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+    """Poll ``predicate`` every 10 ms until it is truthy; fail after ``timeout`` seconds.
+
+    Generous: a loaded machine is slow, and a passing test never waits it out.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -44,7 +47,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
         time.sleep(0.01)
 
 
-def wait_status(store: Store, run_id: str, *statuses: str, timeout: float = 10.0) -> Run:
+def wait_status(store: Store, run_id: str, *statuses: str, timeout: float = 30.0) -> Run:
     """The run once its status is one of ``statuses``."""
     return wait_until(  # type: ignore[no-any-return]
         lambda: (r := store.get_run(run_id)).status in statuses and r,
