@@ -309,6 +309,12 @@ class RemoteStore:
             "wait": self.long_poll,
             "reclaim": False,
         }
+        # Runs this store handed out before asking: a retried lease reclaims only runs
+        # it has never seen (leased by the lost reply). One that finished while this
+        # request was retried is still "running" in an older reclaim list; handing it
+        # out again would run its last step twice.
+        with self._lock:
+            known = set(self._held)
         reply = self._request(
             "POST",
             "/store/leases",
@@ -320,7 +326,11 @@ class RemoteStore:
         leased = converter.structure(reply.data["runs"], list[LeasedRun])
         reclaimed = converter.structure(reply.data["reclaimed"], list[LeasedRun])
         with self._lock:
-            leased += [r for r in reclaimed if (worker.id, r.run.id) not in self._held]
+            leased += [
+                r
+                for r in reclaimed
+                if (worker.id, r.run.id) not in self._held and (worker.id, r.run.id) not in known
+            ]
             self._held.update((worker.id, r.run.id) for r in leased)
         self._local.polled = not leased and self.long_poll > 0
         return leased
