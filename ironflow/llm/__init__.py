@@ -6,10 +6,8 @@ The core never imports a vendor SDK: :class:`OpenAIProvider` and
 answers offline from a script, for tests, examples and demos.
 """
 
-from ironflow.llm._anthropic import AnthropicProvider
 from ironflow.llm._call import MessagesInput, ToolsInput
 from ironflow.llm._loop import ToolsLoopResult, run_tools_loop
-from ironflow.llm._openai import OpenAIProvider
 from ironflow.llm._provider import (
     LlmCall,
     Provider,
@@ -53,3 +51,22 @@ __all__ = [
     "set_default_provider",
     "tool_schema",
 ]
+
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ironflow.llm._anthropic import AnthropicProvider
+    from ironflow.llm._openai import OpenAIProvider
+
+
+def __getattr__(name: str) -> object:
+    # The adapters are loaded on first use, so `import ironflow` stays fast.
+    if name == "AnthropicProvider":
+        from ironflow.llm._anthropic import AnthropicProvider
+
+        return AnthropicProvider
+    if name == "OpenAIProvider":
+        from ironflow.llm._openai import OpenAIProvider
+
+        return OpenAIProvider
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

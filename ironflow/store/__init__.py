@@ -24,7 +24,10 @@ from ironflow.store._records import (
     Suspension,
     WorkerInfo,
 )
-from ironflow.store._remote import RemoteStore
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ironflow.store._remote import RemoteStore
 
 __all__ = [
     "FINISHED",
@@ -50,3 +53,13 @@ __all__ = [
     "process_alive",
     "this_worker",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # RemoteStore pulls in the HTTP client stack; a local worker or `import ironflow`
+    # should not pay for it.
+    if name == "RemoteStore":
+        from ironflow.store._remote import RemoteStore
+
+        return RemoteStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
