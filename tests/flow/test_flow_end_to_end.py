@@ -200,3 +200,23 @@ def test_cron_and_debounce_through_a_worker(tmp_path: Path) -> None:
             ("every-minute", "completed", "2027-01-15T08:03:00Z"),
             ("settle", "completed", "hel"),
         ]
+
+
+@agent(
+    id="slow-ship",
+    triggers=["order.created"],
+    cancel_on=[{"event": "order.cancelled", "match": "data.orderId"}],
+)
+def slow_ship(ctx: AgentContext) -> Any:
+    ctx.sleep("1h")
+    return ctx.step("ship", _count("shipped"))
+
+
+def test_cancel_on_event_ends_a_sleeping_run(store: LmdbStore) -> None:
+    """A run asleep in the store is cancelled at once by a matching event."""
+    run = run_agent(store, slow_ship, {"orderId": 7})
+    assert run.status == "sleeping"
+    store.emit("order.cancelled", {"orderId": 7})
+    assert store.get_run(run.id).status == "cancelled"
+    store.check_valid()
+    assert executed == Counter()
