@@ -45,6 +45,9 @@ __all__ = ["FLOW_DBS", "FlowControl"]
 #: pause requests.
 FLOW_DBS = ("slots", "debounces", "cancel_keys", "crons", "paused")
 
+#: Marks a slot count as filled from the leases (see FlowControl.slot_free).
+_SCANNED = (b"", "")
+
 #: A cron trigger that catches up creates at most this many runs per lease call.
 CATCH_UP_BATCH = 100
 
@@ -64,6 +67,9 @@ class FlowControl:
     def __init__(self, db: dict[str, Any], clock: Callable[[], float]) -> None:
         self._db = db
         self._clock = clock
+        # run id -> (agent, concurrency key): a run's key never changes, and the lease
+        # path would otherwise decode every queued run on every poll.
+        self._slot_keys: dict[bytes, tuple[bytes, str] | None] = {}
 
     # -- agents ----------------------------------------------------------------------
 
@@ -252,37 +258,45 @@ class FlowControl:
                 count += 1
         return count
 
-    def _busy(self, txn: Any, agent: str, slot_key: str) -> int:
-        """Runs of the agent with this key that hold a lease now."""
-        prefix = _sep(agent, slot_key) + b"\x00"
-        busy = 0
-        cursor = txn.cursor(db=self._db["slots"])
-        for key, _ in _prefixed(cursor, prefix):
-            if txn.get(key[len(prefix) :], db=self._db["leases"]) is not None:
-                busy += 1
-        return busy
+    def _slot_of(self, txn: Any, run_id: bytes) -> tuple[bytes, str] | None:
+        """The run's (agent, concurrency key), or None for a run without a limit."""
+        if run_id in self._slot_keys:
+            return self._slot_keys[run_id]
+        raw = txn.get(run_id, db=self._db["runs"])
+        if raw is None:
+            return None
+        run = loads(raw)
+        key = run.get("concurrency_key")
+        slot = None if key is None else (run["agent"].encode(), key)
+        if len(self._slot_keys) > 100_000:
+            self._slot_keys.clear()
+        self._slot_keys[run_id] = slot
+        return slot
 
     def slot_free(
         self, txn: Any, run_id: bytes, agent: bytes, taken: dict[tuple[bytes, str], int]
     ) -> bool:
-        """Whether a ready run may be leased now, counting the slots this call took."""
+        """Whether a ready run may be leased now, counting the slots this call took.
+
+        ``taken`` starts empty for each scan of the ready runs; the first run with a
+        limit fills it from the leases held now (few, unlike the runs in line).
+        """
         spec = self.spec(txn, agent)
         if spec is None or spec.flow is None or spec.flow.concurrency is None:
             return True
-        raw = txn.get(run_id, db=self._db["runs"])
-        if raw is None:
+        slot = self._slot_of(txn, bytes(run_id))
+        if slot is None:
             return True
-        slot_key = loads(raw).get("concurrency_key")
-        if slot_key is None:
-            return True
-        index = (agent, slot_key)
-        busy = taken.get(index)
-        if busy is None:
-            busy = self._busy(txn, agent.decode(), slot_key)
+        if _SCANNED not in taken:
+            taken[_SCANNED] = 0
+            for leased, _ in txn.cursor(db=self._db["leases"]):
+                held = self._slot_of(txn, bytes(leased))
+                if held is not None:
+                    taken[held] = taken.get(held, 0) + 1
+        busy = taken.get(slot, 0)
         if busy >= spec.flow.concurrency.limit:
-            taken[index] = busy
             return False
-        taken[index] = busy + 1
+        taken[slot] = busy + 1
         return True
 
     def finished(self, txn: Any, run: Run) -> None:
