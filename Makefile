@@ -43,5 +43,13 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 bench: $(BENCH_STAMP) ## ironflow vs DBOS, LangGraph, raw LMDB (options: BENCH_ARGS="--reps 3")
 	$(PY) -m bench $(BENCH_ARGS)
 
+SOAK_SECONDS ?= 300
+SOAK_MODES ?= workers server
+soak: $(STAMP) ## kill -9 soak, then audit: SOAK_SECONDS (300) per mode in SOAK_MODES (workers server)
+	@for mode in $(SOAK_MODES); do \
+		$(PY) -m tests.soak --mode $$mode --seconds $(SOAK_SECONDS) \
+			--json bench/results/soak-$$mode.json || exit 1; \
+	done
+
 clean: ## remove the virtualenv and local data
 	rm -rf $(VENV) .ironflow .pytest_cache .mypy_cache
