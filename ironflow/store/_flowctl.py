@@ -140,7 +140,8 @@ class FlowControl:
         if flow.concurrency is not None:
             slot_key = key_text(flow.concurrency.key, event.data)
             # Queued if the key's unfinished runs (running, or ahead in line) fill it.
-            if self._in_line(txn, spec.id, slot_key) >= flow.concurrency.limit:
+            limit = flow.concurrency.limit
+            if self._in_line(txn, spec.id, slot_key, limit) >= limit:
                 status = "queued"
             txn.put(_sep(spec.id, slot_key, run_id), b"", db=self._db["slots"])
         run = Run(
@@ -245,17 +246,24 @@ class FlowControl:
 
     # -- concurrency slots -------------------------------------------------------------
 
-    def _in_line(self, txn: Any, agent: str, slot_key: str) -> int:
-        """Unfinished runs of the agent with this key, dropping entries of finished ones
-        (a run cancelled while it slept, or pruned, ended without finish_run)."""
+    def _in_line(self, txn: Any, agent: str, slot_key: str, limit: int) -> int:
+        """Unfinished runs of the agent with this key, counted up to ``limit``, oldest
+        first, dropping entries of finished ones on the way (a run cancelled while it
+        slept, or pruned, ended without finish_run)."""
         prefix = _sep(agent, slot_key) + b"\x00"
         count = 0
-        for key, _ in list(_prefixed(txn.cursor(db=self._db["slots"]), prefix)):
+        cursor = txn.cursor(db=self._db["slots"])
+        stale: list[bytes] = []
+        for key, _ in _prefixed(cursor, prefix):
             raw = txn.get(key[len(prefix) :], db=self._db["runs"])
             if raw is None or loads(raw)["status"] in FINISHED:
-                txn.delete(key, db=self._db["slots"])
-            else:
-                count += 1
+                stale.append(key)
+                continue
+            count += 1
+            if count >= limit:
+                break
+        for key in stale:
+            txn.delete(key, db=self._db["slots"])
         return count
 
     def _slot_of(self, txn: Any, run_id: bytes) -> tuple[bytes, str] | None:
