@@ -8,10 +8,11 @@ gets one line saying what to fix and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from ironflow._config import open_store, resolve_data_dir, server_url
@@ -51,6 +52,16 @@ def _store(args: argparse.Namespace, *, create: bool) -> Store:
     return open_store(path)
 
 
+@contextlib.contextmanager
+def _opened(args: argparse.Namespace, *, create: bool) -> Iterator[Store]:
+    """The command's store, closed when the command is done with it."""
+    store = _store(args, create=create)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False))
 
@@ -75,11 +86,8 @@ def cmd_emit(args: argparse.Namespace) -> int:
         raise _Usage("--data nests arrays or objects too deeply to store") from None
     except ValueError as exc:  # e.g. an integer of more digits than Python converts
         raise _Usage(f"--data is not usable JSON: {exc}") from None
-    store = _store(args, create=True)
-    try:
+    with _opened(args, create=True) as store:
         result = store.emit(args.name, data, id=args.id)
-    finally:
-        store.close()
     if args.json:
         _print_json(
             {
@@ -115,16 +123,13 @@ def _status_text(run_obj: dict[str, Any]) -> str:
 def cmd_run_list(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise _Usage(f"--limit must be at least 1, not {args.limit}")
-    store = _store(args, create=False)
-    try:
+    with _opened(args, create=False) as store:
         runs = store.list_runs(limit=args.limit, status=args.status, agent=args.agent)
         now = time.time()
         objs = [
             run_json(r, store.get_lease(r.id) if r.status == "running" else None, now=now)
             for r in runs
         ]
-    finally:
-        store.close()
     if args.json:
         _print_json(objs)
         return 0
@@ -150,11 +155,8 @@ def cmd_run_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run_cancel(args: argparse.Namespace) -> int:
-    store = _store(args, create=False)
-    try:
+    with _opened(args, create=False) as store:
         run = store.request_cancel(args.run_id)
-    finally:
-        store.close()
     if run.status == "cancelled":
         print(f"run {run.id} cancelled")
     elif run.status in FINISHED:
@@ -165,11 +167,8 @@ def cmd_run_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_run_pause(args: argparse.Namespace) -> int:
-    store = _store(args, create=False)
-    try:
+    with _opened(args, create=False) as store:
         run = store.pause_run(args.run_id)
-    finally:
-        store.close()
     if run.status == "paused":
         print(f"run {run.id} paused; `ironflow run resume {run.id}` lets it go on")
     elif run.status in FINISHED:
@@ -180,11 +179,8 @@ def cmd_run_pause(args: argparse.Namespace) -> int:
 
 
 def cmd_run_resume(args: argparse.Namespace) -> int:
-    store = _store(args, create=False)
-    try:
+    with _opened(args, create=False) as store:
         run = store.resume_run(args.run_id, from_step=args.from_step)
-    finally:
-        store.close()
     if args.from_step is not None:
         print(f"run {run.id} re-runs from step {args.from_step} (attempt {run.attempt + 1})")
     else:
@@ -206,16 +202,13 @@ def cmd_approve(args: argparse.Namespace) -> int:
     event, data = approval_event(
         args.run_id, args.name, approved=not args.reject, approver=approver, reason=args.reason
     )
-    store = _store(args, create=False)
-    try:
+    with _opened(args, create=False) as store:
         run = store.get_run(args.run_id)
         if run.status in FINISHED:
             raise _Usage(
                 f"run {run.id} has already finished ({run.status}); there is nothing to approve"
             )
         result = store.emit(event, data)
-    finally:
-        store.close()
     verdict = "rejected" if args.reject else "approved"
     s = run.suspension
     if run.status == "waiting" and s is not None and s.event == event:
@@ -237,14 +230,11 @@ def _compact(value: Any, width: int = 100) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    store = _store(args, create=False)
-    try:
+    with _opened(args, create=False) as store:
         run = store.get_run(args.run_id)
         steps = store.get_steps(run.id)
         lease = store.get_lease(run.id)
         children = [(c, _status_of(store, c["id"])) for c in children_of(steps)]
-    finally:
-        store.close()
     obj = run_with_steps_json(run, steps, lease)
     if args.json:
         _print_json(obj)
@@ -333,11 +323,8 @@ def cmd_run_prune(args: argparse.Namespace) -> int:
     from ironflow.store._retention import parse_age
 
     age = parse_age(args.older_than)
-    store = _store(args, create=False)
-    try:
+    with _opened(args, create=False) as store:
         result = store.prune_runs(older_than=age, statuses=args.status, dry_run=args.dry_run)
-    finally:
-        store.close()
     if args.json:
         _print_json(
             {
@@ -390,11 +377,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_projection_get(args: argparse.Namespace) -> int:
     from ironflow._memory import projection_json
 
-    store = _store(args, create=False)
-    try:
+    with _opened(args, create=False) as store:
         state = store.get_projection(args.name)
-    finally:
-        store.close()
     if args.json:
         _print_json(projection_json(state))
         return 0
@@ -408,11 +392,8 @@ def cmd_projection_get(args: argparse.Namespace) -> int:
 def cmd_projection_list(args: argparse.Namespace) -> int:
     from ironflow._memory import runner_alive
 
-    store = _store(args, create=False)
-    try:
+    with _opened(args, create=False) as store:
         statuses = store.list_projections()
-    finally:
-        store.close()
     objs = [
         {
             "name": s.name,
@@ -451,8 +432,7 @@ def cmd_projection_list(args: argparse.Namespace) -> int:
 def cmd_projection_rebuild(args: argparse.Namespace) -> int:
     from ironflow._memory import runner_alive, wait_for_rebuild
 
-    store = _store(args, create=False)
-    try:
+    with _opened(args, create=False) as store:
         status = store.projection_status(args.name)
         if runner_alive(status):
             assert status.runner is not None
@@ -470,8 +450,6 @@ def cmd_projection_rebuild(args: argparse.Namespace) -> int:
                 "next worker that does rebuilds it before applying new events (or pass "
                 "--module MODULE to rebuild it here)"
             )
-    finally:
-        store.close()
     return 0
 
 
@@ -551,6 +529,28 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("run_id", metavar="RUN_ID")
     _add_data_dir(cancel)
     cancel.set_defaults(func=cmd_run_cancel)
+    pause = run_sub.add_parser(
+        "pause",
+        help="pause a run at its next step boundary",
+        description="Pause a pending or queued run now, a running one at its next step "
+        "boundary, a sleeping or waiting one when it wakes; `run resume` lets it go on.",
+    )
+    pause.add_argument("run_id", metavar="RUN_ID")
+    _add_data_dir(pause)
+    pause.set_defaults(func=cmd_run_pause)
+    resume = run_sub.add_parser(
+        "resume",
+        help="resume a paused run, or re-run a finished one from a step",
+        description="Let a paused run go on. With --from-step, re-run a finished run "
+        "from that step: the records before it are kept, the step and those after it "
+        "run again, and `inspect` lists the re-run.",
+    )
+    resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument(
+        "--from-step", metavar="STEP_ID", help="the step id to re-run from (see `inspect`)"
+    )
+    _add_data_dir(resume)
+    resume.set_defaults(func=cmd_run_resume)
     prune = run_sub.add_parser(
         "prune",
         help="delete finished runs older than an age",
@@ -576,28 +576,6 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--json", action="store_true", help="print the counts as JSON")
     _add_data_dir(prune)
     prune.set_defaults(func=cmd_run_prune)
-    pause = run_sub.add_parser(
-        "pause",
-        help="pause a run at its next step boundary",
-        description="Pause a pending or queued run now, a running one at its next step "
-        "boundary, a sleeping or waiting one when it wakes; `run resume` lets it go on.",
-    )
-    pause.add_argument("run_id", metavar="RUN_ID")
-    _add_data_dir(pause)
-    pause.set_defaults(func=cmd_run_pause)
-    resume = run_sub.add_parser(
-        "resume",
-        help="resume a paused run, or re-run a finished one from a step",
-        description="Let a paused run go on. With --from-step, re-run a finished run "
-        "from that step: the records before it are kept, the step and those after it "
-        "run again, and `inspect` lists the re-run.",
-    )
-    resume.add_argument("run_id", metavar="RUN_ID")
-    resume.add_argument(
-        "--from-step", metavar="STEP_ID", help="the step id to re-run from (see `inspect`)"
-    )
-    _add_data_dir(resume)
-    resume.set_defaults(func=cmd_run_resume)
 
     approve = sub.add_parser(
         "approve",
