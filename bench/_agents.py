@@ -12,7 +12,7 @@ from typing import Any
 
 from ironflow import AgentContext, agent, current_step, tool
 
-__all__ = ["first", "hold", "k_steps", "noop", "resume", "three_steps"]
+__all__ = ["first", "hold", "k_steps", "noop", "resume", "sleeper", "three_steps"]
 
 
 @tool
@@ -71,3 +71,10 @@ def resume(ctx: AgentContext) -> str:
     hold(tag=tag)
     noop(i=3)
     return tag
+
+
+@agent(id="bench-sleeper", triggers=["bench.sleep"])
+def sleeper(ctx: AgentContext) -> str:
+    """Sleeps an hour: the sleeping-runs workload measures what the worker holds meanwhile."""
+    ctx.sleep("1h")
+    return "woke"

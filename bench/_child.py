@@ -62,6 +62,7 @@ def _ironflow() -> tuple[str, dict[str, Runner]]:
         "replay_ms": lambda wd, p: w.replay_ms(wd, p["steps"]),
         "resume_s": lambda wd, p: w.resume_s(wd),
         "remote_per_step_us": remote,
+        "sleeping_10k_mb": lambda wd, p: w.sleeping_mb(wd, p["runs"]),
         "import_ms": lambda wd, p: import_ms(sys.executable, "import ironflow", p["samples"]),
     }
 

@@ -333,3 +333,36 @@ def remote_per_step_us(workdir: str, steps: int, reps: int, timeout: float = 30.
 
 def cleanup(workdir: str) -> None:
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _rss_mb() -> float:
+    """The process's own resident memory (RssAnon): LMDB's mapped file pages are the
+    kernel's page cache, shared and reclaimable, so they are not counted."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no RssAnon in /proc/self/status")
+
+
+def sleeping_mb(workdir: str, runs: int) -> float:
+    """MB of its own memory a worker gains while ``runs`` runs sleep.
+
+    The runs are emitted and served until each is suspended in the store (status
+    ``sleeping``); what the worker process holds then, minus what it held before, is
+    the cost. fsync is off here: this measures memory, not the disk.
+    """
+    store = _open(_fresh(workdir, "if-sleep-"), sync=False)
+    try:
+        worker = Worker([_agents.sleeper], store=store, concurrency=16)
+        before = _rss_mb()
+        for i in range(runs):
+            store.emit("bench.sleep", {"i": i})
+        worker.run(until_idle=True, ready_message=False)
+        after = _rss_mb()
+        sleeping = len(store.list_runs(limit=runs + 1, status="sleeping"))
+        if sleeping != runs:
+            raise RuntimeError(f"{sleeping} of {runs} runs are sleeping")
+    finally:
+        store.close()
+    return after - before

@@ -97,7 +97,6 @@ WORKLOADS: tuple[Workload, ...] = (
         "MB",
         "lower",
         ("ironflow",),
-        skip={"ironflow": "needs the primitives issue (ctx.sleep)"},
     ),
     Workload(
         "import_ms",
@@ -123,6 +122,7 @@ def params(quick: bool) -> dict[str, dict[str, Any]]:
             "replay_ms": {"steps": 1000},
             "resume_s": {},
             "remote_per_step_us": {"steps": 20, "reps": 1},
+            "sleeping_10k_mb": {"runs": 200},
             "import_ms": {"samples": 1},
         }
     return {
@@ -134,5 +134,6 @@ def params(quick: bool) -> dict[str, dict[str, Any]]:
         "replay_ms": {"steps": 10_000},
         "resume_s": {},
         "remote_per_step_us": {"steps": 100, "reps": 3},
+        "sleeping_10k_mb": {"runs": 10_000},
         "import_ms": {"samples": 5},
     }
