@@ -140,13 +140,13 @@ def _settle(results: list[Any], errors: dict[int, BaseException], on_error: OnEr
     return results
 
 
-def _run_sync(
+def _from_record(
     execution: Execution,
     slots: list[_Slot],
     calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]],
-    limit: int,
     on_error: OnError,
-) -> list[Any]:
+) -> tuple[list[Any], dict[int, BaseException], list[int]]:
+    """Results and errors of the branches already recorded, and the indexes left to run."""
     results: list[Any] = [None] * len(slots)
     errors: dict[int, BaseException] = {}
     todo: list[int] = []
@@ -160,6 +160,17 @@ def _run_sync(
             errors[i] = exc
     if errors and on_error == "fail_fast":
         todo = []  # the record says this parallel failed: start nothing more
+    return results, errors, todo
+
+
+def _run_sync(
+    execution: Execution,
+    slots: list[_Slot],
+    calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]],
+    limit: int,
+    on_error: OnError,
+) -> list[Any]:
+    results, errors, todo = _from_record(execution, slots, calls, on_error)
     own_pool: concurrent.futures.ThreadPoolExecutor | None = None
     pool = execution.pool
     if todo and pool is None:
@@ -214,19 +225,7 @@ async def _run_async(
     limit: int,
     on_error: OnError,
 ) -> list[Any]:
-    results: list[Any] = [None] * len(slots)
-    errors: dict[int, BaseException] = {}
-    todo: list[int] = []
-    for i, slot in enumerate(slots):
-        if slot.record is None:
-            todo.append(i)
-            continue
-        try:
-            results[i] = execution.replayed(slot, _return_type(calls[i][0]))
-        except StepFailedError as exc:
-            errors[i] = exc
-    if errors and on_error == "fail_fast":
-        todo = []
+    results, errors, todo = _from_record(execution, slots, calls, on_error)
     queue = list(reversed(todo))
 
     async def lane() -> None:
