@@ -622,6 +622,10 @@ class Api:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
+            # A client that hung up mid-poll must not be handed runs nobody will read.
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return {"runs": [], "reclaimed": []}
             # Taken before looking, so an emit that lands after the look still wakes us.
             event = self._work_event()
             leased = await self._run(self.store.lease_runs, worker, agents, limit=limit, ttl=ttl)
