@@ -930,9 +930,11 @@ class LmdbStore:
             self._flow.finished(txn, run)
             self._flow.forget(txn, run_id)
         elif run.status in SUSPENDED:
-            # Nothing executes a suspended run: it is cancelled now, its timer and wait gone.
+            # Nothing executes a suspended run: it is cancelled now, its timer and wait gone,
+            # and with them its concurrency slot and any pause request.
             self._unindex(txn, run)
             run = attrs.evolve(run, status="cancelled", cancel_requested=True, updated_at=now)
+            self._flow.finished(txn, run)
         else:
             run = attrs.evolve(run, cancel_requested=True, updated_at=now)
             txn.put(key, b"1", db=self._db["cancels"])

@@ -135,3 +135,24 @@ def test_a_cancel_requested_while_running_stops_a_suspension(store: LmdbStore) -
     assert result.cancel_requested and not result.suspended and result.step is None
     assert store.get_run(run_id).status == "running"
     store.check_valid()
+
+
+def test_cancelling_a_paused_sleeping_run_leaves_no_pause_behind(tmp_path: Path) -> None:
+    """A sleeping run paused then cancelled is finished everywhere: no pause entry stays."""
+
+    @agent(id="nap", triggers=["nap"])
+    def nap(ctx: AgentContext) -> None:
+        ctx.sleep("1h")
+
+    store = LmdbStore(tmp_path / "d", sync=False)
+    try:
+        worker = Worker([nap], store=store)
+        run_id = store.emit("nap", {}).run_ids[0]
+        worker.run(until_idle=True, ready_message=False)
+        assert store.get_run(run_id).status == "sleeping"
+        store.pause_run(run_id)
+        assert store.request_cancel(run_id).status == "cancelled"
+        with store._txn() as txn:
+            assert txn.get(run_id.encode(), db=store._db["paused"]) is None
+    finally:
+        store.close()
