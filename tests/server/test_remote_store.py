@@ -300,3 +300,14 @@ def test_a_token_that_cannot_be_a_header_is_a_config_error() -> None:
     for token in ("two words", "line\nbreak", "é"):
         with pytest.raises(ConfigError, match="IRONFLOW_TOKEN"):
             RemoteStore("http://127.0.0.1:1", token=token)
+
+
+def test_a_stream_append_retried_after_a_lost_reply_appends_once(
+    remote: RemoteStore, backend: LmdbStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append without an idempotency key of its own still appends once when retried."""
+    lose = _LoseReplies(remote, monkeypatch)
+    lose.paths.append("/store/streams/")
+    event = remote.append_to_stream("orders-1", "order.placed", {"n": 1})
+    assert event.version == 1
+    assert [e.version for e in backend.read_stream("orders-1")] == [1]
