@@ -271,3 +271,48 @@ def test_a_holder_in_another_pid_namespace_is_not_judged_by_our_pids(store: Lmdb
     store.emit("go", {})
     assert len(store.lease_runs(elsewhere, ["a"], limit=1, ttl=3600)) == 1
     assert store.lease_runs(this_worker("local"), ["a"], limit=1, ttl=30) == []
+
+
+def test_readers_survive_another_process_growing_the_map(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While another process grows the map, this process's reader threads keep working."""
+    import ironflow.store._lmdb as lmdb_module
+
+    monkeypatch.setattr(lmdb_module, "_INITIAL_MAP", 1 << 20)
+    path = tmp_path / "grown"
+    mine = LmdbStore(path, sync=False)
+    mine.register_agents([AgentSpec("a", ("go",))])
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                mine.list_runs(limit=5)
+            except BaseException as exc:  # any failure here is the bug
+                errors.append(exc)
+                return
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for t in readers:
+        t.start()
+    grow = (
+        "import sys; import ironflow.store._lmdb as m; m._INITIAL_MAP = 1 << 20; "
+        "s = m.LmdbStore(sys.argv[1], sync=False); "
+        "[s.emit('go', {'blob': 'x' * 100_000, 'i': i}) for i in range(80)]; s.close()"
+    )
+    try:
+        subprocess.run(
+            [sys.executable, "-c", grow, str(path)],
+            check=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": os.getcwd()},
+        )
+        assert len(mine.list_runs(limit=200)) == 80
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+        mine.close()
+    assert errors == []
