@@ -331,33 +331,19 @@ class Execution:
                 output = to_json_value(output, f"step {slot.step_id!r} output", "output")
             except NotSerializableError as bad:
                 exc = bad
-        if exc is None:
-            record = StepRecord(
-                run_id=self.run_id,
-                position=slot.position,
-                id=slot.step_id,
-                status="completed",
-                input=slot.input,
-                output=output,
-                started_at=started,
-                ended_at=time.time(),
-                attempt=self.attempt,
-                tries=tries or None,
-            )
-        else:
-            record = StepRecord(
-                run_id=self.run_id,
-                position=slot.position,
-                id=slot.step_id,
-                status="failed",
-                input=slot.input,
-                output=None,
-                started_at=started,
-                ended_at=time.time(),
-                error=error_info(exc, slot.step_id),
-                attempt=self.attempt,
-                tries=tries or None,
-            )
+        record = StepRecord(
+            run_id=self.run_id,
+            position=slot.position,
+            id=slot.step_id,
+            status="completed" if exc is None else "failed",
+            input=slot.input,
+            output=output if exc is None else None,
+            started_at=started,
+            ended_at=time.time(),
+            error=None if exc is None else error_info(exc, slot.step_id),
+            attempt=self.attempt,
+            tries=tries or None,
+        )
         try:
             ack = self.store.record_step(self.worker, record)
         except LeaseLostError as lost:

@@ -71,8 +71,7 @@ def to_json_value(value: Any, what: str = "value", path: str = "value") -> Any:
     (``value['items'][2]``); a recursive structure is refused, never looped on.
     """
     if type(value) is dict and all(
-        type(k) is str
-        and (type(v) in _FLAT or (type(v) is int and _INT_MIN <= v <= _INT_MAX))
+        type(k) is str and (type(v) in _FLAT or (type(v) is int and _INT_MIN <= v <= _INT_MAX))
         for k, v in value.items()
     ):
         return dict(value)  # the common step input, {"image_url": "..."}: nothing to walk
@@ -199,21 +198,34 @@ def _plain_field(tp: Any) -> bool:
     return False
 
 
-class FastDecoder:
-    """Decode one record class from JSON, skipping cattrs when every field is plain.
+class RecordCodec:
+    """Encode and decode one record class, skipping cattrs where every field is plain.
 
-    Replaying a long run decodes every step record, so this is on the resume path.
-    A record whose non-plain fields (nested records, tuples) are absent or None is
-    built directly; any other goes through the converter, so a field added later is
-    never decoded wrongly, only more slowly.
+    Each step is encoded once when recorded and decoded again whenever its run is
+    leased, so both directions are on the hot path. Plain fields (str, numbers, the
+    already-validated JSON of inputs and outputs) are taken as they are: walking a
+    step's output again through the converter would redo what ``to_json_value`` did.
+    Any other field (nested records, tuples) goes through the converter, so a field
+    added later is never coded wrongly, only more slowly.
     """
 
     def __init__(self, cls: type[Any]) -> None:
         attrs.resolve_types(cls)
         self.cls = cls
-        self.plain = frozenset(f.name for f in attrs.fields(cls) if _plain_field(f.type))
+        fields = attrs.fields(cls)
+        self.names = tuple(f.name for f in fields)
+        self.plain = frozenset(f.name for f in fields if _plain_field(f.type))
 
-    def __call__(self, raw: bytes | memoryview) -> Any:
+    def encode(self, record: Any) -> bytes:
+        data = {}
+        for name in self.names:
+            value = getattr(record, name)
+            data[name] = (
+                value if value is None or name in self.plain else converter.unstructure(value)
+            )
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+    def decode(self, raw: bytes | memoryview) -> Any:
         try:
             data = orjson.loads(raw)
             extra = data.keys() - self.plain

@@ -37,7 +37,7 @@ from ironflow.errors import (
     StoreLockedError,
 )
 from ironflow.store._codec import (
-    FastDecoder,
+    RecordCodec,
     converter,
     decode_record,
     dumps,
@@ -162,7 +162,8 @@ def _partition_key(name: str, partition: str) -> bytes:
     return name.encode() + b"\x00" + part
 
 
-_decode_step = FastDecoder(StepRecord)
+_STEPS = RecordCodec(StepRecord)
+_decode_step = _STEPS.decode
 
 #: How deep a cancellation follows child runs of child runs.
 _MAX_SPAWN_DEPTH = 100
@@ -752,7 +753,7 @@ class LmdbStore:
 
     def record_step(self, worker: WorkerInfo, step: StepRecord) -> StepAck:
         key = _step_key(step.run_id, step.position)
-        value = encode_record(step)
+        value = _STEPS.encode(step)
 
         def op(txn: Any) -> StepAck:
             self._check_holder(txn, worker, step.run_id, step.attempt)
