@@ -54,10 +54,23 @@ from ironflow.store import (
     SuspendResult,
     Suspension,
     WorkerInfo,
+    this_worker,
 )
 from ironflow.store._lmdb import _pid_start
 
-__all__ = ["CrashingStore", "FakeClock", "Fault", "SimulatedCrash", "StandInWorker"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ironflow.replay import Outcome
+
+__all__ = [
+    "CrashingStore",
+    "FakeClock",
+    "Fault",
+    "SimulatedCrash",
+    "StandInWorker",
+    "replay",
+    "run_once",
+]
 
 T = TypeVar("T")
 
@@ -247,9 +260,7 @@ class CrashingStore:
     def request_cancel(self, run_id: str) -> Run:
         return self._call("request_cancel", run_id, None, lambda: self.inner.request_cancel(run_id))
 
-    def suspend_run(
-        self, worker: WorkerInfo, run_id: str, suspension: Suspension
-    ) -> SuspendResult:
+    def suspend_run(self, worker: WorkerInfo, run_id: str, suspension: Suspension) -> SuspendResult:
         return self._call(
             "suspend_run",
             run_id,
@@ -367,3 +378,44 @@ class StandInWorker:
 
     def __repr__(self) -> str:
         return f"<StandInWorker pid={self.info.pid} {'alive' if self.alive else 'dead'}>"
+
+
+def run_once(store: Store, agent: Callable[..., Any], data: Any = None, **worker_kw: Any) -> Run:
+    """Emit the agent's first trigger with ``data`` and serve until no run is left.
+
+    Returns the run as the store holds it afterwards: a test's one-liner for "run this
+    agent to its end". ``worker_kw`` goes to :class:`~ironflow.Worker`.
+    """
+    from ironflow._dsl import AgentDefinition
+    from ironflow._worker import Worker
+
+    defn = AgentDefinition.must_from_fn(agent)
+    worker = Worker([agent], store=store, **worker_kw)
+    result = store.emit(defn.triggers[0], {} if data is None else data)
+    worker.run(until_idle=True, ready_message=False)
+    return store.get_run(result.run_ids[0])
+
+
+def replay(store: Store, run_id: str, agent: Callable[..., Any]) -> Outcome:
+    """Re-execute a run's handler, as ``agent``'s code is now, against the run's record.
+
+    The replayer of a golden history: a recorded run whose code still fits completes
+    with the same output and executes nothing; code that no longer fits fails with
+    :class:`~ironflow.NonDeterminismError`. Nothing is written unless the handler goes
+    past the record. Works for ``def`` and ``async def`` agents.
+    """
+    import asyncio
+
+    from ironflow._context import AgentContext
+    from ironflow._dsl import AgentDefinition
+    from ironflow.replay import Execution
+
+    defn = AgentDefinition.must_from_fn(agent)
+    me = this_worker()
+    run = store.get_run(run_id)
+    leased = LeasedRun(run, tuple(store.get_steps(run_id)), Lease(run_id, me, 0.0))
+    execution = Execution(store, me, leased, is_async=defn.is_async)
+    ctx = AgentContext(execution, defn)
+    if defn.is_async:
+        return asyncio.run(execution.execute_async(lambda: defn.fn(ctx)))
+    return execution.execute(lambda: defn.fn(ctx))

@@ -9,12 +9,15 @@ from typing import Any
 
 import pytest
 
-from ironflow import Worker
 from ironflow._context import AgentContext
 from ironflow._dsl import AgentDefinition
 from ironflow.llm import set_default_provider
 from ironflow.replay import Execution, Outcome
-from ironflow.store import AgentSpec, Lease, LeasedRun, LmdbStore, Run, this_worker
+from ironflow.store import AgentSpec, LmdbStore, this_worker
+
+# Re-exported for the llm tests, which import them from here.
+from ironflow.testing import replay  # noqa: F401
+from ironflow.testing import run_once as run_agent  # noqa: F401
 
 _workers = itertools.count(1)
 
@@ -51,27 +54,6 @@ def attempt(store: LmdbStore, fn: Any) -> Outcome | None:
         return None
     execution.settle(outcome)
     return outcome
-
-
-def replay(store: LmdbStore, run_id: str, fn: Any) -> Outcome:
-    """Re-execute a finished run's handler against its record; nothing is written."""
-    defn = AgentDefinition.must_from_fn(fn)
-    worker = this_worker()
-    leased = LeasedRun(
-        store.get_run(run_id), tuple(store.get_steps(run_id)), Lease(run_id, worker, 0.0)
-    )
-    execution = Execution(store, worker, leased)
-    ctx = AgentContext(execution, defn)
-    return execution.execute(lambda: defn.fn(ctx))
-
-
-def run_agent(store: LmdbStore, fn: Any, data: Any = None) -> Run:
-    """Run the agent once through a real Worker, to the end."""
-    defn = AgentDefinition.must_from_fn(fn)
-    worker = Worker([fn], store=store)
-    run_id = store.emit(defn.triggers[0], data if data is not None else {}).run_ids[0]
-    worker.run(until_idle=True, ready_message=False)
-    return store.get_run(run_id)
 
 
 @pytest.fixture(autouse=True)

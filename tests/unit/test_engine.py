@@ -19,10 +19,9 @@ from ironflow import (
     current_step,
     tool,
 )
-from ironflow._context import AgentContext as _Ctx
-from ironflow._dsl import AgentDefinition
-from ironflow.replay import Execution
-from ironflow.store import AgentSpec, Lease, LeasedRun, LmdbStore, Run, this_worker
+from ironflow.store import AgentSpec, LmdbStore
+from ironflow.testing import replay
+from ironflow.testing import run_once as run_agent
 
 calls: list[str] = []
 
@@ -64,25 +63,6 @@ def pipeline(ctx: AgentContext) -> dict[str, Any]:
     first = classify_text(text=result.text)
     second = classify_text(text="an invoice")
     return {"ocr": result.text, "first": first["category"], "second": second["category"]}
-
-
-def run_agent(store: LmdbStore, fn: Any, data: Any, **worker_kw: Any) -> Run:
-    defn = AgentDefinition.must_from_fn(fn)
-    worker = Worker([fn], store=store, **worker_kw)
-    result = store.emit(defn.triggers[0], data)
-    worker.run(until_idle=True, ready_message=False)
-    return store.get_run(result.run_ids[0])
-
-
-def replay(store: LmdbStore, run_id: str, fn: Any) -> Any:
-    """Re-execute a finished run's handler against its record, as a resumed worker would."""
-    defn = AgentDefinition.must_from_fn(fn)
-    run = store.get_run(run_id)
-    me = this_worker()
-    leased = LeasedRun(run, tuple(store.get_steps(run_id)), Lease(run_id, me, 0.0))
-    execution = Execution(store, me, leased)
-    ctx = _Ctx(execution, defn)
-    return execution.execute(lambda: defn.fn(ctx))
 
 
 @pytest.fixture(autouse=True)
