@@ -249,10 +249,16 @@ def test_wait_for_projection(store: LmdbStore) -> None:
     store.append_to_stream("m", "doc.processed", {"docId": "d1"})
     assert store.wait_for_projection("doc-memory", 1, timeout=0.05) == 0
     assert store.wait_for_projection("not-registered", 1, timeout=0.01) == 0
-    threading.Timer(0.05, r.catch_up).start()
-    started = time.monotonic()
-    assert store.wait_for_projection("doc-memory", 1, timeout=10) == 1
-    assert time.monotonic() - started < 10
+    # The timer's catch_up goes on reading after it commits position 1, so the test
+    # joins it: otherwise the fixture may close the store under it.
+    timer = threading.Timer(0.05, r.catch_up)
+    timer.start()
+    try:
+        started = time.monotonic()
+        assert store.wait_for_projection("doc-memory", 1, timeout=10) == 1
+        assert time.monotonic() - started < 10
+    finally:
+        timer.join()
 
 
 def test_service_retries_a_failing_fold_without_skipping(store: LmdbStore) -> None:
