@@ -12,7 +12,6 @@ the branch's step (as inside any step).
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -225,6 +224,8 @@ async def _run_async(
     limit: int,
     on_error: OnError,
 ) -> list[Any]:
+    import asyncio
+
     results, errors, todo = _from_record(execution, slots, calls, on_error)
     queue = list(reversed(todo))
 

@@ -7,7 +7,6 @@ to a second bounded pool so the loop never blocks on a step.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import functools
 import logging
@@ -17,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ironflow._context import AgentContext
 from ironflow._dsl import AgentDefinition
@@ -29,6 +28,11 @@ from ironflow.store import LeasedRun, Store, this_worker
 __all__ = ["Worker"]
 
 log = logging.getLogger("ironflow.worker")
+
+if TYPE_CHECKING:
+    # Imported where used instead: asyncio adds about 20 ms to `import ironflow`,
+    # and a worker serving only sync agents never needs it.
+    import asyncio
 
 
 class Worker:
@@ -101,6 +105,8 @@ class Worker:
     # -- lifecycle -------------------------------------------------------------------
 
     def _start_loop(self) -> None:
+        import asyncio
+
         loop = asyncio.new_event_loop()
         self._loop = loop
         self._loop_thread = threading.Thread(
@@ -295,6 +301,8 @@ class Worker:
             )
         future: concurrent.futures.Future[Outcome]
         if agent.is_async:
+            import asyncio
+
             assert self._loop is not None
             future = asyncio.run_coroutine_threadsafe(
                 self._execute_async(leased, agent), self._loop
@@ -328,6 +336,8 @@ class Worker:
         return outcome
 
     async def _execute_async(self, leased: LeasedRun, agent: AgentDefinition) -> Outcome:
+        import asyncio
+
         execution = self._execution(leased, agent)
         ctx = AgentContext(execution, agent)
         started = time.monotonic()

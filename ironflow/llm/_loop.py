@@ -7,7 +7,6 @@ and the conversation is rebuilt from the records on replay.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import datetime as _dt
@@ -188,6 +187,8 @@ class _Loop:
         raise AssertionError("unreachable")  # _answered raises on the last turn
 
     async def run_async(self, max_turns: int) -> ToolsLoopResult:
+        import asyncio
+
         for turn in range(1, max_turns + 1):
             response: LlmResponse = await self._ask()
             if self._answered(response, turn, max_turns):

@@ -88,3 +88,23 @@ def test_every_error_derives_from_ironflow_error() -> None:
     for name in errors.__all__:
         assert issubclass(getattr(errors, name), ironflow.IronflowError), name
         assert getattr(errors, name).__doc__, f"{name} needs a docstring saying when it happens"
+
+
+def test_import_ironflow_leaves_heavy_optional_modules_unloaded() -> None:
+    """`import ironflow` loads no asyncio, HTTP stack or LLM SDK: each is imported on first use.
+
+    Import time is a benchmark target (bench/, under 150 ms); this keeps the modules that
+    cost most and that many workers never use from creeping back into it.
+    """
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, ironflow\n"
+        "heavy = ['asyncio', 'ssl', 'http.client', 'aiohttp', 'openai', 'anthropic']\n"
+        "print(' '.join(m for m in heavy if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stdout.strip() == "", f"imported by `import ironflow`: {proc.stdout.strip()}"
