@@ -1,9 +1,12 @@
 """The one JSON codec: user values to storable JSON, records to bytes and back.
 
 Stored data is JSON, never pickle: a data directory must be safe to open and readable
-by any tool. Writing uses the standard library (its ``allow_nan=False`` is a last
-guard); reading uses orjson, several times faster, which matters when a long run is
-resumed and every step record is decoded.
+by any tool. Reading uses orjson, several times faster than the standard library,
+which matters when a long run is resumed and every step record is decoded. Writing
+uses orjson where the value has already been through :func:`to_json_value` (user
+values, and step records, whose payloads the engine validated): it is on every
+step's path. Other records are written by the standard library with
+``allow_nan=False`` as a last guard, since orjson would write NaN as null.
 
 attrs classes, dataclasses and pydantic models are unstructured with one cattrs
 converter and structured back to the type a tool's return annotation names.
@@ -111,7 +114,9 @@ def _walk(v: Any, what: str, path: str, active: set[int]) -> Any:
                         raise NotSerializableError(
                             what, f"{path}[{k!r}]", f"dict keys must be str, not {type(k).__name__}"
                         )
-                    out[k] = _walk(item, what, f"{path}[{k!r}]", active)
+                    # A str subclass (a StrEnum member) is stored as its plain text.
+                    text = k if type(k) is str else str.__str__(k)
+                    out[text] = _walk(item, what, f"{path}[{k!r}]", active)
                 return out
             return [_walk(item, what, f"{path}[{i}]", active) for i, item in enumerate(v)]
         finally:
@@ -131,9 +136,7 @@ def _walk(v: Any, what: str, path: str, active: set[int]) -> Any:
 
 def dumps(value: Any, what: str = "value") -> bytes:
     """Validate and encode a user value as compact UTF-8 JSON."""
-    return json.dumps(
-        to_json_value(value, what), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
+    return orjson.dumps(to_json_value(value, what))
 
 
 def loads(raw: bytes | memoryview) -> Any:
@@ -223,7 +226,7 @@ class RecordCodec:
             data[name] = (
                 value if value is None or name in self.plain else converter.unstructure(value)
             )
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return orjson.dumps(data)
 
     def decode(self, raw: bytes | memoryview) -> Any:
         try:

@@ -115,3 +115,17 @@ def test_integers_beyond_64_bits_are_refused_not_rounded() -> None:
         to_json_value({"n": 2**70})
     with pytest.raises(NotSerializableError, match="does not fit in 64 bits"):
         to_json_value([{"deep": -(2**64)}])
+
+
+def test_str_subclasses_and_str_enums_are_stored_as_their_text() -> None:
+    """A StrEnum member or str subclass, as a key or a value, is stored as plain text."""
+    import enum
+
+    class Color(enum.StrEnum):
+        RED = "red"
+
+    class Tag(str):
+        pass
+
+    value = {Color.RED: [Color.RED, Tag("t")], Tag("k"): {Tag("n"): 1}}
+    assert loads(dumps(value)) == {"red": ["red", "t"], "k": {"n": 1}}
