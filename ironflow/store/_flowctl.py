@@ -308,7 +308,12 @@ class FlowControl:
         return True
 
     def finished(self, txn: Any, run: Run) -> None:
-        """A run finished: drop its slot entry, pause request and cancel-on index."""
+        """A run finished: drop its slot entry and pause request.
+
+        Its cancel-on entries are left, since finding them would cost a read of the
+        agent's spec on every finish: a matching event drops them when it finds the run
+        finished, and ``prune`` drops what is left with the run.
+        """
         if run.concurrency_key is not None:
             txn.delete(_sep(run.agent, run.concurrency_key, run.id), db=self._db["slots"])
         txn.delete(run.id.encode(), db=self._db["paused"])

@@ -1,13 +1,14 @@
 """Retention for the embedded store: prune finished runs, compact the data file.
 
 Why prune keeps what it keeps. A finished run older than the cut-off goes, with its
-step records. An event of the log goes only when nothing can ask for it again: it is
-not on an entity stream (the stream *is* the agents' memory), no registered
-projection subscribes to its name (a rebuild folds the whole log) and every
-projection has already passed it, no unfinished run started before it (a run waiting
-for an event looks for one logged after its start), every run it started is gone,
-and it is not the last event (its position numbers the next one). An event id is
-remembered as long as its event is kept: emitting a pruned id again starts a new run.
+step records and its entries in the flow-control indexes (cancel-on, concurrency).
+An event of the log goes only when nothing can ask for it again: it is not on an
+entity stream (the stream *is* the agents' memory), no registered projection
+subscribes to its name (a rebuild folds the whole log) and every projection has
+already passed it, no unfinished run started before it (a run waiting for an event
+looks for one logged after its start), every run it started is gone, and it is not
+the last event (its position numbers the next one). An event id is remembered as
+long as its event is kept: emitting a pruned id again starts a new run.
 
 Why compaction is a copy. LMDB never shrinks its file; it reuses freed pages, so
 under a steady workload with pruning the file stops growing, but it does not give
@@ -152,7 +153,8 @@ def _delete_runs(
     store: LmdbStore, run_ids: list[str], wanted: frozenset[str], dry_run: bool
 ) -> int:
     db = store._db
-    per_run = [db[n] for n in ("ready", "leases", "cancels") if n in db]
+    per_run = [db[n] for n in ("ready", "leases", "cancels", "paused") if n in db]
+    indexed = _index_entries(store, set(run_ids))
     steps = 0
     for start in range(0, len(run_ids), _BATCH):
         batch = run_ids[start : start + _BATCH]
@@ -176,6 +178,8 @@ def _delete_runs(
                         txn.delete(spawn_key, db=db["spawns"])
                 for index in per_run:
                     txn.delete(key, db=index)
+                for name, entry in indexed.get(run_id, ()):
+                    txn.delete(entry, db=db[name])
                 txn.delete(key, db=db["runs"])
             return count
 
@@ -185,6 +189,29 @@ def _delete_runs(
         else:
             steps += store._write(op)
     return steps
+
+
+def _index_entries(store: LmdbStore, run_ids: set[str]) -> dict[str, list[tuple[str, bytes]]]:
+    """The flow-control index entries of these runs, found by one scan of each index.
+
+    Both indexes end their keys with the run id. A finished run's entries are normally
+    dropped on the way (its concurrency slot when it finishes, a cancel-on entry when
+    a matching event comes or finds the run finished); these are what is left.
+    """
+    found: dict[str, list[tuple[str, bytes]]] = {}
+    if not run_ids:
+        return found
+    db = store._db
+    with store._txn() as txn:
+        for name in ("cancel_keys", "slots"):
+            if name not in db:
+                continue
+            for key in txn.cursor(db=db[name]).iternext(values=False):
+                entry = bytes(key)
+                run_id = entry.rsplit(b"\x00", 1)[-1].decode()
+                if run_id in run_ids:
+                    found.setdefault(run_id, []).append((name, entry))
+    return found
 
 
 def _delete_events(

@@ -291,3 +291,34 @@ def test_compact_over_the_command_line(tmp_path: Path, monkeypatch: pytest.Monke
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert info.value.code == 2
+
+
+def test_prune_drops_the_flow_control_index_entries_of_the_runs_it_deletes(
+    tmp_path: Path, later: Any
+) -> None:
+    """A pruned run leaves no cancel-on or concurrency entry behind; a live run keeps its own."""
+    from ironflow.store._flowspec import CancelOn, ConcurrencyLimit, FlowSpec
+
+    store = LmdbStore(tmp_path / "data", sync=False)
+    flow = FlowSpec(
+        concurrency=ConcurrencyLimit(5, "data.i"), cancel_on=(CancelOn("job.stop", "data.i"),)
+    )
+    store.register_agents([AgentSpec("a", ("job.go",), flow=flow)])
+
+    def entries(name: str) -> list[str]:
+        with store._txn() as txn:
+            keys = txn.cursor(db=store._db[name]).iternext(values=False)
+            return sorted(bytes(k).rsplit(b"\x00", 1)[-1].decode() for k in keys)
+
+    done, live = emit(store, 2)
+    finish(store, done)
+    assert entries("cancel_keys") == sorted([done, live])  # a finished run's entry lingers
+    later(2)
+    assert store.prune_runs(older_than=DAY).runs == 1
+    assert entries("cancel_keys") == [live]
+    assert entries("slots") == [live]
+    # The live run is still cancelled by its event, through the entry prune kept.
+    store.emit("job.stop", {"i": 1})
+    assert store.get_run(live).status == "cancelled"
+    store.check_valid()
+    store.close()
