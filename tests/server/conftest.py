@@ -23,8 +23,11 @@ from ironflow.store import LmdbStore, RemoteStore, Store
 REPO = Path(__file__).resolve().parents[2]
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    """Poll ``predicate`` every 20 ms until it returns something truthy; fail after ``timeout``."""
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+    """Poll ``predicate`` every 20 ms until it returns something truthy; fail after ``timeout``.
+
+    Generous: a loaded machine starts processes slowly, and a passing test never waits it out.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -76,7 +79,7 @@ class Child:
         for line in stream:
             self.stderr.append(line)
 
-    def line_starting(self, prefix: str, timeout: float = 15.0) -> str:
+    def line_starting(self, prefix: str, timeout: float = 30.0) -> str:
         """The first stdout line starting with ``prefix``; fails if the child exits first."""
         deadline = time.monotonic() + timeout
         while True:
@@ -103,8 +106,10 @@ class Child:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
         code = self.proc.wait()
+        # The pipes are at EOF once the child is gone; closing them under a reader that
+        # has not got there yet would raise in its thread, reported against a later test.
         for reader in self._readers:
-            reader.join(timeout=5)
+            reader.join(timeout=30)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
@@ -147,8 +152,8 @@ class Served:
 def served(tmp_path: Path) -> Iterator[Served]:
     """`ironflow serve --dev` on a free port of 127.0.0.1, killed by pid afterwards."""
     server = Served(tmp_path / "data")
-    server.start()
     try:
+        server.start()
         wait_until(lambda: get_json(server.url + "/api/v1/health")["status"] == "ok")
         yield server
     finally:

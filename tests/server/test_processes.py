@@ -27,7 +27,11 @@ def start_worker(url: str) -> Child:
         [sys.executable, "-m", "ironflow.run", "worker", AGENTS, "--lease-ttl", "30"],
         child_env(IRONFLOW_URL=url),
     )
-    worker.line_starting("pipeline, counter worker ready")
+    try:
+        worker.line_starting("pipeline, counter worker ready")
+    except BaseException:
+        worker.kill()  # not left running into the next test
+        raise
     return worker
 
 
@@ -38,8 +42,14 @@ def executions(log: Path) -> Counter[str]:
 
 
 def emit_pipeline(store: RemoteStore, log: Path, steps: list[str], slow: str) -> str:
-    data = {"log": str(log), "key": log.stem, "steps": steps, "slow": slow, "sleep": 1.0}
+    """Start a pipeline whose ``slow`` step waits until the test creates ``gate_of(log)``."""
+    data = {"log": str(log), "key": log.stem, "steps": steps, "slow": slow}
+    data["gate"] = str(gate_of(log))
     return store.emit("pipeline.go", data).run_ids[0]
+
+
+def gate_of(log: Path) -> Path:
+    return log.with_name(log.name + ".gate")
 
 
 def finished(store: RemoteStore, run_id: str) -> Any:
@@ -55,10 +65,11 @@ def test_worker_killed_mid_step_resumes_through_the_server(served: Served, tmp_p
     try:
         run_id = emit_pipeline(store, log, ["a", "b", "c"], slow="b")
         wait_until(lambda: executions(log)["b"] == 1, what="step b to start")
-        worker.kill(signal.SIGKILL)
+        worker.kill(signal.SIGKILL)  # b waits at its gate: it cannot have finished
         assert [s.id for s in store.get_steps(run_id)] == ["tool.work"]
         assert store.get_run(run_id).status == "running"  # orphaned until a worker comes
 
+        gate_of(log).touch()
         worker = start_worker(served.url)
         run = wait_until(lambda: finished(store, run_id), what="the run to finish")
     finally:
@@ -88,6 +99,7 @@ def test_server_killed_mid_run_loses_nothing(served: Served, tmp_path: Path) -> 
         wait_until(lambda: executions(log)["b"] == 1, what="step b to start")
         served.kill(signal.SIGKILL)
         # Step b finishes while the server is down; the worker keeps its result and retries.
+        gate_of(log).touch()
         wait_until(lambda: "done b" in log.read_text(), what="step b to finish")
         with pytest.raises(urllib.error.URLError):
             get_json(served.url + "/api/v1/health")
@@ -171,8 +183,8 @@ def test_serve_refuses_to_start_without_a_token(tmp_path: Path) -> None:
 def test_serve_with_a_token_requires_it(tmp_path: Path) -> None:
     """`ironflow serve --token T` answers 401 without the token and 200 with it."""
     server = Served(tmp_path / "data", args=("--token", "t0ken"))
-    server.start()
     try:
+        server.start()
         with pytest.raises(urllib.error.HTTPError) as refused:
             get_json(server.url + "/api/v1/health")
         assert refused.value.code == 401
@@ -181,7 +193,8 @@ def test_serve_with_a_token_requires_it(tmp_path: Path) -> None:
         listed = cli("run", "list", url=server.url)
         assert listed.returncode == 2 and "IRONFLOW_TOKEN" in listed.stderr
     finally:
-        server.kill()
+        if server.child is not None:
+            server.kill()
 
 
 def test_sigterm_stops_the_server_cleanly(served: Served) -> None:
@@ -194,10 +207,11 @@ def test_sigterm_stops_the_server_cleanly(served: Served) -> None:
 def test_dev_on_a_public_address_warns(tmp_path: Path) -> None:
     """`serve --dev --host 0.0.0.0` starts, with a warning that anyone can reach it."""
     server = Served(tmp_path / "data", args=("--dev", "--host", "0.0.0.0"))
-    server.start()
     try:
+        server.start()
         assert server.child is not None
         wait_until(lambda: server.child and server.child.stderr, what="the warning")
         assert "warning: --dev on 0.0.0.0" in "".join(server.child.stderr)
     finally:
-        server.kill(signal.SIGTERM)
+        if server.child is not None:
+            server.kill(signal.SIGTERM)
