@@ -2,8 +2,9 @@
 
 Each tool appends a line to the file named by ``IRONFLOW_TEST_LOG`` when it starts and
 when it ends, flushed at once, so the test can count executions across processes and
-see a step in flight before it kills the worker. The middle step sleeps
-``IRONFLOW_TEST_SLOW`` seconds (default 1.5): the kill window.
+see a step in flight before it kills the worker. The middle step waits until the file
+named by ``IRONFLOW_TEST_GATE`` exists: the kill window, held open until the test has
+sent its signal, however slowly the machine schedules either process.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def extract(doc: str) -> dict[str, Any]:
 @tool
 def classify(text: str) -> str:
     _mark("start")
-    time.sleep(float(os.environ.get("IRONFLOW_TEST_SLOW", "1.5")))
+    gate = os.environ.get("IRONFLOW_TEST_GATE")
+    deadline = time.monotonic() + 120  # a test that never opens the gate fails elsewhere
+    while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
     _mark("end")
     return "invoice" if "invoice" in text else "other"
 

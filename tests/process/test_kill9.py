@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 MODULE = "tests.process.agents_for_tests"
 #: Far longer than any wait below: a takeover inside the wait proves it came from the
 #: dead pid, not from the lease running out.
-LEASE_TTL = 60
-WAIT = 15.0
+LEASE_TTL = 120
+WAIT = 30.0
 STEP_IDS = ["tool.extract", "tool.classify", "tool.publish"]
 
 
@@ -42,6 +42,8 @@ class Workers:
         self.data_dir = tmp / "data"
         self.log = tmp / "executions.log"
         self.log.touch()
+        #: tool.classify waits until this file exists (see agents_for_tests).
+        self.gate = tmp / "classify.gate"
         self.procs: list[subprocess.Popen[bytes]] = []
         self._outputs: dict[int, tuple[Path, Path]] = {}
 
@@ -51,7 +53,9 @@ class Workers:
         env = {
             k: v for k, v in os.environ.items() if not k.startswith(("IRONFLOW_", "HYPOTHESIS_"))
         }
-        env.update(IRONFLOW_TEST_LOG=str(self.log), PYTHONUNBUFFERED="1")
+        env.update(
+            IRONFLOW_TEST_LOG=str(self.log), IRONFLOW_TEST_GATE=str(self.gate), PYTHONUNBUFFERED="1"
+        )
         with open(out, "wb") as stdout, open(err, "wb") as stderr:
             proc = subprocess.Popen(
                 [
@@ -197,13 +201,14 @@ def test_kill9_mid_step_resumes_at_once_running_only_the_in_flight_step_again(
         return [s.position for s in steps] == [0] and started == 1
 
     wait_for(in_flight, "step 0 recorded and step 1 started", workers.describe)
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=10)
+    first.send_signal(signal.SIGKILL)  # step 1 waits at its gate: still in flight
+    first.wait(timeout=WAIT)
     orphaned = store.get_run(run_id)
     assert orphaned.status == "running"
     lease = store.get_lease(run_id)
     assert lease is not None and lease.worker.pid == first.pid
 
+    workers.gate.touch()
     second = workers.start()
     wait_for(lambda: finished(store, run_id), "the resumed run to finish", workers.describe)
     resumed = store.get_run(run_id)
@@ -244,6 +249,14 @@ def test_sigterm_drains_the_in_flight_step_and_hands_the_run_back(
         workers.describe,
     )
     first.send_signal(signal.SIGTERM)
+    # Step 1 waits at its gate until the worker has taken the signal, so the drain is
+    # sure to meet it in flight; opened, it finishes and the worker exits.
+    wait_for(
+        lambda: "SIGTERM received: draining" in workers.stderr(first),
+        "the worker to start draining",
+        workers.describe,
+    )
+    workers.gate.touch()
     assert first.wait(timeout=WAIT) == 0, workers.describe()
 
     steps = store.get_steps(run_id)
