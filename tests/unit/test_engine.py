@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -319,13 +320,17 @@ def test_cancel_stops_a_running_run_at_its_next_step_boundary(store: LmdbStore) 
     result = store.emit("cancel-me", {})
     thread.start()
     run_id = result.run_ids[0]
-    for _ in range(200):
-        if store.get_run(run_id).status == "running":
-            break
-        threading.Event().wait(0.01)
-    store.request_cancel(run_id)
-    gate.set()
-    thread.join(10)
+    try:
+        # Generous: cancelling a run still pending would end it before its first step.
+        deadline = time.monotonic() + 30
+        while store.get_run(run_id).status != "running":
+            assert time.monotonic() < deadline, "the worker never leased the run"
+            time.sleep(0.01)
+        store.request_cancel(run_id)
+    finally:
+        gate.set()
+        thread.join(30)  # the worker must be done with the store before the fixture closes it
+    assert not thread.is_alive(), "the worker did not go idle"
     run = store.get_run(run_id)
     assert run.status == "cancelled"
     assert [s.id for s in store.get_steps(run_id)] == ["tool.wait_for_gate"]
