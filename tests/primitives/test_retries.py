@@ -100,7 +100,7 @@ def backoff_agent(ctx: AgentContext) -> str:
 @agent(id="timeouts", triggers=["timeouts"])
 def timeouts(ctx: AgentContext) -> Any:
     try:
-        return sleepy_sync(seconds=5)
+        return sleepy_sync(seconds=60)  # released by the test once the step timed out
     except StepFailedError as exc:
         return exc.error_type
 
@@ -124,7 +124,7 @@ def blocking(seconds: float) -> str:
 
 @agent(id="bounded-step", triggers=["bounded.step"], timeout=0.3)
 def bounded_step(ctx: AgentContext) -> str:
-    return blocking(seconds=5)
+    return blocking(seconds=60)  # released by the test once the run timed out
 
 
 def test_a_flaky_tool_is_tried_again_and_each_failed_try_is_kept(store: LmdbStore) -> None:
@@ -208,9 +208,13 @@ def test_a_sync_tool_past_its_timeout_fails_with_a_step_timeout(store: LmdbStore
     release.clear()
     run_id = emit(store, "timeouts", {}, timeouts)
     started = time.monotonic()
-    Worker([timeouts], store=store).run(until_idle=True, ready_message=False)
-    assert time.monotonic() - started < 4
-    release.set()
+    try:
+        Worker([timeouts], store=store).run(until_idle=True, ready_message=False)
+        # Far less than the tool's 60 s: the run went on at the 0.2 s timeout. The margin
+        # is wide so that a loaded machine cannot fail this.
+        assert time.monotonic() - started < 30
+    finally:
+        release.set()  # the left-behind tool thread returns now
     assert store.get_run(run_id).output == "StepTimeoutError"
     [step] = store.get_steps(run_id)
     assert step.error is not None and "still running after 0.2s" in step.error.message
@@ -249,8 +253,10 @@ def test_a_step_in_flight_at_the_run_deadline_is_cut_short(store: LmdbStore) -> 
     """The step running when the run's time runs out is recorded failed; the run fails."""
     release.clear()
     run_id = emit(store, "bounded.step", {}, bounded_step)
-    Worker([bounded_step], store=store).run(until_idle=True, ready_message=False)
-    release.set()
+    try:
+        Worker([bounded_step], store=store).run(until_idle=True, ready_message=False)
+    finally:
+        release.set()  # the left-behind tool thread returns now
     run = store.get_run(run_id)
     assert run.status == "failed" and run.error is not None
     assert run.error.type == "RunTimeoutError"
