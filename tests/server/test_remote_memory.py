@@ -109,18 +109,24 @@ def test_wait_for_projection_wakes_on_a_write(remote: RemoteStore, backend: Lmdb
     remote.append_to_stream("s", "note.added", {})
     reached: list[int] = []
     waiter = threading.Thread(
-        target=lambda: reached.append(remote.wait_for_projection("flat", 1, timeout=20))
+        target=lambda: reached.append(remote.wait_for_projection("flat", 1, timeout=30))
     )
     waiter.start()
-    time.sleep(0.2)  # let the wait reach the server and park
-    remote.write_projection(RUNNER, ProjectionWrite(name="flat", from_position=0, to_position=1))
-    waiter.join(timeout=10)  # far less than its 20 s: the write woke it
-    assert reached == [1]
+    try:
+        time.sleep(0.2)  # let the wait reach the server and park
+        write = ProjectionWrite(name="flat", from_position=0, to_position=1)
+        remote.write_projection(RUNNER, write)
+        waiter.join(timeout=20)  # well within its 30 s: the write woke it
+        assert not waiter.is_alive()
+        assert reached == [1]
+    finally:
+        # Never leave it parked at a server the fixtures are about to stop.
+        waiter.join(timeout=60)
 
 
 def test_wait_for_work_wakes_on_an_event(remote: RemoteStore) -> None:
     """A projection runner's wait_for_work returns when an event is emitted through the server."""
-    waiting = RemoteStore(remote.url, long_poll=20.0)
+    waiting = RemoteStore(remote.url, long_poll=30.0)  # the server's longest
     learned, woke = threading.Event(), threading.Event()
 
     def wait() -> None:
@@ -131,13 +137,16 @@ def test_wait_for_work_wakes_on_an_event(remote: RemoteStore) -> None:
 
     thread = threading.Thread(target=wait)
     thread.start()
-    assert learned.wait(10)
-    time.sleep(0.2)
-    assert not woke.is_set()  # parked at the server, not polling
-    remote.emit("anything", {})
-    assert woke.wait(10)
-    thread.join()
-    waiting.close()
+    try:
+        assert learned.wait(30)
+        time.sleep(0.2)
+        assert not woke.is_set()  # parked at the server, not polling
+        remote.emit("anything", {})
+        assert woke.wait(20)  # well within its 30 s: the event woke it
+    finally:
+        # Never leave it parked at a server the fixtures are about to stop.
+        thread.join(timeout=60)
+        waiting.close()
 
 
 MEMORY = Memory(stream="notes", projection="notes-memory")

@@ -157,14 +157,27 @@ def test_carries_on_when_the_server_comes_back(
     store = RemoteStore(f"http://127.0.0.1:{port}", give_up_after=20)
     backend.register_agents([AGENT])
     results: list[Any] = []
+
+    def call() -> None:
+        try:
+            results.append(store.emit("doc.x", {"a": 1}))
+        except BaseException as exc:  # kept for the assertion, not raised in the thread
+            results.append(exc)
+
     with caplog.at_level(logging.WARNING, "ironflow.remote"):
-        caller = threading.Thread(target=lambda: results.append(store.emit("doc.x", {"a": 1})))
+        caller = threading.Thread(target=call)
         caller.start()
-        wait_until(lambda: caplog.records, what="the call to meet the closed port")
-        with BackgroundServer(backend, port=port):
-            caller.join(timeout=10)
-            assert results and results[0].created and len(results[0].run_ids) == 1
-    store.close()
+        try:
+            wait_until(lambda: caplog.records, what="the call to meet the closed port")
+            with BackgroundServer(backend, port=port):
+                # Its retries back off to 2 s; the join bound is only for a hung call.
+                caller.join(timeout=30)
+                assert not caller.is_alive(), "the call did not complete once the server was up"
+        finally:
+            store.close()  # a call still retrying gives up now
+            caller.join(timeout=30)
+        assert results and not isinstance(results[0], BaseException), results
+        assert results[0].created and len(results[0].run_ids) == 1
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 2
     assert "unreachable" in messages[0] and "reachable again" in messages[1]
@@ -243,7 +256,7 @@ def test_token_from_environment(backend: LmdbStore, monkeypatch: pytest.MonkeyPa
 def test_long_poll_wakes_on_emit(remote: RemoteStore, backend: LmdbStore) -> None:
     """A lease waiting at the server returns the run an emit creates, well before its wait ends."""
     remote.register_agents([AGENT])
-    waiting = RemoteStore(remote.url, long_poll=20.0)
+    waiting = RemoteStore(remote.url, long_poll=30.0)  # the server's longest
     got: list[Any] = []
     started = threading.Event()
 
@@ -253,13 +266,17 @@ def test_long_poll_wakes_on_emit(remote: RemoteStore, backend: LmdbStore) -> Non
 
     thread = threading.Thread(target=lease)
     thread.start()
-    started.wait()
-    time.sleep(0.2)  # let the request reach the server and park
-    run_id = remote.emit("doc.x", {}).run_ids[0]
-    thread.join(timeout=10)  # far less than the 20 s wait: the emit woke it
-    assert not thread.is_alive()
-    assert [r.run.id for r in got] == [run_id]
-    waiting.close()
+    try:
+        started.wait()
+        time.sleep(0.2)  # let the request reach the server and park
+        run_id = remote.emit("doc.x", {}).run_ids[0]
+        thread.join(timeout=20)  # well within the 30 s wait: the emit woke it
+        assert not thread.is_alive()
+        assert [r.run.id for r in got] == [run_id]
+    finally:
+        # Never leave it parked at a server the fixtures are about to stop.
+        thread.join(timeout=60)
+        waiting.close()
 
 
 def test_records_round_trip_exactly(remote: RemoteStore, backend: LmdbStore) -> None:
