@@ -187,8 +187,8 @@ def test_rebuild_through_a_live_worker(
     service = ProjectionService(cli_store, [defn], this_worker(), poll_interval=0.01)
     service.start()
     try:
-        assert cli_store.wait_for_projection(NAME, 1, timeout=10) == 1
-        code, out, _ = run_cli(capsys, "projection", "rebuild", NAME, "--timeout", "10")
+        assert cli_store.wait_for_projection(NAME, 1, timeout=30) == 1
+        code, out, _ = run_cli(capsys, "projection", "rebuild", NAME, "--timeout", "30")
     finally:
         service.stop()
     assert code == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -254,9 +253,7 @@ def test_wait_for_projection(store: LmdbStore) -> None:
     timer = threading.Timer(0.05, r.catch_up)
     timer.start()
     try:
-        started = time.monotonic()
-        assert store.wait_for_projection("doc-memory", 1, timeout=10) == 1
-        assert time.monotonic() - started < 10
+        assert store.wait_for_projection("doc-memory", 1, timeout=30) == 1
     finally:
         timer.join()
 
@@ -278,7 +275,7 @@ def test_service_retries_a_failing_fold_without_skipping(store: LmdbStore) -> No
     store.emit("x", 7)
     service.start()
     try:
-        assert store.wait_for_projection("flaky", 2, timeout=10) == 2
+        assert store.wait_for_projection("flaky", 2, timeout=30) == 2
     finally:
         service.stop()
     assert store.get_projection("flaky").state == 12

@@ -132,6 +132,8 @@ def test_two_workers_racing_for_one_projection_never_both_advance_it(tmp_path: P
             w.stop()
         for t in threads:
             t.join(timeout=30)
+    # A worker still running would meet the store closed under it, after this test.
+    assert not any(t.is_alive() for t in threads), "a worker did not stop"
     assert_chain(recording)
     assert inner.get_projection("tally").state == {"seqs": matching_seqs(inner, 150)}
     assert {c.worker for c in recording.commits} <= {w.info.id for w in workers}
