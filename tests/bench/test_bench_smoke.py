@@ -43,7 +43,10 @@ def test_quick_ironflow_run_writes_a_complete_result(tmp_path: Path) -> None:
     ):
         [value] = measured[key]["ironflow"]
         assert value is not None, key
-        if key != "import_ms":  # a difference of two noisy medians; only the others are > 0
+        # import_ms is a difference of two noisy medians, and per_step_us with --quick one
+        # difference of two timings (a 20-step run less a 1-step run, one rep): a
+        # scheduling hiccup in the shorter one makes either negative on a loaded machine.
+        if key not in ("import_ms", "per_step_us"):
             assert value > 0, key
     assert measured["lmdb_commit_us"]["floor"][0] > 0
 
