@@ -110,7 +110,9 @@ async def async_timeouts(ctx: AgentContext) -> str:
     return str(await sleepy_async(seconds=5))
 
 
-@agent(id="bounded", triggers=["bounded"], timeout=0.5)
+# The run deadlines below leave the worker 2 s to reach the first step: a shorter one
+# fails these tests whenever a loaded machine stalls the worker that long.
+@agent(id="bounded", triggers=["bounded"], timeout=2)
 def bounded(ctx: AgentContext) -> str:
     ctx.sleep("2h")
     return "too late"
@@ -122,7 +124,7 @@ def blocking(seconds: float) -> str:
     return "done"
 
 
-@agent(id="bounded-step", triggers=["bounded.step"], timeout=0.3)
+@agent(id="bounded-step", triggers=["bounded.step"], timeout=2)
 def bounded_step(ctx: AgentContext) -> str:
     return blocking(seconds=60)  # released by the test once the run timed out
 
@@ -238,13 +240,13 @@ def test_a_run_past_its_timeout_fails_even_while_sleeping(
     with serving(timed_store, [bounded]):
         run = wait_status(timed_store, run_id, "sleeping")
         s = run.suspension
-        assert s is not None and s.deadline == pytest.approx(run.created_at + 0.5)
+        assert s is not None and s.deadline == pytest.approx(run.created_at + 2)
         # The deadline is wall-clock time from the run's start; the timer the store's clock.
-        wait_until(lambda: time.time() > run.created_at + 0.5, what="the run's deadline")
-        clock.advance(1)
+        wait_until(lambda: time.time() > run.created_at + 2, what="the run's deadline")
+        clock.advance(3)  # past the deadline on the store's clock too
         run = wait_status(timed_store, run_id, "failed")
     assert run.error is not None and run.error.type == "RunTimeoutError"
-    assert "timeout of 0.5s" in run.error.message
+    assert "timeout of 2s" in run.error.message
     assert timed_store.get_steps(run_id) == []
     timed_store.check_valid()
 
