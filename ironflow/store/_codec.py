@@ -74,7 +74,12 @@ def to_json_value(value: Any, what: str = "value", path: str = "value") -> Any:
     (``value['items'][2]``); a recursive structure is refused, never looped on.
     """
     if type(value) is dict and all(
-        type(k) is str and (type(v) in _FLAT or (type(v) is int and _INT_MIN <= v <= _INT_MAX))
+        type(k) is str
+        and k.isascii()
+        and (
+            (type(v) in _FLAT and (type(v) is not str or v.isascii()))
+            or (type(v) is int and _INT_MIN <= v <= _INT_MAX)
+        )
         for k, v in value.items()
     ):
         return dict(value)  # the common step input, {"image_url": "..."}: nothing to walk
@@ -88,8 +93,28 @@ _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 
 
+def _check_text(text: str, what: str, path: str) -> None:
+    """Refuse a string UTF-8 cannot hold: one with a lone surrogate.
+
+    Python makes those when it decodes bytes that are not UTF-8 with
+    ``errors="surrogateescape"`` (file names, a subprocess's output); JSON cannot
+    store them.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise NotSerializableError(
+            what,
+            path,
+            f"it holds {text[exc.start]!r} at index {exc.start}, a lone surrogate, which is "
+            "not valid UTF-8; decode the bytes with errors='replace', or store them as base64",
+        ) from None
+
+
 def _walk(v: Any, what: str, path: str, active: set[int]) -> Any:
     if isinstance(v, _PRIMITIVE):
+        if isinstance(v, str) and not v.isascii():
+            _check_text(v, what, path)
         return v
     if isinstance(v, int):
         if not _INT_MIN <= v <= _INT_MAX:
@@ -116,6 +141,8 @@ def _walk(v: Any, what: str, path: str, active: set[int]) -> Any:
                         )
                     # A str subclass (a StrEnum member) is stored as its plain text.
                     text = k if type(k) is str else str.__str__(k)
+                    if not text.isascii():
+                        _check_text(text, what, f"{path}[{k!r}]")
                     out[text] = _walk(item, what, f"{path}[{k!r}]", active)
                 return out
             return [_walk(item, what, f"{path}[{i}]", active) for i, item in enumerate(v)]

@@ -34,6 +34,9 @@ UNSTORABLE: dict[str, tuple[Any, str, str]] = {
     "set": (lambda: {"tags": {"a", "b"}}, "['tags']", "set is not a JSON type"),
     "recursive": (_recursive, "['self']", "contains itself"),
     "int keys": (lambda: {1: "one"}, "[1]", "dict keys must be str"),
+    # What bytes that are not UTF-8 become when decoded with errors="surrogateescape".
+    "lone surrogate": (lambda: {"name": "x\udc80y"}, "['name']", "a lone surrogate"),
+    "lone surrogate key": (lambda: {"k\udcff": 1}, "['k\\udcff']", "a lone surrogate"),
 }
 
 

@@ -78,6 +78,7 @@ def test_dataclass_and_uuid_round_trip() -> None:
         ([{1, 2}], "value[0]", "set is not a JSON type"),
         ({1: "x"}, "value[1]", "dict keys must be str"),
         ({"f": float("inf")}, "value['f']", "not a finite number"),
+        ({"ok": "é", "bad": ["\udc80"]}, "value['bad'][0]", "a lone surrogate"),
     ],
 )
 def test_unstorable_values_are_refused_with_their_path(value: Any, path: str, reason: str) -> None:
