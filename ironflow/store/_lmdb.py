@@ -78,8 +78,9 @@ from ironflow.store._waits import (
     data_matches,
     event_wait_prefix,
     index_keys,
+    micros,
     name_key,
-    timer_time,
+    timer_micros,
 )
 
 __all__ = ["FORMAT_VERSION", "LmdbStore", "process_alive"]
@@ -1140,13 +1141,14 @@ class LmdbStore:
 
     def _timers_due(self, txn: Any, now: float) -> bool:
         cursor = txn.cursor(db=self._db["timers"])
-        return bool(cursor.first()) and timer_time(cursor.key()) <= now
+        return bool(cursor.first()) and timer_micros(cursor.key()) <= micros(now)
 
     def _fire_timers(self, txn: Any, now: float, *, limit: int = 1000) -> None:
         """End the suspensions whose time has come (at most ``limit`` per transaction)."""
+        horizon = micros(now)
         due: list[bytes] = []
         for key, _ in txn.cursor(db=self._db["timers"]):
-            if timer_time(key) > now or len(due) >= limit:
+            if timer_micros(key) > horizon or len(due) >= limit:
                 break
             due.append(bytes(key))
         for key in due:
@@ -1157,7 +1159,7 @@ class LmdbStore:
             s = run.suspension
             assert s is not None
             step = None
-            if s.kind != "retry" and s.wake_at is not None and s.wake_at <= now:
+            if s.kind != "retry" and s.wake_at is not None and micros(s.wake_at) <= horizon:
                 step = _timed_out(run, s, now)
             # Else the run's deadline woke it: no record, the engine fails it at this step.
             self._resume(txn, run, step, now)

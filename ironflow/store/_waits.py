@@ -30,9 +30,10 @@ __all__ = [
     "data_matches",
     "event_wait_prefix",
     "index_keys",
+    "micros",
     "name_key",
     "timer_key",
-    "timer_time",
+    "timer_micros",
 ]
 
 #: Event names longer than this (in bytes) are keyed by their digest: LMDB keys are short.
@@ -50,14 +51,23 @@ def name_key(name: str) -> bytes:
     return b"#" + hashlib.sha256(raw).hexdigest().encode()
 
 
+def micros(seconds: float) -> int:
+    """A time on the timers' grid: whole microseconds, clamped to what a key can hold.
+
+    Timers are due by comparing on this grid, never by turning a key back into a
+    float: ``int(t * 1e6) / 1e6`` can come out a hair above ``t``, and a timer set for
+    exactly ``t`` would then not fire at ``t`` (under a test's fake clock, never).
+    """
+    return max(0, min(int(seconds * 1_000_000), 2**64 - 1))
+
+
 def timer_key(wakes_at: float, run_id: str) -> bytes:
-    micros = max(0, min(int(wakes_at * 1_000_000), 2**64 - 1))
-    return micros.to_bytes(8, "big") + run_id.encode()
+    return micros(wakes_at).to_bytes(8, "big") + run_id.encode()
 
 
-def timer_time(key: bytes) -> float:
-    """The wake-up time a timer key holds, in seconds."""
-    return int.from_bytes(key[:8], "big") / 1_000_000
+def timer_micros(key: bytes) -> int:
+    """The wake-up time a timer key holds, on the grid of :func:`micros`."""
+    return int.from_bytes(key[:8], "big")
 
 
 def event_wait_prefix(name: str) -> bytes:

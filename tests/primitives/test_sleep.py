@@ -142,3 +142,25 @@ def test_many_sleeping_runs_cost_the_worker_nothing(
     Worker([napper], store=timed_store, concurrency=16).run(until_idle=True, ready_message=False)
     assert all(timed_store.get_run(r).status == "completed" for r in ids)
     timed_store.check_valid()
+
+
+def test_a_sleep_ends_when_the_clock_reaches_it_exactly(tmp_path: Path) -> None:
+    """A clock moved by exactly the sleep's length wakes the run, whatever the start time.
+
+    The start below is one where the timer key's microseconds, read back as a float,
+    land a hair after the wake-up time: comparing that float with the clock left the
+    run asleep for ever under a fake clock (about one start time in 200 did this).
+    """
+    start = 1795838510.0342839
+    assert int((start + 600) * 1_000_000) / 1_000_000 > start + 600  # the awkward case
+    clock = FakeClock(start=start)
+    store = LmdbStore(tmp_path / "data", sync=False, clock=clock)
+    try:
+        run_id = emit(store, "nap", {"n": 1, "for": "10m"}, napper)
+        Worker([napper], store=store).run(until_idle=True, ready_message=False)
+        assert store.get_run(run_id).status == "sleeping"
+        clock.advance("10m")
+        Worker([napper], store=store).run(until_idle=True, ready_message=False)
+        assert store.get_run(run_id).status == "completed"
+    finally:
+        store.close()
