@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ironflow.errors import InvalidInputError
-from ironflow.store import AgentSpec, LmdbStore, StepRecord, WorkerInfo, this_worker
+from ironflow.store import AgentSpec, LmdbStore, WorkerInfo, this_worker
 from ironflow.store._flowspec import (
     CancelOn,
     ConcurrencyLimit,
@@ -18,6 +18,7 @@ from ironflow.store._flowspec import (
     Debounce,
     FlowSpec,
 )
+from tests.helpers import completed_step
 
 
 class Clock:
@@ -157,19 +158,6 @@ def test_cron_catch_up_fires_every_missed_tick(fstore: LmdbStore, clock: Clock) 
     assert len(lease(fstore, "tick", limit=100)) == 10
 
 
-def _step(run_id: str, position: int) -> StepRecord:
-    return StepRecord(
-        run_id=run_id,
-        position=position,
-        id=f"s{position}",
-        status="completed",
-        input=None,
-        output=position,
-        started_at=0.0,
-        ended_at=0.0,
-    )
-
-
 def test_pause_holds_a_run_and_resume_lets_it_go(fstore: LmdbStore) -> None:
     """A paused pending run is not leased; a running one is told at its next step."""
     register(fstore, "p", ("go",))
@@ -179,7 +167,7 @@ def test_pause_holds_a_run_and_resume_lets_it_go(fstore: LmdbStore) -> None:
     (running,) = fstore.emit("go", {}).run_ids
     assert lease(fstore, "p") == [running]
     fstore.pause_run(running)
-    assert fstore.record_step(ME, _step(running, 0)).pause_requested
+    assert fstore.record_step(ME, completed_step(running, 0)).pause_requested
     fstore.release_run(ME, running)  # the engine stops at the boundary and hands it back
     assert fstore.get_run(running).status == "paused"
     assert fstore.resume_run(pending).status == "pending"
@@ -195,7 +183,7 @@ def test_resume_from_step_reruns_a_finished_run_keeping_earlier_records(
     (run_id,) = fstore.emit("go", {}).run_ids
     lease(fstore, "r")
     for p in range(3):
-        fstore.record_step(ME, _step(run_id, p))
+        fstore.record_step(ME, completed_step(run_id, p))
     fstore.finish_run(ME, run_id, status="failed")
     with pytest.raises(InvalidInputError, match="no step 'nope'"):
         fstore.resume_run(run_id, from_step="nope")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +14,8 @@ import pytest
 from ironflow import Worker
 from ironflow._dsl import AgentDefinition
 from ironflow.store import AgentSpec, LmdbStore, Run, Store
-from ironflow.testing import CrashingStore, FakeClock, SimulatedCrash, StandInWorker
+from ironflow.testing import CrashingStore, FakeClock, StandInWorker
+from tests.helpers import serve_until_idle_or_crash
 
 
 @pytest.fixture
@@ -94,13 +94,4 @@ def serve_until_crash(store: CrashingStore, agents: list[Any]) -> None:
     with StandInWorker() as process:
         worker = Worker(agents, store=store)
         worker.info = process.info
-
-        def serve() -> None:
-            with contextlib.suppress(SimulatedCrash):
-                worker.run(until_idle=True, ready_message=False)
-
-        # Off the main thread, so the worker leaves the test process's signals alone.
-        thread = threading.Thread(target=serve)
-        thread.start()
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "the worker did not go idle"
+        serve_until_idle_or_crash(worker)

@@ -10,10 +10,8 @@ is made to die and be taken over.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,8 @@ from hypothesis.stateful import (
 from ironflow import AgentContext, Worker, agent, tool
 from ironflow._dsl import AgentDefinition
 from ironflow.store import LmdbStore, StepRecord
-from ironflow.testing import CrashingStore, SimulatedCrash, StandInWorker
+from ironflow.testing import CrashingStore, StandInWorker
+from tests.helpers import serve_until_idle_or_crash
 from tests.property._world import (
     KINDS,
     LEASE_TTL,
@@ -263,17 +262,7 @@ def _serve_once(w: World, run_id: str, kind: str | None, position: int | None) -
         with w.incarnation(store, crash):
             worker = Worker([crashy], store=store, concurrency=1, lease_ttl=LEASE_TTL)
             worker.info = process.info
-
-            def serve() -> None:
-                # The serving loop itself meets the dead store once the run has died.
-                with contextlib.suppress(SimulatedCrash):
-                    worker.run(until_idle=True, ready_message=False)
-
-            # Off the main thread, so the worker leaves the test process's signals alone.
-            thread = threading.Thread(target=serve)
-            thread.start()
-            thread.join(timeout=30)
-            assert not thread.is_alive(), "the worker did not go idle"
+            serve_until_idle_or_crash(worker)
         if store.crashed:
             w.crashes[run_id] += 1
         else:

@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ironflow.store import AgentSpec, LmdbStore, StepRecord, process_alive
+from ironflow.store import AgentSpec, LmdbStore, process_alive
 from ironflow.testing import CrashingStore, Fault, SimulatedCrash, StandInWorker
-
-
-def _step(run_id: str, position: int) -> StepRecord:
-    return StepRecord(
-        run_id=run_id,
-        position=position,
-        id=f"s{position}",
-        status="completed",
-        input=None,
-        output=position,
-        started_at=0.0,
-        ended_at=0.0,
-    )
+from tests.helpers import completed_step
 
 
 @pytest.mark.parametrize(("when", "written"), [("before", False), ("after", True)])
@@ -31,9 +19,9 @@ def test_a_fault_fires_once_at_its_position_and_the_store_stays_dead(
     with StandInWorker() as process:
         (_leased,) = store.lease_runs(process.info, ["a"], limit=1, ttl=60)
         crashing = CrashingStore(store, Fault("record_step", when, position=1))
-        crashing.record_step(process.info, _step(run_id, 0))  # another position: passes
+        crashing.record_step(process.info, completed_step(run_id, 0))  # another position: passes
         with pytest.raises(SimulatedCrash, match=f"{when} record_step at position 1"):
-            crashing.record_step(process.info, _step(run_id, 1))
+            crashing.record_step(process.info, completed_step(run_id, 1))
         assert crashing.crashed and crashing.fired == [Fault("record_step", when, 1)]
         assert [s.position for s in store.get_steps(run_id)] == ([0, 1] if written else [0])
         with pytest.raises(SimulatedCrash, match="already crashed"):

@@ -19,7 +19,6 @@ checks that nothing of it ever executes again.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections import Counter
 from typing import Any
 
@@ -30,7 +29,8 @@ from hypothesis import strategies as st
 from ironflow import AgentContext, Worker, agent, current_step, tool
 from ironflow._primitives import approval_event
 from ironflow.store import LmdbStore, Run
-from ironflow.testing import CrashingStore, FakeClock, Fault, SimulatedCrash, StandInWorker
+from ironflow.testing import CrashingStore, FakeClock, Fault, StandInWorker
+from tests.helpers import serve_until_idle_or_crash
 from tests.property._world import LEASE_TTL, Crash, World, check_recorded_once, world
 
 SIGNAL = "prims.signal"
@@ -178,16 +178,7 @@ class Harness:
                     poll_interval=0.01,
                 )
                 worker.info = process.info
-
-                def serve() -> None:
-                    with contextlib.suppress(SimulatedCrash):
-                        worker.run(until_idle=True, ready_message=False)
-
-                # Off the main thread, so the worker leaves the test process's signals alone.
-                thread = threading.Thread(target=serve)
-                thread.start()
-                thread.join(timeout=30)
-                assert not thread.is_alive(), "the worker did not go idle"
+                serve_until_idle_or_crash(worker)
             if store.crashed:
                 self.w.crashes[run_id] += 1
             inner.check_valid()

@@ -10,23 +10,11 @@ from typing import Any
 import pytest
 
 from ironflow.errors import InvalidInputError
-from ironflow.store import AgentSpec, LmdbStore, StepRecord, Store, this_worker
+from ironflow.store import AgentSpec, LmdbStore, Store, this_worker
 from ironflow.store._flowspec import CancelOn, ConcurrencyLimit, FlowSpec
+from tests.helpers import completed_step
 
 ME = this_worker()
-
-
-def _step(run_id: str, position: int) -> StepRecord:
-    return StepRecord(
-        run_id=run_id,
-        position=position,
-        id=f"s{position}",
-        status="completed",
-        input=None,
-        output=position,
-        started_at=0.0,
-        ended_at=0.0,
-    )
 
 
 def test_flow_specs_pause_resume_and_rerun_on_either_store(any_store: Store) -> None:
@@ -47,7 +35,7 @@ def test_flow_specs_pause_resume_and_rerun_on_either_store(any_store: Store) -> 
     assert any_store.get_run(first).version == "v9"
     assert [lr.run.id for lr in any_store.lease_runs(ME, ["f"], limit=5, ttl=60)] == [first]
     assert any_store.pause_run(first).status == "running"
-    assert any_store.record_step(ME, _step(first, 0)).pause_requested
+    assert any_store.record_step(ME, completed_step(first, 0)).pause_requested
     any_store.release_run(ME, first)
     assert any_store.get_run(first).status == "paused"
     assert any_store.resume_run(first).status == "pending"
