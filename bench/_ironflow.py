@@ -24,9 +24,10 @@ from typing import Any
 from bench import _agents
 from bench._proc import Lines, free_port
 from ironflow import AgentContext, LmdbStore, Store, Worker
-from ironflow._dsl import AgentDefinition, definitions_in
+from ironflow._agent._dsl import AgentDefinition, definitions_in
+from ironflow._worker._identity import this_worker
 from ironflow.replay import Execution
-from ironflow.store import AgentSpec, WorkerInfo, this_worker
+from ironflow.store import AgentSpec, WorkerInfo
 
 _DEFS = definitions_in(vars(_agents))
 _SPECS = [AgentSpec(id=d.id, triggers=d.triggers, description=d.description) for d in _DEFS]
@@ -244,7 +245,7 @@ def replay_ms(workdir: str, steps: int) -> float:
 
 def _ironflow_cmd() -> list[str]:
     script = os.path.join(os.path.dirname(sys.executable), "ironflow")
-    return [script] if os.path.exists(script) else [sys.executable, "-m", "ironflow._cli"]
+    return [script] if os.path.exists(script) else [sys.executable, "-m", "ironflow._cli._main"]
 
 
 def serve_available() -> str | None:
@@ -288,7 +289,7 @@ def remote_per_step_us(workdir: str, steps: int, reps: int, timeout: float = 30.
     through ``IRONFLOW_URL``, as a worker on another machine would, and drives the
     engine directly (see :func:`_direct_run`). Same differencing as :func:`per_step_us`.
     """
-    from ironflow._config import open_store
+    from ironflow.store._open import open_store
 
     data_dir = _fresh(workdir, "if-remote-")
     port = free_port()

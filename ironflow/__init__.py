@@ -5,12 +5,12 @@ recorded step in an embedded LMDB store. Kill the worker at any moment, start it
 again, and the run continues from the last completed step.
 """
 
-from ironflow._client import Client
-from ironflow._context import AgentContext
-from ironflow._dsl import AgentDefinition, Memory, ToolDefinition, agent, tool
-from ironflow._memory import AgentMemory, ProjectionDefinition, projection
-from ironflow._primitives import ApproveResult, ChildRun
-from ironflow._worker import Worker
+from ironflow._agent._context import AgentContext
+from ironflow._agent._dsl import AgentDefinition, Memory, ToolDefinition, agent, tool
+from ironflow._agent._memory import AgentMemory, ProjectionDefinition, projection
+from ironflow._agent._primitives import ApproveResult, ChildRun
+from ironflow._cli._client import Client
+from ironflow._worker._worker import Worker
 from ironflow.errors import (
     ConcurrencyError,
     DefinitionError,

@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     import logging
 
-    from ironflow._dsl import definitions_in
-    from ironflow._loader import load_module
-    from ironflow._memory import projections_in
-    from ironflow._worker import Worker, configure_logging
+    from ironflow._agent._dsl import definitions_in
+    from ironflow._agent._memory import projections_in
+    from ironflow._worker._loader import load_module
+    from ironflow._worker._worker import Worker, configure_logging
     from ironflow.errors import IronflowError
 
     configure_logging(logging.WARNING if args.quiet else logging.INFO)

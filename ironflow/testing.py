@@ -40,7 +40,8 @@ from typing import Any, Literal, NoReturn, TypeVar
 
 import attrs
 
-from ironflow._ids import new_id
+from ironflow._pure._ids import new_id
+from ironflow._worker._identity import this_worker
 from ironflow.store import (
     AgentSpec,
     EmitResult,
@@ -54,9 +55,8 @@ from ironflow.store import (
     SuspendResult,
     Suspension,
     WorkerInfo,
-    this_worker,
 )
-from ironflow.store._lmdb import _pid_start
+from ironflow.store._liveness import pid_start
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -318,7 +318,7 @@ class FakeClock:
 
     def advance(self, duration: Any) -> float:
         """Move the clock forward by ``duration`` (seconds, or ``"5m"``); return the time."""
-        from ironflow._durations import parse_duration
+        from ironflow._pure._durations import parse_duration
 
         seconds = parse_duration(duration, "FakeClock.advance")
         with self._lock:
@@ -356,7 +356,7 @@ class StandInWorker:
             host=socket.gethostname(),
             pid=pid,
             # Read while the process is alive, as a real worker does at start-up.
-            pid_start=_pid_start(pid),
+            pid_start=pid_start(pid),
         )
 
     @property
@@ -386,8 +386,8 @@ def run_once(store: Store, agent: Callable[..., Any], data: Any = None, **worker
     Returns the run as the store holds it afterwards: a test's one-liner for "run this
     agent to its end". ``worker_kw`` goes to :class:`~ironflow.Worker`.
     """
-    from ironflow._dsl import AgentDefinition
-    from ironflow._worker import Worker
+    from ironflow._agent._dsl import AgentDefinition
+    from ironflow._worker._worker import Worker
 
     defn = AgentDefinition.must_from_fn(agent)
     worker = Worker([agent], store=store, **worker_kw)
@@ -406,8 +406,8 @@ def replay(store: Store, run_id: str, agent: Callable[..., Any]) -> Outcome:
     """
     import asyncio
 
-    from ironflow._context import AgentContext
-    from ironflow._dsl import AgentDefinition
+    from ironflow._agent._context import AgentContext
+    from ironflow._agent._dsl import AgentDefinition
     from ironflow.replay import Execution
 
     defn = AgentDefinition.must_from_fn(agent)

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ironflow._dsl import ToolDefinition
+from ironflow._agent._dsl import ToolDefinition
 from ironflow.errors import InvalidInputError, LlmError, ProviderNotConfiguredError
 from ironflow.llm._provider import LlmCall, Provider, _current, get_default_provider
 from ironflow.llm._schema import tool_schema

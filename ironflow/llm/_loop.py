@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from ironflow._dsl import ToolDefinition
-from ironflow._validate import Mismatch, check_value
+from ironflow._agent._dsl import ToolDefinition
+from ironflow._pure._validate import Mismatch, check_value
 from ironflow.errors import DefinitionError, StepFailedError, ToolInputError, ToolLoopLimitError
 from ironflow.llm._call import MessagesInput, build_request
 from ironflow.llm._provider import Provider
@@ -28,7 +28,7 @@ from ironflow.llm._types import LlmResponse, Message, ToolCall, Usage
 from ironflow.store._codec import structure, to_json_value
 
 if TYPE_CHECKING:
-    from ironflow._context import AgentContext
+    from ironflow._agent._context import AgentContext
 
 __all__ = ["ToolsLoopResult", "run_tools_loop"]
 

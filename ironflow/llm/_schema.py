@@ -20,7 +20,7 @@ from typing import Any, Literal, Union
 
 import attrs
 
-from ironflow._dsl import ToolDefinition
+from ironflow._agent._dsl import ToolDefinition
 from ironflow.errors import DefinitionError, NotSerializableError
 from ironflow.llm._types import ToolSchema
 from ironflow.store._codec import to_json_value

@@ -39,10 +39,8 @@ import cattrs
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ironflow._ids import new_id
-from ironflow._memory import projection_json
-from ironflow._primitives import approval_event
-from ironflow._views import iso, run_json, run_with_steps_json
+from ironflow._agent._primitives import approval_event
+from ironflow._pure._ids import new_id
 from ironflow.errors import (
     ConcurrencyError,
     InvalidInputError,
@@ -53,6 +51,7 @@ from ironflow.errors import (
     StoreError,
 )
 from ironflow.server._main import DEFAULT_MAX_BODY
+from ironflow.server._views import iso, projection_json, run_json, run_with_steps_json
 from ironflow.store import (
     AgentSpec,
     ErrorInfo,

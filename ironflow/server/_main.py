@@ -86,7 +86,7 @@ def _url(host: str, port: int) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Validate the flags, open the store, serve until a signal; 0 on a clean stop."""
-    from ironflow._config import resolve_data_dir
+    from ironflow.store._open import resolve_data_dir
 
     token = args.token or os.environ.get("IRONFLOW_TOKEN") or None
     if not args.dev and not token:
@@ -116,7 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(host: str, port: int, data_dir: Any, token: str | None, max_body: int) -> int:
-    from ironflow._worker import configure_logging
+    from ironflow._worker._worker import configure_logging
     from ironflow.server._app import make_app, start_site, stop_site
     from ironflow.store import LmdbStore
 

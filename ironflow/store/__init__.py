@@ -6,7 +6,8 @@ and leases, and hands a worker a run together with every step recorded for it.
 
 from ironflow.store._base import Store
 from ironflow.store._codec import converter
-from ironflow.store._lmdb import FORMAT_VERSION, LmdbStore, process_alive, this_worker
+from ironflow.store._liveness import process_alive
+from ironflow.store._lmdb import FORMAT_VERSION, LmdbStore
 from ironflow.store._records import (
     FINISHED,
     SUSPENDED,
@@ -51,7 +52,6 @@ __all__ = [
     "WorkerInfo",
     "converter",
     "process_alive",
-    "this_worker",
 ]
 
 

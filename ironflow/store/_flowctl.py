@@ -29,9 +29,9 @@ from typing import Any
 
 import attrs
 
-from ironflow._cron import parse_cron
-from ironflow._filters import compile_filter
-from ironflow._ids import new_id
+from ironflow._pure._cron import parse_cron
+from ironflow._pure._filters import compile_filter
+from ironflow._pure._ids import new_id
 from ironflow.store._codec import decode_record, dumps, encode_record, loads
 from ironflow.store._flowspec import FlowSpec, key_text
 from ironflow.store._records import FINISHED, AgentSpec, Event, Run

@@ -15,7 +15,6 @@ import contextlib
 import functools
 import inspect
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -25,7 +24,7 @@ from typing import Any, TypeVar
 import attrs
 import lmdb
 
-from ironflow._ids import new_id
+from ironflow._pure._ids import new_id
 from ironflow.errors import (
     ConcurrencyError,
     InvalidInputError,
@@ -48,6 +47,7 @@ from ironflow.store._codec import (
 from ironflow.store._faults import check_ours, guard, storage_error
 from ironflow.store._flowctl import FLOW_DBS, FlowControl
 from ironflow.store._flowspec import Rerun
+from ironflow.store._liveness import process_alive
 from ironflow.store._records import (
     FINISHED,
     SUSPENDED,
@@ -83,7 +83,7 @@ from ironflow.store._waits import (
     timer_micros,
 )
 
-__all__ = ["FORMAT_VERSION", "LmdbStore", "process_alive"]
+__all__ = ["FORMAT_VERSION", "LmdbStore"]
 
 #: Bumped whenever the on-disk layout changes; a store refuses any other version.
 FORMAT_VERSION = 1
@@ -231,71 +231,6 @@ def _lease_holder(raw: bytes) -> tuple[str, int]:
     """The worker id and attempt of an encoded lease; cached, as every step checks it."""
     lease = decode_record(raw, Lease)
     return lease.worker.id, lease.attempt
-
-
-def _proc_stat(pid: int) -> tuple[str, str] | None:
-    """(state, start time in clock ticks) from /proc/PID/stat, or None if unreadable."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces or parens; fields resume after the last ')'.
-    fields = raw[raw.rindex(b")") + 2 :].split()
-    return fields[0].decode(), fields[19].decode()
-
-
-def _pid_start(pid: int) -> str:
-    """The process start time in clock ticks (field 22 of /proc/PID/stat), or ''."""
-    stat = _proc_stat(pid)
-    return stat[1] if stat else ""
-
-
-def process_alive(worker: WorkerInfo) -> bool | None:
-    """Whether the worker's process still runs: True, False, or None if it is on another host."""
-    if worker.host != socket.gethostname() or (worker.machine and worker.machine != _MACHINE):
-        return None  # another machine, or another pid namespace under the same name
-    try:
-        os.kill(worker.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, under another user
-    stat = _proc_stat(worker.pid)
-    if stat is None:
-        return True  # no /proc here: trust the signal check
-    state, started = stat
-    # A killed process nobody has reaped yet (a zombie) still answers kill(pid, 0).
-    if state in ("Z", "X", "x"):
-        return False
-    # A different start time means the pid was recycled by an unrelated process.
-    return not (worker.pid_start and started != worker.pid_start)
-
-
-def _machine() -> str:
-    """This kernel boot and pid namespace: where our pids mean the same processes."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return ""
-    return f"{boot}/{namespace}"
-
-
-_MACHINE = _machine()
-
-
-def this_worker(worker_id: str | None = None) -> WorkerInfo:
-    """The WorkerInfo describing the current process."""
-    pid = os.getpid()
-    return WorkerInfo(
-        id=worker_id or f"{socket.gethostname()}:{pid}:{new_id()[-6:]}",
-        host=socket.gethostname(),
-        pid=pid,
-        pid_start=_pid_start(pid),
-        machine=_MACHINE,
-    )
 
 
 @attrs.define

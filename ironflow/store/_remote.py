@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ironflow._ids import new_id
+from ironflow._pure._ids import new_id
 from ironflow.errors import (
     AuthError,
     ConcurrencyError,

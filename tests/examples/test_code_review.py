@@ -6,7 +6,7 @@ from pathlib import Path
 
 from examples.code_review import demo
 from examples.code_review.agent import PROVIDER, code_review
-from ironflow._primitives import approval_event
+from ironflow._agent._primitives import approval_event
 from ironflow.store import LmdbStore
 from ironflow.testing import CrashingStore, FakeClock
 from tests.primitives.conftest import emit, serve_until_crash, serving, wait_status

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ironflow._cli import main
+from ironflow._cli._main import main
 from ironflow.store import AgentSpec, LmdbStore
 from ironflow.store._records import ProjectionSpec
 

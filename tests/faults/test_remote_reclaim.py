@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ironflow.store import Event, Lease, LeasedRun, RemoteStore, Run, converter, this_worker
+from ironflow._worker._identity import this_worker
+from ironflow.store import Event, Lease, LeasedRun, RemoteStore, Run, converter
 from ironflow.store._remote import _Reply
 
 ME = this_worker("reclaim-test")

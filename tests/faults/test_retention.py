@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from ironflow._cli import main
+from ironflow._cli._main import main
+from ironflow._worker._identity import this_worker
 from ironflow.errors import InvalidInputError, RunNotFoundError, StoreError, StoreLockedError
 from ironflow.server import BackgroundServer
-from ironflow.store import AgentSpec, LmdbStore, RemoteStore, StepRecord, Store, this_worker
+from ironflow.store import AgentSpec, LmdbStore, RemoteStore, StepRecord, Store
 from ironflow.store._records import ProjectionSpec
 from ironflow.store._retention import compact, parse_age
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from ironflow._cli import main
+from ironflow._cli._main import main
 from ironflow.errors import StoreCorruptedError, StoreError, StoreFormatError, StoreLockedError
 from ironflow.server import BackgroundServer
 from ironflow.store import AgentSpec, LmdbStore, RemoteStore

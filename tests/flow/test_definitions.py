@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from ironflow import agent
-from ironflow._cron import parse_cron
-from ironflow._dsl import AgentDefinition
-from ironflow._flow import CancelOn, ConcurrencyLimit, CronTrigger, Debounce, key_of
+from ironflow._agent._dsl import AgentDefinition
+from ironflow._agent._flow import CancelOn, ConcurrencyLimit, CronTrigger, Debounce, key_of
+from ironflow._pure._cron import parse_cron
 from ironflow.errors import DefinitionError
 
 

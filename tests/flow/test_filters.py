@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ironflow._filters import compile_filter
+from ironflow._pure._filters import compile_filter
 from ironflow.errors import FilterError
 
 ORDER = {"customer": {"tier": "gold", "id": "c-1"}, "amount": 250, "tags": ["rush", "gift"]}

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ironflow import AgentContext, agent, tool
-from ironflow._dsl import AgentDefinition
+from ironflow._agent._dsl import AgentDefinition
 from ironflow.store._records import FINISHED
 from tests.property._world import RUN_KINDS, Crash, World, check_attempt, world
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from ironflow import AgentContext, Worker, agent
-from ironflow._cli import main
-from ironflow._dsl import AgentDefinition
+from ironflow._agent._dsl import AgentDefinition
+from ironflow._cli._main import main
 from ironflow.store import LmdbStore
 from tests.flow._helpers import run_agent, step_ids
 

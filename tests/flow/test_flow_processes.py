@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ironflow import LmdbStore
-from ironflow._dsl import AgentDefinition
+from ironflow._agent._dsl import AgentDefinition
 from tests.flow.agents_for_processes import one_per_key
 
 pytestmark = pytest.mark.process

@@ -20,7 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from ironflow.store import AgentSpec, LmdbStore, this_worker
+from ironflow._worker._identity import this_worker
+from ironflow.store import AgentSpec, LmdbStore
 from ironflow.store._flowspec import ConcurrencyLimit, CronTrigger, Debounce, FlowSpec
 from ironflow.testing import StandInWorker
 

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from ironflow._context import AgentContext
-from ironflow._dsl import AgentDefinition
+from ironflow._agent._context import AgentContext
+from ironflow._agent._dsl import AgentDefinition
+from ironflow._worker._identity import this_worker
 from ironflow.llm import set_default_provider
 from ironflow.replay import Execution, Outcome
-from ironflow.store import AgentSpec, LmdbStore, this_worker
+from ironflow.store import AgentSpec, LmdbStore
 
 # Re-exported for the llm tests, which import them from here.
 from ironflow.testing import replay  # noqa: F401

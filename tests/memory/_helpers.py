@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from ironflow.store import Store, WorkerInfo
-from ironflow.store._lmdb import _pid_start
+from ironflow.store._liveness import pid_start
 from ironflow.store._records import ProjectionStatus, ProjectionWrite
 
 _ids = itertools.count(1)
@@ -27,7 +27,7 @@ def _dead_pid() -> tuple[int, str]:
     # A process that lived and died: its pid (with its start time) is dead for good,
     # since a recycled pid would have another start time.
     proc = subprocess.Popen(["sleep", "60"])
-    start = _pid_start(proc.pid)
+    start = pid_start(proc.pid)
     proc.kill()
     proc.wait()
     return proc.pid, start

@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 
 from ironflow import AgentContext, Event, Memory, Worker, agent, projection
-from ironflow._context import AgentContext as _Ctx
-from ironflow._dsl import AgentDefinition
-from ironflow._memory import AppendResult
+from ironflow._agent._context import AgentContext as _Ctx
+from ironflow._agent._dsl import AgentDefinition
+from ironflow._agent._memory import AppendResult
+from ironflow._worker._identity import this_worker
 from ironflow.replay import Execution
-from ironflow.store import Lease, LeasedRun, LmdbStore, Run, StepRecord, this_worker
+from ironflow.store import Lease, LeasedRun, LmdbStore, Run, StepRecord
 from tests.memory._helpers import Crash, dead_worker
 
 MEMORY = Memory(stream="notes", projection="notes-memory")

@@ -14,10 +14,12 @@ from examples.doc_processor.agent import doc_processor
 from examples.doc_processor.memory import doc_memory
 from examples.doc_processor.worker import doc_memory as exported_memory
 from ironflow import Client, Worker
-from ironflow._cli import main
-from ironflow._memory import ProjectionDefinition, ProjectionRunner, ProjectionService
+from ironflow._agent._memory import ProjectionDefinition
+from ironflow._cli._main import main
+from ironflow._worker._identity import this_worker
+from ironflow._worker._projections import ProjectionRunner, ProjectionService
 from ironflow.errors import ConfigError, ProjectionNotFoundError
-from ironflow.store import LmdbStore, this_worker
+from ironflow.store import LmdbStore
 
 NAME = "doc-processor-memory"
 
@@ -37,7 +39,7 @@ class Borrowed:
 
 @pytest.fixture
 def cli_store(store: LmdbStore, monkeypatch: pytest.MonkeyPatch) -> LmdbStore:
-    monkeypatch.setattr("ironflow._cli._store", lambda args, create: Borrowed(store))
+    monkeypatch.setattr("ironflow._cli._main._store", lambda args, create: Borrowed(store))
     return store
 
 

@@ -8,13 +8,9 @@ from typing import Any
 import pytest
 
 from ironflow import Event, projection
-from ironflow._memory import (
-    ProjectionDefinition,
-    ProjectionRunner,
-    ProjectionService,
-    projection_json,
-    projections_in,
-)
+from ironflow._agent._memory import ProjectionDefinition, projections_in
+from ironflow._worker._identity import this_worker
+from ironflow._worker._projections import ProjectionRunner, ProjectionService
 from ironflow.errors import (
     ConcurrencyError,
     DefinitionError,
@@ -22,7 +18,8 @@ from ironflow.errors import (
     LeaseLostError,
     ProjectionNotFoundError,
 )
-from ironflow.store import LmdbStore, this_worker
+from ironflow.server._views import projection_json
+from ironflow.store import LmdbStore
 from ironflow.store._records import ProjectionWrite
 from tests.memory._helpers import RecordingStore, dead_worker
 

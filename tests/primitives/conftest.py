@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ironflow import Worker
-from ironflow._dsl import AgentDefinition
+from ironflow._agent._dsl import AgentDefinition
 from ironflow.store import AgentSpec, LmdbStore, Run, Store
 from ironflow.testing import CrashingStore, FakeClock, StandInWorker
 from tests.helpers import serve_until_idle_or_crash

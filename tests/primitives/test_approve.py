@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from ironflow import AgentContext, ApproveResult, Worker, agent
-from ironflow._cli import main
-from ironflow._primitives import approval_event
+from ironflow._agent._primitives import approval_event
+from ironflow._cli._main import main
 from ironflow.errors import InvalidInputError
 from ironflow.store import LmdbStore
 from ironflow.testing import FakeClock

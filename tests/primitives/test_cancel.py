@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from ironflow import AgentContext, Worker, agent, tool
-from ironflow._cli import main
-from ironflow.store import LmdbStore, Suspension, this_worker
+from ironflow._cli._main import main
+from ironflow._worker._identity import this_worker
+from ironflow.store import LmdbStore, Suspension
 from ironflow.testing import FakeClock
 from tests.primitives.conftest import emit, register, serving, wait_status
 

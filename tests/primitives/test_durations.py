@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from ironflow._durations import parse_duration
+from ironflow._pure._durations import parse_duration
 from ironflow.errors import InvalidInputError
 
 

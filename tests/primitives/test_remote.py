@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from ironflow import AgentContext, agent, current_step, tool
+from ironflow._worker._identity import this_worker
 from ironflow.server import BackgroundServer
-from ironflow.store import LmdbStore, RemoteStore, Suspension, this_worker
+from ironflow.store import LmdbStore, RemoteStore, Suspension
 from ironflow.testing import FakeClock
 from tests.primitives.conftest import emit, register, serving, wait_status, wait_until
 

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from ironflow import AgentContext, Worker, agent, tool
+from ironflow._worker._identity import this_worker
 from ironflow.errors import InvalidInputError
-from ironflow.store import LmdbStore, this_worker
+from ironflow.store import LmdbStore
 from ironflow.testing import FakeClock
 from tests.primitives.conftest import emit, serving, wait_status, wait_until
 

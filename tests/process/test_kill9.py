@@ -161,7 +161,7 @@ def inspect_json(workers: Workers, run_id: str) -> Any:
         [
             sys.executable,
             "-c",
-            "import sys; from ironflow._cli import main; sys.exit(main())",
+            "import sys; from ironflow._cli._main import main; sys.exit(main())",
             "inspect",
             run_id,
             "--json",

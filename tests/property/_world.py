@@ -32,8 +32,8 @@ from typing import Any
 import attrs
 
 from ironflow import current_step
-from ironflow._context import AgentContext
-from ironflow._dsl import AgentDefinition
+from ironflow._agent._context import AgentContext
+from ironflow._agent._dsl import AgentDefinition
 from ironflow.replay import Execution, Outcome
 from ironflow.store import AgentSpec, LmdbStore, Run, StepRecord
 from ironflow.testing import CrashingStore, Fault, SimulatedCrash, StandInWorker

@@ -25,7 +25,7 @@ from hypothesis.stateful import (
 )
 
 from ironflow import AgentContext, Worker, agent, tool
-from ironflow._dsl import AgentDefinition
+from ironflow._agent._dsl import AgentDefinition
 from ironflow.store import LmdbStore, StepRecord
 from ironflow.testing import CrashingStore, StandInWorker
 from tests.helpers import serve_until_idle_or_crash

@@ -27,7 +27,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from ironflow import AgentContext, Worker, agent, current_step, tool
-from ironflow._primitives import approval_event
+from ironflow._agent._primitives import approval_event
 from ironflow.store import LmdbStore, Run
 from ironflow.testing import CrashingStore, FakeClock, Fault, StandInWorker
 from tests.helpers import serve_until_idle_or_crash
@@ -234,7 +234,7 @@ class Harness:
 
 
 def _definition(fn: Any) -> Any:
-    from ironflow._dsl import AgentDefinition
+    from ironflow._agent._dsl import AgentDefinition
 
     return AgentDefinition.must_from_fn(fn)
 

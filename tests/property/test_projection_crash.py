@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from ironflow import Event, projection
-from ironflow._memory import ProjectionDefinition, ProjectionRunner
+from ironflow._agent._memory import ProjectionDefinition
+from ironflow._worker._projections import ProjectionRunner
 from ironflow.store import LmdbStore
 from tests.memory._helpers import Crash, RecordingStore, dead_worker
 

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from ironflow import Event, Worker, projection
-from ironflow._memory import ProjectionDefinition, ProjectionRunner
+from ironflow._agent._memory import ProjectionDefinition
+from ironflow._worker._projections import ProjectionRunner
 from ironflow.store import LmdbStore
 from tests.memory._helpers import RecordingStore, dead_worker
 

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ironflow import AgentContext, NonDeterminismError, StepFailedError, agent, tool
-from ironflow._dsl import AgentDefinition
+from ironflow._agent._dsl import AgentDefinition
 from tests.property._world import (
     Crash,
     World,

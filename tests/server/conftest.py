@@ -135,7 +135,7 @@ class Served:
         self.child: Child | None = None
 
     def start(self) -> str:
-        argv = [sys.executable, "-m", "ironflow._cli", "serve", *self.args]
+        argv = [sys.executable, "-m", "ironflow._cli._main", "serve", *self.args]
         argv += ["--port", str(self.port), "--data-dir", str(self.data_dir)]
         self.child = Child(argv, child_env())
         line = self.child.line_starting("ironflow server listening on ")

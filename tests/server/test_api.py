@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from ironflow._views import run_json, run_with_steps_json
 from ironflow.server import ROUTES, BackgroundServer
+from ironflow.server._views import run_json, run_with_steps_json
 from ironflow.store import AgentSpec, LmdbStore, RemoteStore, StepRecord, WorkerInfo
 
 WORKER = WorkerInfo(id="w1", host="elsewhere", pid=4242)

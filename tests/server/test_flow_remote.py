@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from ironflow._worker._identity import this_worker
 from ironflow.errors import InvalidInputError
-from ironflow.store import AgentSpec, LmdbStore, Store, this_worker
+from ironflow.store import AgentSpec, LmdbStore, Store
 from ironflow.store._flowspec import CancelOn, ConcurrencyLimit, FlowSpec
 from tests.helpers import completed_step
 

@@ -124,7 +124,7 @@ def test_server_killed_mid_run_loses_nothing(served: Served, tmp_path: Path) -> 
 def cli(*args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
     env = child_env(IRONFLOW_URL=url) if url else child_env()
     return subprocess.run(
-        [sys.executable, "-m", "ironflow._cli", *args],
+        [sys.executable, "-m", "ironflow._cli._main", *args],
         cwd=REPO,
         env=env,
         capture_output=True,

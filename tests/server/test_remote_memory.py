@@ -10,7 +10,6 @@ import attrs
 import pytest
 
 from ironflow import AgentContext, Event, Memory, Worker, agent, projection
-from ironflow._memory import projection_json
 from ironflow.errors import (
     ConcurrencyError,
     InvalidInputError,
@@ -18,6 +17,7 @@ from ironflow.errors import (
     NotSerializableError,
     ProjectionNotFoundError,
 )
+from ironflow.server._views import projection_json
 from ironflow.store import AgentSpec, LmdbStore, RemoteStore, Store, WorkerInfo
 from ironflow.store._records import ProjectionSpec, ProjectionWrite
 from tests.server.conftest import get_json

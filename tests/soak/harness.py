@@ -245,7 +245,7 @@ class Soak:
             return False
 
     def start_server(self) -> None:
-        argv = [sys.executable, "-m", "ironflow._cli", "serve", "--dev"]
+        argv = [sys.executable, "-m", "ironflow._cli._main", "serve", "--dev"]
         argv += ["--port", str(self.port or _free_port()), "--data-dir", str(self.data_dir)]
         if not self.port:
             self.port = int(argv[argv.index("--port") + 1])
@@ -431,7 +431,7 @@ class Soak:
         return found
 
     def audit(self) -> None:
-        from ironflow._memory import ProjectionDefinition, fold_events
+        from ironflow._agent._memory import ProjectionDefinition, fold_events
         from ironflow.store import LmdbStore
         from tests.soak import soak_agent
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ironflow._cli import main
-from ironflow.store import AgentSpec, LmdbStore, StepRecord, this_worker
+from ironflow._cli._main import main
+from ironflow._worker._identity import this_worker
+from ironflow.store import AgentSpec, LmdbStore, StepRecord
 
 
 @pytest.fixture

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from ironflow._worker._identity import this_worker
 from ironflow.errors import (
     InvalidInputError,
     LeaseLostError,
     RunNotFoundError,
     StoreFormatError,
 )
-from ironflow.store import AgentSpec, LmdbStore, StepRecord, WorkerInfo, this_worker
+from ironflow.store import AgentSpec, LmdbStore, StepRecord, WorkerInfo
 
 
 def step(run_id: str, position: int, step_id: str = "s") -> StepRecord:

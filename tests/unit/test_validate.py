@@ -9,7 +9,7 @@ import attrs
 import pytest
 
 from ironflow import ToolInputError, tool
-from ironflow._validate import Mismatch, check_value
+from ironflow._pure._validate import Mismatch, check_value
 
 
 @attrs.frozen

@@ -7,6 +7,7 @@ field. Times are ISO 8601 in UTC with milliseconds.
 from __future__ import annotations
 
 import datetime as _dt
+import time
 from typing import Any
 
 from ironflow.store import (
@@ -19,12 +20,15 @@ from ironflow.store import (
     Suspension,
     process_alive,
 )
+from ironflow.store._records import ProjectionState, ProjectionStatus
 
 __all__ = [
     "children_of",
     "iso",
+    "projection_json",
     "run_json",
     "run_with_steps_json",
+    "runner_alive",
     "step_json",
     "suspension_json",
 ]
@@ -167,3 +171,24 @@ def run_with_steps_json(
     out["steps"] = [step_json(s) for s in steps]
     out["children"] = children_of(steps)
     return out
+
+
+def runner_alive(status: ProjectionStatus, now: float | None = None) -> bool:
+    """Whether a live worker holds the projection's lease."""
+    if status.runner is None:
+        return False
+    if status.runner_expires_at <= (time.time() if now is None else now):
+        return False
+    return process_alive(status.runner) is not False
+
+
+def projection_json(state: ProjectionState) -> dict[str, Any]:
+    """The object of ``GET /api/v1/projections/{name}`` and ``projection get --json``."""
+    return {
+        "name": state.name,
+        "state": {
+            "state": state.state,
+            "position": state.position,
+            "updated_at": iso(state.updated_at),
+        },
+    }

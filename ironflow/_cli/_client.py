@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import builtins
 import os
+import time
 from typing import Any
 
-from ironflow._memory import wait_for_rebuild
-from ironflow.errors import ConfigError
+from ironflow.errors import ConfigError, ProjectionTimeoutError
 from ironflow.store import EmitResult, Event, Run, StepRecord, Store
 from ironflow.store._records import ProjectionState, ProjectionStatus
 
-__all__ = ["Client"]
+__all__ = ["Client", "wait_for_rebuild"]
 
 
 class Client:
@@ -55,7 +55,7 @@ class Client:
             if url is not None:
                 store = _remote_store(url, token)
             else:
-                from ironflow._config import open_store
+                from ironflow.store._open import open_store
 
                 store = open_store(data_dir)
         self.store: Store = store
@@ -193,3 +193,21 @@ class Streams:
     def read(self, stream_id: str, *, from_version: int = 0, limit: int = 1000) -> list[Event]:
         """The stream's events with version ``>= from_version``, in order."""
         return self._store.read_stream(stream_id, from_version=from_version, limit=limit)
+
+
+def wait_for_rebuild(store: Store, name: str, ticket: int, *, timeout: float) -> ProjectionStatus:
+    """Wait until the rebuild with this ticket is done; raise ProjectionTimeoutError if not."""
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        status = store.projection_status(name)
+        if status.rebuilt >= ticket:
+            return status
+        if time.monotonic() >= deadline:
+            raise ProjectionTimeoutError(
+                f"projection {name!r} was not rebuilt within {timeout:g}s: no worker serving "
+                "it picked the request up. Start a worker whose module defines it, or rebuild "
+                "here with --module MODULE"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ironflow._dsl import AgentDefinition
-from ironflow._durations import Duration, parse_duration
+from ironflow._agent._dsl import AgentDefinition
+from ironflow._pure._durations import Duration, parse_duration
 from ironflow.errors import InvalidInputError
 from ironflow.replay import Execution, current_step
 from ironflow.store import Event, Suspension

@@ -13,9 +13,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ironflow._cron import parse_cron
-from ironflow._durations import parse_duration
-from ironflow._filters import compile_filter
+from ironflow._pure._cron import parse_cron
+from ironflow._pure._durations import parse_duration
+from ironflow._pure._filters import compile_filter
 from ironflow.errors import DefinitionError, FilterError, InvalidInputError
 from ironflow.store._flowspec import (
     CancelOn,

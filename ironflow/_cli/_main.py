@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
-from ironflow._config import open_store, resolve_data_dir, server_url
-from ironflow._views import children_of, iso, orphaned, run_json, run_with_steps_json
 from ironflow.errors import ConfigError, IronflowError
+from ironflow.server._views import children_of, iso, orphaned, run_json, run_with_steps_json
 from ironflow.store import FINISHED, Store
+from ironflow.store._open import open_store, resolve_data_dir, server_url
 
 __all__ = ["main"]
 
@@ -191,7 +191,7 @@ def cmd_run_resume(args: argparse.Namespace) -> int:
 def cmd_approve(args: argparse.Namespace) -> int:
     import getpass
 
-    from ironflow._primitives import approval_event
+    from ironflow._agent._primitives import approval_event
 
     approver = args.approver
     if approver is None:
@@ -375,7 +375,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_projection_get(args: argparse.Namespace) -> int:
-    from ironflow._memory import projection_json
+    from ironflow.server._views import projection_json
 
     with _opened(args, create=False) as store:
         state = store.get_projection(args.name)
@@ -390,7 +390,7 @@ def cmd_projection_get(args: argparse.Namespace) -> int:
 
 
 def cmd_projection_list(args: argparse.Namespace) -> int:
-    from ironflow._memory import runner_alive
+    from ironflow.server._views import runner_alive
 
     with _opened(args, create=False) as store:
         statuses = store.list_projections()
@@ -430,7 +430,8 @@ def cmd_projection_list(args: argparse.Namespace) -> int:
 
 
 def cmd_projection_rebuild(args: argparse.Namespace) -> int:
-    from ironflow._memory import runner_alive, wait_for_rebuild
+    from ironflow._cli._client import wait_for_rebuild
+    from ironflow.server._views import runner_alive
 
     with _opened(args, create=False) as store:
         status = store.projection_status(args.name)
@@ -454,9 +455,10 @@ def cmd_projection_rebuild(args: argparse.Namespace) -> int:
 
 
 def _rebuild_here(store: Store, name: str, module_name: str) -> Any:
-    from ironflow._loader import load_module
-    from ironflow._memory import ProjectionRunner, projections_in
-    from ironflow.store import this_worker
+    from ironflow._agent._memory import projections_in
+    from ironflow._worker._identity import this_worker
+    from ironflow._worker._loader import load_module
+    from ironflow._worker._projections import ProjectionRunner
 
     defs = {d.name: d for d in projections_in(vars(load_module(module_name)))}
     defn = defs.get(name)

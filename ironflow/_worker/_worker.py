@@ -18,12 +18,14 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ironflow._context import AgentContext
-from ironflow._dsl import AgentDefinition
-from ironflow._memory import ProjectionDefinition, ProjectionService
+from ironflow._agent._context import AgentContext
+from ironflow._agent._dsl import AgentDefinition
+from ironflow._agent._memory import ProjectionDefinition
+from ironflow._worker._identity import this_worker
+from ironflow._worker._projections import ProjectionService
 from ironflow.errors import ConfigError, DefinitionError, StoreError
 from ironflow.replay import Execution, Outcome
-from ironflow.store import LeasedRun, Store, this_worker
+from ironflow.store import LeasedRun, Store
 
 __all__ = ["Worker"]
 
@@ -74,7 +76,7 @@ class Worker:
         self.projections = {p.name: p for p in projection_defs}
         self._projection_service: ProjectionService | None = None
         if store is None:
-            from ironflow._config import open_store
+            from ironflow.store._open import open_store
 
             store = open_store(data_dir)
         self.store = store

@@ -10,13 +10,13 @@ import uuid as _uuid
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
-from ironflow import _primitives
-from ironflow._dsl import AgentDefinition, ToolDefinition
-from ironflow._durations import Duration
-from ironflow._memory import AgentMemory
-from ironflow._parallel import OnError, run_map, run_parallel
-from ironflow._saga import Saga
-from ironflow._versioning import Patches
+from ironflow._agent import _primitives
+from ironflow._agent._dsl import AgentDefinition, ToolDefinition
+from ironflow._agent._memory import AgentMemory
+from ironflow._agent._parallel import OnError, run_map, run_parallel
+from ironflow._agent._saga import Saga
+from ironflow._agent._versioning import Patches
+from ironflow._pure._durations import Duration
 from ironflow.errors import DefinitionError
 from ironflow.llm._call import CallCounter, MessagesInput, ToolsInput, llm_step
 from ironflow.llm._provider import Provider

@@ -15,8 +15,7 @@ from typing import Any, TypeVar, overload
 
 import attrs
 
-from ironflow._durations import Duration, parse_duration
-from ironflow._flow import (
+from ironflow._agent._flow import (
     CancelOn,
     ConcurrencyLimit,
     CronTrigger,
@@ -27,7 +26,8 @@ from ironflow._flow import (
     cron_trigger,
     debounce_option,
 )
-from ironflow._validate import Mismatch, check_value
+from ironflow._pure._durations import Duration, parse_duration
+from ironflow._pure._validate import Mismatch, check_value
 from ironflow.errors import DefinitionError, InvalidInputError, ToolInputError
 from ironflow.replay import RetryPolicy, current_execution
 from ironflow.store._codec import to_json_value
@@ -302,7 +302,7 @@ class AgentDefinition:
     recording: bool = True
     #: Seconds a run may take from its start, sleeps and waits included; None: no limit.
     timeout: float | None = None
-    #: Flow control (see ``ironflow._flow``): a filter expression on the trigger event,
+    #: Flow control (see ``ironflow._agent._flow``): a filter expression on the trigger event,
     #: runs at once per key, debouncing, events that cancel runs, cron schedules.
     filter: str | None = None
     concurrency: ConcurrencyLimit | None = None

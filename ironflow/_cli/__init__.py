@@ -1,0 +1,1 @@
+"""The ``ironflow`` command and the ``Client`` it is thin over."""
