@@ -204,7 +204,7 @@ def _build_replay(workdir: str, steps: int) -> str:
                     ended_at=now,
                 ),
             )
-        store.release_run(builder, rid)
+        store.release_run(builder, rid, attempt=1)
     finally:
         store.close()
     _replay_built[key] = data_dir

@@ -225,18 +225,24 @@ class CrashingStore:
         status: str,
         output: Any = None,
         error: ErrorInfo | None = None,
+        attempt: int,
     ) -> Run:
         return self._call(
             "finish_run",
             run_id,
             None,
             lambda: self.inner.finish_run(
-                worker, run_id, status=status, output=output, error=error
+                worker, run_id, status=status, output=output, error=error, attempt=attempt
             ),
         )
 
-    def release_run(self, worker: WorkerInfo, run_id: str) -> None:
-        self._call("release_run", run_id, None, lambda: self.inner.release_run(worker, run_id))
+    def release_run(self, worker: WorkerInfo, run_id: str, *, attempt: int) -> None:
+        self._call(
+            "release_run",
+            run_id,
+            None,
+            lambda: self.inner.release_run(worker, run_id, attempt=attempt),
+        )
 
     def get_run(self, run_id: str) -> Run:
         return self._call("get_run", run_id, None, lambda: self.inner.get_run(run_id))
@@ -260,22 +266,33 @@ class CrashingStore:
     def request_cancel(self, run_id: str) -> Run:
         return self._call("request_cancel", run_id, None, lambda: self.inner.request_cancel(run_id))
 
-    def suspend_run(self, worker: WorkerInfo, run_id: str, suspension: Suspension) -> SuspendResult:
+    def suspend_run(
+        self, worker: WorkerInfo, run_id: str, suspension: Suspension, *, attempt: int
+    ) -> SuspendResult:
         return self._call(
             "suspend_run",
             run_id,
             suspension.position,
-            lambda: self.inner.suspend_run(worker, run_id, suspension),
+            lambda: self.inner.suspend_run(worker, run_id, suspension, attempt=attempt),
         )
 
     def spawn_run(
-        self, worker: WorkerInfo, parent_id: str, step_id: str, agent: str, data: Any
+        self,
+        worker: WorkerInfo,
+        parent_id: str,
+        step_id: str,
+        agent: str,
+        data: Any,
+        *,
+        attempt: int,
     ) -> Run:
         return self._call(
             "spawn_run",
             parent_id,
             None,
-            lambda: self.inner.spawn_run(worker, parent_id, step_id, agent, data),
+            lambda: self.inner.spawn_run(
+                worker, parent_id, step_id, agent, data, attempt=attempt
+            ),
         )
 
     def close(self) -> None:

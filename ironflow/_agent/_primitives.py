@@ -242,7 +242,12 @@ def spawn(execution: Execution, agent: Any, data: Any = None) -> Any:
         info = current_step()
         assert info is not None
         child = execution.store.spawn_run(
-            execution.worker, execution.run_id, info.step_id, agent_id, stored
+            execution.worker,
+            execution.run_id,
+            info.step_id,
+            agent_id,
+            stored,
+            attempt=execution.attempt,
         )
         return {"run_id": child.id, "agent": agent_id}
 

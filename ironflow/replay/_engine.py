@@ -660,7 +660,9 @@ class Execution:
 
     def _suspend_blocking(self, slot: _Slot, suspension: Suspension) -> StepRecord:
         try:
-            result = self.store.suspend_run(self.worker, self.run_id, suspension)
+            result = self.store.suspend_run(
+                self.worker, self.run_id, suspension, attempt=self.attempt
+            )
         except LeaseLostError as lost:
             raise _Abandon() from lost
         except StoreError as failed:
@@ -829,7 +831,7 @@ class Execution:
         """
         try:
             if outcome.status == "released":
-                self.store.release_run(self.worker, self.run_id)
+                self.store.release_run(self.worker, self.run_id, attempt=self.attempt)
             elif outcome.status not in ("abandoned", "suspended"):
                 self.store.finish_run(
                     self.worker,
@@ -837,6 +839,7 @@ class Execution:
                     status=outcome.status,
                     output=outcome.output,
                     error=outcome.error,
+                    attempt=self.attempt,
                 )
         except LeaseLostError:
             pass  # the run belongs to another worker now; its outcome is theirs to write

@@ -207,6 +207,11 @@ def _worker(body: dict[str, Any]) -> WorkerInfo:
     return worker
 
 
+def _attempt(body: dict[str, Any]) -> int:
+    """The run attempt a write is made for: the store fences it by the lease's attempt."""
+    return _int(body, "attempt", 0, 2**31 - 1)
+
+
 def _error_info(value: ErrorInfo | None) -> None:
     if value is not None and len(value.type) > 1000:
         raise _bad("an error's type name must be at most 1000 characters")
@@ -685,6 +690,7 @@ class Api:
         run_id = _path_run_id(request)
         body = await _body(request)
         worker = _worker(body)
+        attempt = _attempt(body)
         status = _str(body, "status")
         error = None if body.get("error") is None else _record(body, "error", ErrorInfo)
         _error_info(error)
@@ -695,6 +701,7 @@ class Api:
             status=status,
             output=body.get("output"),
             error=error,
+            attempt=attempt,
         )
         if run.parent_id is not None:
             self.wake()  # its parent, if waiting for it, is pending again
@@ -702,8 +709,9 @@ class Api:
 
     async def store_release(self, request: web.Request) -> Any:
         run_id = _path_run_id(request)
-        worker = _worker(await _body(request))
-        await self._run(self.store.release_run, worker, run_id)
+        body = await _body(request)
+        worker = _worker(body)
+        await self._run(self.store.release_run, worker, run_id, attempt=_attempt(body))
         self.wake()
         return {}
 
@@ -728,7 +736,9 @@ class Api:
         body = await _body(request)
         worker = _worker(body)
         suspension = _record(body, "suspension", Suspension)
-        result = await self._run(self.store.suspend_run, worker, run_id, suspension)
+        result = await self._run(
+            self.store.suspend_run, worker, run_id, suspension, attempt=_attempt(body)
+        )
         return converter.unstructure(result)
 
     async def store_spawn(self, request: web.Request) -> Any:
@@ -742,6 +752,7 @@ class Api:
             _str(body, "step_id"),
             _str(body, "agent"),
             body.get("data"),
+            attempt=_attempt(body),
         )
         self.wake()  # the child is a new pending run
         return converter.unstructure(child)

@@ -84,11 +84,20 @@ class Store(Protocol):
         status: str,
         output: Any = None,
         error: ErrorInfo | None = None,
+        attempt: int,
     ) -> Run:
-        """Mark a held run completed, failed or cancelled and drop its lease."""
+        """Mark a held run completed, failed or cancelled and drop its lease.
 
-    def release_run(self, worker: WorkerInfo, run_id: str) -> None:
-        """Give a held run back (status pending) so another worker can take it at once."""
+        Like every write on behalf of a run, fenced by its lease: raises
+        :class:`~ironflow.errors.LeaseLostError`, writing nothing, unless ``worker``
+        holds the run in this ``attempt`` (``Run.attempt`` of the leased run).
+        """
+
+    def release_run(self, worker: WorkerInfo, run_id: str, *, attempt: int) -> None:
+        """Give a held run back (status pending) so another worker can take it at once.
+
+        Fenced by the lease (worker and ``attempt``) like :meth:`finish_run`.
+        """
 
     def get_run(self, run_id: str) -> Run:
         """The run with this id; raises :class:`~ironflow.errors.RunNotFoundError`."""
@@ -126,7 +135,7 @@ class Store(Protocol):
     # -- suspended runs and child runs ----------------------------------------------------
 
     def suspend_run(
-        self, worker: WorkerInfo, run_id: str, suspension: Suspension
+        self, worker: WorkerInfo, run_id: str, suspension: Suspension, *, attempt: int
     ) -> SuspendResult:
         """Suspend a held run until what ``suspension`` waits for happens, atomically.
 
@@ -137,17 +146,26 @@ class Store(Protocol):
         ``sleeping`` (for a sleep or a retry) or ``waiting``, the lease is dropped, and
         the store itself records the step and makes the run pending again when its time,
         event or child comes: a suspended run costs no worker anything. Raises
-        :class:`~ironflow.errors.LeaseLostError` if the worker no longer holds the run.
+        :class:`~ironflow.errors.LeaseLostError` if the worker no longer holds the run
+        in this ``attempt``.
         """
 
     def spawn_run(
-        self, worker: WorkerInfo, parent_id: str, step_id: str, agent: str, data: Any
+        self,
+        worker: WorkerInfo,
+        parent_id: str,
+        step_id: str,
+        agent: str,
+        data: Any,
+        *,
+        attempt: int,
     ) -> Run:
         """Create a pending child run of ``agent`` for the held run ``parent_id``.
 
         Idempotent by ``(parent_id, step_id)``: a repeated call returns the child the
         first call created, so a replayed or retried spawn never starts two children.
         The child's event is not in the log; its ``seq`` is the log position at the spawn.
+        Fenced by the parent's lease (worker and ``attempt``) like :meth:`finish_run`.
         """
 
     # -- the event log and entity streams ----------------------------------------------

@@ -669,17 +669,16 @@ class LmdbStore:
 
         return self._write(op)
 
-    def _check_holder(
-        self, txn: Any, worker: WorkerInfo, run_id: str, attempt: int | None = None
-    ) -> None:
-        """Fencing: raise unless ``worker`` holds the run (in that attempt, if given).
+    def _check_holder(self, txn: Any, worker: WorkerInfo, run_id: str, attempt: int) -> None:
+        """Fencing: raise unless ``worker`` holds the run in that attempt.
 
         The attempt matters when one worker lost a run and later leased it again: the
-        execution of the old attempt must not write into the new one's history.
+        execution of the old attempt must not write into the new one's history, nor
+        finish, release, suspend or spawn for it.
         """
         raw = txn.get(run_id.encode(), db=self._db["leases"])
         holder, held_attempt = _lease_holder(bytes(raw)) if raw is not None else ("", 0)
-        if holder != worker.id or (attempt is not None and held_attempt not in (0, attempt)):
+        if holder != worker.id or held_attempt not in (0, attempt):
             raise LeaseLostError(
                 f"worker {worker.id} no longer holds run {run_id}: its lease expired and "
                 "another worker took the run over (raise the lease TTL if steps block for long)"
@@ -710,6 +709,7 @@ class LmdbStore:
         status: str,
         output: Any = None,
         error: ErrorInfo | None = None,
+        attempt: int,
     ) -> Run:
         if status not in FINISHED:
             raise InvalidInputError(
@@ -718,7 +718,7 @@ class LmdbStore:
         output = to_json_value(output, f"run {run_id} output", "output")
 
         def op(txn: Any) -> Run:
-            self._check_holder(txn, worker, run_id)
+            self._check_holder(txn, worker, run_id, attempt)
             key = run_id.encode()
             run = decode_record(txn.get(key, db=self._db["runs"]), Run)
             run = attrs.evolve(
@@ -739,9 +739,9 @@ class LmdbStore:
         self._notify()
         return run
 
-    def release_run(self, worker: WorkerInfo, run_id: str) -> None:
+    def release_run(self, worker: WorkerInfo, run_id: str, *, attempt: int) -> None:
         def op(txn: Any) -> None:
-            self._check_holder(txn, worker, run_id)
+            self._check_holder(txn, worker, run_id, attempt)
             key = run_id.encode()
             run = decode_record(txn.get(key, db=self._db["runs"]), Run)
             # A run paused while it ran stops here: it waits for `run resume`.
@@ -885,11 +885,13 @@ class LmdbStore:
 
     # -- suspended runs and child runs ---------------------------------------------------
 
-    def suspend_run(self, worker: WorkerInfo, run_id: str, suspension: Suspension) -> SuspendResult:
+    def suspend_run(
+        self, worker: WorkerInfo, run_id: str, suspension: Suspension, *, attempt: int
+    ) -> SuspendResult:
         s = checked_suspension(suspension)
 
         def op(txn: Any) -> SuspendResult:
-            self._check_holder(txn, worker, run_id)
+            self._check_holder(txn, worker, run_id, attempt)
             key = run_id.encode()
             # A retried request whose first reply was lost, or a wait already over.
             done = txn.get(_step_key(run_id, s.position), db=self._db["steps"])
@@ -919,7 +921,14 @@ class LmdbStore:
         return self._write(op)
 
     def spawn_run(
-        self, worker: WorkerInfo, parent_id: str, step_id: str, agent: str, data: Any
+        self,
+        worker: WorkerInfo,
+        parent_id: str,
+        step_id: str,
+        agent: str,
+        data: Any,
+        *,
+        attempt: int,
     ) -> Run:
         if not isinstance(agent, str) or not agent or len(agent.encode()) > 200:
             raise InvalidInputError(f"spawn_run: an agent id must be 1 to 200 bytes, not {agent!r}")
@@ -929,7 +938,7 @@ class LmdbStore:
         spawn_key = _run_key(parent_id) + b"\x00" + step_id.encode()
 
         def op(txn: Any) -> Run:
-            self._check_holder(txn, worker, parent_id)
+            self._check_holder(txn, worker, parent_id, attempt)
             seen = txn.get(spawn_key, db=self._db["spawns"])
             if seen is not None:
                 return decode_record(txn.get(seen, db=self._db["runs"]), Run)

@@ -380,10 +380,12 @@ class RemoteStore:
         status: str,
         output: Any = None,
         error: ErrorInfo | None = None,
+        attempt: int,
     ) -> Run:
         output = to_json_value(output, f"run {run_id} output", "output")
         body = {
             "worker": converter.unstructure(worker),
+            "attempt": attempt,
             "status": status,
             "output": output,
             "error": converter.unstructure(error),
@@ -399,8 +401,8 @@ class RemoteStore:
         self._forget(worker, run_id)
         return converter.structure(reply.data, Run)
 
-    def release_run(self, worker: WorkerInfo, run_id: str) -> None:
-        body = {"worker": converter.unstructure(worker)}
+    def release_run(self, worker: WorkerInfo, run_id: str, *, attempt: int) -> None:
+        body = {"worker": converter.unstructure(worker), "attempt": attempt}
         reply = self._request("POST", f"/store/runs/{_quote(run_id)}/release", body)
         # After a lost reply, "not yours" means our release went through (and maybe
         # another worker has the run already).
@@ -428,12 +430,13 @@ class RemoteStore:
     # -- suspended runs and child runs ----------------------------------------------------
 
     def suspend_run(
-        self, worker: WorkerInfo, run_id: str, suspension: Suspension
+        self, worker: WorkerInfo, run_id: str, suspension: Suspension, *, attempt: int
     ) -> SuspendResult:
         # Checked here so a bad value fails with the store's own error and path.
         suspension = checked_suspension(suspension)
         body = {
             "worker": converter.unstructure(worker),
+            "attempt": attempt,
             "suspension": converter.unstructure(suspension),
         }
         reply = self._request("POST", f"/store/runs/{_checked(run_id)}/suspend", body)
@@ -455,11 +458,19 @@ class RemoteStore:
         return result
 
     def spawn_run(
-        self, worker: WorkerInfo, parent_id: str, step_id: str, agent: str, data: Any
+        self,
+        worker: WorkerInfo,
+        parent_id: str,
+        step_id: str,
+        agent: str,
+        data: Any,
+        *,
+        attempt: int,
     ) -> Run:
         data = to_json_value(data, f"spawn of {agent!r} data", "data")
         body = {
             "worker": converter.unstructure(worker),
+            "attempt": attempt,
             "step_id": step_id,
             "agent": agent,
             "data": data,

@@ -39,7 +39,7 @@ def finish(store: Store, run_id: str, status: str = "completed", steps: int = 2)
     assert leased.run.id == run_id
     for position in range(steps):
         store.record_step(ME, step(run_id, position))
-    store.finish_run(ME, run_id, status=status)
+    store.finish_run(ME, run_id, status=status, attempt=leased.run.attempt)
 
 
 def emit(store: Store, n: int = 1) -> list[str]:
@@ -204,7 +204,7 @@ def workload(store: LmdbStore, runs: int) -> None:
     for run_id in ids:
         for position in range(3):
             store.record_step(ME, step(run_id, position, "s" * 2000))
-        store.finish_run(ME, run_id, status="completed")
+        store.finish_run(ME, run_id, status="completed", attempt=1)
 
 
 def test_under_a_steady_workload_with_pruning_the_file_stops_growing(tmp_path: Path) -> None:

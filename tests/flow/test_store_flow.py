@@ -74,11 +74,11 @@ def test_concurrency_holds_n_runs_per_key_and_starts_the_rest_in_order(
     assert fstore.get_run(a2).status == "queued"
     assert sorted(lease(fstore, "c")) == sorted([a1, b1])
     assert lease(fstore, "c") == []
-    fstore.finish_run(ME, a1, status="completed")
+    fstore.finish_run(ME, a1, status="completed", attempt=1)
     assert lease(fstore, "c") == [a2]
-    fstore.release_run(ME, a2)  # handed back: it frees its slot, and comes back first
+    fstore.release_run(ME, a2, attempt=1)  # handed back: it frees its slot, and comes back first
     assert lease(fstore, "c") == [a2]
-    fstore.finish_run(ME, a2, status="failed")
+    fstore.finish_run(ME, a2, status="failed", attempt=2)
     assert lease(fstore, "c") == [a3]
 
 
@@ -169,7 +169,7 @@ def test_pause_holds_a_run_and_resume_lets_it_go(fstore: LmdbStore) -> None:
     assert lease(fstore, "p") == [running]
     fstore.pause_run(running)
     assert fstore.record_step(ME, completed_step(running, 0)).pause_requested
-    fstore.release_run(ME, running)  # the engine stops at the boundary and hands it back
+    fstore.release_run(ME, running, attempt=1)  # the engine stops at the boundary and hands it back
     assert fstore.get_run(running).status == "paused"
     assert fstore.resume_run(pending).status == "pending"
     assert fstore.resume_run(running).status == "pending"
@@ -185,7 +185,7 @@ def test_resume_from_step_reruns_a_finished_run_keeping_earlier_records(
     lease(fstore, "r")
     for p in range(3):
         fstore.record_step(ME, completed_step(run_id, p))
-    fstore.finish_run(ME, run_id, status="failed")
+    fstore.finish_run(ME, run_id, status="failed", attempt=1)
     with pytest.raises(InvalidInputError, match="no step 'nope'"):
         fstore.resume_run(run_id, from_step="nope")
     run = fstore.resume_run(run_id, from_step="s1")
@@ -205,7 +205,8 @@ def test_a_paused_sleeping_run_stays_paused_when_it_wakes(fstore: LmdbStore, clo
     register(fstore, "s", ("go",))
     (run_id,) = fstore.emit("go", {}).run_ids
     lease(fstore, "s")
-    fstore.suspend_run(ME, run_id, Suspension(kind="sleep", position=0, step_id="sleep", wake_in=5))
+    sleep = Suspension(kind="sleep", position=0, step_id="sleep", wake_in=5)
+    fstore.suspend_run(ME, run_id, sleep, attempt=1)
     assert fstore.pause_run(run_id).status == "sleeping"
     clock.now += 10
     assert lease(fstore, "s") == []

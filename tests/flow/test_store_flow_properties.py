@@ -76,9 +76,13 @@ class ConcurrencyMachine(RuleBasedStateMachine):
         run_id = data.draw(st.sampled_from(self.held[w]))
         self.held[w].remove(run_id)
         if finish:
-            self.store.finish_run(self.workers[w].info, run_id, status="completed")
+            attempt = self.store.get_run(run_id).attempt
+            self.store.finish_run(
+                self.workers[w].info, run_id, status="completed", attempt=attempt
+            )
         else:
-            self.store.release_run(self.workers[w].info, run_id)
+            attempt = self.store.get_run(run_id).attempt
+            self.store.release_run(self.workers[w].info, run_id, attempt=attempt)
 
     @rule(w=st.integers(0, 2))
     def kill(self, w: int) -> None:

@@ -131,7 +131,10 @@ def test_a_cancel_requested_while_running_stops_a_suspension(store: LmdbStore) -
     store.lease_runs(worker, ["dozer"], limit=1, ttl=30)
     store.request_cancel(run_id)
     result = store.suspend_run(
-        worker, run_id, Suspension(kind="sleep", position=0, step_id="sleep", wake_in=60)
+        worker,
+        run_id,
+        Suspension(kind="sleep", position=0, step_id="sleep", wake_in=60),
+        attempt=1,
     )
     assert result.cancel_requested and not result.suspended and result.step is None
     assert store.get_run(run_id).status == "running"

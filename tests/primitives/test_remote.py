@@ -138,11 +138,12 @@ def test_suspend_and_spawn_over_http_match_the_store(
     run_id = remote.emit("remote.all", {"id": "r3"}).run_ids[0]
     worker = this_worker()
     assert len(remote.lease_runs(worker, ["remote-all"], limit=1, ttl=30)) == 1
-    child = remote.spawn_run(worker, run_id, "spawn.remote-child", "remote-child", {"n": 1})
-    again = remote.spawn_run(worker, run_id, "spawn.remote-child", "remote-child", {"n": 1})
+    args = (worker, run_id, "spawn.remote-child", "remote-child", {"n": 1})
+    child = remote.spawn_run(*args, attempt=1)
+    again = remote.spawn_run(*args, attempt=1)
     assert again.id == child.id and child.parent_id == run_id
     wait = Suspension(kind="child", position=1, step_id="x", child_id=child.id)
-    result = remote.suspend_run(worker, run_id, wait)
+    result = remote.suspend_run(worker, run_id, wait, attempt=1)
     assert result.suspended and backend.get_run(run_id).status == "waiting"
     assert backend.get_lease(run_id) is None
     backend.check_valid()

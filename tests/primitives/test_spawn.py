@@ -92,9 +92,9 @@ def test_spawning_is_idempotent_per_parent_and_step(store: LmdbStore) -> None:
     run_id = store.emit("parent", {"n": 2}).run_ids[0]
     worker = this_worker()
     assert len(store.lease_runs(worker, ["parent"], limit=1, ttl=30)) == 1
-    first = store.spawn_run(worker, run_id, "spawn.squarer", "squarer", {"n": 2})
-    again = store.spawn_run(worker, run_id, "spawn.squarer", "squarer", {"n": 99})
-    other = store.spawn_run(worker, run_id, "spawn.squarer#2", "squarer", {"n": 5})
+    first = store.spawn_run(worker, run_id, "spawn.squarer", "squarer", {"n": 2}, attempt=1)
+    again = store.spawn_run(worker, run_id, "spawn.squarer", "squarer", {"n": 99}, attempt=1)
+    other = store.spawn_run(worker, run_id, "spawn.squarer#2", "squarer", {"n": 5}, attempt=1)
     assert again.id == first.id and other.id != first.id
     assert first.status == "pending" and first.parent_id == run_id
     assert len(store.list_runs(agent="squarer")) == 2

@@ -126,6 +126,13 @@ def test_cancel(server_url: str, backend: LmdbStore) -> None:
             "POST",
             "/api/v1/store/runs/run_nope/release",
             b'{"worker": {"id": "w", "host": "h", "pid": 1}}',
+            422,
+            "invalid_input",
+        ),
+        (
+            "POST",
+            "/api/v1/store/runs/run_nope/release",
+            b'{"worker": {"id": "w", "host": "h", "pid": 1}, "attempt": 1}',
             409,
             "lease_lost",
         ),

@@ -37,11 +37,11 @@ def test_flow_specs_pause_resume_and_rerun_on_either_store(any_store: Store) -> 
     assert [lr.run.id for lr in any_store.lease_runs(ME, ["f"], limit=5, ttl=60)] == [first]
     assert any_store.pause_run(first).status == "running"
     assert any_store.record_step(ME, completed_step(first, 0)).pause_requested
-    any_store.release_run(ME, first)
+    any_store.release_run(ME, first, attempt=1)
     assert any_store.get_run(first).status == "paused"
     assert any_store.resume_run(first).status == "pending"
     assert [lr.run.id for lr in any_store.lease_runs(ME, ["f"], limit=5, ttl=60)] == [first]
-    any_store.finish_run(ME, first, status="completed")
+    any_store.finish_run(ME, first, status="completed", attempt=2)
     with pytest.raises(InvalidInputError, match="no step 'zz'"):
         any_store.resume_run(first, from_step="zz")
     rerun = any_store.resume_run(first, from_step="s0")

@@ -146,7 +146,9 @@ def test_cli_through_the_server_prints_what_the_data_dir_shows(served: Served) -
         [leased] = store.lease_runs(worker, ["doc"], limit=1, ttl=600)
         step = StepRecord(leased.run.id, 0, "tool.ocr", "completed", {"u": 1}, "text", 1.0, 2.0)
         store.record_step(worker, step)
-        store.finish_run(worker, leased.run.id, status="completed", output={"ok": 1})
+        store.finish_run(
+            worker, leased.run.id, status="completed", output={"ok": 1}, attempt=1
+        )
         run_id = leased.run.id
 
     data_dir = ["--data-dir", str(served.data_dir)]

@@ -74,7 +74,9 @@ def test_emit_lease_record_finish(any_store: Store) -> None:
     lease = any_store.get_lease(run_id)
     assert lease is not None and lease.worker == WORKER
 
-    done = any_store.finish_run(WORKER, run_id, status="completed", output={"ok": True})
+    done = any_store.finish_run(
+        WORKER, run_id, status="completed", output={"ok": True}, attempt=1
+    )
     assert done.status == "completed" and done.output == {"ok": True}
     assert any_store.get_run(run_id) == done
     assert [s.output for s in any_store.get_steps(run_id)] == [{"text": "é"}]
@@ -90,7 +92,7 @@ def test_release_and_cancel(any_store: Store) -> None:
     first, second = (any_store.emit("doc.x", {}).run_ids[0] for _ in range(2))
     leased = any_store.lease_runs(WORKER, ["doc"], limit=1, ttl=30)
     assert [r.run.id for r in leased] == [first]
-    any_store.release_run(WORKER, first)
+    any_store.release_run(WORKER, first, attempt=1)
     assert any_store.get_run(first).status == "pending"
 
     assert any_store.request_cancel(second).status == "cancelled"
@@ -101,7 +103,7 @@ def test_release_and_cancel(any_store: Store) -> None:
     # A step records the attempt it ran in; the lease fences out any other attempt.
     assert any_store.record_step(WORKER, attrs.evolve(step(first, 0), attempt=2)).cancel_requested
     error = ErrorInfo(type="Cancelled", message="the run was cancelled")
-    finished = any_store.finish_run(WORKER, first, status="cancelled", error=error)
+    finished = any_store.finish_run(WORKER, first, status="cancelled", error=error, attempt=2)
     assert finished.status == "cancelled" and finished.error == error
 
 
@@ -119,9 +121,9 @@ def test_errors_are_the_same(any_store: Store) -> None:
     with pytest.raises(NotSerializableError, match=r"data\['f'\]"):
         any_store.emit("ok", {"f": object()})
     with pytest.raises(LeaseLostError):
-        any_store.finish_run(WORKER, "run_nope", status="completed")
+        any_store.finish_run(WORKER, "run_nope", status="completed", attempt=1)
     with pytest.raises(LeaseLostError):
-        any_store.release_run(WORKER, "run_nope")
+        any_store.release_run(WORKER, "run_nope", attempt=1)
 
 
 def test_bad_url_is_a_config_error() -> None:
@@ -226,12 +228,12 @@ def test_retries_after_lost_replies_do_nothing_twice(
     assert [s.output for s in backend.get_steps(run_id)] == ["first"]
 
     lose.paths.append("/release")
-    remote.release_run(WORKER, run_id)
+    remote.release_run(WORKER, run_id, attempt=1)
     assert backend.get_run(run_id).status == "pending"
 
     [leased] = remote.lease_runs(WORKER, ["doc"], limit=5, ttl=30)
     lose.paths.append("/finish")
-    finished = remote.finish_run(WORKER, run_id, status="completed", output=1)
+    finished = remote.finish_run(WORKER, run_id, status="completed", output=1, attempt=2)
     assert finished.status == "completed" and finished.output == 1
 
 

@@ -54,7 +54,7 @@ def test_lease_then_steps_then_finish(store: LmdbStore) -> None:
     store.record_step(me, step(run_id, 0))  # a retried write is a no-op
     assert [s.position for s in store.get_steps(run_id)] == [0]
     assert store.lease_runs(me, ["a"], limit=5, ttl=30) == []
-    run = store.finish_run(me, run_id, status="completed", output={"ok": True})
+    run = store.finish_run(me, run_id, status="completed", output={"ok": True}, attempt=1)
     assert run.status == "completed" and store.get_lease(run_id) is None
     store.check_valid()
 
@@ -71,7 +71,7 @@ def test_a_stale_worker_cannot_record_after_takeover(store: LmdbStore) -> None:
     with pytest.raises(LeaseLostError):
         store.record_step(old, step(run_id, 0))
     with pytest.raises(LeaseLostError):
-        store.finish_run(old, run_id, status="completed")
+        store.finish_run(old, run_id, status="completed", attempt=1)
     assert store.get_steps(run_id) == []
 
 
@@ -107,7 +107,7 @@ def test_release_hands_the_run_back_as_pending(store: LmdbStore) -> None:
     me = this_worker()
     store.lease_runs(me, ["a"], limit=1, ttl=30)
     store.record_step(me, step(run_id, 0))
-    store.release_run(me, run_id)
+    store.release_run(me, run_id, attempt=1)
     assert store.get_run(run_id).status == "pending"
     [again] = store.lease_runs(this_worker("next"), ["a"], limit=1, ttl=30)
     assert [s.position for s in again.steps] == [0]
