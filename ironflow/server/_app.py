@@ -452,6 +452,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/store/events", "store_events"),
     Route("GET", "/store/streams/{stream_id}/events", "store_read_stream"),
     Route("POST", "/store/streams/{stream_id}/events", "store_append"),
+    Route("POST", "/store/streams/{stream_id}/delete", "store_delete_stream_events"),
     Route("GET", "/store/projections", "store_list_projections"),
     Route("POST", "/store/projections", "store_register_projections"),
     Route("GET", "/store/projections/{name}", "store_projection_status"),
@@ -840,6 +841,20 @@ class Api:
         )
         self.wake()
         return converter.unstructure(event)
+
+    async def store_delete_stream_events(self, request: web.Request) -> Any:
+        body = await _body(request)
+        versions = body.get("versions")
+        if versions is not None and (
+            not isinstance(versions, list)
+            or len(versions) > _MAX_LIMIT
+            or not all(type(v) is int and 1 <= v <= _MAX_POSITION for v in versions)
+        ):
+            raise _bad(f"'versions' must be null or a list of at most {_MAX_LIMIT} versions")
+        deleted = await self._run(
+            self.store.delete_stream_events, _path_text(request, "stream_id"), versions
+        )
+        return {"deleted": deleted}
 
     async def stream(self, request: web.Request) -> Any:
         stream_id = _path_text(request, "stream_id")

@@ -204,6 +204,21 @@ class Store(Protocol):
         A stream never appended to reads as empty.
         """
 
+    def delete_stream_events(
+        self, stream_id: str, versions: Collection[int] | None = None
+    ) -> int:
+        """Delete these versions of an entity stream (all of them for ``None``); return how
+        many were deleted.
+
+        The events leave the stream and the global log in one transaction, and their
+        idempotency keys go with them (appending with one again appends anew). Versions
+        the stream does not have are ignored. Versions are never reused while the stream
+        keeps an event; a stream whose every event was deleted is as new, and its next
+        append is version 1. Runs the events started are kept. The newest event of the
+        whole log leaves a tombstone named ``ironflow.deleted`` (no data) at its position,
+        which numbers the next event.
+        """
+
     # -- projections ---------------------------------------------------------------------
 
     def register_projections(self, specs: Sequence[ProjectionSpec]) -> None:

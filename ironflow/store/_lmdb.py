@@ -49,6 +49,7 @@ from ironflow.store._flowctl import FLOW_DBS, FlowControl
 from ironflow.store._flowspec import Rerun
 from ironflow.store._liveness import process_alive
 from ironflow.store._records import (
+    DELETED_EVENT,
     FINISHED,
     SUSPENDED,
     AgentSpec,
@@ -1184,6 +1185,70 @@ class LmdbStore:
                 out.append(decode_record(txn.get(seq, db=self._db["events"]), Event))
         return out
 
+    def delete_stream_events(
+        self, stream_id: str, versions: Collection[int] | None = None
+    ) -> int:
+        stream_key = _stream_key(stream_id)
+        wanted: frozenset[int] | None = None
+        if versions is not None:
+            if isinstance(versions, str | bytes) or not all(
+                type(v) is int and v >= 1 for v in versions
+            ):
+                raise InvalidInputError(
+                    f"versions must be stream versions (integers from 1), not {versions!r}"
+                )
+            wanted = frozenset(versions)
+            if not wanted:
+                return 0
+        prefix = stream_key + b"\x00"
+
+        def op(txn: Any) -> int:
+            doomed: list[tuple[bytes, bytes]] = []
+            remaining = 0
+            cursor = txn.cursor(db=self._db["streams"])
+            if cursor.set_range(prefix):
+                for key, seq in cursor:
+                    if not key.startswith(prefix):
+                        break
+                    if wanted is None or int.from_bytes(key[-8:], "big") in wanted:
+                        doomed.append((bytes(key), bytes(seq)))
+                    else:
+                        remaining += 1
+            if not doomed:
+                return 0
+            gone = {seq for _, seq in doomed}
+            log = txn.cursor(db=self._db["events"])
+            newest = bytes(log.key()) if log.last() else b""
+            for key, seq in doomed:
+                txn.delete(key, db=self._db["streams"])
+                event = decode_record(txn.get(seq, db=self._db["events"]), Event)
+                txn.delete(event.id.encode(), db=self._db["event_ids"])
+                txn.delete(name_key(event.name) + b"\x00" + seq, db=self._db["event_names"])
+                if seq == newest:
+                    # The newest event numbers the next one: a tombstone keeps its
+                    # position, so no reader that passed it ever sees the number reused.
+                    tombstone = Event(id=event.id, name=DELETED_EVENT, data=None, ts=event.ts)
+                    tombstone = attrs.evolve(tombstone, seq=event.seq)
+                    txn.put(seq, encode_record(tombstone), db=self._db["events"])
+                else:
+                    txn.delete(seq, db=self._db["events"])
+            keys = txn.cursor(db=self._db["stream_keys"])
+            stale = []
+            if keys.set_range(prefix):
+                for key, seq in keys:
+                    if not key.startswith(prefix):
+                        break
+                    if bytes(seq) in gone:
+                        stale.append(bytes(key))
+            for key in stale:
+                txn.delete(key, db=self._db["stream_keys"])
+            if remaining == 0:
+                # Nothing left: the stream is as new, and its next append is version 1.
+                txn.delete(stream_key, db=self._db["stream_heads"])
+            return len(doomed)
+
+        return self._write(op)
+
     # -- projections ---------------------------------------------------------------------
 
     def register_projections(self, specs: Sequence[ProjectionSpec]) -> None:
@@ -1508,16 +1573,18 @@ class LmdbStore:
             for db, keys in expected.items():
                 found = {bytes(k) for k, _ in txn.cursor(db=self._db[db])}
                 assert found == keys, f"{db}: stray {found - keys}, missing {keys - found}"
-            # Each stream's entries are versions 1..head, each naming its event in the log.
+            # Each stream's entries are versions up to its head (1..head unless some were
+            # deleted), each naming its event in the log; a stream with none has no head.
             heads: dict[bytes, int] = {}
             for key, seq in txn.cursor(db=self._db["streams"]):
                 stream, version = key[:-9], int.from_bytes(key[-8:], "big")
-                assert version == heads.get(stream, 0) + 1, f"stream {stream!r} skips {version}"
+                assert version > heads.get(stream, 0), f"stream {stream!r} repeats {version}"
                 heads[stream] = version
                 event = decode_record(txn.get(seq, db=self._db["events"]), Event)
                 assert (event.stream, event.version) == (stream.decode(), version), event
             for key, head in txn.cursor(db=self._db["stream_heads"]):
-                assert heads.get(key) == int.from_bytes(head, "big"), f"stream {key!r} head"
+                assert heads.get(key, 0) >= 1, f"stream {key!r} has a head but no events"
+                assert heads[key] <= int.from_bytes(head, "big"), f"stream {key!r} head"
             assert len(heads) == txn.stat(self._db["stream_heads"])["entries"]
 
 

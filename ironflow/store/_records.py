@@ -28,6 +28,9 @@ RunStatus = Literal[
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 #: Statuses of a run suspended in the store: it holds no lease and no worker slot.
 SUSPENDED: frozenset[str] = frozenset({"sleeping", "waiting"})
+#: The name an event deleted from a stream leaves in its place when it was the newest of
+#: the log (the newest event numbers the next one, so its position is never reused).
+DELETED_EVENT = "ironflow.deleted"
 StepStatus = Literal["completed", "failed"]
 #: What a suspended run waits for: its wake-up time, an event, a child run, or the
 #: time to try a failed step again.

@@ -545,6 +545,19 @@ class RemoteStore:
         path = f"/store/streams/{_name(stream_id, 'a stream id')}/events?{query}"
         return converter.structure(self._call("GET", path), list[Event])
 
+    def delete_stream_events(
+        self, stream_id: str, versions: Collection[int] | None = None
+    ) -> int:
+        path = f"/store/streams/{_name(stream_id, 'a stream id')}/delete"
+        if versions is None:
+            return int(self._call("POST", path, {"versions": None})["deleted"])
+        wanted = sorted(set(versions))
+        deleted = 0
+        for start in range(0, len(wanted), _MAX):  # the server takes _MAX per request
+            body = {"versions": wanted[start : start + _MAX]}
+            deleted += int(self._call("POST", path, body)["deleted"])
+        return deleted
+
     # -- projections --------------------------------------------------------------------
 
     def register_projections(self, specs: Sequence[ProjectionSpec]) -> None:
