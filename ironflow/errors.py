@@ -121,15 +121,16 @@ class NotSerializableError(IronflowError, TypeError):
     and nothing half-written is left in the store.
     """
 
-    def __init__(self, what: str, path: str, reason: str) -> None:
+    def __init__(self, what: str, path: str, reason: str, *, hint: str | None = None) -> None:
         self.what = what
         self.path = path
         self.reason = reason
-        super().__init__(
-            f"{what}: the value at {path} cannot be stored: {reason}. "
-            "Stored values must be JSON (str, int, finite float, bool, None, list, dict with "
-            "str keys) or attrs/dataclass/pydantic objects made of them."
-        )
+        if hint is None:
+            hint = (
+                "Stored values must be JSON (str, int, finite float, bool, None, list, dict "
+                "with str keys) or attrs/dataclass/pydantic objects made of them."
+            )
+        super().__init__(f"{what}: the value at {path} cannot be stored: {reason}. {hint}")
 
 
 class StepFailedError(IronflowError):
