@@ -328,6 +328,8 @@ def _error_middleware(max_body: int) -> Any:
                 "(ironflow serve --max-body)",
             )
         except web.HTTPException as exc:  # the router's 404 and 405
+            if exc.status < 400:
+                raise  # a redirect (the dashboard's login) is an answer, not an error
             code = _HTTP_CODES.get(exc.status, "bad_request")
             message = f"{request.method} {request.path}: {exc.reason}"
             if exc.status == 404:
@@ -389,6 +391,9 @@ def _auth_middleware(token: str) -> Any:
     async def auth(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if not request.path.startswith(API_PREFIX + "/"):
+            # The dashboard's pages: its own session cookie guards them (_dashboard.py).
+            return await handler(request)
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             given.strip().encode("utf-8", "surrogatepass"), expected
@@ -1008,6 +1013,9 @@ def make_app(
     app = web.Application(middlewares=middlewares, client_max_size=max_body)
     for route in ROUTES:
         app.router.add_route(route.method, API_PREFIX + route.path, _endpoint(api, route.handler))
+    from ironflow.server._dashboard import add_dashboard
+
+    add_dashboard(app, api, token=token)
     return app, api
 
 

@@ -28,10 +28,11 @@ def add_serve_command(sub: Any) -> None:
     """Add ``serve`` to the CLI's subcommands."""
     serve = sub.add_parser(
         "serve",
-        help="run the HTTP API that workers, the CLI and curl talk to",
-        description="Serve the JSON API under /api/v1 over a data directory. Workers and "
-        "CLI commands with IRONFLOW_URL set go through it. Without --dev every request "
-        "needs the token (--token or IRONFLOW_TOKEN) as 'Authorization: Bearer'. "
+        help="run the HTTP API and the web dashboard",
+        description="Serve the JSON API under /api/v1 and the web dashboard at / over a "
+        "data directory. Workers and CLI commands with IRONFLOW_URL set go through it. "
+        "Without --dev every API request needs the token (--token or IRONFLOW_TOKEN) as "
+        "'Authorization: Bearer', and the dashboard asks for it on a login page. "
         "SIGINT or SIGTERM stops it cleanly.",
     )
     serve.add_argument(
@@ -66,6 +67,11 @@ def add_serve_command(sub: Any) -> None:
         default=DEFAULT_MAX_BODY,
         metavar="BYTES",
         help=f"largest request body accepted; larger gets 413 (default {DEFAULT_MAX_BODY})",
+    )
+    serve.add_argument(
+        "--open",
+        action="store_true",
+        help="open the dashboard in a web browser once the server listens",
     )
     serve.set_defaults(func=cmd_serve)
 
@@ -112,10 +118,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
     data_dir = resolve_data_dir(args.data_dir).resolve()
-    return asyncio.run(_serve(args.host, args.port, data_dir, token, args.max_body))
+    return asyncio.run(
+        _serve(args.host, args.port, data_dir, token, args.max_body, open_browser=args.open)
+    )
 
 
-async def _serve(host: str, port: int, data_dir: Any, token: str | None, max_body: int) -> int:
+def _open_browser(url: str) -> None:
+    import webbrowser
+
+    try:
+        opened = webbrowser.open(url)
+    except Exception:  # a broken browser setting must not stop the server
+        opened = False
+    if not opened:
+        print(f"could not open a browser here: open {url} yourself", file=sys.stderr, flush=True)
+
+
+async def _serve(
+    host: str,
+    port: int,
+    data_dir: Any,
+    token: str | None,
+    max_body: int,
+    *,
+    open_browser: bool = False,
+) -> int:
     from ironflow._worker._worker import configure_logging
     from ironflow.server._app import make_app, start_site, stop_site
     from ironflow.store import LmdbStore
@@ -137,11 +164,16 @@ async def _serve(host: str, port: int, data_dir: Any, token: str | None, max_bod
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         print(f"ironflow server listening on {_url(host, bound)}", flush=True)
+        print(f"dashboard at {_url(host, bound)}/", flush=True)
         print(f"data in {data_dir}", flush=True)
         if token:
             print("requests need 'Authorization: Bearer <token>'", flush=True)
+            print("the dashboard asks for the same token on its login page", flush=True)
         else:
             print("dev mode: requests need no token", flush=True)
+        if open_browser:
+            # The browser may take a while to start; the server is already answering.
+            loop.run_in_executor(None, _open_browser, f"{_url(host, bound)}/")
         await stop.wait()
         print("stopping: finishing requests in flight", flush=True)
         await stop_site(runner, api)

@@ -1,0 +1,288 @@
+"""Read-only queries over an LmdbStore for people: the dashboard's listings.
+
+None of these writes. They page with keys, not offsets, so a page costs the same at
+run 100,000 as at run 1: a page of runs starts at a run id (ids are time-ordered, so
+the runs table read backwards is newest first) and a page of events at a log position.
+
+Filters (status, agent, a search term) are checked on each record's raw JSON bytes
+before it is decoded, so a scan that skips most runs skips them at the speed of a byte
+search; a candidate is then decoded and checked exactly, so a term that merely appears
+in a key never matches. A scan stops after ``scan_limit`` records and says where, so a
+rare match in a large store is found page by page instead of in one slow request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ironflow.store._codec import decode_record
+from ironflow.store._records import (
+    EmitResult,
+    Event,
+    Lease,
+    ProjectionLease,
+    Run,
+)
+
+if TYPE_CHECKING:
+    from ironflow.store._lmdb import LmdbStore
+
+__all__ = [
+    "EventPage",
+    "LoggedEvent",
+    "RunPage",
+    "event_page",
+    "last_seq",
+    "projection_leases",
+    "run_leases",
+    "run_page",
+    "stream_heads",
+    "value_matches",
+]
+
+#: How many run records one listing request may examine before it stops and says where.
+DEFAULT_SCAN_LIMIT = 200_000
+
+
+@attrs.frozen
+class RunPage:
+    """One page of runs, newest first.
+
+    ``next_before`` is the id to pass as ``before`` for the next (older) page, or None
+    when the scan reached the oldest run. ``scanned`` counts the records examined;
+    ``exhausted`` is False when the scan stopped at ``scan_limit`` with fewer than
+    ``limit`` matches (the next page goes on searching). ``total`` is every stored run.
+    """
+
+    runs: tuple[Run, ...]
+    step_counts: tuple[int, ...]
+    next_before: str | None
+    scanned: int
+    exhausted: bool
+    total: int
+
+
+def _needle(value: str) -> bytes:
+    """The bytes ``value`` is written as inside a JSON string."""
+    return json.dumps(value, ensure_ascii=False)[1:-1].encode()
+
+
+def value_matches(data: Any, term: str) -> bool:
+    """Whether a value in ``data`` (a key's value or a list item, at any depth) contains
+    ``term``, compared case-insensitively; numbers and booleans as their JSON text."""
+    folded = term.casefold()
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if folded in item.casefold():
+                return True
+        elif item is not None and folded in json.dumps(item).casefold():
+            return True
+    return False
+
+
+def _count_prefix(txn: Any, db: Any, prefix: bytes) -> int:
+    cursor = txn.cursor(db=db)
+    n = 0
+    if cursor.set_range(prefix):
+        for key in cursor.iternext(keys=True, values=False):
+            if not key.startswith(prefix):
+                break
+            n += 1
+    return n
+
+
+def run_page(
+    store: LmdbStore,
+    *,
+    limit: int = 50,
+    before: str | None = None,
+    status: str | None = None,
+    agent: str | None = None,
+    query: str | None = None,
+    scan_limit: int = DEFAULT_SCAN_LIMIT,
+) -> RunPage:
+    """Runs newest first, older than the run ``before``, that match every filter given.
+
+    ``query`` matches a run whose id is ``query`` exactly, or whose triggering event's
+    data holds a value containing it (see :func:`value_matches`).
+    """
+    db = store._db
+    want_status = _needle_pair("status", status)
+    want_agent = _needle_pair("agent", agent)
+    term = query.strip() if query else None
+    term_bytes = _needle(term).lower() if term else None
+    runs: list[Run] = []
+    scanned = 0
+    last_key: bytes | None = None
+    exhausted = True
+    with store._txn() as txn:
+        total = int(txn.stat(db["runs"])["entries"])
+        if term:
+            exact = _exact_run(txn, db, term, before)
+            if exact is not None and _accept(exact, status, agent):
+                runs.append(exact)
+        cursor = txn.cursor(db=db["runs"])
+        for key, raw in _backwards(cursor, before):
+            if len(runs) >= limit:
+                break
+            if scanned >= scan_limit:
+                exhausted = False
+                break
+            scanned += 1
+            last_key = key
+            if want_status is not None and want_status not in raw:
+                continue
+            if want_agent is not None and want_agent not in raw:
+                continue
+            if term_bytes is not None and term_bytes not in raw.lower():
+                continue
+            run = decode_record(raw, Run)
+            if not _accept(run, status, agent):
+                continue
+            if term is not None and (
+                run.id == term or not value_matches(run.event.data, term)
+            ):
+                continue  # the exact id match is already first on the page
+            runs.append(run)
+        else:
+            last_key = None  # reached the oldest run
+        counts = tuple(
+            _count_prefix(txn, db["steps"], r.id.encode() + b"\x00") for r in runs
+        )
+    next_before = last_key.decode() if last_key is not None else None
+    return RunPage(
+        runs=tuple(runs),
+        step_counts=counts,
+        next_before=next_before,
+        scanned=scanned,
+        exhausted=exhausted,
+        total=total,
+    )
+
+
+def _needle_pair(field: str, value: str | None) -> bytes | None:
+    if value is None:
+        return None
+    return f'"{field}":{json.dumps(value, ensure_ascii=False)}'.encode()
+
+
+def _accept(run: Run, status: str | None, agent: str | None) -> bool:
+    return (status is None or run.status == status) and (agent is None or run.agent == agent)
+
+
+def _exact_run(txn: Any, db: dict[str, Any], term: str, before: str | None) -> Run | None:
+    """The run whose id is ``term``, on the first page only (not on later pages)."""
+    if before is not None:
+        return None
+    key = term.encode()
+    if not key or len(key) > 200 or b"\x00" in key:
+        return None
+    raw = txn.get(key, db=db["runs"])
+    return None if raw is None else decode_record(raw, Run)
+
+
+def _backwards(cursor: Any, before: str | None) -> Iterator[tuple[bytes, bytes]]:
+    """Runs from the newest (or the one just older than ``before``) to the oldest."""
+    if before is None:
+        if not cursor.last():
+            return
+    else:
+        # set_range lands on the first key >= before; step back to the one below it.
+        if cursor.set_range(before.encode()):
+            if not cursor.prev():
+                return
+        elif not cursor.last():
+            return
+    yield from cursor.iterprev()
+
+
+def run_leases(store: LmdbStore) -> list[Lease]:
+    """Every lease on a run, live or lapsed."""
+    with store._txn() as txn:
+        return [decode_record(raw, Lease) for _, raw in txn.cursor(db=store._db["leases"])]
+
+
+def projection_leases(store: LmdbStore) -> list[ProjectionLease]:
+    """Every lease on a projection, live or lapsed."""
+    with store._txn() as txn:
+        return [
+            decode_record(raw, ProjectionLease)
+            for _, raw in txn.cursor(db=store._db["projection_leases"])
+        ]
+
+
+def last_seq(store: LmdbStore) -> int:
+    """The log position of the newest event (0 for an empty log)."""
+    with store._txn() as txn:
+        cursor = txn.cursor(db=store._db["events"])
+        return int.from_bytes(cursor.key(), "big") if cursor.last() else 0
+
+
+@attrs.frozen
+class LoggedEvent:
+    """An event of the log with the run ids its emission started (or was folded into)."""
+
+    event: Event
+    run_ids: tuple[str, ...]
+
+
+@attrs.frozen
+class EventPage:
+    """Events newest first; ``next_before`` is the seq to pass for the older page."""
+
+    events: tuple[LoggedEvent, ...]
+    next_before: int | None
+    last_seq: int
+
+
+def event_page(store: LmdbStore, *, limit: int = 50, before: int | None = None) -> EventPage:
+    """Events of the global log newest first, each with the runs it started."""
+    db = store._db
+    out: list[LoggedEvent] = []
+    next_before: int | None = None
+    with store._txn() as txn:
+        cursor = txn.cursor(db=db["events"])
+        newest = int.from_bytes(cursor.key(), "big") if cursor.last() else 0
+        start = newest if before is None else min(before - 1, newest)
+        # Land on the newest event at or below ``start`` (pruning leaves holes).
+        if start >= 1 and cursor.set_range(start.to_bytes(8, "big")):
+            positioned = int.from_bytes(cursor.key(), "big") == start or cursor.prev()
+        else:
+            positioned = start >= 1 and cursor.last()
+        if positioned:
+            for key, raw in cursor.iterprev():
+                if len(out) >= limit:
+                    next_before = int.from_bytes(key, "big") + 1
+                    break
+                event = decode_record(raw, Event)
+                emitted = txn.get(event.id.encode(), db=db["event_ids"])
+                run_ids = () if emitted is None else decode_record(emitted, EmitResult).run_ids
+                out.append(LoggedEvent(event, tuple(run_ids)))
+    return EventPage(tuple(out), next_before, newest)
+
+
+def stream_heads(
+    store: LmdbStore, *, limit: int = 100, after: str | None = None
+) -> tuple[list[tuple[str, int]], str | None]:
+    """Entity streams in id order with their current version, and the next page's key."""
+    out: list[tuple[str, int]] = []
+    with store._txn() as txn:
+        cursor = txn.cursor(db=store._db["stream_heads"])
+        found = cursor.set_range(after.encode() + b"\x00") if after else cursor.first()
+        if not found:
+            return out, None
+        for key, head in cursor:
+            if len(out) >= limit:
+                return out, out[-1][0]
+            out.append((key.decode(), int.from_bytes(head, "big")))
+    return out, None
