@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: help venv test test-fast lint typecheck demo-agent-crash-resume bench soak clean
+.PHONY: help venv chromium test test-fast lint typecheck demo-agent-crash-resume bench soak clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-26s %s\n", $$1, $$2}'
@@ -21,7 +21,18 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv and install ironflow with its test tools
 
-test: $(STAMP) ## run every test (the short soak included)
+CHROMIUM ?= /usr/bin/chromium
+chromium: ## Debian's Chromium for the dashboard's browser tests: installed as root, else explained
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the dashboard's browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "note: the dashboard's browser tests need Chromium and are skipped without it;"; \
+		echo "      install it with: sudo apt-get install chromium"; \
+	fi
+
+test: $(STAMP) chromium ## run every test (the short soak and the browser tests included)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP) ## unit tests only, no process-level tests

@@ -102,7 +102,8 @@ def _json(value: Any, status: int = 200) -> web.Response:
 def _security_headers(response: web.StreamResponse) -> web.StreamResponse:
     response.headers["Content-Security-Policy"] = _CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    # "same-origin", not "no-referrer": with no referrer, a form post says Origin: null.
+    response.headers["Referrer-Policy"] = "same-origin"
     response.headers["X-Frame-Options"] = "DENY"
     return response
 

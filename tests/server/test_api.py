@@ -98,7 +98,7 @@ def test_cancel(server_url: str, backend: LmdbStore) -> None:
         ("GET", "/api/v1/runs/run_nope", None, 404, "run_not_found"),
         ("POST", "/api/v1/runs/run_nope/cancel", None, 404, "run_not_found"),
         ("GET", "/api/v1/nothing", None, 404, "not_found"),
-        ("GET", "/", None, 404, "not_found"),
+        ("GET", "/nothing", None, 404, "not_found"),  # "/" is the dashboard
         ("DELETE", "/api/v1/runs", None, 405, "method_not_allowed"),
         ("GET", "/api/v1/runs?limit=0", None, 422, "invalid_input"),
         ("GET", "/api/v1/runs?limit=abc", None, 422, "invalid_input"),
