@@ -22,6 +22,7 @@ from ironflow.store import converter
 from ironflow.store._codec import to_json_value
 
 __all__ = [
+    "PendingStep",
     "StepResult",
     "current_execution",
     "durable_step",
@@ -47,6 +48,25 @@ def json_input(value: Any, step_id: str) -> Any:
     return to_json_value(value, f"step {step_id!r} input", "input")
 
 
+class PendingStep:
+    """A step whose position is taken (at construction), to be run or replayed later.
+
+    For a body that must start in another task (a stream read while it is recorded):
+    the position belongs to the call, in program order, not to when the task starts.
+    """
+
+    def __init__(self, execution: Execution, step_id: str, input: Any) -> None:
+        self._execution = execution
+        self._slot = execution.begin(step_id, input)
+        #: True if the record holds this step: :meth:`run` returns it without running.
+        self.replayed: bool = self._slot.record is not None
+
+    async def run(self, body: Callable[[], Awaitable[Any]]) -> StepResult:
+        """Run ``body`` as the step and record it, or return the recorded output."""
+        output = await self._execution.run_async(self._slot, body, (), {}, Any)
+        return StepResult(output, self.replayed)
+
+
 async def durable_step(
     execution: Execution, step_id: str, input: Any, body: Callable[[], Awaitable[Any]]
 ) -> StepResult:
@@ -56,10 +76,7 @@ async def durable_step(
     ``body``. Works in ``def`` and ``async def`` runs alike: only the awaiting happens
     on the running loop, the position is taken at the call.
     """
-    slot = execution.begin(step_id, input)
-    replayed = slot.record is not None
-    output = await execution.run_async(slot, body, (), {}, Any)
-    return StepResult(output, replayed)
+    return await PendingStep(execution, step_id, input).run(body)
 
 
 def llm_step_id(model_name: str) -> str:

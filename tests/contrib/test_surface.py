@@ -14,6 +14,14 @@ def test_pydantic_ai_surface() -> None:
     assert pydantic_ai.__all__ == sorted(pydantic_ai.__all__)
 
 
+def test_openai_agents_surface() -> None:
+    """ironflow.contrib.openai_agents exports what the README shows (add, never remove)."""
+    from ironflow.contrib import openai_agents
+
+    assert {"IronflowRunner"} <= set(openai_agents.__all__)
+    assert openai_agents.__all__ == sorted(openai_agents.__all__)
+
+
 def test_import_ironflow_loads_no_agent_framework() -> None:
     """The frameworks are loaded by ironflow.contrib.<name> only, never by `import ironflow`."""
     probe = (
