@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: help venv chromium test test-fast lint typecheck demo-agent-crash-resume bench soak clean
+.PHONY: help venv chromium test test-fast lint typecheck demo-agent-crash-resume demo-pydantic-ai demo-openai-agents bench soak clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-26s %s\n", $$1, $$2}'
@@ -46,6 +46,12 @@ typecheck: $(STAMP) ## mypy --strict on the package
 
 demo-agent-crash-resume: $(STAMP) ## the seed demo: serve, worker, emit, kill -9, resume, assert
 	$(PY) examples/doc_processor/demo.py
+
+demo-pydantic-ai: $(STAMP) ## a Pydantic AI agent under IronflowAgent: kill -9 between model requests, resume, assert
+	$(PY) -m examples.pydantic_ai_agent.demo
+
+demo-openai-agents: $(STAMP) ## an Agents SDK workflow under IronflowRunner: kill -9 between model requests, resume, assert
+	$(PY) -m examples.openai_agents_agent.demo
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[bench]'
