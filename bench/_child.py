@@ -46,6 +46,7 @@ def _floor() -> tuple[str, dict[str, Runner]]:
 
 
 def _ironflow() -> tuple[str, dict[str, Runner]]:
+    from bench import _frameworks as f
     from bench import _ironflow as w
     from bench._proc import import_ms
 
@@ -63,6 +64,12 @@ def _ironflow() -> tuple[str, dict[str, Runner]]:
         "resume_s": lambda wd, p: w.resume_s(wd),
         "remote_per_step_us": remote,
         "sleeping_10k_mb": lambda wd, p: w.sleeping_mb(wd, p["runs"]),
+        "pydantic_ai_request_us": lambda wd, p: f.pydantic_ai_request_us(
+            wd, p["rounds"], p["reps"]
+        ),
+        "openai_agents_request_us": lambda wd, p: f.openai_agents_request_us(
+            wd, p["rounds"], p["reps"]
+        ),
         "import_ms": lambda wd, p: import_ms(sys.executable, "import ironflow", p["samples"]),
     }
 

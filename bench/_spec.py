@@ -99,6 +99,20 @@ WORKLOADS: tuple[Workload, ...] = (
         ("ironflow",),
     ),
     Workload(
+        "pydantic_ai_request_us",
+        "Pydantic AI: overhead per model request + tool call",
+        "µs",
+        "lower",
+        ("ironflow",),
+    ),
+    Workload(
+        "openai_agents_request_us",
+        "OpenAI Agents SDK: overhead per model call + tool call",
+        "µs",
+        "lower",
+        ("ironflow",),
+    ),
+    Workload(
         "import_ms",
         "import time in a fresh interpreter",
         "ms",
@@ -123,6 +137,8 @@ def params(quick: bool) -> dict[str, dict[str, Any]]:
             "resume_s": {},
             "remote_per_step_us": {"steps": 20, "reps": 1},
             "sleeping_10k_mb": {"runs": 200},
+            "pydantic_ai_request_us": {"rounds": 5, "reps": 1},
+            "openai_agents_request_us": {"rounds": 5, "reps": 1},
             "import_ms": {"samples": 1},
         }
     return {
@@ -135,5 +151,7 @@ def params(quick: bool) -> dict[str, dict[str, Any]]:
         "resume_s": {},
         "remote_per_step_us": {"steps": 100, "reps": 3},
         "sleeping_10k_mb": {"runs": 10_000},
+        "pydantic_ai_request_us": {"rounds": 20, "reps": 5},
+        "openai_agents_request_us": {"rounds": 20, "reps": 5},
         "import_ms": {"samples": 5},
     }
