@@ -18,8 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench._ironflow import _fresh, _timed_runs
-from ironflow import AgentContext, LmdbStore, agent
-from ironflow._dsl import AgentDefinition
+from ironflow import AgentContext, AgentDefinition, LmdbStore, agent
 from ironflow.store import AgentSpec
 
 

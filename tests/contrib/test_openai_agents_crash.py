@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ironflow._dsl import AgentDefinition
+from ironflow import AgentDefinition
 from tests.contrib import _openai_agents_agents as agents
 from tests.property._world import RUN_KINDS, Crash, World, check_attempt, check_recorded_once
 
