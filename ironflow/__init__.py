@@ -3,6 +3,9 @@
 Decorate functions with ``@agent`` and ``@tool``; every tool call inside a run is a
 recorded step in an embedded LMDB store. Kill the worker at any moment, start it
 again, and the run continues from the last completed step.
+
+Every error Ironflow raises is exported here too (the tree is drawn in
+:mod:`ironflow.errors`), so ``except ironflow.RunNotFoundError`` needs no other import.
 """
 
 from ironflow._agent._context import AgentContext
@@ -12,16 +15,35 @@ from ironflow._agent._primitives import ApproveResult, ChildRun
 from ironflow._cli._client import Client
 from ironflow._worker._worker import Worker
 from ironflow.errors import (
+    AuthError,
     ConcurrencyError,
+    ConfigError,
     DefinitionError,
+    FilterError,
+    InvalidInputError,
     IronflowError,
+    LeaseLostError,
+    LlmError,
+    MissingExtraError,
     NonDeterminismError,
     NonRetryableError,
     NotSerializableError,
+    ProjectionNotFoundError,
+    ProjectionTimeoutError,
+    ProviderNotConfiguredError,
+    RunNotFoundError,
     RunTimeoutError,
+    ScriptExhaustedError,
+    ServerUnavailableError,
     StepFailedError,
     StepTimeoutError,
+    StoreCorruptedError,
+    StoreError,
+    StoreFormatError,
+    StoreLockedError,
     ToolInputError,
+    ToolLoopLimitError,
+    WorkerStoppedError,
 )
 from ironflow.replay import StepInfo, current_step
 from ironflow.store import Event, LmdbStore, Run, StepRecord, Store
@@ -33,28 +55,47 @@ __all__ = [
     "AgentDefinition",
     "AgentMemory",
     "ApproveResult",
+    "AuthError",
     "ChildRun",
     "Client",
     "ConcurrencyError",
+    "ConfigError",
     "DefinitionError",
     "Event",
+    "FilterError",
+    "InvalidInputError",
     "IronflowError",
+    "LeaseLostError",
+    "LlmError",
     "LmdbStore",
     "Memory",
+    "MissingExtraError",
     "NonDeterminismError",
     "NonRetryableError",
     "NotSerializableError",
     "ProjectionDefinition",
+    "ProjectionNotFoundError",
+    "ProjectionTimeoutError",
+    "ProviderNotConfiguredError",
     "Run",
+    "RunNotFoundError",
     "RunTimeoutError",
+    "ScriptExhaustedError",
+    "ServerUnavailableError",
     "StepFailedError",
     "StepInfo",
     "StepRecord",
     "StepTimeoutError",
     "Store",
+    "StoreCorruptedError",
+    "StoreError",
+    "StoreFormatError",
+    "StoreLockedError",
     "ToolDefinition",
     "ToolInputError",
+    "ToolLoopLimitError",
     "Worker",
+    "WorkerStoppedError",
     "agent",
     "current_step",
     "projection",

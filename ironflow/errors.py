@@ -13,6 +13,7 @@
     ├── NonDeterminismError              the code no longer makes the calls its record holds
     ├── RunNotFoundError (LookupError)   no run has that id
     ├── LeaseLostError                   another worker now owns the run this worker was executing
+    ├── WorkerStoppedError (RuntimeError)  Worker.run() on a worker that has already served
     ├── ConcurrencyError                 a stream or projection moved since it was read; retry
     ├── ProjectionNotFoundError (LookupError)  no projection has that name
     ├── ProjectionTimeoutError (TimeoutError)  a projection did not catch up in time
@@ -68,6 +69,7 @@ __all__ = [
     "StoreLockedError",
     "ToolInputError",
     "ToolLoopLimitError",
+    "WorkerStoppedError",
 ]
 
 
@@ -218,6 +220,15 @@ class LeaseLostError(IronflowError):
     """
 
 
+class WorkerStoppedError(IronflowError, RuntimeError):
+    """:meth:`ironflow.Worker.run` was called on a worker that has already served.
+
+    A worker serves once: when :meth:`~ironflow.Worker.run` returns it has drained and
+    shut its thread pools down, so a second call could lease nothing. Build a new
+    ``Worker(...)`` (it may share the first one's ``store``) to serve again.
+    """
+
+
 class ConcurrencyError(IronflowError):
     """An optimistic write lost a race: what it was based on changed since it was read.
 
@@ -271,7 +282,11 @@ class StoreFormatError(StoreError):
 
 
 class StoreLockedError(StoreError):
-    """The data directory cannot be opened: wrong permissions, not ours, or locked."""
+    """The data directory cannot be opened: wrong permissions, not ours, or locked.
+
+    Also raised when this process already has the directory open (LMDB allows one open
+    per process): reuse that store, e.g. ``Client(store=worker.store)``, or close it first.
+    """
 
 
 class StoreCorruptedError(StoreError):

@@ -23,7 +23,7 @@ from ironflow._agent._dsl import AgentDefinition
 from ironflow._agent._memory import ProjectionDefinition
 from ironflow._worker._identity import this_worker
 from ironflow._worker._projections import ProjectionService
-from ironflow.errors import ConfigError, DefinitionError, StoreError
+from ironflow.errors import ConfigError, DefinitionError, StoreError, WorkerStoppedError
 from ironflow.replay import Execution, Outcome
 from ironflow.store import LeasedRun, Store
 
@@ -85,6 +85,8 @@ class Worker:
         self.poll_interval = poll_interval
         self.info = this_worker()
         self._stopping = threading.Event()
+        #: Set by the first run(): a worker serves once (its pools are shut down after).
+        self._served = False
         self._heartbeat_stop = threading.Event()
         self._active: dict[str, concurrent.futures.Future[Outcome]] = {}
         self._lock = threading.Lock()
@@ -157,8 +159,19 @@ class Worker:
     def run(self, *, until_idle: bool = False, ready_message: bool = True) -> None:
         """Serve until stopped (or, with ``until_idle``, until no run is left to do).
 
-        Installs SIGINT/SIGTERM handlers when called from the main thread.
+        Installs SIGINT/SIGTERM handlers when called from the main thread. A worker
+        serves once: a second call raises :class:`~ironflow.errors.WorkerStoppedError`
+        rather than return at once with the runs still pending.
         """
+        with self._lock:
+            if self._served:
+                raise WorkerStoppedError(
+                    "this Worker has already served (Worker.run() was called before): a "
+                    "worker runs once, and stops for good when run() returns. Build a new "
+                    "Worker(...) to serve again; it may share this one's store "
+                    "(Worker(agents, store=worker.store))"
+                )
+            self._served = True
         previous = self._install_signals()
         if ready_message:
             names = ", ".join(self.agents or self.projections)

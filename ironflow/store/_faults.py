@@ -61,6 +61,13 @@ def storage_error(path: Path, exc: BaseException) -> StoreError:
             "disk space if it is full, then restart this process; everything written "
             "before the failure is intact"
         )
+    if "already open in this process" in text:
+        # LMDB allows one open environment per directory per process.
+        return StoreLockedError(
+            f"the data directory {path} is already open in this process, and it can be "
+            "open only once per process: reuse what opened it (Client(store=worker.store), "
+            "or the same Client or LmdbStore), or close that one first"
+        )
     if isinstance(exc, _DAMAGED):
         return StoreCorruptedError(
             f"the data directory {path} is damaged or is not an Ironflow data directory "
