@@ -54,6 +54,7 @@ from ironflow.store import (
     Store,
     SuspendResult,
     Suspension,
+    TraceContext,
     WorkerInfo,
 )
 from ironflow.store._liveness import pid_start
@@ -191,8 +192,12 @@ class CrashingStore:
     def agents(self) -> list[AgentSpec]:
         return self._call("agents", None, None, self.inner.agents)
 
-    def emit(self, name: str, data: Any, *, id: str | None = None) -> EmitResult:
-        return self._call("emit", None, None, lambda: self.inner.emit(name, data, id=id))
+    def emit(
+        self, name: str, data: Any, *, id: str | None = None, trace: TraceContext | None = None
+    ) -> EmitResult:
+        return self._call(
+            "emit", None, None, lambda: self.inner.emit(name, data, id=id, trace=trace)
+        )
 
     def lease_runs(
         self, worker: WorkerInfo, agents: Collection[str], *, limit: int, ttl: float
@@ -285,13 +290,14 @@ class CrashingStore:
         data: Any,
         *,
         attempt: int,
+        trace: TraceContext | None = None,
     ) -> Run:
         return self._call(
             "spawn_run",
             parent_id,
             None,
             lambda: self.inner.spawn_run(
-                worker, parent_id, step_id, agent, data, attempt=attempt
+                worker, parent_id, step_id, agent, data, attempt=attempt, trace=trace
             ),
         )
 

@@ -41,6 +41,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ironflow._agent._primitives import approval_event
 from ironflow._pure._ids import new_id
+from ironflow._pure._trace import TraceContext, parse_trace
 from ironflow.errors import (
     ConcurrencyError,
     InvalidInputError,
@@ -210,6 +211,24 @@ def _worker(body: dict[str, Any]) -> WorkerInfo:
 def _attempt(body: dict[str, Any]) -> int:
     """The run attempt a write is made for: the store fences it by the lease's attempt."""
     return _int(body, "attempt", 0, 2**31 - 1)
+
+
+def _trace(body: dict[str, Any], request: web.Request | None = None) -> TraceContext | None:
+    """The emitter's trace context: the body's ``trace`` (checked), else the request's
+    W3C ``traceparent``/``tracestate`` headers (ignored when invalid, as the spec says)."""
+    if body.get("trace") is not None:
+        given = _record(body, "trace", TraceContext)
+        trace = parse_trace(given.traceparent, given.tracestate)
+        if trace is None or trace != given:
+            raise _bad(
+                "'trace' must be a W3C trace context: traceparent "
+                "'00-<32 hex trace id>-<16 hex span id>-<2 hex flags>', and tracestate "
+                "printable ASCII of at most 512 characters"
+            )
+        return trace
+    if request is None:
+        return None
+    return parse_trace(request.headers.get("traceparent"), request.headers.get("tracestate"))
 
 
 def _error_info(value: ErrorInfo | None) -> None:
@@ -560,7 +579,13 @@ class Api:
         event_id = body.get("id")
         if event_id is not None and not isinstance(event_id, str):
             raise _bad("'id' must be a string or null")
-        result = await self._run(self.store.emit, body["name"], body.get("data", {}), id=event_id)
+        result = await self._run(
+            self.store.emit,
+            body["name"],
+            body.get("data", {}),
+            id=event_id,
+            trace=_trace(body, request),
+        )
         if result.created:
             self.wake()  # new runs for leases, a new event for projections
         return converter.unstructure(result)
@@ -759,6 +784,7 @@ class Api:
             _str(body, "agent"),
             body.get("data"),
             attempt=_attempt(body),
+            trace=_trace(body),
         )
         self.wake()  # the child is a new pending run
         return converter.unstructure(child)

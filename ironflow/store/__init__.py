@@ -4,6 +4,7 @@ The store knows nothing of replay or agents' code: it keeps events, runs, step r
 and leases, and hands a worker a run together with every step recorded for it.
 """
 
+from ironflow._pure._trace import TraceContext
 from ironflow.store._base import Store
 from ironflow.store._codec import converter
 from ironflow.store._liveness import process_alive
@@ -49,6 +50,7 @@ __all__ = [
     "Store",
     "SuspendResult",
     "Suspension",
+    "TraceContext",
     "WorkerInfo",
     "converter",
     "process_alive",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from ironflow._pure._trace import TraceContext
 from ironflow.store._records import (
     AgentSpec,
     EmitResult,
@@ -46,11 +47,14 @@ class Store(Protocol):
     def agents(self) -> list[AgentSpec]:
         """The agents registered so far."""
 
-    def emit(self, name: str, data: Any, *, id: str | None = None) -> EmitResult:
+    def emit(
+        self, name: str, data: Any, *, id: str | None = None, trace: TraceContext | None = None
+    ) -> EmitResult:
         """Append an event and create one pending run per matching trigger, atomically.
 
         An ``id`` already in the log creates nothing and returns the first emission's
-        result with ``created=False``.
+        result with ``created=False``. ``trace`` is the emitter's W3C trace context, kept
+        with the event: the runs it starts join that trace.
         """
 
     def lease_runs(
@@ -59,7 +63,8 @@ class Store(Protocol):
         """Lease up to ``limit`` runs of these agents: pending ones, then orphaned ones.
 
         A run is orphaned when its lease expired, or when its holder is a dead process
-        on this host (found at once, without waiting for the TTL).
+        on this host (found at once, without waiting for the TTL). An orphaned run comes
+        with ``taken_from``, the worker that held it.
         """
 
     def wait_for_work(self, timeout: float) -> None:
@@ -159,13 +164,16 @@ class Store(Protocol):
         data: Any,
         *,
         attempt: int,
+        trace: TraceContext | None = None,
     ) -> Run:
         """Create a pending child run of ``agent`` for the held run ``parent_id``.
 
         Idempotent by ``(parent_id, step_id)``: a repeated call returns the child the
         first call created, so a replayed or retried spawn never starts two children.
-        The child's event is not in the log; its ``seq`` is the log position at the spawn.
-        Fenced by the parent's lease (worker and ``attempt``) like :meth:`finish_run`.
+        The child's event is not in the log; its ``seq`` is the log position at the spawn,
+        its ``trace`` the context given (the parent's spawn step), so the child joins the
+        parent's trace. Fenced by the parent's lease (worker and ``attempt``) like
+        :meth:`finish_run`.
         """
 
     # -- the event log and entity streams ----------------------------------------------

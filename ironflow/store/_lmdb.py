@@ -25,6 +25,7 @@ import attrs
 import lmdb
 
 from ironflow._pure._ids import new_id
+from ironflow._pure._trace import TraceContext, check_trace
 from ironflow.errors import (
     ConcurrencyError,
     InvalidInputError,
@@ -492,16 +493,19 @@ class LmdbStore:
         with self._txn() as txn:
             return [decode_record(v, AgentSpec) for _, v in txn.cursor(db=self._db["agents"])]
 
-    def emit(self, name: str, data: Any, *, id: str | None = None) -> EmitResult:
+    def emit(
+        self, name: str, data: Any, *, id: str | None = None, trace: TraceContext | None = None
+    ) -> EmitResult:
         if not isinstance(name, str) or not name or len(name) > 200:
             raise InvalidInputError(f"an event name must be 1 to 200 characters, not {name!r}")
         if id is not None and (not isinstance(id, str) or not id or len(id.encode()) > 200):
             raise InvalidInputError(f"an event id must be a string of 1 to 200 bytes, not {id!r}")
+        check_trace(trace, f"emit {name!r}")
         data = to_json_value(data, f"event {name!r} data", "data")
         now = time.time()
 
         def op(txn: Any) -> EmitResult:
-            return self._emit_in(txn, name, data, id, now)
+            return self._emit_in(txn, name, data, id, now, trace=trace)
 
         result = self._write(op)
         # Runners of projections wait for new events too, not only for new runs.
@@ -518,6 +522,7 @@ class LmdbStore:
         *,
         stream: str | None = None,
         version: int = 0,
+        trace: TraceContext | None = None,
     ) -> EmitResult:
         """Append an event and create its runs inside the caller's write transaction."""
         if id is not None:
@@ -535,6 +540,7 @@ class LmdbStore:
             seq=seq,
             stream=stream,
             version=version,
+            trace=trace,
         )
         run_ids = []
         for _, raw in txn.cursor(db=self._db["agents"]):
@@ -632,6 +638,8 @@ class LmdbStore:
                 key = run_id.encode()
                 run = decode_record(txn.get(key, db=self._db["runs"]), Run)
                 run = attrs.evolve(run, status="running", attempt=run.attempt + 1, updated_at=now)
+                # An orphan still has its dead or lapsed holder's lease: a takeover.
+                prior = txn.get(key, db=self._db["leases"])
                 lease = Lease(
                     run_id=run_id, worker=worker, expires_at=now + ttl, attempt=run.attempt
                 )
@@ -639,7 +647,12 @@ class LmdbStore:
                 txn.delete(key, db=self._db["ready"])
                 txn.put(key, encode_record(lease), db=self._db["leases"])
                 leased.append(
-                    LeasedRun(run=run, steps=tuple(self._steps_in(txn, run_id)), lease=lease)
+                    LeasedRun(
+                        run=run,
+                        steps=tuple(self._steps_in(txn, run_id)),
+                        lease=lease,
+                        taken_from=None if prior is None else decode_record(prior, Lease).worker,
+                    )
                 )
             return leased
 
@@ -930,11 +943,13 @@ class LmdbStore:
         data: Any,
         *,
         attempt: int,
+        trace: TraceContext | None = None,
     ) -> Run:
         if not isinstance(agent, str) or not agent or len(agent.encode()) > 200:
             raise InvalidInputError(f"spawn_run: an agent id must be 1 to 200 bytes, not {agent!r}")
         if not isinstance(step_id, str) or not step_id or len(step_id.encode()) > 200:
             raise InvalidInputError(f"spawn_run: a step id must be 1 to 200 bytes, not {step_id!r}")
+        check_trace(trace, f"spawn_run of {agent!r}")
         data = to_json_value(data, f"spawn of {agent!r} data", "data")
         spawn_key = _run_key(parent_id) + b"\x00" + step_id.encode()
 
@@ -946,7 +961,9 @@ class LmdbStore:
             now = time.time()
             cursor = txn.cursor(db=self._db["events"])
             head = int.from_bytes(cursor.key(), "big") if cursor.last() else 0
-            event = Event(id=new_id("evt_"), name=f"spawn.{agent}", data=data, ts=now, seq=head)
+            event = Event(
+                id=new_id("evt_"), name=f"spawn.{agent}", data=data, ts=now, seq=head, trace=trace
+            )
             # A parent being cancelled starts no new work: its child is born cancelled.
             cancelled = txn.get(parent_id.encode(), db=self._db["cancels"]) is not None
             run = Run(

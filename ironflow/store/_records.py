@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import attrs
 
+from ironflow._pure._trace import TraceContext
 from ironflow.store._flowspec import FlowSpec, Rerun
 
 RunStatus = Literal[
@@ -59,6 +60,9 @@ class Event:
     #: The entity stream the event was appended to, if any, and its version there (from 1).
     stream: str | None = None
     version: int = 0
+    #: The W3C trace context of the code that emitted it (a spawned run's: the parent's
+    #: spawn step), if it had one: every attempt of the runs it starts joins that trace.
+    trace: TraceContext | None = None
 
 
 @attrs.frozen
@@ -233,6 +237,9 @@ class LeasedRun:
     run: Run
     steps: tuple[StepRecord, ...]
     lease: Lease
+    #: The worker this run was taken from because it died or its lease lapsed; None
+    #: when the run was free (new, woken from a sleep or wait, or handed back).
+    taken_from: WorkerInfo | None = None
 
 
 @attrs.frozen

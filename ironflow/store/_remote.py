@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import attrs
 
 from ironflow._pure._ids import new_id
+from ironflow._pure._trace import TraceContext, check_trace
 from ironflow.errors import (
     AuthError,
     ConcurrencyError,
@@ -284,11 +285,16 @@ class RemoteStore:
     def agents(self) -> list[AgentSpec]:
         return converter.structure(self._call("GET", "/store/agents"), list[AgentSpec])
 
-    def emit(self, name: str, data: Any, *, id: str | None = None) -> EmitResult:
+    def emit(
+        self, name: str, data: Any, *, id: str | None = None, trace: TraceContext | None = None
+    ) -> EmitResult:
+        check_trace(trace, f"emit {name!r}")
         data = to_json_value(data, f"event {name!r} data", "data")
         # An id chosen here makes a retried emit (reply lost) create nothing new.
         chosen = id is None
         body = {"name": name, "data": data, "id": new_id("evt_") if id is None else id}
+        if trace is not None:
+            body["trace"] = converter.unstructure(trace)
         result = converter.structure(self._call("POST", "/events", body), EmitResult)
         # No one else can have used an id made here: an earlier try of ours created it.
         return attrs.evolve(result, created=True) if chosen else result
@@ -466,7 +472,9 @@ class RemoteStore:
         data: Any,
         *,
         attempt: int,
+        trace: TraceContext | None = None,
     ) -> Run:
+        check_trace(trace, f"spawn_run of {agent!r}")
         data = to_json_value(data, f"spawn of {agent!r} data", "data")
         body = {
             "worker": converter.unstructure(worker),
@@ -475,6 +483,8 @@ class RemoteStore:
             "agent": agent,
             "data": data,
         }
+        if trace is not None:
+            body["trace"] = converter.unstructure(trace)
         # A retry after a lost reply is safe: the store spawns once per (parent, step id).
         path = f"/store/runs/{_checked(parent_id)}/spawn"
         return converter.structure(self._call("POST", path, body, run_id=parent_id), Run)
