@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: help venv chromium test test-fast lint typecheck demo-agent-crash-resume demo-pydantic-ai demo-openai-agents bench soak clean
+.PHONY: help venv chromium strace test test-fast lint typecheck demo-agent-crash-resume demo-pydantic-ai demo-openai-agents bench soak clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-26s %s\n", $$1, $$2}'
@@ -21,6 +21,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv and install ironflow with its test tools
 
+STRACE ?= strace
+strace: ## Debian's strace for the fsync-order test: installed as root, else explained
+	@if command -v $(STRACE) >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's strace for the fsync-order test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null; \
+	else \
+		echo "note: the fsync-order test traces a worker with strace and is skipped without it;"; \
+		echo "      install it with: sudo apt-get install strace"; \
+	fi
+
 CHROMIUM ?= /usr/bin/chromium
 chromium: ## Debian's Chromium for the dashboard's browser tests: installed as root, else explained
 	@if [ -x $(CHROMIUM) ]; then :; \
@@ -32,7 +43,7 @@ chromium: ## Debian's Chromium for the dashboard's browser tests: installed as r
 		echo "      install it with: sudo apt-get install chromium"; \
 	fi
 
-test: $(STAMP) chromium ## run every test (the short soak and the browser tests included)
+test: $(STAMP) chromium strace ## run every test (the short soak and the browser tests included)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP) ## unit tests only, no process-level tests

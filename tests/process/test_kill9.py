@@ -7,152 +7,20 @@ append start/end lines to a file, so executions are counted across processes.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from ironflow import LmdbStore
+from tests.process._workers import REPO, WAIT, Workers, finished, wait_for
 
 pytestmark = pytest.mark.process
 
-T = TypeVar("T")
-
-REPO = Path(__file__).resolve().parents[2]
-MODULE = "tests.process.agents_for_tests"
-#: Far longer than any wait below: a takeover inside the wait proves it came from the
-#: dead pid, not from the lease running out.
-LEASE_TTL = 120
-WAIT = 30.0
 STEP_IDS = ["tool.extract", "tool.classify", "tool.publish"]
-
-
-class Workers:
-    """Starts worker subprocesses and guarantees each is killed by pid at teardown."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.data_dir = tmp / "data"
-        self.log = tmp / "executions.log"
-        self.log.touch()
-        #: tool.classify waits until this file exists (see agents_for_tests).
-        self.gate = tmp / "classify.gate"
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self._outputs: dict[int, tuple[Path, Path]] = {}
-
-    def start(self) -> subprocess.Popen[bytes]:
-        n = len(self.procs) + 1
-        out, err = self.tmp / f"worker{n}.out", self.tmp / f"worker{n}.err"
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("IRONFLOW_", "HYPOTHESIS_"))
-        }
-        env.update(
-            IRONFLOW_TEST_LOG=str(self.log), IRONFLOW_TEST_GATE=str(self.gate), PYTHONUNBUFFERED="1"
-        )
-        with open(out, "wb") as stdout, open(err, "wb") as stderr:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "ironflow.run",
-                    "worker",
-                    MODULE,
-                    "--data-dir",
-                    str(self.data_dir),
-                    "--lease-ttl",
-                    str(LEASE_TTL),
-                    "--concurrency",
-                    "2",
-                ],
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-            )
-        self.procs.append(proc)
-        self._outputs[proc.pid] = (out, err)
-        wait_for(
-            lambda: "worker ready" in self.stdout(proc) or proc.poll() is not None,
-            f"worker {n} to be ready",
-            self.describe,
-        )
-        assert proc.poll() is None, f"worker {n} exited at start\n{self.describe()}"
-        return proc
-
-    def stdout(self, proc: subprocess.Popen[bytes]) -> str:
-        return self._outputs[proc.pid][0].read_text(errors="replace")
-
-    def stderr(self, proc: subprocess.Popen[bytes]) -> str:
-        return self._outputs[proc.pid][1].read_text(errors="replace")
-
-    def executions(self, run_id: str) -> Counter[tuple[str, str]]:
-        """(start|end, step id) -> how many times, for one run, across every worker."""
-        counts: Counter[tuple[str, str]] = Counter()
-        for line in self.log.read_text().splitlines():
-            what, rid, step_id, _attempt = line.split(" ")
-            if rid == run_id:
-                counts[(what, step_id)] += 1
-        return counts
-
-    def describe(self) -> str:
-        parts = [f"--- executions\n{self.log.read_text()}"]
-        for proc in self.procs:
-            parts.append(
-                f"--- worker pid {proc.pid} (exit {proc.poll()})\n"
-                f"{self.stdout(proc)}{self.stderr(proc)}"
-            )
-        return "\n".join(parts)
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=10)
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    w = Workers(tmp_path)
-    try:
-        yield w
-    finally:
-        w.close()
-
-
-@pytest.fixture
-def store(workers: Workers) -> Iterator[LmdbStore]:
-    """The test's own handle on the data directory the workers share."""
-    s = LmdbStore(workers.data_dir)
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-def wait_for(
-    predicate: Callable[[], T], what: str, describe: Callable[[], str], timeout: float = WAIT
-) -> T:
-    """Poll ``predicate`` until it is truthy, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{describe()}")
-        time.sleep(0.05)
-
-
-def finished(store: LmdbStore, run_id: str) -> bool:
-    return store.get_run(run_id).status in ("completed", "failed", "cancelled")
 
 
 def inspect_json(workers: Workers, run_id: str) -> Any:

@@ -15,6 +15,11 @@ as a single test process allows:
 
 Side effects are counted per ``(run_id, step_id)`` in :attr:`World.executions`, which
 is how the invariants tell "replayed from the record" from "executed again".
+
+:meth:`World.race` makes an incarnation that does not die but stalls: it is paused at a
+boundary (a GC pause, a frozen VM) while its lease lapses, a second incarnation takes
+the run over, and then the first goes on. It must stop at its next write, having
+written nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import asyncio
 import concurrent.futures
 import shutil
 import tempfile
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,11 +42,13 @@ from ironflow import current_step
 from ironflow._agent._context import AgentContext
 from ironflow._agent._dsl import AgentDefinition
 from ironflow.replay import Execution, Outcome
-from ironflow.store import AgentSpec, LmdbStore, Run, StepRecord
+from ironflow.store import AgentSpec, Lease, LmdbStore, Run, StepRecord
 from ironflow.testing import CrashingStore, Fault, SimulatedCrash, StandInWorker
 
 #: Long enough that no test ever waits it out: a takeover must come from the dead pid.
 LEASE_TTL = 60.0
+#: The lease of an incarnation that stalls (:meth:`World.race`): it lapses at once.
+STALL_TTL = 0.001
 
 #: Crash kinds a plan may pick. "before"/"during" fire in the agent's code; the rest in
 #: the store: record_step before (the step ran, its record was never written) and after
@@ -85,6 +94,40 @@ class Attempt:
     run: Run
 
 
+@attrs.frozen
+class Race:
+    """What :meth:`World.race` saw: the overtaking attempt, and the stalled one after it went on.
+
+    ``store_before``/``store_after`` are the run, its steps and its lease just before
+    and just after the stalled incarnation resumed; ``executed_after`` what it executed
+    once resumed.
+    """
+
+    overtaker: Attempt
+    #: How many steps the stalled incarnation's lease brought: all of them means it had
+    #: nothing left to record, only the run to finish.
+    leased_steps: int
+    outcome: Outcome | None
+    error: BaseException | None
+    store_before: tuple[Run, list[StepRecord], Lease | None]
+    store_after: tuple[Run, list[StepRecord], Lease | None]
+    executed_after: Counter[str]
+
+
+@attrs.define
+class _Incarnation:
+    """Where one incarnation's hooks go: its store, its armed crash, its boundary count.
+
+    ``pause`` (for :meth:`World.race`): the boundary to stall at, the event it sets when
+    it got there and the one it then waits for.
+    """
+
+    store: CrashingStore | None
+    armed: Crash | None
+    boundaries: int = 0
+    pause: tuple[Crash, threading.Event, threading.Event] | None = None
+
+
 class World:
     """A data directory, the incarnations that worked on it, and what they executed."""
 
@@ -92,10 +135,12 @@ class World:
         self.path = path
         self.executions: Counter[tuple[str, str]] = Counter()
         self.crashes: Counter[str] = Counter()  # per run id
-        self._armed: Crash | None = None
-        self._store: CrashingStore | None = None
-        self._boundaries = 0
+        # The incarnation the hooks report to; a stalled one (race) runs on its own thread.
+        self._current = _Incarnation(None, None)
+        self._by_thread: dict[int, _Incarnation] = {}
         self._incarnations = 0
+        # The handle both incarnations of a race share (see store()).
+        self._shared: LmdbStore | None = None
 
     @classmethod
     @contextmanager
@@ -120,33 +165,47 @@ class World:
 
     # -- hooks the agents under test call -----------------------------------------------
 
+    def _here(self) -> _Incarnation:
+        return self._by_thread.get(threading.get_ident(), self._current)
+
     def boundary(self) -> None:
         """Called by an agent before each step call: where a "before" crash fires."""
-        position = self._boundaries
-        self._boundaries += 1
-        if self._armed == Crash("before", position):
-            self._die(f"before the step at position {position}")
+        here = self._here()
+        position = here.boundaries
+        here.boundaries += 1
+        if here.armed == Crash("before", position):
+            self._die(here, f"before the step at position {position}")
+        self._maybe_pause(here, Crash("before", position))
 
     def executed(self) -> None:
         """Called by a step's body: count the side effect, then maybe crash mid-step."""
         info = current_step()
         assert info is not None, "World.executed() called outside a step"
+        here = self._here()
         self.executions[(info.run_id, info.step_id)] += 1
-        if self._armed == Crash("during", info.position):
-            self._die(f"during {info.step_id} at position {info.position}")
+        if here.armed == Crash("during", info.position):
+            self._die(here, f"during {info.step_id} at position {info.position}")
+        self._maybe_pause(here, Crash("during", info.position))
 
-    def _die(self, where: str) -> None:
-        assert self._store is not None
-        self._store.crash_now(where)
+    def _die(self, here: _Incarnation, where: str) -> None:
+        assert here.store is not None
+        here.store.crash_now(where)
+
+    def _maybe_pause(self, here: _Incarnation, at: Crash) -> None:
+        if here.pause is not None and here.pause[0] == at:
+            _, paused, resume = here.pause
+            here.pause = None
+            paused.set()
+            assert resume.wait(60), "the stalled incarnation was never resumed"
 
     @contextmanager
     def incarnation(self, store: CrashingStore, crash: Crash | None) -> Iterator[None]:
         """Route the agents' hooks to this incarnation's store and armed crash."""
-        self._store, self._armed, self._boundaries = store, crash, 0
+        previous, self._current = self._current, _Incarnation(store, crash)
         try:
             yield
         finally:
-            self._store, self._armed = None, None
+            self._current = previous
 
     def counts(self, run_id: str) -> Counter[str]:
         """Executions so far of each step of the run."""
@@ -156,7 +215,13 @@ class World:
 
     @contextmanager
     def store(self) -> Iterator[LmdbStore]:
-        """Open the data directory as a fresh process would, and close it after."""
+        """Open the data directory as a fresh process would, and close it after.
+
+        During a race the one open handle is lent instead: LMDB allows one per process.
+        """
+        if self._shared is not None:
+            yield self._shared
+            return
         s = LmdbStore(self.path, sync=False)
         try:
             yield s
@@ -175,6 +240,11 @@ class World:
             s.check_valid()
             return s.get_run(run_id), s.get_steps(run_id)
 
+    def _state(self, run_id: str) -> tuple[Run, list[StepRecord], Lease | None]:
+        with self.store() as s:
+            s.check_valid()
+            return s.get_run(run_id), s.get_steps(run_id), s.get_lease(run_id)
+
     # -- one incarnation ----------------------------------------------------------------
 
     def attempt(
@@ -191,7 +261,7 @@ class World:
         before_counts = self.counts(run_id)
         _, recorded_before = self.snapshot(run_id)
         process = StandInWorker(f"incarnation-{self._incarnations}")
-        inner = LmdbStore(self.path, sync=False)
+        inner = self._shared or LmdbStore(self.path, sync=False)
         fault = crash.store_fault(run_id) if crash is not None else None
         store = CrashingStore(inner, *([fault] if fault else []))
         outcome: Outcome | None = None
@@ -222,7 +292,8 @@ class World:
                 # Threads still in flight at the crash hit the dead store and stop there.
                 pool.shutdown(wait=True)
             process.kill()
-            inner.close()
+            if inner is not self._shared:
+                inner.close()
         run, recorded_after = self.snapshot(run_id)
         after_counts = self.counts(run_id)
         return Attempt(
@@ -265,6 +336,81 @@ class World:
         await asyncio.get_running_loop().run_in_executor(pool, execution.settle, outcome)
         return outcome
 
+    def race(
+        self,
+        agent_fn: Callable[..., Any],
+        run_id: str,
+        stall: Crash,
+        crash: Crash | None = None,
+    ) -> Race:
+        """A live incarnation stalls at ``stall`` past its lease; another overtakes it.
+
+        The first incarnation (alive: its stand-in process runs on) leases the run with a
+        lease that lapses at once and executes until ``stall`` (kind ``"before"`` or
+        ``"during"``, like a crash), where it stops as a frozen process would. A second
+        incarnation then attempts the run, dying per ``crash``. Then the first goes on,
+        on its own thread, to its end. Sync agents only: the pause is per thread.
+
+        The two incarnations share one store handle (LMDB allows one per process); each
+        writes under its own worker identity, which is all the store's fencing looks at.
+        """
+        defn = AgentDefinition.must_from_fn(agent_fn)
+        assert not defn.is_async, "World.race pauses a thread: sync agents only"
+        self._incarnations += 1
+        process = StandInWorker(f"incarnation-{self._incarnations}-stalls")
+        store = self._shared = LmdbStore(self.path, sync=False)
+        paused, resume = threading.Event(), threading.Event()
+        ended: dict[str, Any] = {}
+
+        def stalled() -> None:
+            me = threading.get_ident()
+            self._by_thread[me] = _Incarnation(None, None, pause=(stall, paused, resume))
+            try:
+                execution = Execution(store, process.info, leased[0])
+                ctx = AgentContext(execution, defn)
+                outcome = execution.execute(lambda: defn.fn(ctx))
+                execution.settle(outcome)
+                ended["outcome"] = outcome
+            except BaseException as exc:
+                ended["error"] = exc
+            finally:
+                del self._by_thread[me]
+                paused.set()  # also when it ended without reaching its pause
+
+        thread = threading.Thread(target=stalled, name="stalled-incarnation")
+        try:
+            leased = store.lease_runs(process.info, [defn.id], limit=1, ttl=STALL_TTL)
+            assert [lr.run.id for lr in leased] == [run_id], f"run {run_id} was not leased"
+            thread.start()
+            assert paused.wait(60) and thread.is_alive(), (
+                f"the incarnation ended without reaching its stall {stall}: {ended}"
+            )
+            # Alive but silent: no heartbeat, so its lease lapses and the run is free.
+            while time.time() <= leased[0].lease.expires_at:
+                time.sleep(0.01)
+            overtaker = self.attempt(agent_fn, run_id, crash)
+            store_before = self._state(run_id)
+            counts_before = self.counts(run_id)
+            resume.set()
+            thread.join(60)
+            assert not thread.is_alive(), "the resumed incarnation did not end"
+            return Race(
+                overtaker=overtaker,
+                leased_steps=len(leased[0].steps),
+                outcome=ended.get("outcome"),
+                error=ended.get("error"),
+                store_before=store_before,
+                store_after=self._state(run_id),
+                executed_after=self.counts(run_id) - counts_before,
+            )
+        finally:
+            resume.set()
+            if thread.ident is not None:
+                thread.join(60)
+            process.kill()
+            self._shared = None
+            store.close()
+
     def run_to_completion(self, agent_fn: Callable[..., Any], run_id: str) -> Run:
         """Attempts without crashes until the run is finished (one is enough)."""
         attempt = self.attempt(agent_fn, run_id)
@@ -303,6 +449,30 @@ def check_recorded_once(
     assert not wrong, (
         f"recorded (position, id) {wrong} differ from the uncrashed run's {expected_ids}"
     )
+
+
+def check_race(race: Race, stall: Crash, steps: int) -> None:
+    """A stalled incarnation that lost its lease stops at its next write, having written nothing.
+
+    Resumed, it may finish the step it stalled in, or (stalled between steps) execute the
+    one step it was about to begin; then its write is refused and it stops: no further
+    step runs, no record, no finish, no lease change. (One whose lease brought all
+    ``steps`` records has no step to write, only the run's finish, which is refused.)
+    """
+    assert race.error is None, f"the stalled incarnation raised {race.error!r}"
+    assert race.store_after == race.store_before, (
+        "the overtaken incarnation wrote to the store after it lost its lease:\n"
+        f"before {race.store_before}\nafter  {race.store_after}"
+    )
+    allowed = 0 if stall.kind == "during" else 1
+    assert sum(race.executed_after.values()) <= allowed, (
+        f"the overtaken incarnation ran on after {stall}: {dict(race.executed_after)}"
+    )
+    assert race.outcome is not None
+    if race.leased_steps < steps:
+        assert race.outcome.status == "abandoned", (
+            f"the overtaken incarnation ended {race.outcome}, not abandoned"
+        )
 
 
 def check_attempt(attempt: Attempt, *, in_flight: int = 1) -> None:

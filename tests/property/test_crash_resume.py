@@ -1,12 +1,13 @@
 """Crash a run at random step boundaries, restart it, and check it ends as if never crashed.
 
-The state machine's rules are "emit a run" and "one worker incarnation attempts it,
-maybe crashing at a boundary"; after every rule the invariants check that each step
-position is recorded once with the uncrashed run's id, that a recorded step never runs
-again, and that each crash costs at most one extra execution. A run that ends must end
-completed, with the uncrashed run's output. See ``_world.py`` for how an incarnation
-is made to die and be taken over.
-"""
+The state machine's rules are "emit a run", "one worker incarnation attempts it,
+maybe crashing at a boundary" and "an incarnation stalls past its lease and another
+overtakes it" (a second live execution racing the first); after every rule the
+invariants check that each step position is recorded once with the uncrashed run's id,
+that a recorded step never runs again, and that each crash (or overtaken stall) costs
+at most one extra execution. A run that ends must end completed, with the uncrashed
+run's output. See ``_world.py`` for how an incarnation is made to die, or to stall and
+be taken over."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from tests.property._world import (
     Crash,
     World,
     check_attempt,
+    check_race,
     check_recorded_once,
     world,
 )
@@ -100,6 +102,7 @@ def crashy(ctx: AgentContext) -> dict[str, Any]:
 CRASHY_IDS = ["tool.fetch", "now", "uuid", "random", "stamp", "tool.fetch#2", "tool.score"]
 #: Steps whose body is ours, so their executions are counted.
 COUNTED = {"tool.fetch", "stamp", "tool.fetch#2", "tool.score"}
+COUNTED_POSITIONS = [p for p, step_id in enumerate(CRASHY_IDS) if step_id in COUNTED]
 
 docs = st.text(alphabet="abc xyz", min_size=1, max_size=12)
 crashes = st.tuples(st.sampled_from((*KINDS, "no crash")), st.integers(min_value=-2, max_value=2))
@@ -163,6 +166,44 @@ class CrashResumeMachine(RuleBasedStateMachine):
         event(f"crash {planned.kind if planned else None} fired={attempt.crashed}")
         check_attempt(attempt)
         if attempt.run.status != "running":
+            self.active = None
+
+    @rule(
+        doc=docs,
+        stall=st.sampled_from(["before", "during"]),
+        offset=st.integers(min_value=0, max_value=3),
+        crash=crashes,
+    )
+    def a_stalled_incarnation_is_overtaken(
+        self, doc: str, stall: str, offset: int, crash: tuple[str, int]
+    ) -> None:
+        """One incarnation stalls past its lease, a second takes the run over (maybe dying),
+        then the first goes on: it must stop at its next write, having written nothing."""
+        if self.active is None:
+            self._emit(doc)
+        run_id = self.active
+        assert run_id is not None
+        _, steps = self.world.snapshot(run_id)
+        resume_at = len(steps)
+        # Only the bodies of these steps call World.executed(), where "during" can stall.
+        ahead = [p for p in COUNTED_POSITIONS if p >= resume_at]
+        if stall == "during" and ahead:
+            position = ahead[min(offset, len(ahead) - 1)]
+        else:
+            stall = "before"
+            position = min(resume_at + offset, len(CRASHY_IDS) - 1)
+        kind, crash_offset = crash
+        planned = None
+        if kind != "no crash":
+            at = min(max(resume_at + crash_offset, 0), len(CRASHY_IDS) - 1)
+            planned = Crash(kind, at if kind in STEP_KINDS else 0)
+        race = self.world.race(crashy, run_id, Crash(stall, position), planned)
+        event(f"stalled {stall}; overtaker crash {planned.kind if planned else None}")
+        check_race(race, Crash(stall, position), len(CRASHY_IDS))
+        check_attempt(race.overtaker)
+        # The stalled incarnation lost the run: like a crash, it may cost one execution.
+        self.world.crashes[run_id] += 1
+        if race.store_after[0].status != "running":
             self.active = None
 
     # -- invariants ---------------------------------------------------------------
