@@ -14,9 +14,13 @@ from typing import Any
 
 from ironflow.errors import ConfigError, ProjectionTimeoutError
 from ironflow.store import EmitResult, Event, Run, StepRecord, Store
+from ironflow.store._open import open_remote, open_store
 from ironflow.store._records import ProjectionState, ProjectionStatus
 
-__all__ = ["Client", "wait_for_rebuild"]
+__all__ = ["DEFAULT_TIMEOUT", "Client", "wait_for_rebuild"]
+
+#: Seconds a Client call or CLI command waits for an unreachable server before giving up.
+DEFAULT_TIMEOUT = 10.0
 
 
 class Client:
@@ -34,6 +38,10 @@ class Client:
 
     A client that opened its store closes it on :meth:`close`; one handed a ``store``
     leaves closing it to the caller.
+
+    ``timeout``: through a server, a call that cannot reach it retries for this many
+    seconds (default 10), then raises :class:`~ironflow.errors.ServerUnavailableError`
+    naming the URL; ``None`` retries until the server is back, as a worker does.
     """
 
     def __init__(
@@ -43,6 +51,7 @@ class Client:
         data_dir: str | os.PathLike[str] | None = None,
         store: Store | None = None,
         token: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
         chosen = (("url", url), ("data_dir", data_dir), ("store", store))
         given = [name for name, value in chosen if value is not None]
@@ -50,14 +59,19 @@ class Client:
             raise ConfigError(
                 f"Client() takes one of url=, data_dir= or store=, not {' and '.join(given)}"
             )
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+        ):
+            raise ConfigError(
+                f"Client(timeout=...) must be positive seconds, or None to wait for the "
+                f"server however long it is down; not {timeout!r}"
+            )
         self._owns_store = store is None
         if store is None:
             if url is not None:
-                store = _remote_store(url, token)
+                store = open_remote(url, token=token, give_up_after=timeout)
             else:
-                from ironflow.store._open import open_store
-
-                store = open_store(data_dir)
+                store = open_store(data_dir, give_up_after=timeout)
         self.store: Store = store
         self.projections = Projections(store)
         self.runs = Runs(store)
@@ -77,17 +91,6 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<Client store={self.store!r}>"
-
-
-def _remote_store(url: str, token: str | None) -> Store:
-    try:
-        from ironflow.store._remote import RemoteStore
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ConfigError(
-            "Client(url=...) needs Ironflow's HTTP store, which this installation lacks; "
-            "use Client(data_dir=...) on the server's data directory instead"
-        ) from exc
-    return RemoteStore(url, token=token)  # type: ignore[return-value,unused-ignore]
 
 
 class Projections:

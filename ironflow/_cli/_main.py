@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
-from ironflow.errors import ConfigError, IronflowError
+from ironflow._cli._client import DEFAULT_TIMEOUT
+from ironflow.errors import ConfigError, IronflowError, ServerUnavailableError
 from ironflow.server._views import children_of, iso, orphaned, run_json, run_with_steps_json
 from ironflow.store import FINISHED, Store
 from ironflow.store._open import open_store, resolve_data_dir, server_url
@@ -42,7 +43,7 @@ class _Usage(Exception):
 
 def _store(args: argparse.Namespace, *, create: bool) -> Store:
     if not getattr(args, "data_dir", None) and server_url():
-        return open_store()
+        return open_store(give_up_after=args.timeout)
     path = resolve_data_dir(getattr(args, "data_dir", None))
     if not create and not (path / "data.mdb").exists():
         raise _Usage(
@@ -363,12 +364,9 @@ def cmd_store_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from ironflow import run as run_module
+    from ironflow._cli._worker import run_worker
 
-    argv = ["worker", args.module, "--concurrency", str(args.concurrency)]
-    if args.data_dir:
-        argv += ["--data-dir", args.data_dir]
-    return run_module.main(argv)
+    return run_worker(args)
 
 
 # -- projections -------------------------------------------------------------------------
@@ -476,13 +474,33 @@ def _rebuild_here(store: Store, name: str, module_name: str) -> Any:
 # -- the parser --------------------------------------------------------------------------
 
 
-def _add_data_dir(p: argparse.ArgumentParser) -> None:
+def _add_data_dir(p: argparse.ArgumentParser, *, timeout: bool = True) -> None:
+    """Where the command's store is: --data-dir, and --timeout for a server."""
     p.add_argument(
         "--data-dir",
         metavar="DIR",
         help="data directory (default: $IRONFLOW_DATA_DIR, else ./.ironflow); "
-        "ignored when IRONFLOW_URL points at a server",
+        "given, it is used even when IRONFLOW_URL is set",
     )
+    if timeout:
+        p.add_argument(
+            "--timeout",
+            type=_seconds,
+            default=DEFAULT_TIMEOUT,
+            metavar="SECONDS",
+            help=f"with IRONFLOW_URL: give up when the server has not answered for SECONDS "
+            f"(default {DEFAULT_TIMEOUT:g})",
+        )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected positive seconds, like 10 or 2.5, not {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -605,16 +623,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(inspect)
     inspect.set_defaults(func=cmd_inspect)
 
+    from ironflow._cli._worker import WORKER_DESCRIPTION, WORKER_HELP, add_worker_arguments
+
     worker = sub.add_parser(
         "worker",
-        help="serve the agents a module defines (same as python -m ironflow.run worker)",
-        description="Import MODULE and serve every @agent it defines.",
+        help=WORKER_HELP + " (the same as python -m ironflow.run worker)",
+        description=WORKER_DESCRIPTION,
     )
-    worker.add_argument("module", metavar="MODULE", help="dotted module name or .py path")
-    worker.add_argument(
-        "--concurrency", type=int, default=8, metavar="N", help="runs executed at once (default 8)"
-    )
-    _add_data_dir(worker)
+    add_worker_arguments(worker)
     worker.set_defaults(func=cmd_worker)
 
     proj = sub.add_parser(
@@ -658,12 +674,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prebuild.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=60.0,
         metavar="SECONDS",
-        help="how long to wait for the serving worker (default 60)",
+        help="how long to wait for the serving worker, and for the server with "
+        "IRONFLOW_URL (default 60)",
     )
-    _add_data_dir(prebuild)
+    _add_data_dir(prebuild, timeout=False)
     prebuild.set_defaults(func=cmd_projection_rebuild)
 
     store_cmd = sub.add_parser(
@@ -677,7 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
         "in atomically. Refuses while any process (a worker, the server) has the data "
         "directory open: stop them first.",
     )
-    _add_data_dir(compact)
+    _add_data_dir(compact, timeout=False)
     compact.set_defaults(func=cmd_store_compact)
 
     # The server's module imports aiohttp only when `serve` runs, not here.
@@ -724,6 +741,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(str(exc))
     except ConfigError as exc:
         _fail(str(exc))
+    except ServerUnavailableError as exc:
+        _fail(f"{exc} (--timeout SECONDS waits longer)")
     except IronflowError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

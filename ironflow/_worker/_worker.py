@@ -25,7 +25,7 @@ from ironflow._worker._identity import this_worker
 from ironflow._worker._projections import ProjectionService
 from ironflow.errors import ConfigError, DefinitionError, StoreError, WorkerStoppedError
 from ironflow.replay import Execution, Outcome
-from ironflow.store import LeasedRun, Store
+from ironflow.store import ErrorInfo, LeasedRun, Store
 
 __all__ = ["Worker"]
 
@@ -119,9 +119,24 @@ class Worker:
         self._loop_thread.start()
 
     def stop(self) -> None:
-        """Begin a drain: lease nothing more and stop each run at its next step boundary."""
+        """Begin a drain: lease nothing more and stop each run at its next step boundary.
+
+        From now until the drain is over, a request to a server that cannot be reached
+        fails at once instead of retrying (a worker on ``IRONFLOW_URL``): an idle worker
+        exits at once with the server down, and one with a step in flight finishes the
+        step, leaves it unrecorded if the server is still down, and exits; that step
+        runs again when another worker takes the run over, as after a crash.
+        """
         self._stopping.set()
         self._slot_freed.set()
+        self._retry_outages(False)
+
+    def _retry_outages(self, retry: bool) -> None:
+        # Only a store that retries (RemoteStore) has the switch; it sets a flag, so
+        # this is safe in a signal handler.
+        switch = getattr(self.store, "stop_retrying", None)
+        if switch is not None:
+            switch(not retry)
 
     @property
     def stopping(self) -> bool:
@@ -202,8 +217,10 @@ class Worker:
                         self.info, agent_ids, limit=free, ttl=self.lease_ttl
                     )
                 except StoreError as exc:
+                    if self._stopping.is_set():
+                        return
                     log.error("cannot lease runs: %s; retrying", exc)
-                    time.sleep(1.0)
+                    self._stopping.wait(1.0)
                     continue
                 for item in leased:
                     self._dispatch(item)
@@ -211,7 +228,13 @@ class Worker:
                     continue
                 if until_idle and idle and self._projections_caught_up():
                     return
-                self.store.wait_for_work(self.poll_interval)
+                try:
+                    self.store.wait_for_work(self.poll_interval)
+                except StoreError as exc:
+                    if self._stopping.is_set():
+                        return
+                    log.error("cannot wait for work: %s; retrying", exc)
+                    self._stopping.wait(1.0)
             else:
                 self._slot_freed.wait(self.poll_interval)
                 self._slot_freed.clear()
@@ -235,6 +258,7 @@ class Worker:
             if not self._loop_thread.is_alive():
                 self._loop.close()
         self._heartbeat_stop.set()
+        self._retry_outages(True)
         log.info("worker stopped")
 
     def _start_projections(self) -> None:
@@ -346,7 +370,7 @@ class Worker:
         ctx = AgentContext(execution, agent)
         started = time.monotonic()
         outcome = execution.execute(lambda: agent.fn(ctx))
-        execution.settle(outcome)
+        outcome = self._settle(execution, outcome)
         self._log_outcome(execution, outcome, time.monotonic() - started)
         return outcome
 
@@ -357,8 +381,19 @@ class Worker:
         ctx = AgentContext(execution, agent)
         started = time.monotonic()
         outcome = await execution.execute_async(lambda: agent.fn(ctx))
-        await asyncio.get_running_loop().run_in_executor(self._step_pool, execution.settle, outcome)
+        outcome = await asyncio.get_running_loop().run_in_executor(
+            self._step_pool, self._settle, execution, outcome
+        )
         self._log_outcome(execution, outcome, time.monotonic() - started)
+        return outcome
+
+    def _settle(self, execution: Execution, outcome: Outcome) -> Outcome:
+        """Write the outcome; one the store would not take leaves the run to its lease."""
+        try:
+            execution.settle(outcome)
+        except StoreError as exc:
+            what = "hand it back" if outcome.status == "released" else f"record it {outcome.status}"
+            return Outcome("unsettled", error=ErrorInfo(type=what, message=str(exc)))
         return outcome
 
     def _log_outcome(self, execution: Execution, outcome: Outcome, seconds: float) -> None:
@@ -384,6 +419,14 @@ class Worker:
                 "run %s: stopped at a step the store could not record (%s); it is taken up "
                 "again when its lease lapses (%.0fs)",
                 rid,
+                outcome.error.message,
+                self.lease_ttl,
+            )
+        elif outcome.status == "unsettled" and outcome.error is not None:
+            log.error(
+                "run %s: could not %s (%s); it is taken up again when its lease lapses (%.0fs)",
+                rid,
+                outcome.error.type,
                 outcome.error.message,
                 self.lease_ttl,
             )

@@ -148,6 +148,8 @@ class RemoteStore:
         self._connections: list[http.client.HTTPConnection] = []
         self._down = False
         self._closed = False
+        # Set while a worker drains: an unreachable server must not hold its exit.
+        self._give_up = False
         # (worker id, run id) of runs this store handed to a worker and that it has
         # not finished or released: a retried lease must not hand them out again.
         self._held: set[tuple[str, str]] = set()
@@ -227,18 +229,55 @@ class RemoteStore:
                 self._outage(StoreError(_message(raw, "the server's store is unavailable")))
             if self._closed:
                 raise StoreError(f"the RemoteStore for {self.url} was closed while retrying")
-            if self.give_up_after is not None and time.monotonic() - started > self.give_up_after:
+            if self._give_up:
                 raise ServerUnavailableError(
-                    f"the Ironflow server at {self.url} could not be reached for "
-                    f"{self.give_up_after:g}s; start it (ironflow serve) or fix IRONFLOW_URL"
+                    f"the Ironflow server at {self.url} could not be reached, and this process "
+                    "is stopping, so the request was not retried"
                 )
-            time.sleep(delay)
+            waited = time.monotonic() - started
+            if self.give_up_after is not None and waited >= self.give_up_after:
+                raise ServerUnavailableError(
+                    f"the Ironflow server at {self.url} did not answer within "
+                    f"{self.give_up_after:g}s: start `ironflow serve` there, or unset "
+                    "IRONFLOW_URL to use the local data directory"
+                )
+            left = float("inf") if self.give_up_after is None else self.give_up_after - waited
+            self._pause(min(delay, left))
             delay = min(delay * 2, _BACKOFF_MAX)
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep between retries, in short slices so :meth:`stop_retrying` takes at once."""
+        end = time.monotonic() + seconds
+        while not self._give_up and not self._closed:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.05))
+
+    def stop_retrying(self, stop: bool = True) -> None:
+        """While stopped, a request the server does not answer raises at once.
+
+        It raises :class:`~ironflow.errors.ServerUnavailableError` instead of retrying
+        until the server is back. A draining worker sets it so that an unreachable
+        server cannot hold its exit (an unrecorded step runs again after a takeover,
+        as after a crash), and clears it when the drain is over. Only a flag is set,
+        so a signal handler may call it.
+        """
+        self._give_up = stop
 
     def _outage(self, exc: BaseException) -> None:
         with self._lock:
             first, self._down = not self._down, True
-        if first:
+        if self._give_up:
+            return  # the caller is stopping and says so itself
+        if first and self.give_up_after is not None:
+            log.warning(
+                "server at %s unreachable (%s); retrying for up to %gs",
+                self.url,
+                _reason(exc),
+                self.give_up_after,
+            )
+        elif first:
             log.warning("server at %s unreachable, retrying (%s)", self.url, _reason(exc))
 
     def _back(self) -> None:

@@ -20,8 +20,9 @@ def test_every_error_is_exported_from_ironflow() -> None:
 
 def test_a_missing_run_raises_the_exported_error(tmp_path: Path) -> None:
     """client.runs.get of an unknown id raises ironflow.RunNotFoundError, a StoreError sibling."""
-    with ironflow.Client(data_dir=tmp_path / "data") as client, pytest.raises(
-        ironflow.RunNotFoundError, match="run_nope"
+    with (
+        ironflow.Client(data_dir=tmp_path / "data") as client,
+        pytest.raises(ironflow.RunNotFoundError, match="run_nope"),
     ):
         client.runs.get("run_nope")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import pytest
@@ -25,3 +26,24 @@ def test_run_twice_raises_instead_of_leaving_runs_pending(store: LmdbStore) -> N
     assert store.get_run(run_id).status == "pending"
     Worker([echo], store=worker.store).run(until_idle=True, ready_message=False)
     assert store.get_run(run_id).status == "completed"
+
+
+def _worker_options(parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """The worker subcommand's arguments: each one's flags, default and help."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    worker = sub.choices["worker"]
+    return {
+        a.dest: (tuple(a.option_strings), a.default, a.help)
+        for a in worker._actions
+        if a.dest != "help"
+    }
+
+
+def test_ironflow_worker_and_python_m_ironflow_run_worker_take_the_same_arguments() -> None:
+    """One parser for both spellings: --lease-ttl, --quiet and --pid-file exist under each."""
+    from ironflow import run
+    from ironflow._cli._main import build_parser
+
+    cli, module = _worker_options(build_parser()), _worker_options(run._parser())
+    assert cli == module
+    assert {"lease_ttl", "quiet", "pid_file", "concurrency", "data_dir", "module"} <= set(cli)

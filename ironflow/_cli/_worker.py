@@ -1,0 +1,153 @@
+"""The worker command, one parser for ``ironflow worker`` and ``python -m ironflow.run worker``.
+
+Both spellings call :func:`add_worker_arguments` and :func:`run_worker`, so a flag added
+here exists under both, with the same help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+__all__ = ["WORKER_DESCRIPTION", "WORKER_HELP", "add_worker_arguments", "run_worker"]
+
+WORKER_HELP = "serve every @agent and @projection a module defines"
+WORKER_DESCRIPTION = (
+    "Import MODULE and serve every @agent it defines: lease their runs, execute them "
+    "step by step, resume runs orphaned by a crashed worker; and keep every @projection "
+    "it defines up to date with the event log. It prints 'worker ready (pid N)' once "
+    "serving; stop it with `kill N` (SIGTERM drains: in-flight steps finish, then it "
+    "exits) or crash it with `kill -9 N`. `ironflow worker` and `python -m ironflow.run "
+    "worker` are the same command. With IRONFLOW_URL set, the worker goes through that "
+    "server; otherwise it opens the data directory directly."
+)
+
+
+class _Usage(Exception):
+    """A usage error of the worker command: one line, exit status 2."""
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    """The worker's arguments, on either command's ``worker`` subparser."""
+    parser.add_argument(
+        "module",
+        metavar="MODULE",
+        help="dotted module name (examples.doc_processor.worker) or a .py path",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=8, metavar="N", help="runs executed at once (default 8)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="data directory (default $IRONFLOW_DATA_DIR, else ./.ironflow); "
+        "given, it is used even when IRONFLOW_URL is set",
+    )
+    parser.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="seconds a run stays leased without a heartbeat (default 15)",
+    )
+    parser.add_argument(
+        "--pid-file",
+        metavar="PATH",
+        help="write this worker's pid to PATH once it is ready (removed when it stops "
+        "cleanly), so a script can stop exactly this worker: kill -9 $(cat PATH)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Serve the module ``args.module`` names until SIGINT/SIGTERM; 2 on a usage error."""
+    from ironflow._agent._dsl import definitions_in
+    from ironflow._agent._memory import projections_in
+    from ironflow._worker._loader import load_module
+    from ironflow._worker._worker import Worker, configure_logging
+    from ironflow.errors import IronflowError
+
+    configure_logging(logging.WARNING if args.quiet else logging.INFO)
+    pid_file = Path(args.pid_file) if args.pid_file else None
+    try:
+        if pid_file is not None:
+            _check_pid_file(pid_file)
+        module = load_module(args.module)
+        agents = definitions_in(vars(module))
+        projections = projections_in(vars(module))
+        if not agents and not projections:
+            raise _Usage(
+                f"module {args.module!r} defines no @agent functions; decorate a "
+                "handler with @ironflow.agent(id=..., triggers=[...])"
+            )
+        worker = Worker(
+            agents,
+            projections=projections,
+            data_dir=args.data_dir,
+            concurrency=args.concurrency,
+            lease_ttl=args.lease_ttl,
+        )
+        if pid_file is not None:
+            _write_pid_file(pid_file)
+    except (IronflowError, _Usage) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        worker.run()
+    finally:
+        if pid_file is not None:
+            _remove_pid_file(pid_file)
+    return 0
+
+
+def _check_pid_file(path: Path) -> None:
+    """Refuse a pid file that names another live process: it is that worker's file."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _Usage(f"--pid-file {path} cannot be read: {exc.strerror}") from None
+    if not text.isdigit():
+        raise _Usage(
+            f"--pid-file {path} exists and does not hold a pid ({text[:40]!r}); "
+            "pass another path, or remove it if it is yours"
+        )
+    pid = int(text)
+    if pid != os.getpid() and _alive(pid):
+        raise _Usage(
+            f"--pid-file {path} holds pid {pid}, which is running (another worker?): stop it "
+            f"first (kill {pid}), or give this worker its own --pid-file"
+        )
+
+
+def _alive(pid: int) -> bool:
+    from ironflow.store._liveness import MACHINE, process_alive
+    from ironflow.store._records import WorkerInfo
+
+    who = WorkerInfo(id="", host=socket.gethostname(), pid=pid, machine=MACHINE)
+    return process_alive(who) is not False
+
+
+def _write_pid_file(path: Path) -> None:
+    """Write our pid atomically: a reader sees the old file or the whole new one."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        partial.write_text(f"{os.getpid()}\n")
+        os.replace(partial, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise _Usage(f"--pid-file {path} cannot be written: {exc.strerror}") from None
+
+
+def _remove_pid_file(path: Path) -> None:
+    """Remove the pid file if it is still ours (a later worker may have taken the path)."""
+    with contextlib.suppress(OSError, ValueError):
+        if int(path.read_text().strip()) == os.getpid():
+            path.unlink()
