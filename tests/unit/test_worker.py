@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,3 +52,27 @@ def test_ironflow_worker_and_python_m_ironflow_run_worker_take_the_same_argument
     cli, module = _worker_options(build_parser()), _worker_options(run._parser())
     assert cli == module
     assert {"lease_ttl", "quiet", "pid_file", "concurrency", "data_dir", "module"} <= set(cli)
+
+
+def test_a_pid_file_of_a_running_process_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--pid-file naming a live process: exit 2 before serving; a dead pid's file is reused."""
+    from ironflow import run
+    from ironflow._cli._worker import _check_pid_file
+
+    pid_file = tmp_path / "worker.pid"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        pid_file.write_text(f"{other.pid}\n")
+        argv = ["worker", "tests.unit.test_worker", "--pid-file", str(pid_file)]
+        assert run.main([*argv, "--data-dir", str(tmp_path / "data")]) == 2
+        err = capsys.readouterr().err
+        assert f"holds pid {other.pid}, which is running" in err and err.count("\n") == 1
+    finally:
+        os.kill(other.pid, signal.SIGKILL)
+        other.wait()
+    _check_pid_file(pid_file)  # its process is gone: the next worker may take the file
+    pid_file.write_text("not a pid\n")
+    with pytest.raises(Exception, match="does not hold a pid"):
+        _check_pid_file(pid_file)
