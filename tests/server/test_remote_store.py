@@ -144,7 +144,7 @@ def test_gives_up_only_when_told(caplog: pytest.LogCaptureFixture) -> None:
     store = RemoteStore(f"http://127.0.0.1:{_free_port()}", give_up_after=0.4)
     with (
         caplog.at_level(logging.WARNING, "ironflow.remote"),
-        pytest.raises(ServerUnavailableError, match="did not answer within 0.4s"),
+        pytest.raises(ServerUnavailableError, match=r"did not answer within 0\.4s"),
     ):
         store.list_runs()
     warnings = [r.getMessage() for r in caplog.records]
