@@ -248,6 +248,7 @@ def spawn(execution: Execution, agent: Any, data: Any = None) -> Any:
             agent_id,
             stored,
             attempt=execution.attempt,
+            trace=execution.trace_context(),  # the child joins this run's trace
         )
         return {"run_id": child.id, "agent": agent_id}
 

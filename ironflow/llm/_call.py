@@ -25,6 +25,7 @@ __all__ = [
     "ToolsInput",
     "build_request",
     "llm_step",
+    "provider_name",
     "step_name",
 ]
 
@@ -49,6 +50,15 @@ def step_name(model: str, name: str | None) -> str:
         return name
     cleaned = _BAD.sub("-", model).strip("-._")
     return cleaned or "model"
+
+
+def provider_name(provider: Provider) -> str:
+    """The provider's name for traces and metrics: its ``provider_name`` attribute, else
+    its class name without "Provider", lower-cased (``OpenAIProvider``: ``openai``)."""
+    name = getattr(provider, "provider_name", None)
+    if isinstance(name, str) and name:
+        return name
+    return type(provider).__name__.removesuffix("Provider").lower() or "unknown"
 
 
 def _message(item: Any, i: int) -> Message:
@@ -138,6 +148,7 @@ def llm_step(
     def call() -> LlmResponse:
         if chosen is None:
             raise ProviderNotConfiguredError(model)
+        execution.note("provider", provider_name(chosen))
         token = _current.set(LlmCall(index, current_step()))
         try:
             response = chosen.complete(request)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ironflow._pure._trace import TraceContext
 from ironflow.errors import (
     LeaseLostError,
     NonDeterminismError,
@@ -32,6 +33,7 @@ from ironflow.errors import (
     StepTimeoutError,
     StoreError,
 )
+from ironflow.replay._observer import UNWATCHED, AttemptObserver, StepWatch
 from ironflow.store import (
     ErrorInfo,
     LeasedRun,
@@ -236,6 +238,11 @@ class Execution:
         self._in_flight = 0
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._suspend_lock: asyncio.Lock | None = None
+        #: Who watches this attempt (tracing, metrics, logs), set by the worker; None:
+        #: nobody, and a step costs one ``is None`` test more. See ``replay/_observer.py``.
+        self.observer: AttemptObserver | None = None
+        #: Executed steps in flight that an observer watches, by position.
+        self._watches: dict[int, StepWatch] = {}
 
     # -- positions -------------------------------------------------------------------
 
@@ -321,6 +328,34 @@ class Execution:
         left = max(0.0, self.deadline - time.time())
         return left if timeout is None else min(timeout, left)
 
+    # -- observers ----------------------------------------------------------------------
+
+    def _watch(self, slot: _Slot) -> StepWatch | Any:
+        """The ``with`` block an executed step runs in, reporting it to the observer."""
+        if self.observer is None:
+            return UNWATCHED
+        info = self._step_info(slot, len(self._prior_tries(slot)))
+        return StepWatch(self, self.observer, info, slot.input)
+
+    def note(self, key: str, value: Any) -> None:
+        """Tell the observer a fact about the step executing in this context (the LLM
+        provider's name); nothing without an observer or outside a step."""
+        if self.observer is None:
+            return
+        step = _step.get()
+        watch = self._watches.get(step.position) if step is not None else None
+        if watch is not None:
+            self.observer.step_note(watch.token, key, value)
+
+    def trace_context(self) -> TraceContext | None:
+        """The W3C trace context a run started by the executing step should join (its
+        span's, when tracing), or None."""
+        if self.observer is None:
+            return None
+        step = _step.get()
+        watch = self._watches.get(step.position) if step is not None else None
+        return self.observer.step_trace(watch.token) if watch is not None else None
+
     def _record(
         self,
         slot: _Slot,
@@ -383,6 +418,19 @@ class Execution:
         """
         if slot.record is not None:
             return self.replayed(slot, output_type)
+        with self._watch(slot):
+            return self._execute_blocking(slot, fn, args, kwargs, output_type, retry, timeout)
+
+    def _execute_blocking(
+        self,
+        slot: _Slot,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        output_type: Any,
+        retry: RetryPolicy | None,
+        timeout: float | None,
+    ) -> Any:
         tries = self._prior_tries(slot)
         token = _step.set(self._step_info(slot, len(tries)))
         started = time.time()
@@ -467,10 +515,23 @@ class Execution:
 
         A sync ``fn`` and the durable write both run on the bounded pool.
         """
-        import asyncio
-
         if slot.record is not None:
             return self.replayed(slot, output_type)
+        with self._watch(slot):
+            return await self._execute_async(slot, fn, args, kwargs, output_type, retry, timeout)
+
+    async def _execute_async(
+        self,
+        slot: _Slot,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        output_type: Any,
+        retry: RetryPolicy | None,
+        timeout: float | None,
+    ) -> Any:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         tries = self._prior_tries(slot)
         started = time.time()
@@ -620,13 +681,16 @@ class Execution:
             return self._suspend_step_async(slot, wait, output_type)
         if slot.record is not None:
             return self.replayed(slot, output_type)
-        return _from_record(self._suspend_blocking(slot, self._filled(slot, wait)), output_type)
+        with self._watch(slot):
+            record = self._suspend_blocking(slot, self._filled(slot, wait))
+            return _from_record(record, output_type)
 
     async def _suspend_step_async(self, slot: _Slot, wait: Suspension, output_type: Any) -> Any:
         if slot.record is not None:
             return self.replayed(slot, output_type)
-        record = await self._suspend_async(slot, self._filled(slot, wait))
-        return _from_record(record, output_type)
+        with self._watch(slot):
+            record = await self._suspend_async(slot, self._filled(slot, wait))
+            return _from_record(record, output_type)
 
     def _filled(self, slot: _Slot, wait: Suspension) -> Suspension:
         """``wait`` for this slot; resumed at the same wait, its start and wake-up time."""
@@ -795,6 +859,7 @@ class Execution:
     def execute(self, handler: Callable[[], Any]) -> Outcome:
         """Run a sync handler to its end (or to a stop) in this thread."""
         token = _execution.set(self)
+        scope = self.observer.enter() if self.observer is not None else None
         try:
             output = handler()
         except (Exception, _Stop) as exc:
@@ -806,11 +871,14 @@ class Execution:
             return self._outcome_of(exc, None)
         finally:
             _execution.reset(token)
+            if self.observer is not None:
+                self.observer.exit(scope)
         return self._outcome_of(None, output)
 
     async def execute_async(self, handler: Callable[[], Awaitable[Any]]) -> Outcome:
         """Run an async handler to its end (or to a stop) on the running loop."""
         token = _execution.set(self)
+        scope = self.observer.enter() if self.observer is not None else None
         try:
             output = await handler()
         except (Exception, _Stop) as exc:
@@ -822,6 +890,8 @@ class Execution:
             return self._outcome_of(exc, None)
         finally:
             _execution.reset(token)
+            if self.observer is not None:
+                self.observer.exit(scope)
         return self._outcome_of(None, output)
 
     def settle(self, outcome: Outcome) -> None:
@@ -829,6 +899,13 @@ class Execution:
 
         A suspended run is already written: the store holds it until it is due.
         """
+        try:
+            self._settle(outcome)
+        finally:
+            if self.observer is not None:
+                self.observer.ended(outcome)
+
+    def _settle(self, outcome: Outcome) -> None:
         try:
             if outcome.status == "released":
                 self.store.release_run(self.worker, self.run_id, attempt=self.attempt)
