@@ -25,6 +25,7 @@ from ironflow._worker._identity import this_worker
 from ironflow._worker._projections import ProjectionService
 from ironflow.errors import ConfigError, DefinitionError, StoreError, WorkerStoppedError
 from ironflow.replay import Execution, Outcome
+from ironflow.replay._observer import Observer, Observers
 from ironflow.store import ErrorInfo, LeasedRun, Store
 
 __all__ = ["Worker"]
@@ -57,6 +58,7 @@ class Worker:
         concurrency: int = 8,
         lease_ttl: float = 15.0,
         poll_interval: float = 0.05,
+        observers: Iterable[Observer] = (),
     ) -> None:
         defs = [
             AgentDefinition.must_from_fn(a) if not isinstance(a, AgentDefinition) else a
@@ -83,6 +85,17 @@ class Worker:
         self.concurrency = concurrency
         self.lease_ttl = lease_ttl
         self.poll_interval = poll_interval
+        watching = list(observers)
+        for o in watching:
+            if not isinstance(o, Observer):
+                raise ConfigError(
+                    f"observers=[...] takes ironflow observers (ironflow.contrib.otel.Tracing, "
+                    f"ironflow.contrib.prometheus.Metrics), not {o!r}"
+                )
+        #: Who watches the attempts: None (no cost at all), one observer, or several.
+        self.observer: Observer | None = (
+            None if not watching else watching[0] if len(watching) == 1 else Observers(watching)
+        )
         self.info = this_worker()
         self._stopping = threading.Event()
         #: Set by the first run(): a worker serves once (its pools are shut down after).
@@ -259,6 +272,8 @@ class Worker:
                 self._loop.close()
         self._heartbeat_stop.set()
         self._retry_outages(True)
+        if self.observer is not None:
+            self.observer.close()
         log.info("worker stopped")
 
     def _start_projections(self) -> None:
@@ -354,7 +369,7 @@ class Worker:
 
     def _execution(self, leased: LeasedRun, agent: AgentDefinition) -> Execution:
         timeout = agent.timeout
-        return Execution(
+        execution = Execution(
             self.store,
             self.info,
             leased,
@@ -364,6 +379,9 @@ class Worker:
             stopping=self._stopping,
             deadline=None if timeout is None else leased.run.created_at + timeout,
         )
+        if self.observer is not None:
+            execution.observer = self.observer.attempt(execution, leased.taken_from)
+        return execution
 
     def _execute_sync(self, leased: LeasedRun, agent: AgentDefinition) -> Outcome:
         execution = self._execution(leased, agent)
