@@ -17,7 +17,14 @@ from typing import Any, NoReturn
 
 from ironflow._cli._client import DEFAULT_TIMEOUT
 from ironflow.errors import ConfigError, IronflowError, ServerUnavailableError
-from ironflow.server._views import children_of, iso, orphaned, run_json, run_with_steps_json
+from ironflow.server._views import (
+    children_of,
+    iso,
+    orphaned,
+    run_json,
+    run_with_steps_json,
+    step_output_json,
+)
 from ironflow.store import FINISHED, Store
 from ironflow.store._open import open_store, resolve_data_dir, server_url
 
@@ -288,7 +295,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if s.status == "failed" and s.error is not None:
             print(f"      {s.error.type}: {s.error.message}")
         else:
-            print(f"      → {_compact(s.output, 90)}")
+            print(f"      → {_compact(step_output_json(s), 90)}")
     return 0
 
 

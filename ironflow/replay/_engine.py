@@ -47,6 +47,7 @@ from ironflow.store import (
 from ironflow.store._codec import structure, to_json_value
 
 __all__ = [
+    "EVENT_WAIT_STEPS",
     "Execution",
     "Outcome",
     "RetryPolicy",
@@ -56,7 +57,7 @@ __all__ = [
 ]
 
 #: Step ids of waits for events: their recorded outputs are the events they took.
-_EVENT_WAITS = ("wait.", "approve.")
+EVENT_WAIT_STEPS = ("wait.", "approve.")
 
 if TYPE_CHECKING:
     # Imported where used instead: asyncio adds about 20 ms to `import ironflow`,
@@ -707,7 +708,7 @@ class Execution:
                 r.output["seq"]
                 for p, r in self.recorded.items()
                 if p < slot.position
-                and r.id.startswith(_EVENT_WAITS)
+                and r.id.startswith(EVENT_WAIT_STEPS)
                 and isinstance(r.output, dict)
                 and r.output.get("name") == wait.event
                 and isinstance(r.output.get("seq"), int)

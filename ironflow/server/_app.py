@@ -52,11 +52,15 @@ from ironflow.errors import (
     StoreError,
 )
 from ironflow.server._main import DEFAULT_MAX_BODY
-from ironflow.server._views import iso, projection_json, run_json, run_with_steps_json
+from ironflow.server._views import (
+    event_json,
+    projection_json,
+    run_json,
+    run_with_steps_json,
+)
 from ironflow.store import (
     AgentSpec,
     ErrorInfo,
-    Event,
     LeasedRun,
     LmdbStore,
     StepRecord,
@@ -894,7 +898,7 @@ class Api:
         events = await self._run(
             self.store.read_stream, stream_id, from_version=from_version, limit=limit
         )
-        return {"stream": stream_id, "events": [_event_json(e) for e in events]}
+        return {"stream": stream_id, "events": [event_json(e) for e in events]}
 
     # -- projections -----------------------------------------------------------------------
 
@@ -1004,19 +1008,6 @@ class Api:
             self.store.prune_runs, older_than=older_than, statuses=statuses, dry_run=dry_run
         )
         return converter.unstructure(result)
-
-
-def _event_json(event: Event) -> dict[str, Any]:
-    """An event of a stream, for people: times in ISO 8601 as everywhere in the views."""
-    return {
-        "id": event.id,
-        "name": event.name,
-        "data": event.data,
-        "ts": iso(event.ts),
-        "seq": event.seq,
-        "stream": event.stream,
-        "version": event.version,
-    }
 
 
 def _endpoint(api: Api, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

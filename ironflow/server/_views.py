@@ -6,13 +6,14 @@ field. Times are ISO 8601 in UTC with milliseconds.
 
 from __future__ import annotations
 
-import datetime as _dt
 import time
 from typing import Any
 
+from ironflow.replay._engine import EVENT_WAIT_STEPS
 from ironflow.store import (
     SUSPENDED,
     ErrorInfo,
+    Event,
     Lease,
     Run,
     StepRecord,
@@ -20,16 +21,18 @@ from ironflow.store import (
     Suspension,
     process_alive,
 )
-from ironflow.store._records import ProjectionState, ProjectionStatus
+from ironflow.store._records import ProjectionState, ProjectionStatus, utc
 
 __all__ = [
     "children_of",
+    "event_json",
     "iso",
     "projection_json",
     "run_json",
     "run_with_steps_json",
     "runner_alive",
     "step_json",
+    "step_output_json",
     "suspension_json",
 ]
 
@@ -37,11 +40,7 @@ __all__ = [
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return (
-        _dt.datetime.fromtimestamp(ts, _dt.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    return utc(ts).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _error(err: ErrorInfo | None, *, traceback: bool = False) -> dict[str, Any] | None:
@@ -144,13 +143,43 @@ def children_of(steps: list[StepRecord]) -> list[dict[str, str]]:
     return out
 
 
+def event_json(event: Event) -> dict[str, Any]:
+    """An event of the log or of a stream, its time in ISO 8601 as everywhere in the views."""
+    return {
+        "id": event.id,
+        "name": event.name,
+        "data": event.data,
+        "ts": iso(event.ts),
+        "seq": event.seq,
+        "stream": event.stream,
+        "version": event.version,
+    }
+
+
+def step_output_json(step: StepRecord) -> Any:
+    """A step's recorded output as the views show it.
+
+    A wait for an event (``wait.<name>``, ``approve.<name>``) recorded the event it took,
+    with its time as Unix seconds; shown here, like every time, in ISO 8601.
+    """
+    output = step.output
+    if (
+        step.id.startswith(EVENT_WAIT_STEPS)
+        and isinstance(output, dict)
+        and isinstance(output.get("ts"), int | float)
+        and not isinstance(output.get("ts"), bool)
+    ):
+        return {**output, "ts": iso(output["ts"])}
+    return output
+
+
 def step_json(step: StepRecord) -> dict[str, Any]:
     return {
         "id": step.id,
         "position": step.position,
         "status": step.status,
         "input": step.input,
-        "output": step.output,
+        "output": step_output_json(step),
         "error": _error(step.error, traceback=True),
         "attempt": step.attempt,
         "started_at": iso(step.started_at),

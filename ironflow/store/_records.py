@@ -1,11 +1,15 @@
 """The frozen records a store keeps: events, runs, step records, leases.
 
-Times are Unix seconds as floats (what ``time.time()`` gives); the JSON shown to
-people (``ironflow inspect --json``, the HTTP API) renders them as ISO 8601 in UTC.
+Times are Unix seconds as floats (what ``time.time()`` gives), which is how they are
+stored; each record also offers its times as aware UTC ``datetime`` objects, under the
+same name without ``_at`` (``run.created``, ``step.started``, ``event.time``). The JSON
+shown to people (``ironflow inspect --json``, the HTTP API) renders every time as
+ISO 8601 in UTC.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 from typing import Any, Literal
 
 import attrs
@@ -33,6 +37,12 @@ SUSPENDED: frozenset[str] = frozenset({"sleeping", "waiting"})
 #: the log (the newest event numbers the next one, so its position is never reused).
 DELETED_EVENT = "ironflow.deleted"
 StepStatus = Literal["completed", "failed"]
+
+
+def utc(ts: float) -> _dt.datetime:
+    """Unix seconds as an aware datetime in UTC."""
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC)
+
 #: What a suspended run waits for: its wake-up time, an event, a child run, or the
 #: time to try a failed step again.
 SuspensionKind = Literal["sleep", "event", "child", "retry"]
@@ -60,6 +70,11 @@ class Event:
     #: The entity stream the event was appended to, if any, and its version there (from 1).
     stream: str | None = None
     version: int = 0
+
+    @property
+    def time(self) -> _dt.datetime:
+        """When the event was appended (``ts``), as an aware UTC datetime."""
+        return utc(self.ts)
     #: The W3C trace context of the code that emitted it (a spawned run's: the parent's
     #: spawn step), if it had one: every attempt of the runs it starts joins that trace.
     trace: TraceContext | None = None
@@ -146,6 +161,16 @@ class Run:
     #: Each ``run resume --from-step``, oldest first.
     reruns: tuple[Rerun, ...] = ()
 
+    @property
+    def created(self) -> _dt.datetime:
+        """When the run was created (``created_at``), as an aware UTC datetime."""
+        return utc(self.created_at)
+
+    @property
+    def updated(self) -> _dt.datetime:
+        """When the run last changed (``updated_at``), as an aware UTC datetime."""
+        return utc(self.updated_at)
+
 
 @attrs.frozen
 class StepRecord:
@@ -167,6 +192,16 @@ class StepRecord:
     attempt: int = 1
     #: The failed tries before this outcome, for a retried tool (None: tried once).
     tries: tuple[StepTry, ...] | None = None
+
+    @property
+    def started(self) -> _dt.datetime:
+        """When the step began (``started_at``), as an aware UTC datetime."""
+        return utc(self.started_at)
+
+    @property
+    def ended(self) -> _dt.datetime:
+        """When the step's outcome was reached (``ended_at``), as an aware UTC datetime."""
+        return utc(self.ended_at)
 
 
 @attrs.frozen
