@@ -43,6 +43,7 @@ from ironflow.errors import (
     StoreLockedError,
     ToolInputError,
     ToolLoopLimitError,
+    WaitTimeoutError,
     WorkerStoppedError,
 )
 from ironflow.replay import StepInfo, current_step
@@ -94,6 +95,7 @@ __all__ = [
     "ToolDefinition",
     "ToolInputError",
     "ToolLoopLimitError",
+    "WaitTimeoutError",
     "Worker",
     "WorkerStoppedError",
     "agent",

@@ -17,6 +17,7 @@
     ├── ConcurrencyError                 a stream or projection moved since it was read; retry
     ├── ProjectionNotFoundError (LookupError)  no projection has that name
     ├── ProjectionTimeoutError (TimeoutError)  a projection did not catch up in time
+    ├── WaitTimeoutError (TimeoutError)  a run did not finish while a caller waited for it
     ├── StoreError                       the data directory cannot be used as asked
     │   ├── StoreFormatError             the data directory was written by another format version
     │   ├── StoreLockedError             the data directory cannot be opened (permissions, lock)
@@ -69,6 +70,7 @@ __all__ = [
     "StoreLockedError",
     "ToolInputError",
     "ToolLoopLimitError",
+    "WaitTimeoutError",
     "WorkerStoppedError",
 ]
 
@@ -262,6 +264,18 @@ class ProjectionNotFoundError(IronflowError, LookupError):
             f"no projection named {name!r} ({hint}); start a worker whose module defines "
             f"@projection(name={name!r}, ...) to register it"
         )
+
+
+class WaitTimeoutError(IronflowError, TimeoutError):
+    """A run did not finish within the time a caller waited for it (``runs.wait``,
+    ``ironflow invoke --timeout``). The run itself goes on; ``run`` is it as last seen.
+
+    Unlike :class:`RunTimeoutError`, nothing failed: only the wait ended.
+    """
+
+    def __init__(self, message: str, run: Any = None) -> None:
+        super().__init__(message)
+        self.run = run
 
 
 class ProjectionTimeoutError(IronflowError, TimeoutError):

@@ -10,12 +10,14 @@ from __future__ import annotations
 import builtins
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from ironflow.errors import ConfigError, ProjectionTimeoutError
-from ironflow.store import EmitResult, Event, Run, StepRecord, Store
+from ironflow.errors import ConfigError, ProjectionTimeoutError, WaitTimeoutError
+from ironflow.store import FINISHED, EmitResult, Event, Run, StepRecord, Store
 from ironflow.store._open import open_remote, open_store
 from ironflow.store._records import ProjectionState, ProjectionStatus
+from ironflow.store._tail import check_pattern, follow
 
 __all__ = ["DEFAULT_TIMEOUT", "Client", "wait_for_rebuild"]
 
@@ -153,6 +155,28 @@ class Runs:
         """Cancel a pending run now, or a running one at its next step boundary."""
         return self._store.request_cancel(run_id)
 
+    def wait(self, run_id: str, *, timeout: float | None = 30.0) -> Run:
+        """The run once it finished (completed, failed or cancelled).
+
+        Returns the moment the run finishes (at once for a run finished already); raises
+        :class:`~ironflow.errors.WaitTimeoutError` (holding the run as last seen) if it
+        has not after ``timeout`` seconds (None: wait as long as it takes), and
+        :class:`~ironflow.errors.RunNotFoundError` for an unknown id. The run's own
+        outcome is in the returned run: ``status``, ``output``, ``error``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = 3600.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            run = self._store.wait_for_run(run_id, timeout=remaining)
+            if run.status in FINISHED:
+                return run
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeoutError(
+                    f"run {run_id} did not finish within {timeout:g}s (it is {run.status}); "
+                    f"it goes on: wait again, or look at it with `ironflow inspect {run_id}`",
+                    run=run,
+                )
+
 
 class Events:
     """``client.events``: emit events and read the log."""
@@ -167,6 +191,28 @@ class Events:
     def list(self, *, after_seq: int = 0, limit: int = 100) -> list[Event]:
         """Events of the log after position ``after_seq``, oldest first."""
         return self._store.events(after_seq=after_seq, limit=limit)
+
+    def tail(
+        self,
+        pattern: str | None = None,
+        *,
+        after_seq: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[Event]:
+        """Events as they are appended, whose name matches ``pattern`` (``order.*``).
+
+        Starts after log position ``after_seq`` (default: the end of the log now, so
+        only new events), yields each as soon as it is seen, and stops after ``timeout``
+        seconds (None: never; break out of the loop to stop). Through a server it reads
+        the server's event stream (``GET /api/v1/events/stream``) and resumes it after
+        a dropped connection without missing an event.
+        """
+        check_pattern(pattern)
+        tail_events = getattr(self._store, "tail_events", None)
+        if tail_events is not None:
+            found: Iterator[Event] = tail_events(pattern, after_seq=after_seq, timeout=timeout)
+            return found
+        return follow(self._store, pattern, after_seq=after_seq, timeout=timeout)
 
 
 class Streams:

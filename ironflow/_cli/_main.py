@@ -44,8 +44,12 @@ _STATUSES = (
 )
 
 
-class _Usage(Exception):
-    """A user error: print one line and exit 2."""
+class _Usage(ConfigError):
+    """A user error: print one line and exit 2.
+
+    A ConfigError, so it is caught as one even when raised by this module imported a
+    second time (``python -m ironflow._cli._main`` runs it as ``__main__``).
+    """
 
 
 def _store(args: argparse.Namespace, *, create: bool) -> Store:
@@ -77,9 +81,10 @@ def _print_json(value: Any) -> None:
 # -- emit --------------------------------------------------------------------------------
 
 
-def cmd_emit(args: argparse.Namespace) -> int:
+def _parse_data(text: str) -> Any:
+    """``--data``: JSON text, or a usage error saying what is wrong with it."""
     try:
-        data = json.loads(args.data)
+        data = json.loads(text)
         # JSON may spell lone surrogates ("\\ud800"), which are not text and cannot be stored.
         json.dumps(data, ensure_ascii=False).encode()
     except UnicodeEncodeError:
@@ -88,12 +93,21 @@ def cmd_emit(args: argparse.Namespace) -> int:
         ) from None
     except json.JSONDecodeError as exc:
         raise _Usage(
-            f"--data is not valid JSON ({exc.msg} at column {exc.colno}): {_clip(args.data)}"
+            f"--data is not valid JSON ({exc.msg} at column {exc.colno}): {_clip(text)}"
         ) from None
     except RecursionError:
         raise _Usage("--data nests arrays or objects too deeply to store") from None
     except ValueError as exc:  # e.g. an integer of more digits than Python converts
         raise _Usage(f"--data is not usable JSON: {exc}") from None
+    return data
+
+
+def cmd_emit(args: argparse.Namespace) -> int:
+    data = _parse_data(args.data)
+    if args.wait:
+        return _emit_and_wait(args, data)
+    if args.timeout is not None:
+        raise _Usage("--timeout goes with --wait")
     with _opened(args, create=True) as store:
         result = store.emit(args.name, data, id=args.id)
     if args.json:
@@ -118,6 +132,23 @@ def cmd_emit(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _emit_and_wait(args: argparse.Namespace, data: Any) -> int:
+    from ironflow._cli._live import EXIT_FAILED, wait_and_report
+    from ironflow._pure._durations import parse_duration
+
+    timeout = parse_duration("30s" if args.timeout is None else args.timeout, "--timeout")
+    with _opened(args, create=True) as store:
+        result = store.emit(args.name, data, id=args.id)
+        if not result.run_ids:
+            print(
+                f"event {result.event_id} started no run: no registered agent is triggered "
+                f"by {args.name!r}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        return wait_and_report(store, result.run_ids, timeout, as_json=args.json)
 
 
 # -- run list / cancel -------------------------------------------------------------------
@@ -533,6 +564,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--id", metavar="KEY", help="idempotency key: an event id emitted twice starts nothing new"
     )
     emit.add_argument("--json", action="store_true", help="print the result as JSON")
+    emit.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for every run the event started and print each output; exit 0 if all "
+        "completed, 1 if one failed or was cancelled, 124 if --timeout passed first",
+    )
+    emit.add_argument(
+        "--timeout", metavar="DURATION", help="with --wait: how long to wait (default 30s)"
+    )
     _add_data_dir(emit)
     emit.set_defaults(func=cmd_emit)
 
@@ -708,6 +748,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ironflow.server._main import add_serve_command
 
     add_serve_command(sub)
+
+    from ironflow._cli._live import add_live_commands
+
+    add_live_commands(sub)
 
     for extend in _EXTENSIONS:
         extend(sub)

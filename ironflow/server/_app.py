@@ -51,6 +51,7 @@ from ironflow.errors import (
     RunNotFoundError,
     StoreError,
 )
+from ironflow.server._live import events_stream, parse_wait, wait_finished
 from ironflow.server._main import DEFAULT_MAX_BODY
 from ironflow.server._views import (
     event_json,
@@ -525,6 +526,19 @@ class Api:
             self._work = asyncio.Event()
         return self._work
 
+    def work_event(self) -> asyncio.Event:
+        """Set by the next :meth:`wake`: a waiter takes it before it looks."""
+        return self._work_event()
+
+    @property
+    def closing(self) -> bool:
+        """True once the server is shutting down: waits end now."""
+        return self._closing
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a store call on the thread pool."""
+        return await self._run(fn, *args, **kwargs)
+
     def wake(self) -> None:
         """Wake every waiting request: new work may be there. Call on the loop."""
         self._wakes += 1
@@ -567,8 +581,12 @@ class Api:
         return await self._run(work)
 
     async def run(self, request: web.Request) -> Any:
+        """The run with its steps; with ``?wait=30s``, once it finished (see _live)."""
         run_id = _path_run_id(request)
         store = self.store
+        wait = parse_wait(request)
+        if wait:
+            await wait_finished(self, run_id, wait)
 
         def work() -> dict[str, Any]:
             run = store.get_run(run_id)
@@ -706,7 +724,11 @@ class Api:
         return converter.unstructure(runs)
 
     async def store_run(self, request: web.Request) -> Any:
-        return converter.unstructure(await self._run(self.store.get_run, _path_run_id(request)))
+        run_id = _path_run_id(request)
+        wait = parse_wait(request)
+        if wait:
+            return converter.unstructure(await wait_finished(self, run_id, wait))
+        return converter.unstructure(await self._run(self.store.get_run, run_id))
 
     async def store_steps(self, request: web.Request) -> Any:
         return converter.unstructure(await self._run(self.store.get_steps, _path_run_id(request)))
@@ -738,8 +760,7 @@ class Api:
             error=error,
             attempt=attempt,
         )
-        if run.parent_id is not None:
-            self.wake()  # its parent, if waiting for it, is pending again
+        self.wake()  # a wait for this run ends; its parent, if waiting for it, is pending
         return converter.unstructure(run)
 
     async def store_release(self, request: web.Request) -> Any:
@@ -1030,6 +1051,10 @@ def make_app(
     app = web.Application(middlewares=middlewares, client_max_size=max_body)
     for route in ROUTES:
         app.router.add_route(route.method, API_PREFIX + route.path, _endpoint(api, route.handler))
+    # The event stream is a long-lived text/event-stream response, not one JSON answer.
+    app.router.add_route(
+        "GET", API_PREFIX + "/events/stream", functools.partial(events_stream, api)
+    )
     from ironflow.server._dashboard import add_dashboard
 
     add_dashboard(app, api, token=token)

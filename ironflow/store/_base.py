@@ -107,6 +107,15 @@ class Store(Protocol):
     def get_run(self, run_id: str) -> Run:
         """The run with this id; raises :class:`~ironflow.errors.RunNotFoundError`."""
 
+    def wait_for_run(self, run_id: str, *, timeout: float) -> Run:
+        """The run once it is finished (completed, failed or cancelled), or as it is after
+        ``timeout`` seconds; raises :class:`~ironflow.errors.RunNotFoundError`.
+
+        Returns the moment a finish written through this store (or its server) lands; a
+        finish written by another process directly into the same data directory is seen
+        within a tenth of a second.
+        """
+
     def get_steps(self, run_id: str) -> list[StepRecord]:
         """The run's step records in position order."""
 

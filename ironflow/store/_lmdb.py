@@ -73,7 +73,7 @@ from ironflow.store._records import (
     Suspension,
     WorkerInfo,
 )
-from ironflow.store._triggers import trigger_matches
+from ironflow.store._triggers import starts
 from ironflow.store._waits import (
     checked_suspension,
     child_wait_key,
@@ -120,6 +120,8 @@ _DBS = (
     *FLOW_DBS,
 )
 _INITIAL_MAP = 1 << 30
+#: How often wait_for_run looks again for a run finished by another process.
+_FINISH_RECHECK = 0.1
 
 
 def _u64(n: int) -> bytes:
@@ -545,9 +547,7 @@ class LmdbStore:
         run_ids = []
         for _, raw in txn.cursor(db=self._db["agents"]):
             spec = decode_record(raw, AgentSpec)
-            if any(trigger_matches(t, name) for t in spec.triggers) and self._flow.admits(
-                spec, event
-            ):
+            if starts(spec.id, spec.triggers, name) and self._flow.admits(spec, event):
                 # A pending run, a queued one (no concurrency slot), or a debounced burst's.
                 run_id = self._flow.new_run(txn, spec, event, now)
                 if run_id is not None:
@@ -657,6 +657,18 @@ class LmdbStore:
             return leased
 
         return self._write(op)
+
+    def wait_for_run(self, run_id: str, *, timeout: float) -> Run:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.get_run(run_id)
+            remaining = deadline - time.monotonic()
+            if run.status in FINISHED or remaining <= 0:
+                return run
+            # A finish in this process wakes us; one by a worker in another process
+            # signals nothing here, so look again after a short while.
+            with self._work:
+                self._work.wait(min(remaining, _FINISH_RECHECK))
 
     def wait_for_work(self, timeout: float) -> None:
         with self._work:

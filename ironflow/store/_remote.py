@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -46,6 +46,7 @@ from ironflow.errors import (
 )
 from ironflow.store._codec import converter, to_json_value
 from ironflow.store._records import (
+    FINISHED,
     SUSPENDED,
     AgentSpec,
     EmitResult,
@@ -76,6 +77,7 @@ T = TypeVar("T")
 _API = "/api/v1"
 _MAX = 10_000  # the most items the server returns for one request
 _MAX_PROJECTION_WAIT = 30.0  # the longest the server waits for a projection per request
+_MAX_RUN_WAIT = 30.0  # the longest the server waits for a run to finish per request
 _BACKOFF_START = 0.05
 _BACKOFF_MAX = 2.0
 # A reused keep-alive connection the server has since closed fails at once; that is
@@ -534,6 +536,17 @@ class RemoteStore:
         data = self._call("GET", f"/store/runs/{_checked(run_id)}", run_id=run_id)
         return converter.structure(data, Run)
 
+    def wait_for_run(self, run_id: str, *, timeout: float) -> Run:
+        """Wait at the server, which answers the moment the run finishes there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            chunk = max(0.0, min(deadline - time.monotonic(), _MAX_RUN_WAIT))
+            path = f"/store/runs/{_checked(run_id)}?wait={chunk:.3f}"
+            reply = self._call("GET", path, run_id=run_id, timeout=chunk + self.timeout)
+            run = converter.structure(reply, Run)
+            if run.status in FINISHED or time.monotonic() >= deadline:
+                return run
+
     def get_steps(self, run_id: str) -> list[StepRecord]:
         data = self._call("GET", f"/store/runs/{_checked(run_id)}/steps", run_id=run_id)
         return converter.structure(data, list[StepRecord])
@@ -606,6 +619,52 @@ class RemoteStore:
             body = {"versions": wanted[start : start + _MAX]}
             deleted += int(self._call("POST", path, body)["deleted"])
         return deleted
+
+    def tail_events(
+        self,
+        pattern: str | None = None,
+        *,
+        after_seq: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[Event]:
+        """Events as the server appends them, from its event stream (server-sent events).
+
+        Starts after ``after_seq`` (default: the end of the log now); a dropped
+        connection is resumed with ``Last-Event-ID``, so no event is missed or repeated.
+        Stops after ``timeout`` seconds (None: never).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = after_seq
+        delay = _BACKOFF_START
+        while deadline is None or time.monotonic() < deadline:
+            query = {} if pattern is None else {"pattern": pattern}
+            headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
+            headers["Accept"] = "text/event-stream"
+            if last is not None:
+                headers["Last-Event-ID"] = str(last)
+            path = self._prefix + "/events/stream"
+            if query:
+                path += "?" + urllib.parse.urlencode(query)
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            conn = cls(self._host, self._port, timeout=self.timeout)
+            try:
+                conn.request("GET", path, headers=headers)
+                response = conn.getresponse()
+                if response.status != 200:
+                    _raise_for(self._reply(response.status, response.read(), False))
+                    raise StoreError(f"the server at {self.url} has no event stream")
+                self._back()
+                delay = _BACKOFF_START
+                for seq, event in _sse_events(response, conn, deadline):
+                    last = seq
+                    yield event
+                return  # the deadline passed
+            except _CONNECTION_ERRORS as exc:
+                self._outage(exc)
+                time.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+            finally:
+                conn.close()
 
     # -- projections --------------------------------------------------------------------
 
@@ -803,3 +862,51 @@ def _partition_ok(part: Any) -> bool:
         return isinstance(part, str) and "\x00" not in part and len(part.encode()) <= 250
     except UnicodeEncodeError:
         return False
+
+
+def _sse_events(
+    response: http.client.HTTPResponse, conn: http.client.HTTPConnection, deadline: float | None
+) -> Iterator[tuple[int, Event]]:
+    """(position, event) of each message on an event stream, until ``deadline``."""
+    seq: int | None = None
+    data: list[str] = []
+    while True:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if conn.sock is not None:
+                conn.sock.settimeout(remaining)
+        try:
+            raw = response.readline()
+        except TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            # The server sends a keep-alive every 15 s: this long a silence is a dead link.
+            raise ConnectionError("the event stream went silent") from None
+        if not raw:
+            raise ConnectionError("the event stream ended")
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if line.startswith("id:"):
+            seq = int(line[3:].strip())
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif not line and data and seq is not None:
+            yield seq, _event_from_json(json.loads("\n".join(data)))
+            data = []
+
+
+def _event_from_json(obj: dict[str, Any]) -> Event:
+    """An event as the server's views render it (ISO time), back as a record."""
+    import datetime as _dt
+
+    ts = _dt.datetime.fromisoformat(obj["ts"].replace("Z", "+00:00")).timestamp()
+    return Event(
+        id=obj["id"],
+        name=obj["name"],
+        data=obj["data"],
+        ts=ts,
+        seq=obj["seq"],
+        stream=obj.get("stream"),
+        version=obj.get("version") or 0,
+    )

@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import functools
 
-__all__ = ["trigger_matches", "validate_trigger"]
+__all__ = ["INVOKE_PREFIX", "invoke_event", "starts", "trigger_matches", "validate_trigger"]
+
+#: ``agent.invoke.<agent id>`` starts a run of that agent alone, whatever its triggers
+#: (``ironflow invoke``): one reserved name per agent, like ``agent.approve.<name>``.
+INVOKE_PREFIX = "agent.invoke."
+
+
+def invoke_event(agent_id: str) -> str:
+    """The event that starts a run of ``agent_id`` and of no other agent."""
+    return INVOKE_PREFIX + agent_id
+
+
+def starts(agent_id: str, triggers: tuple[str, ...] | list[str], name: str) -> bool:
+    """Whether an event ``name`` starts a run of this agent: a trigger, or its invoke event."""
+    if name.startswith(INVOKE_PREFIX):
+        return name == INVOKE_PREFIX + agent_id
+    return any(trigger_matches(t, name) for t in triggers)
 
 
 def validate_trigger(pattern: str) -> str | None:
