@@ -16,27 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from ironflow._pure._durations import parse_duration
 from ironflow.errors import InvalidInputError
+from ironflow.server._sse import KEEPALIVE, open_stream, send_comment, send_event
 from ironflow.server._views import event_json
 from ironflow.store import FINISHED, Run
-from ironflow.store._tail import check_pattern, log_end
+from ironflow.store._browse import last_seq
+from ironflow.store._tail import check_pattern
 from ironflow.store._triggers import trigger_matches
 
 if TYPE_CHECKING:
     from ironflow.server._app import Api
 
-__all__ = ["KEEPALIVE", "MAX_RUN_WAIT", "events_stream", "parse_wait", "wait_finished"]
+__all__ = ["MAX_RUN_WAIT", "events_stream", "parse_wait", "wait_finished"]
 
 #: The longest one request may wait for a run to finish; ask again to wait longer.
 MAX_RUN_WAIT = 30.0
-#: Seconds between keep-alive comments on an idle event stream.
-KEEPALIVE = 15.0
 # Writes by another process into the same data directory wake nothing here: look again.
 _RECHECK = 0.5
 _PAGE = 500
@@ -87,18 +86,10 @@ async def events_stream(api: Api, request: web.Request) -> web.StreamResponse:
     """The event log as server-sent events, from ``Last-Event-ID`` or the end."""
     pattern = check_pattern(request.query.get("pattern"))
     start = _start(request)
-    cursor = await api.call(log_end, api.store) if start is None else start
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-cache, no-store",
-            "X-Accel-Buffering": "no",  # proxies that buffer would hold events back
-        }
-    )
-    await response.prepare(request)
+    cursor = await api.call(last_seq, api.store) if start is None else start
+    response = await open_stream(request)
     loop = asyncio.get_running_loop()
-    try:
-        await response.write(b"retry: 1000\n\n")
+    with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
         idle_since = loop.time()
         while not api.closing:
             transport = request.transport
@@ -109,20 +100,13 @@ async def events_stream(api: Api, request: web.Request) -> web.StreamResponse:
             for event in page:
                 cursor = event.seq
                 if pattern is None or trigger_matches(pattern, event.name):
-                    await response.write(_message(event.seq, event_json(event)))
+                    await send_event(response, "event", event_json(event), id=event.seq)
                     idle_since = loop.time()
             if len(page) == _PAGE:
                 continue
             if loop.time() - idle_since >= KEEPALIVE:
-                await response.write(b": keep-alive\n\n")
+                await send_comment(response)
                 idle_since = loop.time()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), _RECHECK)
-    except (ConnectionResetError, ConnectionError):
-        pass  # the client went away
     return response
-
-
-def _message(seq: int, data: Any) -> bytes:
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return f"id: {seq}\nevent: event\ndata: {text}\n\n".encode()

@@ -34,10 +34,16 @@ async def open_stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def send_event(response: web.StreamResponse, event: str, data: Any) -> None:
-    """Send one message; ``data`` is JSON-encoded on a single line."""
+async def send_event(
+    response: web.StreamResponse, event: str, data: Any, *, id: int | str | None = None
+) -> None:
+    """Send one message; ``data`` is JSON-encoded on a single line.
+
+    An ``id`` is what a reconnecting client sends back as ``Last-Event-ID``.
+    """
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    await response.write(f"event: {event}\ndata: {text}\n\n".encode())
+    head = "" if id is None else f"id: {id}\n"
+    await response.write(f"{head}event: {event}\ndata: {text}\n\n".encode())
 
 
 async def send_comment(response: web.StreamResponse, text: str = "keep-alive") -> None:

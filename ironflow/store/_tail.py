@@ -36,9 +36,9 @@ def log_end(store: Store) -> int:
     from ironflow.store._lmdb import LmdbStore
 
     if isinstance(store, LmdbStore):
-        with store._txn() as txn:
-            cursor = txn.cursor(db=store._db["events"])
-            return int.from_bytes(cursor.key(), "big") if cursor.last() else 0
+        from ironflow.store._browse import last_seq
+
+        return last_seq(store)
     end = 0
     while page := store.events(after_seq=end, limit=_PAGE):
         end = page[-1].seq
