@@ -13,15 +13,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ironflow._pure._durations import parse_duration
 from ironflow.errors import WaitTimeoutError
 from ironflow.server._views import event_json, run_json
 from ironflow.store import Run, Store
 from ironflow.store._triggers import invoke_event
 
-__all__ = ["EXIT_FAILED", "EXIT_TIMEOUT", "add_live_commands", "wait_and_report"]
+__all__ = ["EXIT_FAILED", "EXIT_TIMEOUT", "WAIT_DEFAULT", "add_live_commands", "wait_and_report"]
 
 EXIT_FAILED = 1
+#: How long invoke and emit --wait wait for runs unless told (--timeout).
+WAIT_DEFAULT = 30.0
 EXIT_TIMEOUT = 124  # as GNU timeout(1) says a command ran out of time
 
 
@@ -73,15 +74,11 @@ def _report(run: Run, *, many: bool) -> None:
         print(f"run {run.id} {run.status}", file=sys.stderr)
 
 
-def _timeout(args: argparse.Namespace) -> float:
-    return parse_duration(args.timeout, "--timeout")
-
-
 def cmd_invoke(args: argparse.Namespace) -> int:
     from ironflow._cli._main import _opened, _parse_data, _Usage
 
     data = _parse_data(args.data)
-    timeout = _timeout(args)
+    timeout = WAIT_DEFAULT if args.timeout is None else args.timeout
     with _opened(args, create=False) as store:
         known = [a.id for a in store.agents()]
         if args.agent not in known:
@@ -107,9 +104,8 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
     from ironflow._cli._main import _opened
 
     after = 0 if args.from_start else args.after
-    duration = None if args.timeout is None else _timeout(args)
     with _opened(args, create=False) as store:
-        for event in Events(store).tail(args.pattern, after_seq=after, timeout=duration):
+        for event in Events(store).tail(args.pattern, after_seq=after, timeout=args.timeout):
             if args.json:
                 print(json.dumps(event_json(event), ensure_ascii=False), flush=True)
             else:
@@ -120,7 +116,7 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
 
 
 def add_live_commands(sub: Any) -> None:
-    from ironflow._cli._main import _add_data_dir
+    from ironflow._cli._main import _add_data_dir, duration
 
     invoke = sub.add_parser(
         "invoke",
@@ -138,10 +134,14 @@ def add_live_commands(sub: Any) -> None:
         "--id", metavar="KEY", help="idempotency key: invoked twice with it, one run starts"
     )
     invoke.add_argument(
-        "--timeout", default="30s", metavar="DURATION", help="how long to wait (default 30s)"
+        "--timeout",
+        type=duration,
+        metavar="DURATION",
+        help="how long to wait for the run (and the server) to answer: 30s, 2m, or seconds "
+        "(default 30s)",
     )
     invoke.add_argument("--json", action="store_true", help="print the finished run as JSON")
-    _add_data_dir(invoke)
+    _add_data_dir(invoke, timeout=False)
     invoke.set_defaults(func=cmd_invoke)
 
     events = sub.add_parser("events", help="watch the event log", description="The event log.")
@@ -164,7 +164,12 @@ def add_live_commands(sub: Any) -> None:
         "--after", type=int, metavar="SEQ", help="start after this log position (default: now)"
     )
     start.add_argument("--from-start", action="store_true", help="print the whole log first")
-    tail.add_argument("--timeout", metavar="DURATION", help="stop after this long (default never)")
+    tail.add_argument(
+        "--timeout",
+        type=duration,
+        metavar="DURATION",
+        help="stop after this long: 30s, 2m, or seconds (default: never, until Ctrl-C)",
+    )
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
-    _add_data_dir(tail)
+    _add_data_dir(tail, timeout=False)
     tail.set_defaults(func=cmd_events_tail)

@@ -54,7 +54,8 @@ class _Usage(ConfigError):
 
 def _store(args: argparse.Namespace, *, create: bool) -> Store:
     if not getattr(args, "data_dir", None) and server_url():
-        return open_store(give_up_after=args.timeout)
+        timeout = getattr(args, "timeout", None)
+        return open_store(give_up_after=DEFAULT_TIMEOUT if timeout is None else timeout)
     path = resolve_data_dir(getattr(args, "data_dir", None))
     if not create and not (path / "data.mdb").exists():
         raise _Usage(
@@ -106,8 +107,6 @@ def cmd_emit(args: argparse.Namespace) -> int:
     data = _parse_data(args.data)
     if args.wait:
         return _emit_and_wait(args, data)
-    if args.timeout is not None:
-        raise _Usage("--timeout goes with --wait")
     with _opened(args, create=True) as store:
         result = store.emit(args.name, data, id=args.id)
     if args.json:
@@ -136,9 +135,8 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 def _emit_and_wait(args: argparse.Namespace, data: Any) -> int:
     from ironflow._cli._live import EXIT_FAILED, wait_and_report
-    from ironflow._pure._durations import parse_duration
 
-    timeout = parse_duration("30s" if args.timeout is None else args.timeout, "--timeout")
+    timeout = args.timeout
     with _opened(args, create=True) as store:
         result = store.emit(args.name, data, id=args.id)
         if not result.run_ids:
@@ -531,6 +529,19 @@ def _add_data_dir(p: argparse.ArgumentParser, *, timeout: bool = True) -> None:
         )
 
 
+def duration(text: str) -> float:
+    """A ``--timeout`` of the commands that wait: ``30s``, ``2m``, ``1h``, or seconds."""
+    from ironflow._pure._durations import parse_duration
+    from ironflow.errors import InvalidInputError
+
+    try:
+        return parse_duration(text, "--timeout")
+    except InvalidInputError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration like 30s, 2m, 1h or seconds like 10, not {text!r}"
+        ) from None
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -571,9 +582,14 @@ def build_parser() -> argparse.ArgumentParser:
         "completed, 1 if one failed or was cancelled, 124 if --timeout passed first",
     )
     emit.add_argument(
-        "--timeout", metavar="DURATION", help="with --wait: how long to wait (default 30s)"
+        "--timeout",
+        type=duration,
+        default=DEFAULT_TIMEOUT,
+        metavar="DURATION",
+        help=f"how long to wait (30s, 2m, or seconds; default {DEFAULT_TIMEOUT:g}): for the "
+        "server to answer and, with --wait, for the runs to finish",
     )
-    _add_data_dir(emit)
+    _add_data_dir(emit, timeout=False)
     emit.set_defaults(func=cmd_emit)
 
     run = sub.add_parser("run", help="list and manage runs", description="List and manage runs.")
