@@ -16,15 +16,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from ironflow._cli._client import DEFAULT_TIMEOUT
+from ironflow._cli._inspect import LEGEND, inspect_lines, status_text
 from ironflow.errors import ConfigError, IronflowError, ServerUnavailableError
-from ironflow.server._views import (
-    children_of,
-    iso,
-    orphaned,
-    run_json,
-    run_with_steps_json,
-    step_output_json,
-)
+from ironflow.server._views import children_of, iso, run_json, run_with_steps_json
 from ironflow.store import FINISHED, Store
 from ironflow.store._open import open_store, resolve_data_dir, server_url
 
@@ -152,11 +146,6 @@ def _emit_and_wait(args: argparse.Namespace, data: Any) -> int:
 # -- run list / cancel -------------------------------------------------------------------
 
 
-def _status_text(run_obj: dict[str, Any]) -> str:
-    status = str(run_obj["status"])
-    return f"{status} (orphaned)" if run_obj.get("orphaned") else status
-
-
 def cmd_run_list(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise _Usage(f"--limit must be at least 1, not {args.limit}")
@@ -179,7 +168,7 @@ def cmd_run_list(args: argparse.Namespace) -> int:
             (
                 o["id"],
                 o["agent"],
-                _status_text(o),
+                status_text(o),
                 str(o["attempt"]),
                 str(o["created_at"]).replace("T", " "),
                 o["event"]["name"],
@@ -261,11 +250,6 @@ def cmd_approve(args: argparse.Namespace) -> int:
 # -- inspect -----------------------------------------------------------------------------
 
 
-def _compact(value: Any, width: int = 100) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
     with _opened(args, create=False) as store:
         run = store.get_run(args.run_id)
@@ -276,55 +260,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(obj)
         return 0
-    status = _status_text(obj)
-    print(f"run      {run.id}")
-    print(f"agent    {run.agent}")
-    print(f"status   {status}   attempt {run.attempt}")
-    print(f"event    {run.event.name} {run.event.id} {_compact(run.event.data)}")
-    print(f"created  {iso(run.created_at)}   updated {iso(run.updated_at)}")
-    if run.status == "completed":
-        print(f"output   {_compact(run.output)}")
-    if run.error is not None:
-        where = f" (at {run.error.step_id})" if run.error.step_id else ""
-        print(f"error    {run.error.type}: {run.error.message}{where}")
-    if obj.get("worker") and run.status == "running":
-        alive = "gone" if orphaned(run, lease, time.time()) else "alive"
-        print(f"worker   {obj['worker']} ({alive})")
-    if obj.get("suspension"):
-        print(f"waiting  {_waiting_for(obj['suspension'])}")
-    if run.version is not None:
-        print(f"version  {run.version}")
-    for i, rerun in enumerate(run.reruns):
-        label = "re-runs" if i == 0 else ""
-        print(
-            f"{label:<8} from {rerun.from_step} (#{rerun.position}) at {iso(rerun.at)}, "
-            f"after attempt {rerun.previous_attempt} ended {rerun.previous_status}"
-        )
-    if run.parent_id is not None:
-        print(f"parent   {run.parent_id}")
-    for i, (child, status) in enumerate(children):
-        label = "children" if i == 0 else ""
-        print(f"{label:<8} {child['id']} {child['agent']} ({status})")
-    print()
-    if not steps:
-        print("no steps recorded yet")
-        return 0
-    print("steps")
-    origin = run.created_at
-    width = max(len(s.id) for s in steps)
-    for s in steps:
-        mark = "✓" if s.status == "completed" else "✗"
-        took = (s.ended_at - s.started_at) * 1000
-        print(
-            f"  {mark} #{s.position:<3} {s.id.ljust(width)}  {s.status:<9}  "
-            f"+{s.started_at - origin:7.3f}s  {took:9.1f} ms  attempt {s.attempt}"
-        )
-        for n, tried in enumerate(s.tries or (), start=1):
-            print(f"      try {n} failed: {tried.error.type}: {_compact(tried.error.message, 80)}")
-        if s.status == "failed" and s.error is not None:
-            print(f"      {s.error.type}: {s.error.message}")
-        else:
-            print(f"      → {_compact(step_output_json(s), 90)}")
+    for line in inspect_lines(run, steps, lease, obj, children, traceback=args.traceback):
+        print(line)
     return 0
 
 
@@ -333,24 +270,6 @@ def _status_of(store: Store, run_id: str) -> str:
         return store.get_run(run_id).status
     except IronflowError:
         return "unknown"
-
-
-def _waiting_for(s: dict[str, Any]) -> str:
-    """One line on what a suspended run waits for."""
-    until = f" until {s['wake_at']}" if s["wake_at"] else ""
-    if s["kind"] == "sleep":
-        return f"{s['step']}: sleeping{until}"
-    if s["kind"] == "retry":
-        last = s["tries"][-1]["error"] if s["tries"] else None
-        why = f" after {last['type']}: {_compact(last['message'], 60)}" if last else ""
-        return f"{s['step']}: try {len(s['tries']) + 1} at {s['wake_at']}{why}"
-    if s["kind"] == "child":
-        return f"{s['step']}: child run {s['child_id']} to finish" + (
-            f" (gives up at {s['wake_at']})" if s["wake_at"] else ""
-        )
-    match = f" matching {_compact(s['match'], 60)}" if s["match"] else ""
-    timeout = f" (times out at {s['wake_at']})" if s["wake_at"] else ""
-    return f"{s['step']}: event {s['event']}{match}{timeout}"
 
 
 # -- retention ---------------------------------------------------------------------------
@@ -679,10 +598,16 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser(
         "inspect",
         help="show a run and its recorded steps",
-        description="Show a run and the timeline of its recorded steps.",
+        description="Show a run and the timeline of its recorded steps; a failure shows "
+        f"the line of your code that raised it. {LEGEND}.",
     )
     inspect.add_argument("run_id", metavar="RUN_ID")
     inspect.add_argument("--json", action="store_true", help="print the run and steps as JSON")
+    inspect.add_argument(
+        "--traceback",
+        action="store_true",
+        help="also print the whole traceback of each failure (--json always has them)",
+    )
     _add_data_dir(inspect)
     inspect.set_defaults(func=cmd_inspect)
 

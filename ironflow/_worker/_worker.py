@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ironflow._agent._context import AgentContext
 from ironflow._agent._dsl import AgentDefinition
 from ironflow._agent._memory import ProjectionDefinition
+from ironflow._pure._frames import user_frame
 from ironflow._worker._identity import this_worker
 from ironflow._worker._projections import ProjectionService
 from ironflow.errors import ConfigError, DefinitionError, StoreError, WorkerStoppedError
@@ -323,36 +324,7 @@ class Worker:
     def _dispatch(self, leased: LeasedRun) -> None:
         run = leased.run
         agent = self.agents[run.agent]
-        if leased.steps:
-            done = sorted(s.position for s in leased.steps)
-            resume_at = next(i for i in range(len(done) + 1) if i >= len(done) or done[i] != i)
-            last = {s.position: s for s in leased.steps}.get(resume_at - 1)
-            after = f" after {last.id}" if last is not None else ""
-            log.info(
-                "run %s (%s): resuming at step %d%s, attempt %d; %d recorded step(s) replay "
-                "from the record",
-                run.id,
-                agent.id,
-                resume_at,
-                after,
-                run.attempt,
-                len(leased.steps),
-            )
-        elif run.attempt > 1:
-            log.info(
-                "run %s (%s): restarting from the top, attempt %d (no step was recorded)",
-                run.id,
-                agent.id,
-                run.attempt,
-            )
-        else:
-            log.info(
-                "run %s (%s): picked up, event %s %s",
-                run.id,
-                agent.id,
-                run.event.name,
-                run.event.id,
-            )
+        log.info("run %s (%s): %s", run.id, agent.id, _pickup(leased))
         future: concurrent.futures.Future[Outcome]
         if agent.is_async:
             import asyncio
@@ -430,6 +402,15 @@ class Worker:
                 err and err.message,
                 counts,
             )
+            frame = user_frame(err.traceback) if err else None
+            if frame is not None:
+                log.error(
+                    "run %s: raised at %s (`ironflow inspect %s --traceback` shows the "
+                    "whole traceback)",
+                    rid,
+                    frame.describe(),
+                    rid,
+                )
         elif outcome.status == "released":
             log.info("run %s: handed back for another worker (drain); %s", rid, counts)
         elif outcome.status == "abandoned" and outcome.error is not None:
@@ -465,6 +446,32 @@ class Worker:
         if exc is not None:
             # The run stays leased; it is picked up again when this lease lapses.
             log.error("run %s: worker error: %r", run_id, exc, exc_info=exc)
+
+
+def _pickup(leased: LeasedRun) -> str:
+    """Why a worker is executing this run now, for the log: start, retry, wake-up, resume."""
+    run = leased.run
+    if run.attempt <= 1 and not leased.steps:
+        return f"picked up, event {run.event.name} {run.event.id}"
+    recorded = {s.position: s for s in leased.steps}
+    resume_at = 0
+    while resume_at in recorded:
+        resume_at += 1
+    replay = (
+        f"{len(recorded)} recorded step(s) replay from the record"
+        if recorded
+        else "nothing recorded yet"
+    )
+    wait = run.suspension
+    if wait is not None and wait.kind == "retry" and wait.position == resume_at:
+        return f"attempt {run.attempt}, try {len(wait.tries) + 1} of {wait.step_id}; {replay}"
+    last = recorded.get(resume_at - 1)
+    if wait is not None and last is not None and wait.position == last.position:
+        # The store recorded the wait's step when it ended (its time, event or child).
+        return f"attempt {run.attempt}, woken: {wait.step_id} is over; {replay}"
+    if last is not None:
+        return f"resuming at step {resume_at} after {last.id}, attempt {run.attempt}; {replay}"
+    return f"restarting from the top, attempt {run.attempt} (no step was recorded)"
 
 
 def configure_logging(level: int = logging.INFO) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextvars
+import logging
 import random
 import threading
 import time
@@ -55,6 +56,8 @@ __all__ = [
     "current_execution",
     "current_step",
 ]
+
+log = logging.getLogger("ironflow.replay")
 
 #: Step ids of waits for events: their recorded outputs are the events they took.
 EVENT_WAIT_STEPS = ("wait.", "approve.")
@@ -631,10 +634,24 @@ class Execution:
         tries: tuple[StepTry, ...],
         retry: RetryPolicy | None,
     ) -> Suspension | None:
-        """The suspension until the step's next try, or None if it fails for good now."""
+        """The suspension until the step's next try, or None if it fails for good now.
+
+        A step with retries logs each failed try, and why there is no next one.
+        """
         failed = len(tries) + 1
-        if retry is None or not retry.should_retry(exc, failed) or self.past_deadline():
+        if retry is None or retry.retries == 0:
             return None
+        said = f"run {self.run_id}: {slot.step_id}: try {failed} of {retry.retries + 1} failed"
+        why = f"{type(exc).__name__}: {_clip(str(exc))}"
+        if not retry.should_retry(exc, failed):
+            last = failed > retry.retries
+            log.warning("%s: %s; %s", said, why, "no tries left" if last else "not retried")
+            return None
+        if self.past_deadline():
+            log.warning("%s: %s; not retried: the run's timeout has run out", said, why)
+            return None
+        delay = retry.delay(failed)
+        log.warning("%s: %s; next try in %s", said, why, _seconds(delay))
         tried = StepTry(
             error=error_info(exc, slot.step_id), started_at=started, ended_at=time.time()
         )
@@ -643,7 +660,7 @@ class Execution:
             position=slot.position,
             step_id=slot.step_id,
             input=slot.input,
-            wake_in=retry.delay(failed),
+            wake_in=delay,
             deadline=self.deadline,
             tries=(*tries, tried),
         )
@@ -921,6 +938,19 @@ class Execution:
                 )
         except LeaseLostError:
             pass  # the run belongs to another worker now; its outcome is theirs to write
+
+
+def _clip(text: str, width: int = 200) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _seconds(delay: float) -> str:
+    """A retry delay for the log: ``0.62 s``, ``12 s``, ``3 min``."""
+    if delay < 10:
+        return f"{delay:.2g} s"
+    if delay < 120:
+        return f"{delay:.0f} s"
+    return f"{delay / 60:.0f} min"
 
 
 def _from_record(record: StepRecord, output_type: Any) -> Any:
