@@ -694,6 +694,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_live_commands(sub)
 
+    from ironflow._cli._mcp import add_mcp_command
+
+    add_mcp_command(sub)
+
     for extend in _EXTENSIONS:
         extend(sub)
     return parser
