@@ -231,6 +231,11 @@ class Execution:
         self.deadline = deadline
         #: True once the store holds the run suspended: nothing more is written.
         self.suspended = False
+        #: The first stop of this execution, kept: raised again at every later step call
+        #: and deciding the outcome when the handler returns, so no ``except`` in user
+        #: code can turn it into a completed run (see :meth:`halt`).
+        self.stopped: BaseException | None = None
+        self._stop_lock = threading.Lock()
         #: Called when the handler fails for good, before the run's outcome is decided;
         #: it may take more steps (``ctx.compensate``'s undos), and in an async run
         #: returns an awaitable. Set by the context; None: nothing to do.
@@ -262,12 +267,29 @@ class Execution:
             position += 1
         return position
 
+    def halt(self, stop: BaseException) -> BaseException:
+        """Keep ``stop`` as this execution's stop unless one is kept already; return the
+        kept one, to raise.
+
+        Stops are sticky (as a cancelled scope is in trio): once a replay diverged, or
+        the engine stopped the handler, every later step call raises the first stop
+        again, and the outcome is decided by it whatever the handler returns.
+        """
+        with self._stop_lock:
+            if self.stopped is None:
+                self.stopped = stop
+            # A fresh traceback: the same object raised at every later step call must
+            # not grow one frame chain per raise.
+            return self.stopped.with_traceback(None)
+
     def begin(self, base_id: str, input: Any) -> _Slot:
         """Take the next position for a step called ``base_id``; check it against the record.
 
         The step boundary is also where a drain, a cancellation or a lost lease stops
-        the handler.
+        the handler, and where a stop kept from earlier is raised again.
         """
+        if self.stopped is not None:
+            raise self.halt(self.stopped)
         position = self._next_position
         record = self.recorded.get(position)
         if record is None:
@@ -285,13 +307,17 @@ class Execution:
         self._next_position = position + 1
         if record is not None:
             if record.id != step_id:
-                raise NonDeterminismError(self.run_id, position, repr(record.id), repr(step_id))
+                raise self.halt(
+                    NonDeterminismError(self.run_id, position, repr(record.id), repr(step_id))
+                )
             if record.input != input:
-                raise NonDeterminismError(
-                    self.run_id,
-                    position,
-                    f"{record.id!r} with input {_short(record.input)}",
-                    f"{step_id!r} with input {_short(input)}",
+                raise self.halt(
+                    NonDeterminismError(
+                        self.run_id,
+                        position,
+                        f"{record.id!r} with input {_short(record.input)}",
+                        f"{step_id!r} with input {_short(input)}",
+                    )
                 )
         return _Slot(position, step_id, input, record)
 
@@ -821,6 +847,9 @@ class Execution:
         if self.suspended:
             # The store holds the run now, whatever else unwound the handler.
             return Outcome("suspended")
+        if self.stopped is not None:
+            # The first stop decides, whatever the handler caught, raised or returned.
+            exc, output = self.stopped, None
         if exc is None:
             # A handler that returns without reaching steps its record holds took another
             # path than the recorded one: its output must not pass for that run's.
@@ -865,12 +894,13 @@ class Execution:
         return Outcome("failed", error=error_info(exc))
 
     def _fails_for_good(self, exc: BaseException) -> bool:
-        """Whether ``on_failure`` should run: the handler raised, and its record still
-        fits the code (after a non-determinism error, more steps would only guess)."""
+        """Whether ``on_failure`` should run: the handler raised, and no stop is kept
+        (after a divergence the record no longer fits the code, and more steps would
+        only guess; a drain, cancel or lost lease is not a failure)."""
         return (
             self.on_failure is not None
             and isinstance(exc, Exception)
-            and not isinstance(exc, NonDeterminismError)
+            and self.stopped is None
             and not self.suspended
         )
 
