@@ -119,11 +119,14 @@ def _run(
 
 
 def _boundary(execution: Execution) -> BaseException | None:
-    """The stop a new branch must not start under: a drain, a pause or a cancellation."""
+    """The stop a new branch must not start under: a drain, a pause or a cancellation
+    (kept on the execution, as every stop is)."""
+    if execution.stopped is not None:
+        return execution.stopped
     if execution.stopping.is_set() or execution.pause_requested:
-        return _Drain()
+        return execution.halt(_Drain())
     if execution.cancel_requested:
-        return _Cancel()
+        return execution.halt(_Cancel())
     return None
 
 

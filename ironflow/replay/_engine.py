@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import attrs
 
@@ -267,20 +267,28 @@ class Execution:
             position += 1
         return position
 
-    def halt(self, stop: BaseException) -> BaseException:
-        """Keep ``stop`` as this execution's stop unless one is kept already; return the
-        kept one, to raise.
+    def halt(self, stop: BaseException, cause: BaseException | None = None) -> BaseException:
+        """Keep ``stop`` (caused by ``cause``) as this execution's stop unless one is kept
+        already; return the kept one, to raise.
 
-        Stops are sticky (as a cancelled scope is in trio): once a replay diverged, or
-        the engine stopped the handler, every later step call raises the first stop
-        again, and the outcome is decided by it whatever the handler returns.
+        Stops are sticky (as a cancelled scope is in trio): a drain, a cancellation, a
+        lost lease, a step the store could not record, a suspension, the run's timeout
+        or a diverged replay. Once one stopped the handler, every later step call raises
+        it again, and it decides the outcome whatever the handler catches or returns
+        (``except``, ``asyncio.gather(return_exceptions=True)``, a retry loop).
         """
         with self._stop_lock:
             if self.stopped is None:
+                if cause is not None:
+                    stop.__cause__ = cause
                 self.stopped = stop
             # A fresh traceback: the same object raised at every later step call must
             # not grow one frame chain per raise.
             return self.stopped.with_traceback(None)
+
+    def _raise_stop(self, stop: BaseException, cause: BaseException) -> NoReturn:
+        """Raise ``stop`` caused by ``cause`` (or the stop kept from earlier, unchanged)."""
+        raise self.halt(stop, cause)
 
     def begin(self, base_id: str, input: Any) -> _Slot:
         """Take the next position for a step called ``base_id``; check it against the record.
@@ -294,13 +302,13 @@ class Execution:
         record = self.recorded.get(position)
         if record is None:
             if self.stopping.is_set() or self.pause_requested:
-                raise _Drain()
+                raise self.halt(_Drain())
             if self.cancel_requested:
-                raise _Cancel()
+                raise self.halt(_Cancel())
             if self.suspended:
-                raise _Suspend()
+                raise self.halt(_Suspend())
             if self.past_deadline():
-                raise _RunTimeout()
+                raise self.halt(_RunTimeout())
         count = self._counts.get(base_id, 0) + 1
         self._counts[base_id] = count
         step_id = base_id if count == 1 else f"{base_id}#{count}"
@@ -416,12 +424,12 @@ class Execution:
         try:
             ack = self.store.record_step(self.worker, record)
         except LeaseLostError as lost:
-            raise _Abandon() from lost
+            self._raise_stop(_Abandon(), lost)
         except StoreError as failed:
             # Never let the handler go on past a step that is not recorded (a tool's
             # `except Exception` must not see this): stop, and leave the run leased, so
             # it is taken up again when the lease lapses.
-            raise _Abandon(failed) from failed
+            self._raise_stop(_Abandon(failed), failed)
         self.recorded[slot.position] = record
         self.steps_executed += 1
         if ack.cancel_requested:
@@ -705,7 +713,7 @@ class Execution:
             self._record(slot, started, None, exc, tries)
         except StepFailedError:
             if cut_by_run:
-                raise _RunTimeout() from exc
+                self._raise_stop(_RunTimeout(), exc)
             raise
 
     # -- suspending: sleeps, waits, retries ---------------------------------------------
@@ -772,12 +780,12 @@ class Execution:
                 self.worker, self.run_id, suspension, attempt=self.attempt
             )
         except LeaseLostError as lost:
-            raise _Abandon() from lost
+            self._raise_stop(_Abandon(), lost)
         except StoreError as failed:
             # The handler must not go on past a wait the store never took (a handler's
             # `except Exception` must not see this): stop, and leave the run leased, so it
             # is taken up again when the lease lapses.
-            raise _Abandon(failed) from failed
+            self._raise_stop(_Abandon(failed), failed)
         return self._suspended_or_record(slot, result)
 
     async def _suspend_async(self, slot: _Slot, suspension: Suspension) -> StepRecord:
@@ -787,24 +795,24 @@ class Execution:
             self._suspend_lock = asyncio.Lock()
         async with self._suspend_lock:
             if self.suspended:
-                raise _Suspend()
+                raise self.halt(_Suspend())
             # Let gathered sibling steps finish and be recorded before letting go.
             while self._in_flight > 0:
                 waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 self._idle_waiters.append(waiter)
                 await waiter
             if self.cancel_requested:
-                raise _Cancel()
+                raise self.halt(_Cancel())
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self.pool, self._suspend_blocking, slot, suspension)
 
     def _suspended_or_record(self, slot: _Slot, result: SuspendResult) -> StepRecord:
         if result.cancel_requested:
             self.cancel_requested = True
-            raise _Cancel()
+            raise self.halt(_Cancel())
         if result.suspended:
             self.suspended = True
-            raise _Suspend()
+            raise self.halt(_Suspend())
         record = result.step
         assert record is not None, "suspend_run neither suspended nor returned the record"
         self.recorded[slot.position] = record

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from ironflow import AgentContext, NonDeterminismError, Worker, agent, tool
+from ironflow.errors import StoreError
 from ironflow.store import LmdbStore, Store
 from ironflow.testing import CrashingStore, Fault, StandInWorker
 from tests.helpers import serve_until_idle_or_crash
@@ -139,3 +141,111 @@ def test_an_async_divergence_swallowed_by_gather_still_fails_the_run(store: Lmdb
     assert run.error is not None and run.error.type == "NonDeterminismError"
     assert calls == []
     assert [s.id for s in store.get_steps(run_id)] == ["tool.step_a"]
+
+
+class _UnrecordableSteps:
+    """The store as a full disk leaves it: every ``record_step`` fails, the rest works."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.refused = 0
+
+    def record_step(self, worker: Any, step: Any) -> Any:
+        self.refused += 1
+        raise StoreError("cannot write to the data directory: No space left on device")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@agent(id="gathering", triggers=["gather"])
+async def gathering(ctx: AgentContext) -> Any:
+    import asyncio
+
+    return await asyncio.gather(step_a(), return_exceptions=True)
+
+
+def test_an_unrecorded_step_swallowed_by_gather_never_completes_the_run(
+    store: LmdbStore,
+) -> None:
+    """gather(return_exceptions=True) returns the engine's stop as a value: the run is
+    handed back, neither completed nor failed, and nothing is recorded."""
+    failing = _UnrecordableSteps(store)
+    worker = Worker([gathering], store=failing)  # type: ignore[arg-type]
+    store.emit("gather", {})
+    worker.run(until_idle=True, ready_message=False)
+    (run,) = store.list_runs()
+    assert failing.refused == 1 and calls == ["a"]
+    assert run.status == "running" and run.output is None  # leased until its lease lapses
+    assert store.get_steps(run.id) == []
+
+
+@agent(id="swallowing", triggers=["swallow"])
+def swallowing(ctx: AgentContext) -> str:
+    for step in (step_a, step_b):
+        try:
+            step()
+        except BaseException:  # the user code this test is about
+            calls.append("swallowed")
+    return "done"
+
+
+def test_a_stop_swallowed_by_except_baseexception_is_raised_again_at_the_next_step(
+    store: LmdbStore,
+) -> None:
+    """The first stop is raised again at the next step call (step_b never runs) and
+    decides the outcome when the handler returns."""
+    failing = _UnrecordableSteps(store)
+    worker = Worker([swallowing], store=failing)  # type: ignore[arg-type]
+    store.emit("swallow", {})
+    worker.run(until_idle=True, ready_message=False)
+    (run,) = store.list_runs()
+    assert calls == ["a", "swallowed", "swallowed"]
+    assert run.status == "running" and run.output is None
+    assert store.get_steps(run.id) == []
+
+
+#: What the tool ``cancelled_meanwhile`` does while it runs (a test sets it).
+meanwhile: list[Callable[[], Any]] = []
+
+
+@tool
+def cancelled_meanwhile() -> str:
+    for action in meanwhile:
+        action()
+    calls.append("meanwhile")
+    return "ok"
+
+
+@agent(id="cancel-swallowing", triggers=["cancel-swallow"])
+async def cancel_swallowing(ctx: AgentContext) -> str:
+    import asyncio
+
+    async def later(step: Callable[[], Any]) -> Any:
+        return await step()  # the step is called inside the gathered task
+
+    await cancelled_meanwhile()
+    await asyncio.gather(later(step_b), return_exceptions=True)
+    await asyncio.gather(later(step_c), return_exceptions=True)
+    return "done"
+
+
+@pytest.mark.parametrize(("stop", "status"), [("cancel", "cancelled"), ("drain", "pending")])
+def test_a_cancel_or_drain_swallowed_by_gather_decides_the_outcome(
+    store: LmdbStore, stop: str, status: str
+) -> None:
+    """A cancellation or a drain is a stop like the others: kept, raised again at the
+    next step, and the outcome when the handler returns (cancelled; handed back)."""
+    worker = Worker([cancel_swallowing], store=store)
+    run_id = store.emit("cancel-swallow", {}).run_ids[0]
+    action = (lambda: store.request_cancel(run_id)) if stop == "cancel" else worker.stop
+    meanwhile[:] = [action]
+    try:
+        worker.run(until_idle=True, ready_message=False)
+    finally:
+        meanwhile.clear()
+    run = store.get_run(run_id)
+    assert run.status == status, (run.status, run.output)
+    assert run.output is None
+    assert calls == ["meanwhile"]
+    assert [s.id for s in store.get_steps(run_id)] == ["tool.cancelled_meanwhile"]
