@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 from ironflow.errors import DefinitionError, StepFailedError
-from ironflow.replay import Execution, current_step
+from ironflow.replay import Execution
 from ironflow.replay._engine import _Cancel, _Drain, _Slot
 from ironflow.store._codec import to_json_value
 
@@ -105,11 +105,7 @@ def _run(
     concurrency: int | None,
     on_error: OnError,
 ) -> Any:
-    if current_step() is not None:
-        raise DefinitionError(
-            f"{prefix}: steps do not nest, and a branch is a step; call ctx.parallel and "
-            "ctx.map from the handler, not from inside a step or a branch"
-        )
+    execution.refuse_nesting(f"{prefix} (a branch is a step)")
     # All positions now, in index order: see the module docstring.
     slots = [execution.begin(f"{prefix}[{i}]", inputs[i]) for i in range(len(calls))]
     limit = max(1, min(concurrency or len(calls), len(calls) or 1))

@@ -36,6 +36,7 @@ class Patches:
 
         Asking again for the same id returns the first answer and takes no position.
         """
+        self._execution.refuse_nesting(f"ctx.patched({change_id!r})")
         answer = self._answers.get(change_id)
         if answer is not None:
             return answer

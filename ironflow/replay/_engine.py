@@ -26,6 +26,7 @@ import attrs
 
 from ironflow._pure._trace import TraceContext
 from ironflow.errors import (
+    DefinitionError,
     LeaseLostError,
     NonDeterminismError,
     NonRetryableError,
@@ -149,7 +150,9 @@ class RetryPolicy:
         """Whether a step that failed ``failed_tries`` times, the last with ``exc``, goes on."""
         if failed_tries > self.retries:
             return False
-        return not isinstance(exc, (NonRetryableError, NotSerializableError, *self.non_retryable))
+        # A value that cannot be stored, or a misused API, fails the same way every try.
+        permanent = (NonRetryableError, NotSerializableError, DefinitionError)
+        return not isinstance(exc, (*permanent, *self.non_retryable))
 
     def delay(self, failed_tries: int) -> float:
         """Seconds to wait before the next try, after ``failed_tries`` failed ones."""
@@ -286,6 +289,23 @@ class Execution:
             # not grow one frame chain per raise.
             return self.stopped.with_traceback(None)
 
+    def refuse_nesting(self, what: str) -> None:
+        """Raise :class:`DefinitionError` if ``what`` (a step) is called inside a step.
+
+        A step inside a step would take a position while the outer one holds its own:
+        the record would then hold the inner step before the outer, which no replay
+        can match (and inside ``ctx.parallel`` branches the positions would race).
+        """
+        outer = _step.get()
+        if outer is not None:
+            raise DefinitionError(
+                f"the step {what} was called inside the step {outer.step_id!r} of run "
+                f"{self.run_id}: steps do not nest. Call ctx.step, ctx.now, ctx.sleep, "
+                "ctx.parallel and the other ctx methods from the handler itself, not from "
+                "inside a step, a tool or a ctx.parallel branch (a tool called inside a "
+                "step is an ordinary call, part of that step)"
+            )
+
     def _raise_stop(self, stop: BaseException, cause: BaseException) -> NoReturn:
         """Raise ``stop`` caused by ``cause`` (or the stop kept from earlier, unchanged)."""
         raise self.halt(stop, cause)
@@ -298,6 +318,7 @@ class Execution:
         """
         if self.stopped is not None:
             raise self.halt(self.stopped)
+        self.refuse_nesting(repr(base_id))
         position = self._next_position
         record = self.recorded.get(position)
         if record is None:

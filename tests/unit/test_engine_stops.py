@@ -11,7 +11,7 @@ import pytest
 from ironflow import AgentContext, NonDeterminismError, Worker, agent, tool
 from ironflow.errors import StoreError
 from ironflow.store import LmdbStore, Store
-from ironflow.testing import CrashingStore, Fault, StandInWorker
+from ironflow.testing import CrashingStore, Fault, StandInWorker, replay, run_once
 from tests.helpers import serve_until_idle_or_crash
 
 calls: list[str] = []
@@ -249,3 +249,85 @@ def test_a_cancel_or_drain_swallowed_by_gather_decides_the_outcome(
     assert run.output is None
     assert calls == ["meanwhile"]
     assert [s.id for s in store.get_steps(run_id)] == ["tool.cancelled_meanwhile"]
+
+
+# -- nesting -------------------------------------------------------------------------
+
+
+@agent(id="nesting", triggers=["nest"])
+def nesting(ctx: AgentContext) -> str:
+    return ctx.step("outer", lambda: str(ctx.now()))  # type: ignore[no-any-return]
+
+
+def test_a_step_called_inside_a_step_is_refused_saying_so(store: LmdbStore) -> None:
+    """ctx.now() inside ctx.step: the outer step fails with the reason; no inner record,
+    so the run replays the same (before, it recorded `now` at 1, and no replay fit)."""
+    run = run_once(store, nesting)
+    assert run.status == "failed"
+    assert run.error is not None and run.error.type == "DefinitionError"
+    assert "'now' was called inside the step 'outer'" in run.error.message
+    assert "steps do not nest" in run.error.message
+    assert [(s.position, s.id, s.status) for s in store.get_steps(run.id)] == [
+        (0, "outer", "failed")
+    ]
+    again = replay(store, run.id, nesting)
+    assert (again.status, again.error and again.error.type) == ("failed", "DefinitionError")
+
+
+@agent(id="nesting-async", triggers=["nest-async"])
+async def nesting_async(ctx: AgentContext) -> str:
+    async def outer() -> str:
+        return str(await ctx.uuid())
+
+    return await ctx.step("outer", outer)  # type: ignore[no-any-return]
+
+
+def test_an_async_step_called_inside_a_step_is_refused(store: LmdbStore) -> None:
+    """The same in an async run: the inner call never takes a position."""
+    run = run_once(store, nesting_async)
+    assert run.status == "failed"
+    assert run.error is not None and "'uuid' was called inside the step 'outer'" in (
+        run.error.message
+    )
+    assert [s.id for s in store.get_steps(run.id)] == ["outer"]
+
+
+@agent(id="nesting-branches", triggers=["nest-branches"])
+def nesting_branches(ctx: AgentContext) -> list[str]:
+    results = ctx.parallel(
+        "p",
+        [lambda: str(ctx.now()), lambda: str(ctx.uuid()), lambda: "plain"],
+        on_error="collect",
+    )
+    return [r if isinstance(r, str) else f"{r.error_type}: {r.message}" for r in results]
+
+
+def test_a_step_called_inside_a_parallel_branch_is_refused(store: LmdbStore) -> None:
+    """Inside ctx.parallel branches the inner calls would race for positions: refused."""
+    run = run_once(store, nesting_branches)
+    assert run.status == "completed", run.error
+    first, second, third = run.output
+    assert first.startswith(
+        "DefinitionError: the step 'now' was called inside the step 'parallel.p[0]'"
+    )
+    assert second.startswith(
+        "DefinitionError: the step 'uuid' was called inside the step 'parallel.p[1]'"
+    )
+    assert third == "plain"
+    assert [s.id for s in store.get_steps(run.id)] == [
+        "parallel.p[0]",
+        "parallel.p[1]",
+        "parallel.p[2]",
+    ]
+
+
+def test_a_tool_called_inside_a_step_is_still_an_ordinary_call(store: LmdbStore) -> None:
+    """Tools are not refused inside a step: they run as part of it, unrecorded."""
+
+    @agent(id="tool-in-step", triggers=["tool-in-step"])
+    def tool_in_step(ctx: AgentContext) -> str:
+        return ctx.step("outer", lambda: step_a() + step_b())  # type: ignore[no-any-return]
+
+    run = run_once(store, tool_in_step)
+    assert (run.status, run.output) == ("completed", "ab")
+    assert [s.id for s in store.get_steps(run.id)] == ["outer"]
