@@ -26,6 +26,7 @@ from ironflow.store._codec import to_json_value
 
 __all__ = [
     "APPROVAL_PREFIX",
+    "EVENT_WAIT_STEPS",
     "ApproveResult",
     "ChildRun",
     "approval_event",
@@ -41,6 +42,10 @@ R = TypeVar("R")
 
 #: An approval named ``merge`` is the event ``agent.approve.merge``.
 APPROVAL_PREFIX = "agent.approve."
+#: Step ids of the waits for events (``wait.<event>``, ``approve.<name>``): each
+#: recorded output is the event the wait took. For readers of records (the views); the
+#: engine is told which steps are such waits by the suspension's kind instead.
+EVENT_WAIT_STEPS = ("wait.", "approve.")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _DEFAULT_TTL = "7d"
 

@@ -49,7 +49,6 @@ from ironflow.store import (
 from ironflow.store._codec import structure, to_json_value
 
 __all__ = [
-    "EVENT_WAIT_STEPS",
     "Execution",
     "Outcome",
     "RetryPolicy",
@@ -59,9 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("ironflow.replay")
-
-#: Step ids of waits for events: their recorded outputs are the events they took.
-EVENT_WAIT_STEPS = ("wait.", "approve.")
 
 if TYPE_CHECKING:
     # Imported where used instead: asyncio adds about 20 ms to `import ironflow`,
@@ -245,6 +241,10 @@ class Execution:
         self.on_failure: Callable[[BaseException], Any] | None = None
         self._next_position = 0
         self._counts: dict[str, int] = {}
+        #: Positions of the waits for events called so far (recorded or not): their
+        #: records hold the events they took, which a later wait must not take again.
+        #: Told by the primitives (a wait of kind "event"), never guessed from step ids.
+        self._event_waits: set[int] = set()
         # Async runs: steps executing now, and who waits for there to be none, so a
         # suspension never abandons a sibling step of an asyncio.gather half-way.
         self._in_flight = 0
@@ -621,7 +621,7 @@ class Execution:
                 raise AssertionError("unreachable")
         finally:
             self._flight(-1)
-        return _from_record(await self._suspend_async(slot, again), output_type)
+        return _from_record(await self._suspend_async(slot, lambda: again), output_type)
 
     async def _call_async(
         self,
@@ -750,6 +750,8 @@ class Execution:
         lets go of the run until the store makes it pending again.
         """
         slot = self.begin(base_id, input)
+        if wait.kind == "event":
+            self._event_waits.add(slot.position)
         if self.is_async:
             return self._suspend_step_async(slot, wait, output_type)
         if slot.record is not None:
@@ -762,11 +764,19 @@ class Execution:
         if slot.record is not None:
             return self.replayed(slot, output_type)
         with self._watch(slot):
-            record = await self._suspend_async(slot, self._filled(slot, wait))
+            # Filled under the suspension lock: the events a gathered sibling wait took
+            # are in the record by then, so two waits never take the same event.
+            record = await self._suspend_async(slot, lambda: self._filled(slot, wait))
             return _from_record(record, output_type)
 
     def _filled(self, slot: _Slot, wait: Suspension) -> Suspension:
-        """``wait`` for this slot; resumed at the same wait, its start and wake-up time."""
+        """``wait`` for this slot; resumed at the same wait, its start and wake-up time.
+
+        A wait for an event skips the events every other wait of this run took, at any
+        position: under ``asyncio.gather`` a later position may take its event first.
+        Called where no other wait can take an event meanwhile (the handler's own
+        thread in a sync run; under the suspension lock in an async one).
+        """
         prior = self.run.suspension
         s = attrs.evolve(
             wait,
@@ -776,14 +786,17 @@ class Execution:
             deadline=self.deadline,
         )
         if wait.kind == "event":
+            outputs = (
+                self.recorded[p].output
+                for p in sorted(self._event_waits)
+                if p != slot.position and p in self.recorded
+            )
             taken = tuple(
-                r.output["seq"]
-                for p, r in self.recorded.items()
-                if p < slot.position
-                and r.id.startswith(EVENT_WAIT_STEPS)
-                and isinstance(r.output, dict)
-                and r.output.get("name") == wait.event
-                and isinstance(r.output.get("seq"), int)
+                out["seq"]
+                for out in outputs
+                if isinstance(out, dict)
+                and out.get("name") == wait.event
+                and isinstance(out.get("seq"), int)
             )
             s = attrs.evolve(s, after_seq=self.run.event.seq, skip=taken)
         if (
@@ -809,7 +822,7 @@ class Execution:
             self._raise_stop(_Abandon(failed), failed)
         return self._suspended_or_record(slot, result)
 
-    async def _suspend_async(self, slot: _Slot, suspension: Suspension) -> StepRecord:
+    async def _suspend_async(self, slot: _Slot, suspension: Callable[[], Suspension]) -> StepRecord:
         import asyncio
 
         if self._suspend_lock is None:
@@ -825,7 +838,7 @@ class Execution:
             if self.cancel_requested:
                 raise self.halt(_Cancel())
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.pool, self._suspend_blocking, slot, suspension)
+            return await loop.run_in_executor(self.pool, self._suspend_blocking, slot, suspension())
 
     def _suspended_or_record(self, slot: _Slot, result: SuspendResult) -> StepRecord:
         if result.cancel_requested:

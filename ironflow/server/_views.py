@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ironflow.replay._engine import EVENT_WAIT_STEPS
+from ironflow._agent._primitives import EVENT_WAIT_STEPS
 from ironflow.store import (
     SUSPENDED,
     ErrorInfo,

@@ -99,7 +99,7 @@ class Suspension:
 
     - ``sleep``: at ``wake_at`` the step is recorded completed (output None);
     - ``event``: the first event named ``event`` whose data matches ``match``, with a log
-      position after ``after_seq`` and not in ``skip`` (events earlier waits of the run
+      position after ``after_seq`` and not in ``skip`` (events other waits of the run
       took), is the step's output; at ``wake_at``, if set, the output is None (timed out);
     - ``child``: when the run ``child_id`` finishes, its output is the step's output, or
       its error the step's failure; ``wake_at`` as for events;

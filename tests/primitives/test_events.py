@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from ironflow import AgentContext, Event, Worker, agent
+from ironflow._agent._dsl import AgentDefinition
 from ironflow.store import LmdbStore
 from ironflow.testing import FakeClock
 from tests.primitives.conftest import emit, register, serving, wait_status
@@ -87,6 +90,54 @@ def test_two_waits_for_one_name_take_two_different_events(store: LmdbStore) -> N
     store.emit("tick", {"n": 2})
     Worker([twice], store=store).run(until_idle=True, ready_message=False)
     assert store.get_run(run_id).output == [1, 2]
+
+
+@agent(id="gathered", triggers=["gathered"])
+async def gathered(ctx: AgentContext) -> list[Any]:
+    import asyncio
+
+    events = await asyncio.gather(ctx.wait_for_event("tick"), ctx.wait_for_event("tick"))
+    return [e.data["n"] for e in events]
+
+
+@agent(id="backwards", triggers=["backwards"])
+async def backwards(ctx: AgentContext) -> list[Any]:
+    first = ctx.wait_for_event("tick")  # position 0
+    second = ctx.wait_for_event("tick")  # position 1, awaited first: takes the first tick
+    later = await second
+    earlier = await first
+    return [earlier.data["n"], later.data["n"]]
+
+
+@pytest.mark.parametrize("handler", [gathered, backwards], ids=["gather", "out-of-order"])
+def test_concurrent_waits_for_one_name_take_two_different_events(
+    store: LmdbStore, handler: Any
+) -> None:
+    """Two waits in flight at once never take the same event, whichever goes first (the
+    events to skip are computed under the lock that takes them, from every other wait)."""
+    register(store, handler)
+    run_id = store.emit(AgentDefinition.must_from_fn(handler).triggers[0], {}).run_ids[0]
+    store.emit("tick", {"n": 1})
+    store.emit("tick", {"n": 2})
+    Worker([handler], store=store).run(until_idle=True, ready_message=False)
+    run = store.get_run(run_id)
+    assert run.status == "completed", run.error
+    assert sorted(run.output) == [1, 2]
+    taken = [s.output["seq"] for s in store.get_steps(run_id)]
+    assert len(set(taken)) == 2
+
+
+def test_concurrent_waits_that_suspend_take_the_events_in_turn(store: LmdbStore) -> None:
+    """With no tick yet, the gathered waits suspend; each later tick ends one of them."""
+    run_id = emit(store, "gathered", {}, gathered)
+    with serving(store, [gathered]):
+        wait_status(store, run_id, "waiting")
+        store.emit("tick", {"n": 1})
+        wait_status(store, run_id, "waiting")
+        assert len(store.get_steps(run_id)) == 1
+        store.emit("tick", {"n": 2})
+        run = wait_status(store, run_id, "completed")
+    assert run.output == [1, 2]
 
 
 def test_match_paths_reach_into_nested_data_in_an_async_agent(store: LmdbStore) -> None:
