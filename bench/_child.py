@@ -64,6 +64,11 @@ def _ironflow() -> tuple[str, dict[str, Runner]]:
         "resume_s": lambda wd, p: w.resume_s(wd),
         "remote_per_step_us": remote,
         "sleeping_10k_mb": lambda wd, p: w.sleeping_mb(wd, p["runs"]),
+        "observer_off_ns": lambda wd, p: w.observer_off_ns(p["loops"]),
+        "untraced_step_us": lambda wd, p: w.observed_step_us(wd, p["steps"], p["reps"], "none"),
+        "traced_step_us": lambda wd, p: w.observed_step_us(
+            wd, p["steps"], p["reps"], "tracing"
+        ),
         "pydantic_ai_request_us": lambda wd, p: f.pydantic_ai_request_us(
             wd, p["rounds"], p["reps"]
         ),

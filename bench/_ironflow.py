@@ -19,7 +19,8 @@ import tempfile
 import threading
 import time
 import urllib.request
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from bench import _agents
 from bench._proc import Lines, free_port
@@ -52,10 +53,16 @@ def _serve(store: Store, agent: AgentDefinition, concurrency: int = 1) -> None:
 
 
 def _timed_runs(
-    store: Store, agent: AgentDefinition, event: str, datas: list[Any], concurrency: int = 1
+    store: Store,
+    agent: AgentDefinition,
+    event: str,
+    datas: list[Any],
+    concurrency: int = 1,
+    observers: Callable[[], list[Any]] | None = None,
 ) -> float:
     """Seconds to emit one event per item of ``datas`` and serve every run to completion."""
-    worker = Worker([agent], store=store, concurrency=concurrency)
+    watching = observers() if observers is not None else []
+    worker = Worker([agent], store=store, concurrency=concurrency, observers=watching)
     t0 = time.perf_counter()
     run_ids = [rid for data in datas for rid in store.emit(event, data).run_ids]
     worker.run(until_idle=True, ready_message=False)
@@ -80,12 +87,14 @@ def three_step_runs_per_s(workdir: str, n_runs: int) -> float:
     return n_runs / dt
 
 
-def _per_step_us(store: Store, steps: int, reps: int) -> float:
-    _timed_runs(store, _STEPS, "bench.steps", [{"n": 1}])
+def _per_step_us(
+    store: Store, steps: int, reps: int, observers: Callable[[], list[Any]] | None = None
+) -> float:
+    _timed_runs(store, _STEPS, "bench.steps", [{"n": 1}], observers=observers)
     samples = []
     for _ in range(reps):
-        t_many = _timed_runs(store, _STEPS, "bench.steps", [{"n": steps}])
-        t_one = _timed_runs(store, _STEPS, "bench.steps", [{"n": 1}])
+        t_many = _timed_runs(store, _STEPS, "bench.steps", [{"n": steps}], observers=observers)
+        t_one = _timed_runs(store, _STEPS, "bench.steps", [{"n": 1}], observers=observers)
         samples.append((t_many - t_one) / (steps - 1) * 1e6)
     return statistics.median(samples)
 
@@ -101,6 +110,77 @@ def per_step_us(workdir: str, steps: int, reps: int) -> float:
         return _per_step_us(store, steps, reps)
     finally:
         store.close()
+
+
+def _tracing() -> list[Any]:
+    """A Tracing observer as a worker runs it: spans batched to an exporter (one that
+    drops them here, so the row measures Ironflow's side, not a collector's)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from ironflow.contrib.otel import Tracing
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    return [Tracing(tracer_provider=provider)]
+
+
+def observed_step_us(workdir: str, steps: int, reps: int, observe: str) -> float | dict[str, str]:
+    """Per-step cost with fsync off (the engine's own CPU path, which an observer adds to),
+    with no observer (``none``: what a worker without the extras pays) or with tracing."""
+    factory: Callable[[], list[Any]] | None = None
+    if observe == "tracing":
+        try:
+            import opentelemetry.sdk  # noqa: F401
+        except ImportError:
+            return {"skipped": "the otel extra is not installed"}
+        factory = _tracing
+    store = _open(_fresh(workdir, f"if-observe-{observe}-"), sync=False)
+    try:
+        return _per_step_us(store, steps, reps, factory)
+    finally:
+        store.close()
+
+
+def observer_off_ns(loops: int) -> float:
+    """What the engine's observer hooks cost an executed step when no observer is
+    configured, in ns: ``Execution.run_blocking`` (the hooks, then the step) less its
+    body ``_execute_blocking`` alone, both on a store that records in no time, best of
+    the median over rounds of 1,000 steps (``loops`` steps in all)."""
+    from ironflow.replay._engine import _Slot
+    from ironflow.store import Event, Lease, LeasedRun, Run, StepAck, StepRecord
+
+    class Instant:
+        def record_step(self, worker: WorkerInfo, step: StepRecord) -> StepAck:
+            return StepAck()
+
+    me = this_worker()
+    run = Run("run_x", "a", "running", Event("e", "n", {}, 0.0), 0.0, 0.0, attempt=1)
+    execution = Execution(
+        cast(Store, Instant()), me, LeasedRun(run, (), Lease("run_x", me, 0.0))
+    )
+    slot = _Slot(0, "tool.x", None, None)
+
+    def step() -> int:
+        return 1
+
+    hooked, bare = execution.run_blocking, execution._execute_blocking
+    rounds = max(1, loops // 1000)
+    differences = []
+    for _ in range(rounds):  # short rounds, interleaved: noise lands on both sides
+        t0 = time.perf_counter_ns()
+        for _ in range(1000):
+            hooked(slot, step, (), {}, int)
+        t1 = time.perf_counter_ns()
+        for _ in range(1000):
+            bare(slot, step, (), {}, int, None, None)
+        t2 = time.perf_counter_ns()
+        differences.append(((t1 - t0) - (t2 - t1)) / 1000)
+    return statistics.median(differences)
 
 
 def concurrent_steps_per_s(workdir: str, runs: int) -> float:

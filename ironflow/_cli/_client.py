@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from ironflow._pure._trace import TraceContext, ambient_trace
 from ironflow.errors import ConfigError, ProjectionTimeoutError, WaitTimeoutError
 from ironflow.store import FINISHED, EmitResult, Event, Run, StepRecord, Store
 from ironflow.store._open import open_remote, open_store
@@ -184,9 +185,22 @@ class Events:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def emit(self, name: str, data: Any = None, *, id: str | None = None) -> EmitResult:
-        """Append an event, starting the runs it triggers; an ``id`` seen before starts none."""
-        return self._store.emit(name, {} if data is None else data, id=id)
+    def emit(
+        self,
+        name: str,
+        data: Any = None,
+        *,
+        id: str | None = None,
+        trace: TraceContext | None = None,
+    ) -> EmitResult:
+        """Append an event, starting the runs it triggers; an ``id`` seen before starts none.
+
+        The runs join ``trace``, by default the caller's current OpenTelemetry span (if
+        this process uses OpenTelemetry) or the ``TRACEPARENT`` variable.
+        """
+        if trace is None:
+            trace = ambient_trace()
+        return self._store.emit(name, {} if data is None else data, id=id, trace=trace)
 
     def list(self, *, after_seq: int = 0, limit: int = 100) -> list[Event]:
         """Events of the log after position ``after_seq``, oldest first."""

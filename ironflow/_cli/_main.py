@@ -19,7 +19,7 @@ from ironflow._cli._client import DEFAULT_TIMEOUT
 from ironflow._cli._inspect import LEGEND, inspect_lines, status_text
 from ironflow.errors import ConfigError, IronflowError, ServerUnavailableError
 from ironflow.server._views import children_of, iso, run_json, run_with_steps_json
-from ironflow.store import FINISHED, Store
+from ironflow.store import FINISHED, EmitResult, Store
 from ironflow.store._open import open_store, resolve_data_dir, server_url
 
 __all__ = ["main"]
@@ -97,12 +97,26 @@ def _parse_data(text: str) -> Any:
     return data
 
 
+def _emit(store: Store, args: argparse.Namespace, data: Any) -> EmitResult:
+    """Emit under the trace context the environment gives: inside an ``emit NAME`` span
+    when the OTEL_* variables ask for traces, else in ``TRACEPARENT``'s, if set."""
+    from ironflow._worker._observe import emitting, start_tracing
+
+    provider = start_tracing("ironflow-cli")
+    try:
+        with emitting(provider, args.name) as trace:
+            return store.emit(args.name, data, id=args.id, trace=trace)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # the emit span is sent before the command goes on
+
+
 def cmd_emit(args: argparse.Namespace) -> int:
     data = _parse_data(args.data)
     if args.wait:
         return _emit_and_wait(args, data)
     with _opened(args, create=True) as store:
-        result = store.emit(args.name, data, id=args.id)
+        result = _emit(store, args, data)
     if args.json:
         _print_json(
             {
@@ -132,7 +146,7 @@ def _emit_and_wait(args: argparse.Namespace, data: Any) -> int:
 
     timeout = args.timeout
     with _opened(args, create=True) as store:
-        result = store.emit(args.name, data, id=args.id)
+        result = _emit(store, args, data)
         if not result.run_ids:
             print(
                 f"event {result.event_id} started no run: no registered agent is triggered "

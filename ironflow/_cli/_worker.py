@@ -69,11 +69,19 @@ def run_worker(args: argparse.Namespace) -> int:
     from ironflow._agent._dsl import definitions_in
     from ironflow._agent._memory import projections_in
     from ironflow._worker._loader import load_module
+    from ironflow._worker._observe import start_tracing
     from ironflow._worker._worker import Worker, configure_logging
     from ironflow.errors import IronflowError
+    from ironflow.replay._observer import Observer
 
     configure_logging(logging.WARNING if args.quiet else logging.INFO)
     pid_file = Path(args.pid_file) if args.pid_file else None
+    provider = start_tracing("ironflow-worker")
+    observers: list[Observer] = []
+    if provider is not None:
+        from ironflow.contrib.otel import Tracing
+
+        observers.append(Tracing(tracer_provider=provider))
     try:
         if pid_file is not None:
             _check_pid_file(pid_file)
@@ -91,6 +99,7 @@ def run_worker(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             concurrency=args.concurrency,
             lease_ttl=args.lease_ttl,
+            observers=observers,
         )
         if pid_file is not None:
             _write_pid_file(pid_file)
@@ -102,6 +111,8 @@ def run_worker(args: argparse.Namespace) -> int:
     finally:
         if pid_file is not None:
             _remove_pid_file(pid_file)
+        if provider is not None:
+            provider.shutdown()  # the last spans are sent before the process exits
     return 0
 
 

@@ -8,13 +8,23 @@ worker, after any crash, can join the same trace.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+from collections.abc import Mapping
 
 import attrs
 
 from ironflow.errors import InvalidInputError
 
-__all__ = ["MAX_TRACESTATE", "TraceContext", "check_trace", "parse_trace"]
+__all__ = [
+    "MAX_TRACESTATE",
+    "TraceContext",
+    "ambient_trace",
+    "check_trace",
+    "parse_trace",
+    "tracing_configured",
+]
 
 # version "-" trace-id "-" parent-id "-" trace-flags; version 00 has nothing after the
 # flags, a later version may add fields after a "-" (read as version 00, as the spec says).
@@ -75,3 +85,41 @@ def check_trace(trace: TraceContext | None, where: str) -> TraceContext | None:
             f"tracestate be printable ASCII of at most {MAX_TRACESTATE} characters"
         )
     return trace
+
+
+def ambient_trace() -> TraceContext | None:
+    """The trace context an emit made here should carry, or None.
+
+    The current OpenTelemetry span, if this process uses OpenTelemetry (it is imported
+    already: this never imports it), else the ``TRACEPARENT``/``TRACESTATE`` variables
+    (OpenTelemetry's environment carrier, how a script hands its context to a command).
+    """
+    api = sys.modules.get("opentelemetry.trace")
+    if api is not None:
+        ctx = api.get_current_span().get_span_context()
+        if ctx.is_valid:
+            state = ctx.trace_state.to_header() if ctx.trace_state else ""
+            return parse_trace(
+                f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}", state
+            )
+    return parse_trace(os.environ.get("TRACEPARENT"), os.environ.get("TRACESTATE"))
+
+
+def tracing_configured(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the standard ``OTEL_*`` variables ask for traces to be exported.
+
+    ``OTEL_SDK_DISABLED=true`` or ``OTEL_TRACES_EXPORTER=none`` say no; otherwise an
+    ``OTEL_TRACES_EXPORTER`` or an OTLP endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT``,
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) says yes. Read before anything is imported,
+    so a process that exports nothing loads no OpenTelemetry.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporters = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporters:
+        return exporters != "none"
+    return bool(
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+        or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    )

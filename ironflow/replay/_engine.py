@@ -392,7 +392,7 @@ class Execution:
     def _watch(self, slot: _Slot) -> StepWatch | Any:
         """The ``with`` block an executed step runs in, reporting it to the observer."""
         if self.observer is None:
-            return UNWATCHED
+            return UNWATCHED  # a wait step: rare enough to keep one code path
         info = self._step_info(slot, len(self._prior_tries(slot)))
         return StepWatch(self, self.observer, info, slot.input)
 
@@ -477,6 +477,8 @@ class Execution:
         """
         if slot.record is not None:
             return self.replayed(slot, output_type)
+        if self.observer is None:
+            return self._execute_blocking(slot, fn, args, kwargs, output_type, retry, timeout)
         with self._watch(slot):
             return self._execute_blocking(slot, fn, args, kwargs, output_type, retry, timeout)
 
@@ -576,6 +578,8 @@ class Execution:
         """
         if slot.record is not None:
             return self.replayed(slot, output_type)
+        if self.observer is None:
+            return await self._execute_async(slot, fn, args, kwargs, output_type, retry, timeout)
         with self._watch(slot):
             return await self._execute_async(slot, fn, args, kwargs, output_type, retry, timeout)
 

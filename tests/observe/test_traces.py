@@ -253,7 +253,7 @@ def test_an_llm_step_has_the_genai_attributes(
         "gen_ai.request.max_tokens": 64,
         "gen_ai.request.temperature": 0.5,
         "gen_ai.usage.input_tokens": 5,
-        "gen_ai.usage.output_tokens": len(['{"n":', '1}']) + 1,
+        "gen_ai.usage.output_tokens": len(['{"n":', "1}"]) + 1,
         "gen_ai.response.finish_reasons": ("tool_calls",),
         "ironflow.step.id": "llm.scripted-1",
         "ironflow.step.outcome": "completed",

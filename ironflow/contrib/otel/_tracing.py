@@ -268,7 +268,6 @@ class _Attempt(AttemptObserver):
             g.STEP_ID: step.step_id,
             g.STEP_POSITION: step.position,
             g.RUN_ID: step.run_id,
-            g.RUN_ATTEMPT: step.attempt,
         }
         if step.retry:
             attributes[g.STEP_RETRY] = step.retry
