@@ -279,6 +279,8 @@ class _GroupCommitter:
         return op.result  # type: ignore[no-any-return]
 
     def _commit(self, batch: list[_Op]) -> None:
+        watch = self._store.commit_observer
+        started = time.perf_counter() if watch is not None else 0.0
         try:
             for _ in range(64):
                 try:
@@ -317,6 +319,8 @@ class _GroupCommitter:
             if not isinstance(exc, Exception):
                 raise
             return
+        if watch is not None:
+            watch(time.perf_counter() - started, len(batch))
         for op in batch:
             op.done = True
 
@@ -376,6 +380,9 @@ class LmdbStore:
         self._db = {name: self._env.open_db(name.encode()) for name in _DBS}
         self._flow = FlowControl(self._db, self._clock)
         self._committer = _GroupCommitter(self)
+        #: Told each commit's seconds (from the transaction's start to its fsync) and how
+        #: many writes it carried; for metrics. None: nothing is timed.
+        self.commit_observer: Callable[[float, int], None] | None = None
         self._work = threading.Condition()
         # Signalled when a projection advances, with a count so a waiter misses nothing.
         self._advanced = threading.Condition()
