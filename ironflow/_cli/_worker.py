@@ -13,6 +13,9 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import Any
+
+from ironflow._worker._logs import add_log_format_argument
 
 __all__ = ["WORKER_DESCRIPTION", "WORKER_HELP", "add_worker_arguments", "run_worker"]
 
@@ -62,6 +65,20 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         "cleanly), so a script can stop exactly this worker: kill -9 $(cat PATH)",
     )
     parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    add_log_format_argument(parser)
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve this worker's Prometheus metrics at http://HOST:PORT/metrics "
+        "(0 picks a free port, printed at start); needs pip install 'ironflow[prometheus]'",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 for a scraper elsewhere)",
+    )
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -69,12 +86,13 @@ def run_worker(args: argparse.Namespace) -> int:
     from ironflow._agent._dsl import definitions_in
     from ironflow._agent._memory import projections_in
     from ironflow._worker._loader import load_module
+    from ironflow._worker._logs import configure_logging
     from ironflow._worker._observe import start_tracing
-    from ironflow._worker._worker import Worker, configure_logging
+    from ironflow._worker._worker import Worker
     from ironflow.errors import IronflowError
     from ironflow.replay._observer import Observer
 
-    configure_logging(logging.WARNING if args.quiet else logging.INFO)
+    configure_logging(logging.WARNING if args.quiet else logging.INFO, log_format=args.log_format)
     pid_file = Path(args.pid_file) if args.pid_file else None
     provider = start_tracing("ironflow-worker")
     observers: list[Observer] = []
@@ -82,7 +100,11 @@ def run_worker(args: argparse.Namespace) -> int:
         from ironflow.contrib.otel import Tracing
 
         observers.append(Tracing(tracer_provider=provider))
+    watching: _Watching | None = None
     try:
+        if args.metrics_port is not None:
+            watching = _Watching.start(args.metrics_port, args.metrics_host)
+            observers.append(watching.metrics)
         if pid_file is not None:
             _check_pid_file(pid_file)
         module = load_module(args.module)
@@ -101,9 +123,13 @@ def run_worker(args: argparse.Namespace) -> int:
             lease_ttl=args.lease_ttl,
             observers=observers,
         )
+        if watching is not None:
+            watching.add_store(worker.store)
         if pid_file is not None:
             _write_pid_file(pid_file)
     except (IronflowError, _Usage) as exc:
+        if watching is not None:
+            watching.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
@@ -113,7 +139,49 @@ def run_worker(args: argparse.Namespace) -> int:
             _remove_pid_file(pid_file)
         if provider is not None:
             provider.shutdown()  # the last spans are sent before the process exits
+        if watching is not None:
+            watching.close()
     return 0
+
+
+class _Watching:
+    """``--metrics-port``: a worker's Prometheus metrics, and its store's if it is local."""
+
+    def __init__(self, registry: Any, metrics: Any, server: Any) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self.server = server
+        self.store_metrics: Any = None
+
+    @classmethod
+    def start(cls, port: int, host: str) -> _Watching:
+        if not 0 <= port <= 65535:
+            raise _Usage(f"--metrics-port must be from 0 to 65535, not {port}")
+        try:
+            from ironflow.contrib.prometheus import Metrics, process_registry, serve_metrics
+        except ImportError:
+            raise _Usage(
+                "--metrics-port needs Prometheus metrics: pip install 'ironflow[prometheus]'"
+            ) from None
+        registry = process_registry()
+        metrics = Metrics(registry=registry)
+        server = serve_metrics(registry, host, port)
+        shown = f"[{host}]" if ":" in host else host
+        print(f"metrics at http://{shown}:{server.port}/metrics", flush=True)
+        return cls(registry, metrics, server)
+
+    def add_store(self, store: Any) -> None:
+        """The store's own metrics too, when this worker has the data directory open."""
+        from ironflow.contrib.prometheus import StoreMetrics
+        from ironflow.store import LmdbStore
+
+        if isinstance(store, LmdbStore):
+            self.store_metrics = StoreMetrics(store, self.registry)
+
+    def close(self) -> None:
+        if self.store_metrics is not None:
+            self.store_metrics.close()
+        self.server.close()
 
 
 def _check_pid_file(path: Path) -> None:

@@ -12,7 +12,6 @@ import functools
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -317,14 +316,17 @@ class Worker:
                 # A run that finished since the snapshot dropped its lease itself.
                 lost_runs = (set(ids) - held) & set(self._active)
             for lost in lost_runs:
-                log.warning("run %s: lease lost to another worker", lost)
+                log.warning(
+                    "run %s: lease lost to another worker", lost, extra={"run_id": lost}
+                )
 
     # -- executing runs ----------------------------------------------------------------
 
     def _dispatch(self, leased: LeasedRun) -> None:
         run = leased.run
         agent = self.agents[run.agent]
-        log.info("run %s (%s): %s", run.id, agent.id, _pickup(leased))
+        ids = {"run_id": run.id, "attempt": run.attempt, "agent": agent.id}
+        log.info("run %s (%s): %s", run.id, agent.id, _pickup(leased), extra=ids)
         future: concurrent.futures.Future[Outcome]
         if agent.is_async:
             import asyncio
@@ -389,8 +391,17 @@ class Worker:
     def _log_outcome(self, execution: Execution, outcome: Outcome, seconds: float) -> None:
         counts = f"{execution.steps_executed} step(s) run, {execution.steps_replayed} replayed"
         rid = execution.run_id
+        ids: dict[str, Any] = {
+            "run_id": rid,
+            "attempt": execution.attempt,
+            "outcome": outcome.status,
+            "steps_executed": execution.steps_executed,
+            "steps_replayed": execution.steps_replayed,
+        }
+        if outcome.error is not None and outcome.error.step_id:
+            ids["step_id"] = outcome.error.step_id
         if outcome.status == "completed":
-            log.info("run %s: completed in %.2fs (%s)", rid, seconds, counts)
+            log.info("run %s: completed in %.2fs (%s)", rid, seconds, counts, extra=ids)
         elif outcome.status == "failed":
             err = outcome.error
             where = f" at {err.step_id}" if err and err.step_id else ""
@@ -401,6 +412,7 @@ class Worker:
                 err and err.type,
                 err and err.message,
                 counts,
+                extra=ids,
             )
             frame = user_frame(err.traceback) if err else None
             if frame is not None:
@@ -410,9 +422,10 @@ class Worker:
                     rid,
                     frame.describe(),
                     rid,
+                    extra=ids,
                 )
         elif outcome.status == "released":
-            log.info("run %s: handed back for another worker (drain); %s", rid, counts)
+            log.info("run %s: handed back for another worker (drain); %s", rid, counts, extra=ids)
         elif outcome.status == "abandoned" and outcome.error is not None:
             log.error(
                 "run %s: stopped at a step the store could not record (%s); it is taken up "
@@ -420,6 +433,7 @@ class Worker:
                 rid,
                 outcome.error.message,
                 self.lease_ttl,
+                extra=ids,
             )
         elif outcome.status == "unsettled" and outcome.error is not None:
             log.error(
@@ -428,13 +442,16 @@ class Worker:
                 outcome.error.type,
                 outcome.error.message,
                 self.lease_ttl,
+                extra=ids,
             )
         elif outcome.status == "abandoned":
-            log.warning("run %s: another worker took it over; stopped here", rid)
+            log.warning("run %s: another worker took it over; stopped here", rid, extra=ids)
         elif outcome.status == "suspended":
-            log.info("run %s: suspended in the store, holding no worker (%s)", rid, counts)
+            log.info(
+                "run %s: suspended in the store, holding no worker (%s)", rid, counts, extra=ids
+            )
         else:
-            log.info("run %s: %s (%s)", rid, outcome.status, counts)
+            log.info("run %s: %s (%s)", rid, outcome.status, counts, extra=ids)
 
     def _finished(self, run_id: str, future: concurrent.futures.Future[Outcome]) -> None:
         with self._lock:
@@ -445,7 +462,9 @@ class Worker:
         exc = future.exception()
         if exc is not None:
             # The run stays leased; it is picked up again when this lease lapses.
-            log.error("run %s: worker error: %r", run_id, exc, exc_info=exc)
+            log.error(
+                "run %s: worker error: %r", run_id, exc, exc_info=exc, extra={"run_id": run_id}
+            )
 
 
 def _pickup(leased: LeasedRun) -> str:
@@ -472,15 +491,3 @@ def _pickup(leased: LeasedRun) -> str:
     if last is not None:
         return f"resuming at step {resume_at} after {last.id}, attempt {run.attempt}; {replay}"
     return f"restarting from the top, attempt {run.attempt} (no step was recorded)"
-
-
-def configure_logging(level: int = logging.INFO) -> None:
-    """Worker logs to stderr, one line each, so stdout stays the tools' own output."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s", "%H:%M:%S")
-    )
-    root = logging.getLogger("ironflow")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False

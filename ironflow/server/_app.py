@@ -53,6 +53,7 @@ from ironflow.errors import (
 )
 from ironflow.server._live import events_stream, parse_wait, wait_finished
 from ironflow.server._main import DEFAULT_MAX_BODY
+from ironflow.server._metrics import METRICS_PATH, add_metrics
 from ironflow.server._views import (
     event_json,
     projection_json,
@@ -415,7 +416,7 @@ def _auth_middleware(token: str) -> Any:
     async def auth(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if not request.path.startswith(API_PREFIX + "/"):
+        if not request.path.startswith(API_PREFIX + "/") and request.path != METRICS_PATH:
             # The dashboard's pages: its own session cookie guards them (_dashboard.py).
             return await handler(request)
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -1041,9 +1042,17 @@ def _endpoint(api: Api, name: str) -> Callable[[web.Request], Awaitable[web.Stre
 
 
 def make_app(
-    store: LmdbStore, *, token: str | None = None, max_body: int = DEFAULT_MAX_BODY
+    store: LmdbStore,
+    *,
+    token: str | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+    metrics: Any | None = None,
 ) -> tuple[web.Application, Api]:
-    """The aiohttp application over ``store``; a ``token`` makes every request need it."""
+    """The aiohttp application over ``store``; a ``token`` makes every request need it.
+
+    ``metrics``: a Prometheus registry served at ``/metrics`` (None: the path says how to
+    get one).
+    """
     api = Api(store)
     middlewares = [_error_middleware(max_body)]
     if token:
@@ -1058,6 +1067,7 @@ def make_app(
     from ironflow.server._dashboard import add_dashboard
 
     add_dashboard(app, api, token=token)
+    add_metrics(app, metrics)
     return app, api
 
 
@@ -1096,12 +1106,14 @@ class BackgroundServer:
         port: int = 0,
         token: str | None = None,
         max_body: int = DEFAULT_MAX_BODY,
+        metrics: Any | None = None,
     ) -> None:
         self.store = store
         self.host = host
         self.port = port
         self.token = token
         self.max_body = max_body
+        self.metrics = metrics
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -1123,7 +1135,9 @@ class BackgroundServer:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        app, api = make_app(self.store, token=self.token, max_body=self.max_body)
+        app, api = make_app(
+            self.store, token=self.token, max_body=self.max_body, metrics=self.metrics
+        )
         try:
             runner, port = await start_site(app, self.host, self.port)
         except BaseException as exc:

@@ -14,6 +14,7 @@ import signal
 import sys
 from typing import Any
 
+from ironflow._worker._logs import add_log_format_argument
 from ironflow.errors import ConfigError
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_MAX_BODY", "DEFAULT_PORT", "add_serve_command", "cmd_serve"]
@@ -69,6 +70,21 @@ def add_serve_command(sub: Any) -> None:
         help=f"largest request body accepted; larger gets 413 (default {DEFAULT_MAX_BODY})",
     )
     serve.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="also serve /metrics on this port, without the token, for a Prometheus "
+        "scraper (the main port serves /metrics behind the token); needs "
+        "pip install 'ironflow[prometheus]'",
+    )
+    serve.add_argument(
+        "--metrics-host",
+        default=DEFAULT_HOST,
+        metavar="HOST",
+        help=f"address of the --metrics-port listener (default {DEFAULT_HOST})",
+    )
+    add_log_format_argument(serve)
+    serve.add_argument(
         "--open",
         action="store_true",
         help="open the dashboard in a web browser once the server listens",
@@ -108,6 +124,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be from 0 to 65535, not {args.port}")
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise ConfigError(f"--metrics-port must be from 0 to 65535, not {args.metrics_port}")
     if args.max_body < _MIN_BODY:
         raise ConfigError(f"--max-body must be at least {_MIN_BODY} bytes, not {args.max_body}")
     if args.dev and not _is_loopback(args.host):
@@ -119,7 +137,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     data_dir = resolve_data_dir(args.data_dir).resolve()
     return asyncio.run(
-        _serve(args.host, args.port, data_dir, token, args.max_body, open_browser=args.open)
+        _serve(
+            args.host,
+            args.port,
+            data_dir,
+            token,
+            args.max_body,
+            open_browser=args.open,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+            log_format=args.log_format,
+        )
     )
 
 
@@ -142,15 +170,27 @@ async def _serve(
     max_body: int,
     *,
     open_browser: bool = False,
+    metrics_port: int | None = None,
+    metrics_host: str = DEFAULT_HOST,
+    log_format: str = "text",
 ) -> int:
-    from ironflow._worker._worker import configure_logging
+    from ironflow._worker._logs import configure_logging
     from ironflow.server._app import make_app, start_site, stop_site
+    from ironflow.server._metrics import metrics_registry
     from ironflow.store import LmdbStore
 
-    configure_logging()
+    configure_logging(log_format=log_format)
     store = LmdbStore(data_dir)
+    measured = metrics_registry(store)
+    registry, store_metrics = measured if measured is not None else (None, None)
+    if metrics_port is not None and registry is None:
+        store.close()
+        raise ConfigError(
+            "--metrics-port needs Prometheus metrics: pip install 'ironflow[prometheus]'"
+        )
+    metrics_server = None
     try:
-        app, api = make_app(store, token=token, max_body=max_body)
+        app, api = make_app(store, token=token, max_body=max_body, metrics=registry)
         try:
             runner, bound = await start_site(app, host, port)
         except OSError as exc:
@@ -159,6 +199,15 @@ async def _serve(
                 f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port "
                 "or --host"
             ) from None
+        if metrics_port is not None:
+            from ironflow.contrib.prometheus import serve_metrics
+
+            assert registry is not None  # checked before the store was served
+            try:
+                metrics_server = serve_metrics(registry, metrics_host, metrics_port)
+            except ConfigError:
+                await stop_site(runner, api)
+                raise
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -166,6 +215,13 @@ async def _serve(
         print(f"ironflow server listening on {_url(host, bound)}", flush=True)
         print(f"dashboard at {_url(host, bound)}/", flush=True)
         print(f"data in {data_dir}", flush=True)
+        if metrics_server is not None:
+            print(
+                f"metrics at {_url(metrics_host, metrics_server.port)}/metrics (no token)",
+                flush=True,
+            )
+        elif registry is not None:
+            print(f"metrics at {_url(host, bound)}/metrics", flush=True)
         if token:
             print("requests need 'Authorization: Bearer <token>'", flush=True)
             print("the dashboard asks for the same token on its login page", flush=True)
@@ -178,6 +234,10 @@ async def _serve(
         print("stopping: finishing requests in flight", flush=True)
         await stop_site(runner, api)
     finally:
+        if metrics_server is not None:
+            metrics_server.close()
+        if store_metrics is not None:
+            store_metrics.close()
         store.close()
     print("server stopped", flush=True)
     return 0
