@@ -592,6 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--json", action="store_true", help="print the counts as JSON")
     _add_data_dir(prune)
     prune.set_defaults(func=cmd_run_prune)
+    from ironflow._cli._debug import add_run_commands
+
+    add_run_commands(run_sub, _add_data_dir)
 
     approve = sub.add_parser(
         "approve",

@@ -21,6 +21,7 @@ from ironflow.store import (
     Suspension,
     process_alive,
 )
+from ironflow.store._history import spawned_children
 from ironflow.store._records import ProjectionState, ProjectionStatus, utc
 
 __all__ = [
@@ -129,18 +130,7 @@ def _try_json(t: StepTry) -> dict[str, Any]:
 
 def children_of(steps: list[StepRecord]) -> list[dict[str, str]]:
     """The runs this run spawned, from its ``spawn.<agent>`` steps, in spawn order."""
-    out = []
-    for step in steps:
-        output = step.output
-        if (
-            step.id.startswith("spawn.")
-            and step.status == "completed"
-            and isinstance(output, dict)
-            and isinstance(output.get("run_id"), str)
-            and isinstance(output.get("agent"), str)
-        ):
-            out.append({"id": output["run_id"], "agent": output["agent"], "step": step.id})
-    return out
+    return spawned_children(steps)
 
 
 def event_json(event: Event) -> dict[str, Any]:
