@@ -31,6 +31,7 @@ import orjson
 from ironflow.errors import NotSerializableError, StoreCorruptedError
 
 __all__ = [
+    "MAX_NESTING",
     "converter",
     "decode_record",
     "dumps",
@@ -65,13 +66,20 @@ converter.register_structure_hook_func(lambda t: t is object, lambda v, _: v)
 
 _PRIMITIVE = (str, bool, type(None))
 
+#: How deeply lists and dicts may nest in a stored value (``[[1]]`` nests 2 levels).
+#: One limit, checked by :func:`to_json_value` before anything runs or is written:
+#: the encoders refuse values about 255 levels deep, and a stored value sits a few
+#: levels down inside its record and inside an HTTP body, so the limit leaves room.
+MAX_NESTING = 100
+
 
 def to_json_value(value: Any, what: str = "value", path: str = "value") -> Any:
     """Return ``value`` as plain JSON data, or raise :class:`NotSerializableError`.
 
     Guarantees: the result holds only str, int, finite float, bool, None, list and
-    dict with str keys; the error's path names the first value that cannot be stored
-    (``value['items'][2]``); a recursive structure is refused, never looped on.
+    dict with str keys, nested at most :data:`MAX_NESTING` levels; the error's path
+    names the first value that cannot be stored (``value['items'][2]``); a recursive
+    structure is refused, never looped on.
     """
     if type(value) is dict and all(
         type(k) is str
@@ -83,7 +91,7 @@ def to_json_value(value: Any, what: str = "value", path: str = "value") -> Any:
         for k, v in value.items()
     ):
         return dict(value)  # the common step input, {"image_url": "..."}: nothing to walk
-    return _walk(value, what, path, set())
+    return _walk(value, what, path, set(), 0)
 
 
 _FLAT = frozenset({str, bool, type(None)})
@@ -111,7 +119,16 @@ def _check_text(text: str, what: str, path: str) -> None:
         ) from None
 
 
-def _walk(v: Any, what: str, path: str, active: set[int]) -> Any:
+def _too_deep(what: str, path: str) -> NotSerializableError:
+    return NotSerializableError(
+        what,
+        path,
+        f"it nests lists and dicts more than {MAX_NESTING} levels deep",
+        hint="Flatten the value, or store its deep part as a JSON string.",
+    )
+
+
+def _walk(v: Any, what: str, path: str, active: set[int], depth: int) -> Any:
     if isinstance(v, _PRIMITIVE):
         if isinstance(v, str) and not v.isascii():
             _check_text(v, what, path)
@@ -127,6 +144,8 @@ def _walk(v: Any, what: str, path: str, active: set[int]) -> Any:
             raise NotSerializableError(what, path, f"{v!r} is not a finite number")
         return v
     if isinstance(v, dict | list | tuple):
+        if depth >= MAX_NESTING:
+            raise _too_deep(what, path)
         key = id(v)
         if key in active:
             raise NotSerializableError(what, path, "it contains itself (a recursive structure)")
@@ -143,22 +162,36 @@ def _walk(v: Any, what: str, path: str, active: set[int]) -> Any:
                     text = k if type(k) is str else str.__str__(k)
                     if not text.isascii():
                         _check_text(text, what, f"{path}[{k!r}]")
-                    out[text] = _walk(item, what, f"{path}[{k!r}]", active)
+                    out[text] = _walk(item, what, f"{path}[{k!r}]", active, depth + 1)
                 return out
-            return [_walk(item, what, f"{path}[{i}]", active) for i, item in enumerate(v)]
+            return [
+                _walk(item, what, f"{path}[{i}]", active, depth + 1) for i, item in enumerate(v)
+            ]
         finally:
             active.discard(key)
     if isinstance(v, enum.Enum):
-        return _walk(v.value, what, path, active)
+        return _walk(v.value, what, path, active, depth)
     if attrs.has(type(v)) or (dataclasses.is_dataclass(v) and not isinstance(v, type)):
-        return _walk(converter.unstructure(v), what, path, active)
+        return _walk(_unstructured(v, what, path), what, path, active, depth)
     if _is_pydantic(type(v)):
-        return _walk(v.model_dump(mode="json"), what, path, active)
+        return _walk(_unstructured(v, what, path), what, path, active, depth)
     if isinstance(v, _dt.datetime | _dt.date):
         return v.isoformat()
     if isinstance(v, uuid.UUID):
         return str(v)
     raise NotSerializableError(what, path, f"{type(v).__name__} is not a JSON type")
+
+
+def _unstructured(v: Any, what: str, path: str) -> Any:
+    """An attrs, dataclass or pydantic object as plain data (then walked and checked).
+
+    Its converter recurses by itself: objects nested past Python's stack are refused
+    as too deep, like nested lists, rather than raising RecursionError.
+    """
+    try:
+        return v.model_dump(mode="json") if _is_pydantic(type(v)) else converter.unstructure(v)
+    except RecursionError:
+        raise _too_deep(what, path) from None
 
 
 def dumps(value: Any, what: str = "value") -> bytes:

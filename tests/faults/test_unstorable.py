@@ -20,6 +20,13 @@ from ironflow.server import BackgroundServer
 from ironflow.store import LmdbStore, RemoteStore
 
 
+def _nested(levels: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 def _recursive() -> Any:
     loop: dict[str, Any] = {"a": 1}
     loop["self"] = loop
@@ -37,6 +44,9 @@ UNSTORABLE: dict[str, tuple[Any, str, str]] = {
     # What bytes that are not UTF-8 become when decoded with errors="surrogateescape".
     "lone surrogate": (lambda: {"name": "x\udc80y"}, "['name']", "a lone surrogate"),
     "lone surrogate key": (lambda: {"k\udcff": 1}, "['k\\udcff']", "a lone surrogate"),
+    # Past MAX_NESTING (100) levels: the encoders refuse values about 255 deep, and
+    # before they were refused here a too-deep step output re-ran its tool forever.
+    "too deep": (lambda: _nested(300), "[0]" * 100, "more than 100 levels deep"),
 }
 
 
@@ -102,6 +112,24 @@ def test_the_http_api_refuses_non_json_numbers_with_400(
     assert local.events() == []
 
 
+def test_the_http_api_refuses_too_deep_data_with_422_naming_the_path(
+    served: tuple[LmdbStore, RemoteStore, str],
+) -> None:
+    """Data nested past the limit: POST /events answers 422 with the path, stores nothing."""
+    local, _, url = served
+    body = json.dumps({"name": "x", "data": {"deep": _nested(300)}}).encode()
+    request = urllib.request.Request(
+        url + "/api/v1/events", data=body, headers={"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+    assert info.value.code == 422
+    error = json.load(info.value)["error"]
+    assert error["code"] == "invalid_input"
+    assert "data['deep'][0][0]" in error["message"] and "100 levels deep" in error["message"]
+    assert local.events() == [] and local.list_runs() == []
+
+
 @pytest.mark.parametrize("kind", sorted(UNSTORABLE))
 def test_a_tool_returning_an_unstorable_value_fails_its_step_clearly(
     served: tuple[LmdbStore, RemoteStore, str], kind: str
@@ -134,6 +162,8 @@ def test_a_tool_given_an_unstorable_argument_fails_before_it_runs(
     run = local.get_run(run_id)
     assert run.status == "failed"
     assert run.error is not None and run.error.type == "NotSerializableError"
-    assert reason in run.error.message and path in run.error.message
+    if kind == "too deep":
+        path = path[3:]  # the argument sits one level down, in the input's dict
+    assert reason in run.error.message and f"input['value']{path} " in run.error.message
     assert all(s.output != "never reached" for s in local.get_steps(run_id))
     local.check_valid()

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ironflow.errors import NotSerializableError
-from ironflow.store._codec import dumps, loads, structure, to_json_value
+from ironflow.store._codec import MAX_NESTING, dumps, loads, structure, to_json_value
 
 
 @attrs.frozen
@@ -130,3 +130,37 @@ def test_str_subclasses_and_str_enums_are_stored_as_their_text() -> None:
 
     value = {Color.RED: [Color.RED, Tag("t")], Tag("k"): {Tag("n"): 1}}
     assert loads(dumps(value)) == {"red": ["red", "t"], "k": {"n": 1}}
+
+
+def _nested(levels: int, leaf: Any = 0) -> Any:
+    value = leaf
+    for i in range(levels):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+def test_values_nest_at_most_max_nesting_levels_and_encode() -> None:
+    """100 levels of lists and dicts are stored (and encode); 101 are refused with the
+    path, before the encoder (which refuses about 255) could see them."""
+    deepest = _nested(MAX_NESTING)
+    assert loads(dumps(deepest)) == deepest
+    with pytest.raises(NotSerializableError) as info:
+        to_json_value([deepest], "event 'x' data", "data")
+    assert info.value.path.startswith("data[0][0]['k'][0]['k']")
+    assert info.value.path.count("[") == MAX_NESTING
+    assert f"more than {MAX_NESTING} levels deep" in str(info.value)
+
+
+@attrs.frozen
+class Link:
+    next: Link | None
+
+
+def test_objects_nested_past_the_stack_are_refused_as_too_deep() -> None:
+    """An attrs chain too deep for cattrs' recursion is refused the same way, not a
+    RecursionError."""
+    chain: Link | None = None
+    for _ in range(5000):
+        chain = Link(chain)
+    with pytest.raises(NotSerializableError, match="levels deep"):
+        to_json_value({"chain": chain}, "step 's' output", "output")
