@@ -189,11 +189,22 @@ class NonDeterminismError(IronflowError):
     ``ctx.uuid()`` or wrap the read in ``ctx.step``.
     """
 
-    def __init__(self, run_id: str, position: int, recorded: str, attempted: str) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        position: int,
+        recorded: str,
+        attempted: str,
+        *,
+        inputs: tuple[Any, Any] | None = None,
+    ) -> None:
         self.run_id = run_id
         self.position = position
         self.recorded = recorded
         self.attempted = attempted
+        #: The recorded step's input and the new call's, when there is a new call (for a
+        #: diff: ``ironflow replay`` prints one); None when the handler returned early.
+        self.inputs = inputs
         super().__init__(
             f"run {run_id}: at step position {position} the record holds {recorded}, "
             f"but the code now calls {attempted}. The agent's code no longer matches this "

@@ -126,6 +126,16 @@ class _RunTimeout(_Stop):
     """The run's own timeout ran out: stop at this step boundary and fail the run."""
 
 
+class _PastRecord(_Stop):
+    """A read-only replay reached a step its record does not hold: stop, run nothing."""
+
+    def __init__(self, position: int, step_id: str, input: Any) -> None:
+        super().__init__(position, step_id, input)
+        self.position = position
+        self.step_id = step_id
+        self.input = input
+
+
 @attrs.frozen
 class RetryPolicy:
     """How a failing step is tried again: up to ``retries`` more times, with backoff.
@@ -159,7 +169,8 @@ class RetryPolicy:
 @attrs.frozen
 class Outcome:
     """How an execution ended: the run's new status, or ``released``/``abandoned``/
-    ``suspended`` (the store holds the run while it sleeps or waits)."""
+    ``suspended`` (the store holds the run while it sleeps or waits), or, for a
+    read-only replay, ``past_record`` (the handler called a step the record lacks)."""
 
     status: str
     output: Any = None
@@ -209,6 +220,8 @@ class Execution:
         pool: concurrent.futures.Executor | None = None,
         stopping: threading.Event | None = None,
         deadline: float | None = None,
+        read_only: bool = False,
+        on_replayed: Callable[[StepRecord], None] | None = None,
     ) -> None:
         self.store = store
         self.worker = worker
@@ -255,6 +268,14 @@ class Execution:
         self.observer: AttemptObserver | None = None
         #: Executed steps in flight that an observer watches, by position.
         self._watches: dict[int, StepWatch] = {}
+        #: A read-only replay (``ironflow replay``): the handler meets only its record,
+        #: and the first step the record does not hold stops it (outcome ``past_record``,
+        #: the call kept in ``past_record``) before anything runs or is written.
+        self.read_only = read_only
+        self.past_record: _PastRecord | None = None
+        #: Called with each recorded step just before it gives the handler its recorded
+        #: value (``ironflow replay`` prints it, ``--break-at`` stops in pdb there).
+        self.on_replayed = on_replayed
 
     # -- positions -------------------------------------------------------------------
 
@@ -321,7 +342,7 @@ class Execution:
         self.refuse_nesting(repr(base_id))
         position = self._next_position
         record = self.recorded.get(position)
-        if record is None:
+        if record is None and not self.read_only:
             if self.stopping.is_set() or self.pause_requested:
                 raise self.halt(_Drain())
             if self.cancel_requested:
@@ -337,7 +358,13 @@ class Execution:
         if record is not None:
             if record.id != step_id:
                 raise self.halt(
-                    NonDeterminismError(self.run_id, position, repr(record.id), repr(step_id))
+                    NonDeterminismError(
+                        self.run_id,
+                        position,
+                        repr(record.id),
+                        repr(step_id),
+                        inputs=(record.input, input),
+                    )
                 )
             if record.input != input:
                 raise self.halt(
@@ -346,8 +373,13 @@ class Execution:
                         position,
                         f"{record.id!r} with input {_short(record.input)}",
                         f"{step_id!r} with input {_short(input)}",
+                        inputs=(record.input, input),
                     )
                 )
+        elif self.read_only:
+            if self.past_record is None:
+                self.past_record = _PastRecord(position, step_id, input)
+            raise self.halt(self.past_record)
         return _Slot(position, step_id, input, record)
 
     # -- outcomes of one step -----------------------------------------------------------
@@ -356,6 +388,8 @@ class Execution:
         record = slot.record
         assert record is not None
         self.steps_replayed += 1
+        if self.on_replayed is not None:
+            self.on_replayed(record)
         return _from_record(record, output_type)
 
     def past_deadline(self) -> bool:
@@ -908,7 +942,8 @@ class Execution:
                     repr(first.id),
                     "no further step (the handler returned)",
                 )
-                return Outcome("failed", error=error_info(drift))
+                # Kept like any divergence, so a replay can report it whole.
+                return Outcome("failed", error=error_info(self.halt(drift)))
             try:
                 output = to_json_value(output, f"run {self.run_id} output", "output")
             except NotSerializableError as bad:
@@ -925,6 +960,8 @@ class Execution:
             )
         if isinstance(exc, _Suspend):
             return Outcome("suspended")
+        if isinstance(exc, _PastRecord):
+            return Outcome("past_record")
         if isinstance(exc, _RunTimeout):
             started = self.run.created_at
             limit = "" if self.deadline is None else f" of {self.deadline - started:g}s"
