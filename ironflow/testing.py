@@ -28,6 +28,7 @@ Import this module as ``ironflow.testing``; it is not re-exported by ``ironflow`
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import signal
 import socket
@@ -35,13 +36,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, Literal, NoReturn, TypeVar
 
 import attrs
 
 from ironflow._pure._ids import new_id
 from ironflow._worker._identity import this_worker
+from ironflow.errors import ConfigError
 from ironflow.store import (
     AgentSpec,
     EmitResult,
@@ -61,7 +63,9 @@ from ironflow.store._liveness import pid_start
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ironflow._worker._replayer import ReplayReport
     from ironflow.replay import Outcome
+    from ironflow.store._history import History
 
 __all__ = [
     "CrashingStore",
@@ -70,6 +74,7 @@ __all__ = [
     "SimulatedCrash",
     "StandInWorker",
     "replay",
+    "replay_history",
     "run_once",
 ]
 
@@ -417,6 +422,45 @@ def run_once(store: Store, agent: Callable[..., Any], data: Any = None, **worker
     result = store.emit(defn.triggers[0], {} if data is None else data)
     worker.run(until_idle=True, ready_message=False)
     return store.get_run(result.run_ids[0])
+
+
+def replay_history(
+    history: str | os.PathLike[str] | History,
+    agent: Callable[..., Any],
+    *,
+    agents: Iterable[Callable[..., Any]] = (),
+) -> ReplayReport:
+    """Replay a recorded history (a file from ``ironflow run export``) against ``agent``
+    as its code is now, without running a tool or writing anything.
+
+    Returns the report when the code fits. Raises
+    :class:`~ironflow.NonDeterminismError` at the first step that does not fit (its
+    ``inputs`` hold both inputs), and :class:`AssertionError` when every step fits but
+    the run ends differently (another output, a failure). Child runs are replayed too
+    when their agent is in ``agents``::
+
+        def test_old_runs_still_replay():
+            replay_history("tests/golden/doc-2.json", doc_processor)
+    """
+    from ironflow._agent._dsl import AgentDefinition
+    from ironflow._worker._replayer import replay_history_of
+    from ironflow.store._history import History, load_history
+
+    loaded = history if isinstance(history, History) else load_history(history)
+    defn = AgentDefinition.must_from_fn(agent)
+    if defn.id != loaded.run.agent:
+        raise ConfigError(
+            f"replay_history: the history is a run of agent {loaded.run.agent!r}, not of "
+            f"{defn.id!r}"
+        )
+    others = [AgentDefinition.must_from_fn(a) for a in agents]
+    report = replay_history_of(loaded, [defn, *others])
+    bad = report.first_misfit
+    if bad is not None:
+        if bad.divergence is not None:
+            raise bad.divergence
+        raise AssertionError(f"run {bad.history.run.id}: {bad.problem}")
+    return report
 
 
 def replay(store: Store, run_id: str, agent: Callable[..., Any]) -> Outcome:

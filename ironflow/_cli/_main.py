@@ -711,6 +711,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_live_commands(sub)
 
+    from ironflow._cli._debug import add_debug_commands
+
+    add_debug_commands(sub, _add_data_dir)
+
     from ironflow._cli._mcp import add_mcp_command
 
     add_mcp_command(sub)

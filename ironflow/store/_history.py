@@ -21,6 +21,7 @@ knows, naming the field at fault: a history is never half-read.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,7 +252,7 @@ def _kind(value: Any) -> str:
     )
 
 
-def dump_history(history: History, path: str | Path) -> None:
+def dump_history(history: History, path: str | os.PathLike[str]) -> None:
     """Write the history to ``path`` as indented JSON (whole, or not at all)."""
     target = Path(path)
     text = json.dumps(history_to_json(history), indent=1, ensure_ascii=False, allow_nan=False)
@@ -260,7 +261,7 @@ def dump_history(history: History, path: str | Path) -> None:
     partial.replace(target)
 
 
-def load_history(path: str | Path) -> History:
+def load_history(path: str | os.PathLike[str]) -> History:
     """Read a history file; raises :class:`InvalidInputError` naming the file and field."""
     source = str(path)
     try:
