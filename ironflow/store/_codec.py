@@ -31,7 +31,7 @@ import orjson
 from ironflow.errors import NotSerializableError, StoreCorruptedError
 
 __all__ = [
-    "MAX_NESTING",
+    "MAX_DEPTH",
     "converter",
     "decode_record",
     "dumps",
@@ -66,18 +66,19 @@ converter.register_structure_hook_func(lambda t: t is object, lambda v, _: v)
 
 _PRIMITIVE = (str, bool, type(None))
 
-#: How deeply lists and dicts may nest in a stored value (``[[1]]`` nests 2 levels).
-#: One limit, checked by :func:`to_json_value` before anything runs or is written:
-#: the encoders refuse values about 255 levels deep, and a stored value sits a few
-#: levels down inside its record and inside an HTTP body, so the limit leaves room.
-MAX_NESTING = 100
+#: How deeply a stored value (event data, a step's input or output, a projection's
+#: state) may nest lists and objects (``[[1]]`` nests 2 levels). One limit, checked by
+#: :func:`to_json_value` before anything runs or is written: the stored format's JSON
+#: encoder stops at 255 levels, and a record or an HTTP body wraps a value in a few of
+#: its own. (The limits module of the store's route table is to own it.)
+MAX_DEPTH = 200
 
 
 def to_json_value(value: Any, what: str = "value", path: str = "value") -> Any:
     """Return ``value`` as plain JSON data, or raise :class:`NotSerializableError`.
 
     Guarantees: the result holds only str, int, finite float, bool, None, list and
-    dict with str keys, nested at most :data:`MAX_NESTING` levels; the error's path
+    dict with str keys, nested at most :data:`MAX_DEPTH` levels; the error's path
     names the first value that cannot be stored (``value['items'][2]``); a recursive
     structure is refused, never looped on.
     """
@@ -123,8 +124,8 @@ def _too_deep(what: str, path: str) -> NotSerializableError:
     return NotSerializableError(
         what,
         path,
-        f"it nests lists and dicts more than {MAX_NESTING} levels deep",
-        hint="Flatten the value, or store its deep part as a JSON string.",
+        f"it nests lists and objects more than {MAX_DEPTH} levels deep",
+        hint="Store a flatter value, or its deep part as a JSON string.",
     )
 
 
@@ -144,7 +145,7 @@ def _walk(v: Any, what: str, path: str, active: set[int], depth: int) -> Any:
             raise NotSerializableError(what, path, f"{v!r} is not a finite number")
         return v
     if isinstance(v, dict | list | tuple):
-        if depth >= MAX_NESTING:
+        if depth >= MAX_DEPTH:
             raise _too_deep(what, path)
         key = id(v)
         if key in active:

@@ -18,6 +18,7 @@ import pytest
 from ironflow import AgentContext, NotSerializableError, Worker, agent, tool
 from ironflow.server import BackgroundServer
 from ironflow.store import LmdbStore, RemoteStore
+from ironflow.store._codec import MAX_DEPTH
 
 
 def _nested(levels: int) -> Any:
@@ -44,9 +45,9 @@ UNSTORABLE: dict[str, tuple[Any, str, str]] = {
     # What bytes that are not UTF-8 become when decoded with errors="surrogateescape".
     "lone surrogate": (lambda: {"name": "x\udc80y"}, "['name']", "a lone surrogate"),
     "lone surrogate key": (lambda: {"k\udcff": 1}, "['k\\udcff']", "a lone surrogate"),
-    # Past MAX_NESTING (100) levels: the encoders refuse values about 255 deep, and
-    # before they were refused here a too-deep step output re-ran its tool forever.
-    "too deep": (lambda: _nested(300), "[0]" * 100, "more than 100 levels deep"),
+    # Past MAX_DEPTH levels: the encoder refuses values about 255 deep, and before
+    # they were refused here a too-deep step output re-ran its tool forever.
+    "too deep": (lambda: _nested(300), "[0]" * MAX_DEPTH, f"more than {MAX_DEPTH} levels deep"),
 }
 
 
@@ -126,7 +127,9 @@ def test_the_http_api_refuses_too_deep_data_with_422_naming_the_path(
     assert info.value.code == 422
     error = json.load(info.value)["error"]
     assert error["code"] == "invalid_input"
-    assert "data['deep'][0][0]" in error["message"] and "100 levels deep" in error["message"]
+    assert (
+        "data['deep'][0][0]" in error["message"] and f"{MAX_DEPTH} levels deep" in error["message"]
+    )
     assert local.events() == [] and local.list_runs() == []
 
 

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ironflow.errors import NotSerializableError
-from ironflow.store._codec import MAX_NESTING, dumps, loads, structure, to_json_value
+from ironflow.store._codec import MAX_DEPTH, dumps, loads, structure, to_json_value
 
 
 @attrs.frozen
@@ -140,15 +140,15 @@ def _nested(levels: int, leaf: Any = 0) -> Any:
 
 
 def test_values_nest_at_most_max_nesting_levels_and_encode() -> None:
-    """100 levels of lists and dicts are stored (and encode); 101 are refused with the
-    path, before the encoder (which refuses about 255) could see them."""
-    deepest = _nested(MAX_NESTING)
+    """MAX_DEPTH levels of lists and dicts are stored (and encode); one more is refused
+    with the path, before the encoder (which refuses about 255) could see them."""
+    deepest = _nested(MAX_DEPTH)
     assert loads(dumps(deepest)) == deepest
     with pytest.raises(NotSerializableError) as info:
         to_json_value([deepest], "event 'x' data", "data")
     assert info.value.path.startswith("data[0][0]['k'][0]['k']")
-    assert info.value.path.count("[") == MAX_NESTING
-    assert f"more than {MAX_NESTING} levels deep" in str(info.value)
+    assert info.value.path.count("[") == MAX_DEPTH
+    assert f"more than {MAX_DEPTH} levels deep" in str(info.value)
 
 
 @attrs.frozen
