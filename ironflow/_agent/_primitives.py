@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import attrs
 
 from ironflow._agent._dsl import AgentDefinition
-from ironflow._pure._durations import Duration, parse_duration
+from ironflow._pure._durations import Duration, check_ahead, parse_duration
 from ironflow.errors import InvalidInputError
 from ironflow.replay import Execution, current_step
 from ironflow.store import Event, Suspension
@@ -125,6 +126,7 @@ def sleep_until(execution: Execution, when: _dt.datetime) -> Any:
             "e.g. datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)"
         )
     utc = when.astimezone(_dt.UTC)
+    check_ahead(utc.timestamp() - time.time(), "ctx.sleep_until", when)
     wait = Suspension(kind="sleep", position=0, step_id="", wake_at=utc.timestamp())
     return execution.suspend("sleep", {"until": utc.isoformat()}, wait)
 

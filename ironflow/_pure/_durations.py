@@ -9,10 +9,17 @@ from typing import Any
 
 from ironflow.errors import InvalidInputError
 
-__all__ = ["Duration", "parse_duration"]
+__all__ = ["MAX_DURATION", "Duration", "check_ahead", "parse_duration"]
 
 #: What every ``duration``, ``ttl``, ``timeout`` and ``backoff`` parameter accepts.
 Duration = int | float | str | _dt.timedelta
+
+#: The longest duration accepted anywhere (a sleep, a timeout, a ttl, a backoff) and
+#: how far ahead a ``sleep_until`` may be: 100 years, in seconds. Longer is surely a
+#: mistake (``ctx.sleep(1e12)``), and a wake-up past the year 9999 is a time no date
+#: can show. (The limits module of the store's route table is to own it.)
+MAX_DURATION = 100 * 365.25 * 86400.0
+_LIMIT_TEXT = "100 years"
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -25,7 +32,8 @@ def parse_duration(value: Any, what: str = "duration") -> float:
     A string is a number of seconds (``"30"``) or one or more parts, each a number and
     a unit: ``ms``, ``s``, ``m``, ``h``, ``d``, ``w`` (``"500ms"``, ``"1h30m"``, ``"7d"``).
     Raises :class:`~ironflow.errors.InvalidInputError` naming ``what`` for anything
-    else, a negative duration, or one that is not finite.
+    else, a negative duration, one that is not finite, or one longer than
+    :data:`MAX_DURATION` (100 years).
     """
     seconds: float
     if isinstance(value, bool):
@@ -50,4 +58,21 @@ def parse_duration(value: Any, what: str = "duration") -> float:
             f"{what}: {value!r} is not a duration; give seconds as a number (30, 2.5) or a "
             "string like '500ms', '30s', '5m', '2h', '7d' or '1h30m' (0 or more)"
         )
+    if seconds > MAX_DURATION:
+        raise InvalidInputError(
+            f"{what}: {value!r} is longer than {_LIMIT_TEXT} ({MAX_DURATION:.0f} seconds), "
+            "the longest duration Ironflow accepts; give a shorter one"
+        )
     return seconds
+
+
+def check_ahead(seconds: float, what: str, given: Any) -> None:
+    """Refuse a time ``seconds`` ahead of now if that is more than :data:`MAX_DURATION`.
+
+    ``given`` is the time as the user gave it, shown in the error.
+    """
+    if seconds > MAX_DURATION:
+        raise InvalidInputError(
+            f"{what}: {given} is more than {_LIMIT_TEXT} ahead, the furthest Ironflow "
+            "accepts; give an earlier time"
+        )

@@ -40,8 +40,17 @@ StepStatus = Literal["completed", "failed"]
 
 
 def utc(ts: float) -> _dt.datetime:
-    """Unix seconds as an aware datetime in UTC."""
-    return _dt.datetime.fromtimestamp(ts, _dt.UTC)
+    """Unix seconds as an aware datetime in UTC.
+
+    A time a datetime cannot hold (past the year 9999, before the year 1: a wake-up
+    stored before durations had a bound) is shown as the nearest one it can, so one
+    such record never breaks a listing.
+    """
+    try:
+        return _dt.datetime.fromtimestamp(ts, _dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        edge = _dt.datetime.max if ts > 0 else _dt.datetime.min
+        return edge.replace(tzinfo=_dt.UTC)
 
 #: What a suspended run waits for: its wake-up time, an event, a child run, or the
 #: time to try a failed step again.

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from ironflow._pure._durations import parse_duration
+from ironflow._pure._durations import MAX_DURATION, parse_duration
 from ironflow.errors import InvalidInputError
 
 
@@ -38,3 +38,15 @@ def test_refuses_anything_else_naming_the_parameter(bad: object) -> None:
     """A bad duration raises InvalidInputError naming where it was given and the forms."""
     with pytest.raises(InvalidInputError, match=r"ctx\.sleep: .* is not a duration.*'500ms'"):
         parse_duration(bad, "ctx.sleep")
+
+
+@pytest.mark.parametrize("given", [1e12, "36526d", dt.timedelta(days=36526), "5300w"])
+def test_durations_past_a_hundred_years_are_refused_with_the_limit(given: object) -> None:
+    """A duration longer than MAX_DURATION (100 years) is refused, naming the bound."""
+    with pytest.raises(InvalidInputError, match=r"ctx\.sleep: .* is longer than 100 years"):
+        parse_duration(given, "ctx.sleep")
+
+
+def test_a_hundred_years_exactly_is_accepted() -> None:
+    """The bound itself is a duration like any other."""
+    assert parse_duration("36525d") == MAX_DURATION

@@ -129,6 +129,49 @@ def test_bad_durations_fail_the_run_before_anything_is_recorded(store: LmdbStore
         assert [s.id for s in store.get_steps(run_id)] in (["tool.mark"], [])
 
 
+def test_sleeps_past_a_hundred_years_fail_the_run_clearly_and_listing_still_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ctx.sleep(1e12) and a sleep_until in the year 9000 fail with the limit named; no
+    run sleeps with a wake-up no date can show, so run list and inspect still work."""
+    from ironflow._cli._main import main
+
+    store = LmdbStore(tmp_path / "data", sync=False)
+    long = emit(store, "nap", {"n": 5, "for": 1e12}, napper)
+    far = emit(store, "until", {"at": "9000-01-01T00:00:00+00:00"}, until_agent)
+    Worker([napper, until_agent], store=store).run(until_idle=True, ready_message=False)
+    for run_id, message in (
+        (long, "ctx.sleep: 1000000000000.0 is longer than 100 years"),
+        (far, "ctx.sleep_until: 9000-01-01 00:00:00+00:00 is more than 100 years ahead"),
+    ):
+        run = store.get_run(run_id)
+        assert run.status == "failed" and run.error is not None, run.status
+        assert run.error.type == InvalidInputError.__name__ and message in run.error.message
+    store.close()
+    data_dir = str(tmp_path / "data")
+    assert main(["run", "list", "--data-dir", data_dir]) == 0
+    assert main(["inspect", long, "--data-dir", data_dir]) == 0
+    assert "100 years" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("option", ["ttl", "timeout"])
+def test_waits_past_a_hundred_years_are_refused_where_given(store: LmdbStore, option: str) -> None:
+    """An approval's ttl and an event wait's timeout have the same bound."""
+
+    @agent(id=f"far-{option}", triggers=[f"far.{option}"])
+    def far_wait(ctx: AgentContext) -> Any:
+        if option == "ttl":
+            return ctx.approve("deploy", ttl="40000d")
+        return ctx.wait_for_event("never", timeout=dt.timedelta(days=40000))
+
+    run_id = emit(store, f"far.{option}", {}, far_wait)
+    Worker([far_wait], store=store).run(until_idle=True, ready_message=False)
+    run = store.get_run(run_id)
+    assert run.status == "failed" and run.error is not None
+    assert "longer than 100 years" in run.error.message
+    assert store.get_steps(run_id) == []
+
+
 def test_many_sleeping_runs_cost_the_worker_nothing(
     timed_store: LmdbStore, clock: FakeClock
 ) -> None:

@@ -120,3 +120,36 @@ def test_records_give_their_times_as_utc_datetimes(approved_run: tuple[Path, str
         assert isinstance(moment, dt.datetime) and moment.utcoffset() == dt.timedelta(0)
     assert run.created.timestamp() == pytest.approx(run.created_at)
     assert run.created <= steps[0].started <= steps[-1].ended <= run.updated
+
+
+def test_a_time_no_date_can_show_is_shown_as_the_nearest_one_not_an_error() -> None:
+    """A wake-up stored before durations had a bound (ctx.sleep(1e12): year 33715) is
+    shown as the last instant a date holds, so one such run never breaks a listing."""
+    from ironflow.store import Event, Run, StepRecord, Suspension
+
+    event = Event(id="evt_1", name="nap", data={}, ts=1.0, seq=1)
+    run = Run(
+        id="run_far",
+        agent="napper",
+        status="sleeping",
+        event=event,
+        created_at=1.0,
+        updated_at=1.0,
+        suspension=Suspension(
+            kind="sleep", position=0, step_id="sleep", since=1.0, wake_at=1e12 + 1.0
+        ),
+    )
+    step = StepRecord(
+        run_id="run_far",
+        position=0,
+        id="tool.x",
+        status="completed",
+        input=None,
+        output=None,
+        started_at=-1e13,
+        ended_at=1e15,
+    )
+    shown = run_with_steps_json(run, [step])
+    assert shown["suspension"]["wake_at"] == "9999-12-31T23:59:59.999Z"
+    assert shown["steps"][0]["started_at"] == "0001-01-01T00:00:00.000Z"
+    assert all(ISO_UTC.match(v) for _, v in times_in(shown) if isinstance(v, str))
