@@ -265,6 +265,12 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    if args.at is not None:
+        from ironflow._cli._timetravel import cmd_inspect_at
+
+        return cmd_inspect_at(args)
+    if args.module is not None:
+        raise _Usage("--module is for --at (to fold the memory projection as it was then)")
     with _opened(args, create=False) as store:
         run = store.get_run(args.run_id)
         steps = store.get_steps(run.id)
@@ -624,6 +630,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--traceback",
         action="store_true",
         help="also print the whole traceback of each failure (--json always has them)",
+    )
+    inspect.add_argument(
+        "--at",
+        metavar="STEP_ID|TIME",
+        help="show the run as it stood just after this step was recorded, or at this time "
+        "(ISO 8601, or +SECONDS after the run's start): the steps recorded by then, its "
+        "status then, and its memory projection at the log position reached",
+    )
+    inspect.add_argument(
+        "--module",
+        metavar="MODULE",
+        help="with --at: the module defining the run's memory projection, to fold its state "
+        "as it was then",
     )
     _add_data_dir(inspect)
     inspect.set_defaults(func=cmd_inspect)
