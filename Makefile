@@ -14,10 +14,14 @@ help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-26s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	@test -x $(PY) || { echo "creating the virtualenv $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "installing ironflow and its test tools into $(VENV) (about a minute)..."
+	@$(PY) -m pip install --quiet --upgrade pip
+	@# setuptools boxes an "Editable installation" notice about same-named folders
+	@# (none here); the filter hides that notice only.
+	@PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
+	@echo "installed; activate it in each terminal with: source $(VENV)/bin/activate"
 
 venv: $(STAMP) ## create .venv and install ironflow with its test tools
 
