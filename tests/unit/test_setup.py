@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tomllib
@@ -23,9 +24,12 @@ def test_the_license_is_an_spdx_string() -> None:
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_venv_says_what_it_installs_before_the_quiet_minute() -> None:
     """The install step prints a progress line first, and how to activate the venv last."""
+    # Run under `make test`, the outer make's flags would reach this one: leave them out.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     dry = subprocess.run(
-        ["make", "-n", "-B", ".venv/.installed"],
+        ["make", "--no-print-directory", "-n", "-B", ".venv/.installed"],
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
