@@ -72,6 +72,8 @@ class StepInfo:
     run_id: str
     step_id: str
     position: int
+    #: The run's attempt: its Nth execution from the top (a takeover, a wake-up or a
+    #: resume starts the next). Not the step's try: that is ``retry + 1``.
     attempt: int
     #: How many tries of this step failed before this one (a ``@tool(retries=...)``).
     retry: int = 0
