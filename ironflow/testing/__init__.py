@@ -68,11 +68,16 @@ if TYPE_CHECKING:
     from ironflow.store._history import History
 
 __all__ = [
+    "Boundary",
+    "CrashCase",
+    "CrashReport",
     "CrashingStore",
+    "Driver",
     "FakeClock",
     "Fault",
     "SimulatedCrash",
     "StandInWorker",
+    "crash_matrix",
     "replay",
     "replay_history",
     "run_once",
@@ -486,3 +491,8 @@ def replay(store: Store, run_id: str, agent: Callable[..., Any]) -> Outcome:
     if defn.is_async:
         return asyncio.run(execution.execute_async(lambda: defn.fn(ctx)))
     return execution.execute(lambda: defn.fn(ctx))
+
+
+# Built on the helpers above, so imported after them.
+from ironflow.testing._driver import Driver  # noqa: E402
+from ironflow.testing._matrix import Boundary, CrashCase, CrashReport, crash_matrix  # noqa: E402
