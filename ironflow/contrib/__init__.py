@@ -8,6 +8,9 @@ recorded steps; outside one the wrapped object behaves as the original.
 - ``ironflow.contrib.langgraph``: ``IronflowSaver`` (``pip install 'ironflow[langgraph]'``)
 - ``ironflow.contrib.pydantic_ai``: ``IronflowAgent`` (``pip install 'ironflow[pydantic-ai]'``)
 - ``ironflow.contrib.openai_agents``: ``IronflowRunner`` (``pip install 'ironflow[openai-agents]'``)
+- ``ironflow.contrib.otel``: ``Tracing``, traces of runs (``pip install 'ironflow[otel]'``)
+- ``ironflow.contrib.prometheus``: ``Metrics``, ``StoreMetrics``
+  (``pip install 'ironflow[prometheus]'``)
 
 Nothing here is imported by ``import ironflow``.
 """

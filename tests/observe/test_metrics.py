@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from ironflow.store._records import ProjectionSpec
 from ironflow.testing import CrashingStore, StandInWorker
 from tests.helpers import serve_until_idle_or_crash
 
+REPO = Path(__file__).resolve().parents[2]
 CRASH: dict[str, Any] = {}
 PROVIDER = ScriptedProvider(["three word answer"], repeat_last=True)
 PROMPT = "count these five words"
@@ -154,6 +157,13 @@ def test_metrics_after_a_known_workload_are_exact(store: LmdbStore) -> None:
     assert commits > 0 and v("ironflow_store_commit_batch_size_count") == commits
     assert v("ironflow_store_commit_batch_size_sum") >= commits
     assert v("process_cpu_seconds_total") > 0
+
+    # The Grafana dashboard in docs/ queries only metrics that exist.
+    dashboard = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {name for e in exprs for name in re.findall(r"ironflow_[a-z_]+", e)}
+    exported = {name for name, _ in got}
+    assert used and used <= exported, sorted(used - exported)
 
 
 def test_worker_without_metrics_imports_no_prometheus() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -29,9 +30,14 @@ from tests.helpers import serve_until_idle_or_crash
 CRASH: dict[str, Any] = {}
 
 
+#: The span current inside each tool call, by (tool, n): a tool's own spans nest there.
+CURRENT: dict[tuple[str, int], int] = {}
+
+
 @tool
 def fetch(n: int) -> int:
     """Add one."""
+    CURRENT["fetch", n] = otel_trace.get_current_span().get_span_context().span_id
     return n + 1
 
 
@@ -338,3 +344,53 @@ def test_tracing_costs_nothing_it_is_not_asked_for() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert proc.stdout.strip() == ""
+
+
+@tool
+async def slow_add(n: int) -> int:
+    """Add one, asynchronously."""
+    import asyncio
+
+    await asyncio.sleep(0.01)
+    CURRENT["slow_add", n] = otel_trace.get_current_span().get_span_context().span_id
+    return n + 1
+
+
+@agent(id="gathered", triggers=["gathered.go"])
+async def gathered(ctx: AgentContext) -> list[int]:
+    import asyncio
+
+    return list(await asyncio.gather(slow_add(n=1), slow_add(n=2), fetch(n=3)))
+
+
+def test_an_async_runs_gathered_steps_are_siblings_under_its_attempt(
+    store: LmdbStore, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """Steps gathered in an async agent each get a span, all children of the attempt's,
+    whatever order they finish in; a span made inside a tool nests under the tool's."""
+    worker = Worker(
+        [gathered],
+        store=store,
+        poll_interval=0.01,
+        observers=[Tracing(tracer_provider=provider)],
+    )
+    [run_id] = store.emit("gathered.go", {}).run_ids
+    serve_until_idle_or_crash(worker)
+    assert store.get_run(run_id).output == [2, 3, 4]
+    spans = exporter.get_finished_spans()
+    [attempt] = [s for s in spans if s.name == "invoke_agent gathered"]
+    steps = sorted(
+        (s for s in spans if s.name.startswith("execute_tool")),
+        key=lambda s: s.attributes["ironflow.step.position"],
+    )
+    assert [(s.name, s.attributes["gen_ai.tool.call.id"]) for s in steps] == [
+        ("execute_tool slow_add", f"{run_id}/tool.slow_add"),
+        ("execute_tool slow_add", f"{run_id}/tool.slow_add#2"),
+        ("execute_tool fetch", f"{run_id}/tool.fetch"),
+    ]
+    assert all(parent_id(s) == attempt.context.span_id for s in steps)
+    assert attempt.attributes["ironflow.run.steps_executed"] == 3
+    # Inside each tool (a coroutine, or a sync tool on a pool thread) its span is current.
+    assert [CURRENT["slow_add", 1], CURRENT["slow_add", 2], CURRENT["fetch", 3]] == [
+        s.context.span_id for s in steps
+    ]

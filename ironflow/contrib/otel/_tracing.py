@@ -305,19 +305,20 @@ class _Attempt(AttemptObserver):
         assert isinstance(token, _Step)
         otel_context.detach(token.token)
         span = token.span
-        span.set_attribute(g.STEP_OUTCOME, outcome)
+        attributes: dict[str, Any] = {g.STEP_OUTCOME: outcome}
         if record is not None and record.status == "completed":
             if token.kind == "chat":
-                span.set_attributes(g.chat_end_attributes(record.output, self.tracing.capture))
+                attributes.update(g.chat_end_attributes(record.output, self.tracing.capture))
             elif token.kind == "tool" and self.tracing.capture:
-                span.set_attribute(g.TOOL_RESULT, g._json(record.output))
+                attributes[g.TOOL_RESULT] = g._json(record.output)
         if record is not None and record.status == "failed" and record.error is not None:
-            span.set_attribute(g.ERROR_TYPE, record.error.type)
+            attributes[g.ERROR_TYPE] = record.error.type
             span.set_status(Status(StatusCode.ERROR, record.error.message[:1000]))
         elif outcome == "stopped":
             kind = type(error).__name__ if error is not None else "stopped"
-            span.set_attribute(g.ERROR_TYPE, kind)
+            attributes[g.ERROR_TYPE] = kind
             span.set_status(Status(StatusCode.ERROR, f"the step was stopped ({kind})"))
+        span.set_attributes(attributes)  # one lock, not one per attribute
         span.end()
 
     def ended(self, outcome: Outcome) -> None:
