@@ -23,7 +23,7 @@ from ironflow._pure._durations import Duration, check_ahead, parse_duration
 from ironflow.errors import InvalidInputError
 from ironflow.replay import Execution, current_step
 from ironflow.store import Event, Suspension
-from ironflow.store._codec import to_json_value
+from ironflow.store._codec import event_data, to_json_value
 
 __all__ = [
     "APPROVAL_PREFIX",
@@ -243,7 +243,7 @@ def agent_id_of(agent: Any) -> str:
 def spawn(execution: Execution, agent: Any, data: Any = None) -> Any:
     """The step ``spawn.<agent>``: start a child run (see ``AgentContext.spawn``)."""
     agent_id = agent_id_of(agent)
-    stored = to_json_value({} if data is None else data, f"spawn of {agent_id!r} data", "data")
+    stored = event_data({} if data is None else data, f"ctx.spawn of {agent_id!r}: the data")
 
     def start() -> dict[str, Any]:
         info = current_step()

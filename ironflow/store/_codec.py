@@ -28,7 +28,7 @@ import attrs
 import cattrs
 import orjson
 
-from ironflow.errors import NotSerializableError, StoreCorruptedError
+from ironflow.errors import InvalidInputError, NotSerializableError, StoreCorruptedError
 
 __all__ = [
     "MAX_DEPTH",
@@ -36,6 +36,7 @@ __all__ = [
     "decode_record",
     "dumps",
     "encode_record",
+    "event_data",
     "loads",
     "structure",
     "to_json_value",
@@ -193,6 +194,38 @@ def _unstructured(v: Any, what: str, path: str) -> Any:
         return v.model_dump(mode="json") if _is_pydantic(type(v)) else converter.unstructure(v)
     except RecursionError:
         raise _too_deep(what, path) from None
+
+
+def event_data(data: Any, what: str) -> dict[str, Any]:
+    """An event's data as stored: a JSON object, checked like any stored value.
+
+    Handlers read fields of ``ctx.event.data``, filters, matches and keys name paths
+    into it: data that is a list, a string or a number would only fail later, inside a
+    run. Raises :class:`~ironflow.errors.InvalidInputError` (a 422 over HTTP, exit
+    status 2 from the CLI) for anything but an object, naming ``what``.
+    """
+    value = to_json_value(data, what, "data")
+    if not isinstance(value, dict):
+        raise InvalidInputError(
+            f"{what} must be a JSON object, not {_json_kind(value)}; put the value under "
+            f'a name, e.g. {{"value": {_clip(value)}}}'
+        )
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "a string" if isinstance(value, str) else "an array"
+
+
+def _clip(value: Any) -> str:
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def dumps(value: Any, what: str = "value") -> bytes:

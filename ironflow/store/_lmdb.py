@@ -42,6 +42,7 @@ from ironflow.store._codec import (
     decode_record,
     dumps,
     encode_record,
+    event_data,
     loads,
     to_json_value,
 )
@@ -510,7 +511,7 @@ class LmdbStore:
         if id is not None and (not isinstance(id, str) or not id or len(id.encode()) > 200):
             raise InvalidInputError(f"an event id must be a string of 1 to 200 bytes, not {id!r}")
         check_trace(trace, f"emit {name!r}")
-        data = to_json_value(data, f"event {name!r} data", "data")
+        data = event_data(data, f"event {name!r} data")
         now = time.time()
 
         def op(txn: Any) -> EmitResult:
@@ -969,7 +970,7 @@ class LmdbStore:
         if not isinstance(step_id, str) or not step_id or len(step_id.encode()) > 200:
             raise InvalidInputError(f"spawn_run: a step id must be 1 to 200 bytes, not {step_id!r}")
         check_trace(trace, f"spawn_run of {agent!r}")
-        data = to_json_value(data, f"spawn of {agent!r} data", "data")
+        data = event_data(data, f"spawn of {agent!r} data")
         spawn_key = _run_key(parent_id) + b"\x00" + step_id.encode()
 
         def op(txn: Any) -> Run:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from ironflow import AgentContext, NotSerializableError, Worker, agent, tool
+from ironflow.errors import InvalidInputError
 from ironflow.server import BackgroundServer
 from ironflow.store import LmdbStore, RemoteStore
 from ironflow.store._codec import MAX_DEPTH
@@ -130,6 +131,29 @@ def test_the_http_api_refuses_too_deep_data_with_422_naming_the_path(
     assert (
         "data['deep'][0][0]" in error["message"] and f"{MAX_DEPTH} levels deep" in error["message"]
     )
+    assert local.events() == [] and local.list_runs() == []
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"), [([1, 2], "an array"), ("text", "a string"), (3, "a number"), (None, "null")]
+)
+def test_event_data_that_is_not_an_object_is_refused_everywhere(
+    served: tuple[LmdbStore, RemoteStore, str], data: Any, kind: str
+) -> None:
+    """Handlers read ctx.event.data[...]: data that is not an object is refused at emit
+    (InvalidInputError; 422 over HTTP), naming it, and stores nothing."""
+    local, remote, url = served
+    for store in (local, remote):
+        with pytest.raises(InvalidInputError, match=f"data must be a JSON object, not {kind}"):
+            store.emit("unstorable.out", data)
+    body = json.dumps({"name": "unstorable.out", "data": data}).encode()
+    request = urllib.request.Request(
+        url + "/api/v1/events", data=body, headers={"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+    assert info.value.code == 422
+    assert f"not {kind}" in json.load(info.value)["error"]["message"]
     assert local.events() == [] and local.list_runs() == []
 
 

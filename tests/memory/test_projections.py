@@ -264,12 +264,12 @@ def test_service_retries_a_failing_fold_without_skipping(store: LmdbStore) -> No
         attempts.append(event.seq)
         if len(attempts) == 1:
             raise RuntimeError("transient")
-        return state + event.data
+        return state + event.data["n"]
 
     store.register_projections([defn(flaky).spec()])
     service = ProjectionService(store, [defn(flaky)], this_worker(), poll_interval=0.01)
-    store.emit("x", 5)
-    store.emit("x", 7)
+    store.emit("x", {"n": 5})
+    store.emit("x", {"n": 7})
     service.start()
     try:
         assert store.wait_for_projection("flaky", 2, timeout=30) == 2

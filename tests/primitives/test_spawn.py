@@ -109,6 +109,25 @@ def test_async_parents_gather_their_childrens_results(store: LmdbStore) -> None:
     assert run.output == [4, 9, 16]
 
 
+def test_a_child_is_given_object_data_or_nothing_is_spawned(store: LmdbStore) -> None:
+    """ctx.spawn(agent, [1, 2]) fails in the parent before any step: a child's
+    ctx.event.data is an object, like any event's."""
+
+    @agent(id="list-parent", triggers=["list.parent"])
+    def list_parent(ctx: AgentContext) -> Any:
+        return ctx.spawn(squarer, [1, 2]).result()
+
+    run_id = emit(store, "list.parent", {}, list_parent, squarer)
+    Worker([list_parent, squarer], store=store).run(until_idle=True, ready_message=False)
+    run = store.get_run(run_id)
+    assert run.status == "failed" and run.error is not None
+    assert run.error.type == "InvalidInputError"
+    assert "ctx.spawn of 'squarer': the data must be a JSON object, not an array" in (
+        run.error.message
+    )
+    assert store.get_steps(run_id) == [] and len(store.list_runs()) == 1
+
+
 def test_inspect_shows_parent_and_children(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -155,10 +155,10 @@ def test_errors_are_json(
 def test_body_over_the_limit_is_413(backend: LmdbStore) -> None:
     """A body over --max-body gets 413 too_large, naming the limit."""
     with BackgroundServer(backend, max_body=2048) as url:
-        body = json.dumps({"name": "a", "data": "x" * 4096}).encode()
+        body = json.dumps({"name": "a", "data": {"x": "x" * 4096}}).encode()
         message = assert_error(request(url, "POST", "/api/v1/events", body), 413, "too_large")
         assert "2048" in message
-        ok = json.dumps({"name": "a", "data": "x" * 100}).encode()
+        ok = json.dumps({"name": "a", "data": {"x": "x" * 100}}).encode()
         assert request(url, "POST", "/api/v1/events", ok)[0] == 200
 
 

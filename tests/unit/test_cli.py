@@ -57,6 +57,19 @@ def test_emit_without_a_matching_agent_warns(
     assert "no agent is triggered by 'nobody.listens'" in err
 
 
+@pytest.mark.parametrize(("data", "kind"), [("[1,2]", "an array"), ('"str"', "a string")])
+def test_emit_refuses_data_that_is_not_an_object(
+    data_dir: Path, capsys: pytest.CaptureFixture[str], data: str, kind: str
+) -> None:
+    """--data must be a JSON object: anything else exits 2 saying so, and stores nothing."""
+    code, out, err = run_cli(capsys, "emit", "doc.received", "--data", data)
+    assert code == 2 and out == ""
+    assert f"event 'doc.received' data must be a JSON object, not {kind}" in err
+    assert '{"value": ' in err
+    code, out, _ = run_cli(capsys, "run", "list", "--json")
+    assert json.loads(out) == []
+
+
 def test_run_list_json_shape_newest_first(
     data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
