@@ -21,6 +21,7 @@ from ironflow.errors import ConfigError, IronflowError, ServerUnavailableError
 from ironflow.server._views import children_of, iso, run_json, run_with_steps_json
 from ironflow.store import FINISHED, EmitResult, Store
 from ironflow.store._open import open_store, resolve_data_dir, server_url
+from ironflow.store._triggers import why_no_run
 
 __all__ = ["main"]
 
@@ -117,6 +118,8 @@ def cmd_emit(args: argparse.Namespace) -> int:
         return _emit_and_wait(args, data)
     with _opened(args, create=True) as store:
         result = _emit(store, args, data)
+        started_none = result.created and not result.run_ids
+        why = why_no_run(args.name, data, result.event_id, store.agents()) if started_none else ""
     if args.json:
         _print_json(
             {
@@ -132,12 +135,13 @@ def cmd_emit(args: argparse.Namespace) -> int:
         print(f"event {result.event_id}")
     for run_id in result.run_ids:
         print(f"run {run_id}")
-    if result.created and not result.run_ids:
-        print(
-            f"warning: no agent is triggered by {args.name!r}; start a worker serving one "
-            "before emitting (its triggers are registered when it starts)",
-            file=sys.stderr,
-        )
+    if started_none:
+        if why.startswith("no agent is triggered"):
+            why += (
+                "; start a worker serving one before emitting (its triggers are registered "
+                "when it starts)"
+            )
+        print(f"warning: no run started: {why}", file=sys.stderr)
     return 0
 
 

@@ -31,7 +31,6 @@ from aiohttp import web
 import ironflow
 from ironflow._agent._primitives import APPROVAL_PREFIX, approval_event
 from ironflow._pure._cron import parse_cron
-from ironflow._pure._filters import compile_filter
 from ironflow.errors import IronflowError, ProjectionNotFoundError
 from ironflow.server._session import COOKIE, CSRF_HEADER, SESSION_SECONDS, Session, Sessions
 from ironflow.server._sse import KEEPALIVE, open_stream, send_comment, send_event
@@ -51,7 +50,7 @@ from ironflow.store._browse import (
     run_page,
     stream_heads,
 )
-from ironflow.store._triggers import trigger_matches
+from ironflow.store._triggers import why_no_run
 
 if TYPE_CHECKING:
     from ironflow.server._app import Api
@@ -254,26 +253,6 @@ def run_detail(store: Any, run_id: str) -> dict[str, Any]:
     return out
 
 
-def _why_no_run(name: str, data: Any, event_id: str, agents: list[AgentSpec]) -> str:
-    """Why an event in the log started no run, judged by today's agents."""
-    triggered = [a for a in agents if any(trigger_matches(t, name) for t in a.triggers)]
-    if not triggered:
-        return f"no registered agent triggers on {name!r}"
-    reasons = []
-    for spec in triggered:
-        flow = spec.flow
-        if flow is not None and flow.filter is not None:
-            try:
-                admitted = compile_filter(flow.filter).matches_data(name, data, event_id)
-            except IronflowError:
-                admitted = True
-            if not admitted:
-                reasons.append(f"agent {spec.id!r}: its filter {flow.filter!r} did not match")
-                continue
-        reasons.append(f"agent {spec.id!r} was registered after this event, or its runs pruned")
-    return "; ".join(reasons)
-
-
 def _agent_json(spec: AgentSpec, now: float, queued: dict[str, dict[str, int]]) -> dict[str, Any]:
     flow = spec.flow
     crons = []
@@ -309,9 +288,7 @@ def _agent_json(spec: AgentSpec, now: float, queued: dict[str, dict[str, int]]) 
             if flow and flow.debounce
             else None
         ),
-        "cancel_on": [{"event": c.event, "match": c.match} for c in flow.cancel_on]
-        if flow
-        else [],
+        "cancel_on": [{"event": c.event, "match": c.match} for c in flow.cancel_on] if flow else [],
         "crons": crons,
         "version": flow.version if flow else None,
         "queued": [{"key": k, "runs": n} for k, n in sorted(queued.get(spec.id, {}).items())],
@@ -530,7 +507,7 @@ class Dashboard:
                     "why_none": None,
                 }
                 if not logged.run_ids:
-                    item["why_none"] = _why_no_run(e.name, e.data, e.id, agents)
+                    item["why_none"] = why_no_run(e.name, e.data, e.id, agents)
                 out.append(item)
             return {"events": out, "next_before": page.next_before, "last_seq": page.last_seq}
 

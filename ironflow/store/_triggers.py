@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["INVOKE_PREFIX", "invoke_event", "starts", "trigger_matches", "validate_trigger"]
+from ironflow._pure._filters import compile_filter
+from ironflow.errors import IronflowError
+
+if TYPE_CHECKING:
+    from ironflow.store._records import AgentSpec
+
+__all__ = [
+    "INVOKE_PREFIX",
+    "invoke_event",
+    "starts",
+    "trigger_matches",
+    "validate_trigger",
+    "why_no_run",
+]
 
 #: ``agent.invoke.<agent id>`` starts a run of that agent alone, whatever its triggers
 #: (``ironflow invoke``): one reserved name per agent, like ``agent.approve.<name>``.
@@ -21,6 +36,31 @@ def starts(agent_id: str, triggers: tuple[str, ...] | list[str], name: str) -> b
     if name.startswith(INVOKE_PREFIX):
         return name == INVOKE_PREFIX + agent_id
     return any(trigger_matches(t, name) for t in triggers)
+
+
+def why_no_run(name: str, data: Any, event_id: str, agents: Iterable[AgentSpec]) -> str:
+    """Why the event ``name`` (with ``data``) started no run, judged by ``agents``, the
+    agents registered now: none is triggered by it, or whose filter turned it down.
+
+    The explanation the CLI prints after an emit and the dashboard shows beside an
+    event: "no agent is triggered" would be wrong when an agent's filter said no.
+    """
+    triggered = [a for a in agents if starts(a.id, a.triggers, name)]
+    if not triggered:
+        return f"no agent is triggered by {name!r}"
+    reasons = []
+    for spec in triggered:
+        flow = spec.flow
+        if flow is not None and flow.filter is not None:
+            try:
+                admitted = compile_filter(flow.filter).matches_data(name, data, event_id)
+            except IronflowError:
+                admitted = True  # a filter that does not parse cannot have said no
+            if not admitted:
+                reasons.append(f"the filter of agent {spec.id!r} ({flow.filter}) did not match")
+                continue
+        reasons.append(f"agent {spec.id!r} was registered after this event, or its runs pruned")
+    return "; ".join(reasons)
 
 
 def validate_trigger(pattern: str) -> str | None:

@@ -12,6 +12,7 @@ import pytest
 from ironflow._cli._main import main
 from ironflow._worker._identity import this_worker
 from ironflow.store import AgentSpec, LmdbStore, StepRecord
+from ironflow.store._flowspec import FlowSpec
 
 
 @pytest.fixture
@@ -55,6 +56,27 @@ def test_emit_without_a_matching_agent_warns(
     code, _, err = run_cli(capsys, "emit", "nobody.listens")
     assert code == 0
     assert "no agent is triggered by 'nobody.listens'" in err
+
+
+def test_emit_rejected_by_a_filter_names_the_agent_whose_filter_did_not_match(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An agent is triggered by order.* but its filter said no: the warning says that,
+    not that no agent is triggered."""
+    s = LmdbStore(data_dir)
+    s.register_agents(
+        [AgentSpec("vip-orders", ("order.*",), flow=FlowSpec(filter='data.tier == "vip"'))]
+    )
+    s.close()
+    code, out, err = run_cli(capsys, "emit", "order.created", "--data", '{"tier": "basic"}')
+    assert code == 0 and out.startswith("event evt_")
+    assert "no agent is triggered" not in err
+    assert (
+        "warning: no run started: the filter of agent 'vip-orders' (data.tier == \"vip\") "
+        "did not match"
+    ) in err
+    code, out, err = run_cli(capsys, "emit", "order.created", "--data", '{"tier": "vip"}')
+    assert code == 0 and "run run_" in out and err == ""
 
 
 @pytest.mark.parametrize(("data", "kind"), [("[1,2]", "an array"), ('"str"', "a string")])
