@@ -93,9 +93,7 @@ class Worker:
                     f"ironflow.contrib.prometheus.Metrics), not {o!r}"
                 )
         #: Who watches the attempts: None (no cost at all), one observer, or several.
-        self.observer: Observer | None = (
-            None if not watching else watching[0] if len(watching) == 1 else Observers(watching)
-        )
+        self.observer: Observer | None = Observers(watching) if watching else None
         self.info = this_worker()
         self._stopping = threading.Event()
         #: Set by the first run(): a worker serves once (its pools are shut down after).

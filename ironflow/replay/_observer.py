@@ -11,12 +11,13 @@ none of them may cost a run without observers anything. Without one, the engine'
 is an ``is None`` test per executed step; no OpenTelemetry or Prometheus module is
 imported.
 
-Calls come from the worker's threads and event loop: an observer must be thread-safe
-and must not raise (an exception would reach the run like any bug in the worker).
+Calls come from the worker's threads and event loop: an observer must be thread-safe.
+It should not raise; if it does, :class:`Observers` logs it and the run goes on.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Literal
 
 from ironflow._pure._trace import TraceContext
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from ironflow.store import StepRecord, WorkerInfo
 
 __all__ = ["AttemptObserver", "Observer", "Observers", "StepOutcome", "StepWatch"]
+
+log = logging.getLogger("ironflow.observe")
 
 #: How an executed step ended: recorded ``completed`` or ``failed``; ``suspended`` (the
 #: run now sleeps or waits in the store: a sleep, a wait, a retry's backoff); ``stopped``
@@ -89,31 +92,49 @@ class Observer:
         """The worker stopped: flush what is buffered."""
 
 
-class _Fanout(AttemptObserver):
-    """Several attempt observers as one, called in order (``exit`` in reverse)."""
+class _Guarded(AttemptObserver):
+    """The attempt observers of one attempt as one, each call guarded (see :class:`Observers`).
 
-    def __init__(self, parts: list[AttemptObserver]) -> None:
+    Called in order (``exit`` and ``step_ended`` in reverse, so the first to enter is the
+    last to leave). A part that raises is logged, once per method and observer type, and
+    its result taken as None: the run goes on as if nobody watched that moment.
+    """
+
+    def __init__(self, parts: list[AttemptObserver], warned: set[tuple[str, str]]) -> None:
         self.parts = parts
+        self._warned = warned
+
+    def _call(self, part: AttemptObserver, method: str, *args: Any) -> Any:
+        try:
+            return getattr(part, method)(*args)
+        except Exception:
+            key = (type(part).__qualname__, method)
+            if key not in self._warned:
+                self._warned.add(key)
+                log.exception(
+                    "observer %s failed in %s; the run goes on (this is logged once)", *key
+                )
+            return None
 
     def enter(self) -> Any:
-        return [p.enter() for p in self.parts]
+        return [self._call(p, "enter") for p in self.parts]
 
     def exit(self, scope: Any) -> None:
         for part, token in reversed(list(zip(self.parts, scope, strict=True))):
-            part.exit(token)
+            self._call(part, "exit", token)
 
     def step_started(self, step: StepInfo, input: Any) -> Any:
-        return [p.step_started(step, input) for p in self.parts]
+        return [self._call(p, "step_started", step, input) for p in self.parts]
 
     def step_note(self, token: Any, key: str, value: Any) -> None:
         for part, t in zip(self.parts, token, strict=True):
-            part.step_note(t, key, value)
+            self._call(part, "step_note", t, key, value)
 
     def step_trace(self, token: Any) -> TraceContext | None:
         for part, t in zip(self.parts, token, strict=True):
-            trace = part.step_trace(t)
+            trace = self._call(part, "step_trace", t)
             if trace is not None:
-                return trace
+                return trace  # type: ignore[no-any-return]
         return None
 
     def step_ended(
@@ -125,32 +146,45 @@ class _Fanout(AttemptObserver):
         error: BaseException | None,
     ) -> None:
         for part, t in reversed(list(zip(self.parts, token, strict=True))):
-            part.step_ended(t, step, outcome, record, error)
+            self._call(part, "step_ended", t, step, outcome, record, error)
 
     def ended(self, outcome: Outcome) -> None:
         for part in self.parts:
-            part.ended(outcome)
+            self._call(part, "ended", outcome)
 
 
 class Observers(Observer):
-    """Several observers as one: what a worker holds when it is given more than one."""
+    """The observers a worker holds, as one: the one place their calls are made from.
+
+    Monitoring must never change what a run does, so every call is guarded: an observer
+    that raises (a bug, an exporter in trouble) is logged once per method (per worker) and
+    skipped, and the run, its steps and their records go on as they would unwatched.
+    """
 
     def __init__(self, observers: list[Observer]) -> None:
         self.observers = observers
+        self._warned: set[tuple[str, str]] = set()
 
     def attempt(
         self, execution: Execution, taken_from: WorkerInfo | None
     ) -> AttemptObserver | None:
-        parts = [
-            a for o in self.observers if (a := o.attempt(execution, taken_from)) is not None
-        ]
-        if not parts:
-            return None
-        return parts[0] if len(parts) == 1 else _Fanout(parts)
+        parts = []
+        for o in self.observers:
+            try:
+                part = o.attempt(execution, taken_from)
+            except Exception:
+                log.exception("observer %s failed to watch an attempt", type(o).__qualname__)
+                continue
+            if part is not None:
+                parts.append(part)
+        return _Guarded(parts, self._warned) if parts else None
 
     def close(self) -> None:
         for observer in self.observers:
-            observer.close()
+            try:
+                observer.close()
+            except Exception:
+                log.exception("observer %s failed to close", type(observer).__qualname__)
 
 
 class StepWatch:

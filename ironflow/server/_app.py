@@ -508,6 +508,9 @@ class Api:
 
     def __init__(self, store: LmdbStore, *, threads: int = 32) -> None:
         self.store = store
+        #: The tracer provider of a server that exports traces (``ironflow serve`` with
+        #: the OTEL_* variables set), else None.
+        self.tracer_provider: Any | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(
             threads, thread_name_prefix="ironflow-api"
         )
@@ -602,13 +605,16 @@ class Api:
         event_id = body.get("id")
         if event_id is not None and not isinstance(event_id, str):
             raise _bad("'id' must be a string or null")
-        result = await self._run(
-            self.store.emit,
-            body["name"],
-            body.get("data", {}),
-            id=event_id,
-            trace=_trace(body, request),
-        )
+        name, data, trace = body["name"], body.get("data", {}), _trace(body, request)
+        if trace is None and self.tracer_provider is not None:
+            # Emitted with no context, to a server that traces: an `emit NAME` span is the
+            # root of the trace the runs join.
+            from ironflow._worker._observe import emitting
+
+            with emitting(self.tracer_provider, name) as trace:
+                result = await self._run(self.store.emit, name, data, id=event_id, trace=trace)
+        else:
+            result = await self._run(self.store.emit, name, data, id=event_id, trace=trace)
         if result.created:
             self.wake()  # new runs for leases, a new event for projections
         return converter.unstructure(result)
@@ -1047,13 +1053,16 @@ def make_app(
     token: str | None = None,
     max_body: int = DEFAULT_MAX_BODY,
     metrics: Any | None = None,
+    tracer_provider: Any | None = None,
 ) -> tuple[web.Application, Api]:
     """The aiohttp application over ``store``; a ``token`` makes every request need it.
 
     ``metrics``: a Prometheus registry served at ``/metrics`` (None: the path says how to
-    get one).
+    get one). ``tracer_provider``: an emit without a trace context gets an ``emit NAME``
+    span, the root of its runs' trace.
     """
     api = Api(store)
+    api.tracer_provider = tracer_provider
     middlewares = [_error_middleware(max_body)]
     if token:
         middlewares.append(_auth_middleware(token))

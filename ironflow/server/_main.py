@@ -180,6 +180,9 @@ async def _serve(
     from ironflow.store import LmdbStore
 
     configure_logging(log_format=log_format)
+    from ironflow._worker._observe import start_tracing
+
+    provider = start_tracing("ironflow-server")
     store = LmdbStore(data_dir)
     measured = metrics_registry(store)
     registry, store_metrics = measured if measured is not None else (None, None)
@@ -190,7 +193,9 @@ async def _serve(
         )
     metrics_server = None
     try:
-        app, api = make_app(store, token=token, max_body=max_body, metrics=registry)
+        app, api = make_app(
+            store, token=token, max_body=max_body, metrics=registry, tracer_provider=provider
+        )
         try:
             runner, bound = await start_site(app, host, port)
         except OSError as exc:
@@ -238,6 +243,8 @@ async def _serve(
             metrics_server.close()
         if store_metrics is not None:
             store_metrics.close()
+        if provider is not None:
+            provider.shutdown()  # the last spans are sent before the process exits
         store.close()
     print("server stopped", flush=True)
     return 0

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,3 +182,68 @@ def test_the_cli_traced_makes_an_emit_span_and_keeps_stdout_clean(tmp_path: Path
 def test_tracing_is_on_only_when_the_environment_asks(env: dict[str, str], expected: bool) -> None:
     """The standard variables decide; a service name alone asks for nothing."""
     assert tracing_configured(env) is expected
+
+
+@pytest.mark.process
+def test_a_traced_server_roots_an_emit_that_came_without_context(tmp_path: Path) -> None:
+    """`ironflow serve` with tracing on: an HTTP emit with no traceparent gets an
+    `emit NAME` span on the server, and the event keeps that span's context."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("IRONFLOW_", "OTEL_"))}
+    clean.update(
+        PYTHONPATH=str(REPO),
+        PYTHONUNBUFFERED="1",
+        OTEL_TRACES_EXPORTER="console",
+        OTEL_BSP_SCHEDULE_DELAY="50",
+    )
+    err = tmp_path / "serve.err"
+    with open(tmp_path / "serve.out", "wb") as out, open(err, "wb") as errf:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ironflow._cli._main",
+                "serve",
+                "--dev",
+                "--port",
+                "0",
+                "--data-dir",
+                str(tmp_path / "d"),
+            ],
+            cwd=REPO,
+            env=clean,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=errf,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        url = ""
+        while not url and time.monotonic() < deadline and server.poll() is None:
+            for line in (tmp_path / "serve.out").read_text().splitlines():
+                if line.startswith("ironflow server listening on "):
+                    url = line.rsplit(" ", 1)[1]
+            time.sleep(0.05)
+        assert url, err.read_text()
+        request = urllib.request.Request(
+            url + "/api/v1/events",
+            data=json.dumps({"name": "echo.go", "data": {}}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            event_id = json.loads(reply.read())["event_id"]
+        while '"emit echo.go"' not in err.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    text = err.read_text()
+    span, _ = json.JSONDecoder().raw_decode(text, text.index("{"))
+    assert span["name"] == "emit echo.go" and span["parent_id"] is None
+    store = LmdbStore(tmp_path / "d", sync=False)
+    try:
+        [event] = [e for e in store.events() if e.id == event_id]
+        assert event.trace is not None
+        assert "0x" + event.trace.span_id == span["context"]["span_id"]
+    finally:
+        store.close()
