@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ironflow._agent._dsl import AgentDefinition
-from ironflow._agent._memory import ProjectionDefinition
+from ironflow._agent._dsl import AgentDefinition, definitions_in
+from ironflow._agent._memory import ProjectionDefinition, projections_in
 from ironflow._agent._primitives import APPROVAL_PREFIX, approval_event
 from ironflow._worker._worker import Worker
 from ironflow.errors import ConfigError
@@ -22,7 +22,7 @@ from ironflow.replay._observer import Observer
 from ironflow.store import FINISHED, SUSPENDED, Run, Store, WorkerInfo
 from ironflow.store._history import spawned_children
 
-__all__ = ["Approve", "Driver"]
+__all__ = ["Approve", "Driver", "projections_for", "served_agents"]
 
 #: Answers ``ctx.approve(name, payload)`` in a test: True approves, False rejects.
 Approve = Callable[[str, Any], bool]
@@ -60,11 +60,21 @@ class Driver:
         self.worker_info = worker_info
         self._registered = False
 
-    def add(self, *agents: Any) -> None:
-        """Serve these agents too (a child run's agent, say)."""
+    def add(self, *agents: Any, projections: Iterable[Any] = ()) -> None:
+        """Serve these agents too, with the agents and projections of their modules (a
+        child run's agent, the memory's projection); a memory projection found nowhere
+        raises :class:`AssertionError` saying to pass it."""
+        known = {d.id for d in self.agents}
         for defn in _agents(agents):
-            if defn.id not in {d.id for d in self.agents}:
-                self.agents.append(defn)
+            for other in served_agents(defn, ()):
+                if other.id not in known:
+                    known.add(other.id)
+                    self.agents.append(other)
+        given = [*(p.fn for p in self.projections), *projections]
+        have = {p.name for p in self.projections}
+        for p in projections_for(self.agents, given):
+            if p.name not in have:
+                self.projections.append(p)
         self._registered = False
 
     def register(self) -> None:
@@ -75,10 +85,13 @@ class Driver:
                 self.store.register_projections([p.spec() for p in self.projections])
             self._registered = True
 
-    def start(self, agent: Any, data: Any = None) -> str:
-        """Emit ``agent``'s first trigger with ``data``; return the run it started."""
+    def start(self, agent: Any, data: Any = None, *, projections: Iterable[Any] = ()) -> str:
+        """Emit ``agent``'s first trigger with ``data``; return the run it started.
+
+        ``agent`` is served with its module's agents and projections, and ``projections``.
+        """
         defn = AgentDefinition.must_from_fn(agent)
-        self.add(agent)
+        self.add(agent, projections=projections)
         self.register()
         if not defn.triggers:
             raise ConfigError(f"agent {defn.id!r} has no event trigger to start it with")
@@ -90,9 +103,20 @@ class Driver:
             )
         return mine[0]
 
-    def run(self, agent: Any, data: Any = None, *, approve: Approve | None = None) -> Run:
-        """Start a run of ``agent`` with ``data`` and drive it to its end; return it."""
-        return self.drive(self.start(agent, data), approve=approve)
+    def run(
+        self,
+        agent: Any,
+        data: Any = None,
+        *,
+        approve: Approve | None = None,
+        projections: Iterable[Any] = (),
+    ) -> Run:
+        """Start a run of ``agent`` with ``data`` and drive it to its end; return it.
+
+        ``approve`` answers its approvals; ``projections``: the memory projections its
+        module does not define.
+        """
+        return self.drive(self.start(agent, data, projections=projections), approve=approve)
 
     def drive(self, run_id: str, *, approve: Approve | None = None) -> Run:
         """Serve until ``run_id`` has finished; return it as the store holds it then.
@@ -216,6 +240,46 @@ class Driver:
             elif run.status not in FINISHED:
                 why.append(f"run {run.id} ({run.agent}) is {run.status} and no worker takes it")
         return "; ".join(why) or f"run {run_id} does not progress"
+
+
+def served_agents(
+    defn: AgentDefinition, more: Iterable[Callable[..., Any]]
+) -> list[AgentDefinition]:
+    """The agent, the agents of its module (its children, likely) and those given."""
+    import sys
+
+    found = {defn.id: defn}
+    module = sys.modules.get(getattr(defn.fn, "__module__", ""), None)
+    if module is not None:
+        for other in definitions_in(vars(module)):
+            found.setdefault(other.id, other)
+    for fn in more:
+        other = AgentDefinition.must_from_fn(fn)
+        found[other.id] = other
+    return list(found.values())
+
+
+def projections_for(
+    served: list[AgentDefinition], given: Iterable[Callable[..., Any]]
+) -> list[ProjectionDefinition]:
+    """The projections the served agents' memory needs: given, or found in their modules."""
+    import sys
+
+    found = {p.name: p for p in (ProjectionDefinition.must_from_fn(fn) for fn in given)}
+    for defn in served:
+        module = sys.modules.get(getattr(defn.fn, "__module__", ""), None)
+        if module is not None:
+            for p in projections_in(vars(module)):
+                found.setdefault(p.name, p)
+    for defn in served:
+        wanted = defn.memory.projection if defn.memory is not None else None
+        if wanted is not None and wanted not in found:
+            raise AssertionError(
+                f"agent {defn.id!r} appends to memory that the projection {wanted!r} folds, "
+                f"which is not defined in its module: pass projections=[<the @projection "
+                f"function named {wanted!r}>]"
+            )
+    return list(found.values())
 
 
 def _agents(agents: Iterable[Any]) -> list[AgentDefinition]:

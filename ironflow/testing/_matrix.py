@@ -15,6 +15,7 @@ allows). Sleeps are skipped on a fake clock; approvals are answered by a callbac
 
 from __future__ import annotations
 
+import gc
 import logging
 import tempfile
 import threading
@@ -25,8 +26,8 @@ from typing import Any, Literal
 
 import attrs
 
-from ironflow._agent._dsl import AgentDefinition, definitions_in
-from ironflow._agent._memory import ProjectionDefinition, projections_in
+from ironflow._agent._dsl import AgentDefinition
+from ironflow._agent._memory import ProjectionDefinition
 from ironflow.replay import Execution
 from ironflow.replay._observer import AttemptObserver, Observer
 from ironflow.store import (
@@ -43,7 +44,7 @@ from ironflow.store import (
     WorkerInfo,
 )
 from ironflow.testing import CrashingStore, FakeClock, SimulatedCrash, StandInWorker
-from ironflow.testing._driver import Approve, Driver
+from ironflow.testing._driver import Approve, Driver, projections_for, served_agents
 
 __all__ = ["Boundary", "CrashCase", "CrashReport", "crash_matrix"]
 
@@ -346,8 +347,8 @@ def crash_matrix(
     sleeps for days takes milliseconds. Works for ``def`` and ``async def`` agents.
     """
     defn = AgentDefinition.must_from_fn(agent)
-    served = _served_agents(defn, agents)
-    folds = _projections_for(served, projections)
+    served = served_agents(defn, agents)
+    folds = projections_for(served, projections)
     factory = store or _lmdb_store
     equal = same_output or (lambda a, b: a == b)
 
@@ -412,7 +413,14 @@ class _DropSimulatedCrashes(logging.Filter):
         return not any(isinstance(a, SimulatedCrash) for a in args)
 
 
-_LOGGERS = ("ironflow.worker", "ironflow.projection", "ironflow.replay", "ironflow.observe")
+_LOGGERS = (
+    "ironflow.worker",
+    "ironflow.projection",
+    "ironflow.replay",
+    "ironflow.observe",
+    # An async run's step that died with the store leaves a future nobody awaits.
+    "asyncio",
+)
 
 
 @contextmanager
@@ -433,49 +441,10 @@ def _quiet_crashes() -> Iterator[None]:
     try:
         yield
     finally:
+        gc.collect()  # the futures of dead async steps say so when collected: now
         threading.excepthook = previous
         for name in _LOGGERS:
             logging.getLogger(name).removeFilter(drop)
-
-
-def _served_agents(
-    defn: AgentDefinition, more: Iterable[Callable[..., Any]]
-) -> list[AgentDefinition]:
-    """The agent, the agents of its module (its children, likely) and those given."""
-    import sys
-
-    found = {defn.id: defn}
-    module = sys.modules.get(getattr(defn.fn, "__module__", ""), None)
-    if module is not None:
-        for other in definitions_in(vars(module)):
-            found.setdefault(other.id, other)
-    for fn in more:
-        other = AgentDefinition.must_from_fn(fn)
-        found[other.id] = other
-    return list(found.values())
-
-
-def _projections_for(
-    served: list[AgentDefinition], given: Iterable[Callable[..., Any]]
-) -> list[ProjectionDefinition]:
-    """The projections the served agents' memory needs: given, or found in their modules."""
-    import sys
-
-    found = {p.name: p for p in (ProjectionDefinition.must_from_fn(fn) for fn in given)}
-    for defn in served:
-        module = sys.modules.get(getattr(defn.fn, "__module__", ""), None)
-        if module is not None:
-            for p in projections_in(vars(module)):
-                found.setdefault(p.name, p)
-    for defn in served:
-        wanted = defn.memory.projection if defn.memory is not None else None
-        if wanted is not None and wanted not in found:
-            raise AssertionError(
-                f"agent {defn.id!r} appends to memory that the projection {wanted!r} folds, "
-                f"and crash_matrix was not given it: pass projections=[<the @projection "
-                f"function named {wanted!r}>]"
-            )
-    return list(found.values())
 
 
 def _reference(plan: _Plan) -> tuple[_Outcome, list[Boundary], dict[tuple[str, str], int]]:
