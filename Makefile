@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: help venv chromium strace test test-fast lint typecheck demo-agent-crash-resume demo-pydantic-ai demo-openai-agents bench soak clean
+.PHONY: help venv chromium strace test test-fast lint typecheck demo-agent-crash-resume demo-pydantic-ai demo-openai-agents demo-langgraph bench soak clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-26s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ demo-pydantic-ai: $(STAMP) ## a Pydantic AI agent under IronflowAgent: kill -9 b
 
 demo-openai-agents: $(STAMP) ## an Agents SDK workflow under IronflowRunner: kill -9 between model requests, resume, assert
 	$(PY) -m examples.openai_agents_agent.demo
+
+demo-langgraph: $(STAMP) ## a LangGraph graph checkpointed by IronflowSaver: kill -9 mid-graph, resume, assert
+	$(PY) -m examples.langgraph_agent.demo
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[bench]'

@@ -1,4 +1,5 @@
-"""The crash-and-resume demo both framework examples share.
+"""The framework examples' crash-and-resume demos: ``Process``, a child process they all
+kill by its pid, and ``run_demo``, the demo of the two that run under an Ironflow worker:
 
 1. starts a worker process on a fresh data directory (``python -m ironflow.run worker``);
 2. emits the example's event; the agent makes its first model requests and tool calls;
@@ -39,15 +40,21 @@ def check(condition: bool, message: str) -> None:
     print(f"    ✓ {message}", flush=True)
 
 
-class Worker:
-    """A worker process whose output is echoed with a prefix and kept."""
+class Process:
+    """A demo's child process (``python -m MODULE ARGS``) whose output is echoed with a
+    prefix and kept; ``DEMO_GATE`` names the gate file its slow tool waits for."""
 
-    def __init__(self, label: str, module: str, data_dir: Path, gate: Path) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT), DEMO_GATE=str(gate), PYTHONUNBUFFERED="1")
+    def __init__(
+        self, label: str, argv: list[str], gate: Path, env: dict[str, str] | None = None
+    ) -> None:
+        env = dict(
+            os.environ, **(env or {}), PYTHONPATH=str(ROOT), DEMO_GATE=str(gate),
+            PYTHONUNBUFFERED="1",
+        )  # fmt: skip
         self.label = label
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ironflow.run", "worker", module, "--data-dir", str(data_dir)],
+            [sys.executable, "-m", *argv],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -74,6 +81,15 @@ class Worker:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
 
+    def wait(self, timeout: float = 60) -> int:
+        """Wait for the process to exit on its own; its exit code."""
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise DemoFailed(f"{self.label} still running after {timeout:.0f} s") from None
+        self._reader.join(timeout=5)
+        return code
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -85,6 +101,14 @@ class Worker:
         self._reader.join(timeout=5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+class Worker(Process):
+    """``python -m ironflow.run worker MODULE`` on a data directory."""
+
+    def __init__(self, label: str, module: str, data_dir: Path, gate: Path) -> None:
+        argv = ["ironflow.run", "worker", module, "--data-dir", str(data_dir)]
+        super().__init__(label, argv, gate)
 
 
 def run_demo(
