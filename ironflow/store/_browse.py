@@ -231,18 +231,24 @@ _RUN_HEAD = re.compile(rb'\{"id":"[^"\\]*","agent":"([^"\\]*)","status":"([a-z]+
 def run_census(store: LmdbStore, statuses: frozenset[str]) -> dict[tuple[str, str], int]:
     """How many runs of each agent are in each of ``statuses`` now: ``(agent, status)`` to
     a count. One read transaction over the runs table; a record is decoded only if its
-    head is not in the expected shape."""
+    head is not in the expected shape (about a microsecond a run otherwise)."""
+    raw_counts: dict[tuple[bytes, bytes], int] = {}
     counts: dict[tuple[str, str], int] = {}
+    match = _RUN_HEAD.match
     with store._txn() as txn:
-        for _, raw in txn.cursor(db=store._db["runs"]):
-            head = _RUN_HEAD.match(raw)
+        for raw in txn.cursor(db=store._db["runs"]).iternext(keys=False, values=True):
+            head = match(raw)
             if head is not None:
-                agent, status = head.group(1).decode(), head.group(2).decode()
+                key: tuple[bytes, bytes] = (head[1], head[2])
+                raw_counts[key] = raw_counts.get(key, 0) + 1
             else:
                 run = decode_record(raw, Run)
-                agent, status = run.agent, run.status
-            if status in statuses:
-                counts[agent, status] = counts.get((agent, status), 0) + 1
+                if run.status in statuses:
+                    counts[run.agent, run.status] = counts.get((run.agent, run.status), 0) + 1
+    for (agent, status), n in raw_counts.items():
+        named = (agent.decode(), status.decode())  # no escapes: the pattern has no backslash
+        if named[1] in statuses:
+            counts[named] = counts.get(named, 0) + n
     return counts
 
 

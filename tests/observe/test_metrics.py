@@ -179,3 +179,34 @@ def test_worker_without_metrics_imports_no_prometheus() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+def test_the_census_counts_what_decoding_every_run_would(store: LmdbStore) -> None:
+    """Runs by agent and status read from each record's first bytes equal a full decode,
+    and a record written in another key order is decoded instead of missed."""
+    from ironflow.contrib.prometheus._metrics import _ALL_STATUSES
+    from ironflow.store._browse import run_census
+    from ironflow.store._codec import converter
+
+    store.register_agents(
+        [AgentSpec(id="a", triggers=("a.go",)), AgentSpec(id="b-2", triggers=("b.go",))]
+    )
+    ids = [store.emit("a.go", {}).run_ids[0] for _ in range(3)]
+    ids += [store.emit("b.go", {"x": '"status":"failed"'}).run_ids[0] for _ in range(2)]
+    store.request_cancel(ids[0])
+    odd = store.get_run(ids[1])
+    shuffled = dict(reversed(list(converter.unstructure(odd).items())))
+    with store._txn(write=True) as txn:
+        txn.put(odd.id.encode(), json.dumps(shuffled).encode(), db=store._db["runs"])
+    expected: dict[tuple[str, str], int] = {}
+    for run in store.list_runs(limit=100):
+        expected[run.agent, run.status] = expected.get((run.agent, run.status), 0) + 1
+    assert (
+        run_census(store, _ALL_STATUSES)
+        == expected
+        == {
+            ("a", "cancelled"): 1,
+            ("a", "pending"): 2,
+            ("b-2", "pending"): 2,
+        }
+    )
