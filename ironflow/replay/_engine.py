@@ -477,6 +477,7 @@ class Execution:
             error=None if exc is None else error_info(exc, slot.step_id),
             attempt=self.attempt,
             tries=tries or None,
+            worker=self.worker.id,
         )
         try:
             ack = self.store.record_step(self.worker, record)

@@ -177,6 +177,8 @@ def step_json(step: StepRecord) -> dict[str, Any]:
         "duration_ms": round((step.ended_at - step.started_at) * 1000, 3),
         # The failed tries before this outcome (a tool with retries).
         "tries": [_try_json(t) for t in step.tries or ()],
+        # Which worker executed it (None when the store recorded it, as a wait ended).
+        "worker": step.worker,
     }
 
 

@@ -201,6 +201,9 @@ class StepRecord:
     attempt: int = 1
     #: The failed tries before this outcome, for a retried tool (None: tried once).
     tries: tuple[StepTry, ...] | None = None
+    #: The id of the worker that executed the step (None: recorded by the store itself,
+    #: as when a sleep, a wait or a child run ends, or by a version that did not say).
+    worker: str | None = None
 
     @property
     def started(self) -> _dt.datetime:
