@@ -78,6 +78,10 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 bench: $(BENCH_STAMP) ## ironflow vs DBOS, LangGraph, raw LMDB (options: BENCH_ARGS="--reps 3")
 	$(PY) -m bench $(BENCH_ARGS)
 
+.PHONY: bench-dashboard
+bench-dashboard: $(STAMP) chromium ## the dashboard's targets: 100,000 runs, a 1,000-step run, live latency
+	$(PY) -m bench.dashboard $(BENCH_ARGS)
+
 SOAK_SECONDS ?= 300
 SOAK_MODES ?= workers server
 soak: $(STAMP) ## kill -9 soak, then audit: SOAK_SECONDS (300) per mode in SOAK_MODES (workers server)

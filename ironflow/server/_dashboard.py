@@ -229,7 +229,6 @@ def run_detail(store: Any, run_id: str) -> dict[str, Any]:
         shown["kind"] = _step_kind(step.id)
         # Recorded by an earlier lease of the run: the latest attempt replayed it.
         shown["replayed"] = step.attempt < run.attempt
-        shown["worker"] = getattr(step, "worker", None)
         if shown["error"] is not None:
             shown["error"]["user_frame"] = user_frame(shown["error"].get("traceback"))
         for t in shown["tries"]:
@@ -437,7 +436,14 @@ class Dashboard:
     async def session_info(self, request: web.Request) -> Any:
         session = self._session(request)
         assert session is not None
-        return {"csrf": session.csrf, "dev": self.sessions.dev, "statuses": list(_STATUSES)}
+        return {
+            "csrf": session.csrf,
+            "dev": self.sessions.dev,
+            "statuses": list(_STATUSES),
+            # Read before the page fetches anything: the live stream's first message
+            # then tells whether the store changed since (see app.js startLive).
+            "marker": await self.api._run(_change_marker, self.store),
+        }
 
     async def runs(self, request: web.Request) -> Any:
         limit = _q_int(request, "limit", 50, 1, _MAX_PAGE)

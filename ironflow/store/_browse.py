@@ -46,8 +46,9 @@ __all__ = [
     "value_matches",
 ]
 
-#: How many run records one listing request may examine before it stops and says where.
-DEFAULT_SCAN_LIMIT = 200_000
+#: How many run records one listing request may examine before it stops and says where:
+#: about 0.1 s of a search's byte scan on a 2-core machine; the next page goes on.
+DEFAULT_SCAN_LIMIT = 50_000
 
 
 @attrs.frozen

@@ -91,6 +91,8 @@ def test_open_a_run_from_the_list_and_read_a_steps_output(
     output = page.inner_text(".step-detail .output")
     assert '"square": 4' in output and '"step": 2' in output
     assert "executed" in page.inner_text('[data-step-id="tool.step#3"]')
+    worker = remote.get_steps(run_id)[2].worker  # the engine stamps who executed it
+    assert worker and f"worker {worker}" in page.inner_text(".step-detail")
     keep_screenshot(page, "dashboard-run.png", tmp_path)
     assert page.js_errors == []
     page.close()

@@ -162,7 +162,15 @@ function startLive() {
   const source = new EventSource("/ui/api/live");
   source.addEventListener("open", () => { badgeEl.textContent = "live"; badgeEl.className = "live on"; });
   source.addEventListener("error", () => { badgeEl.textContent = "reconnecting"; badgeEl.className = "live off"; });
-  source.addEventListener("change", () => refreshSoon());
+  // The first message names the store's state when the stream opened: the page was
+  // drawn from that state already unless something was written in between.
+  let known = session.marker;
+  source.addEventListener("change", (e) => {
+    const marker = JSON.parse(e.data).marker;
+    if (marker === known) return;
+    known = marker;
+    refreshSoon();
+  });
 }
 
 // -- the runs list ---------------------------------------------------------------------------
