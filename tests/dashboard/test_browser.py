@@ -252,3 +252,30 @@ def test_fail_to_act_without_the_token(browser: Any, guarded: Served) -> None:
         page.close()
     finally:
         store.close()
+
+
+def test_emit_from_the_events_page_and_see_why_an_event_started_nothing(
+    browser: Any, stack: Served, remote: RemoteStore
+) -> None:
+    """The emit form starts a run like `ironflow emit`; an unheard event says why; the
+    agents and memory pages list what is registered."""
+    page = open_page(browser, stack.url + "/#/events")
+    page.fill("#emit-name", "dash.steps")
+    page.fill("#emit-data", '{"n": 2}')
+    page.click("#emit-form button[type=submit]")
+    confirm(page)
+    page.wait_for_selector("#emit-result a", timeout=WAIT_MS)
+    run_id = page.inner_text("#emit-result a")
+    assert remote.get_run(run_id).agent == "steps"
+    page.fill("#emit-name", "nobody.listens")
+    page.fill("#emit-data", "{}")
+    page.click("#emit-form button[type=submit]")
+    confirm(page)
+    page.wait_for_selector("#events-body .why", timeout=WAIT_MS)
+    assert "no agent is triggered by 'nobody.listens'" in page.inner_text("#events-body")
+    page.goto(stack.url + "/#/agents")
+    page.wait_for_selector('#agents-body tr[data-agent="gatekeeper"]', timeout=WAIT_MS)
+    page.goto(stack.url + "/#/memory")
+    page.wait_for_selector("#projections-body", timeout=WAIT_MS)
+    assert page.js_errors == []
+    page.close()
