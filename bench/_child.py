@@ -75,6 +75,9 @@ def _ironflow() -> tuple[str, dict[str, Runner]]:
         "openai_agents_request_us": lambda wd, p: f.openai_agents_request_us(
             wd, p["rounds"], p["reps"]
         ),
+        "langgraph_saver_node_us": lambda wd, p: f.langgraph_saver_node_us(
+            wd, p["nodes"], p["reps"]
+        ),
         "import_ms": lambda wd, p: import_ms(sys.executable, "import ironflow", p["samples"]),
     }
 
@@ -101,9 +104,22 @@ def _langgraph() -> tuple[str, dict[str, Runner]]:
             raise RuntimeError("SqliteSaver's connection is not synchronous=FULL")
         return g.per_step_us(wd, p["steps"], p["reps"])
 
+    def saver_node(wd: str, p: dict[str, Any]) -> float:
+        """SqliteSaver on the checkpointer row's graph (IronflowSaver's is the same)."""
+        from bench.peers.langgraph_savers import node_us
+
+        saver, conn = g.sqlite_saver(wd)
+        try:
+            if conn.execute("PRAGMA synchronous").fetchone()[0] < 2:
+                raise RuntimeError("SqliteSaver's connection is not synchronous=FULL")
+            return node_us(saver, p["nodes"], p["reps"])
+        finally:
+            conn.close()
+
     stmt = "import langgraph.graph, langgraph.checkpoint.sqlite"
     return _version("langgraph"), {
         "per_step_us": per_step,
+        "langgraph_saver_node_us": saver_node,
         "three_step_runs_per_s": lambda wd, p: g.three_step_runs_per_s(wd, p["n_runs"]),
         "concurrent_steps_per_s": lambda wd, p: g.concurrent_steps_per_s(wd, p["runs"]),
         "import_ms": lambda wd, p: import_ms(sys.executable, stmt, p["samples"]),

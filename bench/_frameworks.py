@@ -7,6 +7,11 @@ durable (the wrapped agent inside an Ironflow run served by a Worker on an LmdbS
 fsync on), each as the difference of a ``rounds``-round run and a 1-round run, so the
 per-run costs cancel. The row is durable minus bare: what making a model request (and
 the tool call it asks for: two recorded steps) durable costs.
+
+The LangGraph row is a checkpointer against checkpointers, not a wrapper against its
+bare framework: ``langgraph_saver_node_us`` times IronflowSaver on the graph, and with
+the method, that the LangGraph column times SqliteSaver on
+(``bench.peers.langgraph_savers``).
 """
 
 from __future__ import annotations
@@ -153,3 +158,15 @@ def pydantic_ai_request_us(workdir: str, rounds: int, reps: int) -> float:
 def openai_agents_request_us(workdir: str, rounds: int, reps: int) -> float:
     """µs added per model call (and its tool call) by IronflowRunner over Runner."""
     return _overhead_us(workdir, _openai_agents, rounds, reps)
+
+
+def langgraph_saver_node_us(workdir: str, steps: int, reps: int) -> float:
+    """µs per node of a LangGraph agent loop, durability="sync", checkpointed by
+    IronflowSaver on an LmdbStore with fsync on (a node's writes, then its checkpoint:
+    two durable appends).
+    """
+    from bench.peers.langgraph_savers import node_us
+    from ironflow.contrib.langgraph import IronflowSaver
+
+    with LmdbStore(_fresh(workdir, "langgraph-saver-")) as store:
+        return node_us(IronflowSaver(store), steps, reps)

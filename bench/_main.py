@@ -107,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated subset of ironflow,dbos,langgraph (the floor always runs)",
     )
     ap.add_argument(
+        "--workloads",
+        metavar="KEYS",
+        help="comma-separated subset of the workloads, by key (as in the JSON: per_step_us, "
+        "langgraph_saver_node_us, ...); default all",
+    )
+    ap.add_argument(
         "--out",
         default=os.path.join(REPO, "bench", "results"),
         help="where results go (default bench/results)",
@@ -150,6 +156,16 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             _parser().error(f"--only: unknown system(s) {', '.join(unknown)}")
     systems = [s for s in SYSTEMS if s == "floor" or s in chosen]
+    workloads = WORKLOADS
+    if args.workloads:
+        keys = [k.strip() for k in args.workloads.split(",") if k.strip()]
+        unknown = sorted(set(keys) - {w.key for w in WORKLOADS})
+        if unknown:
+            _parser().error(
+                f"--workloads: unknown workload(s) {', '.join(unknown)}; the keys are "
+                + ", ".join(w.key for w in WORKLOADS)
+            )
+        workloads = tuple(w for w in WORKLOADS if w.key in keys)
     p = params(args.quick)
 
     _compile_bytecode()
@@ -164,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     children: dict[str, Child] = {}
     errors: list[str] = []
     _progress(
-        f"bench: {reps} repetition(s) of {len(WORKLOADS)} workloads on "
+        f"bench: {reps} repetition(s) of {len(workloads)} workloads on "
         f"{', '.join(LABELS[s] for s in systems)}; scratch in {workdir}"
     )
     try:
@@ -179,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     _progress(f"  {LABELS[s]}: {children[s].version}")
             for rep in range(reps):
-                for w in WORKLOADS:
+                for w in workloads:
                     for s in systems:
                         if s not in w.systems:
                             continue

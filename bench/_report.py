@@ -161,6 +161,8 @@ def rows(
     """One row per workload: a cell per system (a number, or why there is none)."""
     out = []
     for w in WORKLOADS:
+        if w.key not in samples and w.key not in notes:
+            continue  # not run at all (left out by --workloads)
         title = w.title.format(**params.get(w.key, {}))
         row: dict[str, Any] = {"key": w.key, "title": title, "unit": w.unit, "better": w.better}
         cells: dict[str, Any] = {}

@@ -20,6 +20,13 @@ LABELS = {
 }
 
 
+#: The checkpointer row: which LangGraph checkpointer each system's column measures, on
+#: the same graph (``bench.peers.langgraph_savers``), durability="sync". A column
+#: is added by a system here and, in its child (``bench._child``), a runner for
+#: ``langgraph_saver_node_us`` that gives ``node_us`` its saver (PostgresSaver: issue 20).
+LANGGRAPH_SAVERS = {"ironflow": "IronflowSaver on LMDB", "langgraph": "SqliteSaver"}
+
+
 @dataclass(frozen=True)
 class Workload:
     key: str
@@ -136,6 +143,14 @@ WORKLOADS: tuple[Workload, ...] = (
         ("ironflow",),
     ),
     Workload(
+        "langgraph_saver_node_us",
+        "LangGraph agent loop, {nodes} nodes, durable: per node, "
+        + " vs ".join(LANGGRAPH_SAVERS.values()),
+        "µs",
+        "lower",
+        tuple(LANGGRAPH_SAVERS),
+    ),
+    Workload(
         "import_ms",
         "import time in a fresh interpreter",
         "ms",
@@ -165,6 +180,7 @@ def params(quick: bool) -> dict[str, dict[str, Any]]:
             "traced_step_us": {"steps": 20, "reps": 1},
             "pydantic_ai_request_us": {"rounds": 5, "reps": 1},
             "openai_agents_request_us": {"rounds": 5, "reps": 1},
+            "langgraph_saver_node_us": {"nodes": 20, "reps": 1},
             "import_ms": {"samples": 1},
         }
     return {
@@ -182,5 +198,6 @@ def params(quick: bool) -> dict[str, dict[str, Any]]:
         "traced_step_us": {"steps": 200, "reps": 5},
         "pydantic_ai_request_us": {"rounds": 20, "reps": 5},
         "openai_agents_request_us": {"rounds": 20, "reps": 5},
+        "langgraph_saver_node_us": {"nodes": 100, "reps": 5},
         "import_ms": {"samples": 5},
     }

@@ -50,7 +50,8 @@ def _build(n_nodes: int, saver: SqliteSaver) -> Any:
     return g.compile(checkpointer=saver)
 
 
-def _saver(workdir: str) -> tuple[SqliteSaver, sqlite3.Connection]:
+def sqlite_saver(workdir: str) -> tuple[SqliteSaver, sqlite3.Connection]:
+    """A SqliteSaver on a fresh file under ``workdir``, set up as shipped, and its connection."""
     os.makedirs(workdir, exist_ok=True)
     fresh = tempfile.mkdtemp(prefix="langgraph-", dir=workdir)
     # check_same_thread=False as the SqliteSaver docs suggest; it serialises
@@ -65,7 +66,7 @@ def _saver(workdir: str) -> tuple[SqliteSaver, sqlite3.Connection]:
 
 def sqlite_synchronous(workdir: str) -> int:
     """The synchronous pragma a SqliteSaver connection ends up with (2 = FULL)."""
-    _, conn = _saver(workdir)
+    _, conn = sqlite_saver(workdir)
     try:
         return int(conn.execute("PRAGMA synchronous").fetchone()[0])
     finally:
@@ -82,7 +83,7 @@ def three_step_runs_per_s(workdir: str, n_runs: int) -> float:
 
     One untimed warm-up run is done first so lazy initialisation is excluded.
     """
-    saver, conn = _saver(workdir)
+    saver, conn = sqlite_saver(workdir)
     try:
         graph = _build(3, saver)
         _invoke(graph, 3)
@@ -97,7 +98,7 @@ def three_step_runs_per_s(workdir: str, n_runs: int) -> float:
 
 def per_step_us(workdir: str, steps: int = 100, reps: int = 5) -> float:
     """Marginal cost of one checkpointed node, in µs: median of (t_steps - t_1)/(steps - 1)."""
-    saver, conn = _saver(workdir)
+    saver, conn = sqlite_saver(workdir)
     samples: list[float] = []
     try:
         many = _build(steps, saver)
@@ -123,7 +124,7 @@ def concurrent_steps_per_s(workdir: str, runs: int = 16) -> float:
     All threads share one connection (SqliteSaver's lock serialises them),
     each with its own thread_id.
     """
-    saver, conn = _saver(workdir)
+    saver, conn = sqlite_saver(workdir)
     try:
         graph = _build(3, saver)
         _invoke(graph, 3)

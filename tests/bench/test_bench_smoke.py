@@ -39,14 +39,16 @@ def test_quick_ironflow_run_writes_a_complete_result(tmp_path: Path) -> None:
         "concurrent_steps_per_s",
         "replay_ms",
         "resume_s",
+        "langgraph_saver_node_us",
         "import_ms",
     ):
         [value] = measured[key]["ironflow"]
         assert value is not None, key
-        # import_ms is a difference of two noisy medians, and per_step_us with --quick one
-        # difference of two timings (a 20-step run less a 1-step run, one rep): a
-        # scheduling hiccup in the shorter one makes either negative on a loaded machine.
-        if key not in ("import_ms", "per_step_us"):
+        # import_ms is a difference of two noisy medians, and per_step_us and the saver row
+        # with --quick one difference of two timings (a 20-step run less a 1-step run, one
+        # rep): a scheduling hiccup in the shorter one makes either negative on a loaded
+        # machine.
+        if key not in ("import_ms", "per_step_us", "langgraph_saver_node_us"):
             assert value > 0, key
     assert measured["lmdb_commit_us"]["floor"][0] > 0
 
@@ -95,3 +97,38 @@ def test_advantage_reads_the_same_way_for_rates_and_costs() -> None:
     cost = _spec.BY_KEY["per_step_us"]
     assert _report.advantage(rate, 500.0, 100.0) == 5.0
     assert _report.advantage(cost, 400.0, 2000.0) == 5.0
+
+
+def test_workloads_picks_rows_by_key_and_names_the_keys_when_one_is_unknown(
+    tmp_path: Path,
+) -> None:
+    """--workloads runs those rows only; an unknown key is refused with the list of keys."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--workloads", "per_step_us,nope", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "--workloads: unknown workload(s) nope; the keys are lmdb_commit_us," in proc.stderr
+    assert "langgraph_saver_node_us" in proc.stderr
+    assert not list(tmp_path.iterdir())  # refused before anything ran
+
+    samples: _report.Samples = {"langgraph_saver_node_us": {"ironflow": [900.0]}}
+    rows = _report.rows(samples, {}, ["floor", "ironflow"], _spec.params(quick=False))
+    assert [r["key"] for r in rows] == ["langgraph_saver_node_us"]
+    assert rows[0]["title"].startswith("LangGraph agent loop, 100 nodes, durable: per node")
+    assert rows[0]["cells"]["ironflow"]["median"] == 900.0
+
+
+def test_the_saver_row_sets_each_checkpointer_against_ironflows() -> None:
+    """The LangGraph column's SqliteSaver is compared with the ironflow column's IronflowSaver."""
+    row = _spec.BY_KEY["langgraph_saver_node_us"]
+    assert row.systems == tuple(_spec.LANGGRAPH_SAVERS) == ("ironflow", "langgraph")
+    assert "IronflowSaver on LMDB vs SqliteSaver" in row.title
+    samples: _report.Samples = {
+        "langgraph_saver_node_us": {"ironflow": [1000.0, 1200.0], "langgraph": [3000.0, 3000.0]}
+    }
+    [r] = _report.rows(samples, {}, ["floor", "ironflow", "langgraph"], _spec.params(False))
+    assert r["cells"]["langgraph"]["ironflow_advantage"] == 3000.0 / 1100.0
