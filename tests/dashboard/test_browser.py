@@ -93,6 +93,7 @@ def test_open_a_run_from_the_list_and_read_a_steps_output(
     assert "executed" in page.inner_text('[data-step-id="tool.step#3"]')
     worker = remote.get_steps(run_id)[2].worker  # the engine stamps who executed it
     assert worker and f"worker {worker}" in page.inner_text(".step-detail")
+    assert page.inner_text('[data-step-id="tool.step#3"] .worker') == worker
     keep_screenshot(page, "dashboard-run.png", tmp_path)
     assert page.js_errors == []
     page.close()
@@ -271,8 +272,8 @@ def test_emit_from_the_events_page_and_see_why_an_event_started_nothing(
     page.fill("#emit-data", "{}")
     page.click("#emit-form button[type=submit]")
     confirm(page)
-    page.wait_for_selector("#events-body .why", timeout=WAIT_MS)
-    assert "no agent is triggered by 'nobody.listens'" in page.inner_text("#events-body")
+    why = page.wait_for_selector('#events-body .why:has-text("nobody.listens")', timeout=WAIT_MS)
+    assert why.inner_text() == "no agent is triggered by 'nobody.listens'"
     page.goto(stack.url + "/#/agents")
     page.wait_for_selector('#agents-body tr[data-agent="gatekeeper"]', timeout=WAIT_MS)
     page.goto(stack.url + "/#/memory")

@@ -310,7 +310,7 @@ function timeline(run) {
   let t1 = Math.max(t0 + 1, ...ends, run.finished ? Date.parse(run.updated_at) : Date.now());
   const span = t1 - t0;
   const box = h("div", { class: "timeline", id: "timeline" },
-    h("div", { class: "step-row head" }, h("span", {}, "#"), h("span", {}, "Step"), h("span", {}, "Status"), h("span", {}, "Attempt"), h("span", {}, "Timeline"), h("span", { class: "dur" }, "Took")));
+    h("div", { class: "step-row head" }, h("span", {}, "#"), h("span", {}, "Step"), h("span", {}, "Status"), h("span", {}, "Attempt"), h("span", {}, "Worker"), h("span", {}, "Timeline"), h("span", { class: "dur" }, "Took")));
   const open = new Set(JSON.parse(sessionStorage.getItem(`open:${run.id}`) || "[]"));
   for (const s of steps) {
     const start = Date.parse(s.started_at) - t0, dur = Date.parse(s.ended_at) - Date.parse(s.started_at);
@@ -321,6 +321,7 @@ function timeline(run) {
       h("span", { class: "id", title: s.id }, s.id),
       h("span", {}, badge(s.status)),
       h("span", {}, `${s.attempt}`, s.tries.length ? ` · ${s.tries.length + 1} tries` : "", " ", h("span", { class: `badge ${s.replayed ? "replayed" : "executed"}` }, s.replayed ? "replayed" : "executed")),
+      h("span", { class: "worker mono", title: s.worker || "recorded by the store as the wait ended" }, s.worker || "store"),
       h("div", { class: "bar-track" }, bar),
       h("span", { class: "dur" }, ms(s.duration_ms)));
     let detail = null;
@@ -339,7 +340,7 @@ function timeline(run) {
     const left = susp.since ? Date.parse(susp.since) - t0 : span;
     box.append(h("div", { class: "step-row pending-row", dataset: { stepId: susp.step } },
       h("span", { class: "muted" }, String(susp.position)), h("span", { class: "id" }, susp.step), h("span", {}, badge(run.status)),
-      h("span", { class: "muted" }, susp.kind), h("div", { class: "bar-track" }, h("div", { class: "bar pending", style: `left:${(100 * left / span).toFixed(3)}%;width:${Math.max(0.5, 100 - 100 * left / span).toFixed(3)}%` })), h("span", { class: "dur" }, "…")));
+      h("span", { class: "muted" }, susp.kind), h("span", {}), h("div", { class: "bar-track" }, h("div", { class: "bar pending", style: `left:${(100 * left / span).toFixed(3)}%;width:${Math.max(0.5, 100 - 100 * left / span).toFixed(3)}%` })), h("span", { class: "dur" }, "…")));
   }
   if (!steps.length && !susp) box.append(h("div", { class: "step-row muted" }, h("span", {}), h("span", {}, "no steps recorded yet")));
   return box;
