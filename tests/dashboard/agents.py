@@ -94,3 +94,17 @@ def checkout(ctx: AgentContext) -> dict[str, Any]:
     ctx.compensate("tool.charge", lambda: refund(charge_id=paid["charge_id"]))
     ship(order=ctx.event.data["order"])
     return paid
+
+
+@tool(retries=2, backoff=0.01)
+def flaky(marker: str) -> str:
+    """Fails its first try (the marker file does not exist yet), then succeeds."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise ConnectionError("the service hung up")
+    return "ok"
+
+
+@agent(id="retrier", triggers=["dash.retry"])
+def retrier(ctx: AgentContext) -> str:
+    return flaky(marker=ctx.event.data["marker"])

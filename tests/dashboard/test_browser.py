@@ -157,6 +157,64 @@ def test_rerun_a_finished_run_from_a_step(
     page.close()
 
 
+def test_a_run_page_shows_llm_calls_children_compensations_and_retries(
+    browser: Any, stack: Served, remote: RemoteStore, tmp_path: Path
+) -> None:
+    """An LLM step's messages, reply, tool calls and tokens; parent and child linked both
+    ways; a saga's compensation and the user's frame of its error; a retried try."""
+    ask = remote.emit("dash.ask", {"question": "Weather in Paris?"}).run_ids[0]
+    parent = remote.emit("dash.parent", {}).run_ids[0]
+    checkout = remote.emit("dash.checkout", {"amount": 42, "order": "o-9"}).run_ids[0]
+    retry = remote.emit("dash.retry", {"marker": str(tmp_path / "tried")}).run_ids[0]
+    for run_id in (ask, parent, checkout, retry):
+        wait_until(lambda r=run_id: status_is(remote, r, "completed", "failed"), what=run_id)
+
+    page = open_page(browser, f"{stack.url}/#/runs/{ask}")
+    page.click('[data-step-id="llm.answer"]')
+    llm = page.inner_text(".step-detail .llm")
+    assert "Weather in Paris?" in llm and "lookup" in llm
+    assert "It is sunny in Paris, 21 degrees." in llm and "Tokens: " in llm
+
+    page.goto(f"{stack.url}/#/runs/{parent}")
+    page.wait_for_selector("#children a", timeout=WAIT_MS)
+    child = page.inner_text("#children a")
+    page.click("#children a")
+    page.wait_for_selector(f'#run-id:has-text("{child}")', timeout=WAIT_MS)
+    assert page.inner_text("#parent a") == parent
+
+    page.goto(f"{stack.url}/#/runs/{checkout}")
+    page.wait_for_selector("#compensations", timeout=WAIT_MS)
+    assert "compensate.tool.charge" in page.inner_text("#compensations")
+    frame = page.inner_text("#run-error .frame")
+    assert "tests/dashboard/agents.py" in frame and "in ship" in frame
+
+    page.goto(f"{stack.url}/#/runs/{retry}")
+    page.wait_for_selector('[data-step-id="tool.flaky"]', timeout=WAIT_MS)
+    page.click('[data-step-id="tool.flaky"]')
+    detail = page.inner_text(".step-detail")
+    assert "1 failed try before this outcome" in detail and "the service hung up" in detail
+    assert page.js_errors == []
+    page.close()
+
+
+def test_pause_and_resume_a_run(browser: Any, stack: Served, remote: RemoteStore) -> None:
+    """Pause and Resume, each confirmed, do what `ironflow run pause/resume` do."""
+    from ironflow.store import AgentSpec
+
+    remote.register_agents([AgentSpec("unserved", ("dash.unserved",))])
+    run_id = remote.emit("dash.unserved", {}).run_ids[0]  # no worker serves it: pending
+    page = open_page(browser, f"{stack.url}/#/runs/{run_id}")
+    page.click("#pause")
+    confirm(page)
+    page.wait_for_selector('#run-status [data-status="paused"]', timeout=WAIT_MS)
+    assert remote.get_run(run_id).status == "paused"
+    page.click("#resume")
+    confirm(page)
+    page.wait_for_selector('#run-status [data-status="pending"]', timeout=WAIT_MS)
+    assert remote.get_run(run_id).status == "pending"
+    page.close()
+
+
 # -- without --dev ---------------------------------------------------------------------------
 
 

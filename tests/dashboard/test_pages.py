@@ -79,3 +79,26 @@ def test_memory_shows_streams_and_a_projection_rebuild_request(
     (projection,) = get(url + "/ui/api/projections")["projections"]
     assert projection["position"] == 0 and projection["lag"] == 2
     assert projection["runner_alive"] is False
+
+
+def test_the_rebuild_button_requests_a_rebuild_like_the_cli(
+    served: tuple[str, LmdbStore],
+) -> None:
+    """POST .../rebuild with the page's CSRF header takes a rebuild ticket, as
+    `ironflow projection rebuild` does; the projection then shows a rebuild pending."""
+    url, store = served
+    from ironflow.store._records import ProjectionSpec
+
+    store.register_projections([ProjectionSpec(name="totals", events=("paid",))])
+    csrf = get(url + "/ui/api/session")["csrf"]
+    request = urllib.request.Request(
+        url + "/ui/api/projections/totals/rebuild",
+        data=b"{}",
+        method="POST",
+        headers={"X-Ironflow-CSRF": csrf, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        ticket = json.load(response)["ticket"]
+    assert ticket == store.projection_status("totals").rebuild_requested
+    (projection,) = get(url + "/ui/api/projections")["projections"]
+    assert projection["rebuild_pending"] is True
