@@ -324,7 +324,7 @@ def cmd_run_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_store_compact(args: argparse.Namespace) -> int:
-    from ironflow.store._retention import compact
+    from ironflow.store._compact import compact
 
     if not args.data_dir and server_url():
         raise _Usage(

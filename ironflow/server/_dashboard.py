@@ -724,7 +724,7 @@ class Dashboard:
 
 def _change_marker(store: Any) -> int:
     """A number that grows with every committed write to the data directory."""
-    return int(store._env.info()["last_txnid"])
+    return int(store.changes())
 
 
 def add_dashboard(app: web.Application, api: Api, *, token: str | None) -> Dashboard:

@@ -1,4 +1,4 @@
-"""Read-only queries over an LmdbStore for people: the dashboard's listings.
+"""Read-only queries over a store for people: the dashboard's listings.
 
 None of these writes. They page with keys, not offsets, so a page costs the same at
 run 100,000 as at run 1: a page of runs starts at a run id (ids are time-ordered, so
@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ironflow.store import _runs
 from ironflow.store._codec import decode_record
 from ironflow.store._records import (
     EmitResult,
@@ -30,7 +31,8 @@ from ironflow.store._records import (
 )
 
 if TYPE_CHECKING:
-    from ironflow.store._lmdb import LmdbStore
+    from ironflow.store._backend import ReadTxn
+    from ironflow.store._machine import StoreMachine
 
 __all__ = [
     "EventPage",
@@ -93,19 +95,12 @@ def value_matches(data: Any, term: str) -> bool:
     return False
 
 
-def _count_prefix(txn: Any, db: Any, prefix: bytes) -> int:
-    cursor = txn.cursor(db=db)
-    n = 0
-    if cursor.set_range(prefix):
-        for key in cursor.iternext(keys=True, values=False):
-            if not key.startswith(prefix):
-                break
-            n += 1
-    return n
+def _count_prefix(txn: ReadTxn, table: str, prefix: bytes) -> int:
+    return sum(1 for _ in txn.scan(table, prefix=prefix))
 
 
 def run_page(
-    store: LmdbStore,
+    store: StoreMachine,
     *,
     limit: int = 50,
     before: str | None = None,
@@ -119,7 +114,6 @@ def run_page(
     ``query`` matches a run whose id is ``query`` exactly, or whose triggering event's
     data holds a value containing it (see :func:`value_matches`).
     """
-    db = store._db
     want_status = _needle_pair("status", status)
     want_agent = _needle_pair("agent", agent)
     term = query.strip() if query else None
@@ -128,14 +122,13 @@ def run_page(
     scanned = 0
     last_key: bytes | None = None
     exhausted = True
-    with store._txn() as txn:
-        total = int(txn.stat(db["runs"])["entries"])
+    with store._read() as txn:
+        total = txn.count("runs")
         if term:
-            exact = _exact_run(txn, db, term, before)
+            exact = _exact_run(txn, term, before)
             if exact is not None and _accept(exact, status, agent):
                 runs.append(exact)
-        cursor = txn.cursor(db=db["runs"])
-        for key, raw in _backwards(cursor, before):
+        for key, raw in _backwards(txn, before):
             if len(runs) >= limit:
                 break
             if scanned >= scan_limit:
@@ -159,9 +152,7 @@ def run_page(
             runs.append(run)
         else:
             last_key = None  # reached the oldest run
-        counts = tuple(
-            _count_prefix(txn, db["steps"], r.id.encode() + b"\x00") for r in runs
-        )
+        counts = tuple(_count_prefix(txn, "steps", r.id.encode() + b"\x00") for r in runs)
     next_before = last_key.decode() if last_key is not None else None
     return RunPage(
         runs=tuple(runs),
@@ -183,45 +174,38 @@ def _accept(run: Run, status: str | None, agent: str | None) -> bool:
     return (status is None or run.status == status) and (agent is None or run.agent == agent)
 
 
-def _exact_run(txn: Any, db: dict[str, Any], term: str, before: str | None) -> Run | None:
+def _exact_run(txn: ReadTxn, term: str, before: str | None) -> Run | None:
     """The run whose id is ``term``, on the first page only (not on later pages)."""
     if before is not None:
         return None
     key = term.encode()
     if not key or len(key) > 200 or b"\x00" in key:
         return None
-    raw = txn.get(key, db=db["runs"])
+    raw = txn.get("runs", key)
     return None if raw is None else decode_record(raw, Run)
 
 
-def _backwards(cursor: Any, before: str | None) -> Iterator[tuple[bytes, bytes]]:
+def _backwards(txn: ReadTxn, before: str | None) -> Iterator[tuple[bytes, bytes]]:
     """Runs from the newest (or the one just older than ``before``) to the oldest."""
     if before is None:
-        if not cursor.last():
-            return
-    else:
-        # set_range lands on the first key >= before; step back to the one below it.
-        if cursor.set_range(before.encode()):
-            if not cursor.prev():
-                return
-        elif not cursor.last():
-            return
-    yield from cursor.iterprev()
+        yield from txn.scan("runs", reverse=True)
+        return
+    start = before.encode()
+    for key, raw in txn.scan("runs", start=start, reverse=True):
+        if key != start:  # strictly older than ``before``
+            yield key, raw
 
 
-def run_leases(store: LmdbStore) -> list[Lease]:
+def run_leases(store: StoreMachine) -> list[Lease]:
     """Every lease on a run, live or lapsed."""
-    with store._txn() as txn:
-        return [decode_record(raw, Lease) for _, raw in txn.cursor(db=store._db["leases"])]
+    with store._read() as txn:
+        return [decode_record(raw, Lease) for _, raw in txn.scan("leases")]
 
 
-def projection_leases(store: LmdbStore) -> list[ProjectionLease]:
+def projection_leases(store: StoreMachine) -> list[ProjectionLease]:
     """Every lease on a projection, live or lapsed."""
-    with store._txn() as txn:
-        return [
-            decode_record(raw, ProjectionLease)
-            for _, raw in txn.cursor(db=store._db["projection_leases"])
-        ]
+    with store._read() as txn:
+        return [decode_record(raw, ProjectionLease) for _, raw in txn.scan("projection_leases")]
 
 
 #: The head of a Run record as ``encode_record`` writes it: its id, agent and status come
@@ -229,15 +213,15 @@ def projection_leases(store: LmdbStore) -> list[ProjectionLease]:
 _RUN_HEAD = re.compile(rb'\{"id":"[^"\\]*","agent":"([^"\\]*)","status":"([a-z]+)"')
 
 
-def run_census(store: LmdbStore, statuses: frozenset[str]) -> dict[tuple[str, str], int]:
+def run_census(store: StoreMachine, statuses: frozenset[str]) -> dict[tuple[str, str], int]:
     """How many runs of each agent are in each of ``statuses`` now: ``(agent, status)`` to
     a count. One read transaction over the runs table; a record is decoded only if its
     head is not in the expected shape (about a microsecond a run otherwise)."""
     raw_counts: dict[tuple[bytes, bytes], int] = {}
     counts: dict[tuple[str, str], int] = {}
     match = _RUN_HEAD.match
-    with store._txn() as txn:
-        for raw in txn.cursor(db=store._db["runs"]).iternext(keys=False, values=True):
+    with store._read() as txn:
+        for _, raw in txn.scan("runs"):
             head = match(raw)
             if head is not None:
                 key: tuple[bytes, bytes] = (head[1], head[2])
@@ -253,11 +237,10 @@ def run_census(store: LmdbStore, statuses: frozenset[str]) -> dict[tuple[str, st
     return counts
 
 
-def last_seq(store: LmdbStore) -> int:
+def last_seq(store: StoreMachine) -> int:
     """The log position of the newest event (0 for an empty log)."""
-    with store._txn() as txn:
-        cursor = txn.cursor(db=store._db["events"])
-        return int.from_bytes(cursor.key(), "big") if cursor.last() else 0
+    with store._read() as txn:
+        return _runs.last_seq(txn)
 
 
 @attrs.frozen
@@ -277,43 +260,36 @@ class EventPage:
     last_seq: int
 
 
-def event_page(store: LmdbStore, *, limit: int = 50, before: int | None = None) -> EventPage:
+def event_page(store: StoreMachine, *, limit: int = 50, before: int | None = None) -> EventPage:
     """Events of the global log newest first, each with the runs it started."""
-    db = store._db
     out: list[LoggedEvent] = []
     next_before: int | None = None
-    with store._txn() as txn:
-        cursor = txn.cursor(db=db["events"])
-        newest = int.from_bytes(cursor.key(), "big") if cursor.last() else 0
+    with store._read() as txn:
+        newest = _runs.last_seq(txn)
         start = newest if before is None else min(before - 1, newest)
-        # Land on the newest event at or below ``start`` (pruning leaves holes).
-        if start >= 1 and cursor.set_range(start.to_bytes(8, "big")):
-            positioned = int.from_bytes(cursor.key(), "big") == start or cursor.prev()
-        else:
-            positioned = start >= 1 and cursor.last()
-        if positioned:
-            for key, raw in cursor.iterprev():
-                if len(out) >= limit:
-                    next_before = int.from_bytes(key, "big") + 1
-                    break
-                event = decode_record(raw, Event)
-                emitted = txn.get(event.id.encode(), db=db["event_ids"])
-                run_ids = () if emitted is None else decode_record(emitted, EmitResult).run_ids
-                out.append(LoggedEvent(event, tuple(run_ids)))
+        # From the newest event at or below ``start`` (pruning leaves holes).
+        rows: Iterable[tuple[bytes, bytes]] = ()
+        if start >= 1:
+            rows = txn.scan("events", start=start.to_bytes(8, "big"), reverse=True)
+        for key, raw in rows:
+            if len(out) >= limit:
+                next_before = int.from_bytes(key, "big") + 1
+                break
+            event = decode_record(raw, Event)
+            emitted = txn.get("event_ids", event.id.encode())
+            run_ids = () if emitted is None else decode_record(emitted, EmitResult).run_ids
+            out.append(LoggedEvent(event, tuple(run_ids)))
     return EventPage(tuple(out), next_before, newest)
 
 
 def stream_heads(
-    store: LmdbStore, *, limit: int = 100, after: str | None = None
+    store: StoreMachine, *, limit: int = 100, after: str | None = None
 ) -> tuple[list[tuple[str, int]], str | None]:
     """Entity streams in id order with their current version, and the next page's key."""
     out: list[tuple[str, int]] = []
-    with store._txn() as txn:
-        cursor = txn.cursor(db=store._db["stream_heads"])
-        found = cursor.set_range(after.encode() + b"\x00") if after else cursor.first()
-        if not found:
-            return out, None
-        for key, head in cursor:
+    with store._read() as txn:
+        start = after.encode() + b"\x00" if after else None
+        for key, head in txn.scan("stream_heads", start=start):
             if len(out) >= limit:
                 return out, out[-1][0]
             out.append((key.decode(), int.from_bytes(head, "big")))

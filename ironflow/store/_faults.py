@@ -2,7 +2,7 @@
 
 LMDB reports trouble as ``lmdb.Error`` subclasses, some with nothing but an errno
 (a full disk shows as ``ENOSPC``, or as ``EIO`` when a write came back short). Every
-public method of :class:`~ironflow.store.LmdbStore` passes through :func:`guard`, so a
+transaction of :class:`~ironflow.store._lmdb.LmdbBackend` translates them, so a
 caller (the CLI, the server, a worker) only ever sees a
 :class:`~ironflow.errors.StoreError` naming the directory and what to do.
 
@@ -17,18 +17,15 @@ then says to restart the process.
 from __future__ import annotations
 
 import errno
-import functools
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import lmdb
 
 from ironflow.errors import StoreCorruptedError, StoreError, StoreFormatError, StoreLockedError
 
-__all__ = ["check_ours", "guard", "storage_error"]
-
-T = TypeVar("T")
+__all__ = ["check_ours", "storage_error"]
 
 _FULL = ("No space left", "Input/output error", "File too large", "Disk quota")
 _DENIED = ("Permission denied", "Read-only file system", "Not a directory", "Is a directory")
@@ -105,23 +102,3 @@ def check_ours(env: Any, path: Path, ours: Collection[str]) -> None:
             f"the data directory {path} holds an LMDB database that is not Ironflow's "
             f"(it has {shown}); point --data-dir at a directory of its own"
         )
-
-
-def guard(method: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a store method so LMDB's errors and unreadable records become StoreErrors."""
-
-    @functools.wraps(method)
-    def call(self: Any, *args: Any, **kwargs: Any) -> T:
-        try:
-            return method(self, *args, **kwargs)
-        except lmdb.Error as exc:
-            raise storage_error(self.path, exc) from exc
-        except StoreCorruptedError as exc:
-            if str(self.path) in str(exc):
-                raise
-            raise StoreCorruptedError(
-                f"the data directory {self.path} is damaged: {exc}. Restore it from a "
-                "backup, or point --data-dir at a new directory"
-            ) from exc
-
-    return call

@@ -1,4 +1,4 @@
-"""Flow control inside LmdbStore's write transactions.
+"""Flow control inside the state machine's write transactions.
 
 Everything here runs in the transaction of the store call that needs it, so each
 decision is atomic with the write it leads to:
@@ -23,27 +23,29 @@ decision is atomic with the write it leads to:
 
 from __future__ import annotations
 
+import datetime as _dt
 import functools
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 
 from ironflow._pure._cron import parse_cron
 from ironflow._pure._filters import compile_filter
 from ironflow._pure._ids import new_id
+from ironflow.errors import DefinitionError, FilterError
+from ironflow.store._backend import ReadTxn, WriteTxn
 from ironflow.store._codec import decode_record, dumps, encode_record, loads
 from ironflow.store._flowspec import FlowSpec, key_text
+from ironflow.store._keys import sep as _sep
 from ironflow.store._records import FINISHED, AgentSpec, Event, Run
 from ironflow.store._triggers import trigger_matches
 
-__all__ = ["FLOW_DBS", "FlowControl"]
+__all__ = ["CATCH_UP_BATCH", "FlowControl", "spec_of"]
 
-#: The store's databases for flow control: (agent, key, run) -> b"" for the unfinished
-#: runs of agents with a concurrency limit; (agent, key) -> debounce state; (pattern,
-#: agent, key, run) -> b"" for cancel-on; (agent, index) -> cron state; run -> b"" for
-#: pause requests.
-FLOW_DBS = ("slots", "debounces", "cancel_keys", "crons", "paused")
+# The tables of flow control (see _backend.py): ``slots`` (agent, key, run) for the
+# unfinished runs of agents with a concurrency limit; ``debounces`` (agent, key) ->
+# debounce state; ``cancel_keys`` (pattern, agent, key, run) for cancel-on; ``crons``
+# (agent, index) -> cron state; ``paused`` run -> b"" for pause requests.
 
 #: Marks a slot count as filled from the leases (see FlowControl.slot_free).
 _SCANNED = (b"", "")
@@ -52,20 +54,20 @@ _SCANNED = (b"", "")
 CATCH_UP_BATCH = 100
 
 
-def _sep(*parts: str) -> bytes:
-    return b"\x00".join(p.encode() for p in parts)
-
-
 @functools.lru_cache(maxsize=256)
 def _spec_of(raw: bytes) -> AgentSpec:
     return decode_record(raw, AgentSpec)
 
 
-class FlowControl:
-    """The flow-control half of an LmdbStore: same environment, its own databases."""
+def spec_of(raw: bytes) -> AgentSpec:
+    """The agent spec stored as ``raw`` (decoded once per distinct value)."""
+    return _spec_of(bytes(raw))
 
-    def __init__(self, db: dict[str, Any], clock: Callable[[], float]) -> None:
-        self._db = db
+
+class FlowControl:
+    """The flow-control rules of a store, with the one cache they keep."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         # run id -> (agent, concurrency key): a run's key never changes, and the lease
         # path would otherwise decode every queued run on every poll.
@@ -73,23 +75,26 @@ class FlowControl:
 
     # -- agents ----------------------------------------------------------------------
 
-    def spec(self, txn: Any, agent: bytes) -> AgentSpec | None:
-        raw = txn.get(agent, db=self._db["agents"])
-        return None if raw is None else _spec_of(bytes(raw))
+    def spec(self, txn: ReadTxn, agent: bytes) -> AgentSpec | None:
+        raw = txn.get("agents", agent)
+        return None if raw is None else spec_of(raw)
 
-    def registered(self, txn: Any, spec: AgentSpec) -> None:
+    def registered(self, txn: WriteTxn, spec: AgentSpec) -> None:
         """An agent was (re-)registered: start the clock of each new or changed schedule."""
         now = self._clock()
         flow = spec.flow
         crons = flow.crons if flow is not None else ()
         prefix = spec.id.encode() + b"\x00"
-        cursor = txn.cursor(db=self._db["crons"])
-        stale = [bytes(k) for k, _ in _prefixed(cursor, prefix)]
-        for key in stale[len(crons) :]:
-            txn.delete(key, db=self._db["crons"])
+        stale = [
+            key
+            for key, _ in txn.scan("crons", prefix=prefix)
+            if int(key[len(prefix) :]) >= len(crons)
+        ]
+        for key in stale:
+            txn.delete("crons", key)
         for i, cron in enumerate(crons):
             key = prefix + str(i).encode()
-            raw = txn.get(key, db=self._db["crons"])
+            raw = txn.get("crons", key)
             state = loads(raw) if raw is not None else None
             if state is not None and (state["cron"], state["timezone"]) == (
                 cron.cron,
@@ -97,29 +102,32 @@ class FlowControl:
             ):
                 continue
             schedule = parse_cron(cron.cron, cron.timezone)
-            txn.put(
-                key,
-                dumps(
-                    {
-                        "cron": cron.cron,
-                        "timezone": cron.timezone,
-                        "last": now,
-                        "next": schedule.next_after(now),
-                    }
-                ),
-                db=self._db["crons"],
-            )
+            state = {
+                "cron": cron.cron,
+                "timezone": cron.timezone,
+                "last": now,
+                "next": schedule.next_after(now),
+            }
+            txn.put("crons", key, dumps(state))
 
     # -- emit: filters, versions, debounce, concurrency status, cancel-on ---------------
 
     def admits(self, spec: AgentSpec, event: Event) -> bool:
-        """Whether the agent's filter (if any) lets this event start a run."""
+        """Whether the agent's filter (if any) lets this event start a run.
+
+        A filter that does not parse (stored before registration checked filters)
+        admits nothing: one agent's broken spec must not break every emit.
+        """
         flow = spec.flow
         if flow is None or flow.filter is None:
             return True
-        return compile_filter(flow.filter).matches(event)
+        try:
+            compiled = compile_filter(flow.filter)
+        except FilterError:
+            return False
+        return compiled.matches(event)
 
-    def new_run(self, txn: Any, spec: AgentSpec, event: Event, now: float) -> str | None:
+    def new_run(self, txn: WriteTxn, spec: AgentSpec, event: Event, now: float) -> str:
         """Create the agent's run for ``event`` (or fold it into a debounced one).
 
         Returns the id of the run the event went to.
@@ -129,11 +137,13 @@ class FlowControl:
             return self._debounce(txn, spec, flow, event, now)
         run = self._make_run(txn, spec, flow, event, now)
         key = run.id.encode()
-        txn.put(key, encode_record(run), db=self._db["runs"])
-        txn.put(key, spec.id.encode(), db=self._db["ready"])
+        txn.put("runs", key, encode_record(run))
+        txn.put("ready", key, spec.id.encode())
         return run.id
 
-    def _make_run(self, txn: Any, spec: AgentSpec, flow: FlowSpec, event: Event, now: float) -> Run:
+    def _make_run(
+        self, txn: WriteTxn, spec: AgentSpec, flow: FlowSpec, event: Event, now: float
+    ) -> Run:
         slot_key: str | None = None
         status = "pending"
         run_id = new_id("run_")
@@ -143,7 +153,7 @@ class FlowControl:
             limit = flow.concurrency.limit
             if self._in_line(txn, spec.id, slot_key, limit) >= limit:
                 status = "queued"
-            txn.put(_sep(spec.id, slot_key, run_id), b"", db=self._db["slots"])
+            txn.put("slots", _sep(spec.id, slot_key, run_id), b"")
         run = Run(
             id=run_id,
             agent=spec.id,
@@ -156,15 +166,17 @@ class FlowControl:
         )
         for cancel in flow.cancel_on:
             index = _sep(cancel.event, spec.id, key_text(cancel.match, event.data), run.id)
-            txn.put(index, b"", db=self._db["cancel_keys"])
+            txn.put("cancel_keys", index, b"")
         return run
 
-    def _debounce(self, txn: Any, spec: AgentSpec, flow: FlowSpec, event: Event, now: float) -> str:
+    def _debounce(
+        self, txn: WriteTxn, spec: AgentSpec, flow: FlowSpec, event: Event, now: float
+    ) -> str:
         debounce = flow.debounce
         assert debounce is not None
         clock = self._clock()  # the store's timer clock: what fire() compares against
         key = _sep(spec.id, key_text(debounce.key, event.data))
-        raw = txn.get(key, db=self._db["debounces"])
+        raw = txn.get("debounces", key)
         if raw is not None and loads(raw)["due"] <= clock:
             # The last burst went quiet, though no lease call started its run yet: it
             # starts now, and this event begins the next burst.
@@ -172,7 +184,7 @@ class FlowControl:
             raw = None
         if raw is not None:
             state = loads(raw)
-            run_raw = txn.get(state["run"].encode(), db=self._db["runs"])
+            run_raw = txn.get("runs", state["run"].encode())
             if run_raw is not None:
                 run = decode_record(run_raw, Run)
                 if run.status == "queued":
@@ -181,81 +193,78 @@ class FlowControl:
                     if debounce.max_wait is not None:
                         due = min(due, state["first"] + debounce.max_wait)
                     run = attrs.evolve(run, event=event, updated_at=now)
-                    txn.put(run.id.encode(), encode_record(run), db=self._db["runs"])
-                    txn.put(key, dumps({**state, "due": due}), db=self._db["debounces"])
+                    txn.put("runs", run.id.encode(), encode_record(run))
+                    txn.put("debounces", key, dumps({**state, "due": due}))
                     return run.id
         run = self._make_run(txn, spec, flow, event, now)
         run = attrs.evolve(run, status="queued")
-        txn.put(run.id.encode(), encode_record(run), db=self._db["runs"])
+        txn.put("runs", run.id.encode(), encode_record(run))
         due = clock + debounce.period
         if debounce.max_wait is not None:
             due = min(due, clock + debounce.max_wait)
-        txn.put(key, dumps({"run": run.id, "first": clock, "due": due}), db=self._db["debounces"])
+        txn.put("debounces", key, dumps({"run": run.id, "first": clock, "due": due}))
         return run.id
 
-    def _start_debounced(self, txn: Any, key: bytes, run_id: str, now: float) -> bool:
+    def _start_debounced(self, txn: WriteTxn, key: bytes, run_id: str, now: float) -> bool:
         """End a burst: its queued run becomes pending. False if it is gone or done."""
-        txn.delete(key, db=self._db["debounces"])
-        run_raw = txn.get(run_id.encode(), db=self._db["runs"])
+        txn.delete("debounces", key)
+        run_raw = txn.get("runs", run_id.encode())
         if run_raw is None:
             return False
         run = decode_record(run_raw, Run)
         if run.status != "queued":
             return False
         run = attrs.evolve(run, status="pending", updated_at=now)
-        txn.put(run.id.encode(), encode_record(run), db=self._db["runs"])
-        txn.put(run.id.encode(), run.agent.encode(), db=self._db["ready"])
+        txn.put("runs", run.id.encode(), encode_record(run))
+        txn.put("ready", run.id.encode(), run.agent.encode())
         return True
 
-    def cancel_matching(
-        self, txn: Any, event: Event, now: float, cancel: Callable[[Any, str, float], Any]
-    ) -> list[str]:
-        """Cancel the unfinished runs whose agents cancel on this event and whose trigger
-        event has the same key value; return their ids."""
-        cancelled: list[str] = []
-        for _, raw in txn.cursor(db=self._db["agents"]):
-            spec = _spec_of(bytes(raw))
+    def cancel_matching(self, txn: WriteTxn, event: Event) -> list[str]:
+        """The unfinished runs to cancel because of this event: those of agents that
+        cancel on it whose trigger event has the same key value.
+
+        Drops the index entries it passes; the caller cancels the runs.
+        """
+        doomed: list[str] = []
+        for _, raw in txn.scan("agents"):
+            spec = spec_of(raw)
             if spec.flow is None:
                 continue
             for rule in spec.flow.cancel_on:
                 if not trigger_matches(rule.event, event.name):
                     continue
                 prefix = _sep(rule.event, spec.id, key_text(rule.match, event.data)) + b"\x00"
-                cursor = txn.cursor(db=self._db["cancel_keys"])
-                hits = [bytes(k) for k, _ in _prefixed(cursor, prefix)]
+                hits = [key for key, _ in txn.scan("cancel_keys", prefix=prefix)]
                 for index in hits:
                     run_id = index[len(prefix) :].decode()
-                    run_raw = txn.get(run_id.encode(), db=self._db["runs"])
+                    run_raw = txn.get("runs", run_id.encode())
                     if run_raw is not None and loads(run_raw)["event"]["id"] == event.id:
                         continue  # the run this very event started
-                    txn.delete(index, db=self._db["cancel_keys"])
+                    txn.delete("cancel_keys", index)
                     if run_raw is None or loads(run_raw)["status"] in FINISHED:
                         continue
-                    self.forget(txn, run_id)
-                    cancel(txn, run_id, now)
-                    cancelled.append(run_id)
-        return cancelled
+                    doomed.append(run_id)
+        return doomed
 
-    def forget(self, txn: Any, run_id: str) -> None:
+    def forget(self, txn: WriteTxn, run_id: str) -> None:
         """A queued (debouncing) run is cancelled: drop its debounce state."""
-        cursor = txn.cursor(db=self._db["debounces"])
-        for key, raw in cursor:
-            if loads(raw)["run"] == run_id:
-                txn.delete(bytes(key), db=self._db["debounces"])
-                break
+        found = next(
+            (key for key, raw in txn.scan("debounces") if loads(raw)["run"] == run_id), None
+        )
+        if found is not None:
+            txn.delete("debounces", found)
 
     # -- concurrency slots -------------------------------------------------------------
 
-    def _in_line(self, txn: Any, agent: str, slot_key: str, limit: int) -> int:
+    def _in_line(self, txn: WriteTxn, agent: str, slot_key: str, limit: int) -> int:
         """Unfinished runs of the agent with this key, counted up to ``limit``, oldest
         first, dropping entries of finished ones on the way (a run cancelled while it
         slept, or pruned, ended without finish_run)."""
         prefix = _sep(agent, slot_key) + b"\x00"
         count = 0
-        cursor = txn.cursor(db=self._db["slots"])
         stale: list[bytes] = []
-        for key, _ in _prefixed(cursor, prefix):
-            raw = txn.get(key[len(prefix) :], db=self._db["runs"])
+        for key, _ in txn.scan("slots", prefix=prefix):
+            raw = txn.get("runs", key[len(prefix) :])
             if raw is None or loads(raw)["status"] in FINISHED:
                 stale.append(key)
                 continue
@@ -263,14 +272,14 @@ class FlowControl:
             if count >= limit:
                 break
         for key in stale:
-            txn.delete(key, db=self._db["slots"])
+            txn.delete("slots", key)
         return count
 
-    def _slot_of(self, txn: Any, run_id: bytes) -> tuple[bytes, str] | None:
+    def _slot_of(self, txn: ReadTxn, run_id: bytes) -> tuple[bytes, str] | None:
         """The run's (agent, concurrency key), or None for a run without a limit."""
         if run_id in self._slot_keys:
             return self._slot_keys[run_id]
-        raw = txn.get(run_id, db=self._db["runs"])
+        raw = txn.get("runs", run_id)
         if raw is None:
             return None
         run = loads(raw)
@@ -282,7 +291,7 @@ class FlowControl:
         return slot
 
     def slot_free(
-        self, txn: Any, run_id: bytes, agent: bytes, taken: dict[tuple[bytes, str], int]
+        self, txn: ReadTxn, run_id: bytes, agent: bytes, taken: dict[tuple[bytes, str], int]
     ) -> bool:
         """Whether a ready run may be leased now, counting the slots this call took.
 
@@ -292,13 +301,13 @@ class FlowControl:
         spec = self.spec(txn, agent)
         if spec is None or spec.flow is None or spec.flow.concurrency is None:
             return True
-        slot = self._slot_of(txn, bytes(run_id))
+        slot = self._slot_of(txn, run_id)
         if slot is None:
             return True
         if _SCANNED not in taken:
             taken[_SCANNED] = 0
-            for leased, _ in txn.cursor(db=self._db["leases"]):
-                held = self._slot_of(txn, bytes(leased))
+            for leased, _ in txn.scan("leases"):
+                held = self._slot_of(txn, leased)
                 if held is not None:
                     taken[held] = taken.get(held, 0) + 1
         busy = taken.get(slot, 0)
@@ -307,7 +316,7 @@ class FlowControl:
         taken[slot] = busy + 1
         return True
 
-    def finished(self, txn: Any, run: Run) -> None:
+    def finished(self, txn: WriteTxn, run: Run) -> None:
         """A run finished: drop its slot entry and pause request.
 
         Its cancel-on entries are left, since finding them would cost a read of the
@@ -315,47 +324,50 @@ class FlowControl:
         finished, and ``prune`` drops what is left with the run.
         """
         if run.concurrency_key is not None:
-            txn.delete(_sep(run.agent, run.concurrency_key, run.id), db=self._db["slots"])
-        txn.delete(run.id.encode(), db=self._db["paused"])
-
-    def is_paused(self, txn: Any, run_id: bytes) -> bool:
-        return txn.get(run_id, db=self._db["paused"]) is not None
+            txn.delete("slots", _sep(run.agent, run.concurrency_key, run.id))
+        txn.delete("paused", run.id.encode())
 
     # -- timers: debounces and crons ---------------------------------------------------
 
-    def due(self, txn: Any, now: float) -> bool:
+    def due(self, txn: ReadTxn, now: float) -> bool:
         """Whether a debounced run or a cron tick is due (a read, for the idle poll)."""
-        for _, raw in txn.cursor(db=self._db["debounces"]):
+        for _, raw in txn.scan("debounces"):
             if loads(raw)["due"] <= now:
                 return True
-        for _, raw in txn.cursor(db=self._db["crons"]):
+        for _, raw in txn.scan("crons"):
             state = loads(raw)
             if state["next"] is not None and state["next"] <= now:
                 return True
         return False
 
-    def fire(self, txn: Any, now: float, last_seq: int) -> list[str]:
+    def fire(self, txn: WriteTxn, now: float, last_seq: int) -> list[str]:
         """Start every due debounced run and cron tick; return the new pending runs.
 
         Then a paused run that became pending meanwhile (a sleep ended, a debounce
         fired) leaves the ready queue as ``paused``.
         """
         started: list[str] = []
-        for key, raw in list(txn.cursor(db=self._db["debounces"])):
+        for key, raw in list(txn.scan("debounces")):
             state = loads(raw)
-            if state["due"] <= now and self._start_debounced(txn, bytes(key), state["run"], now):
+            if state["due"] <= now and self._start_debounced(txn, key, state["run"], now):
                 started.append(state["run"])
-        for key, raw in list(txn.cursor(db=self._db["crons"])):
+        for key, raw in list(txn.scan("crons")):
             state = loads(raw)
             if state["next"] is None or state["next"] > now:
                 continue
-            agent, index = bytes(key).split(b"\x00")
+            agent, index = key.split(b"\x00")
             spec = self.spec(txn, agent)
             if spec is None or spec.flow is None or int(index) >= len(spec.flow.crons):
-                txn.delete(bytes(key), db=self._db["crons"])
+                txn.delete("crons", key)
                 continue
             cron = spec.flow.crons[int(index)]
-            schedule = parse_cron(cron.cron, cron.timezone)
+            try:
+                schedule = parse_cron(cron.cron, cron.timezone)
+            except DefinitionError:
+                # Stored before registration checked schedules: it never fires, and
+                # never stops another agent's tick or lease.
+                txn.delete("crons", key)
+                continue
             if cron.catch_up:
                 ticks = schedule.ticks_between(state["last"], now, limit=CATCH_UP_BATCH)
             else:
@@ -367,18 +379,18 @@ class FlowControl:
                 started.append(run_id)
             last = ticks[-1] if cron.catch_up and len(ticks) == CATCH_UP_BATCH else now
             state = {**state, "last": last, "next": schedule.next_after(last)}
-            txn.put(bytes(key), dumps(state), db=self._db["crons"])
-        for key, _ in list(txn.cursor(db=self._db["paused"])):
-            if txn.get(key, db=self._db["ready"]) is not None:
-                txn.delete(key, db=self._db["ready"])
-                run = decode_record(txn.get(key, db=self._db["runs"]), Run)
+            txn.put("crons", key, dumps(state))
+        for key, _ in list(txn.scan("paused")):
+            if txn.get("ready", key) is not None:
+                txn.delete("ready", key)
+                run = decode_record(txn.get("runs", key) or b"", Run)
                 run = attrs.evolve(run, status="paused", updated_at=now)
-                txn.put(key, encode_record(run), db=self._db["runs"])
+                txn.put("runs", key, encode_record(run))
         return started
 
     def _cron_run(
         self,
-        txn: Any,
+        txn: WriteTxn,
         spec: AgentSpec,
         index: int,
         expression: str,
@@ -386,8 +398,6 @@ class FlowControl:
         now: float,
         last_seq: int,
     ) -> str:
-        import datetime as _dt
-
         at = _dt.datetime.fromtimestamp(tick, _dt.UTC).isoformat().replace("+00:00", "Z")
         # Not in the event log (like a spawned run's event): its id names the tick.
         event = Event(
@@ -399,15 +409,6 @@ class FlowControl:
         )
         run = self._make_run(txn, spec, spec.flow or FlowSpec(), event, now)
         key = run.id.encode()
-        txn.put(key, encode_record(run), db=self._db["runs"])
-        txn.put(key, spec.id.encode(), db=self._db["ready"])
+        txn.put("runs", key, encode_record(run))
+        txn.put("ready", key, spec.id.encode())
         return run.id
-
-
-def _prefixed(cursor: Any, prefix: bytes) -> Any:
-    if not cursor.set_range(prefix):
-        return
-    for key, value in cursor:
-        if not bytes(key).startswith(prefix):
-            return
-        yield bytes(key), value

@@ -1,4 +1,4 @@
-"""Retention for the embedded store: prune finished runs, compact the data file.
+"""Retention: prune finished runs, and the log events nothing can need again.
 
 Why prune keeps what it keeps. A finished run older than the cut-off goes, with its
 step records and its entries in the flow-control indexes (cancel-on, concurrency).
@@ -9,30 +9,18 @@ already passed it, no unfinished run started before it (a run waiting for an eve
 looks for one logged after its start), every run it started is gone, and it is not
 the last event (its position numbers the next one). An event id is remembered as
 long as its event is kept: emitting a pruned id again starts a new run.
-
-Why compaction is a copy. LMDB never shrinks its file; it reuses freed pages, so
-under a steady workload with pruning the file stops growing, but it does not give
-space back. ``compact`` writes a compacted copy with LMDB's own ``copy(compact=True)``,
-checks it, and swaps it in with one atomic rename, holding the data directory's lock
-file exclusively throughout, so it refuses to run while any process has it open.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
 import re
-import shutil
 import time
-from collections.abc import Collection, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection
 
-import lmdb
-
-from ironflow.errors import InvalidInputError, StoreError, StoreLockedError
+from ironflow.errors import InvalidInputError
+from ironflow.store._backend import Backend, WriteTxn
 from ironflow.store._codec import decode_record
+from ironflow.store._keys import u64
 from ironflow.store._records import (
     FINISHED,
     EmitResult,
@@ -42,11 +30,9 @@ from ironflow.store._records import (
     Run,
 )
 from ironflow.store._triggers import trigger_matches
+from ironflow.store._waits import name_key
 
-if TYPE_CHECKING:
-    from ironflow.store._lmdb import LmdbStore
-
-__all__ = ["compact", "parse_age", "prune", "prune_statuses"]
+__all__ = ["parse_age", "prune", "prune_statuses"]
 
 #: Runs (or events) deleted per write transaction: small enough to keep each commit short.
 _BATCH = 500
@@ -91,17 +77,8 @@ def _check_age(older_than: float) -> float:
     return float(older_than)
 
 
-def _prefixed(txn: Any, db: Any, prefix: bytes) -> Iterator[bytes]:
-    cursor = txn.cursor(db=db)
-    if cursor.set_range(prefix):
-        for key in cursor.iternext(values=False):
-            if not key.startswith(prefix):
-                break
-            yield bytes(key)
-
-
 def prune(
-    store: LmdbStore,
+    backend: Backend,
     *,
     older_than: float,
     statuses: Collection[str] | None = None,
@@ -117,12 +94,9 @@ def prune(
     """
     wanted = prune_statuses(statuses)
     cutoff = time.time() - _check_age(older_than)
-    db = store._db
-    with store._txn() as txn:
-        runs: list[Run] = [decode_record(raw, Run) for _, raw in txn.cursor(db=db["runs"])]
-        projections = [
-            decode_record(raw, ProjectionStatus) for _, raw in txn.cursor(db=db["projections"])
-        ]
+    with backend.read() as txn:
+        runs: list[Run] = [decode_record(raw, Run) for _, raw in txn.scan("runs")]
+        projections = [decode_record(raw, ProjectionStatus) for _, raw in txn.scan("projections")]
     unfinished = {r.id for r in runs if r.status not in FINISHED}
     parent = {r.id: getattr(r, "parent_id", None) for r in runs}
     busy_parents = {parent[r] for r in unfinished if parent[r]}
@@ -144,54 +118,51 @@ def prune(
         default=2**63,
     )
     del runs
-    steps = _delete_runs(store, chosen, wanted, dry_run)
-    events = _delete_events(store, projections, horizon, cutoff, set(chosen), dry_run)
+    steps = _delete_runs(backend, chosen, wanted, dry_run)
+    events = _delete_events(backend, projections, horizon, cutoff, set(chosen), dry_run)
     return PruneResult(runs=len(chosen), steps=steps, events=events, dry_run=dry_run)
 
 
 def _delete_runs(
-    store: LmdbStore, run_ids: list[str], wanted: frozenset[str], dry_run: bool
+    backend: Backend, run_ids: list[str], wanted: frozenset[str], dry_run: bool
 ) -> int:
-    db = store._db
-    per_run = [db[n] for n in ("ready", "leases", "cancels", "paused") if n in db]
-    indexed = _index_entries(store, set(run_ids))
+    indexed = _index_entries(backend, set(run_ids))
     steps = 0
     for start in range(0, len(run_ids), _BATCH):
         batch = run_ids[start : start + _BATCH]
 
-        def op(txn: Any, batch: list[str] = batch) -> int:
+        def op(txn: WriteTxn, batch: list[str] = batch) -> int:
             count = 0
             for run_id in batch:
                 key = run_id.encode()
-                raw = txn.get(key, db=db["runs"])
+                raw = txn.get("runs", key)
                 # Checked again inside the write: finished runs never change, but be sure.
                 if raw is None or decode_record(raw, Run).status not in wanted:
                     continue
-                step_keys = list(_prefixed(txn, db["steps"], key + b"\x00"))
+                step_keys = [k for k, _ in txn.scan("steps", prefix=key + b"\x00")]
                 count += len(step_keys)
                 if dry_run:
                     continue
                 for step_key in step_keys:
-                    txn.delete(step_key, db=db["steps"])
-                if "spawns" in db:
-                    for spawn_key in list(_prefixed(txn, db["spawns"], key + b"\x00")):
-                        txn.delete(spawn_key, db=db["spawns"])
-                for index in per_run:
-                    txn.delete(key, db=index)
-                for name, entry in indexed.get(run_id, ()):
-                    txn.delete(entry, db=db[name])
-                txn.delete(key, db=db["runs"])
+                    txn.delete("steps", step_key)
+                for spawn_key in [k for k, _ in txn.scan("spawns", prefix=key + b"\x00")]:
+                    txn.delete("spawns", spawn_key)
+                for table in ("ready", "leases", "cancels", "paused"):
+                    txn.delete(table, key)
+                for table, entry in indexed.get(run_id, ()):
+                    txn.delete(table, entry)
+                txn.delete("runs", key)
             return count
 
         if dry_run:
-            with store._txn() as txn:
-                steps += op(txn)
+            with backend.read() as txn:
+                steps += op(txn)  # type: ignore[arg-type]  # a dry run only reads
         else:
-            steps += store._write(op)
+            steps += backend.write(op)
     return steps
 
 
-def _index_entries(store: LmdbStore, run_ids: set[str]) -> dict[str, list[tuple[str, bytes]]]:
+def _index_entries(backend: Backend, run_ids: set[str]) -> dict[str, list[tuple[str, bytes]]]:
     """The flow-control index entries of these runs, found by one scan of each index.
 
     Both indexes end their keys with the run id. A finished run's entries are normally
@@ -201,36 +172,30 @@ def _index_entries(store: LmdbStore, run_ids: set[str]) -> dict[str, list[tuple[
     found: dict[str, list[tuple[str, bytes]]] = {}
     if not run_ids:
         return found
-    db = store._db
-    with store._txn() as txn:
-        for name in ("cancel_keys", "slots"):
-            if name not in db:
-                continue
-            for key in txn.cursor(db=db[name]).iternext(values=False):
-                entry = bytes(key)
+    with backend.read() as txn:
+        for table in ("cancel_keys", "slots"):
+            for entry, _ in txn.scan(table):
                 run_id = entry.rsplit(b"\x00", 1)[-1].decode()
                 if run_id in run_ids:
-                    found.setdefault(run_id, []).append((name, entry))
+                    found.setdefault(run_id, []).append((table, entry))
     return found
 
 
 def _delete_events(
-    store: LmdbStore,
+    backend: Backend,
     projections: list[ProjectionStatus],
     horizon: int,
     cutoff: float,
     gone: set[str],
     dry_run: bool,
 ) -> int:
-    db = store._db
     limit = min([horizon, *(p.position + 1 for p in projections)])
     patterns = [pattern for p in projections for pattern in p.events]
     doomed: list[tuple[int, Event]] = []
-    with store._txn() as txn:
-        cursor = txn.cursor(db=db["events"])
-        last = int.from_bytes(cursor.key(), "big") if cursor.last() else 0
+    with backend.read() as txn:
+        last = next((int.from_bytes(k, "big") for k, _ in txn.scan("events", reverse=True)), 0)
         limit = min(limit, last)  # the last event numbers the next one: always kept
-        for raw_seq, raw in txn.cursor(db=db["events"]):
+        for raw_seq, raw in txn.scan("events"):
             seq = int.from_bytes(raw_seq, "big")
             if seq >= limit:
                 break
@@ -241,13 +206,12 @@ def _delete_events(
                 continue
             if any(trigger_matches(p, event.name) for p in patterns):
                 continue
-            emitted = txn.get(event.id.encode(), db=db["event_ids"])
+            emitted = txn.get("event_ids", event.id.encode())
             run_ids = () if emitted is None else decode_record(emitted, EmitResult).run_ids
             if not run_ids:
                 continue  # an event that started nothing is history, not a run's: kept
             if all(
-                r in gone or (not dry_run and txn.get(r.encode(), db=db["runs"]) is None)
-                for r in run_ids
+                r in gone or (not dry_run and txn.get("runs", r.encode()) is None) for r in run_ids
             ):
                 doomed.append((seq, event))
     if dry_run:
@@ -255,116 +219,13 @@ def _delete_events(
     for start in range(0, len(doomed), _BATCH):
         batch = doomed[start : start + _BATCH]
 
-        def op(txn: Any, batch: list[tuple[int, Event]] = batch) -> None:
+        def op(txn: WriteTxn, batch: list[tuple[int, Event]] = batch) -> None:
             for seq, event in batch:
-                txn.delete(seq.to_bytes(8, "big"), db=db["events"])
-                emitted = txn.get(event.id.encode(), db=db["event_ids"])
+                txn.delete("events", u64(seq))
+                emitted = txn.get("event_ids", event.id.encode())
                 if emitted is not None and decode_record(emitted, EmitResult).seq == seq:
-                    txn.delete(event.id.encode(), db=db["event_ids"])
-                if "event_names" in db:
-                    txn.delete(_name_index_key(event.name, seq), db=db["event_names"])
+                    txn.delete("event_ids", event.id.encode())
+                txn.delete("event_names", name_key(event.name) + b"\x00" + u64(seq))
 
-        store._write(op)
+        backend.write(op)
     return len(doomed)
-
-
-def _name_index_key(name: str, seq: int) -> bytes:
-    # The (event name, seq) index of events that runs may wait for (see _waits.py).
-    from ironflow.store import _waits  # type: ignore[attr-defined,unused-ignore]
-
-    key: bytes = _waits.name_key(name) + b"\x00" + seq.to_bytes(8, "big")
-    return key
-
-
-# -- compaction -----------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[int]:
-    """Hold the data directory's lock file exclusively, or refuse: someone has it open.
-
-    Every process with the LMDB environment open holds a shared lock on ``lock.mdb``,
-    so an exclusive one is free only when nobody does.
-    """
-    fd = os.open(path / "lock.mdb", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
-        except OSError:
-            raise StoreLockedError(
-                f"the data directory {path} is in use by another process (a worker, the "
-                "server or a command): stop it, then run `ironflow store compact` again"
-            ) from None
-        yield fd
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def _db_names(env: Any) -> list[bytes]:
-    with env.begin() as txn:
-        return [bytes(k) for k in txn.cursor().iternext(values=False)]
-
-
-def _entries(env: Any, names: list[bytes]) -> dict[bytes, int]:
-    out = {}
-    with env.begin() as txn:
-        for name in names:
-            out[name] = txn.stat(env.open_db(name, txn=txn, create=False))["entries"]
-    return out
-
-
-def compact(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """Rewrite the data file without its free pages; return its size before and after.
-
-    Refuses (:class:`~ironflow.errors.StoreLockedError`) while any process has the data
-    directory open. The copy is checked (every database holds as many entries as the
-    original) before it replaces the original in one atomic rename; a crash at any
-    point leaves either the old file or the new one, both complete.
-    """
-    path = Path(path)
-    data = path / "data.mdb"
-    if not data.is_file():
-        raise StoreError(f"no Ironflow data directory at {path}: there is no data.mdb to compact")
-    scratch = path / ".compact"
-    with _exclusive(path):
-        before = data.stat().st_size
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir()
-        try:
-            # lock=False: our own exclusive lock already keeps everyone else out.
-            source = lmdb.open(str(path), readonly=True, lock=False, max_dbs=256)
-            try:
-                names = _db_names(source)
-                expected = _entries(source, names)
-                source.copy(str(scratch), compact=True)
-            finally:
-                source.close()
-            copy = lmdb.open(str(scratch), readonly=True, lock=False, max_dbs=256)
-            try:
-                found = _entries(copy, names)
-            finally:
-                copy.close()
-            if found != expected:
-                raise StoreError(
-                    f"the compacted copy of {path} does not match the original; nothing was "
-                    "replaced (the original is untouched)"
-                )
-            fd = os.open(scratch / "data.mdb", os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(scratch / "data.mdb", data)
-            dir_fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-            # Opening it here, while this process holds the lock exclusively, makes LMDB
-            # reset the lock file's state for the new data file before anyone else uses it.
-            lmdb.open(str(path), max_dbs=256).close()
-        except lmdb.Error as exc:
-            raise StoreError(f"cannot compact {path}: {exc}; the original is untouched") from exc
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    return before, data.stat().st_size

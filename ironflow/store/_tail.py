@@ -33,9 +33,9 @@ def check_pattern(pattern: str | None) -> str | None:
 
 def log_end(store: Store) -> int:
     """The position of the newest event of the log (0 for an empty log)."""
-    from ironflow.store._lmdb import LmdbStore
+    from ironflow.store._machine import StoreMachine
 
-    if isinstance(store, LmdbStore):
+    if isinstance(store, StoreMachine):
         from ironflow.store._browse import last_seq
 
         return last_seq(store)

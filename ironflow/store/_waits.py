@@ -25,6 +25,7 @@ from ironflow.store._codec import to_json_value
 from ironflow.store._records import Suspension
 
 __all__ = [
+    "LATEST",
     "checked_suspension",
     "child_wait_key",
     "data_matches",
@@ -35,6 +36,13 @@ __all__ = [
     "timer_key",
     "timer_micros",
 ]
+
+#: The last time (Unix seconds, 9999-12-31T23:59:59Z) a wake-up may be set for: what a
+#: date can show, and far inside what a timer key's 64 bits of µs can hold.
+LATEST = 253402300799.0
+
+#: The first time (in seconds) past what a timer key's 64 bits of µs can hold.
+_LAST_MICRO = (2**64 - 1) / 1_000_000
 
 #: Event names longer than this (in bytes) are keyed by their digest: LMDB keys are short.
 _MAX_NAME_KEY = 256
@@ -58,6 +66,8 @@ def micros(seconds: float) -> int:
     float: ``int(t * 1e6) / 1e6`` can come out a hair above ``t``, and a timer set for
     exactly ``t`` would then not fire at ``t`` (under a test's fake clock, never).
     """
+    if not seconds < _LAST_MICRO:  # also NaN: int() of an infinity would raise
+        return 2**64 - 1
     return max(0, min(int(seconds * 1_000_000), 2**64 - 1))
 
 
@@ -133,8 +143,15 @@ def checked_suspension(s: Suspension) -> Suspension:
         raise InvalidInputError("suspend_run: the step needs a position from 0 and an id")
     for name in ("wake_at", "wake_in", "deadline", "since"):
         value = getattr(s, name)
-        if value is not None and (not isinstance(value, int | float) or not value == value):
+        if value is None:
+            continue
+        if not isinstance(value, int | float) or isinstance(value, bool) or not value == value:
             raise InvalidInputError(f"suspend_run: {name} must be a number, not {value!r}")
+        if not -LATEST <= value <= LATEST:
+            raise InvalidInputError(
+                f"suspend_run: {name} {value!r} is past the year 9999, the last time the "
+                "store can keep; wait for a shorter time"
+            )
     if s.wake_in is not None and s.wake_in < 0:
         raise InvalidInputError(f"suspend_run: wake_in must be 0 or more seconds, not {s.wake_in}")
     if s.kind == "event" and (not isinstance(s.event, str) or not s.event):

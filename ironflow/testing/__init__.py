@@ -60,6 +60,7 @@ from ironflow.store import (
     WorkerInfo,
 )
 from ironflow.store._liveness import pid_start
+from ironflow.store._memory import MemoryStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ __all__ = [
     "Driver",
     "FakeClock",
     "Fault",
+    "MemoryStore",
     "SimulatedCrash",
     "StandInWorker",
     "crash_matrix",

@@ -20,8 +20,9 @@ from ironflow._worker._identity import this_worker
 from ironflow.errors import InvalidInputError, RunNotFoundError, StoreError, StoreLockedError
 from ironflow.server import BackgroundServer
 from ironflow.store import AgentSpec, LmdbStore, RemoteStore, StepRecord, Store
+from ironflow.store._compact import compact
 from ironflow.store._records import ProjectionSpec
-from ironflow.store._retention import compact, parse_age
+from ironflow.store._retention import parse_age
 
 REPO = Path(__file__).resolve().parents[2]
 ME = this_worker("retention-test")
@@ -307,9 +308,9 @@ def test_prune_drops_the_flow_control_index_entries_of_the_runs_it_deletes(
     store.register_agents([AgentSpec("a", ("job.go",), flow=flow)])
 
     def entries(name: str) -> list[str]:
-        with store._txn() as txn:
-            keys = txn.cursor(db=store._db[name]).iternext(values=False)
-            return sorted(bytes(k).rsplit(b"\x00", 1)[-1].decode() for k in keys)
+        with store.backend.read() as txn:
+            keys = [key for key, _ in txn.scan(name)]
+            return sorted(k.rsplit(b"\x00", 1)[-1].decode() for k in keys)
 
     done, live = emit(store, 2)
     finish(store, done)

@@ -275,7 +275,7 @@ def test_a_newer_format_version_is_refused_everywhere_and_left_as_it_is(
     monkeypatch.delenv("IRONFLOW_URL", raising=False)
     path = tmp_path / "newer"
     store = LmdbStore(path, sync=False)
-    store._write(lambda txn: txn.put(b"format_version", b"99", db=store._db["meta"]))
+    store.backend.write(lambda txn: txn.put("meta", b"format_version", b"99"))
     store.close()
     with pytest.raises(StoreFormatError, match="format 99"):
         LmdbStore(path)

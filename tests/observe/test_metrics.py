@@ -196,8 +196,7 @@ def test_the_census_counts_what_decoding_every_run_would(store: LmdbStore) -> No
     store.request_cancel(ids[0])
     odd = store.get_run(ids[1])
     shuffled = dict(reversed(list(converter.unstructure(odd).items())))
-    with store._txn(write=True) as txn:
-        txn.put(odd.id.encode(), json.dumps(shuffled).encode(), db=store._db["runs"])
+    store.backend.write(lambda txn: txn.put("runs", odd.id.encode(), json.dumps(shuffled).encode()))
     expected: dict[tuple[str, str], int] = {}
     for run in store.list_runs(limit=100):
         expected[run.agent, run.status] = expected.get((run.agent, run.status), 0) + 1

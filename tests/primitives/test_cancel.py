@@ -156,7 +156,7 @@ def test_cancelling_a_paused_sleeping_run_leaves_no_pause_behind(tmp_path: Path)
         assert store.get_run(run_id).status == "sleeping"
         store.pause_run(run_id)
         assert store.request_cancel(run_id).status == "cancelled"
-        with store._txn() as txn:
-            assert txn.get(run_id.encode(), db=store._db["paused"]) is None
+        with store.backend.read() as txn:
+            assert txn.get("paused", run_id.encode()) is None
     finally:
         store.close()

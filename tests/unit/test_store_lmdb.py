@@ -180,7 +180,7 @@ def test_the_map_grows_instead_of_filling_up(tmp_path: Path) -> None:
 def test_a_newer_format_version_is_refused(tmp_path: Path) -> None:
     """A data directory written by another format version is not silently used."""
     s = LmdbStore(tmp_path / "d", sync=False)
-    s._write(lambda txn: txn.put(b"format_version", b"99", db=s._db["meta"]))
+    s.backend.write(lambda txn: txn.put("meta", b"format_version", b"99"))
     s.close()
     with pytest.raises(StoreFormatError, match="format 99"):
         LmdbStore(tmp_path / "d")
@@ -235,15 +235,15 @@ def test_a_failed_commit_fails_every_write_in_its_batch(store: LmdbStore) -> Non
     def refuse() -> None:
         raise MemoryError("no address space left")
 
-    store._grow = refuse  # type: ignore[method-assign]
-    original = store._env.info()["map_size"]
-    store._env.set_mapsize(1 << 16)  # a map already full
+    store.backend.grow = refuse  # type: ignore[method-assign]
+    original = store.backend.env.info()["map_size"]
+    store.backend.env.set_mapsize(1 << 16)  # a map already full
     try:
         with pytest.raises((MemoryError, lmdb_module.StoreError)):
             for i in range(50):
                 store.emit("go", {"blob": "x" * 4000, "i": i})
     finally:
-        store._env.set_mapsize(original)
+        store.backend.env.set_mapsize(original)
     assert all(r.status == "pending" for r in store.list_runs(limit=100))
 
 

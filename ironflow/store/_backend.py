@@ -1,0 +1,163 @@
+"""The narrow transactional interface a storage backend provides to the run state machine.
+
+Every rule of a run's life (``_machine.py`` and the modules it uses) is written once,
+over this interface. A backend supplies storage and transactions, never a rule: LMDB
+(``_lmdb.py``), plain dicts (``_memory.py``, the oracle of the agreement test), and a
+SQL database next (issue 20). What a backend must provide:
+
+**Tables.** :data:`TABLES` names every keyspace. Each maps ``bytes`` keys to ``bytes``
+values, ordered by key as unsigned bytes (``memcmp`` order, which is also PostgreSQL's
+``bytea`` order). Keys are at most 511 bytes (LMDB's limit); values are any size. A
+SQL backend may keep one table per keyspace, or one ``(space, key, value)`` table with
+the primary key ``(space, key)``: every read below is then an index range scan.
+
+**Transactions.** :meth:`Backend.read` opens a consistent snapshot (a reader never sees
+part of a write). :meth:`Backend.write` runs ``op(txn)`` in a write transaction and
+returns its result only once the transaction is durable. Two guarantees make the
+state machine correct, whatever the backend:
+
+- *Atomic per op.* ``op`` applies whole or not at all: if it raises, nothing it wrote
+  is kept and the exception propagates. A backend that commits several callers' ops
+  together (LMDB's group commit) must give each op its own nested transaction or
+  savepoint, so one op's failure never commits half of it nor undoes another's.
+- *Serializable.* Concurrent write transactions behave as if run one after another.
+  LMDB and the memory backend have one writer at a time; a SQL backend runs write
+  transactions at ``SERIALIZABLE`` and retries on a serialization failure. So ``op``
+  may be called more than once: it must have no effect outside ``txn`` (the machine's
+  ops only read, write and compute).
+
+**Scans.** :meth:`ReadTxn.scan` walks one table in key order, forwards or in reverse,
+over the keys with a prefix, from a start key. It is lazy, so a caller that stops
+early reads no more (a SQL backend fetches in pages: ``WHERE key >= $start ORDER BY
+key LIMIT n``). A caller must not write to a table while iterating a scan of it: it
+collects the keys first.
+
+**Claims.** :meth:`WriteTxn.claim` takes "the next N ready items" of a queue-like
+table (``ready``, and ``leases`` for orphan takeover): it walks the table in key
+order, offers each row to ``accept``, and returns up to ``limit`` accepted rows, which
+stay this transaction's until it ends. LMDB and memory have one writer, so it is a
+scan; a SQL backend selects with ``FOR UPDATE SKIP LOCKED``, so two servers leasing at
+once take different runs instead of queueing on the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Protocol, TypeVar
+
+__all__ = ["TABLES", "Backend", "ReadTxn", "WriteTxn", "prefix_end"]
+
+T = TypeVar("T")
+
+#: Every keyspace, with what its keys and values are (``\\0`` separates key parts;
+#: integers are big-endian, so byte order is numeric order).
+TABLES: tuple[str, ...] = (
+    "meta",  # b"format_version" -> b"1"
+    "events",  # seq (u64) -> Event
+    "event_ids",  # event id -> EmitResult of its emission
+    "runs",  # run id (time-ordered, so a reverse scan is newest first) -> Run
+    "ready",  # run id -> agent id: pending (and queued) runs, oldest first
+    "leases",  # run id -> Lease
+    "steps",  # run id \0 position (u32) -> StepRecord
+    "agents",  # agent id -> AgentSpec
+    "cancels",  # run id -> b"1": a cancel requested while the run runs
+    "streams",  # stream id \0 version (u64) -> seq (u64)
+    "stream_heads",  # stream id -> version (u64)
+    "stream_keys",  # stream id \0 idempotency key -> seq (u64)
+    "projections",  # projection name -> ProjectionStatus
+    "projection_parts",  # name \0 partition -> state JSON
+    "projection_leases",  # name -> ProjectionLease
+    "timers",  # wake-up time (u64 µs) + run id -> b"" (see _waits.py)
+    "waits",  # e \0 event name \0 run id, or c \0 child id \0 run id -> b""
+    "spawns",  # parent id \0 step id -> child run id
+    "event_names",  # event name \0 seq (u64) -> b""
+    "slots",  # agent \0 key \0 run id -> b"": unfinished runs of a limited agent
+    "debounces",  # agent \0 key -> debounce state JSON
+    "cancel_keys",  # pattern \0 agent \0 key \0 run id -> b""
+    "crons",  # agent \0 index -> cron state JSON
+    "paused",  # run id -> b"": a pause requested
+)
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The first key after every key that starts with ``prefix`` (None: no such key)."""
+    end = bytearray(prefix)
+    while end and end[-1] == 0xFF:
+        end.pop()
+    if not end:
+        return None
+    end[-1] += 1
+    return bytes(end)
+
+
+class ReadTxn(Protocol):
+    """A consistent snapshot of every table."""
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        """The value stored under ``key``, or None."""
+
+    def scan(
+        self,
+        table: str,
+        *,
+        prefix: bytes = b"",
+        start: bytes | None = None,
+        reverse: bool = False,
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """``(key, value)`` pairs of the keys starting with ``prefix``, in key order.
+
+        Forwards from the first key ``>= start`` (default: the first with the prefix);
+        with ``reverse``, backwards from the last key ``<= start`` (default: the last
+        with the prefix).
+        """
+
+    def count(self, table: str) -> int:
+        """How many keys the table holds."""
+
+
+class WriteTxn(ReadTxn, Protocol):
+    """A snapshot that can also write; see the module docstring for its guarantees."""
+
+    def put(self, table: str, key: bytes, value: bytes) -> None:
+        """Store ``value`` under ``key``, replacing what was there."""
+
+    def insert(self, table: str, key: bytes, value: bytes) -> bool:
+        """Store ``value`` under ``key`` only if the key is absent; return whether it was."""
+
+    def delete(self, table: str, key: bytes) -> bool:
+        """Remove ``key``; return whether it was there."""
+
+    def claim(
+        self,
+        table: str,
+        *,
+        accept: Callable[[bytes, bytes], bool],
+        limit: int,
+    ) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` rows, in key order, that ``accept`` takes; see the module."""
+
+
+class Backend(Protocol):
+    """Storage and transactions for a :class:`~ironflow.store._machine.StoreMachine`."""
+
+    #: Where the data lives, for messages: ``the data directory /x``, ``memory``.
+    where: str
+
+    def read(self) -> AbstractContextManager[ReadTxn]:
+        """A read transaction: a snapshot no concurrent write changes."""
+
+    def write(self, op: Callable[[WriteTxn], T]) -> T:
+        """Run ``op`` in a write transaction; return its result once durable.
+
+        ``op`` applies whole or leaves nothing, and may be called more than once.
+        """
+
+    def changes(self) -> int:
+        """A number that grows with every committed write, by any process sharing the data.
+
+        Lets a reader (the dashboard's live view) tell cheaply whether anything changed.
+        """
+
+    def close(self) -> None:
+        """Release the backend's resources. Idempotent."""

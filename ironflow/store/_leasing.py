@@ -1,0 +1,155 @@
+"""Leasing: which runs a worker takes, orphan takeover, heartbeats.
+
+A worker takes pending runs first, oldest first, skipping paused ones and those whose
+concurrency key is full; then orphaned ones: a lease past its TTL, or one whose holder
+is a dead process on this machine (taken at once). A worker never takes over its own
+live lease. The lease call is also the store's clock tick: it fires due timers,
+debounced bursts and cron ticks first, in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+import attrs
+
+from ironflow.store._backend import ReadTxn, WriteTxn
+from ironflow.store._codec import decode_record, encode_record
+from ironflow.store._flowctl import FlowControl
+from ironflow.store._liveness import process_alive
+from ironflow.store._records import Lease, LeasedRun, Run, WorkerInfo
+from ironflow.store._runs import last_seq, run_in, steps_of
+from ironflow.store._suspend import fire_timers, timers_due
+
+__all__ = ["heartbeat", "idle", "lease"]
+
+_Rows = Callable[[str, Callable[[bytes, bytes], bool], int], list[tuple[bytes, bytes]]]
+
+
+def _scanned(txn: ReadTxn) -> _Rows:
+    """``claim`` for a read transaction: the same choice, taking nothing."""
+
+    def rows(
+        table: str, accept: Callable[[bytes, bytes], bool], limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        out: list[tuple[bytes, bytes]] = []
+        if limit > 0:
+            for key, value in txn.scan(table):
+                if accept(key, value):
+                    out.append((key, value))
+                    if len(out) >= limit:
+                        break
+        return out
+
+    return rows
+
+
+def _candidates(
+    txn: ReadTxn,
+    rows: _Rows,
+    flow: FlowControl,
+    worker: WorkerInfo,
+    agents: Collection[str],
+    limit: int,
+    now: float,
+) -> list[str]:
+    wanted = {a.encode() for a in agents}
+    taken: dict[tuple[bytes, str], int] = {}
+
+    def ready(key: bytes, agent: bytes) -> bool:
+        # Oldest first; a run whose key has no free slot waits, queued.
+        return (
+            agent in wanted
+            and txn.get("paused", key) is None
+            and flow.slot_free(txn, key, agent, taken)
+        )
+
+    def orphaned(key: bytes, raw: bytes) -> bool:
+        lease = decode_record(raw, Lease)
+        if lease.expires_at > now and (
+            lease.worker.id == worker.id or process_alive(lease.worker) is not False
+        ):
+            return False
+        run_raw = txn.get("runs", key)
+        return run_raw is not None and decode_record(run_raw, Run).agent in agents
+
+    found = [key.decode() for key, _ in rows("ready", ready, limit)]
+    found += [key.decode() for key, _ in rows("leases", orphaned, limit - len(found))]
+    return found
+
+
+def idle(
+    txn: ReadTxn,
+    flow: FlowControl,
+    worker: WorkerInfo,
+    agents: Collection[str],
+    limit: int,
+    now: float,
+    clock_now: float,
+) -> bool:
+    """Whether a lease call would find nothing to do: a read, for the idle poll."""
+    return (
+        not _candidates(txn, _scanned(txn), flow, worker, agents, limit, now)
+        and not timers_due(txn, clock_now)
+        and not flow.due(txn, clock_now)
+    )
+
+
+def lease(
+    txn: WriteTxn,
+    flow: FlowControl,
+    worker: WorkerInfo,
+    agents: Collection[str],
+    limit: int,
+    ttl: float,
+    now: float,
+    clock_now: float,
+) -> list[LeasedRun]:
+    """Lease up to ``limit`` runs, each with its step records; see the module."""
+    # Due timers first: a run whose sleep ended is pending from here on.
+    fire_timers(txn, clock_now, now)
+    # Due debounced runs and cron ticks: one transaction fires each tick once.
+    flow.fire(txn, clock_now, last_seq(txn))
+    leased = []
+
+    def claimed(
+        table: str, accept: Callable[[bytes, bytes], bool], limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        return txn.claim(table, accept=accept, limit=limit) if limit > 0 else []
+
+    for run_id in _candidates(txn, claimed, flow, worker, agents, limit, now):
+        key = run_id.encode()
+        run = run_in(txn, run_id)
+        run = attrs.evolve(run, status="running", attempt=run.attempt + 1, updated_at=now)
+        # An orphan still has its dead or lapsed holder's lease: a takeover.
+        prior = txn.get("leases", key)
+        held = Lease(run_id=run_id, worker=worker, expires_at=now + ttl, attempt=run.attempt)
+        txn.put("runs", key, encode_record(run))
+        txn.delete("ready", key)
+        txn.put("leases", key, encode_record(held))
+        leased.append(
+            LeasedRun(
+                run=run,
+                steps=tuple(steps_of(txn, run_id)),
+                lease=held,
+                taken_from=None if prior is None else decode_record(prior, Lease).worker,
+            )
+        )
+    return leased
+
+
+def heartbeat(
+    txn: WriteTxn, worker: WorkerInfo, run_ids: Collection[str], expires: float
+) -> set[str]:
+    """Extend this worker's leases on these runs; return the ones it still holds."""
+    held = set()
+    for run_id in run_ids:
+        raw = txn.get("leases", run_id.encode())
+        if raw is None:
+            continue
+        lease = decode_record(raw, Lease)
+        if lease.worker.id == worker.id:
+            lease = attrs.evolve(lease, expires_at=expires)
+            txn.put("leases", run_id.encode(), encode_record(lease))
+            held.add(run_id)
+    return held

@@ -1,0 +1,569 @@
+"""The run state machine: every rule of a run's life, written once, over any backend.
+
+:class:`StoreMachine` is the :class:`~ironflow.store.Store` protocol over the narrow
+transactional interface of ``_backend.py``. Each method checks its arguments, then
+runs one transaction whose rules live in the modules below, by concern:
+
+- ``_runs.py``: emit and triggers, fencing, recording a step, finish and release,
+  cancel (the whole tree of child runs), pause, resume, re-run, spawn;
+- ``_leasing.py``: leasing, orphan takeover, heartbeats;
+- ``_suspend.py`` and ``_waits.py``: suspension and wake (timers, event waits,
+  child runs, deadlines);
+- ``_flowctl.py``: filters, concurrency, debounce, cancel-on, cron, pause requests;
+- ``_projections.py``: projection leases, writes and rebuilds;
+- ``_retention.py``: prune; ``_invariants.py``: ``check_valid``.
+
+A backend (LMDB, memory, SQL) supplies storage and transactions, never a rule, so the
+stores cannot drift apart; the agreement test (``tests/store/test_agreement.py``) runs
+the same operations against each and compares every answer.
+
+Two clocks: ``time.time()`` stamps records and times leases; ``clock`` drives durable
+timers (sleeps, wait timeouts, retry backoff, debounce, cron), so a test with a fake
+clock can end a seven-day sleep at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
+
+import attrs
+
+from ironflow._pure._trace import TraceContext, check_trace
+from ironflow.errors import ConcurrencyError, InvalidInputError, RunNotFoundError
+from ironflow.store import _leasing, _projections, _runs, _streams
+from ironflow.store._backend import Backend, ReadTxn, WriteTxn
+from ironflow.store._codec import (
+    decode_record,
+    dumps,
+    encode_record,
+    event_data,
+    to_json_value,
+)
+from ironflow.store._flowctl import FlowControl
+from ironflow.store._invariants import check_valid
+from ironflow.store._keys import (
+    MAX_KEY_BYTES,
+    partition_key,
+    projection_key,
+    run_key,
+    stream_key,
+    u64,
+)
+from ironflow.store._records import (
+    FINISHED,
+    AgentSpec,
+    EmitResult,
+    ErrorInfo,
+    Event,
+    Lease,
+    LeasedRun,
+    ProjectionSpec,
+    ProjectionState,
+    ProjectionStatus,
+    ProjectionWrite,
+    PruneResult,
+    Run,
+    StepAck,
+    StepRecord,
+    SuspendResult,
+    Suspension,
+    WorkerInfo,
+)
+from ironflow.store._suspend import suspend
+from ironflow.store._waits import checked_suspension
+
+__all__ = ["StoreMachine"]
+
+T = TypeVar("T")
+
+#: How often wait_for_run looks again for a run finished by another process.
+_FINISH_RECHECK = 0.1
+
+
+def _event_name(name: Any) -> None:
+    if not isinstance(name, str) or not name or len(name) > MAX_KEY_BYTES:
+        raise InvalidInputError(
+            f"an event name must be 1 to {MAX_KEY_BYTES} characters, not {name!r}"
+        )
+
+
+def _key_text(value: Any, what: str) -> bytes:
+    """An id or name the store keys by: a string of 1 to 200 bytes of UTF-8."""
+    try:
+        raw = value.encode() if isinstance(value, str) else b""
+    except UnicodeEncodeError:
+        raw = b""
+    if not raw or len(raw) > MAX_KEY_BYTES:
+        raise InvalidInputError(
+            f"{what} must be a string of 1 to {MAX_KEY_BYTES} bytes, not {value!r}"
+        )
+    return raw
+
+
+class StoreMachine:
+    """The Store protocol over a :class:`~ironflow.store._backend.Backend`.
+
+    Safe to share between threads. Every write method returns once the backend made
+    its transaction durable; each applies whole or leaves nothing.
+    """
+
+    def __init__(self, backend: Backend, *, clock: Callable[[], float] = time.time) -> None:
+        self._backend = backend
+        self._clock = clock
+        self._flow = FlowControl(clock)
+        self._work = threading.Condition()
+        # Signalled when a projection advances, with a count so a waiter misses nothing.
+        self._advanced = threading.Condition()
+        self._advances = 0
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _read(self) -> AbstractContextManager[ReadTxn]:
+        return self._backend.read()
+
+    def _write(self, op: Callable[[WriteTxn], T]) -> T:
+        return self._backend.write(op)
+
+    def _notify(self) -> None:
+        with self._work:
+            self._work.notify_all()
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> StoreMachine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def changes(self) -> int:
+        """A number that grows with every committed write (see ``Backend.changes``)."""
+        return self._backend.changes()
+
+    def check_valid(self) -> None:
+        """Assert the store's indexes agree with its runs (tests' invariants call it)."""
+        with self._read() as txn:
+            check_valid(txn)
+
+    # -- agents and events ----------------------------------------------------------
+
+    def register_agents(self, agents: Sequence[AgentSpec]) -> None:
+        specs = list(agents)
+        encoded = [(spec.id.encode(), encode_record(spec)) for spec in specs]
+
+        def op(txn: WriteTxn) -> None:
+            for (key, value), spec in zip(encoded, specs, strict=True):
+                if txn.get("agents", key) != value:
+                    txn.put("agents", key, value)
+                self._flow.registered(txn, spec)
+
+        self._write(op)
+
+    def agents(self) -> list[AgentSpec]:
+        with self._read() as txn:
+            return [decode_record(raw, AgentSpec) for _, raw in txn.scan("agents")]
+
+    def emit(
+        self, name: str, data: Any, *, id: str | None = None, trace: TraceContext | None = None
+    ) -> EmitResult:
+        _event_name(name)
+        if id is not None:
+            _key_text(id, "an event id")
+        check_trace(trace, f"emit {name!r}")
+        data = event_data(data, f"event {name!r} data")
+        now = time.time()
+        clock_now = self._clock()
+        result = self._write(
+            lambda txn: _runs.emit(txn, self._flow, name, data, id, now, clock_now, trace=trace)
+        )
+        # Runners of projections wait for new events too, not only for new runs.
+        self._notify()
+        return result
+
+    def events(self, *, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        """Events of the log after position ``after_seq``, oldest first."""
+        out: list[Event] = []
+        if limit < 1:
+            return out
+        with self._read() as txn:
+            for _, raw in txn.scan("events", start=u64(max(after_seq, 0) + 1)):
+                out.append(decode_record(raw, Event))
+                if len(out) >= limit:
+                    break
+        return out
+
+    # -- leasing ---------------------------------------------------------------------
+
+    def lease_runs(
+        self, worker: WorkerInfo, agents: Collection[str], *, limit: int, ttl: float
+    ) -> list[LeasedRun]:
+        if limit <= 0 or not agents:
+            return []
+        now = time.time()
+        clock_now = self._clock()
+        # An idle poll costs a read transaction, not a durable write.
+        with self._read() as txn:
+            if _leasing.idle(txn, self._flow, worker, agents, limit, now, clock_now):
+                return []
+        return self._write(
+            lambda txn: _leasing.lease(txn, self._flow, worker, agents, limit, ttl, now, clock_now)
+        )
+
+    def wait_for_work(self, timeout: float) -> None:
+        with self._work:
+            self._work.wait(timeout)
+
+    def wait_for_run(self, run_id: str, *, timeout: float) -> Run:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.get_run(run_id)
+            remaining = deadline - time.monotonic()
+            if run.status in FINISHED or remaining <= 0:
+                return run
+            # A finish in this process wakes us; one by a worker in another process
+            # signals nothing here, so look again after a short while.
+            with self._work:
+                self._work.wait(min(remaining, _FINISH_RECHECK))
+
+    def heartbeat(self, worker: WorkerInfo, run_ids: Collection[str], *, ttl: float) -> set[str]:
+        if not run_ids:
+            return set()
+        ids = list(run_ids)
+        return self._write(lambda txn: _leasing.heartbeat(txn, worker, ids, time.time() + ttl))
+
+    # -- steps and run completion ----------------------------------------------------
+
+    def record_step(self, worker: WorkerInfo, step: StepRecord) -> StepAck:
+        value = _runs.STEPS.encode(step)
+        return self._write(lambda txn: _runs.record_step(txn, self._flow, worker, step, value))
+
+    def finish_run(
+        self,
+        worker: WorkerInfo,
+        run_id: str,
+        *,
+        status: str,
+        output: Any = None,
+        error: ErrorInfo | None = None,
+        attempt: int,
+    ) -> Run:
+        if status not in FINISHED:
+            raise InvalidInputError(
+                f"finish_run: status must be one of {sorted(FINISHED)}, not {status!r}"
+            )
+        run_key(run_id)
+        output = to_json_value(output, f"run {run_id} output", "output")
+        now = time.time()
+
+        def op(txn: WriteTxn) -> Run:
+            return _runs.finish(
+                txn,
+                self._flow,
+                worker,
+                run_id,
+                attempt,
+                status=status,  # type: ignore[arg-type]  # checked against FINISHED above
+                output=output,
+                error=error,
+                now=now,
+                clock_now=self._clock(),
+            )
+
+        run = self._write(op)
+        self._notify()
+        return run
+
+    def release_run(self, worker: WorkerInfo, run_id: str, *, attempt: int) -> None:
+        run_key(run_id)
+        self._write(lambda txn: _runs.release(txn, worker, run_id, attempt, time.time()))
+        self._notify()
+
+    def request_cancel(self, run_id: str) -> Run:
+        run_key(run_id)
+        now = time.time()
+        run = self._write(
+            lambda txn: _runs.cancel_tree(txn, self._flow, run_id, now, self._clock())
+        )
+        # A parent waiting for this run, now cancelled, is pending again.
+        self._notify()
+        return run
+
+    def pause_run(self, run_id: str) -> Run:
+        run_key(run_id)
+        return self._write(lambda txn: _runs.pause(txn, run_id, time.time()))
+
+    def resume_run(self, run_id: str, *, from_step: str | None = None) -> Run:
+        run_key(run_id)
+        now = time.time()
+        if from_step is None:
+            run = self._write(lambda txn: _runs.resume(txn, run_id, now))
+        else:
+            run = self._write(lambda txn: _runs.rerun(txn, run_id, from_step, now))
+        self._notify()
+        return run
+
+    # -- suspended runs and child runs -------------------------------------------------
+
+    def suspend_run(
+        self, worker: WorkerInfo, run_id: str, suspension: Suspension, *, attempt: int
+    ) -> SuspendResult:
+        run_key(run_id)
+        s = checked_suspension(suspension)
+
+        def op(txn: WriteTxn) -> SuspendResult:
+            _runs.check_holder(txn, worker, run_id, attempt)
+            run = _runs.run_in(txn, run_id)
+            return suspend(txn, run, s, self._clock(), time.time())
+
+        return self._write(op)
+
+    def spawn_run(
+        self,
+        worker: WorkerInfo,
+        parent_id: str,
+        step_id: str,
+        agent: str,
+        data: Any,
+        *,
+        attempt: int,
+        trace: TraceContext | None = None,
+    ) -> Run:
+        _key_text(agent, "spawn_run: an agent id")
+        _key_text(step_id, "spawn_run: a step id")
+        run_key(parent_id)
+        check_trace(trace, f"spawn_run of {agent!r}")
+        data = event_data(data, f"spawn of {agent!r} data")
+        now = time.time()
+        run = self._write(
+            lambda txn: _runs.spawn(
+                txn, worker, parent_id, attempt, step_id, agent, data, now, trace=trace
+            )
+        )
+        self._notify()
+        return run
+
+    # -- entity streams ------------------------------------------------------------------
+
+    def append_to_stream(
+        self,
+        stream_id: str,
+        name: str,
+        data: Any,
+        *,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Event:
+        skey = stream_key(stream_id)
+        _event_name(name)
+        if expected_version is not None and (
+            type(expected_version) is not int or expected_version < 0
+        ):
+            raise InvalidInputError(
+                f"expected_version must be a version number (0 for a new stream), "
+                f"not {expected_version!r}"
+            )
+        idem: bytes | None = None
+        if idempotency_key is not None:
+            idem = skey + b"\x00" + _key_text(idempotency_key, "an idempotency key")
+        data = to_json_value(data, f"stream {stream_id!r} event {name!r} data", "data")
+        now = time.time()
+        clock_now = self._clock()
+
+        def op(txn: WriteTxn) -> Event:
+            if idem is not None:
+                seen = txn.get("stream_keys", idem)
+                if seen is not None:
+                    return decode_record(txn.get("events", seen) or b"", Event)
+            head = txn.get("stream_heads", skey)
+            current = int.from_bytes(head, "big") if head is not None else 0
+            if expected_version is not None and expected_version != current:
+                raise ConcurrencyError(
+                    f"stream {stream_id!r} is at version {current}, not the expected "
+                    f"{expected_version}: another writer appended first; read the stream "
+                    "again and retry",
+                    expected=expected_version,
+                    actual=current,
+                )
+            version = current + 1
+            result = _runs.emit(
+                txn, self._flow, name, data, None, now, clock_now, stream=stream_id, version=version
+            )
+            seq = u64(result.seq)
+            txn.put("streams", skey + b"\x00" + u64(version), seq)
+            txn.put("stream_heads", skey, u64(version))
+            if idem is not None:
+                txn.put("stream_keys", idem, seq)
+            return decode_record(txn.get("events", seq) or b"", Event)
+
+        event = self._write(op)
+        self._notify()
+        return event
+
+    def read_stream(
+        self, stream_id: str, *, from_version: int = 0, limit: int = 1000
+    ) -> list[Event]:
+        prefix = stream_key(stream_id) + b"\x00"
+        out: list[Event] = []
+        if limit < 1:
+            return out
+        with self._read() as txn:
+            start = prefix + u64(max(from_version, 0))
+            for _, seq in txn.scan("streams", prefix=prefix, start=start):
+                out.append(decode_record(txn.get("events", seq) or b"", Event))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def delete_stream_events(
+        self, stream_id: str, versions: Collection[int] | None = None
+    ) -> int:
+        skey = stream_key(stream_id)
+        wanted: frozenset[int] | None = None
+        if versions is not None:
+            if isinstance(versions, str | bytes) or not all(
+                type(v) is int and v >= 1 for v in versions
+            ):
+                raise InvalidInputError(
+                    f"versions must be stream versions (integers from 1), not {versions!r}"
+                )
+            wanted = frozenset(versions)
+            if not wanted:
+                return 0
+        return self._write(lambda txn: _streams.delete(txn, skey, wanted))
+
+    # -- projections ---------------------------------------------------------------------
+
+    def register_projections(self, specs: Sequence[ProjectionSpec]) -> None:
+        checked = []
+        for spec in specs:
+            _key_text(spec.name, "a projection name")
+            initial = to_json_value(
+                spec.initial_state, f"projection {spec.name!r} initial_state", "initial_state"
+            )
+            checked.append(attrs.evolve(spec, initial_state=initial))
+        self._write(lambda txn: _projections.register(txn, checked))
+        self._notify()
+
+    def list_projections(self) -> list[ProjectionStatus]:
+        with self._read() as txn:
+            names = [key.decode() for key, _ in txn.scan("projections")]
+            return [_projections.status(txn, name) for name in names]
+
+    def projection_status(self, name: str) -> ProjectionStatus:
+        with self._read() as txn:
+            return _projections.status(txn, name)
+
+    def get_projection(
+        self, name: str, *, partitions: Collection[str] | None = None
+    ) -> ProjectionState:
+        with self._read() as txn:
+            return _projections.state(txn, name, partitions)
+
+    def lease_projection(self, worker: WorkerInfo, name: str, *, ttl: float) -> bool:
+        now = time.time()
+        # Polling a projection someone else serves costs a read, not a durable write.
+        with self._read() as txn:
+            _projections.status(txn, name)
+            if not _projections.free(txn, name, worker, now):
+                return False
+        return self._write(lambda txn: _projections.take(txn, name, worker, now, ttl))
+
+    def release_projection(self, worker: WorkerInfo, name: str) -> None:
+        self._write(lambda txn: _projections.release(txn, name, worker))
+        self._notify()
+
+    def write_projection(self, worker: WorkerInfo, write: ProjectionWrite) -> ProjectionStatus:
+        name = write.name
+        projection_key(name)
+        if write.to_position < write.from_position:
+            raise InvalidInputError(
+                f"projection {name!r}: a write cannot move from position "
+                f"{write.from_position} back to {write.to_position}"
+            )
+        encoded = [
+            (partition_key(name, part), dumps(state, f"projection {name!r} state"))
+            for part, state in write.partitions.items()
+        ]
+        now = time.time()
+        status = self._write(lambda txn: _projections.write(txn, worker, write, encoded, now))
+        with self._advanced:
+            self._advances += 1
+            self._advanced.notify_all()
+        return status
+
+    def request_projection_rebuild(self, name: str) -> int:
+        ticket = self._write(lambda txn: _projections.request_rebuild(txn, name))
+        self._notify()
+        return ticket
+
+    def wait_for_projection(self, name: str, position: int, *, timeout: float) -> int:
+        projection_key(name)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._advanced:
+                seen = self._advances
+            with self._read() as txn:
+                current = _projections.position(txn, name)
+            remaining = deadline - time.monotonic()
+            if current >= position or remaining <= 0:
+                return current
+            with self._advanced:
+                if self._advances == seen:
+                    # A runner in another process advances it without signalling us: poll.
+                    self._advanced.wait(min(remaining, 0.05))
+
+    # -- reading -------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> Run:
+        key = run_key(run_id)
+        with self._read() as txn:
+            raw = txn.get("runs", key)
+            if raw is None:
+                raise RunNotFoundError(run_id)
+            return decode_record(raw, Run)
+
+    def get_steps(self, run_id: str) -> list[StepRecord]:
+        run_key(run_id)
+        with self._read() as txn:
+            return _runs.steps_of(txn, run_id)
+
+    def get_lease(self, run_id: str) -> Lease | None:
+        key = run_key(run_id)
+        with self._read() as txn:
+            raw = txn.get("leases", key)
+            return None if raw is None else decode_record(raw, Lease)
+
+    def list_runs(
+        self, *, limit: int = 20, status: str | None = None, agent: str | None = None
+    ) -> list[Run]:
+        out: list[Run] = []
+        if limit < 1:
+            return out
+        with self._read() as txn:
+            for _, raw in txn.scan("runs", reverse=True):
+                run = decode_record(raw, Run)
+                if (status is None or run.status == status) and (
+                    agent is None or run.agent == agent
+                ):
+                    out.append(run)
+                    if len(out) >= limit:
+                        break
+        return out
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def prune_runs(
+        self,
+        *,
+        older_than: float,
+        statuses: Collection[str] | None = None,
+        dry_run: bool = False,
+    ) -> PruneResult:
+        from ironflow.store._retention import prune
+
+        return prune(self._backend, older_than=older_than, statuses=statuses, dry_run=dry_run)

@@ -1,0 +1,374 @@
+"""A run's life, as rules over a write transaction: born at emit, fenced, finished.
+
+Each function here runs inside the transaction of the store call that needs it, takes
+the times it writes as arguments (``now``: the wall clock; ``clock_now``: the store's
+timer clock), and validates before it writes where it can; the backend's per-op
+atomicity covers the rest.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+
+from ironflow._pure._ids import new_id
+from ironflow._pure._trace import TraceContext
+from ironflow.errors import InvalidInputError, LeaseLostError, RunNotFoundError
+from ironflow.store._backend import ReadTxn, WriteTxn
+from ironflow.store._codec import RecordCodec, decode_record, encode_record
+from ironflow.store._flowctl import FlowControl, spec_of
+from ironflow.store._flowspec import Rerun
+from ironflow.store._keys import step_key, u64
+from ironflow.store._records import (
+    FINISHED,
+    SUSPENDED,
+    EmitResult,
+    ErrorInfo,
+    Event,
+    Lease,
+    Run,
+    RunStatus,
+    StepAck,
+    StepRecord,
+    WorkerInfo,
+)
+from ironflow.store._suspend import child_finished, resolve_event_waits, unindex
+from ironflow.store._triggers import starts
+from ironflow.store._waits import name_key
+
+__all__ = [
+    "STEPS",
+    "cancel_tree",
+    "check_holder",
+    "emit",
+    "finish",
+    "last_seq",
+    "pause",
+    "record_step",
+    "release",
+    "rerun",
+    "resume",
+    "run_in",
+    "spawn",
+    "steps_of",
+]
+
+#: The codec of step records: on every step's path, so it skips cattrs where it can.
+STEPS = RecordCodec(StepRecord)
+
+
+@functools.lru_cache(maxsize=4096)
+def _lease_holder(raw: bytes) -> tuple[str, int]:
+    """The worker id and attempt of an encoded lease; cached, as every step checks it."""
+    lease = decode_record(raw, Lease)
+    return lease.worker.id, lease.attempt
+
+
+def check_holder(txn: ReadTxn, worker: WorkerInfo, run_id: str, attempt: int) -> None:
+    """Fencing: raise unless ``worker`` holds the run in that attempt.
+
+    The attempt matters when one worker lost a run and later leased it again: the
+    execution of the old attempt must not write into the new one's history, nor
+    finish, release, suspend or spawn for it. (A lease written before leases named
+    their attempt says 0 and is fenced by the worker alone.)
+    """
+    raw = txn.get("leases", run_id.encode())
+    holder, held_attempt = _lease_holder(bytes(raw)) if raw is not None else ("", 0)
+    if holder != worker.id or held_attempt not in (0, attempt):
+        raise LeaseLostError(
+            f"worker {worker.id} no longer holds run {run_id}: its lease expired and "
+            "another worker took the run over (raise the lease TTL if steps block for long)"
+        )
+
+
+def run_in(txn: ReadTxn, run_id: str) -> Run:
+    """The run with this id (a known-good id: the caller checked it)."""
+    raw = txn.get("runs", run_id.encode())
+    if raw is None:
+        raise RunNotFoundError(run_id)
+    return decode_record(raw, Run)
+
+
+def steps_of(txn: ReadTxn, run_id: str) -> list[StepRecord]:
+    return [STEPS.decode(raw) for _, raw in txn.scan("steps", prefix=run_id.encode() + b"\x00")]
+
+
+def last_seq(txn: ReadTxn) -> int:
+    """The position of the last event of the log (0 for an empty log)."""
+    for key, _ in txn.scan("events", reverse=True):
+        return int.from_bytes(key, "big")
+    return 0
+
+
+# -- birth: the event log and the runs it triggers ------------------------------------
+
+
+def emit(
+    txn: WriteTxn,
+    flow: FlowControl,
+    name: str,
+    data: Any,
+    id: str | None,
+    now: float,
+    clock_now: float,
+    *,
+    stream: str | None = None,
+    version: int = 0,
+    trace: TraceContext | None = None,
+) -> EmitResult:
+    """Append an event and create its runs: the one place events enter the log.
+
+    Runs waiting for the event take it, and runs it cancels are cancelled, in the
+    same transaction: there is no moment in which the event exists without them.
+    """
+    if id is not None:
+        seen = txn.get("event_ids", id.encode())
+        if seen is not None:
+            return attrs.evolve(decode_record(seen, EmitResult), created=False)
+    seq = last_seq(txn) + 1
+    event = Event(
+        id=id or new_id("evt_"),
+        name=name,
+        data=data,
+        ts=now,
+        seq=seq,
+        stream=stream,
+        version=version,
+        trace=trace,
+    )
+    run_ids = []
+    for _, raw in txn.scan("agents"):
+        spec = spec_of(raw)
+        if starts(spec.id, spec.triggers, name) and flow.admits(spec, event):
+            # A pending run, a queued one (no concurrency slot), or a debounced burst's.
+            run_ids.append(flow.new_run(txn, spec, event, now))
+    result = EmitResult(event_id=event.id, run_ids=tuple(run_ids), created=True, seq=seq)
+    txn.put("events", u64(seq), encode_record(event))
+    txn.put("event_ids", event.id.encode(), encode_record(result))
+    txn.put("event_names", name_key(name) + b"\x00" + u64(seq), b"")
+    # Runs waiting for this event take it in this same transaction: none can miss it.
+    resolve_event_waits(txn, event, clock_now, now)
+    for run_id in dict.fromkeys(flow.cancel_matching(txn, event)):
+        cancel_tree(txn, flow, run_id, now, clock_now)
+    return result
+
+
+# -- steps and the end of a run ---------------------------------------------------------
+
+
+def record_step(
+    txn: WriteTxn, flow: FlowControl, worker: WorkerInfo, step: StepRecord, value: bytes
+) -> StepAck:
+    """Write a held run's step (a position already recorded stays as it is)."""
+    check_holder(txn, worker, step.run_id, step.attempt)
+    txn.insert("steps", step_key(step.run_id, step.position), value)
+    run_key = step.run_id.encode()
+    return StepAck(
+        txn.get("cancels", run_key) is not None,
+        pause_requested=txn.get("paused", run_key) is not None,
+    )
+
+
+def finish(
+    txn: WriteTxn,
+    flow: FlowControl,
+    worker: WorkerInfo,
+    run_id: str,
+    attempt: int,
+    *,
+    status: RunStatus,
+    output: Any,
+    error: ErrorInfo | None,
+    now: float,
+    clock_now: float,
+) -> Run:
+    check_holder(txn, worker, run_id, attempt)
+    key = run_id.encode()
+    run = attrs.evolve(
+        run_in(txn, run_id), status=status, output=output, error=error, updated_at=now
+    )
+    txn.put("runs", key, encode_record(run))
+    txn.delete("leases", key)
+    txn.delete("cancels", key)
+    flow.finished(txn, run)
+    child_finished(txn, run, clock_now, now)
+    return run
+
+
+def release(txn: WriteTxn, worker: WorkerInfo, run_id: str, attempt: int, now: float) -> None:
+    check_holder(txn, worker, run_id, attempt)
+    key = run_id.encode()
+    # A run paused while it ran stops here: it waits for `run resume`.
+    status: RunStatus = "paused" if txn.get("paused", key) is not None else "pending"
+    run = attrs.evolve(run_in(txn, run_id), status=status, updated_at=now)
+    txn.put("runs", key, encode_record(run))
+    txn.delete("leases", key)
+    if status == "pending":
+        txn.put("ready", key, run.agent.encode())
+
+
+# -- cancel, pause, resume, re-run ------------------------------------------------------
+
+
+def _children(txn: ReadTxn, run_id: str) -> Iterator[str]:
+    for _, child in txn.scan("spawns", prefix=run_id.encode() + b"\x00"):
+        yield child.decode()
+
+
+def _cancel_one(txn: WriteTxn, flow: FlowControl, run: Run, now: float, clock_now: float) -> Run:
+    key = run.id.encode()
+    if run.status in ("pending", "queued", "paused"):
+        run = attrs.evolve(run, status="cancelled", cancel_requested=True, updated_at=now)
+        txn.delete("ready", key)
+        flow.finished(txn, run)
+        flow.forget(txn, run.id)
+    elif run.status in SUSPENDED:
+        # Nothing executes a suspended run: it is cancelled now, its timer and wait gone,
+        # and with them its concurrency slot and any pause request.
+        unindex(txn, run)
+        run = attrs.evolve(run, status="cancelled", cancel_requested=True, updated_at=now)
+        flow.finished(txn, run)
+    else:
+        run = attrs.evolve(run, cancel_requested=True, updated_at=now)
+        txn.put("cancels", key, b"1")
+    txn.put("runs", key, encode_record(run))
+    if run.status == "cancelled":
+        child_finished(txn, run, clock_now, now)
+    return run
+
+
+def cancel_tree(txn: WriteTxn, flow: FlowControl, run_id: str, now: float, clock_now: float) -> Run:
+    """Cancel a run and every unfinished run below it, whatever the depth.
+
+    Walks the tree of spawns with a queue, not recursion: a chain of child runs
+    thousands deep is cancelled whole, in this one transaction.
+    """
+    root = run_in(txn, run_id)
+    if root.status in FINISHED:
+        return root
+    first = _cancel_one(txn, flow, root, now, clock_now)
+    # Below a run cancelled now; a finished run's own children are left as they are.
+    queue = list(_children(txn, run_id))
+    while queue:
+        raw = txn.get("runs", queue.pop().encode())
+        if raw is None:
+            continue  # pruned
+        child = decode_record(raw, Run)
+        if child.status not in FINISHED:
+            _cancel_one(txn, flow, child, now, clock_now)
+            queue.extend(_children(txn, child.id))
+    return first
+
+
+def pause(txn: WriteTxn, run_id: str, now: float) -> Run:
+    run = run_in(txn, run_id)
+    if run.status in FINISHED or run.status == "paused":
+        return run
+    key = run_id.encode()
+    txn.put("paused", key, b"")
+    if txn.get("ready", key) is not None:
+        txn.delete("ready", key)
+        run = attrs.evolve(run, status="paused", updated_at=now)
+        txn.put("runs", key, encode_record(run))
+    # Running: told by its next record_step. Sleeping, waiting or debouncing: it is
+    # skipped when it becomes pending, until resumed.
+    return run
+
+
+def resume(txn: WriteTxn, run_id: str, now: float) -> Run:
+    run = run_in(txn, run_id)
+    key = run_id.encode()
+    txn.delete("paused", key)
+    if run.status == "paused":
+        run = attrs.evolve(run, status="pending", updated_at=now)
+        txn.put("runs", key, encode_record(run))
+        txn.put("ready", key, run.agent.encode())
+    return run
+
+
+def rerun(txn: WriteTxn, run_id: str, from_step: str, now: float) -> Run:
+    """Drop the records from ``from_step`` on and make the finished run pending."""
+    run = run_in(txn, run_id)
+    if run.status not in FINISHED:
+        raise InvalidInputError(
+            f"run {run.id} is {run.status}; --from-step re-runs a finished run "
+            "(completed, failed or cancelled): wait for it, or cancel it first"
+        )
+    steps = steps_of(txn, run.id)
+    position = next((s.position for s in steps if s.id == from_step), None)
+    if position is None:
+        known = ", ".join(s.id for s in steps[:20]) or "none"
+        raise InvalidInputError(f"run {run.id} has no step {from_step!r}; its steps are: {known}")
+    for s in steps:
+        if s.position >= position:
+            txn.delete("steps", step_key(run.id, s.position))
+    key = run.id.encode()
+    txn.delete("paused", key)
+    txn.delete("cancels", key)
+    rerun = Rerun(
+        from_step=from_step,
+        position=position,
+        at=now,
+        previous_status=run.status,
+        previous_attempt=run.attempt,
+    )
+    run = attrs.evolve(
+        run,
+        status="pending",
+        output=None,
+        error=None,
+        cancel_requested=False,
+        suspension=None,
+        updated_at=now,
+        reruns=(*run.reruns, rerun),
+    )
+    txn.put("runs", key, encode_record(run))
+    txn.put("ready", key, run.agent.encode())
+    return run
+
+
+# -- child runs ------------------------------------------------------------------------
+
+
+def spawn(
+    txn: WriteTxn,
+    worker: WorkerInfo,
+    parent_id: str,
+    attempt: int,
+    step_id: str,
+    agent: str,
+    data: Any,
+    now: float,
+    *,
+    trace: TraceContext | None = None,
+) -> Run:
+    """Create a pending child run of a held run, once per (parent, step id)."""
+    check_holder(txn, worker, parent_id, attempt)
+    spawn_key = parent_id.encode() + b"\x00" + step_id.encode()
+    seen = txn.get("spawns", spawn_key)
+    if seen is not None:
+        return run_in(txn, seen.decode())
+    event = Event(
+        id=new_id("evt_"), name=f"spawn.{agent}", data=data, ts=now, seq=last_seq(txn), trace=trace
+    )
+    # A parent being cancelled starts no new work: its child is born cancelled.
+    cancelled = txn.get("cancels", parent_id.encode()) is not None
+    run = Run(
+        id=new_id("run_"),
+        agent=agent,
+        status="cancelled" if cancelled else "pending",
+        event=event,
+        created_at=now,
+        updated_at=now,
+        cancel_requested=cancelled,
+        parent_id=parent_id,
+    )
+    key = run.id.encode()
+    txn.put("runs", key, encode_record(run))
+    if not cancelled:
+        txn.put("ready", key, agent.encode())
+    txn.put("spawns", spawn_key, key)
+    return run

@@ -1,0 +1,172 @@
+"""The backend interface: each backend keeps its contract (``store/_backend.py``).
+
+Scans walk keys in unsigned-byte order, by prefix, from a start key, either way; a
+write op applies whole or leaves nothing, also inside an LMDB group commit where it
+shares one transaction with others.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ironflow.store._backend import Backend, WriteTxn, prefix_end
+from ironflow.store._lmdb import LmdbBackend
+from ironflow.store._memory import MemoryBackend
+
+
+@pytest.fixture(params=["memory", "lmdb"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    opened: Backend = (
+        MemoryBackend() if request.param == "memory" else LmdbBackend(tmp_path / "d", sync=False)
+    )
+    yield opened
+    opened.close()
+
+
+_BYTE = st.sampled_from([0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF])
+_KEYS = st.lists(_BYTE, min_size=1, max_size=4).map(bytes)
+
+
+def _expected(
+    keys: set[bytes], prefix: bytes, start: bytes | None, reverse: bool
+) -> list[bytes]:
+    chosen = sorted(k for k in keys if k.startswith(prefix))
+    if start is not None:
+        chosen = [k for k in chosen if (k <= start if reverse else k >= start)]
+    return chosen[::-1] if reverse else chosen
+
+
+@given(
+    keys=st.sets(_KEYS, max_size=30),
+    prefix=st.lists(_BYTE, max_size=2).map(bytes),
+    start=st.none() | _KEYS,
+    reverse=st.booleans(),
+)
+def test_scans_walk_keys_in_byte_order(
+    keys: set[bytes], prefix: bytes, start: bytes | None, reverse: bool
+) -> None:
+    """Every backend's scan gives exactly the keys a sorted list would, either way."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in (MemoryBackend(), LmdbBackend(Path(tmp) / "d", sync=False)):
+            try:
+
+                def fill(txn: WriteTxn) -> None:
+                    for key in keys:
+                        txn.put("runs", key, b"v" + key)
+
+                backend.write(fill)
+                with backend.read() as txn:
+                    found = list(txn.scan("runs", prefix=prefix, start=start, reverse=reverse))
+                    assert txn.count("runs") == len(keys)
+                assert [k for k, _ in found] == _expected(keys, prefix, start, reverse)
+                assert all(v == b"v" + k for k, v in found)
+            finally:
+                backend.close()
+
+
+def test_prefix_end() -> None:
+    """The first key past a prefix; none past all-0xff."""
+    assert prefix_end(b"ab") == b"ac"
+    assert prefix_end(b"a\xff") == b"b"
+    assert prefix_end(b"\xff\xff") is None
+    assert prefix_end(b"") is None
+
+
+def test_insert_delete_and_claim(backend: Backend) -> None:
+    """insert writes only a new key; delete says whether it removed one; claim takes in order."""
+
+    def op(txn: WriteTxn) -> list[Any]:
+        out: list[Any] = [txn.insert("ready", b"a", b"1"), txn.insert("ready", b"a", b"2")]
+        txn.put("ready", b"c", b"3")
+        txn.put("ready", b"b", b"2")
+        out.append(txn.claim("ready", accept=lambda k, v: k != b"b", limit=5))
+        out.append(txn.claim("ready", accept=lambda k, v: True, limit=1))
+        out += [txn.delete("ready", b"a"), txn.delete("ready", b"a")]
+        return out
+
+    assert backend.write(op) == [
+        True,
+        False,
+        [(b"a", b"1"), (b"c", b"3")],
+        [(b"a", b"1")],
+        True,
+        False,
+    ]
+    with backend.read() as txn:
+        assert list(txn.scan("ready")) == [(b"b", b"2"), (b"c", b"3")]
+
+
+def _half_then_fail(txn: WriteTxn) -> None:
+    txn.put("runs", b"half", b"written")
+    txn.delete("runs", b"kept")
+    raise ValueError("failed after a partial write")
+
+
+def test_an_op_that_raises_after_writing_leaves_nothing(backend: Backend) -> None:
+    """A write op that fails halfway commits none of its writes (issue 12, item 2)."""
+    backend.write(lambda txn: txn.put("runs", b"kept", b"1"))
+    with pytest.raises(ValueError, match="partial write"):
+        backend.write(_half_then_fail)
+    with backend.read() as txn:
+        assert list(txn.scan("runs")) == [(b"kept", b"1")]
+
+
+def test_a_failing_op_in_a_group_commit_leaves_nothing_and_the_others_commit(
+    tmp_path: Path,
+) -> None:
+    """Ops batched into one LMDB transaction: the failing one leaves nothing, the rest commit.
+
+    The first op holds the committer while two more queue behind it, so those two are
+    applied together, in one transaction: the case release 1 got wrong (issue 12, 2).
+    """
+    backend = LmdbBackend(tmp_path / "d", sync=False)
+    try:
+        backend.write(lambda txn: txn.put("runs", b"kept", b"1"))
+        entered, release = threading.Event(), threading.Event()
+
+        def hold(txn: WriteTxn) -> None:
+            entered.set()
+            assert release.wait(30)
+            txn.put("runs", b"first", b"1")
+
+        errors: list[BaseException] = []
+
+        def submit(op: Any) -> None:
+            try:
+                backend.write(op)
+            except BaseException as exc:
+                errors.append(exc)
+
+        leader = threading.Thread(target=submit, args=(hold,))
+        leader.start()
+        assert entered.wait(30)
+        queued = [
+            threading.Thread(target=submit, args=(_half_then_fail,)),
+            threading.Thread(target=submit, args=(lambda txn: txn.put("runs", b"other", b"1"),)),
+        ]
+        for thread in queued:
+            thread.start()
+        # Both are queued behind the leader before it lets go (the queue is the batch).
+        committer: Any = backend._committer
+        for _ in range(3000):
+            with committer._cv:
+                if len(committer._queue) == 2:
+                    break
+            threading.Event().wait(0.01)
+        release.set()
+        for thread in (leader, *queued):
+            thread.join(30)
+        assert [type(e) for e in errors] == [ValueError]
+        with backend.read() as txn:
+            assert [k for k, _ in txn.scan("runs")] == [b"first", b"kept", b"other"]
+    finally:
+        backend.close()
