@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: help venv chromium strace test test-fast lint typecheck demo-agent-crash-resume demo-pydantic-ai demo-openai-agents demo-langgraph bench soak clean
+.PHONY: help venv chromium strace test test-thorough test-fast lint typecheck demo-agent-crash-resume demo-pydantic-ai demo-openai-agents demo-langgraph bench soak clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-26s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ chromium: ## Debian's Chromium for the dashboard's browser tests: installed as r
 
 test: $(STAMP) chromium strace ## run every test (the short soak and the browser tests included)
 	$(PY) -m pytest -q
+
+test-thorough: $(STAMP) ## every property and fuzz test with the thorough profile (1000 examples each; long)
+	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q -m hypothesis --hypothesis-show-statistics
 
 test-fast: $(STAMP) ## unit tests only, no process-level tests
 	$(PY) -m pytest -q -m 'not process and not slow'

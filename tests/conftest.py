@@ -10,13 +10,21 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from ironflow.store import LmdbStore
+from tests.helpers import QUICK_EXAMPLES, THOROUGH_EXAMPLES
 
-# Quick in `make test`; HYPOTHESIS_PROFILE=thorough for a long run on demand.
+# Quick in `make test`; HYPOTHESIS_PROFILE=thorough (`make test-thorough`) for a long run
+# on demand. A test that needs more or fewer examples scales with tests.helpers.examples().
 settings.register_profile(
-    "quick", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "quick",
+    max_examples=QUICK_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(
-    "thorough", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "thorough",
+    max_examples=THOROUGH_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 

@@ -5,11 +5,30 @@ from __future__ import annotations
 import contextlib
 import threading
 
+from hypothesis import settings
+
 from ironflow import Worker
 from ironflow.store import StepRecord
 from ironflow.testing import SimulatedCrash
 
-__all__ = ["completed_step", "serve_until_idle_or_crash"]
+__all__ = [
+    "QUICK_EXAMPLES",
+    "THOROUGH_EXAMPLES",
+    "completed_step",
+    "examples",
+    "serve_until_idle_or_crash",
+]
+
+#: max_examples of the hypothesis profiles (registered in tests/conftest.py): "quick" in
+#: `make test`, "thorough" in `make test-thorough` (HYPOTHESIS_PROFILE=thorough).
+QUICK_EXAMPLES = 40
+THOROUGH_EXAMPLES = 1000
+
+
+def examples(quick: int) -> int:
+    """max_examples for a test worth ``quick`` examples in the quick profile, scaled to the
+    profile loaded: a hard-coded number would ignore HYPOTHESIS_PROFILE=thorough."""
+    return max(1, round(quick * settings.default.max_examples / QUICK_EXAMPLES))
 
 
 def completed_step(run_id: str, position: int) -> StepRecord:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from ironflow._cli._main import main
 from ironflow.store import AgentSpec, LmdbStore
 from ironflow.store._records import ProjectionSpec
+from tests.helpers import examples
 
 # Real command lines with a hole (None) for each value Hypothesis fills in.
 COMMANDS: list[list[str | None]] = [
@@ -128,7 +129,7 @@ def run_main(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(argv=argvs())
 def test_hostile_command_lines_exit_0_or_2_without_a_traceback(
     data_dir: Path, argv: list[str]

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from ironflow.server import BackgroundServer
 from ironflow.store import AgentSpec, LmdbStore
 from ironflow.store._records import ProjectionSpec
+from tests.helpers import examples
 
 MAX_BODY = 64 * 1024
 
@@ -123,7 +124,7 @@ ids = odd_text | st.sampled_from(
 )
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(body=emit_bodies)
 def test_hostile_emit_bodies_get_a_clear_answer_and_leave_the_store_valid(
     server: tuple[LmdbStore, str], body: str
@@ -140,7 +141,7 @@ def test_hostile_emit_bodies_get_a_clear_answer_and_leave_the_store_valid(
     store.check_valid()
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(
     route=st.sampled_from(
         [

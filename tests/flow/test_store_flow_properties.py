@@ -24,6 +24,7 @@ from ironflow._worker._identity import this_worker
 from ironflow.store import AgentSpec, LmdbStore
 from ironflow.store._flowspec import ConcurrencyLimit, CronTrigger, Debounce, FlowSpec
 from ironflow.testing import StandInWorker
+from tests.helpers import examples
 
 LIMIT = 2
 KEYS = ("a", "b", "c")
@@ -77,9 +78,7 @@ class ConcurrencyMachine(RuleBasedStateMachine):
         self.held[w].remove(run_id)
         if finish:
             attempt = self.store.get_run(run_id).attempt
-            self.store.finish_run(
-                self.workers[w].info, run_id, status="completed", attempt=attempt
-            )
+            self.store.finish_run(self.workers[w].info, run_id, status="completed", attempt=attempt)
         else:
             attempt = self.store.get_run(run_id).attempt
             self.store.release_run(self.workers[w].info, run_id, attempt=attempt)
@@ -113,7 +112,9 @@ class ConcurrencyMachine(RuleBasedStateMachine):
 
 
 TestConcurrency = ConcurrencyMachine.TestCase
-TestConcurrency.settings = settings(max_examples=25, stateful_step_count=30, deadline=None)
+TestConcurrency.settings = settings(
+    max_examples=examples(25), stateful_step_count=30, deadline=None
+)
 
 
 class Clock:
@@ -133,7 +134,7 @@ START = 1_800_000_000.0 - 1_800_000_000.0 % MINUTE
     pollers=st.lists(st.integers(0, 2), min_size=1, max_size=4),
     catch_up=st.booleans(),
 )
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 def test_cron_fires_each_tick_once_across_stores(
     jumps: list[int], pollers: list[int], catch_up: bool
 ) -> None:
@@ -173,7 +174,7 @@ def test_cron_fires_each_tick_once_across_stores(
 
 
 @given(gaps=st.lists(st.floats(0.0, 12.0), min_size=1, max_size=25), poll=st.booleans())
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 def test_debounce_starts_one_run_per_burst_with_its_last_event(
     gaps: list[float], poll: bool
 ) -> None:

@@ -11,7 +11,13 @@ as a single test process allows:
   any test waits;
 - it goes through a :class:`CrashingStore` armed with at most one fault, and the agents'
   code calls :meth:`World.boundary` before each step and :meth:`World.executed` inside
-  each step body, where a "before" or "during" crash can fire.
+  each step body, where a "before" or "during" crash can fire. At a boundary an
+  incarnation may also heartbeat (``World(heartbeats=True)``: as if the heartbeat thread
+  ran just then) or begin a drain, so crashes in the heartbeat and in the drain's
+  release fire at a chosen point;
+- the projections it serves (``projections=``) are folded by its own runners, under its
+  own identity, on the thread that waits for them (``memory.append.wait``): the
+  projection write happens at a known step, where a crash can be aimed.
 
 Side effects are counted per ``(run_id, step_id)`` in :attr:`World.executions`, which
 is how the invariants tell "replayed from the record" from "executed again".
@@ -31,7 +37,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,9 +47,11 @@ import attrs
 from ironflow import current_step
 from ironflow._agent._context import AgentContext
 from ironflow._agent._dsl import AgentDefinition
-from ironflow.replay import Execution, Outcome
-from ironflow.store import AgentSpec, Lease, LmdbStore, Run, StepRecord
-from ironflow.testing import CrashingStore, Fault, SimulatedCrash, StandInWorker
+from ironflow._agent._memory import ProjectionDefinition
+from ironflow._worker._projections import ProjectionRunner
+from ironflow.replay import Execution, Outcome, current_execution
+from ironflow.store import AgentSpec, Lease, LmdbStore, Run, StepRecord, WorkerInfo
+from ironflow.testing import CrashingStore, FakeClock, Fault, SimulatedCrash, StandInWorker
 
 #: Long enough that no test ever waits it out: a takeover must come from the dead pid.
 LEASE_TTL = 60.0
@@ -56,6 +64,19 @@ STALL_TTL = 0.001
 STEP_KINDS = ("before", "during", "record_step:before", "record_step:after")
 RUN_KINDS = ("lease_runs:after", "finish_run:before", "finish_run:after")
 KINDS = STEP_KINDS + RUN_KINDS
+#: Kinds that fire at a boundary (a call index of the agent's code, replayed or not):
+#: in the code, in a heartbeat there, or in the release of a drain begun there.
+BOUNDARY_KINDS = (
+    "before",
+    "heartbeat:before",
+    "heartbeat:after",
+    "release_run:before",
+    "release_run:after",
+)
+#: Store calls made for one run (a fault is narrowed to the run under test) ...
+_RUN_CALLS = ("record_step", "finish_run", "release_run", "suspend_run", "spawn_run")
+#: ... and those a fault matches by step position.
+_POSITIONED_CALLS = ("record_step", "suspend_run")
 
 _current: World | None = None
 
@@ -74,12 +95,19 @@ class Crash:
     position: int = 0
 
     def store_fault(self, run_id: str) -> Fault | None:
+        """The fault to arm the incarnation's store with from its start, if any.
+
+        A heartbeat fault is armed only when its boundary is reached (see
+        :meth:`World.boundary`); a release fires only in a drain, begun at its boundary.
+        """
         if ":" not in self.kind:
             return None
         method, when = self.kind.split(":")
-        position = self.position if method == "record_step" else None
-        # lease_runs is not about one run; the others are narrowed to the run under test.
-        return Fault(method, when, position, None if method == "lease_runs" else run_id)  # type: ignore[arg-type]
+        if method == "heartbeat":
+            return None
+        position = self.position if method in _POSITIONED_CALLS else None
+        narrowed = run_id if method in _RUN_CALLS else None
+        return Fault(method, when, position, narrowed)  # type: ignore[arg-type]
 
 
 @attrs.frozen
@@ -104,6 +132,8 @@ class Race:
     """
 
     overtaker: Attempt
+    #: The crash the overtaker was armed with.
+    overtaker_crash: Crash | None
     #: How many steps the stalled incarnation's lease brought: all of them means it had
     #: nothing left to record, only the run to finish.
     leased_steps: int
@@ -126,13 +156,42 @@ class _Incarnation:
     armed: Crash | None
     boundaries: int = 0
     pause: tuple[Crash, threading.Event, threading.Event] | None = None
+    #: Who heartbeats which run at each boundary (``World(heartbeats=True)``).
+    beat: tuple[WorkerInfo, str] | None = None
+
+
+class _Pumped:
+    """An incarnation's store as its engine sees it when it serves projections.
+
+    A wait for a projection first lets the incarnation's own runners catch up, on the
+    waiting thread: the projection write happens inside ``memory.append.wait``, through
+    the incarnation's crashing store, where a crash can be aimed at it.
+    """
+
+    def __init__(self, store: CrashingStore, runners: list[ProjectionRunner]) -> None:
+        self._store = store
+        self._runners = {r.name: r for r in runners}
+
+    def wait_for_projection(self, name: str, position: int, *, timeout: float) -> int:
+        runner = self._runners.get(name)
+        if runner is not None:
+            runner.catch_up()
+        return self._store.wait_for_projection(name, position, timeout=timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
 
 
 class World:
     """A data directory, the incarnations that worked on it, and what they executed."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, *, clock: FakeClock | None = None, heartbeats: bool = False
+    ) -> None:
         self.path = path
+        #: The stores' clock for durable timers, if the agents sleep.
+        self.clock = clock
+        self.heartbeats = heartbeats
         self.executions: Counter[tuple[str, str]] = Counter()
         self.crashes: Counter[str] = Counter()  # per run id
         # The incarnation the hooks report to; a stalled one (race) runs on its own thread.
@@ -144,11 +203,11 @@ class World:
 
     @classmethod
     @contextmanager
-    def temporary(cls) -> Iterator[World]:
+    def temporary(cls, **kwargs: Any) -> Iterator[World]:
         """An active world in a fresh directory, removed afterwards (one per example)."""
         tmp = Path(tempfile.mkdtemp(prefix="ironflow-crash-"))
         try:
-            with cls(tmp / "data").active() as w:
+            with cls(tmp / "data", **kwargs).active() as w:
                 yield w
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -169,12 +228,29 @@ class World:
         return self._by_thread.get(threading.get_ident(), self._current)
 
     def boundary(self) -> None:
-        """Called by an agent before each step call: where a "before" crash fires."""
+        """Called by an agent before each step call: where boundary kinds fire.
+
+        A "before" crash dies here; a heartbeat crash is armed, then the heartbeat runs
+        (with ``heartbeats`` on, one runs at every boundary); a release crash begins a
+        drain here, so the run stops at its next unrecorded step and is released.
+        """
         here = self._here()
         position = here.boundaries
         here.boundaries += 1
-        if here.armed == Crash("before", position):
-            self._die(here, f"before the step at position {position}")
+        armed = here.armed
+        if armed is not None and armed.position == position:
+            method, _, when = armed.kind.partition(":")
+            if armed.kind == "before":
+                self._die(here, f"before the step at position {position}")
+            elif method == "heartbeat" and here.store is not None:
+                here.store.crash_at("heartbeat", when=when)  # type: ignore[arg-type]
+            elif method == "release_run":
+                execution = current_execution()
+                assert execution is not None, "World.boundary() called outside a run"
+                execution.stopping.set()
+        if self.heartbeats and here.beat is not None and here.store is not None:
+            worker, run_id = here.beat
+            here.store.heartbeat(worker, [run_id], ttl=LEASE_TTL)
         self._maybe_pause(here, Crash("before", position))
 
     def executed(self) -> None:
@@ -199,9 +275,11 @@ class World:
             assert resume.wait(60), "the stalled incarnation was never resumed"
 
     @contextmanager
-    def incarnation(self, store: CrashingStore, crash: Crash | None) -> Iterator[None]:
+    def incarnation(
+        self, store: CrashingStore, crash: Crash | None, beat: tuple[WorkerInfo, str] | None = None
+    ) -> Iterator[None]:
         """Route the agents' hooks to this incarnation's store and armed crash."""
-        previous, self._current = self._current, _Incarnation(store, crash)
+        previous, self._current = self._current, _Incarnation(store, crash, beat=beat)
         try:
             yield
         finally:
@@ -222,15 +300,29 @@ class World:
         if self._shared is not None:
             yield self._shared
             return
-        s = LmdbStore(self.path, sync=False)
+        s = self._open()
         try:
             yield s
         finally:
             s.close()
 
-    def emit(self, name: str, data: Any, agents: list[AgentDefinition]) -> str:
+    def _open(self) -> LmdbStore:
+        if self.clock is None:
+            return LmdbStore(self.path, sync=False)
+        return LmdbStore(self.path, sync=False, clock=self.clock)
+
+    def emit(
+        self,
+        name: str,
+        data: Any,
+        agents: list[AgentDefinition],
+        projections: Sequence[Callable[..., Any]] = (),
+    ) -> str:
         with self.store() as s:
             s.register_agents([AgentSpec(id=a.id, triggers=a.triggers) for a in agents])
+            if projections:
+                specs = [ProjectionDefinition.must_from_fn(p).spec() for p in projections]
+                s.register_projections(specs)
             result = s.emit(name, data)
         assert len(result.run_ids) == 1
         return result.run_ids[0]
@@ -254,21 +346,32 @@ class World:
         crash: Crash | None = None,
         *,
         on_handler_error: Callable[[BaseException], None] | None = None,
+        projections: Sequence[Callable[..., Any]] = (),
     ) -> Attempt:
-        """One worker process's go at the run: lease, execute, settle, or die on ``crash``."""
+        """One worker process's go at the run: lease, execute, settle, or die on ``crash``.
+
+        ``projections`` are served by this incarnation (see :class:`_Pumped`).
+        """
         defn = AgentDefinition.must_from_fn(agent_fn)
         self._incarnations += 1
         before_counts = self.counts(run_id)
         _, recorded_before = self.snapshot(run_id)
         process = StandInWorker(f"incarnation-{self._incarnations}")
-        inner = self._shared or LmdbStore(self.path, sync=False)
+        inner = self._shared or self._open()
         fault = crash.store_fault(run_id) if crash is not None else None
         store = CrashingStore(inner, *([fault] if fault else []))
+        runners = [
+            ProjectionRunner(
+                store, ProjectionDefinition.must_from_fn(p), process.info, ttl=LEASE_TTL
+            )  # type: ignore[arg-type]
+            for p in projections
+        ]
+        engine_store: Any = _Pumped(store, runners) if runners else store
         outcome: Outcome | None = None
         pool: concurrent.futures.ThreadPoolExecutor | None = None
         crashed = False
         try:
-            with self.incarnation(store, crash):
+            with self.incarnation(store, crash, (process.info, run_id)):
                 leased = store.lease_runs(process.info, [defn.id], limit=1, ttl=LEASE_TTL)
                 # The previous holder is dead on this host: the run must be handed over now.
                 assert [lr.run.id for lr in leased] == [run_id], (
@@ -277,10 +380,12 @@ class World:
                 if defn.is_async:
                     pool = concurrent.futures.ThreadPoolExecutor(4)
                     outcome = asyncio.run(
-                        self._execute_async(store, process, leased[0], defn, pool, on_handler_error)
+                        self._execute_async(
+                            engine_store, process, leased[0], defn, pool, on_handler_error
+                        )
                     )
                 else:
-                    execution = Execution(store, process.info, leased[0])
+                    execution = Execution(engine_store, process.info, leased[0])
                     ctx = AgentContext(execution, defn)
                     outcome = execution.execute(_watch(lambda: defn.fn(ctx), on_handler_error))
                     execution.settle(outcome)
@@ -307,7 +412,7 @@ class World:
 
     async def _execute_async(
         self,
-        store: CrashingStore,
+        store: Any,
         process: StandInWorker,
         leased: Any,
         defn: AgentDefinition,
@@ -341,14 +446,15 @@ class World:
         agent_fn: Callable[..., Any],
         run_id: str,
         stall: Crash,
-        crash: Crash | None = None,
+        crash: Crash | Callable[[int], Crash | None] | None = None,
     ) -> Race:
         """A live incarnation stalls at ``stall`` past its lease; another overtakes it.
 
         The first incarnation (alive: its stand-in process runs on) leases the run with a
         lease that lapses at once and executes until ``stall`` (kind ``"before"`` or
         ``"during"``, like a crash), where it stops as a frozen process would. A second
-        incarnation then attempts the run, dying per ``crash``. Then the first goes on,
+        incarnation then attempts the run, dying per ``crash`` (or per ``crash(n)``, ``n``
+        the steps recorded when it takes over). Then the first goes on,
         on its own thread, to its end. Sync agents only: the pause is per thread.
 
         The two incarnations share one store handle (LMDB allows one per process); each
@@ -358,7 +464,7 @@ class World:
         assert not defn.is_async, "World.race pauses a thread: sync agents only"
         self._incarnations += 1
         process = StandInWorker(f"incarnation-{self._incarnations}-stalls")
-        store = self._shared = LmdbStore(self.path, sync=False)
+        store = self._shared = self._open()
         paused, resume = threading.Event(), threading.Event()
         ended: dict[str, Any] = {}
 
@@ -388,6 +494,8 @@ class World:
             # Alive but silent: no heartbeat, so its lease lapses and the run is free.
             while time.time() <= leased[0].lease.expires_at:
                 time.sleep(0.01)
+            if callable(crash):
+                crash = crash(len(self.snapshot(run_id)[1]))
             overtaker = self.attempt(agent_fn, run_id, crash)
             store_before = self._state(run_id)
             counts_before = self.counts(run_id)
@@ -396,6 +504,7 @@ class World:
             assert not thread.is_alive(), "the resumed incarnation did not end"
             return Race(
                 overtaker=overtaker,
+                overtaker_crash=crash,
                 leased_steps=len(leased[0].steps),
                 outcome=ended.get("outcome"),
                 error=ended.get("error"),
@@ -491,5 +600,11 @@ def check_attempt(attempt: Attempt, *, in_flight: int = 1) -> None:
     assert len(lost) <= (in_flight if attempt.crashed else 0), (
         f"executed but unrecorded after the attempt (crashed={attempt.crashed}): {lost}"
     )
-    if not attempt.crashed:
+    if attempt.crashed:
+        return
+    assert attempt.outcome is not None
+    if attempt.outcome.status in ("suspended", "released"):
+        # It let go of the run: it sleeps or waits in the store, or is pending again.
+        assert attempt.run.status in ("sleeping", "waiting", "pending"), attempt.run
+    else:
         assert attempt.run.status in ("completed", "failed"), attempt.run

@@ -33,7 +33,6 @@ from tests.helpers import serve_until_idle_or_crash
 from tests.property._world import (
     KINDS,
     LEASE_TTL,
-    STEP_KINDS,
     Crash,
     World,
     check_attempt,
@@ -105,7 +104,36 @@ COUNTED = {"tool.fetch", "stamp", "tool.fetch#2", "tool.score"}
 COUNTED_POSITIONS = [p for p, step_id in enumerate(CRASHY_IDS) if step_id in COUNTED]
 
 docs = st.text(alphabet="abc xyz", min_size=1, max_size=12)
-crashes = st.tuples(st.sampled_from((*KINDS, "no crash")), st.integers(min_value=-2, max_value=2))
+#: What an incarnation may die of here: the step kinds, a drain's release, the run's.
+CRASHY_KINDS = (*KINDS, "release_run:before", "release_run:after")
+crashes = st.tuples(
+    st.sampled_from((*CRASHY_KINDS, "no crash")), st.integers(min_value=-2, max_value=2)
+)
+
+
+def aim(kind: str, offset: int, resume: int) -> Crash:
+    """The crash of ``kind`` about ``offset`` steps from where the run resumes, where it
+    can still fire.
+
+    Boundary kinds ("before", a drain's release) fire in replayed code too, so they aim
+    anywhere near the resume point; "during" only in a body of ours not yet recorded,
+    ``record_step`` at a position not yet recorded. A kind with nothing left to fire at
+    (the run's steps are all recorded, its finish is left) dies at the lease instead.
+    """
+    last = len(CRASHY_IDS) - 1
+    if kind in ("lease_runs:after", "finish_run:before", "finish_run:after"):
+        return Crash(kind)
+    if kind == "before" or (kind.startswith("release_run") and resume <= last):
+        return Crash(kind, min(max(resume + offset, 0), last))
+    if kind == "during":
+        targets = [p for p in COUNTED_POSITIONS if p >= resume]
+    elif kind.startswith("record_step"):
+        targets = list(range(resume, last + 1))
+    else:
+        targets = []
+    if not targets:
+        return Crash("lease_runs:after")
+    return Crash(kind, targets[min(max(offset, 0), len(targets) - 1)])
 
 
 def check_output(output: Any, reference: Any, steps: list[StepRecord]) -> None:
@@ -159,13 +187,12 @@ class CrashResumeMachine(RuleBasedStateMachine):
         kind, offset = crash
         if kind != "no crash":
             _, steps = self.world.snapshot(run_id)
-            # Aim near the resume point: at it, just past it, or back in the replay.
-            position = min(max(len(steps) + offset, 0), len(CRASHY_IDS) - 1)
-            planned = Crash(kind, position if kind in STEP_KINDS else 0)
+            planned = aim(kind, offset, len(steps))
         attempt = self.world.attempt(crashy, run_id, planned)
-        event(f"crash {planned.kind if planned else None} fired={attempt.crashed}")
+        event(f"crash {planned.kind if planned else None}")
+        assert attempt.crashed == (planned is not None), f"{planned} was aimed but did not fire"
         check_attempt(attempt)
-        if attempt.run.status != "running":
+        if attempt.run.status not in ("running", "pending"):
             self.active = None
 
     @rule(
@@ -193,17 +220,21 @@ class CrashResumeMachine(RuleBasedStateMachine):
             stall = "before"
             position = min(resume_at + offset, len(CRASHY_IDS) - 1)
         kind, crash_offset = crash
-        planned = None
-        if kind != "no crash":
-            at = min(max(resume_at + crash_offset, 0), len(CRASHY_IDS) - 1)
-            planned = Crash(kind, at if kind in STEP_KINDS else 0)
-        race = self.world.race(crashy, run_id, Crash(stall, position), planned)
+
+        def overtaker_crash(recorded: int) -> Crash | None:
+            # Aimed from where the overtaker finds the run: the stalled one may have
+            # recorded steps before it stalled.
+            return aim(kind, crash_offset, recorded) if kind != "no crash" else None
+
+        race = self.world.race(crashy, run_id, Crash(stall, position), overtaker_crash)
+        planned = race.overtaker_crash
         event(f"stalled {stall}; overtaker crash {planned.kind if planned else None}")
         check_race(race, Crash(stall, position), len(CRASHY_IDS))
+        assert race.overtaker.crashed == (planned is not None), f"{planned} did not fire"
         check_attempt(race.overtaker)
         # The stalled incarnation lost the run: like a crash, it may cost one execution.
         self.world.crashes[run_id] += 1
-        if race.store_after[0].status != "running":
+        if race.store_after[0].status not in ("running", "pending"):
             self.active = None
 
     # -- invariants ---------------------------------------------------------------
@@ -257,28 +288,41 @@ TestCrashResume.__doc__ = (
 
 # -- the same, through the real Worker ---------------------------------------------------
 
-worker_crashes = st.lists(
-    st.tuples(
-        st.sampled_from(["before", "during", "record_step:before", "record_step:after"]),
-        st.integers(min_value=0, max_value=len(CRASHY_IDS) - 1),
-    ),
-    max_size=3,
+#: Kinds a worker may die of before its last crash; the finish's write ends the run, so
+#: a crash after it comes last, if at all.
+WORKER_KINDS = (
+    "before",
+    "during",
+    "record_step:before",
+    "record_step:after",
+    "release_run:before",
+    "release_run:after",
+    "lease_runs:after",
+    "finish_run:before",
 )
+_entry = st.tuples(st.sampled_from(WORKER_KINDS), st.integers(min_value=-1, max_value=3))
+_last = st.one_of(_entry, st.just(("finish_run:after", 0)))
+worker_crashes = st.tuples(st.lists(_entry, max_size=2), _last).map(lambda t: [*t[0], t[1]])
 
 
 @given(doc=docs, plan=worker_crashes)
 def test_worker_resumes_a_crashed_run_from_its_last_recorded_step(
     doc: str, plan: list[tuple[str, int]]
 ) -> None:
-    """Worker.run(until_idle=True) dies per a crash plan; new workers finish it unchanged."""
+    """Worker.run(until_idle=True) dies per a crash plan (one to three crashes, each aimed
+    where it can fire, and each firing); new workers finish the run unchanged."""
     with World.temporary() as w:
         defn = AgentDefinition.must_from_fn(crashy)
         ref_id = w.emit("crash.doc", {"doc": doc}, [defn])
         reference = w.run_to_completion(crashy, ref_id)
         run_id = w.emit("crash.doc", {"doc": doc}, [defn])
-        for kind, position in plan:
-            _serve_once(w, run_id, kind, position)
-        _serve_once(w, run_id, None, None)
+        for kind, offset in plan:
+            _, steps = w.snapshot(run_id)
+            crash = aim(kind, offset, len(steps))
+            event(f"worker crash {crash.kind}")
+            assert _serve_once(w, run_id, crash), f"{crash} was aimed but did not fire"
+        if w.snapshot(run_id)[0].status != "completed":
+            _serve_once(w, run_id, None)
         event(f"worker crashes: {w.crashes[run_id]}")
         run, steps = w.snapshot(run_id)
         assert run.status == "completed", run
@@ -291,9 +335,9 @@ def test_worker_resumes_a_crashed_run_from_its_last_recorded_step(
             assert 1 <= n <= 1 + crashes, f"{step_id} executed {n} times"
 
 
-def _serve_once(w: World, run_id: str, kind: str | None, position: int | None) -> None:
-    """One worker process: a real Worker over a CrashingStore, its lease under a stand-in pid."""
-    crash = Crash(kind, position or 0) if kind is not None else None
+def _serve_once(w: World, run_id: str, crash: Crash | None) -> bool:
+    """One worker process: a real Worker over a CrashingStore, its lease under a stand-in
+    pid. True if it crashed."""
     inner = LmdbStore(w.path, sync=False)
     fault = crash.store_fault(run_id) if crash is not None else None
     store = CrashingStore(inner, *([fault] if fault is not None else []))
@@ -313,6 +357,7 @@ def _serve_once(w: World, run_id: str, kind: str | None, position: int | None) -
         assert not [s for s in executed if executed[s] > 1], executed
         lost = [s for s in executed if s not in recorded]
         assert len(lost) <= (1 if store.crashed else 0), lost
+        return store.crashed
     finally:
         process.kill()
         inner.close()

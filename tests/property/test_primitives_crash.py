@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from ironflow import AgentContext, Worker, agent, current_step, tool
 from ironflow._agent._primitives import approval_event
 from ironflow.store import LmdbStore, Run
-from ironflow.testing import CrashingStore, FakeClock, Fault, StandInWorker
+from ironflow.testing import CrashingStore, FakeClock, StandInWorker
 from tests.helpers import serve_until_idle_or_crash
 from tests.property._world import LEASE_TTL, Crash, World, check_recorded_once, world
 
@@ -99,7 +99,8 @@ PRIMS_IDS = [
     "spawn.prims-kid.result",
     "tool.effect#2",
 ]
-#: Crashes a process may die of: in the agent's code, or at a store call of the run.
+#: Crashes a process may die of: in the agent's code, at a store call of the run, or in
+#: the release of a drain begun at a boundary.
 KINDS = (
     "before",
     "during",
@@ -109,19 +110,20 @@ KINDS = (
     "suspend_run:after",
     "spawn_run:before",
     "spawn_run:after",
+    "release_run:before",
+    "release_run:after",
     "lease_runs:after",
     "finish_run:before",
     "finish_run:after",
 )
-
-
-def _fault(crash: Crash, run_id: str) -> Fault | None:
-    if ":" not in crash.kind:
-        return None
-    method, when = crash.kind.split(":")
-    position = crash.position if method in ("record_step", "suspend_run") else None
-    narrowed = None if method == "lease_runs" else run_id
-    return Fault(method, when, position, narrowed)  # type: ignore[arg-type]
+#: Where each kind can fire: the positions whose step makes that call (a boundary kind
+#: fires at its boundary, one before each step, even in replayed code).
+_STEP_TARGETS = {
+    "during": (0, 4, 7),  # our tools' bodies: effect, each try of flaky, effect#2
+    "record_step": (0, 4, 5, 7),  # the waits' records are written by the store
+    "suspend_run": (1, 2, 3, 4, 6),  # sleep, event, approval, a retry's backoff, the child
+    "spawn_run": (5,),
+}
 
 
 @attrs.frozen
@@ -165,7 +167,7 @@ class Harness:
     def serve_once(self, run_id: str, crash: Crash | None) -> bool:
         """One worker process over the data directory; True if it crashed."""
         inner = LmdbStore(self.w.path, sync=False, clock=self.clock)
-        fault = _fault(crash, run_id) if crash is not None else None
+        fault = crash.store_fault(run_id) if crash is not None else None
         store = CrashingStore(inner, *([fault] if fault is not None else []))
         process = StandInWorker()
         try:
@@ -212,17 +214,47 @@ class Harness:
             s.emit(*approval_event(run.id, "go", approved=outside.approve, approver="ann"))
 
     def aim(self, run_id: str, planned: Planned) -> Crash:
-        """The crash at ``planned.offset`` steps from where the run resumes."""
+        """The crash ``planned.offset`` steps from where the run resumes, where it can fire.
+
+        A step kind aims at a position not yet recorded whose step makes its call, and not
+        the one the run waits at now (its call is made); a boundary kind at any boundary
+        near the resume point. A kind with nothing left to fire at dies at the lease.
+        """
         with self.store() as s:
-            resume_at = len(s.get_steps(run_id))
-        position = min(max(resume_at + planned.offset, 0), len(PRIMS_IDS) - 1)
-        return Crash(planned.kind, position)
+            run = s.get_run(run_id)
+            recorded = {step.position for step in s.get_steps(run_id)}
+        resume_at = min(set(range(len(PRIMS_IDS) + 1)) - recorded)
+        method = planned.kind.partition(":")[0]
+        if method in ("lease_runs", "finish_run"):
+            return Crash(planned.kind)
+        if method == "before" or (method == "release_run" and resume_at < len(PRIMS_IDS)):
+            position = min(max(resume_at + planned.offset, 0), len(PRIMS_IDS) - 1)
+            return Crash(planned.kind, position)
+        waiting_at = run.suspension.position if run.suspension is not None else None
+        targets = [
+            p
+            for p in _STEP_TARGETS.get(method, ())
+            if p >= resume_at and p not in recorded and p != waiting_at
+        ]
+        if not targets:
+            return Crash("lease_runs:after")
+        return Crash(planned.kind, targets[min(max(planned.offset, 0), len(targets) - 1)])
 
     def drive(self, run_id: str, plan: list[Planned], *, max_rounds: int = 40) -> Run:
-        """Serve the run through ``plan`` (one crash per process), then until it ends."""
+        """Serve the run through ``plan``, then until it ends.
+
+        Each planned crash is aimed once and stays armed, process after process, until
+        it fires: a process that suspends the run before reaching it passes it on.
+        """
         for planned in plan:
-            self.serve_once(run_id, self.aim(run_id, planned))
-            self.move_outside_world(run_id)
+            crash = self.aim(run_id, planned)
+            for _ in range(max_rounds):
+                crashed = self.serve_once(run_id, crash)
+                self.move_outside_world(run_id)
+                if crashed:
+                    break
+            else:
+                raise AssertionError(f"{crash} was aimed where it could fire, but never did")
         for _ in range(max_rounds):
             with self.store() as s:
                 run = s.get_run(run_id)
@@ -239,10 +271,16 @@ def _definition(fn: Any) -> Any:
     return AgentDefinition.must_from_fn(fn)
 
 
-crash_plans = st.lists(
-    st.builds(Planned, st.sampled_from(KINDS), st.integers(min_value=-1, max_value=2)),
-    max_size=4,
+_planned = st.builds(
+    Planned,
+    st.sampled_from([k for k in KINDS if k != "finish_run:after"]),
+    st.integers(min_value=-1, max_value=2),
 )
+#: One to four crashes; one after the finish's write ends the run, so it comes last.
+crash_plans = st.tuples(
+    st.lists(_planned, max_size=3),
+    st.one_of(_planned, st.builds(Planned, st.just("finish_run:after"), st.just(0))),
+).map(lambda t: [*t[0], t[1]])
 
 
 def _reference(h: Harness, key: str, approve: bool) -> Any:

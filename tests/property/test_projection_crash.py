@@ -1,10 +1,11 @@
 """Projection runners crashed at random points end in the state of a fresh fold.
 
 The state machine's rules add events (emitted, or appended to entity streams), let the
-current runner fold a batch, crash it inside its fold or right after its write
-committed (then a new runner, under another worker identity, takes the lease over from
-the dead one), and ask for rebuilds. After every rule the stored state must be exactly
-the fold of the log up to the stored position: no event applied twice, none skipped.
+current runner fold a batch, crash it inside its fold, between its fold and its write,
+or right after its write committed (then a new runner, under another worker identity,
+takes the lease over from the dead one), and ask for rebuilds. After every rule the
+stored state must be exactly the fold of the log up to the stored position: no event
+applied twice, none skipped.
 At the end a fresh runner catches up to the fold of the whole log, and a rebuild from
 the log gives the very state incremental folding built.
 """
@@ -109,6 +110,18 @@ class ProjectionCrashes(RuleBasedStateMachine):
         CONTROL["crash_at"] = CONTROL["calls"] + at
         self._step(batch)
         CONTROL["crash_at"] = None
+
+    @rule(batch=st.integers(1, 4))
+    def crash_before_write(self, batch: int) -> None:
+        """The runner dies between its fold and its write: nothing of the batch is stored."""
+        worker = self.runner.worker.id
+
+        def die() -> None:
+            raise Crash("the runner's process died between its fold and its write")
+
+        self.store.before_write[worker] = die
+        self._step(batch)
+        self.store.before_write.pop(worker, None)  # nothing to fold: no write to die before
 
     @rule(batch=st.integers(1, 4))
     def crash_after_write(self, batch: int) -> None:
