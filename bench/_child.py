@@ -86,8 +86,13 @@ def _dbos() -> tuple[str, dict[str, Runner]]:
     from bench._proc import import_ms
     from bench.peers import dbos_peer as d
 
+    def per_step(wd: str, p: dict[str, Any]) -> float:
+        if d.sqlite_synchronous(wd) < 2:
+            raise RuntimeError("DBOS's SQLite system database is not synchronous=FULL")
+        return d.per_step_us(wd, p["steps"], p["reps"])
+
     return _version("dbos"), {
-        "per_step_us": lambda wd, p: d.per_step_us(wd, p["steps"], p["reps"]),
+        "per_step_us": per_step,
         "three_step_runs_per_s": lambda wd, p: d.three_step_runs_per_s(wd, p["n_runs"]),
         "concurrent_steps_per_s": lambda wd, p: d.concurrent_steps_per_s(wd, p["runs"]),
         "resume_s": lambda wd, p: d.resume_after_kill_s(wd),

@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": _report.rows(samples, notes, systems, p),
         "errors": errors,
     }
-    result["targets"] = [t.__dict__ | {"status": t.status()} for t in _report.targets(samples)]
+    result["targets"] = [t.__dict__ | {"status": t.status()} for t in _report.targets(samples, p)]
 
     print(_report.render_text(result))
     os.makedirs(args.out, exist_ok=True)

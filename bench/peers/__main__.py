@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         _timed(r, "dbos.resume_after_kill_s", lambda: dbos_peer.resume_after_kill_s(workdir))
 
+        _timed(r, "dbos.sqlite_synchronous", lambda: dbos_peer.sqlite_synchronous(workdir))
+
         _timed(
             r, "langgraph.sqlite_synchronous", lambda: langgraph_peer.sqlite_synchronous(workdir)
         )

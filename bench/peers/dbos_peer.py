@@ -58,16 +58,27 @@ def _config(db_path: str) -> DBOSConfig:
 
 
 @contextmanager
-def _dbos(workdir: str) -> Iterator[None]:
+def _dbos(workdir: str) -> Iterator[DBOS]:
     os.makedirs(workdir, exist_ok=True)
     # A fresh directory per workload, so no run sees another's history.
     fresh = tempfile.mkdtemp(prefix="dbos-", dir=workdir)
-    DBOS(config=_config(os.path.join(fresh, "dbos.sqlite")))
+    instance = DBOS(config=_config(os.path.join(fresh, "dbos.sqlite")))
     DBOS.launch()
     try:
-        yield
+        yield instance
     finally:
         DBOS.destroy()
+
+
+def sqlite_synchronous(workdir: str) -> int:
+    """The synchronous pragma of DBOS's own connections to its system database (2 = FULL).
+
+    Read from the engine DBOS writes its step records through: DBOS sets no pragma of
+    its own there, so this is SQLite's compiled default, which the comparison relies on.
+    (``_sys_db`` is DBOS's, not public: there is no public way to that engine.)
+    """
+    with _dbos(workdir) as instance, instance._sys_db.engine.connect() as conn:
+        return int(conn.exec_driver_sql("PRAGMA synchronous").scalar_one())
 
 
 def three_step_runs_per_s(workdir: str, n_runs: int) -> float:

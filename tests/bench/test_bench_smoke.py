@@ -58,7 +58,15 @@ def test_quick_ironflow_run_writes_a_complete_result(tmp_path: Path) -> None:
     assert "dbos" not in rows["per_step_us"]["cells"]
     statuses = {t["name"]: t["status"] for t in result["targets"]}
     assert statuses["3-step runs/s vs DBOS (SQLite)"] == "not measured"
-    assert statuses["resume after kill -9"] in ("met", "NOT MET")
+    # The verdicts written are the target arithmetic over the run's own samples.
+    recomputed = _report.targets(result["samples"], result["params"])
+    assert result["targets"] == [t.__dict__ | {"status": t.status()} for t in recomputed]
+    [resume_s] = measured["resume_s"]["ironflow"]
+    assert statuses["resume after kill -9"] == ("met" if resume_s < 0.5 else "NOT MET")
+    # --quick replays 1,000 steps: the 10,000-step target is not judged on that.
+    assert result["params"]["replay_ms"]["steps"] == 1000
+    replay = next(t for t in result["targets"] if t["name"].startswith("replay of"))
+    assert replay["status"] == "not measured" and "for 1,000 steps" in replay["measured"]
     timestamped = [p for p in out.glob("*.json") if p.name != "latest.json"]
     assert len(timestamped) == 1
     assert (out / "latest.md").read_text().startswith("Run ")
@@ -89,6 +97,27 @@ def test_targets_report_met_and_the_gap_when_missed() -> None:
     assert imp.met is False
     assert imp.gap == "30.0 ms over"
     assert by_name["replay of 10,000 recorded steps"].status() == "not measured"
+
+
+def test_the_replay_target_is_judged_only_on_a_replay_of_its_size() -> None:
+    """10,000 recorded steps: judged; the smoke run's 1,000: measured, not judged."""
+    samples: _report.Samples = {"replay_ms": {"ironflow": [40.0, 60.0, 50.0]}}
+    name = "replay of 10,000 recorded steps"
+
+    def judged(steps: int) -> _report.Target:
+        by_name = {t.name: t for t in _report.targets(samples, {"replay_ms": {"steps": steps}})}
+        return by_name[name]
+
+    assert judged(10_000).met is True
+    assert judged(10_000).measured == "50.0 ms"
+    small = judged(1000)
+    assert small.status() == "not measured"
+    assert small.measured == "50.0 ms for 1,000 steps"
+    slow: _report.Samples = {"replay_ms": {"ironflow": [150.0]}}
+    [target] = [
+        t for t in _report.targets(slow, {"replay_ms": {"steps": 10_000}}) if t.name == name
+    ]
+    assert target.met is False and target.gap == "50.0 ms over"
 
 
 def test_advantage_reads_the_same_way_for_rates_and_costs() -> None:

@@ -17,6 +17,7 @@ from ironflow.errors import (
     NotSerializableError,
     ProjectionNotFoundError,
 )
+from ironflow.server import BackgroundServer
 from ironflow.server._views import projection_json
 from ironflow.store import AgentSpec, LmdbStore, RemoteStore, Store, WorkerInfo
 from ironflow.store._records import ProjectionSpec, ProjectionWrite
@@ -102,26 +103,49 @@ def test_projections(any_store: Store) -> None:
         any_store.register_projections([attrs.evolve(FLAT, name="bad", initial_state=object())])
 
 
-def test_wait_for_projection_wakes_on_a_write(remote: RemoteStore, backend: LmdbStore) -> None:
+class _Watched:
+    """A store that says when the server found a projection short of a wait's position:
+    from then on that wait is parked at the server, waiting to be woken."""
+
+    def __init__(self, inner: LmdbStore) -> None:
+        self._inner = inner
+        self.short = threading.Event()
+
+    def wait_for_projection(self, name: str, position: int, *, timeout: float) -> int:
+        reached = self._inner.wait_for_projection(name, position, timeout=timeout)
+        if reached < position:
+            self.short.set()
+        return reached
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_wait_for_projection_wakes_on_a_write(backend: LmdbStore) -> None:
     """A wait parked at the server returns when a write through it advances the projection."""
-    remote.register_projections([FLAT])
-    remote.lease_projection(RUNNER, "flat", ttl=30)
-    remote.append_to_stream("s", "note.added", {})
-    reached: list[int] = []
-    waiter = threading.Thread(
-        target=lambda: reached.append(remote.wait_for_projection("flat", 1, timeout=30))
-    )
-    waiter.start()
-    try:
-        time.sleep(0.2)  # let the wait reach the server and park
-        write = ProjectionWrite(name="flat", from_position=0, to_position=1)
-        remote.write_projection(RUNNER, write)
-        waiter.join(timeout=20)  # well within its 30 s: the write woke it
-        assert not waiter.is_alive()
-        assert reached == [1]
-    finally:
-        # Never leave it parked at a server the fixtures are about to stop.
-        waiter.join(timeout=60)
+    watched = _Watched(backend)
+    with BackgroundServer(watched) as url, RemoteStore(url) as remote:  # type: ignore[arg-type]
+        remote.register_projections([FLAT])
+        remote.lease_projection(RUNNER, "flat", ttl=30)
+        remote.append_to_stream("s", "note.added", {})
+        reached: list[int] = []
+        waiter = threading.Thread(
+            target=lambda: reached.append(remote.wait_for_projection("flat", 1, timeout=30))
+        )
+        waiter.start()
+        try:
+            # The server found the projection short and parked the wait: not woken yet.
+            assert watched.short.wait(30)
+            time.sleep(0.1)
+            assert waiter.is_alive() and reached == [], "the wait returned before any write"
+            write = ProjectionWrite(name="flat", from_position=0, to_position=1)
+            remote.write_projection(RUNNER, write)
+            waiter.join(timeout=20)  # well within its 30 s: the write woke it
+            assert not waiter.is_alive()
+            assert reached == [1]
+        finally:
+            # Never leave it parked at a server about to stop.
+            waiter.join(timeout=60)
 
 
 def test_wait_for_work_wakes_on_an_event(remote: RemoteStore) -> None:

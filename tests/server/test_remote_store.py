@@ -255,30 +255,49 @@ def test_token_from_environment(backend: LmdbStore, monkeypatch: pytest.MonkeyPa
         assert store.list_runs() == []
 
 
-def test_long_poll_wakes_on_emit(remote: RemoteStore, backend: LmdbStore) -> None:
-    """A lease waiting at the server returns the run an emit creates, well before its wait ends."""
-    remote.register_agents([AGENT])
-    waiting = RemoteStore(remote.url, long_poll=30.0)  # the server's longest
-    got: list[Any] = []
-    started = threading.Event()
+class _Watched:
+    """A store that says when the server looked for ``worker``'s work and found none:
+    from then on that lease request is parked at the server, waiting to be woken."""
 
-    def lease() -> None:
-        started.set()
-        got.extend(waiting.lease_runs(WORKER, ["doc"], limit=1, ttl=30))
+    def __init__(self, inner: LmdbStore, worker: WorkerInfo) -> None:
+        self._inner = inner
+        self._worker = worker
+        self.found_nothing = threading.Event()
 
-    thread = threading.Thread(target=lease)
-    thread.start()
-    try:
-        started.wait()
-        time.sleep(0.2)  # let the request reach the server and park
-        run_id = remote.emit("doc.x", {}).run_ids[0]
-        thread.join(timeout=20)  # well within the 30 s wait: the emit woke it
-        assert not thread.is_alive()
-        assert [r.run.id for r in got] == [run_id]
-    finally:
-        # Never leave it parked at a server the fixtures are about to stop.
-        thread.join(timeout=60)
-        waiting.close()
+    def lease_runs(self, worker: WorkerInfo, *args: Any, **kwargs: Any) -> Any:
+        leased = self._inner.lease_runs(worker, *args, **kwargs)
+        if worker == self._worker and not leased:
+            self.found_nothing.set()
+        return leased
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_long_poll_wakes_on_emit(backend: LmdbStore) -> None:
+    """A lease parked at the server returns the run an emit creates, well before its wait ends."""
+    watched = _Watched(backend, WORKER)
+    with BackgroundServer(watched) as url, RemoteStore(url) as remote:  # type: ignore[arg-type]
+        remote.register_agents([AGENT])
+        waiting = RemoteStore(url, long_poll=30.0)  # the server's longest
+        got: list[Any] = []
+        thread = threading.Thread(
+            target=lambda: got.extend(waiting.lease_runs(WORKER, ["doc"], limit=1, ttl=30))
+        )
+        thread.start()
+        try:
+            # The server looked, found nothing, and parked the request: not woken yet.
+            assert watched.found_nothing.wait(30)
+            time.sleep(0.1)
+            assert thread.is_alive() and got == [], "the lease returned before any emit"
+            run_id = remote.emit("doc.x", {}).run_ids[0]
+            thread.join(timeout=20)  # well within the 30 s wait: the emit woke it
+            assert not thread.is_alive()
+            assert [r.run.id for r in got] == [run_id]
+        finally:
+            # Never leave it parked at a server about to stop.
+            thread.join(timeout=60)
+            waiting.close()
 
 
 def test_records_round_trip_exactly(remote: RemoteStore, backend: LmdbStore) -> None:

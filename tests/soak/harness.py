@@ -14,8 +14,14 @@ and audits the data directory:
   produced it, every other execution of that step ran in a process that was then
   killed (so at most once more per crash), and none started after the step's record;
 - the ``soak-memory`` entity stream holds exactly one event per run;
-- the ``soak-count`` projection equals a fresh fold of the stream, one count per run;
+- the ``soak-count`` projection equals a fresh fold of the stream, and, counted
+  independently of the stream, holds one partition per run id with a count of 1;
+- a torn line in an execution log (cut short by ``kill -9``) is allowed only as the
+  last line of a process that was killed;
 - the store's own consistency checks pass.
+
+``tests/soak/test_audit.py`` plants each of these faults in a real data directory and
+checks the audit reports it.
 
 ``python -m tests.soak --seconds 300 --mode workers`` (``make soak``) prints the figures;
 a short run is a test in ``tests/soak/test_soak.py``.
@@ -77,6 +83,7 @@ class Report:
     lost_stream_events: int = 0
     duplicate_stream_events: int = 0
     projection_mismatches: int = 0
+    missing_partitions: int = 0
     data_mb: float = 0.0
     elapsed: float = 0.0
     problems: list[str] = field(default_factory=list)
@@ -114,6 +121,7 @@ class Report:
             ("lost (runs/steps/events)", lost),
             ("duplicated (runs/steps/events)", dup),
             ("projection mismatches", self.projection_mismatches),
+            ("runs missing from the projection", self.missing_partitions),
             ("data.mdb", f"{self.data_mb:.1f} MB"),
             ("wall time", f"{self.elapsed:.0f} s"),
             ("result", "PASS" if not self.problems else f"FAIL ({len(self.problems)} problems)"),
@@ -417,16 +425,34 @@ class Soak:
     # -- the audit -----------------------------------------------------------------
 
     def executions(self) -> dict[tuple[str, str], list[tuple[int, str, float]]]:
-        """(run id, step id) -> [(pid, nonce, start time)], from every process's log."""
+        """(run id, step id) -> [(pid, nonce, start time)], from every process's log.
+
+        A line that is not whole is ignored only where ``kill -9`` can leave one: as the
+        last line of a process that was killed. Anywhere else it is a problem.
+        """
         found: dict[tuple[str, str], list[tuple[int, str, float]]] = defaultdict(list)
         for path in sorted(self.exec_dir.glob("exec-*.log")):
-            for line in path.read_bytes().split(b"\n"):
+            owner = int(path.stem.removeprefix("exec-"))
+            lines = path.read_bytes().split(b"\n")
+            for n, line in enumerate(lines):
                 parts = line.decode(errors="replace").split(" ")
                 if len(parts) != 7 or parts[0] != "X" or parts[6] != ".":
-                    if line:
-                        self.report.torn_lines += 1
+                    if not line:
+                        continue
+                    self.report.torn_lines += 1
+                    if owner not in self.killed_pids:
+                        self.report.problem(
+                            f"{path.name}: a torn line from process {owner}, which was never "
+                            f"killed: {line[:80]!r}"
+                        )
+                    elif n != len(lines) - 1:
+                        self.report.problem(
+                            f"{path.name}: a torn line before the end of the log: {line[:80]!r}"
+                        )
                     continue
                 _, run_id, step_id, pid, nonce, started, _ = parts
+                if int(pid) != owner:
+                    self.report.problem(f"{path.name}: a line of process {pid}: {line[:80]!r}")
                 found[(run_id, step_id)].append((int(pid), nonce, float(started)))
         return found
 
@@ -527,6 +553,20 @@ class Soak:
         counts = Counter(int(v["count"]) for v in stored.values())
         if set(counts) - {1}:
             r.problem(f"projection {agent.PROJECTION}: counts per run {dict(counts)}, not all 1")
+        # Counted apart from the stream, which a fault could have thinned out as well:
+        # every run, and nothing else, has its partition.
+        missing, unknown = run_ids - set(stored), set(stored) - run_ids
+        r.missing_partitions = len(missing)
+        if missing:
+            r.problem(
+                f"projection {agent.PROJECTION}: {len(missing)} run(s) without a partition, "
+                f"e.g. {sorted(missing)[:3]}"
+            )
+        if unknown:
+            r.problem(
+                f"projection {agent.PROJECTION}: partitions for {len(unknown)} unknown run(s), "
+                f"e.g. {sorted(unknown)[:3]}"
+            )
         try:
             store.check_valid()
         except AssertionError as exc:
