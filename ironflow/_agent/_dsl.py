@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, overload
@@ -32,6 +31,7 @@ from ironflow.errors import DefinitionError, InvalidInputError, ToolInputError
 from ironflow.replay import RetryPolicy, current_execution
 from ironflow.store._codec import to_json_value
 from ironflow.store._flowspec import FlowSpec
+from ironflow.store._keys import NAME as _NAME
 from ironflow.store._records import AgentSpec
 from ironflow.store._triggers import validate_trigger
 
@@ -46,7 +46,6 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _TOOL_ATTR = "__ironflow_tool__"
 _AGENT_ATTR = "__ironflow_agent__"
 

@@ -9,22 +9,24 @@ when the module is imported, not when the first event arrives.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ironflow._pure._cron import parse_cron
 from ironflow._pure._durations import parse_duration
-from ironflow._pure._filters import compile_filter
-from ironflow.errors import DefinitionError, FilterError, InvalidInputError
+from ironflow.errors import DefinitionError, InvalidInputError
 from ironflow.store._flowspec import (
     CancelOn,
     ConcurrencyLimit,
     CronTrigger,
     Debounce,
+    cancel_on_problem,
+    concurrency_problem,
+    cron_problem,
+    debounce_problem,
+    filter_problem,
     key_of,
+    key_path_problem,
 )
-from ironflow.store._triggers import validate_trigger
 
 __all__ = [
     "CancelOn",
@@ -39,11 +41,6 @@ __all__ = [
     "key_of",
 ]
 
-#: A key path into the event: ``data.customerId``, ``data.order.id`` (the ``data.``
-#: prefix may be left out).
-_KEY = re.compile(r"^(?:event\.)?(?:data\.)?[A-Za-z_][A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]+)*$")
-
-
 def _where(agent_id: str) -> str:
     return f"@agent(id={agent_id!r})"
 
@@ -56,15 +53,15 @@ def _unknown(agent_id: str, option: str, given: Mapping[str, Any], known: set[st
         )
 
 
+def _checked(agent_id: str, problem: str | None) -> None:
+    """The store's own rule for a spec (see store/_flowspec.py), as a DefinitionError."""
+    if problem is not None:
+        raise DefinitionError(f"{_where(agent_id)}: {problem}")
+
+
 def _key(agent_id: str, option: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not _KEY.match(value):
-        raise DefinitionError(
-            f"{_where(agent_id)}: {option} key {value!r} is not a path into the event; "
-            "write it like 'data.customerId'"
-        )
-    return value
+    _checked(agent_id, key_path_problem(option, value))
+    return value  # type: ignore[no-any-return]
 
 
 def _seconds(agent_id: str, option: str, value: Any) -> float:
@@ -86,12 +83,9 @@ def concurrency_option(agent_id: str, value: Any) -> ConcurrencyLimit | None:
             f'{{"limit": N, "key": "data.field"}}, not {value!r}'
         )
     _unknown(agent_id, "concurrency", value, {"limit", "key"})
-    limit = value.get("limit")
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise DefinitionError(
-            f"{_where(agent_id)}: concurrency limit must be a whole number from 1, not {limit!r}"
-        )
-    return ConcurrencyLimit(limit=limit, key=_key(agent_id, "concurrency", value.get("key")))
+    limit = ConcurrencyLimit(limit=value.get("limit"), key=value.get("key"))  # type: ignore[arg-type]
+    _checked(agent_id, concurrency_problem(limit))
+    return limit
 
 
 def debounce_option(agent_id: str, value: Any) -> Debounce | None:
@@ -105,16 +99,11 @@ def debounce_option(agent_id: str, value: Any) -> Debounce | None:
         )
     _unknown(agent_id, "debounce", value, {"period", "key", "max_wait"})
     period = _seconds(agent_id, "debounce period", value["period"])
-    if period <= 0:
-        raise DefinitionError(f"{_where(agent_id)}: debounce period must be more than 0")
     max_wait = value.get("max_wait")
     limit = None if max_wait is None else _seconds(agent_id, "debounce max_wait", max_wait)
-    if limit is not None and limit < period:
-        raise DefinitionError(
-            f"{_where(agent_id)}: debounce max_wait ({limit:g}s) is shorter than its "
-            f"period ({period:g}s); make it at least the period"
-        )
-    return Debounce(period=period, key=_key(agent_id, "debounce", value.get("key")), max_wait=limit)
+    debounce = Debounce(period=period, key=value.get("key"), max_wait=limit)
+    _checked(agent_id, debounce_problem(debounce))
+    return debounce
 
 
 def cancel_on_option(agent_id: str, value: Any) -> tuple[CancelOn, ...]:
@@ -138,34 +127,25 @@ def cancel_on_option(agent_id: str, value: Any) -> tuple[CancelOn, ...]:
                 f'{{"event": "name", "match": "data.field"}}, not {item!r}'
             )
         _unknown(agent_id, "cancel_on", item, {"event", "match"})
-        event = item.get("event")
-        problem = validate_trigger(event)  # type: ignore[arg-type]
-        if problem is not None:
-            raise DefinitionError(f"{_where(agent_id)}: cancel_on: {problem}")
-        out.append(CancelOn(event=event, match=_key(agent_id, "cancel_on", item.get("match"))))  # type: ignore[arg-type]
+        cancel = CancelOn(event=item.get("event"), match=item.get("match"))  # type: ignore[arg-type]
+        _checked(agent_id, cancel_on_problem(cancel))
+        out.append(cancel)
     return tuple(out)
 
 
 def cron_trigger(agent_id: str, value: Mapping[str, Any]) -> CronTrigger:
     """A trigger ``{"cron": "0 9 * * *", "timezone": "UTC", "catch_up": False}``."""
     _unknown(agent_id, "a cron trigger", value, {"cron", "timezone", "catch_up"})
-    timezone = value.get("timezone", "UTC")
-    catch_up = value.get("catch_up", False)
-    if not isinstance(catch_up, bool):
-        raise DefinitionError(f"{_where(agent_id)}: catch_up must be True or False")
-    try:
-        parse_cron(value["cron"], timezone)
-    except DefinitionError as exc:
-        raise DefinitionError(f"{_where(agent_id)}: {exc}") from None
-    return CronTrigger(cron=value["cron"], timezone=timezone, catch_up=catch_up)
+    cron = CronTrigger(
+        cron=value["cron"],
+        timezone=value.get("timezone", "UTC"),
+        catch_up=value.get("catch_up", False),
+    )
+    _checked(agent_id, cron_problem(cron))
+    return cron
 
 
 def check_filter(agent_id: str, value: Any) -> str | None:
     """The filter's text, once it parses."""
-    if value is None:
-        return None
-    try:
-        compile_filter(value)
-    except FilterError as exc:
-        raise DefinitionError(f"{_where(agent_id)}: filter: {exc}") from exc
-    return str(value)
+    _checked(agent_id, filter_problem(value))
+    return None if value is None else str(value)

@@ -11,7 +11,6 @@ is simply a recorded step.
 from __future__ import annotations
 
 import datetime as _dt
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -24,6 +23,7 @@ from ironflow.errors import InvalidInputError
 from ironflow.replay import Execution, current_step
 from ironflow.store import Event, Suspension
 from ironflow.store._codec import event_data, to_json_value
+from ironflow.store._keys import NAME as _NAME
 
 __all__ = [
     "APPROVAL_PREFIX",
@@ -47,7 +47,6 @@ APPROVAL_PREFIX = "agent.approve."
 #: recorded output is the event the wait took. For readers of records (the views); the
 #: engine is told which steps are such waits by the suspension's kind instead.
 EVENT_WAIT_STEPS = ("wait.", "approve.")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _DEFAULT_TTL = "7d"
 
 

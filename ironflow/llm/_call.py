@@ -18,6 +18,7 @@ from ironflow.llm._schema import tool_schema
 from ironflow.llm._types import LlmRequest, LlmResponse, Message, ToolSchema
 from ironflow.replay import Execution, current_step
 from ironflow.store._codec import structure, to_json_value
+from ironflow.store._keys import NAME as _NAME
 
 __all__ = [
     "CallCounter",
@@ -35,7 +36,6 @@ MessagesInput = str | Iterable[Message | LlmResponse | Mapping[str, Any]]
 #: What ``tools=`` accepts: ``@tool`` functions, or ready :class:`ToolSchema` objects.
 ToolsInput = Iterable[Callable[..., Any] | ToolSchema | ToolDefinition] | None
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _BAD = re.compile(r"[^A-Za-z0-9_.\-]+")
 
 

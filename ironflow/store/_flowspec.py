@@ -1,17 +1,33 @@
-"""What the store keeps of an agent's flow control, and the key paths it reads.
+"""What the store keeps of an agent's flow control, the rules it must obey, and the
+key paths it reads.
 
 Defined in the store layer because the store enforces them: it evaluates filters and
 cancel-on matches at emit, holds concurrency slots at lease, debounces bursts and
-fires cron ticks. ``@agent`` validates the user's options into these records.
+fires cron ticks. ``@agent`` parses the user's options into these records and checks
+them with the same ``*_problem`` functions the store runs when an agent is
+registered, so a spec the decorator would refuse is refused by the store too, however
+it arrives (a worker, the HTTP API, another SDK).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 import orjson
+
+from ironflow._pure._cron import parse_cron
+from ironflow._pure._filters import compile_filter
+from ironflow.errors import DefinitionError, FilterError
+from ironflow.store._keys import MAX_KEY_BYTES, NAME
+from ironflow.store._triggers import validate_trigger
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ironflow.store._records import AgentSpec
 
 __all__ = [
     "CancelOn",
@@ -20,9 +36,21 @@ __all__ = [
     "Debounce",
     "FlowSpec",
     "Rerun",
+    "agent_problem",
+    "cancel_on_problem",
+    "concurrency_problem",
+    "cron_problem",
+    "debounce_problem",
+    "filter_problem",
+    "flow_problem",
     "key_of",
+    "key_path_problem",
     "key_text",
 ]
+
+#: A key path into the event: ``data.customerId``, ``data.order.id`` (the ``data.``
+#: prefix may be left out).
+_KEY = re.compile(r"^(?:event\.)?(?:data\.)?[A-Za-z_][A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]+)*$")
 
 
 @attrs.frozen
@@ -110,3 +138,128 @@ def key_text(path: str | None, data: Any) -> str:
         return orjson.dumps(key_of(path, data), option=orjson.OPT_SORT_KEYS).decode()
     except TypeError:
         return "null"
+
+
+# -- the rules a spec must obey: each returns what is wrong, or None ----------------------
+
+
+def key_path_problem(option: str, path: Any) -> str | None:
+    if path is None:
+        return None
+    if not isinstance(path, str) or not _KEY.match(path):
+        return (
+            f"{option} key {path!r} is not a path into the event; write it like 'data.customerId'"
+        )
+    return None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def concurrency_problem(limit: ConcurrencyLimit) -> str | None:
+    n = limit.limit
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        return f"concurrency limit must be a whole number from 1, not {n!r}"
+    return key_path_problem("concurrency", limit.key)
+
+
+def debounce_problem(debounce: Debounce) -> str | None:
+    period, max_wait = debounce.period, debounce.max_wait
+    if not _number(period) or period <= 0:
+        return f"debounce period must be more than 0 seconds, not {period!r}"
+    if max_wait is not None and not _number(max_wait):
+        return f"debounce max_wait must be a number of seconds, not {max_wait!r}"
+    if max_wait is not None and max_wait < period:
+        return (
+            f"debounce max_wait ({max_wait:g}s) is shorter than its period ({period:g}s); "
+            "make it at least the period"
+        )
+    return key_path_problem("debounce", debounce.key)
+
+
+def cancel_on_problem(cancel: CancelOn) -> str | None:
+    problem = validate_trigger(cancel.event)
+    if problem is not None:
+        return f"cancel_on: {problem}"
+    return key_path_problem("cancel_on", cancel.match)
+
+
+def cron_problem(cron: CronTrigger) -> str | None:
+    catch_up: Any = cron.catch_up
+    timezone: Any = cron.timezone
+    if not isinstance(catch_up, bool):
+        return "catch_up must be True or False"
+    if not isinstance(timezone, str):
+        return f"cron timezone must be an IANA name such as 'UTC', not {timezone!r}"
+    try:
+        parse_cron(cron.cron, cron.timezone)
+    except DefinitionError as exc:
+        return str(exc)
+    return None
+
+
+def filter_problem(text: Any) -> str | None:
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        return f"filter: a filter is a string, not {text!r}"
+    try:
+        compile_filter(text)
+    except FilterError as exc:
+        return f"filter: {exc}"
+    return None
+
+
+def flow_problem(flow: FlowSpec) -> str | None:
+    """What is wrong with an agent's flow control (the first thing found), or None."""
+    problems = [
+        filter_problem(flow.filter),
+        None if flow.concurrency is None else concurrency_problem(flow.concurrency),
+        None if flow.debounce is None else debounce_problem(flow.debounce),
+        *(cancel_on_problem(c) for c in flow.cancel_on),
+        *(cron_problem(c) for c in flow.crons),
+    ]
+    version: Any = flow.version  # as stored or sent: not necessarily the declared type
+    if version is not None and (not isinstance(version, str) or not version.strip()):
+        problems.append(
+            f"version must be a non-empty string like '2024-06-01' or 'v2', not {version!r}"
+        )
+    return next((p for p in problems if p is not None), None)
+
+
+def _fits(text: str) -> bool:
+    try:
+        return len(text.encode()) <= MAX_KEY_BYTES
+    except UnicodeEncodeError:
+        return False
+
+
+def agent_problem(spec: AgentSpec) -> str | None:
+    """What is wrong with an agent spec as a store would keep it, or None.
+
+    The same rules ``@agent`` applies at decoration, so a spec registered any other way
+    (the HTTP API, another SDK, an old worker) cannot store what would break emits.
+    """
+    # As sent over HTTP or built by other code: not necessarily the declared types.
+    given: Any = spec
+    if not isinstance(given.id, str) or not NAME.match(given.id) or not _fits(given.id):
+        return (
+            f"the id {given.id!r} is not usable; use letters, digits, '.', '_' or '-', "
+            f"starting with a letter or digit, at most {MAX_KEY_BYTES} bytes"
+        )
+    if not isinstance(given.triggers, tuple | list):
+        return f"triggers must be a list of event names, not {given.triggers!r}"
+    for trigger in given.triggers:
+        problem = validate_trigger(trigger)
+        if problem is None and not _fits(trigger):
+            problem = f"trigger {trigger[:40]!r}... is longer than {MAX_KEY_BYTES} bytes"
+        if problem is not None:
+            return f"triggers: {problem}"
+    if not isinstance(given.description, str):
+        return f"description must be a string, not {given.description!r}"
+    if given.flow is None:
+        return None
+    if not isinstance(given.flow, FlowSpec):
+        return f"flow must be a FlowSpec, not {given.flow!r}"
+    return flow_problem(given.flow)

@@ -8,11 +8,14 @@ every backend: an id no run can have is simply not found.
 
 from __future__ import annotations
 
+import re
+
 from ironflow.errors import InvalidInputError, ProjectionNotFoundError, RunNotFoundError
 
 __all__ = [
     "MAX_KEY_BYTES",
     "MAX_PARTITION_BYTES",
+    "NAME",
     "partition_key",
     "projection_key",
     "run_key",
@@ -24,6 +27,10 @@ __all__ = [
 
 #: The longest id or name (in UTF-8 bytes) the store keys anything by.
 MAX_KEY_BYTES = 200
+#: A name of an agent, tool or model as code gives it: letters, digits, '.', '_' or '-',
+#: starting with a letter or digit (``@agent``, ``@tool``, ``ctx.spawn`` and the store
+#: all check this one pattern).
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 #: The longest partition key of a partitioned projection.
 MAX_PARTITION_BYTES = 250
 

@@ -44,6 +44,7 @@ from ironflow.store._codec import (
     to_json_value,
 )
 from ironflow.store._flowctl import FlowControl
+from ironflow.store._flowspec import agent_problem
 from ironflow.store._invariants import check_valid
 from ironflow.store._keys import (
     MAX_KEY_BYTES,
@@ -153,7 +154,16 @@ class StoreMachine:
     # -- agents and events ----------------------------------------------------------
 
     def register_agents(self, agents: Sequence[AgentSpec]) -> None:
+        """Check every spec whole, then store them all, or none (InvalidInputError)."""
         specs = list(agents)
+        for spec in specs:
+            if not isinstance(spec, AgentSpec):
+                raise InvalidInputError(f"register_agents takes AgentSpec records, not {spec!r}")
+            problem = agent_problem(spec)
+            if problem is not None:
+                raise InvalidInputError(
+                    f"agent {spec.id!r}: {problem}; no agent of this call was registered"
+                )
         encoded = [(spec.id.encode(), encode_record(spec)) for spec in specs]
 
         def op(txn: WriteTxn) -> None:
