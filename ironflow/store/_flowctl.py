@@ -15,7 +15,9 @@ decision is atomic with the write it leads to:
   replace its event and push its start back; when due (quiet for the period, or
   ``max_wait`` after the first) it becomes pending;
 - **cancel-on**: each new run of an agent with ``cancel_on`` is indexed by (event
-  pattern, agent, key value); a matching event cancels the indexed unfinished runs;
+  pattern, agent, key value); a matching event cancels the indexed unfinished runs. A
+  missing (or null) value matches nothing: a run whose trigger lacks the field is not
+  indexed, and a cancel event that lacks it cancels nothing;
 - **cron**: each schedule keeps the time it last fired in the store; the lease call
   that finds it due creates the run and moves the time on in one transaction, so
   several workers fire each tick once.
@@ -35,7 +37,7 @@ from ironflow._pure._ids import new_id
 from ironflow.errors import DefinitionError, FilterError
 from ironflow.store._backend import ReadTxn, WriteTxn
 from ironflow.store._codec import decode_record, dumps, encode_record, loads
-from ironflow.store._flowspec import FlowSpec, key_text
+from ironflow.store._flowspec import FlowSpec, key_of, key_text
 from ironflow.store._keys import sep as _sep
 from ironflow.store._records import FINISHED, AgentSpec, Event, Run
 from ironflow.store._triggers import trigger_matches
@@ -165,6 +167,8 @@ class FlowControl:
             concurrency_key=slot_key,
         )
         for cancel in flow.cancel_on:
+            if cancel.match is not None and key_of(cancel.match, event.data) is None:
+                continue  # a run whose trigger lacks the field: no cancel event matches it
             index = _sep(cancel.event, spec.id, key_text(cancel.match, event.data), run.id)
             txn.put("cancel_keys", index, b"")
         return run
@@ -233,6 +237,8 @@ class FlowControl:
             for rule in spec.flow.cancel_on:
                 if not trigger_matches(rule.event, event.name):
                     continue
+                if rule.match is not None and key_of(rule.match, event.data) is None:
+                    continue  # a missing (or null) value matches nothing
                 prefix = _sep(rule.event, spec.id, key_text(rule.match, event.data)) + b"\x00"
                 hits = [key for key, _ in txn.scan("cancel_keys", prefix=prefix)]
                 for index in hits:

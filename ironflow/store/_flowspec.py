@@ -75,7 +75,8 @@ class Debounce:
 @attrs.frozen
 class CancelOn:
     """An event named ``event`` cancels the agent's unfinished runs whose trigger event
-    has the same value at ``match`` as it has (every run, when ``match`` is None)."""
+    has the same value at ``match`` as it has (every run, when ``match`` is None). A
+    missing or null value matches nothing, on either side."""
 
     event: str
     match: str | None = None

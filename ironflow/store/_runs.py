@@ -305,6 +305,15 @@ def rerun(txn: WriteTxn, run_id: str, from_step: str, now: float) -> Run:
     for s in steps:
         if s.position >= position:
             txn.delete("steps", step_key(run.id, s.position))
+    # A spawn step re-run starts a new child: forget the children of the dropped steps
+    # (the old ones stay, finished, with their parent_id), so spawn_run makes new ones.
+    kept = {s.id for s in steps if s.position < position}
+    prefix = run.id.encode() + b"\x00"
+    dropped = [
+        k for k, _ in txn.scan("spawns", prefix=prefix) if k[len(prefix) :].decode() not in kept
+    ]
+    for spawn_key in dropped:
+        txn.delete("spawns", spawn_key)
     key = run.id.encode()
     txn.delete("paused", key)
     txn.delete("cancels", key)
