@@ -47,7 +47,7 @@ from ironflow.errors import (
     WorkerStoppedError,
 )
 from ironflow.replay import StepInfo, current_step
-from ironflow.store import Event, LmdbStore, Run, StepRecord, Store
+from ironflow.store import Event, LmdbStore, PostgresStore, Run, StepRecord, Store
 
 __version__ = "0.1.0"
 
@@ -74,6 +74,7 @@ __all__ = [
     "NonDeterminismError",
     "NonRetryableError",
     "NotSerializableError",
+    "PostgresStore",
     "ProjectionDefinition",
     "ProjectionNotFoundError",
     "ProjectionTimeoutError",

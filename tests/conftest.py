@@ -30,6 +30,23 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
 
 @pytest.fixture
+def pg_url() -> Iterator[str]:
+    """An empty, migrated database on the session's one PostgreSQL server (started on
+    first use, stopped by its pid when the session ends). Close its stores by the end."""
+    from tests.support.postgres import fresh_database, release_database
+
+    url = fresh_database()
+    yield url
+    release_database(url)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.support.postgres import stop_shared_server
+
+    stop_shared_server()
+
+
+@pytest.fixture
 def store(tmp_path: Path) -> Iterator[LmdbStore]:
     """An LmdbStore in a fresh directory, fsync off: these tests prove logic, not disks."""
     s = LmdbStore(tmp_path / "data", sync=False)

@@ -9,6 +9,7 @@ from ironflow.store._base import Store
 from ironflow.store._codec import converter
 from ironflow.store._liveness import process_alive
 from ironflow.store._lmdb import FORMAT_VERSION, LmdbStore
+from ironflow.store._postgres import PostgresStore
 from ironflow.store._records import (
     FINISHED,
     SUSPENDED,
@@ -42,6 +43,7 @@ __all__ = [
     "Lease",
     "LeasedRun",
     "LmdbStore",
+    "PostgresStore",
     "RemoteStore",
     "Run",
     "StepAck",

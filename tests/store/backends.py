@@ -2,7 +2,7 @@
 
 ``BACKENDS`` maps a name to a factory that opens a fresh, empty store on a clock and
 returns it with its ``check_valid`` and a ``close``. ``memory`` is the oracle: the
-others are compared with it. The PostgreSQL store (issue 20) joins with one line here.
+others are compared with it. ``postgres`` runs on the session's embedded PostgreSQL server.
 """
 
 from __future__ import annotations
@@ -49,11 +49,27 @@ def _remote(tmp: Path, clock: FakeClock) -> Opened:
     return Opened(remote, backing.check_valid, stack.close)
 
 
+def _postgres(tmp: Path, clock: FakeClock) -> Opened:
+    """A PostgresStore on an empty database of the session's embedded PostgreSQL."""
+    from ironflow.store._postgres import PostgresStore
+    from tests.support.postgres import fresh_database, release_database
+
+    url = fresh_database()
+    store = PostgresStore(url, clock=clock)
+
+    def close() -> None:
+        store.close()
+        release_database(url)
+
+    return Opened(store, store.check_valid, close)
+
+
 #: name -> factory; the first is the oracle.
 BACKENDS: dict[str, Callable[[Path, FakeClock], Opened]] = {
     "memory": _memory,
     "lmdb": _lmdb,
     "remote": _remote,
+    "postgres": _postgres,
 }
 
 

@@ -2,13 +2,13 @@
 
 Scans walk keys in unsigned-byte order, by prefix, from a start key, either way; a
 write op applies whole or leaves nothing, also inside an LMDB group commit where it
-shares one transaction with others.
+shares one transaction with others, and inside PostgreSQL's serializable transactions.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +19,43 @@ from hypothesis import strategies as st
 from ironflow.store._backend import Backend, WriteTxn, prefix_end
 from ironflow.store._lmdb import LmdbBackend
 from ironflow.store._memory import MemoryBackend
+from ironflow.store._postgres import PostgresBackend
+from tests.support.postgres import fresh_database, release_database
 
 
-@pytest.fixture(params=["memory", "lmdb"])
+def _opened(name: str, tmp: Path) -> tuple[Backend, Callable[[], None]]:
+    """A fresh backend of the kind named, and how to close it."""
+    if name == "memory":
+        memory = MemoryBackend()
+        return memory, memory.close
+    if name == "lmdb":
+        lmdb = LmdbBackend(tmp / "d", sync=False)
+        return lmdb, lmdb.close
+    url = fresh_database()
+    pg = PostgresBackend(url, listen=False)
+
+    def close() -> None:
+        pg.close()
+        release_database(url)
+
+    return pg, close
+
+
+KINDS = ["memory", "lmdb", "postgres"]
+
+
+@pytest.fixture(params=KINDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    opened: Backend = (
-        MemoryBackend() if request.param == "memory" else LmdbBackend(tmp_path / "d", sync=False)
-    )
+    opened, close = _opened(request.param, tmp_path)
     yield opened
-    opened.close()
+    close()
 
 
 _BYTE = st.sampled_from([0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF])
 _KEYS = st.lists(_BYTE, min_size=1, max_size=4).map(bytes)
 
 
-def _expected(
-    keys: set[bytes], prefix: bytes, start: bytes | None, reverse: bool
-) -> list[bytes]:
+def _expected(keys: set[bytes], prefix: bytes, start: bytes | None, reverse: bool) -> list[bytes]:
     chosen = sorted(k for k in keys if k.startswith(prefix))
     if start is not None:
         chosen = [k for k in chosen if (k <= start if reverse else k >= start)]
@@ -56,7 +75,8 @@ def test_scans_walk_keys_in_byte_order(
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        for backend in (MemoryBackend(), LmdbBackend(Path(tmp) / "d", sync=False)):
+        for kind in KINDS:
+            backend, close = _opened(kind, Path(tmp))
             try:
 
                 def fill(txn: WriteTxn) -> None:
@@ -70,7 +90,7 @@ def test_scans_walk_keys_in_byte_order(
                 assert [k for k, _ in found] == _expected(keys, prefix, start, reverse)
                 assert all(v == b"v" + k for k, v in found)
             finally:
-                backend.close()
+                close()
 
 
 def test_prefix_end() -> None:

@@ -25,6 +25,7 @@ def test_public_names_do_not_disappear() -> None:
         "NonDeterminismError",
         "NonRetryableError",
         "NotSerializableError",
+        "PostgresStore",
         "Run",
         "RunTimeoutError",
         "StepFailedError",

@@ -1,0 +1,118 @@
+"""The PostgreSQL schema: one table per keyspace, its version, and ``ironflow store migrate``.
+
+Every keyspace of ``_backend.TABLES`` is a table ``ironflow_<name>`` of ``bytea`` keys
+and values (``bytea`` compares as unsigned bytes, the order the state machine relies
+on). A run-scoped table has a ``run`` column holding the run id its key names, and its
+primary key is ``(run, k)``: every row of a run can be placed on the run's shard when
+the store is sharded by run (docs/architecture.md), and a second index on ``k`` serves
+the ordered scans. Other tables (events, agents, streams, projections) are keyed by
+``k`` alone.
+
+Only :func:`migrate` changes the schema. Servers and workers check the version and
+refuse any other, naming the command to run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ironflow.errors import StoreFormatError
+from ironflow.store._backend import TABLES
+
+__all__ = ["RUN_OF", "SCHEMA_VERSION", "check_version", "migrate_sql", "table_name"]
+
+#: Bumped with every change of the tables below; :func:`migrate` brings older ones here.
+SCHEMA_VERSION = 1
+
+
+def _whole(key: bytes) -> bytes:
+    return key
+
+
+def _head(key: bytes) -> bytes:
+    return key.split(b"\x00", 1)[0]
+
+
+def _tail(key: bytes) -> bytes:
+    return key.rsplit(b"\x00", 1)[-1]
+
+
+def _after_time(key: bytes) -> bytes:
+    return key[8:]
+
+
+#: Run-scoped tables, and how to read the run id from a key (``_backend.TABLES`` gives
+#: each key's layout). A spawn is placed with its parent; a wait, a slot or a cancel
+#: key with the run that waits or holds it; a timer with the run it wakes.
+RUN_OF: dict[str, Callable[[bytes], bytes]] = {
+    "runs": _whole,
+    "ready": _whole,
+    "leases": _whole,
+    "cancels": _whole,
+    "paused": _whole,
+    "steps": _head,
+    "spawns": _head,
+    "timers": _after_time,
+    "waits": _tail,
+    "slots": _tail,
+    "cancel_keys": _tail,
+}
+
+
+def table_name(space: str) -> str:
+    return f"ironflow_{space}"
+
+
+def _create(space: str) -> list[str]:
+    t = table_name(space)
+    if space in RUN_OF:
+        return [
+            f"CREATE TABLE {t} (run bytea NOT NULL, k bytea NOT NULL, v bytea NOT NULL, "
+            "PRIMARY KEY (run, k))",
+            f"CREATE INDEX {t}_k ON {t} (k)",
+        ]
+    return [f"CREATE TABLE {t} (k bytea PRIMARY KEY, v bytea NOT NULL)"]
+
+
+#: Statements taking a schema of version N to N + 1 (index 0: from nothing to 1).
+_STEPS: list[list[str]] = [
+    [
+        "CREATE TABLE ironflow_schema (version integer NOT NULL)",
+        *(stmt for space in TABLES for stmt in _create(space)),
+    ],
+]
+assert len(_STEPS) == SCHEMA_VERSION
+
+
+def migrate_sql(current: int) -> list[str]:
+    """The statements that take a schema at version ``current`` (0: none) to this one."""
+    if current > SCHEMA_VERSION:
+        raise StoreFormatError(
+            f"this database's Ironflow schema is version {current}, newer than this "
+            f"Ironflow's {SCHEMA_VERSION}: upgrade Ironflow; never migrate down"
+        )
+    out = [stmt for step in _STEPS[current:] for stmt in step]
+    if current == 0:
+        out.append(f"INSERT INTO ironflow_schema VALUES ({SCHEMA_VERSION})")
+    elif out:
+        out.append(f"UPDATE ironflow_schema SET version = {SCHEMA_VERSION}")
+    return out
+
+
+def check_version(found: int | None, where: str) -> None:
+    """Refuse a database whose schema is missing, older or newer than this code's."""
+    fix = f"ironflow store migrate --store {where}"
+    if found is None:
+        raise StoreFormatError(
+            f"the database {where} has no Ironflow schema; create it with: {fix}"
+        )
+    if found < SCHEMA_VERSION:
+        raise StoreFormatError(
+            f"the database {where} holds Ironflow schema version {found}; this Ironflow "
+            f"needs version {SCHEMA_VERSION}. Upgrade it with: {fix}"
+        )
+    if found > SCHEMA_VERSION:
+        raise StoreFormatError(
+            f"the database {where} holds Ironflow schema version {found}, newer than this "
+            f"Ironflow's {SCHEMA_VERSION}: upgrade Ironflow (pip install -U ironflow)"
+        )

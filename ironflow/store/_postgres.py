@@ -1,0 +1,566 @@
+"""PostgresStore: the state machine over PostgreSQL, for stores shared by many hosts.
+
+This module is storage only, as ``_lmdb.py`` is: every rule is the state machine's
+(``_machine.py``); the schema is ``_pgschema.py``. What PostgreSQL adds:
+
+- **Serializable writes, retried.** Each write op runs in one ``SERIALIZABLE``
+  transaction. PostgreSQL aborts one of two transactions whose reads and writes
+  could not have run one after the other (error 40001, or a deadlock, 40P01); the op
+  then runs again from the start on a fresh snapshot, which the backend interface
+  allows (``_backend.py``: an op has no effect outside its transaction). So the
+  machine's read-check-write rules hold across servers exactly as with one LMDB writer,
+  without a lock per rule.
+- **Durable before returning.** Every session sets ``synchronous_commit = on``: a
+  commit returns once its WAL is flushed (and, with synchronous replicas configured,
+  replicated).
+- **Claims that skip.** ``claim`` locks the rows it takes with ``FOR UPDATE SKIP
+  LOCKED``, so two servers leasing at once take different runs.
+- **Wake-ups.** A transaction that makes work (a ready run, a freed lease, a timer, an
+  event, a projection change) sends ``NOTIFY ironflow_work`` as it commits; every store
+  listens on its own connection and wakes its idle workers within milliseconds.
+- **Lost connections.** A read or write whose connection breaks is retried with
+  backoff until PostgreSQL is back, logged once. A commit whose answer was lost is
+  resolved with ``pg_xact_status`` before anything is retried, so an acknowledged
+  write is never applied twice nor reported lost.
+- **Reads** run at ``REPEATABLE READ READ ONLY``: one snapshot, no locks. A read never
+  decides a write: every write re-reads what it checks in its own transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from ironflow.errors import MissingExtraError, StoreError, StoreFormatError
+from ironflow.store._backend import TABLES, prefix_end
+from ironflow.store._machine import StoreMachine
+from ironflow.store._pgschema import (
+    RUN_OF,
+    SCHEMA_VERSION,
+    check_version,
+    migrate_sql,
+    table_name,
+)
+
+__all__ = ["PostgresBackend", "PostgresStore", "is_postgres_url", "migrate", "safe_url"]
+
+T = TypeVar("T")
+
+log = logging.getLogger("ironflow.store")
+
+#: The channel of wake-ups.
+CHANNEL = "ironflow_work"
+#: Writes to these tables make work for someone: their commit wakes the listeners.
+_WAKES = frozenset({"ready", "timers", "events", "projections", "projection_leases"})
+#: The first page of a scan is small (most scans stop early), later ones grow.
+_FIRST_PAGE, _LAST_PAGE = 16, 1024
+_MAX_BACKOFF = 2.0
+#: How often the listener looks whether its store was closed.
+_LISTEN_RECHECK = 0.1
+_COMMIT_AND_WAKE = f"NOTIFY {CHANNEL}; COMMIT".encode()
+
+
+def is_postgres_url(value: str) -> bool:
+    """Whether ``value`` names a PostgreSQL database (else it is an LMDB directory)."""
+    return value.startswith(("postgresql://", "postgres://"))
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "the PostgreSQL URL given"
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise MissingExtraError("the PostgreSQL store", "psycopg", "postgres") from exc
+    return psycopg, psycopg_pool
+
+
+class _Sql:
+    """The statements of one table, built once."""
+
+    __slots__ = ("count", "delete", "get", "insert", "lock", "put", "run_of", "table")
+
+    def __init__(self, space: str) -> None:
+        t = table_name(space)
+        self.table = t
+        self.run_of = RUN_OF.get(space)
+        self.get = f"SELECT v FROM {t} WHERE k = %s".encode()
+        self.count = f"SELECT count(*) FROM {t}".encode()
+        self.lock = f"SELECT v FROM {t} WHERE k = %s FOR UPDATE SKIP LOCKED".encode()
+        if self.run_of is not None:
+            cols, conflict = "(run, k, v) VALUES (%s, %s, %s)", "(run, k)"
+            self.delete = f"DELETE FROM {t} WHERE run = %s AND k = %s".encode()
+        else:
+            cols, conflict = "(k, v) VALUES (%s, %s)", "(k)"
+            self.delete = f"DELETE FROM {t} WHERE k = %s".encode()
+        self.put = (
+            f"INSERT INTO {t} {cols} ON CONFLICT {conflict} DO UPDATE SET v = EXCLUDED.v"
+        ).encode()
+        self.insert = f"INSERT INTO {t} {cols} ON CONFLICT DO NOTHING".encode()
+
+    def row(self, key: bytes, *rest: bytes) -> tuple[bytes, ...]:
+        return (key, *rest) if self.run_of is None else (self.run_of(key), key, *rest)
+
+    def page(self, *, lower: str, upper: str | None, reverse: bool) -> bytes:
+        where = f"k {lower} %s" + ("" if upper is None else f" AND k {upper} %s")
+        order = "DESC" if reverse else ""
+        return f"SELECT k, v FROM {self.table} WHERE {where} ORDER BY k {order} LIMIT %s".encode()
+
+
+_SQL = {space: _Sql(space) for space in TABLES}
+
+
+class _PgTxn:
+    """A transaction of the backend interface on one connection."""
+
+    __slots__ = ("_cur", "wakes")
+
+    def __init__(self, cur: Any) -> None:
+        self._cur = cur
+        self.wakes = False
+
+    def _one(self, query: bytes, params: tuple[Any, ...]) -> Any:
+        self._cur.execute(query, params)
+        return self._cur.fetchone()
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        row = self._one(_SQL[table].get, (key,))
+        return None if row is None else bytes(row[0])
+
+    def scan(
+        self,
+        table: str,
+        *,
+        prefix: bytes = b"",
+        start: bytes | None = None,
+        reverse: bool = False,
+    ) -> Iterator[tuple[bytes, bytes]]:
+        sql = _SQL[table]
+        end = prefix_end(prefix)
+        # The first page's bounds: [low, high) forwards, [low, high] backwards.
+        if not reverse:
+            low = prefix if start is None or start < prefix else start
+            high = end
+            if high is not None and low >= high:
+                return
+            upper = None if high is None else "<"
+            query = sql.page(lower=">=", upper=upper, reverse=False)
+            size = _FIRST_PAGE
+            while True:
+                bounds = (low,) if high is None else (low, high)
+                self._cur.execute(query, (*bounds, size))
+                rows = self._cur.fetchall()
+                for k, v in rows:
+                    yield bytes(k), bytes(v)
+                if len(rows) < size:
+                    return
+                # The next page starts past the last key seen.
+                low = bytes(rows[-1][0])
+                query = sql.page(lower=">", upper=upper, reverse=False)
+                size = min(size * 2, _LAST_PAGE)
+        else:
+            if start is not None and start < prefix:
+                return
+            # Keys start with the prefix: >= prefix and < its end (or <= start).
+            top = start if start is not None and (end is None or start < end) else end
+            inclusive = top is not None and top == start
+            cmp = "<=" if inclusive else "<"
+            size = _FIRST_PAGE
+            if top is None:
+                query = sql.page(lower=">=", upper=None, reverse=True)
+                params: tuple[bytes, ...] = (prefix,)
+            else:
+                query = sql.page(lower=">=", upper=cmp, reverse=True)
+                params = (prefix, top)
+            while True:
+                self._cur.execute(query, (*params, size))
+                rows = self._cur.fetchall()
+                for k, v in rows:
+                    yield bytes(k), bytes(v)
+                if len(rows) < size:
+                    return
+                query = sql.page(lower=">=", upper="<", reverse=True)
+                params = (prefix, bytes(rows[-1][0]))
+                size = min(size * 2, _LAST_PAGE)
+
+    def count(self, table: str) -> int:
+        row = self._one(_SQL[table].count, ())
+        return int(row[0])
+
+    def _wrote(self, table: str) -> None:
+        if table in _WAKES:
+            self.wakes = True
+
+    def put(self, table: str, key: bytes, value: bytes) -> None:
+        sql = _SQL[table]
+        self._cur.execute(sql.put, sql.row(key, value))
+        self._wrote(table)
+
+    def insert(self, table: str, key: bytes, value: bytes) -> bool:
+        sql = _SQL[table]
+        self._cur.execute(sql.insert, sql.row(key, value))
+        done = bool(self._cur.rowcount == 1)
+        if done:
+            self._wrote(table)
+        return done
+
+    def delete(self, table: str, key: bytes) -> bool:
+        sql = _SQL[table]
+        self._cur.execute(sql.delete, sql.row(key))
+        done = bool(self._cur.rowcount == 1)
+        if done and (table == "leases" or table in _WAKES):
+            # A lease gone (finish, release, cancel) frees a concurrency slot: wake.
+            self.wakes = True
+        return done
+
+    def claim(
+        self, table: str, *, accept: Callable[[bytes, bytes], bool], limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        """Accepted rows in key order, each locked ``FOR UPDATE SKIP LOCKED``: a row
+        another transaction is taking is passed over, not waited for."""
+        taken: list[tuple[bytes, bytes]] = []
+        if limit <= 0:
+            return taken
+        lock = _SQL[table].lock
+        for key, _value in list(self._candidates(table, accept, limit)):
+            row = self._one(lock, (key,))
+            if row is not None:
+                taken.append((key, bytes(row[0])))
+                if len(taken) >= limit:
+                    break
+        return taken
+
+    def _candidates(
+        self, table: str, accept: Callable[[bytes, bytes], bool], limit: int
+    ) -> Iterator[tuple[bytes, bytes]]:
+        # A few more than asked: some may be locked by another leaser.
+        found = 0
+        for key, value in self.scan(table):
+            if accept(key, value):
+                yield key, value
+                found += 1
+                if found >= limit * 4:
+                    return
+
+
+class _Unknown(Exception):
+    """The connection broke after COMMIT was sent: whether it committed is not known."""
+
+    def __init__(self, xid: int, result: object) -> None:
+        super().__init__(xid)
+        self.xid = xid
+        self.result = result
+
+
+class PostgresBackend:
+    """The backend interface over a PostgreSQL database (a pool of connections)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 8,
+        give_up_after: float | None = None,
+        listen: bool = True,
+    ) -> None:
+        psycopg, psycopg_pool = _psycopg()
+        self._psycopg = psycopg
+        self.url = url
+        self.where = f"the database {safe_url(url)}"
+        self.give_up_after = give_up_after
+        self._closed = False
+        self._down_since: float | None = None
+        self._down_lock = threading.Lock()
+        #: Called (from the listener's thread) when another transaction made work.
+        self.on_wake: Callable[[], None] | None = None
+        self._check_schema()
+        self._pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True},
+            configure=self._configure,
+            open=True,
+            name="ironflow",
+        )
+        self._listener: threading.Thread | None = None
+        if listen:
+            self._listener = threading.Thread(
+                target=self._listen, name="ironflow-pg-listen", daemon=True
+            )
+            self._listener.start()
+
+    # -- connections ------------------------------------------------------------------
+
+    def _configure(self, conn: Any) -> None:
+        # Durable before a write returns, whatever the server's default says.
+        conn.execute("SET synchronous_commit = on")
+
+    def _connect(self, **kwargs: Any) -> Any:
+        return self._psycopg.connect(self.url, autocommit=True, connect_timeout=10, **kwargs)
+
+    def _check_schema(self) -> None:
+        found = self._retrying(lambda: schema_version(self._connect))
+        check_version(found, safe_url(self.url))
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        """``call``, again with backoff while PostgreSQL cannot be reached."""
+        delay = 0.05
+        started = time.monotonic()
+        while True:
+            if self._closed:
+                raise StoreError(f"the store on {self.where} is closed")
+            try:
+                result = call()
+            except self._psycopg.OperationalError as exc:
+                if not self._lost(exc, started):
+                    raise
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, _MAX_BACKOFF)
+                continue
+            self._back()
+            return result
+
+    def _lost(self, exc: BaseException, started: float) -> bool:
+        """Note a lost connection (logged once); False when it is time to give up."""
+        with self._down_lock:
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+                log.warning(
+                    "lost the connection to %s (%s); retrying with backoff until it is back",
+                    self.where,
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                )
+        if self.give_up_after is not None and time.monotonic() - started > self.give_up_after:
+            raise StoreError(
+                f"cannot reach {self.where} after {self.give_up_after:g} s: {exc}"
+            ) from exc
+        return True
+
+    def _back(self) -> None:
+        if self._down_since is not None:
+            with self._down_lock:
+                if self._down_since is not None:
+                    log.warning(
+                        "%s is reachable again after %.1f s",
+                        self.where,
+                        time.monotonic() - self._down_since,
+                    )
+                    self._down_since = None
+
+    # -- transactions -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[_PgTxn]:
+        conn = self._retrying(
+            lambda: self._begin(b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        )
+        try:
+            yield _PgTxn(conn.cursor(binary=True))
+        finally:
+            with contextlib.suppress(self._psycopg.Error):
+                conn.execute(b"ROLLBACK")
+            self._pool.putconn(conn)
+
+    def _begin(self, begin: bytes) -> Any:
+        """A pooled connection in a new transaction. A connection broken while pooled
+        (PostgreSQL restarted) fails here, before anything was done: safe to retry."""
+        conn = self._pool.getconn()
+        try:
+            conn.execute(begin)
+        except BaseException:
+            self._pool.putconn(conn)
+            raise
+        return conn
+
+    def write(self, op: Callable[[_PgTxn], T]) -> T:
+        """Run ``op`` in a SERIALIZABLE transaction, again on a serialization failure or
+        a lost connection; return its result once committed."""
+        errors = self._psycopg.errors
+        delay = 0.002
+        started = time.monotonic()
+        while True:
+            if self._closed:
+                raise StoreError(f"the store on {self.where} is closed")
+            try:
+                return self._attempt(op)
+            except (errors.SerializationFailure, errors.DeadlockDetected):
+                # Another transaction won: run the op again on a fresh snapshot.
+                time.sleep(delay * random.random())
+                delay = min(delay * 2, 0.2)
+            except _Unknown as unknown:
+                self._lost(unknown.__cause__ or unknown, started)
+                if self._retrying(functools.partial(self._committed, unknown.xid)):
+                    return unknown.result  # type: ignore[return-value]
+            except self._psycopg.OperationalError as exc:
+                # Broken before COMMIT was sent: nothing was written; run it again.
+                self._lost(exc, started)
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(max(delay, 0.05) * 2, _MAX_BACKOFF)
+
+    def _attempt(self, op: Callable[[_PgTxn], T]) -> T:
+        # The transaction's id comes with BEGIN, in the same round trip: if the answer
+        # to COMMIT is lost, pg_xact_status(xid) tells whether it committed.
+        conn, xid = self._retrying(self._begin_write)
+        try:
+            txn = _PgTxn(conn.cursor(binary=True))
+            try:
+                result = op(txn)
+            except BaseException:
+                with contextlib.suppress(self._psycopg.Error):
+                    conn.execute(b"ROLLBACK")
+                raise
+            try:
+                # NOTIFY is delivered only if the transaction commits, and with it.
+                conn.execute(_COMMIT_AND_WAKE if txn.wakes else b"COMMIT")
+            except self._psycopg.OperationalError as exc:
+                if conn.info.transaction_status == self._psycopg.pq.TransactionStatus.IDLE:
+                    raise  # refused before it was sent (never in practice): not written
+                raise _Unknown(xid, result) from exc
+        finally:
+            self._pool.putconn(conn)
+        self._back()
+        return result
+
+    def _begin_write(self) -> tuple[Any, int]:
+        conn = self._pool.getconn()
+        try:
+            cur = conn.execute(
+                b"BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT pg_current_xact_id()::text"
+            )
+            cur.nextset()
+            row = cur.fetchone()
+            assert row is not None
+            return conn, int(row[0])
+        except BaseException:
+            self._pool.putconn(conn)
+            raise
+
+    def _committed(self, xid: int) -> bool:
+        """After a lost answer to COMMIT: whether that transaction committed."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT pg_xact_status(%s::xid8)", (str(xid),)).fetchone()
+        return row is not None and row[0] == "committed"
+
+    def changes(self) -> int:
+        """Grows with every transaction of the server that wrote (a cheap read)."""
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    # -- wake-ups ------------------------------------------------------------------------
+
+    def _listen(self) -> None:
+        delay = 0.05
+        while not self._closed:
+            try:
+                with self._connect() as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    delay = 0.05
+                    # Anything may have happened while we were not listening.
+                    self._woken()
+                    while not self._closed:
+                        for _ in conn.notifies(timeout=_LISTEN_RECHECK):
+                            self._woken()
+            except self._psycopg.Error:
+                # Lost: listen again with backoff (the loop ends once the store closes).
+                time.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
+
+    def _woken(self) -> None:
+        wake = self.on_wake
+        if wake is not None:
+            wake()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.close()
+        if self._listener is not None:
+            self._listener.join(timeout=_LISTEN_RECHECK * 5)
+
+
+def schema_version(connect: Callable[[], Any]) -> int | None:
+    """The schema version of the database (None: no Ironflow schema)."""
+    with connect() as conn:
+        row = conn.execute("SELECT to_regclass('ironflow_schema') IS NOT NULL").fetchone()
+        if row is None or not row[0]:
+            return None
+        found = conn.execute("SELECT version FROM ironflow_schema").fetchone()
+        return None if found is None else int(found[0])
+
+
+def migrate(url: str) -> tuple[int | None, int]:
+    """Create or upgrade the schema of the database at ``url``; (from, to) versions.
+
+    One transaction under an advisory lock: two migrations at once run one after the
+    other, and a failed one leaves the schema as it was.
+    """
+    psycopg, _ = _psycopg()
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise StoreError(f"cannot connect to the database {safe_url(url)}: {exc}") from exc
+    with conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('ironflow migrate'))")
+        found = schema_version(lambda: contextlib.nullcontext(conn))
+        for stmt in migrate_sql(found or 0):
+            conn.execute(stmt.encode())
+    return found, SCHEMA_VERSION
+
+
+class PostgresStore(StoreMachine):
+    """The :class:`~ironflow.store.Store` on PostgreSQL: many servers and workers, on
+    many hosts, share one database.
+
+    ``url``: ``postgresql://user:password@host:5432/database``. The database's schema
+    must be this version's: create or upgrade it with ``ironflow store migrate --store
+    URL``; the store never changes it. ``pool_size``: connections this store may open
+    (plus one that listens for wake-ups). ``give_up_after``: how long a call waits for
+    an unreachable database before it raises (None: until it is back, as a worker does).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 8,
+        give_up_after: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(url, str) or not is_postgres_url(url):
+            raise StoreFormatError(f"PostgresStore needs a postgresql:// URL, not {url!r}")
+        self.url = url
+        self.backend = PostgresBackend(url, pool_size=pool_size, give_up_after=give_up_after)
+        super().__init__(self.backend, clock=clock)
+        self.backend.on_wake = self._notify
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({safe_url(self.url)!r})"

@@ -1,0 +1,207 @@
+"""PostgresStore on a real PostgreSQL server: what the other backends cannot show.
+
+Durable commits whatever the server's default, the schema version check, claims that
+skip rows another transaction holds, serializable writes retried, wake-ups through
+LISTEN/NOTIFY, and a PostgreSQL that restarts under a store. The state machine itself
+is checked on PostgreSQL by the agreement test and the backend contract.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from ironflow._worker._identity import this_worker
+from ironflow.errors import StoreFormatError
+from ironflow.store import AgentSpec, PostgresStore
+from ironflow.store._backend import WriteTxn
+from ironflow.store._pgschema import SCHEMA_VERSION
+from ironflow.store._postgres import PostgresBackend, migrate, safe_url
+from ironflow.testing import StandInWorker
+from tests.support.postgres import EmbeddedPostgres, shared_server
+
+
+@pytest.fixture
+def pg(pg_url: str) -> Iterator[PostgresStore]:
+    store = PostgresStore(pg_url)
+    yield store
+    store.close()
+
+
+def test_every_write_commits_synchronously_whatever_the_server_default(pg_url: str) -> None:
+    """The store turns synchronous_commit on in each session: a write returns durable."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        db = conn.execute("SELECT current_database()").fetchone()
+        assert db is not None
+        conn.execute(f"ALTER DATABASE {db[0]} SET synchronous_commit = off".encode())
+    try:
+        backend = PostgresBackend(pg_url, listen=False)
+        try:
+            seen = backend.write(
+                lambda txn: txn._cur.execute("SHOW synchronous_commit").fetchone()[0]  # type: ignore[attr-defined]
+            )
+            assert seen == "on"
+        finally:
+            backend.close()
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {db[0]} RESET synchronous_commit".encode())
+
+
+def test_a_database_of_another_schema_version_is_refused_naming_the_command() -> None:
+    """No schema, an older or a newer one: refused, saying what to run; migrate fixes it."""
+    url = shared_server().create_database()
+    with pytest.raises(StoreFormatError, match=f"ironflow store migrate --store {url}"):
+        PostgresStore(url)
+    assert migrate(url) == (None, SCHEMA_VERSION)
+    assert migrate(url) == (SCHEMA_VERSION, SCHEMA_VERSION)  # again: nothing to do
+    PostgresStore(url).close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE ironflow_schema SET version = 0")
+        with pytest.raises(StoreFormatError, match="Upgrade it with: ironflow store migrate"):
+            PostgresStore(url)
+        conn.execute(f"UPDATE ironflow_schema SET version = {SCHEMA_VERSION + 1}")
+        with pytest.raises(StoreFormatError, match="upgrade Ironflow"):
+            PostgresStore(url)
+        with pytest.raises(StoreFormatError, match="never migrate down"):
+            migrate(url)
+
+
+def test_a_password_never_appears_in_messages() -> None:
+    assert safe_url("postgresql://u:secret@h:5/db") == "postgresql://u:***@h:5/db"
+    assert safe_url("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+def test_a_claim_skips_rows_another_transaction_holds(pg_url: str) -> None:
+    """Two leasers at once take different rows, and the second does not wait for the first."""
+    backend = PostgresBackend(pg_url, listen=False)
+    try:
+        backend.write(lambda txn: [txn.put("ready", k, b"a") for k in (b"r1", b"r2", b"r3")])
+        holding, done = threading.Event(), threading.Event()
+        first: list[object] = []
+
+        def hold(txn: WriteTxn) -> None:
+            first[:] = txn.claim("ready", accept=lambda k, v: True, limit=1)
+            holding.set()
+            assert done.wait(30)
+
+        holder = threading.Thread(target=lambda: backend.write(hold))
+        holder.start()
+        assert holding.wait(30)
+        second = backend.write(lambda txn: txn.claim("ready", accept=lambda k, v: True, limit=1))
+        done.set()
+        holder.join(30)
+        assert first == [(b"r1", b"a")] and second == [(b"r2", b"a")]
+    finally:
+        backend.close()
+
+
+def test_concurrent_leasers_on_two_stores_take_each_run_once(pg_url: str) -> None:
+    stores = [PostgresStore(pg_url), PostgresStore(pg_url)]
+    try:
+        stores[0].register_agents([AgentSpec("a", ("go",))])
+        emitted = {stores[0].emit("go", {"i": i}).run_ids[0] for i in range(40)}
+        taken: list[str] = []
+        lock = threading.Lock()
+        workers = [StandInWorker() for _ in range(4)]
+
+        def lease(n: int) -> None:
+            store = stores[n % 2]
+            while True:
+                got = store.lease_runs(workers[n].info, ["a"], limit=3, ttl=600)
+                if not got:
+                    return
+                with lock:
+                    taken.extend(r.run.id for r in got)
+
+        threads = [threading.Thread(target=lease, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        for w in workers:
+            w.kill()
+        assert sorted(taken) == sorted(emitted)  # every run, none twice
+        stores[1].check_valid()
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_serialization_failures_are_retried_not_raised(pg_url: str) -> None:
+    """Eight threads append to one stream at once: every append lands, versions unbroken."""
+    store = PostgresStore(pg_url, pool_size=8)
+    try:
+        errors: list[BaseException] = []
+
+        def append(n: int) -> None:
+            try:
+                for i in range(8):
+                    store.append_to_stream("s", "e", {"n": n, "i": i})
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=append, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        assert [e.version for e in store.read_stream("s")] == list(range(1, 65))
+    finally:
+        store.close()
+
+
+def test_an_emit_in_one_store_wakes_a_waiting_worker_of_another(pg_url: str) -> None:
+    """LISTEN/NOTIFY: a worker waiting 30 s for work in another process wakes at once."""
+    waiting, emitting = PostgresStore(pg_url), PostgresStore(pg_url)
+    try:
+        emitting.register_agents([AgentSpec("a", ("go",))])
+        time.sleep(0.3)  # let the listener's first wake-up (on connecting) pass
+        woke = threading.Event()
+
+        def wait() -> None:
+            waiting.wait_for_work(30)
+            woke.set()
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        time.sleep(0.2)
+        assert not woke.is_set()
+        emitting.emit("go", {})
+        assert woke.wait(10), "the emit did not wake the other store's worker"
+        thread.join(30)
+    finally:
+        waiting.close()
+        emitting.close()
+
+
+def test_a_store_rides_out_a_postgresql_restart(caplog: pytest.LogCaptureFixture) -> None:
+    """Immediate stop (a crash) and start of PostgreSQL: calls wait, retry, say so once,
+    and nothing acknowledged is lost."""
+    with EmbeddedPostgres(fsync=False) as server:
+        url = server.create_database("restarts")
+        migrate(url)
+        store = PostgresStore(url)
+        try:
+            store.register_agents([AgentSpec("a", ("go",))])
+            before = store.emit("go", {"n": 1})
+            server.stop("immediate")
+            restarter = threading.Timer(1.0, server.start)
+            restarter.start()
+            with caplog.at_level(logging.WARNING, logger="ironflow.store"):
+                after = store.emit("go", {"n": 2})  # waits for the server, then lands
+                assert store.get_run(before.run_ids[0]).status == "pending"
+            restarter.join(30)
+            assert [e.seq for e in store.events()] == [before.seq, after.seq]
+            lost = [r for r in caplog.records if "lost the connection" in r.getMessage()]
+            assert len(lost) == 1, [r.getMessage() for r in caplog.records]
+            me = this_worker()
+            assert len(store.lease_runs(me, ["a"], limit=5, ttl=60)) == 2
+        finally:
+            store.close()

@@ -1,0 +1,1 @@
+"""Real parts the tests, the benchmarks and the soak share (a PostgreSQL server, ...)."""
