@@ -13,14 +13,21 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from ironflow._cli._client import DEFAULT_TIMEOUT
 from ironflow._cli._inspect import LEGEND, inspect_lines, status_text
+from ironflow._cli._worker import add_store_argument
 from ironflow.errors import ConfigError, IronflowError, ServerUnavailableError
 from ironflow.server._views import children_of, iso, run_json, run_with_steps_json
 from ironflow.store import FINISHED, EmitResult, Store
-from ironflow.store._open import open_store, resolve_data_dir, server_url
+from ironflow.store._open import (
+    open_location,
+    open_store,
+    resolve_location,
+    server_url,
+)
 from ironflow.store._triggers import why_no_run
 
 __all__ = ["main"]
@@ -48,16 +55,18 @@ class _Usage(ConfigError):
 
 
 def _store(args: argparse.Namespace, *, create: bool) -> Store:
-    if not getattr(args, "data_dir", None) and server_url():
-        timeout = getattr(args, "timeout", None)
-        return open_store(give_up_after=DEFAULT_TIMEOUT if timeout is None else timeout)
-    path = resolve_data_dir(getattr(args, "data_dir", None))
-    if not create and not (path / "data.mdb").exists():
+    given = getattr(args, "store", None) or getattr(args, "data_dir", None)
+    timeout = getattr(args, "timeout", None)
+    give_up = DEFAULT_TIMEOUT if timeout is None else timeout
+    if not given and server_url():
+        return open_store(give_up_after=give_up)
+    where = resolve_location(getattr(args, "store", None), getattr(args, "data_dir", None))
+    if isinstance(where, Path) and not create and not (where / "data.mdb").exists():
         raise _Usage(
-            f"no Ironflow data directory at {path}; start a worker there first, or pass "
-            "--data-dir (or set IRONFLOW_DATA_DIR, or IRONFLOW_URL for a server)"
+            f"no Ironflow data directory at {where}; start a worker there first, or pass "
+            "--store URL_OR_DIR (or set IRONFLOW_STORE, or IRONFLOW_URL for a server)"
         )
-    return open_store(path)
+    return open_location(where, give_up_after=give_up)
 
 
 @contextlib.contextmanager
@@ -326,16 +335,41 @@ def cmd_run_prune(args: argparse.Namespace) -> int:
 def cmd_store_compact(args: argparse.Namespace) -> int:
     from ironflow.store._compact import compact
 
-    if not args.data_dir and server_url():
+    if not (args.data_dir or args.store) and server_url():
         raise _Usage(
             "store compact rewrites a data directory, not a server's: stop the server, then "
             "run it with --data-dir DIR (the directory the server served)"
         )
-    path = resolve_data_dir(args.data_dir)
+    path = resolve_location(args.store, args.data_dir)
+    if not isinstance(path, Path):
+        raise _Usage(
+            "store compact rewrites an LMDB data directory; PostgreSQL gives back the space "
+            "of pruned runs itself (autovacuum, or VACUUM FULL in a quiet hour)"
+        )
     if not (path / "data.mdb").is_file():
         raise _Usage(f"no Ironflow data directory at {path}; pass --data-dir")
     before, after = compact(path)
     print(f"compacted {path}: data.mdb {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
+    return 0
+
+
+def cmd_store_migrate(args: argparse.Namespace) -> int:
+    from ironflow.store._postgres import migrate, safe_url
+
+    where = resolve_location(args.store, None)
+    if not isinstance(where, str):
+        raise _Usage(
+            "store migrate creates or upgrades a PostgreSQL database's schema: pass --store "
+            "postgresql://USER@HOST/DB (or set IRONFLOW_STORE). An LMDB data directory needs "
+            "no migration: the first worker creates it"
+        )
+    before, after = migrate(where)
+    if before == after:
+        print(f"the database {safe_url(where)} is at schema version {after}: nothing to do")
+    elif before is None:
+        print(f"created the Ironflow schema (version {after}) in {safe_url(where)}")
+    else:
+        print(f"upgraded {safe_url(where)} from schema version {before} to {after}")
     return 0
 
 
@@ -454,7 +488,8 @@ def _rebuild_here(store: Store, name: str, module_name: str) -> Any:
 
 
 def _add_data_dir(p: argparse.ArgumentParser, *, timeout: bool = True) -> None:
-    """Where the command's store is: --data-dir, and --timeout for a server."""
+    """Where the command's store is: --store, --data-dir, and --timeout for a server."""
+    add_store_argument(p)
     p.add_argument(
         "--data-dir",
         metavar="DIR",
@@ -467,8 +502,8 @@ def _add_data_dir(p: argparse.ArgumentParser, *, timeout: bool = True) -> None:
             type=_seconds,
             default=DEFAULT_TIMEOUT,
             metavar="SECONDS",
-            help=f"with IRONFLOW_URL: give up when the server has not answered for SECONDS "
-            f"(default {DEFAULT_TIMEOUT:g})",
+            help=f"give up when the server (IRONFLOW_URL) or the PostgreSQL database has not "
+            f"answered for SECONDS (default {DEFAULT_TIMEOUT:g})",
         )
 
 
@@ -712,7 +747,10 @@ def build_parser() -> argparse.ArgumentParser:
     prebuild.set_defaults(func=cmd_projection_rebuild)
 
     store_cmd = sub.add_parser(
-        "store", help="maintain a data directory", description="Maintain a data directory."
+        "store",
+        help="maintain a store (compact a data directory, migrate a database)",
+        description="Maintain a store: compact an LMDB data directory, create or upgrade "
+        "a PostgreSQL database's schema.",
     )
     store_sub = store_cmd.add_subparsers(dest="store_command", metavar="SUBCOMMAND", required=True)
     compact = store_sub.add_parser(
@@ -724,6 +762,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_dir(compact, timeout=False)
     compact.set_defaults(func=cmd_store_compact)
+    migrate = store_sub.add_parser(
+        "migrate",
+        help="create or upgrade a PostgreSQL database's Ironflow schema",
+        description="Create the Ironflow tables in the PostgreSQL database --store names "
+        "(or $IRONFLOW_STORE), or upgrade them to this version's schema, in one "
+        "transaction. Run it before the first server or worker, and after upgrading "
+        "Ironflow: servers, workers and commands refuse a database of another schema "
+        "version and never change it themselves. Running it again changes nothing.",
+    )
+    add_store_argument(migrate)
+    migrate.set_defaults(func=cmd_store_migrate)
 
     # The server's module imports aiohttp only when `serve` runs, not here.
     from ironflow.server._main import add_serve_command

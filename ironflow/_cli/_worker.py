@@ -17,7 +17,27 @@ from typing import Any
 
 from ironflow._worker._logs import add_log_format_argument
 
-__all__ = ["WORKER_DESCRIPTION", "WORKER_HELP", "add_worker_arguments", "run_worker"]
+__all__ = [
+    "STORE_HELP",
+    "WORKER_DESCRIPTION",
+    "WORKER_HELP",
+    "add_store_argument",
+    "add_worker_arguments",
+    "run_worker",
+]
+
+#: The help of --store, the same on every command that opens a store.
+STORE_HELP = (
+    "the store: a postgresql:// (or postgres://) URL of a database migrated with "
+    "`ironflow store migrate`, or an LMDB data directory (default $IRONFLOW_STORE, else "
+    "$IRONFLOW_DATA_DIR, else ./.ironflow); given, it is used even when IRONFLOW_URL is set"
+)
+
+
+def add_store_argument(parser: argparse.ArgumentParser) -> None:
+    """``--store URL_OR_DIR``, for every command that opens a store."""
+    parser.add_argument("--store", metavar="URL_OR_DIR", help=STORE_HELP)
+
 
 WORKER_HELP = "serve every @agent and @projection a module defines"
 WORKER_DESCRIPTION = (
@@ -45,6 +65,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency", type=int, default=8, metavar="N", help="runs executed at once (default 8)"
     )
+    add_store_argument(parser)
     parser.add_argument(
         "--data-dir",
         metavar="DIR",
@@ -115,10 +136,13 @@ def run_worker(args: argparse.Namespace) -> int:
                 f"module {args.module!r} defines no @agent functions; decorate a "
                 "handler with @ironflow.agent(id=..., triggers=[...])"
             )
+        from ironflow.store._open import resolve_location
+
+        given = args.store or args.data_dir
         worker = Worker(
             agents,
             projections=projections,
-            data_dir=args.data_dir,
+            data_dir=None if not given else str(resolve_location(args.store, args.data_dir)),
             concurrency=args.concurrency,
             lease_ttl=args.lease_ttl,
             observers=observers,

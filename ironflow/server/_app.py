@@ -64,12 +64,12 @@ from ironflow.store import (
     AgentSpec,
     ErrorInfo,
     LeasedRun,
-    LmdbStore,
     StepRecord,
     Suspension,
     WorkerInfo,
     converter,
 )
+from ironflow.store._machine import StoreMachine
 from ironflow.store._records import ProjectionSpec, ProjectionWrite
 from ironflow.store._triggers import validate_trigger
 
@@ -506,7 +506,7 @@ class Api:
     advanced) wakes it, or its time runs out.
     """
 
-    def __init__(self, store: LmdbStore, *, threads: int = 32) -> None:
+    def __init__(self, store: StoreMachine, *, threads: int = 32) -> None:
         self.store = store
         #: The tracer provider of a server that exports traces (``ironflow serve`` with
         #: the OTEL_* variables set), else None.
@@ -1048,7 +1048,7 @@ def _endpoint(api: Api, name: str) -> Callable[[web.Request], Awaitable[web.Stre
 
 
 def make_app(
-    store: LmdbStore,
+    store: StoreMachine,
     *,
     token: str | None = None,
     max_body: int = DEFAULT_MAX_BODY,
@@ -1109,7 +1109,7 @@ class BackgroundServer:
 
     def __init__(
         self,
-        store: LmdbStore,
+        store: StoreMachine,
         *,
         host: str = "127.0.0.1",
         port: int = 0,

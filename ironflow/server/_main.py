@@ -12,10 +12,12 @@ import ipaddress
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from ironflow._worker._logs import add_log_format_argument
 from ironflow.errors import ConfigError
+from ironflow.store._machine import StoreMachine
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_MAX_BODY", "DEFAULT_PORT", "add_serve_command", "cmd_serve"]
 
@@ -25,13 +27,22 @@ DEFAULT_MAX_BODY = 10 * 1024 * 1024
 _MIN_BODY = 1024
 
 
+_STORE_HELP = (
+    "the store to serve: a postgresql:// (or postgres://) URL of a database migrated "
+    "with `ironflow store migrate`, or an LMDB data directory (default $IRONFLOW_STORE, "
+    "else $IRONFLOW_DATA_DIR, else ./.ironflow)"
+)
+
+
 def add_serve_command(sub: Any) -> None:
     """Add ``serve`` to the CLI's subcommands."""
     serve = sub.add_parser(
         "serve",
         help="run the HTTP API and the web dashboard",
         description="Serve the JSON API under /api/v1 and the web dashboard at / over a "
-        "data directory. Workers and CLI commands with IRONFLOW_URL set go through it. "
+        "store (--store: a PostgreSQL database, which several servers on different hosts "
+        "may share, or an LMDB data directory). Workers and CLI commands with IRONFLOW_URL "
+        "set go through it. "
         "Without --dev every API request needs the token (--token or IRONFLOW_TOKEN) as "
         "'Authorization: Bearer', and the dashboard asks for it on a login page. "
         "SIGINT or SIGTERM stops it cleanly.",
@@ -52,6 +63,7 @@ def add_serve_command(sub: Any) -> None:
         default=DEFAULT_PORT,
         help=f"port to listen on; 0 picks a free one (default {DEFAULT_PORT})",
     )
+    serve.add_argument("--store", metavar="URL_OR_DIR", help=_STORE_HELP)
     serve.add_argument(
         "--data-dir",
         metavar="DIR",
@@ -108,7 +120,7 @@ def _url(host: str, port: int) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Validate the flags, open the store, serve until a signal; 0 on a clean stop."""
-    from ironflow.store._open import resolve_data_dir
+    from ironflow.store._open import resolve_location
 
     token = args.token or os.environ.get("IRONFLOW_TOKEN") or None
     if not args.dev and not token:
@@ -135,7 +147,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    data_dir = resolve_data_dir(args.data_dir).resolve()
+    where = resolve_location(args.store, args.data_dir)
+    data_dir = where.resolve() if isinstance(where, Path) else where
     return asyncio.run(
         _serve(
             args.host,
@@ -177,13 +190,16 @@ async def _serve(
     from ironflow._worker._logs import configure_logging
     from ironflow.server._app import make_app, start_site, stop_site
     from ironflow.server._metrics import metrics_registry
-    from ironflow.store import LmdbStore
+    from ironflow.store._open import open_location
+    from ironflow.store._postgres import safe_url
 
     configure_logging(log_format=log_format)
     from ironflow._worker._observe import start_tracing
 
     provider = start_tracing("ironflow-server")
-    store = LmdbStore(data_dir)
+    # A server waits for PostgreSQL however long it is down (it says so once).
+    store = open_location(data_dir)
+    assert isinstance(store, StoreMachine)
     measured = metrics_registry(store)
     registry, store_metrics = measured if measured is not None else (None, None)
     if metrics_port is not None and registry is None:
@@ -219,7 +235,8 @@ async def _serve(
             loop.add_signal_handler(sig, stop.set)
         print(f"ironflow server listening on {_url(host, bound)}", flush=True)
         print(f"dashboard at {_url(host, bound)}/", flush=True)
-        print(f"data in {data_dir}", flush=True)
+        shown = safe_url(data_dir) if isinstance(data_dir, str) else data_dir
+        print(f"data in {shown}", flush=True)
         if metrics_server is not None:
             print(
                 f"metrics at {_url(metrics_host, metrics_server.port)}/metrics (no token)",

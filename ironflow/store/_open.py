@@ -1,13 +1,36 @@
-"""Where the store lives: a server URL from the environment, else a data directory."""
+"""Where the store lives: the one place that chooses a store.
+
+A location is a PostgreSQL URL (``postgresql://`` or ``postgres://``) or an LMDB data
+directory. Which one a command uses, first match wins:
+
+1. ``--store URL_OR_DIR`` (or ``--data-dir DIR``), given on the command line;
+2. ``IRONFLOW_URL``: an ``ironflow serve`` server, reached over HTTP (not a store
+   location: the server has one);
+3. ``IRONFLOW_STORE``, then ``IRONFLOW_DATA_DIR``;
+4. ``./.ironflow``.
+
+``ironflow serve`` skips step 2: it serves a store, it does not go through a server.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from ironflow.errors import ConfigError
 from ironflow.store import Store
+from ironflow.store._postgres import is_postgres_url
 
-__all__ = ["DEFAULT_DATA_DIR", "open_remote", "open_store", "resolve_data_dir", "server_url"]
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "is_postgres_url",
+    "open_location",
+    "open_remote",
+    "open_store",
+    "resolve_data_dir",
+    "resolve_location",
+    "server_url",
+]
 
 DEFAULT_DATA_DIR = ".ironflow"
 
@@ -20,29 +43,58 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(env) if env else Path(DEFAULT_DATA_DIR)
 
 
+def resolve_location(
+    store: str | os.PathLike[str] | None = None, data_dir: str | os.PathLike[str] | None = None
+) -> str | Path:
+    """The store location given (``--store``, ``--data-dir``), else from the environment
+    (``IRONFLOW_STORE``, ``IRONFLOW_DATA_DIR``), else ``./.ironflow``: a PostgreSQL URL
+    as a ``str``, a data directory as a ``Path``."""
+    if store and data_dir:
+        raise ConfigError(
+            "--store and --data-dir both say where the store is: give one "
+            "(--store takes a postgresql:// URL or a data directory)"
+        )
+    chosen = store or data_dir or os.environ.get("IRONFLOW_STORE") or None
+    if chosen is None:
+        return resolve_data_dir(None)
+    text = os.fspath(chosen)
+    return text if is_postgres_url(text) else Path(text)
+
+
 def server_url() -> str | None:
     """``IRONFLOW_URL`` (or its older name ``IRONFLOW_SERVER_URL``), if set."""
     return os.environ.get("IRONFLOW_URL") or os.environ.get("IRONFLOW_SERVER_URL") or None
 
 
+def open_location(location: str | Path, *, give_up_after: float | None = None) -> Store:
+    """The store at a location from :func:`resolve_location`.
+
+    ``give_up_after``: on PostgreSQL, how long a call waits for an unreachable database
+    before it raises (None: until it is back, as a worker or server does).
+    """
+    if isinstance(location, str) and is_postgres_url(location):
+        from ironflow.store._postgres import PostgresStore
+
+        return PostgresStore(location, give_up_after=give_up_after)
+    from ironflow.store import LmdbStore
+
+    return LmdbStore(Path(location))
+
+
 def open_store(
-    data_dir: str | os.PathLike[str] | None = None, *, give_up_after: float | None = None
+    where: str | os.PathLike[str] | None = None, *, give_up_after: float | None = None
 ) -> Store:
     """The store a worker or command should use.
 
-    An explicit ``data_dir`` opens that directory; otherwise a server URL in the
-    environment wins over the default data directory. ``give_up_after``: through a
-    server, how long a call waits for an unreachable server before it raises
-    :class:`~ironflow.errors.ServerUnavailableError` (None: retry until it is back, as a
-    worker does).
+    An explicit ``where`` (a PostgreSQL URL or a data directory) opens that; otherwise
+    a server URL in the environment wins over ``IRONFLOW_STORE`` and the data directory.
+    ``give_up_after``: how long a call waits for an unreachable server or database
+    before it raises (None: retry until it is back, as a worker does).
     """
-    url = None if data_dir else server_url()
+    url = None if where else server_url()
     if url:
         return open_remote(url, give_up_after=give_up_after)
-    from ironflow.store import LmdbStore
-
-    return LmdbStore(resolve_data_dir(data_dir))
-
+    return open_location(resolve_location(where), give_up_after=give_up_after)
 
 
 def open_remote(url: str, *, token: str | None = None, give_up_after: float | None = None) -> Store:

@@ -88,9 +88,7 @@ class _Side:
                 sorted(value) if isinstance(value, set) else value  # type: ignore[type-var]
             )
         if isinstance(value, dict):
-            return {
-                k: None if k in _WALL else self.normal(v) for k, v in sorted(value.items())
-            }
+            return {k: None if k in _WALL else self.normal(v) for k, v in sorted(value.items())}
         if isinstance(value, list | tuple):
             return [self.normal(v) for v in value]
         if isinstance(value, str):
@@ -227,9 +225,7 @@ class Agreement(RuleBasedStateMachine):
         position = self.next_position(run)
         parent = self.run_of(run)
         info = self.workers[w].info
-        children = [
-            self.oracle.normal(r.id) for r in self.runs() if r.parent_id == parent.id
-        ]
+        children = [self.oracle.normal(r.id) for r in self.runs() if r.parent_id == parent.id]
         if kind == "child" and not children:
             kind = "sleep"
         child = data.draw(st.sampled_from(children)) if kind == "child" else None
