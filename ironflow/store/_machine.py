@@ -10,6 +10,7 @@ runs one transaction whose rules live in the modules below, by concern:
 - ``_suspend.py`` and ``_waits.py``: suspension and wake (timers, event waits,
   child runs, deadlines);
 - ``_flowctl.py``: filters, concurrency, debounce, cancel-on, cron, pause requests;
+- ``_streams.py``: deleting from entity streams (appends are emits);
 - ``_projections.py``: projection leases, writes and rebuilds;
 - ``_retention.py``: prune; ``_invariants.py``: ``check_valid``.
 

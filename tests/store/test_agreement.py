@@ -1,14 +1,15 @@
 """The agreement test: every store answers every operation as the MemoryStore does.
 
-A Hypothesis state machine applies the same operations (emit, lease, record a step,
-suspend, spawn, a fake clock that moves and so wakes runs, cancel, pause, resume,
-re-run, a worker that crashes, finish, release, heartbeat) to each store of
-``backends.BACKENDS`` in turn, and after every operation asserts that each answered
-exactly as the oracle did (the same result, or the same error) and that each holds
-the same runs, steps, leases and events, and checks each store's invariants
-(``check_valid``). Runs and events get random ids, and records carry wall-clock times:
-ids are compared by the order they were first seen in, and wall-clock times are left
-out; times on the store's timer clock (a shared fake clock) are compared exactly.
+A Hypothesis state machine applies the same operations (emit, an entity stream's
+append and delete, lease, record a step, suspend, spawn, a fake clock that moves and so
+wakes runs, cancel, pause, resume, re-run, a worker that crashes, finish, release,
+heartbeat) to each store of ``backends.BACKENDS`` in turn, and after every operation
+asserts that each answered exactly as the oracle did (the same result, or the same
+error) and that each holds the same runs, steps, leases, events and streams, and
+checks each store's invariants (``check_valid``). Runs and events get random ids, and
+records carry wall-clock times: ids are compared by the order they were first seen in,
+and wall-clock times are left out; times on the store's timer clock (a shared fake
+clock) are compared exactly.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ AGENTS = [
 AGENT_IDS = [a.id for a in AGENTS]
 EVENTS = ["job.go", "job.other", "order.created", "order.cancelled", "burst", "pay"]
 WORKERS = 3
+STREAMS = ["s1", "s2"]
 
 _ID = re.compile(r"(?:run|evt)_[0-9A-HJKMNP-TV-Z]{26}")
 #: Fields stamped by the wall clock (or by the client, for an event's time): not compared.
@@ -172,6 +174,27 @@ class Agreement(RuleBasedStateMachine):
     def emit(self, name: str, k: int | None, event_id: str | None) -> None:
         data = {} if k is None else {"k": k}
         self.each(lambda s: s.store.emit(name, data, id=event_id))
+
+    @rule(
+        stream=st.sampled_from(STREAMS),
+        name=st.sampled_from(["pay", "job.go"]),
+        k=st.sampled_from([0, 1]),
+        expected=st.sampled_from([None, None, 0, 1, 2]),
+        key=st.sampled_from([None, "k1"]),
+    )
+    def append(
+        self, stream: str, name: str, k: int, expected: int | None, key: str | None
+    ) -> None:
+        """An entity stream append: an event of the log too (it may start or wake runs)."""
+        self.each(
+            lambda s: s.store.append_to_stream(
+                stream, name, {"k": k}, expected_version=expected, idempotency_key=key
+            )
+        )
+
+    @rule(stream=st.sampled_from(STREAMS), versions=st.sampled_from([None, (1,), (2, 3)]))
+    def delete_from_stream(self, stream: str, versions: tuple[int, ...] | None) -> None:
+        self.each(lambda s: s.store.delete_stream_events(stream, versions))
 
     @rule(w=st.integers(0, WORKERS - 1), limit=st.integers(1, 3))
     def lease(self, w: int, limit: int) -> None:
@@ -346,6 +369,7 @@ class Agreement(RuleBasedStateMachine):
                 "steps": [store.get_steps(r.id) for r in runs],
                 "leases": [store.get_lease(r.id) for r in runs],
                 "events": store.events(limit=10_000),
+                "streams": [store.read_stream(name) for name in STREAMS],
             }
 
         self.each(snapshot)
