@@ -48,6 +48,7 @@ from ironflow.store._pgschema import (
     migrate_sql,
     table_name,
 )
+from ironflow.store._records import Run
 
 __all__ = ["PostgresBackend", "PostgresStore", "is_postgres_url", "migrate", "safe_url"]
 
@@ -294,7 +295,9 @@ class PostgresBackend:
         self._down_lock = threading.Lock()
         #: Called (from the listener's thread) when another transaction made work.
         self.on_wake: Callable[[], None] | None = None
-        self._check_schema()
+        self._listens = listen
+        self._listener: threading.Thread | None = None
+        self._listener_lock = threading.Lock()
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=1,
@@ -302,14 +305,29 @@ class PostgresBackend:
             kwargs={"autocommit": True},
             configure=self._configure,
             open=True,
+            num_workers=1,
             name="ironflow",
         )
-        self._listener: threading.Thread | None = None
-        if listen:
-            self._listener = threading.Thread(
-                target=self._listen, name="ironflow-pg-listen", daemon=True
-            )
-            self._listener.start()
+        try:
+            # The first pooled connection checks the schema: no connection of its own.
+            found = self._retrying(lambda: schema_version(self._pool.connection))
+            check_version(found, safe_url(self.url))
+        except BaseException:
+            self._closed = True
+            self._pool.close()
+            raise
+
+    def listen(self) -> None:
+        """Start listening for wake-ups (once): a store that never waits for work (a
+        command, a reader) never holds a listening connection."""
+        if not self._listens or self._listener is not None:
+            return
+        with self._listener_lock:
+            if self._listener is None and not self._closed:
+                self._listener = threading.Thread(
+                    target=self._listen, name="ironflow-pg-listen", daemon=True
+                )
+                self._listener.start()
 
     # -- connections ------------------------------------------------------------------
 
@@ -319,10 +337,6 @@ class PostgresBackend:
 
     def _connect(self, **kwargs: Any) -> Any:
         return self._psycopg.connect(self.url, autocommit=True, connect_timeout=10, **kwargs)
-
-    def _check_schema(self) -> None:
-        found = self._retrying(lambda: schema_version(self._connect))
-        check_version(found, safe_url(self.url))
 
     def _retrying(self, call: Callable[[], T]) -> T:
         """``call``, again with backoff while PostgreSQL cannot be reached."""
@@ -561,6 +575,16 @@ class PostgresStore(StoreMachine):
 
     def __enter__(self) -> PostgresStore:
         return self
+
+    # Waiting for work is what needs wake-ups from other processes: listen from then on.
+
+    def wait_for_work(self, timeout: float) -> None:
+        self.backend.listen()
+        super().wait_for_work(timeout)
+
+    def wait_for_run(self, run_id: str, *, timeout: float) -> Run:
+        self.backend.listen()
+        return super().wait_for_run(run_id, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"PostgresStore({safe_url(self.url)!r})"

@@ -50,8 +50,18 @@ from ironflow._agent._dsl import AgentDefinition
 from ironflow._agent._memory import ProjectionDefinition
 from ironflow._worker._projections import ProjectionRunner
 from ironflow.replay import Execution, Outcome, current_execution
-from ironflow.store import AgentSpec, Lease, LmdbStore, Run, StepRecord, WorkerInfo
+from ironflow.store import (
+    AgentSpec,
+    Lease,
+    LmdbStore,
+    PostgresStore,
+    Run,
+    StepRecord,
+    WorkerInfo,
+)
+from ironflow.store._machine import StoreMachine
 from ironflow.testing import CrashingStore, FakeClock, Fault, SimulatedCrash, StandInWorker
+from tests.support.postgres import fresh_database, release_database
 
 #: Long enough that no test ever waits it out: a takeover must come from the dead pid.
 LEASE_TTL = 60.0
@@ -186,8 +196,9 @@ class World:
     """A data directory, the incarnations that worked on it, and what they executed."""
 
     def __init__(
-        self, path: Path, *, clock: FakeClock | None = None, heartbeats: bool = False
+        self, path: Path | str, *, clock: FakeClock | None = None, heartbeats: bool = False
     ) -> None:
+        #: A data directory, or a PostgreSQL URL (the same world on PostgresStore).
         self.path = path
         #: The stores' clock for durable timers, if the agents sleep.
         self.clock = clock
@@ -199,12 +210,21 @@ class World:
         self._by_thread: dict[int, _Incarnation] = {}
         self._incarnations = 0
         # The handle both incarnations of a race share (see store()).
-        self._shared: LmdbStore | None = None
+        self._shared: StoreMachine | None = None
 
     @classmethod
     @contextmanager
-    def temporary(cls, **kwargs: Any) -> Iterator[World]:
-        """An active world in a fresh directory, removed afterwards (one per example)."""
+    def temporary(cls, *, postgres: bool = False, **kwargs: Any) -> Iterator[World]:
+        """An active world in a fresh directory (or, ``postgres``, an empty database of
+        the session's PostgreSQL), removed afterwards (one per example)."""
+        if postgres:
+            url = fresh_database()
+            try:
+                with cls(url, **kwargs).active() as w:
+                    yield w
+            finally:
+                release_database(url)
+            return
         tmp = Path(tempfile.mkdtemp(prefix="ironflow-crash-"))
         try:
             with cls(tmp / "data", **kwargs).active() as w:
@@ -292,7 +312,7 @@ class World:
     # -- reading the store between incarnations -----------------------------------------
 
     @contextmanager
-    def store(self) -> Iterator[LmdbStore]:
+    def store(self) -> Iterator[StoreMachine]:
         """Open the data directory as a fresh process would, and close it after.
 
         During a race the one open handle is lent instead: LMDB allows one per process.
@@ -306,10 +326,12 @@ class World:
         finally:
             s.close()
 
-    def _open(self) -> LmdbStore:
-        if self.clock is None:
-            return LmdbStore(self.path, sync=False)
-        return LmdbStore(self.path, sync=False, clock=self.clock)
+    def _open(self) -> StoreMachine:
+        """A new handle on the world's store, as a fresh process opens it."""
+        clock = time.time if self.clock is None else self.clock
+        if isinstance(self.path, str):
+            return PostgresStore(self.path, clock=clock)
+        return LmdbStore(self.path, sync=False, clock=clock)
 
     def emit(
         self,

@@ -27,7 +27,7 @@ from hypothesis.stateful import (
 
 from ironflow import AgentContext, Worker, agent, tool
 from ironflow._agent._dsl import AgentDefinition
-from ironflow.store import LmdbStore, StepRecord
+from ironflow.store import StepRecord
 from ironflow.testing import CrashingStore, StandInWorker
 from tests.helpers import serve_until_idle_or_crash
 from tests.property._world import (
@@ -40,6 +40,7 @@ from tests.property._world import (
     check_recorded_once,
     world,
 )
+from tests.support.postgres import fresh_database, release_database
 
 
 @attrs.frozen
@@ -154,13 +155,20 @@ class CrashResumeMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="ironflow-crash-"))
-        self.world = World(self.tmp / "data")
+        self.world = World(self.location())
         self._active_world = self.world.active()
         self._active_world.__enter__()
         self.runs: dict[str, str] = {}  # run id -> doc
         self.references: dict[str, Any] = {}  # doc -> the uncrashed run's output
         self.active: str | None = None
         self.recorded_counts: dict[str, dict[str, int]] = {}  # run -> step -> executions
+
+    def location(self) -> Path | str:
+        """Where the world's store lives: a data directory here."""
+        return self.tmp / "data"
+
+    def released(self) -> None:
+        """Give back what :meth:`location` took (the directory goes with ``tmp``)."""
 
     # -- rules ---------------------------------------------------------------------
 
@@ -278,11 +286,31 @@ class CrashResumeMachine(RuleBasedStateMachine):
         finally:
             self._active_world.__exit__(None, None, None)
             shutil.rmtree(self.tmp, ignore_errors=True)
+            self.released()
 
 
 TestCrashResume = CrashResumeMachine.TestCase
 TestCrashResume.__doc__ = (
     "Random crashes at step boundaries never change what a run records or returns."
+)
+
+
+class CrashResumeOnPostgres(CrashResumeMachine):
+    """The same machine with every incarnation on a PostgresStore of one database."""
+
+    def location(self) -> Path | str:
+        self.url = fresh_database()
+        return self.url
+
+    def released(self) -> None:
+        release_database(self.url)
+
+
+TestCrashResumeOnPostgres = CrashResumeOnPostgres.TestCase
+# Each example costs PostgreSQL round trips, not LMDB's microseconds: fewer of them in
+# the quick profile (the thorough profile runs its full count).
+TestCrashResumeOnPostgres.settings = settings(
+    TestCrashResume.settings, max_examples=max(5, settings.default.max_examples // 4)
 )
 
 
@@ -311,7 +339,18 @@ def test_worker_resumes_a_crashed_run_from_its_last_recorded_step(
 ) -> None:
     """Worker.run(until_idle=True) dies per a crash plan (one to three crashes, each aimed
     where it can fire, and each firing); new workers finish the run unchanged."""
-    with World.temporary() as w:
+    _crash_plan(doc, plan, postgres=False)
+
+
+@settings(max_examples=max(5, settings.default.max_examples // 4))
+@given(doc=docs, plan=worker_crashes)
+def test_worker_resumes_a_crashed_run_on_postgres(doc: str, plan: list[tuple[str, int]]) -> None:
+    """The same crash plans, with every worker on PostgresStore."""
+    _crash_plan(doc, plan, postgres=True)
+
+
+def _crash_plan(doc: str, plan: list[tuple[str, int]], *, postgres: bool) -> None:
+    with World.temporary(postgres=postgres) as w:
         defn = AgentDefinition.must_from_fn(crashy)
         ref_id = w.emit("crash.doc", {"doc": doc}, [defn])
         reference = w.run_to_completion(crashy, ref_id)
@@ -338,7 +377,7 @@ def test_worker_resumes_a_crashed_run_from_its_last_recorded_step(
 def _serve_once(w: World, run_id: str, crash: Crash | None) -> bool:
     """One worker process: a real Worker over a CrashingStore, its lease under a stand-in
     pid. True if it crashed."""
-    inner = LmdbStore(w.path, sync=False)
+    inner = w._open()
     fault = crash.store_fault(run_id) if crash is not None else None
     store = CrashingStore(inner, *([fault] if fault is not None else []))
     process = StandInWorker()

@@ -162,7 +162,8 @@ def test_an_emit_in_one_store_wakes_a_waiting_worker_of_another(pg_url: str) -> 
     waiting, emitting = PostgresStore(pg_url), PostgresStore(pg_url)
     try:
         emitting.register_agents([AgentSpec("a", ("go",))])
-        time.sleep(0.3)  # let the listener's first wake-up (on connecting) pass
+        waiting.backend.listen()  # as its first wait_for_work does
+        time.sleep(0.5)  # let the listener's first wake-up (on connecting) pass
         woke = threading.Event()
 
         def wait() -> None:
