@@ -446,16 +446,18 @@ class PostgresBackend:
                     conn.execute(b"ROLLBACK")
                 raise
             try:
-                # NOTIFY is delivered only if the transaction commits, and with it.
-                conn.execute(_COMMIT_AND_WAKE if txn.wakes else b"COMMIT")
+                self._commit(conn, txn.wakes)
             except self._psycopg.OperationalError as exc:
-                if conn.info.transaction_status == self._psycopg.pq.TransactionStatus.IDLE:
-                    raise  # refused before it was sent (never in practice): not written
+                # Whether COMMIT reached the server is unknown: pg_xact_status decides.
                 raise _Unknown(xid, result) from exc
         finally:
             self._pool.putconn(conn)
         self._back()
         return result
+
+    def _commit(self, conn: Any, wakes: bool) -> None:
+        # NOTIFY is delivered only if the transaction commits, and with it.
+        conn.execute(_COMMIT_AND_WAKE if wakes else b"COMMIT")
 
     def _begin_write(self) -> tuple[Any, int]:
         conn = self._pool.getconn()

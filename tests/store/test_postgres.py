@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -206,3 +207,41 @@ def test_a_store_rides_out_a_postgresql_restart(caplog: pytest.LogCaptureFixture
             assert len(store.lease_runs(me, ["a"], limit=5, ttl=60)) == 2
         finally:
             store.close()
+
+
+class _LosesCommitAnswer(PostgresBackend):
+    """Its connection breaks around COMMIT: after committing, or before."""
+
+    committed_first = True
+
+    def _commit(self, conn: Any, wakes: bool) -> None:
+        if self.committed_first:
+            super()._commit(conn, wakes)
+        else:
+            conn.execute("ROLLBACK")
+        self.committed_first = not self.committed_first
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+
+def test_a_lost_answer_to_commit_is_resolved_not_guessed(pg_url: str) -> None:
+    """Committed but unanswered: the op's result, not a second run. Not committed: run
+    again. Either way the row is written once (pg_xact_status decides)."""
+    backend = _LosesCommitAnswer(pg_url, listen=False, give_up_after=30)
+    try:
+        calls: list[int] = []
+
+        def op(txn: WriteTxn) -> int:
+            calls.append(1)
+            return int(txn.insert("events", b"k%d" % len(calls), b"v"))
+
+        assert backend.write(op) == 1  # committed, answer lost: not run again
+        assert len(calls) == 1
+        backend.committed_first = False
+        # Rolled back, answer lost: run again, and its second COMMIT lands... and is lost
+        # too, after committing: its result comes back once.
+        assert backend.write(op) == 1
+        assert len(calls) == 3
+        with backend.read() as txn:
+            assert [k for k, _ in txn.scan("events")] == [b"k1", b"k3"]
+    finally:
+        backend.close()
