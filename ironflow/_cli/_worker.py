@@ -197,9 +197,9 @@ class _Watching:
     def add_store(self, store: Any) -> None:
         """The store's own metrics too, when this worker has the data directory open."""
         from ironflow.contrib.prometheus import StoreMetrics
-        from ironflow.store import LmdbStore
+        from ironflow.store._machine import StoreMachine
 
-        if isinstance(store, LmdbStore):
+        if isinstance(store, StoreMachine):  # not a RemoteStore: its server exports them
             self.store_metrics = StoreMetrics(store, self.registry)
 
     def close(self) -> None:

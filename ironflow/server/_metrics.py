@@ -25,12 +25,8 @@ def metrics_registry(store: Any) -> tuple[Any, Any] | None:
         from ironflow.contrib.prometheus import StoreMetrics, process_registry
     except ImportError:
         return None
-    from ironflow.store import LmdbStore
-
     registry = process_registry()
-    # StoreMetrics reads an LMDB store's census and commit times; on PostgreSQL the
-    # database's own monitoring covers commits (the store's census is a follow-up).
-    return registry, StoreMetrics(store, registry) if isinstance(store, LmdbStore) else None
+    return registry, StoreMetrics(store, registry)
 
 
 def add_metrics(app: web.Application, registry: Any | None) -> None:

@@ -209,3 +209,35 @@ def test_the_census_counts_what_decoding_every_run_would(store: LmdbStore) -> No
             ("b-2", "pending"): 2,
         }
     )
+
+
+def test_store_metrics_on_postgresql(pg_url: str) -> None:
+    """On PostgreSQL the same census and lag, and every write transaction timed once,
+    one write each (no group commit there)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from ironflow.store._postgres import PostgresStore
+
+    store = PostgresStore(pg_url)
+    registry = CollectorRegistry()
+    metrics = StoreMetrics(store, registry)
+    try:
+        store.register_agents([AgentSpec(id="a", triggers=("a.go",))])
+        store.register_projections([ProjectionSpec(name="tally", events=("a.go",))])
+        before = registry.get_sample_value("ironflow_store_commit_duration_seconds_count")
+        ids = [store.emit("a.go", {}).run_ids[0] for _ in range(3)]
+        store.request_cancel(ids[0])
+        text = generate_latest(registry).decode()
+    finally:
+        metrics.close()
+        store.close()
+    got: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            got[s.name, tuple(sorted(s.labels.items()))] = s.value
+    assert value(got, "ironflow_runs", agent="a", status="pending") == 2
+    assert value(got, "ironflow_runs", agent="a", status="cancelled") == 1
+    assert value(got, "ironflow_projection_lag_events", projection="tally") == 3
+    commits = value(got, "ironflow_store_commit_duration_seconds_count")
+    assert before is not None and commits - before == 4  # three emits and a cancel
+    assert value(got, "ironflow_store_commit_batch_size_sum") == commits

@@ -24,7 +24,7 @@ Worker (:class:`Metrics`):
 - ``ironflow_llm_tokens_total{model,kind}``: tokens of executed ``llm`` steps, ``kind``
   ``input`` or ``output`` (a replayed call spent none).
 
-Store (:class:`StoreMetrics`, an ``LmdbStore``):
+Store (:class:`StoreMetrics`: an ``LmdbStore``, a ``PostgresStore``, a ``MemoryStore``):
 
 - ``ironflow_runs{agent,status}``: runs the store holds now, by status: pending,
   queued, running, sleeping, waiting, paused, and the finished ones it keeps (completed,
@@ -34,8 +34,9 @@ Store (:class:`StoreMetrics`, an ``LmdbStore``):
 - ``ironflow_projection_lag_events{projection}``: events of the log a projection has
   not applied yet;
 - ``ironflow_store_commit_duration_seconds``: one write transaction, fsync included
-  (histogram);
-- ``ironflow_store_commit_batch_size``: writes one commit carried (group commit).
+  (histogram; LMDB and PostgreSQL);
+- ``ironflow_store_commit_batch_size``: writes one commit carried (LMDB's group commit;
+  always 1 on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ from prometheus_client.registry import Collector
 
 from ironflow.replay import Execution, Outcome, StepInfo
 from ironflow.replay._observer import AttemptObserver, Observer, StepOutcome
-from ironflow.store import FINISHED, LmdbStore, StepRecord, WorkerInfo
+from ironflow.store import FINISHED, StepRecord, WorkerInfo
+from ironflow.store._machine import StoreMachine
 
 __all__ = ["LIVE_STATUSES", "Metrics", "StoreMetrics", "step_label"]
 
@@ -198,17 +200,20 @@ class _Attempt(AttemptObserver):
 
 
 class StoreMetrics(Collector):
-    """What an :class:`~ironflow.store.LmdbStore` holds, read at each scrape, and how long
-    its commits take: ``StoreMetrics(store, registry)``.
+    """What a store holds, read at each scrape, and how long its commits take:
+    ``StoreMetrics(store, registry)``.
 
-    Registers itself in ``registry`` and times the store's commits until :meth:`close`.
+    Any store that keeps the data itself (LMDB, PostgreSQL, memory; not a RemoteStore,
+    whose server exports them). Registers itself in ``registry`` and times the store's
+    commits, where it has them (LMDB, PostgreSQL), until :meth:`close`.
     """
 
-    def __init__(self, store: LmdbStore, registry: CollectorRegistry) -> None:
-        if not isinstance(store, LmdbStore):
+    def __init__(self, store: StoreMachine, registry: CollectorRegistry) -> None:
+        if not isinstance(store, StoreMachine):
             raise TypeError(
-                f"StoreMetrics reads an LmdbStore, not {type(store).__name__}: export a "
-                "store's metrics from the process that opens it (ironflow serve)"
+                f"StoreMetrics reads a store that keeps the data itself, not "
+                f"{type(store).__name__}: export a store's metrics from the process that "
+                "opens it (ironflow serve)"
             )
         self.store = store
         self.commit_duration = Histogram(
@@ -224,7 +229,9 @@ class StoreMetrics(Collector):
             registry=registry,
         )
         self._lock = threading.Lock()
-        store.commit_observer = self._committed
+        self._timed = hasattr(store, "commit_observer")
+        if self._timed:
+            store.commit_observer = self._committed  # type: ignore[attr-defined]
         registry.register(self)
 
     def _committed(self, seconds: float, writes: int) -> None:
@@ -262,5 +269,5 @@ class StoreMetrics(Collector):
 
     def close(self) -> None:
         """Stop timing the store's commits."""
-        if self.store.commit_observer == self._committed:
-            self.store.commit_observer = None
+        if self._timed and self.store.commit_observer == self._committed:  # type: ignore[attr-defined]
+            self.store.commit_observer = None  # type: ignore[attr-defined]
