@@ -87,10 +87,12 @@ bench-dashboard: $(STAMP) chromium ## the dashboard's targets: 100,000 runs, a 1
 
 SOAK_SECONDS ?= 300
 SOAK_MODES ?= workers server
-soak: $(STAMP) ## kill -9 soak, then audit: SOAK_SECONDS (300) per mode in SOAK_MODES (workers server)
+SOAK_STORE ?= lmdb
+SOAK_SUFFIX := $(if $(filter postgres,$(SOAK_STORE)),-postgres,)
+soak: $(STAMP) ## kill -9 soak, then audit: SOAK_SECONDS (300) per mode in SOAK_MODES; SOAK_STORE=postgres: 2 servers, 3 workers, PostgreSQL restarted
 	@for mode in $(SOAK_MODES); do \
-		$(PY) -m tests.soak --mode $$mode --seconds $(SOAK_SECONDS) \
-			--json bench/results/soak-$$mode.json || exit 1; \
+		$(PY) -m tests.soak --mode $$mode --store $(SOAK_STORE) --seconds $(SOAK_SECONDS) \
+			--json bench/results/soak-$$mode$(SOAK_SUFFIX).json || exit 1; \
 	done
 
 clean: ## remove the virtualenv and local data

@@ -21,7 +21,10 @@ This module is storage only, as ``_lmdb.py`` is: every rule is the state machine
 - **Lost connections.** A read or write whose connection breaks is retried with
   backoff until PostgreSQL is back, logged once. A commit whose answer was lost is
   resolved with ``pg_xact_status`` before anything is retried, so an acknowledged
-  write is never applied twice nor reported lost.
+  write is never applied twice nor reported lost (a COMMIT answered with a
+  serialization failure is known rolled back: just run again). A read transaction
+  cannot be resumed, so a store method whose read lost its connection runs again
+  whole (``_REREAD``: the methods that read before they write anything).
 - **Reads** run at ``REPEATABLE READ READ ONLY``: one snapshot, no locks. A read never
   decides a write: every write re-reads what it checks in its own transaction.
 """
@@ -94,7 +97,18 @@ def _psycopg() -> Any:
         import psycopg_pool
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise MissingExtraError("the PostgreSQL store", "psycopg", "postgres") from exc
+    # The pool logs each broken connection it drops and each failed reconnect; the
+    # store says once that the database is lost and once that it is back. A level the
+    # application set is left alone.
+    pool_log = logging.getLogger("psycopg.pool")
+    if pool_log.level == logging.NOTSET:
+        pool_log.setLevel(logging.ERROR)
     return psycopg, psycopg_pool
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class _Sql:
@@ -265,6 +279,10 @@ class _PgTxn:
                     return
 
 
+class ReadLost(StoreError):
+    """The connection broke in the middle of a read transaction."""
+
+
 class _Unknown(Exception):
     """The connection broke after COMMIT was sent: whether it committed is not known."""
 
@@ -359,6 +377,19 @@ class PostgresBackend:
             self._back()
             return result
 
+    def reread(self, call: Callable[[], T]) -> T:
+        """``call`` (a store method whose reads all come before any write), run again
+        whole with backoff when PostgreSQL went away in the middle of one of its reads."""
+        delay = 0.05
+        started = time.monotonic()
+        while True:
+            try:
+                return call()
+            except ReadLost as exc:
+                self._lost(exc.__cause__ or exc, started)
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, _MAX_BACKOFF)
+
     def _lost(self, exc: BaseException, started: float) -> bool:
         """Note a lost connection (logged once); False when it is time to give up."""
         with self._down_lock:
@@ -367,7 +398,7 @@ class PostgresBackend:
                 log.warning(
                     "lost the connection to %s (%s); retrying with backoff until it is back",
                     self.where,
-                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    _first_line(exc),
                 )
         if self.give_up_after is not None and time.monotonic() - started > self.give_up_after:
             raise StoreError(
@@ -395,6 +426,12 @@ class PostgresBackend:
         )
         try:
             yield _PgTxn(conn.cursor(binary=True))
+        except self._psycopg.OperationalError as exc:
+            # Lost under a read, whose body cannot be run again from here: the store
+            # runs the whole method again (see _rereads).
+            raise ReadLost(
+                f"lost the connection to {self.where} during a read ({_first_line(exc)})"
+            ) from exc
         finally:
             with contextlib.suppress(self._psycopg.Error):
                 conn.execute(b"ROLLBACK")
@@ -441,6 +478,7 @@ class PostgresBackend:
         # to COMMIT is lost, pg_xact_status(xid) tells whether it committed.
         watch = self.commit_observer
         begun = time.perf_counter() if watch is not None else 0.0
+        errors = self._psycopg.errors
         conn, xid = self._retrying(self._begin_write)
         try:
             txn = _PgTxn(conn.cursor(binary=True))
@@ -452,6 +490,9 @@ class PostgresBackend:
                 raise
             try:
                 self._commit(conn, txn.wakes)
+            except (errors.SerializationFailure, errors.DeadlockDetected):
+                # PostgreSQL answered: rolled back. The caller runs the op again.
+                raise
             except self._psycopg.OperationalError as exc:
                 # Whether COMMIT reached the server is unknown: pg_xact_status decides.
                 raise _Unknown(xid, result) from exc
@@ -606,3 +647,38 @@ class PostgresStore(StoreMachine):
 
     def __repr__(self) -> str:
         return f"PostgresStore({safe_url(self.url)!r})"
+
+
+#: The machine's methods that read and write nothing before their reads (the two
+#: leases read first, then write): run again whole when PostgreSQL goes away under one
+#: of their reads, as a write is run again when it goes away under the write.
+_REREAD = (
+    "agents",
+    "check_valid",
+    "events",
+    "get_lease",
+    "get_projection",
+    "get_run",
+    "get_steps",
+    "lease_projection",
+    "lease_runs",
+    "list_projections",
+    "list_runs",
+    "projection_status",
+    "read_stream",
+    "wait_for_projection",
+)
+
+
+def _rereads(name: str) -> Callable[..., Any]:
+    method = getattr(StoreMachine, name)
+
+    @functools.wraps(method)
+    def again(self: PostgresStore, *args: Any, **kwargs: Any) -> Any:
+        return self.backend.reread(lambda: method(self, *args, **kwargs))
+
+    return again
+
+
+for _name in _REREAD:
+    setattr(PostgresStore, _name, _rereads(_name))

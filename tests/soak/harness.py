@@ -13,12 +13,21 @@ and audits the data directory:
 - every tool execution is accounted for: the recorded output names the execution that
   produced it, every other execution of that step ran in a process that was then
   killed (so at most once more per crash), and none started after the step's record;
-- the ``soak-memory`` entity stream holds exactly one event per run;
+- the ``soak-memory`` entity stream holds exactly one event per run, versions 1..N;
 - the ``soak-count`` projection equals a fresh fold of the stream, and, counted
   independently of the stream, holds one partition per run id with a count of 1;
 - a torn line in an execution log (cut short by ``kill -9``) is allowed only as the
   last line of a process that was killed;
 - the store's own consistency checks pass.
+
+On PostgreSQL (``--store postgres``, ``make soak SOAK_STORE=postgres``) it starts an
+embedded PostgreSQL (``tests/support/postgres.py``), two servers sharing its database
+(``serve --store URL``, emits go to each in turn) and three workers: one through each
+server and one straight to the database (``worker --store URL``). ``server`` mode kills
+either server; PostgreSQL itself is stopped ``immediate`` (as a crash) and started
+again once, half-way. ``--runs N`` emits N runs and keeps killing until all finished:
+``tests/soak/test_soak.py`` runs it for issue 20's process test (80 runs in ``make
+test``, 500 marked slow). The audit also checks the stream's versions run 1..N.
 
 ``tests/soak/test_audit.py`` plants each of these faults in a real data directory and
 checks the audit reports it.
@@ -30,6 +39,7 @@ a short run is a test in ``tests/soak/test_soak.py``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -53,6 +63,8 @@ EVENT = "soak.job"
 # Much longer than a server restart, so a lease never lapses under a live worker while
 # the server is down: every re-execution the audit sees must come from a kill.
 LEASE_TTL = 30.0
+#: The stores a soak runs on: LMDB behind one server, or PostgreSQL behind two.
+STORES = ("lmdb", "postgres")
 #: At most this many runs are emitted ahead of the ones that reached their memory append.
 BACKLOG = 24
 
@@ -64,11 +76,14 @@ class Report:
     mode: str
     seconds: float
     workers: int
+    store: str = "lmdb"
+    servers: int = 1
     events: int = 0
     runs: int = 0
     completed: int = 0
     worker_kills: int = 0
     server_kills: int = 0
+    postgres_restarts: int = 0
     steps_recorded: int = 0
     tool_executions: int = 0
     steps_reexecuted: int = 0
@@ -109,9 +124,11 @@ class Report:
         dup = self.duplicate_runs + self.duplicate_steps + self.duplicate_stream_events
         rows = [
             ("mode", f"{self.mode} ({self.workers} workers, {self.seconds:g} s of kills)"),
+            ("store", f"{self.store} ({self.servers} server{'s' if self.servers > 1 else ''})"),
             ("events emitted", self.events),
             ("runs completed", f"{self.completed} of {self.runs}"),
             ("kill -9", f"{self.kills} ({self.worker_kills} worker, {self.server_kills} server)"),
+            ("PostgreSQL stopped immediate", self.postgres_restarts),
             ("runs resumed after a kill", self.runs_resumed),
             ("steps recorded", self.steps_recorded),
             ("tool executions", self.tool_executions),
@@ -122,7 +139,7 @@ class Report:
             ("duplicated (runs/steps/events)", dup),
             ("projection mismatches", self.projection_mismatches),
             ("runs missing from the projection", self.missing_partitions),
-            ("data.mdb", f"{self.data_mb:.1f} MB"),
+            ("data.mdb" if self.store == "lmdb" else "database", f"{self.data_mb:.1f} MB"),
             ("wall time", f"{self.elapsed:.0f} s"),
             ("result", "PASS" if not self.problems else f"FAIL ({len(self.problems)} problems)"),
         ]
@@ -189,29 +206,47 @@ class _Child:
 
 
 class Soak:
-    """One soak over a fresh data directory. :meth:`run` returns the audited report."""
+    """One soak over a fresh store. :meth:`run` returns the audited report.
+
+    ``store``: ``"lmdb"`` (one server on a data directory, every worker through it) or
+    ``"postgres"`` (an embedded PostgreSQL, two servers sharing its database, and three
+    workers: one through each server and one straight to PostgreSQL with ``--store``;
+    PostgreSQL itself is stopped ``immediate`` and started again ``pg_restarts`` times).
+    ``runs``: emit that many runs and keep killing until every one has finished (at
+    most ``seconds``); without it, emit and kill for ``seconds``.
+    """
 
     def __init__(
         self,
         *,
         seconds: float,
         mode: str = "workers",
-        workers: int = 2,
+        store: str = "lmdb",
+        runs: int | None = None,
+        workers: int | None = None,
         concurrency: int = 4,
         worker_gap: tuple[float, float] = (0.4, 2.2),
         server_gap: tuple[float, float] = (4.0, 10.0),
+        pg_restarts: int = 1,
         root: Path | None = None,
         log: Callable[[str], None] = print,
         seed: int | None = None,
     ) -> None:
         if mode not in ("workers", "server"):
             raise ValueError(f"mode must be 'workers' or 'server', not {mode!r}")
+        if store not in STORES:
+            raise ValueError(f"store must be one of {', '.join(STORES)}, not {store!r}")
         self.seconds = seconds
         self.mode = mode
-        self.n_workers = workers
+        self.store = store
+        self.runs = runs
+        postgres = store == "postgres"
+        self.n_workers = workers if workers is not None else (3 if postgres else 2)
+        self.n_servers = 2 if postgres else 1
         self.concurrency = concurrency
         self.worker_gap = worker_gap
         self.server_gap = server_gap
+        self.pg_restarts = pg_restarts if postgres else 0
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="ironflow-soak-"))
         self.data_dir = self.root / "data"
         self.exec_dir = self.root / "executions"
@@ -220,11 +255,15 @@ class Soak:
             d.mkdir(parents=True, exist_ok=True)
         self.say = log
         self.rng = random.Random(seed)
-        self.report = Report(mode=mode, seconds=seconds, workers=workers)
-        self.port = 0
-        self.url = ""
-        self.server: _Child | None = None
-        self.workers: list[_Child | None] = [None] * workers
+        self.report = Report(
+            mode=mode, seconds=seconds, workers=self.n_workers, store=store, servers=self.n_servers
+        )
+        self.postgres: Any = None  # tests.support.postgres.EmbeddedPostgres, when used
+        self.store_url = ""  # the PostgreSQL database's URL
+        self.ports = [0] * self.n_servers
+        self.urls = [""] * self.n_servers
+        self.servers: list[_Child | None] = [None] * self.n_servers
+        self.workers: list[_Child | None] = [None] * self.n_workers
         self.killed_pids: set[int] = set()
         self._generation = 0
         # Emitted event id -> run ids the emit answered with.
@@ -232,48 +271,92 @@ class Soak:
         self._emit_error: BaseException | None = None
         self._stop_emitting = threading.Event()
 
+    @property
+    def url(self) -> str:
+        """The first server's URL."""
+        return self.urls[0]
+
     # -- processes -----------------------------------------------------------------
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, via: int | None = 0) -> dict[str, str]:
+        """A child's environment; ``via``: the server it talks to (None: PostgreSQL)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("IRONFLOW_")}
         env.update(
             PYTHONPATH=str(REPO),
             PYTHONUNBUFFERED="1",
             IRONFLOW_SOAK_LOG_DIR=str(self.exec_dir),
         )
-        if self.url:
-            env["IRONFLOW_URL"] = self.url
+        if via is not None and self.urls[via]:
+            env["IRONFLOW_URL"] = self.urls[via]
         return env
 
-    def _healthy(self) -> bool:
+    def _healthy(self, url: str) -> bool:
         try:
-            with urllib.request.urlopen(self.url + "/api/v1/health", timeout=2) as reply:
+            with urllib.request.urlopen(url + "/api/v1/health", timeout=2) as reply:
                 return bool(json.load(reply).get("status") == "ok")
         except OSError:
             return False
 
-    def start_server(self) -> None:
+    def start_postgres(self) -> None:
+        """An embedded PostgreSQL in the soak's directory, its database migrated."""
+        from ironflow.store._postgres import migrate
+        from tests.support.postgres import EmbeddedPostgres
+
+        self.postgres = EmbeddedPostgres(fsync=True)
+        self.postgres.start()
+        self.store_url = self.postgres.create_database("soak")
+        migrate(self.store_url)
+        self.say(f"soak: PostgreSQL (pid {self.postgres.pid}) at {self.store_url}")
+
+    def restart_postgres(self) -> None:
+        """Stop PostgreSQL as a crash would (``pg_ctl stop -m immediate``), start it."""
+        started = time.monotonic()
+        self.postgres.restart("immediate")
+        self.report.postgres_restarts += 1
+        took = time.monotonic() - started
+        self.say(f"soak: PostgreSQL stopped immediate and started again in {took:.1f} s")
+
+    def _where(self) -> list[str]:
+        if self.store == "postgres":
+            return ["--store", self.store_url]
+        return ["--data-dir", str(self.data_dir)]
+
+    def start_server(self, i: int = 0) -> None:
+        if not self.ports[i]:
+            self.ports[i] = _free_port()
+            self.urls[i] = f"http://127.0.0.1:{self.ports[i]}"
         argv = [sys.executable, "-m", "ironflow._cli._main", "serve", "--dev"]
-        argv += ["--port", str(self.port or _free_port()), "--data-dir", str(self.data_dir)]
-        if not self.port:
-            self.port = int(argv[argv.index("--port") + 1])
-            self.url = f"http://127.0.0.1:{self.port}"
-        self.server = _Child(argv, self._env(), self.out_dir / "server.log")
-        server = self.server
+        argv += ["--port", str(self.ports[i]), *self._where()]
+        name = "server.log" if self.n_servers == 1 else f"server-{i}.log"
+        server = self.servers[i] = _Child(argv, self._env(None), self.out_dir / name)
+        url = self.urls[i]
 
         def up() -> bool:
             if not server.alive():
                 raise RuntimeError(f"the server exited at start:\n{server.output()[-3000:]}")
-            return self._healthy()
+            return self._healthy(url)
 
-        _wait(up, 60, "the server to answer /health")
+        _wait(up, 60, f"the server {url} to answer /health")
+
+    def route(self, slot: int) -> int | None:
+        """The server worker ``slot`` talks to; None: straight to PostgreSQL.
+
+        On PostgreSQL, worker 0 goes through server 0, worker 1 through server 1 and
+        worker 2 (and every third after it) straight to the database.
+        """
+        if self.store != "postgres":
+            return 0
+        return (0, 1, None)[slot % 3]
 
     def start_worker(self, slot: int) -> _Child:
         self._generation += 1
         argv = [sys.executable, "-m", "ironflow.run", "worker", MODULE]
         argv += ["--concurrency", str(self.concurrency), "--lease-ttl", str(LEASE_TTL)]
+        via = self.route(slot)
+        if via is None:
+            argv += ["--store", self.store_url]
         out = self.out_dir / f"worker-{slot}-{self._generation}.log"
-        child = _Child(argv, self._env(), out)
+        child = _Child(argv, self._env(via), out)
         self.workers[slot] = child
 
         def ready() -> bool:
@@ -294,30 +377,47 @@ class Soak:
         self.start_worker(slot)
 
     def kill_server(self) -> None:
-        assert self.server is not None
-        self.server.kill9()
+        i = self.rng.randrange(self.n_servers)
+        server = self.servers[i]
+        assert server is not None
+        server.kill9()
+        self.killed_pids.add(server.pid)
         self.report.server_kills += 1
-        self.start_server()
+        self.start_server(i)
 
     def _check_children(self) -> None:
         """A worker or server that died without being killed is a finding, not noise."""
-        for child in [self.server, *self.workers]:
+        for child in [*self.servers, *self.workers]:
             if child is not None and not child.alive() and child.pid not in self.killed_pids:
                 raise RuntimeError(
                     f"process {child.pid} exited by itself with {child.proc.returncode}:\n"
                     f"{child.output()[-3000:]}"
                 )
 
+    def control(self, *, give_up_after: float | None = 30.0) -> Any:
+        """A store for the harness itself: the first server, or PostgreSQL straight."""
+        if self.store == "postgres":
+            from ironflow.store import PostgresStore
+
+            return PostgresStore(self.store_url, give_up_after=give_up_after)
+        from ironflow.store import RemoteStore
+
+        return RemoteStore(self.url, long_poll=0.0, give_up_after=give_up_after)
+
     # -- emitting ------------------------------------------------------------------
 
     def _emit_loop(self) -> None:
+        """Emit through the servers in turn; any server answers for any run."""
         from ironflow.store import RemoteStore
         from tests.soak.soak_agent import STREAM
 
-        store = RemoteStore(self.url, long_poll=0.0)
+        stores = [RemoteStore(url, long_poll=0.0) for url in self.urls]
         try:
             n = 0
             while not self._stop_emitting.is_set():
+                if self.runs is not None and n >= self.runs:
+                    return
+                store = stores[n % len(stores)]
                 # Stay at most BACKLOG runs ahead of the runs that reached their append.
                 if n >= BACKLOG and not store.read_stream(
                     STREAM, from_version=n - BACKLOG + 1, limit=1
@@ -331,7 +431,8 @@ class Soak:
         except BaseException as exc:
             self._emit_error = exc
         finally:
-            store.close()
+            for store in stores:
+                store.close()
 
     # -- the soak --------------------------------------------------------------------
 
@@ -339,88 +440,113 @@ class Soak:
         started = time.monotonic()
         emitter: threading.Thread | None = None
         try:
-            self.say(f"soak: mode {self.mode}, {self.seconds:g} s, data in {self.data_dir}")
-            self.start_server()
-            for slot in range(self.n_workers):
-                self.start_worker(slot)
-            emitter = threading.Thread(target=self._emit_loop, name="soak-emit", daemon=True)
-            emitter.start()
-            self._kill_loop()
-            self._stop_emitting.set()
-            emitter.join(timeout=120)
-            if self._emit_error is not None:
-                raise RuntimeError(f"emitting failed: {self._emit_error!r}")
-            self.say(f"soak: {len(self.emitted)} events emitted; letting every run finish")
-            self._drain()
-        except (RuntimeError, TimeoutError) as exc:
-            self.report.problem(str(exc))
+            try:
+                what = f"{self.runs} runs" if self.runs is not None else f"{self.seconds:g} s"
+                where = self.data_dir if self.store == "lmdb" else "PostgreSQL"
+                self.say(f"soak: mode {self.mode}, {what}, {self.store} store ({where})")
+                if self.store == "postgres":
+                    self.start_postgres()
+                for i in range(self.n_servers):
+                    self.start_server(i)
+                for slot in range(self.n_workers):
+                    self.start_worker(slot)
+                emitter = threading.Thread(target=self._emit_loop, name="soak-emit", daemon=True)
+                emitter.start()
+                self._kill_loop(emitter)
+                self._stop_emitting.set()
+                emitter.join(timeout=120)
+                if self._emit_error is not None:
+                    raise RuntimeError(f"emitting failed: {self._emit_error!r}")
+                self.say(f"soak: {len(self.emitted)} events emitted; letting every run finish")
+                self._drain()
+            except (RuntimeError, TimeoutError) as exc:
+                self.report.problem(str(exc))
+            finally:
+                self._stop_emitting.set()
+                self._stop_all()
+            self.report.elapsed = time.monotonic() - started
+            if not any(p.startswith("process ") for p in self.report.problems):
+                self.audit()
         finally:
-            self._stop_emitting.set()
-            self._stop_all()
-        self.report.elapsed = time.monotonic() - started
-        if not any(p.startswith("process ") for p in self.report.problems):
-            self.audit()
+            if self.postgres is not None:
+                self.postgres.close()
         return self.report
 
-    def _kill_loop(self) -> None:
+    def _kill_loop(self, emitter: threading.Thread) -> None:
         now = time.monotonic()
         deadline = now + self.seconds
         next_worker = now + self.rng.uniform(*self.worker_gap)
         next_server = (
             now + self.rng.uniform(*self.server_gap) if self.mode == "server" else float("inf")
         )
-        last_note = now
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                return
-            self._check_children()
-            if now >= next_server:
-                self.kill_server()
-                next_server = time.monotonic() + self.rng.uniform(*self.server_gap)
-            elif now >= next_worker:
-                self.kill_worker()
-                next_worker = time.monotonic() + self.rng.uniform(*self.worker_gap)
-            if now - last_note >= 30:
-                last_note = now
-                self.say(
-                    f"soak: {now - deadline + self.seconds:4.0f} s, {len(self.emitted)} events, "
-                    f"{self.report.worker_kills} worker and {self.report.server_kills} "
-                    "server kills"
+        # PostgreSQL restarts spread evenly over the soak (by time, or by runs emitted).
+        restarts_at = [(k + 1) / (self.pg_restarts + 1) for k in range(self.pg_restarts)]
+        last_note = next_check = now
+        with contextlib.ExitStack() as stack:
+            store = stack.enter_context(self.control()) if self.runs is not None else None
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    if self.runs is not None:
+                        self.say(f"soak: {self.seconds:g} s passed, not all {self.runs} runs ended")
+                    return
+                if store is not None and now >= next_check:
+                    next_check = now + 0.5
+                    if not emitter.is_alive() and self._all_finished(store):
+                        return
+                self._check_children()
+                done = (
+                    len(self.emitted) / self.runs
+                    if self.runs is not None
+                    else (now - deadline + self.seconds) / max(self.seconds, 1e-9)
                 )
-            time.sleep(max(0.0, min(next_worker, next_server, deadline) - time.monotonic()))
+                if restarts_at and done >= restarts_at[0]:
+                    restarts_at.pop(0)
+                    self.restart_postgres()
+                elif now >= next_server:
+                    self.kill_server()
+                    next_server = time.monotonic() + self.rng.uniform(*self.server_gap)
+                elif now >= next_worker:
+                    self.kill_worker()
+                    next_worker = time.monotonic() + self.rng.uniform(*self.worker_gap)
+                if now - last_note >= 30:
+                    last_note = now
+                    self.say(
+                        f"soak: {now - deadline + self.seconds:4.0f} s, {len(self.emitted)} "
+                        f"events, {self.report.worker_kills} worker and "
+                        f"{self.report.server_kills} server kills"
+                    )
+                wake = min(next_worker, next_server, deadline, next_check if store else deadline)
+                time.sleep(max(0.0, min(wake - time.monotonic(), 0.1 if restarts_at else 1.0)))
+
+    @staticmethod
+    def _all_finished(store: Any) -> bool:
+        return not store.list_runs(limit=1, status="pending") and not store.list_runs(
+            limit=1, status="running"
+        )
 
     def _drain(self) -> None:
-        from ironflow.store import RemoteStore
+        from tests.soak.soak_agent import PROJECTION
 
-        store = RemoteStore(self.url, long_poll=0.0, give_up_after=30.0)
-        try:
+        with self.control() as store:
             runs = [r for ids in self.emitted.values() for r in ids]
 
             def finished() -> bool:
                 self._check_children()
-                return not store.list_runs(limit=1, status="pending") and not store.list_runs(
-                    limit=1, status="running"
-                )
+                return self._all_finished(store)
 
             _wait(finished, 180, f"the {len(runs)} runs to finish")
 
             def projection_caught_up() -> bool:
-                from tests.soak.soak_agent import PROJECTION
-
                 position = store.projection_status(PROJECTION).position
                 return not store.events(after_seq=position, limit=1)
 
             _wait(projection_caught_up, 60, "the projection to reach the end of the log")
-        finally:
-            store.close()
 
     def _stop_all(self) -> None:
-        for child in self.workers:
+        for child in [*self.workers, *self.servers]:
             if child is not None:
                 child.stop()
-        if self.server is not None:
-            self.server.stop()
 
     # -- the audit -----------------------------------------------------------------
 
@@ -462,13 +588,22 @@ class Soak:
         from tests.soak import soak_agent
 
         r = self.report
-        store = LmdbStore(self.data_dir)
+        store = LmdbStore(self.data_dir) if self.store == "lmdb" else self.control()
         try:
             self._audit(store, r, soak_agent, ProjectionDefinition, fold_events)
         finally:
             store.close()
-        data = self.data_dir / "data.mdb"
-        r.data_mb = data.stat().st_size / 1e6 if data.exists() else 0.0
+        r.data_mb = self._data_size() / 1e6
+
+    def _data_size(self) -> int:
+        if self.store == "lmdb":
+            data = self.data_dir / "data.mdb"
+            return data.stat().st_size if data.exists() else 0
+        import psycopg
+
+        with psycopg.connect(self.store_url) as conn:
+            row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        return int(row[0]) if row else 0
 
     def _audit(self, store: Any, r: Report, agent: Any, definition: Any, fold_events: Any) -> None:
         runs = store.list_runs(limit=2**31)
@@ -529,6 +664,13 @@ class Soak:
                 break
             version = batch[-1].version + 1
         r.stream_events = len(events)
+        versions = [e.version for e in events]
+        if versions != list(range(1, len(events) + 1)):
+            gaps = sorted(set(range(1, max(versions, default=0) + 1)) - set(versions))
+            r.problem(
+                f"stream {agent.STREAM}: versions not 1..{len(events)} without a gap "
+                f"(missing {gaps[:5]}, {len(versions) - len(set(versions))} repeated)"
+            )
         per_run = Counter(str(e.data["run"]) for e in events)
         r.lost_stream_events = len(run_ids - set(per_run))
         r.duplicate_stream_events = sum(c - 1 for c in per_run.values()) + len(
@@ -600,8 +742,10 @@ class Soak:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.soak",
-        description="kill -9 workers (and, in server mode, the server) under load, then "
-        "audit that no run, step or memory event was lost or duplicated.",
+        description="kill -9 workers (and, in server mode, the servers) under load, then "
+        "audit that no run, step or memory event was lost or duplicated. On PostgreSQL "
+        "(--store postgres): two servers, three workers, PostgreSQL itself stopped "
+        "immediate and restarted once.",
     )
     parser.add_argument(
         "--seconds",
@@ -613,9 +757,34 @@ def main(argv: list[str] | None = None) -> int:
         "--mode",
         choices=("workers", "server"),
         default="workers",
-        help="kill workers only, or workers and the server (default workers)",
+        help="kill workers only, or workers and the servers (default workers)",
     )
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument(
+        "--store",
+        choices=STORES,
+        default=os.environ.get("SOAK_STORE") or "lmdb",
+        help="lmdb: one server on a data directory; postgres: an embedded PostgreSQL, two "
+        "servers, a worker through each and one straight to the database "
+        "(default $SOAK_STORE, else lmdb)",
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help="emit this many runs and kill until they all finished (--seconds bounds it)",
+    )
+    parser.add_argument(
+        "--pg-restarts",
+        type=int,
+        default=1,
+        help="on PostgreSQL, how often to stop it immediate and start it again (default 1)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes (default 2 on LMDB, 3 on PostgreSQL)",
+    )
     parser.add_argument("--concurrency", type=int, default=4, help="runs per worker (default 4)")
     parser.add_argument("--seed", type=int, default=None, help="seed the kill schedule")
     parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
@@ -624,6 +793,9 @@ def main(argv: list[str] | None = None) -> int:
     soak = Soak(
         seconds=args.seconds,
         mode=args.mode,
+        store=args.store,
+        runs=args.runs,
+        pg_restarts=args.pg_restarts,
         workers=args.workers,
         concurrency=args.concurrency,
         seed=args.seed,

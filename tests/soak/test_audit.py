@@ -242,6 +242,13 @@ def test_a_duplicated_stream_event_is_caught(soaked: Soak) -> None:
     assert report.duplicate_stream_events == 1
 
 
+def test_a_gap_in_the_stream_versions_is_caught(soaked: Soak) -> None:
+    """A stream event taken out of the middle (version 2 of 3): the versions have a gap."""
+    with planted(soaked) as store:
+        assert store.delete_stream_events(soak_agent.STREAM, versions=[2]) == 1
+    caught(audited(soaked), "versions not 1..2 without a gap (missing [2]")
+
+
 def test_a_projection_mismatch_is_caught(soaked: Soak) -> None:
     """A projection whose stored state is not the fold of the stream."""
     run_id = soaked.emitted["soak-0000000"][0]

@@ -8,17 +8,18 @@ is checked on PostgreSQL by the agreement test and the backend contract.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
 from ironflow._worker._identity import this_worker
-from ironflow.errors import StoreFormatError
+from ironflow.errors import StoreError, StoreFormatError
 from ironflow.store import AgentSpec, PostgresStore
 from ironflow.store._backend import WriteTxn
 from ironflow.store._pgschema import SCHEMA_VERSION
@@ -245,3 +246,133 @@ def test_a_lost_answer_to_commit_is_resolved_not_guessed(pg_url: str) -> None:
             assert [k for k, _ in txn.scan("events")] == [b"k1", b"k3"]
     finally:
         backend.close()
+
+
+class _AsksXactStatus(PostgresBackend):
+    """Counts how often a lost answer to COMMIT is looked up."""
+
+    asked = 0
+
+    def _committed(self, xid: int) -> bool:
+        self.asked += 1
+        return super()._committed(xid)
+
+
+def test_a_serialization_failure_at_commit_is_a_retry_not_a_lost_connection(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Write skew: A and B each read what the other writes, then A commits and B's COMMIT
+    is answered 40001. PostgreSQL answered (rolled back), so B runs again at once,
+    without asking pg_xact_status and without saying the database was lost."""
+    backend = _AsksXactStatus(pg_url, listen=False, give_up_after=30)
+    try:
+        both_wrote = threading.Barrier(2, timeout=30)
+        a_committed = threading.Event()
+        runs = {"a": 0, "b": 0}
+
+        def skew(me: str, reads: bytes, writes: bytes) -> Callable[[WriteTxn], None]:
+            def op(txn: WriteTxn) -> None:
+                runs[me] += 1
+                txn.get("events", reads)
+                txn.put("events", writes, me.encode())
+                if runs[me] == 1:
+                    both_wrote.wait()
+                    if me == "b":
+                        assert a_committed.wait(30)
+
+            return op
+
+        def a() -> None:
+            backend.write(skew("a", b"x", b"y"))
+            a_committed.set()
+
+        with caplog.at_level(logging.WARNING, logger="ironflow.store"):
+            thread = threading.Thread(target=a)
+            thread.start()
+            backend.write(skew("b", b"y", b"x"))
+            thread.join(30)
+        assert runs == {"a": 1, "b": 2}, "B's first COMMIT should have failed 40001"
+        assert backend.asked == 0
+        said = [r.getMessage() for r in caplog.records]
+        assert not [m for m in said if "lost the connection" in m], said
+        with backend.read() as txn:
+            assert dict(txn.scan("events")) == {b"x": b"b", b"y": b"a"}
+    finally:
+        backend.close()
+
+
+def _terminate(url: str, pid: int) -> None:
+    with psycopg.connect(url, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def test_a_connection_lost_in_the_middle_of_a_read_is_a_store_error(pg_url: str) -> None:
+    """PostgreSQL goes away under a read transaction: the backend raises the store's
+    error, never the driver's; the next read reconnects."""
+    backend = PostgresBackend(pg_url, listen=False, give_up_after=30)
+    try:
+        lost = pytest.raises(StoreError, match="lost the connection to the database")
+        with lost, backend.read() as txn:
+            _terminate(pg_url, txn._cur.connection.info.backend_pid)
+            txn.get("events", b"k")
+        with backend.read() as txn:
+            assert txn.get("events", b"k") is None
+    finally:
+        backend.close()
+
+
+class _LosesReads(PostgresBackend):
+    """The connection of each of its first ``lose`` read transactions is terminated."""
+
+    lose = 0
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Any]:
+        with super().read() as txn:
+            if self.lose > 0:
+                self.lose -= 1
+                _terminate(self.url, txn._cur.connection.info.backend_pid)
+            yield txn
+
+
+def test_a_read_lost_under_a_store_method_is_run_again_not_raised(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run read while PostgreSQL drops the connection: the store method reads again
+    and answers (a StoreError inside a step would fail the run: a memory wait did, in
+    the cluster soak), saying once that the database was lost."""
+    store = PostgresStore(pg_url)
+    try:
+        store.register_agents([AgentSpec("a", ("go",))])
+        run_id = store.emit("go", {}).run_ids[0]
+        store.backend = store._backend = _LosesReads(pg_url, listen=False)  # type: ignore[misc]
+        store.backend.lose = 1
+        with caplog.at_level(logging.WARNING, logger="ironflow.store"):
+            assert store.get_run(run_id).status == "pending"
+        said = [r.getMessage() for r in caplog.records if "lost the connection" in r.getMessage()]
+        assert len(said) == 1, said
+        assert store.get_steps(run_id) == []
+    finally:
+        store.close()
+
+
+def test_every_method_that_reads_is_run_again_when_its_read_is_lost() -> None:
+    """A new read method of the machine must be listed in _REREAD (or it would raise)."""
+    import inspect
+
+    from ironflow.store import _postgres
+    from ironflow.store._machine import StoreMachine
+
+    reading = {
+        name
+        for name, fn in vars(StoreMachine).items()
+        if callable(fn) and not name.startswith("_") and "self._read()" in inspect.getsource(fn)
+    }
+    assert reading == set(_postgres._REREAD)
+
+
+def test_the_pool_does_not_repeat_what_the_store_says_once(pg_url: str) -> None:
+    """psycopg_pool logs each broken connection it drops and each failed reconnect; the
+    store says once that the database is lost and once that it is back."""
+    PostgresStore(pg_url).close()
+    assert logging.getLogger("psycopg.pool").getEffectiveLevel() >= logging.ERROR
