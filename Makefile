@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: help venv chromium strace test test-thorough test-fast lint typecheck demo-agent-crash-resume demo-pydantic-ai demo-openai-agents demo-langgraph bench soak clean
+.PHONY: help venv chromium strace test test-thorough test-fast lint typecheck demo-agent-crash-resume demo-cluster demo-pydantic-ai demo-openai-agents demo-langgraph bench soak clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-26s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ typecheck: $(STAMP) ## mypy --strict on the package
 
 demo-agent-crash-resume: $(STAMP) ## the seed demo: serve, worker, emit, kill -9, resume, assert
 	$(PY) examples/doc_processor/demo.py
+
+demo-cluster: $(STAMP) ## the crash demo on embedded PostgreSQL, two servers, two workers: kill -9 a worker and a server, resume, assert
+	$(PY) -m examples.doc_processor.cluster_demo
 
 demo-pydantic-ai: $(STAMP) ## a Pydantic AI agent under IronflowAgent: kill -9 between model requests, resume, assert
 	$(PY) -m examples.pydantic_ai_agent.demo

@@ -1,4 +1,5 @@
-"""`make demo-agent-crash-resume` is a test too, so CI proves the README's first command."""
+"""`make demo-agent-crash-resume` and `make demo-cluster` are tests too, so CI proves the
+README's commands."""
 
 from __future__ import annotations
 
@@ -24,3 +25,20 @@ def test_the_seed_demo_passes() -> None:
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "demo passed" in proc.stdout
     assert "the projection holds doc-2 as published" in proc.stdout
+
+
+@pytest.mark.process
+def test_the_cluster_demo_passes() -> None:
+    """`make demo-cluster`: PostgreSQL, two servers, two workers; a worker and a server
+    killed in each run; both runs resume, each step recorded once."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "examples.doc_processor.cluster_demo"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "demo passed" in proc.stdout
+    assert "OCR did not run again" in proc.stdout
+    assert "servers 1 and 2 give the same record" in proc.stdout
