@@ -414,6 +414,10 @@ class InvalidInputError(IronflowError, ValueError):
     """
 
 
+#: A filter longer than this is not repeated in its error message.
+_SHOWN = 200
+
+
 class FilterError(IronflowError, ValueError):
     """A trigger filter (``@agent(filter=...)``) is not a valid expression.
 
@@ -425,7 +429,7 @@ class FilterError(IronflowError, ValueError):
         self.text = text
         self.column = column
         self.problem = problem
-        shown = f" in filter {text!r}" if text is not None and len(text) <= 200 else ""
+        shown = f" in filter {text!r}" if text is not None and len(text) <= _SHOWN else ""
         super().__init__(
             f"{problem} at column {column}{shown}; filters look like "
             "'data.customer.tier == \"gold\" and data.amount > 100'"

@@ -26,12 +26,12 @@ from ironflow._agent._flow import (
     debounce_option,
 )
 from ironflow._pure._durations import Duration, parse_duration
+from ironflow._pure._limits import MAX_NAME_BYTES, MAX_STEP_NAME_CHARS, is_code_name
 from ironflow._pure._validate import Mismatch, check_value
 from ironflow.errors import DefinitionError, InvalidInputError, ToolInputError
 from ironflow.replay import RetryPolicy, current_execution
 from ironflow.store._codec import to_json_value
 from ironflow.store._flowspec import FlowSpec
-from ironflow.store._keys import NAME as _NAME
 from ironflow.store._records import AgentSpec
 from ironflow.store._triggers import validate_trigger
 
@@ -51,10 +51,14 @@ _AGENT_ATTR = "__ironflow_agent__"
 
 
 def _check_name(kind: str, value: Any, fn: Callable[..., Any]) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
+    # A tool's name goes into step ids (``tool.<name>#2``); an agent's or projection's
+    # is a key of the store.
+    longest = MAX_STEP_NAME_CHARS if kind == "tool" else MAX_NAME_BYTES
+    if not is_code_name(value, longest):
         raise DefinitionError(
             f"@{kind} on {getattr(fn, '__qualname__', fn)!r}: the name {value!r} is not usable; "
-            "use letters, digits, '.', '_' or '-', starting with a letter or digit"
+            "use letters, digits, '.', '_' or '-', starting with a letter or digit, "
+            f"at most {longest} characters"
         )
     return value
 

@@ -34,11 +34,11 @@ import attrs
 from ironflow._agent._dsl import Memory, _check_name
 from ironflow.errors import (
     DefinitionError,
-    InvalidInputError,
     ProjectionTimeoutError,
 )
 from ironflow.replay import Execution, current_step
 from ironflow.store import Event
+from ironflow.store import _checks as checks
 from ironflow.store._codec import dumps, to_json_value
 from ironflow.store._records import (
     ProjectionSpec,
@@ -310,8 +310,7 @@ class AgentMemory:
 
         Returns an :class:`AppendResult` (awaitable in an async agent).
         """
-        if not isinstance(name, str) or not name or len(name) > 200:
-            raise InvalidInputError(f"an event name must be 1 to 200 characters, not {name!r}")
+        checks.event_name(name, "memory.append: the event name")
         data = to_json_value(data, f"memory event {name!r} data", "data")
         execution = self._execution
         store = execution.store

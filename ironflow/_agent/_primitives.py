@@ -19,11 +19,12 @@ import attrs
 
 from ironflow._agent._dsl import AgentDefinition
 from ironflow._pure._durations import Duration, check_ahead, parse_duration
+from ironflow._pure._limits import MAX_STEP_NAME_CHARS, is_code_name
 from ironflow.errors import InvalidInputError
 from ironflow.replay import Execution, current_step
 from ironflow.store import Event, Suspension
+from ironflow.store import _checks as checks
 from ironflow.store._codec import event_data, to_json_value
-from ironflow.store._keys import NAME as _NAME
 
 __all__ = [
     "APPROVAL_PREFIX",
@@ -88,10 +89,10 @@ def approval_event(
 
 
 def _check_name(what: str, name: Any) -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or len(name) > 150:
+    if not is_code_name(name, MAX_STEP_NAME_CHARS):
         raise InvalidInputError(
-            f"{what} name must be letters, digits, '.', '_' or '-' (at most 150), starting "
-            f"with a letter or digit, not {name!r}"
+            f"{what} name must be letters, digits, '.', '_' or '-' (at most "
+            f"{MAX_STEP_NAME_CHARS}), starting with a letter or digit, not {name!r}"
         )
     return name
 
@@ -152,8 +153,7 @@ def wait_for_event(
     step_name: str | None = None,
 ) -> Any:
     """The step ``wait.<name>``: the first matching event, or None after ``timeout``."""
-    if not isinstance(name, str) or not name or len(name) > 200:
-        raise InvalidInputError(f"ctx.wait_for_event needs an event name, not {name!r}")
+    checks.event_name(name, "ctx.wait_for_event: the event name")
     if match is not None and not isinstance(match, Mapping):
         raise InvalidInputError(
             f"ctx.wait_for_event(match=...) must be a dict of data fields to values, not {match!r}"
@@ -231,7 +231,7 @@ class ChildRun:
 
 def agent_id_of(agent: Any) -> str:
     if isinstance(agent, str):
-        if not _NAME.match(agent):
+        if not is_code_name(agent):
             raise InvalidInputError(f"ctx.spawn: {agent!r} is not an agent id")
         return agent
     if isinstance(agent, AgentDefinition):

@@ -7,6 +7,7 @@ import math
 import re
 from typing import Any
 
+from ironflow._pure._limits import MAX_DURATION
 from ironflow.errors import InvalidInputError
 
 __all__ = ["MAX_DURATION", "Duration", "check_ahead", "parse_duration"]
@@ -14,11 +15,8 @@ __all__ = ["MAX_DURATION", "Duration", "check_ahead", "parse_duration"]
 #: What every ``duration``, ``ttl``, ``timeout`` and ``backoff`` parameter accepts.
 Duration = int | float | str | _dt.timedelta
 
-#: The longest duration accepted anywhere (a sleep, a timeout, a ttl, a backoff) and
-#: how far ahead a ``sleep_until`` may be: 100 years, in seconds. Longer is surely a
-#: mistake (``ctx.sleep(1e12)``), and a wake-up past the year 9999 is a time no date
-#: can show. (The limits module of the store's route table is to own it.)
-MAX_DURATION = 100 * 365.25 * 86400.0
+# MAX_DURATION (from _limits) is the longest duration accepted anywhere (a sleep, a
+# timeout, a ttl, a backoff) and how far ahead a ``sleep_until`` may be.
 _LIMIT_TEXT = "100 years"
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}

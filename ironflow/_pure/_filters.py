@@ -32,13 +32,11 @@ from typing import Any
 
 import attrs
 
+from ironflow._pure._limits import MAX_FILTER_CHARS, MAX_FILTER_DEPTH
 from ironflow.errors import FilterError
 
 __all__ = ["Filter", "compile_filter"]
 
-#: Deeper nesting than this is refused at parse time (and so never overflows the stack).
-MAX_DEPTH = 64
-MAX_LENGTH = 4096
 
 _ROOTS = ("data", "name", "id", "event")
 _KEYWORDS = {"and", "or", "not", "in", "true", "false", "null"}
@@ -225,8 +223,8 @@ class _Parser:
 
     def expr(self) -> _Node:
         self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise self.fail(f"the expression nests deeper than {MAX_DEPTH} levels")
+        if self.depth > MAX_FILTER_DEPTH:
+            raise self.fail(f"the expression nests deeper than {MAX_FILTER_DEPTH} levels")
         try:
             return self.or_()
         finally:
@@ -251,8 +249,8 @@ class _Parser:
         while self.is_word("not") or self.is_op("!"):
             self.take()
             nots += 1
-            if nots > MAX_DEPTH:
-                raise self.fail(f"more than {MAX_DEPTH} 'not' in a row")
+            if nots > MAX_FILTER_DEPTH:
+                raise self.fail(f"more than {MAX_FILTER_DEPTH} 'not' in a row")
         node = self.comparison()
         for _ in range(nots):
             node = _Not(node)
@@ -318,8 +316,8 @@ class _Parser:
         self.take()
         items: list[_Node] = []
         self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise self.fail(f"the expression nests deeper than {MAX_DEPTH} levels")
+        if self.depth > MAX_FILTER_DEPTH:
+            raise self.fail(f"the expression nests deeper than {MAX_FILTER_DEPTH} levels")
         if not self.is_op("]"):
             items.append(self.expr())
             while self.is_op(","):
@@ -517,6 +515,6 @@ def compile_filter(text: str) -> Filter:
     """
     if not isinstance(text, str):
         raise FilterError(None, 1, f"a filter is a string, not {type(text).__name__}")
-    if len(text) > MAX_LENGTH:
-        raise FilterError(None, 1, f"a filter is at most {MAX_LENGTH} characters")
+    if len(text) > MAX_FILTER_CHARS:
+        raise FilterError(None, 1, f"a filter is at most {MAX_FILTER_CHARS} characters")
     return Filter(text, root=_Parser(text).parse())

@@ -15,10 +15,10 @@ from collections.abc import Mapping
 
 import attrs
 
+from ironflow._pure._limits import MAX_TRACESTATE_CHARS
 from ironflow.errors import InvalidInputError
 
 __all__ = [
-    "MAX_TRACESTATE",
     "TraceContext",
     "ambient_trace",
     "check_trace",
@@ -29,8 +29,6 @@ __all__ = [
 # version "-" trace-id "-" parent-id "-" trace-flags; version 00 has nothing after the
 # flags, a later version may add fields after a "-" (read as version 00, as the spec says).
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
-#: The longest ``tracestate`` kept: the spec lets a vendor drop one beyond 512 characters.
-MAX_TRACESTATE = 512
 
 
 @attrs.frozen
@@ -66,7 +64,7 @@ def parse_trace(traceparent: str | None, tracestate: str | None = None) -> Trace
     if trace_id == "0" * 32 or span_id == "0" * 16:
         return None
     state = tracestate.strip() if isinstance(tracestate, str) else ""
-    if len(state) > MAX_TRACESTATE or not state.isascii() or not state.isprintable():
+    if len(state) > MAX_TRACESTATE_CHARS or not state.isascii() or not state.isprintable():
         state = ""
     return TraceContext(f"00-{trace_id}-{span_id}-{flags}", state)
 
@@ -82,7 +80,7 @@ def check_trace(trace: TraceContext | None, where: str) -> TraceContext | None:
         raise InvalidInputError(
             f"{where}: trace {trace!r} is not a W3C trace context: traceparent must look like "
             "'00-<32 hex trace id>-<16 hex span id>-<2 hex flags>' (not all zeros), and "
-            f"tracestate be printable ASCII of at most {MAX_TRACESTATE} characters"
+            f"tracestate be printable ASCII of at most {MAX_TRACESTATE_CHARS} characters"
         )
     return trace
 

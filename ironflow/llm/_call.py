@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ironflow._agent._dsl import ToolDefinition
+from ironflow._pure._limits import MAX_STEP_NAME_CHARS, is_code_name
 from ironflow.errors import InvalidInputError, LlmError, ProviderNotConfiguredError
 from ironflow.llm._provider import LlmCall, Provider, _current, get_default_provider
 from ironflow.llm._schema import tool_schema
 from ironflow.llm._types import LlmRequest, LlmResponse, Message, ToolSchema
 from ironflow.replay import Execution, current_step
 from ironflow.store._codec import structure, to_json_value
-from ironflow.store._keys import NAME as _NAME
 
 __all__ = [
     "CallCounter",
@@ -42,13 +42,13 @@ _BAD = re.compile(r"[^A-Za-z0-9_.\-]+")
 def step_name(model: str, name: str | None) -> str:
     """``name`` if given (checked), else the model's name with unusable characters as '-'."""
     if name is not None:
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not is_code_name(name, MAX_STEP_NAME_CHARS):
             raise InvalidInputError(
                 f"ctx.llm(name={name!r}): use letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit"
+                f"starting with a letter or digit, at most {MAX_STEP_NAME_CHARS} characters"
             )
         return name
-    cleaned = _BAD.sub("-", model).strip("-._")
+    cleaned = _BAD.sub("-", model)[:MAX_STEP_NAME_CHARS].strip("-._")
     return cleaned or "model"
 
 

@@ -11,7 +11,9 @@ Two kinds of endpoint share one route table:
 - for people (``/runs``, ``/runs/{id}``, ``/events``, ``/runs/{id}/cancel``,
   ``/health``): the same JSON as the CLI's ``--json`` views, rendered by ``_views``;
 - for :class:`~ironflow.store.RemoteStore` (``/store/...``): the Store protocol, one
-  endpoint per method, records as the store's codec writes them.
+  endpoint per row of the store's own route table (``ironflow/store/_routes.py``),
+  which RemoteStore builds its requests from too. The row checks every argument before
+  the store is called; the server adds no check of its own.
 
 A reply is sent only after the store call returns, and the LmdbStore returns only
 after its write is fsync'd: a server killed with ``kill -9`` loses nothing it
@@ -35,13 +37,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import attrs
-import cattrs
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ironflow._agent._primitives import approval_event
 from ironflow._pure._ids import new_id
-from ironflow._pure._trace import TraceContext, parse_trace
+from ironflow._pure._limits import MAX_REASON_BYTES
+from ironflow._pure._trace import parse_trace
 from ironflow.errors import (
     ConcurrencyError,
     InvalidInputError,
@@ -54,29 +56,18 @@ from ironflow.errors import (
 from ironflow.server._live import events_stream, parse_wait, wait_finished
 from ironflow.server._main import DEFAULT_MAX_BODY
 from ironflow.server._metrics import METRICS_PATH, add_metrics
-from ironflow.server._views import (
-    event_json,
-    projection_json,
-    run_json,
-    run_with_steps_json,
-)
-from ironflow.store import (
-    AgentSpec,
-    ErrorInfo,
-    LeasedRun,
-    StepRecord,
-    Suspension,
-    WorkerInfo,
-    converter,
-)
+from ironflow.server._views import event_json, projection_json, run_json, run_with_steps_json
+from ironflow.store import _checks as checks
+from ironflow.store._codec import converter
 from ironflow.store._machine import StoreMachine
-from ironflow.store._records import ProjectionSpec, ProjectionWrite
-from ironflow.store._triggers import validate_trigger
+from ironflow.store._records import LeasedRun, Run, WorkerInfo
+from ironflow.store._routes import ROUTES as STORE
+from ironflow.store._routes import STORE_ROUTES, LeaseReply, StoreRoute, WorkReply
 
 __all__ = [
     "API_PREFIX",
     "DEFAULT_MAX_BODY",
-    "MAX_LONG_POLL",
+    "PEOPLE_ROUTES",
     "ROUTES",
     "Api",
     "BackgroundServer",
@@ -89,17 +80,10 @@ log = logging.getLogger("ironflow.server")
 T = TypeVar("T")
 
 API_PREFIX = "/api/v1"
-#: The longest a lease request may wait for work, in seconds.
-MAX_LONG_POLL = 30.0
 #: How often a waiting lease looks again for orphaned runs (leases lapse without a wake-up).
 _RECHECK = 0.5
-#: The longest one request may wait for a projection to reach a position, in seconds.
-MAX_PROJECTION_WAIT = 30.0
 # A projection advanced by a runner in another process signals nothing here: look again.
 _PROJECTION_RECHECK = 0.25
-_MAX_KEY_BYTES = 200
-_MAX_LIMIT = 10_000
-_MAX_POSITION = 2**63 - 1
 
 
 class ApiError(Exception):
@@ -119,6 +103,10 @@ def _bad(message: str) -> ApiError:
 # -- reading requests ----------------------------------------------------------------------
 
 
+class _ClientGone(Exception):
+    """The client hung up before its request was read whole: there is no one to answer."""
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -130,9 +118,17 @@ def _finite_float(text: str) -> float:
     return value
 
 
+async def _read(request: web.Request) -> bytes:
+    """The request's body; :class:`_ClientGone` if the client hung up halfway."""
+    try:
+        return await request.read()
+    except ConnectionResetError:
+        raise _ClientGone from None
+
+
 async def _body(request: web.Request) -> dict[str, Any]:
     """The request's JSON object. Raises 413 over the size limit, 400 for anything not JSON."""
-    raw = await request.read()
+    raw = await _read(request)
     try:
         value = json.loads(
             raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
@@ -146,171 +142,26 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return value
 
 
-def _text(value: Any, what: str, *, max_bytes: int = _MAX_KEY_BYTES) -> str:
-    try:
-        size = len(value.encode()) if isinstance(value, str) else 0
-    except UnicodeEncodeError:
-        size = 0
-    if not 0 < size <= max_bytes:
-        raise _bad(f"{what} must be a string of 1 to {max_bytes} bytes")
-    return str(value)
+async def _optional_body(request: web.Request) -> dict[str, Any]:
+    """The JSON object of a request whose body may be left out (then ``{}``)."""
+    return await _body(request) if await _read(request) else {}
 
 
-def _opt_text(body: dict[str, Any], key: str) -> str | None:
-    value = body.get(key)
-    return None if value is None else _text(value, repr(key))
+def _path(request: web.Request) -> dict[str, str]:
+    """The path's arguments; one that is not UTF-8 text reads as '' (no record has it)."""
+    out = {}
+    for key, value in request.match_info.items():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            value = ""
+        out[key] = value
+    return out
 
 
-def _str(body: dict[str, Any], key: str) -> str:
-    return _text(body.get(key), repr(key))
-
-
-def _int(body: dict[str, Any], key: str, lo: int, hi: int) -> int:
-    value = body.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise _bad(f"{key!r} must be an integer from {lo} to {hi}")
-    return value
-
-
-def _float(
-    body: dict[str, Any], key: str, lo: float, hi: float, default: float | None = None
-) -> float:
-    value = body.get(key, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or not lo <= value <= hi:
-        raise _bad(f"{key!r} must be a number from {lo} to {hi}")
-    return float(value)
-
-
-def _strings(body: dict[str, Any], key: str) -> list[str]:
-    value = body.get(key)
-    if not isinstance(value, list) or len(value) > _MAX_LIMIT:
-        raise _bad(f"{key!r} must be a list of at most {_MAX_LIMIT} strings")
-    return [_text(item, f"each of {key!r}") for item in value]
-
-
-def _record(body: dict[str, Any], key: str, cls: type[T]) -> T:
-    try:
-        return converter.structure(body.get(key), cls)
-    except Exception as exc:
-        if isinstance(exc, cattrs.BaseValidationError):
-            detail = "; ".join(cattrs.transform_error(exc, path=key))
-        else:
-            detail = f"{type(exc).__name__}: {exc}"
-        raise _bad(f"{key!r} is not a valid {cls.__name__}: {detail}") from None
-
-
-def _check_float(value: float, what: str) -> None:
-    if not math.isfinite(value):
-        raise _bad(f"{what} must be a finite number")
-
-
-def _worker(body: dict[str, Any]) -> WorkerInfo:
-    worker = _record(body, "worker", WorkerInfo)
-    if not worker.id or len(worker.id.encode()) > _MAX_KEY_BYTES or len(worker.host) > 255:
-        raise _bad("'worker' needs an id of 1 to 200 bytes and a host name of at most 255")
-    # The store probes a same-host holder with kill(pid, 0): only a real pid may get there.
-    if not 1 <= worker.pid < 2**31 or len(worker.pid_start) > 64:
-        raise _bad("'worker.pid' must be a process id from 1 to 2**31 - 1")
-    return worker
-
-
-def _attempt(body: dict[str, Any]) -> int:
-    """The run attempt a write is made for: the store fences it by the lease's attempt."""
-    return _int(body, "attempt", 0, 2**31 - 1)
-
-
-def _trace(body: dict[str, Any], request: web.Request | None = None) -> TraceContext | None:
-    """The emitter's trace context: the body's ``trace`` (checked), else the request's
-    W3C ``traceparent``/``tracestate`` headers (ignored when invalid, as the spec says)."""
-    if body.get("trace") is not None:
-        given = _record(body, "trace", TraceContext)
-        trace = parse_trace(given.traceparent, given.tracestate)
-        if trace is None or trace != given:
-            raise _bad(
-                "'trace' must be a W3C trace context: traceparent "
-                "'00-<32 hex trace id>-<16 hex span id>-<2 hex flags>', and tracestate "
-                "printable ASCII of at most 512 characters"
-            )
-        return trace
-    if request is None:
-        return None
-    return parse_trace(request.headers.get("traceparent"), request.headers.get("tracestate"))
-
-
-def _error_info(value: ErrorInfo | None) -> None:
-    if value is not None and len(value.type) > 1000:
-        raise _bad("an error's type name must be at most 1000 characters")
-
-
-def _step(body: dict[str, Any], run_id: str) -> StepRecord:
-    step = _record(body, "step", StepRecord)
-    if step.run_id != run_id:
-        raise _bad(f"'step.run_id' is {step.run_id!r} but the path names run {run_id!r}")
-    if not 0 <= step.position < 2**32 - 1 or not 0 <= step.attempt < 2**31:
-        raise _bad("'step.position' must be from 0 to 2**32 - 2 and 'step.attempt' at least 0")
-    if not step.id or step.status not in ("completed", "failed"):
-        raise _bad("'step.id' must be non-empty and 'step.status' completed or failed")
-    _check_float(step.started_at, "'step.started_at'")
-    _check_float(step.ended_at, "'step.ended_at'")
-    _error_info(step.error)
-    return step
-
-
-def _path_run_id(request: web.Request) -> str:
-    """The run id in the path; one no run can have is simply not found, as in the store."""
-    run_id = request.match_info.get("run_id", "")
-    try:
-        size = len(run_id.encode())
-    except UnicodeEncodeError:
-        size = 0
-    if not 0 < size <= _MAX_KEY_BYTES or "\x00" in run_id:
-        raise RunNotFoundError(run_id.encode("utf-8", "replace").decode())
-    return run_id
-
-
-def _partition(value: Any) -> str:
-    """A partition key to read: a string of at most 250 bytes ('' is the whole state)."""
-    try:
-        size = len(value.encode()) if isinstance(value, str) else -1
-    except UnicodeEncodeError:
-        size = -1
-    if not 0 <= size <= 250:
-        raise _bad("a partition key must be a string of at most 250 bytes")
-    return str(value)
-
-
-def _path_text(request: web.Request, key: str) -> str:
-    """A name or id from the path, as the store will check it (a bad one is its error)."""
-    value = request.match_info.get(key, "")
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return ""
-    return value
-
-
-def _query_int(request: web.Request, key: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(key)
-    if raw is None:
-        return default
-    if not raw.isascii() or not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise _bad(f"?{key} must be an integer from {lo} to {hi}, not {raw[:40]!r}")
-    return int(raw)
-
-
-def _query(request: web.Request) -> tuple[int, str | None, str | None]:
-    """``?limit``, ``?status``, ``?agent`` of a run listing."""
-    q = request.query
-    raw_limit = q.get("limit", "20")
-    if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= _MAX_LIMIT:
-        raise _bad(f"?limit must be an integer from 1 to {_MAX_LIMIT}, not {raw_limit[:40]!r}")
-    filters: list[str | None] = []
-    for key in ("status", "agent"):
-        value = q.get(key)
-        if value is not None:
-            _text(value, f"?{key}")
-        filters.append(value)
-    return int(raw_limit), filters[0], filters[1]
+def _parse(route: StoreRoute, request: web.Request, body: dict[str, Any] | None) -> dict[str, Any]:
+    """``route``'s checked arguments from ``request`` (a bad one raises its 4xx error)."""
+    return route.parse(_path(request), request.query, body)
 
 
 # -- answering -----------------------------------------------------------------------------
@@ -345,6 +196,14 @@ def _error_middleware(max_body: int) -> Any:
             return await handler(request)
         except ApiError as exc:
             return _error_response(exc.status, exc.code, exc.message)
+        except _ClientGone:
+            # Nobody to answer and nothing done: one line, not a traceback at ERROR.
+            log.info(
+                "%s %s: the client hung up before sending the whole body",
+                request.method,
+                request.path,
+            )
+            return _error_response(400, "bad_request", "the request body was cut short")
         except web.HTTPRequestEntityTooLarge:
             return _error_response(
                 413,
@@ -441,7 +300,8 @@ def _auth_middleware(token: str) -> Any:
 class Route:
     """One endpoint: ``method`` and ``path`` under :data:`API_PREFIX`, served by ``handler``.
 
-    ``handler`` names the :class:`Api` method that answers it.
+    ``handler`` names the :class:`Api` method that answers it; a store route's handler
+    is ``store:<Store method>`` (see :data:`~ironflow.store._routes.STORE_ROUTES`).
     """
 
     method: str
@@ -449,8 +309,8 @@ class Route:
     handler: str
 
 
-ROUTES: tuple[Route, ...] = (
-    # For people and scripts: the CLI's JSON views.
+#: Endpoints for people and scripts: the CLI's JSON views.
+PEOPLE_ROUTES: tuple[Route, ...] = (
     Route("GET", "/health", "health"),
     Route("GET", "/runs", "runs"),
     Route("GET", "/runs/{run_id}", "run"),
@@ -461,38 +321,12 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/runs/{run_id}/approvals/{name}", "approve"),
     Route("GET", "/projections/{name}", "projection"),
     Route("GET", "/streams/{stream_id}", "stream"),
-    # The Store protocol, for RemoteStore: records as the codec writes them.
-    Route("GET", "/store/agents", "store_agents"),
-    Route("POST", "/store/agents", "store_register_agents"),
-    Route("POST", "/store/leases", "store_lease"),
-    Route("POST", "/store/heartbeat", "store_heartbeat"),
-    Route("GET", "/store/runs", "store_runs"),
-    Route("GET", "/store/runs/{run_id}", "store_run"),
-    Route("GET", "/store/runs/{run_id}/steps", "store_steps"),
-    Route("GET", "/store/runs/{run_id}/lease", "store_get_lease"),
-    Route("POST", "/store/runs/{run_id}/steps", "store_record_step"),
-    Route("POST", "/store/runs/{run_id}/finish", "store_finish"),
-    Route("POST", "/store/runs/{run_id}/release", "store_release"),
-    Route("POST", "/store/runs/{run_id}/cancel", "store_cancel"),
-    Route("POST", "/store/runs/{run_id}/pause", "store_pause"),
-    Route("POST", "/store/runs/{run_id}/resume", "store_resume"),
-    Route("POST", "/store/runs/{run_id}/suspend", "store_suspend"),
-    Route("POST", "/store/runs/{run_id}/spawn", "store_spawn"),
-    Route("POST", "/store/wait", "store_wait"),
-    Route("GET", "/store/events", "store_events"),
-    Route("GET", "/store/streams/{stream_id}/events", "store_read_stream"),
-    Route("POST", "/store/streams/{stream_id}/events", "store_append"),
-    Route("POST", "/store/streams/{stream_id}/delete", "store_delete_stream_events"),
-    Route("GET", "/store/projections", "store_list_projections"),
-    Route("POST", "/store/projections", "store_register_projections"),
-    Route("GET", "/store/projections/{name}", "store_projection_status"),
-    Route("POST", "/store/projections/{name}/read", "store_get_projection"),
-    Route("POST", "/store/projections/{name}/lease", "store_lease_projection"),
-    Route("POST", "/store/projections/{name}/release", "store_release_projection"),
-    Route("POST", "/store/projections/{name}/write", "store_write_projection"),
-    Route("POST", "/store/projections/{name}/rebuild", "store_rebuild_projection"),
-    Route("POST", "/store/projections/{name}/wait", "store_wait_for_projection"),
-    Route("POST", "/store/prune", "store_prune"),
+)
+
+#: Every endpoint: the people's, then the Store protocol's for RemoteStore (records as
+#: the codec writes them), one per row of the store's route table.
+ROUTES: tuple[Route, ...] = PEOPLE_ROUTES + tuple(
+    Route(r.method, r.path, "store:" + r.name) for r in STORE_ROUTES
 )
 
 
@@ -500,10 +334,11 @@ class Api:
     """The handlers behind :data:`ROUTES`. Each returns JSON data; the store does the work.
 
     Guarantees: a handler answers only after its store call returned, so whatever it
-    acknowledged is on disk. A request that waits (a lease finding no work, a wait for
-    work or for a projection) holds no thread: it parks until a write through this
-    server that may end its wait (an event appended, a run released, a projection
-    advanced) wakes it, or its time runs out.
+    acknowledged is on disk; a request whose arguments fail their checks is answered
+    4xx before the store is called, so it changed nothing. A request that waits (a
+    lease finding no work, a wait for work or for a projection) holds no thread: it
+    parks until a write through this server that may end its wait (an event appended,
+    a run released, a projection advanced) wakes it, or its time runs out.
     """
 
     def __init__(self, store: StoreMachine, *, threads: int = 32) -> None:
@@ -562,143 +397,60 @@ class Api:
         """Wait for store calls in flight, then release the thread pool."""
         self._pool.shutdown(wait=True)
 
-    # -- for people ------------------------------------------------------------------
+    # -- the Store protocol --------------------------------------------------------------
 
-    async def health(self, request: web.Request) -> Any:
-        from ironflow import __version__
+    def store_handler(self, route: StoreRoute) -> Callable[[web.Request], Awaitable[Any]]:
+        """The handler of a store route: its arguments checked by the route, then the call.
 
-        return {"status": "ok", "version": __version__}
+        Three calls wait at the server rather than in the store, and have their own
+        handler: a lease (a long poll), a wait for work, and a wait for a projection.
+        """
+        special = {
+            "lease_runs": self._lease_runs,
+            "wait_for_work": self._wait_for_work,
+            "wait_for_projection": self._wait_for_projection,
+            "wait_for_run": self._wait_for_run,
+        }
+        if route.name in special:
+            special_handler = special[route.name]
 
-    async def runs(self, request: web.Request) -> Any:
-        limit, status, agent = _query(request)
-        store = self.store
+            async def waiting(request: web.Request) -> Any:
+                body = await _body(request) if route.has_body else None
+                return route.reply_json(
+                    await special_handler(request, _parse(route, request, body))
+                )
 
-        def work() -> list[dict[str, Any]]:
-            # The same composition as `ironflow run list --json`, so the two agree.
-            runs = store.list_runs(limit=limit, status=status, agent=agent)
-            now = time.time()
-            return [
-                run_json(r, store.get_lease(r.id) if r.status == "running" else None, now=now)
-                for r in runs
-            ]
+            return waiting
+        method: Callable[..., Any] = getattr(self.store, route.name)
 
-        return await self._run(work)
+        async def handler(request: web.Request) -> Any:
+            body = await _body(request) if route.has_body else None
+            result = await self._run(method, **_parse(route, request, body))
+            if route.wakes:
+                self.wake()
+            return route.reply_json(result)
 
-    async def run(self, request: web.Request) -> Any:
-        """The run with its steps; with ``?wait=30s``, once it finished (see _live)."""
-        run_id = _path_run_id(request)
-        store = self.store
-        wait = parse_wait(request)
-        if wait:
-            await wait_finished(self, run_id, wait)
+        return handler
 
-        def work() -> dict[str, Any]:
-            run = store.get_run(run_id)
-            return run_with_steps_json(run, store.get_steps(run.id), store.get_lease(run.id))
-
-        return await self._run(work)
-
-    async def emit(self, request: web.Request) -> Any:
-        body = await _body(request)
-        if not isinstance(body.get("name"), str):
-            raise _bad("'name' must be the event name, a string")
-        event_id = body.get("id")
-        if event_id is not None and not isinstance(event_id, str):
-            raise _bad("'id' must be a string or null")
-        name, data, trace = body["name"], body.get("data", {}), _trace(body, request)
-        if trace is None and self.tracer_provider is not None:
-            # Emitted with no context, to a server that traces: an `emit NAME` span is the
-            # root of the trace the runs join.
-            from ironflow._worker._observe import emitting
-
-            with emitting(self.tracer_provider, name) as trace:
-                result = await self._run(self.store.emit, name, data, id=event_id, trace=trace)
-        else:
-            result = await self._run(self.store.emit, name, data, id=event_id, trace=trace)
-        if result.created:
-            self.wake()  # new runs for leases, a new event for projections
-        return converter.unstructure(result)
-
-    async def cancel(self, request: web.Request) -> Any:
-        run_id = _path_run_id(request)
-        store = self.store
-
-        def work() -> dict[str, Any]:
-            run = store.request_cancel(run_id)
-            return run_json(run, store.get_lease(run.id) if run.status == "running" else None)
-
-        answer = await self._run(work)
-        self.wake()  # a parent waiting for the cancelled run is pending again
-        return answer
-
-    async def pause(self, request: web.Request) -> Any:
-        """Pause a run: now if it is not running, else at its next step boundary."""
-        run_id = _path_run_id(request)
-        store = self.store
-
-        def work() -> dict[str, Any]:
-            run = store.pause_run(run_id)
-            return run_json(run, store.get_lease(run.id) if run.status == "running" else None)
-
-        return await self._run(work)
-
-    async def resume(self, request: web.Request) -> Any:
-        """Resume a paused run; with ``{"from_step": STEP_ID}``, re-run a finished one."""
-        run_id = _path_run_id(request)
-        body = await _body(request) if await request.read() else {}
-        from_step = _opt_text(body, "from_step")
-        store = self.store
-
-        def work() -> dict[str, Any]:
-            run = store.resume_run(run_id, from_step=from_step)
-            return run_json(run, store.get_lease(run.id) if run.status == "running" else None)
-
-        answer = await self._run(work)
-        self.wake()  # the run is pending again
-        return answer
-
-    # -- the Store protocol ------------------------------------------------------------
-
-    async def store_agents(self, request: web.Request) -> Any:
-        return converter.unstructure(await self._run(self.store.agents))
-
-    async def store_register_agents(self, request: web.Request) -> Any:
-        body = await _body(request)
-        agents = _record(body, "agents", list[AgentSpec])
-        for spec in agents:
-            _text(spec.id, "an agent id")
-            for trigger in spec.triggers:
-                why = validate_trigger(trigger)
-                if why is not None or len(trigger) > _MAX_KEY_BYTES:
-                    raise _bad(f"agent {spec.id!r}: {why or 'a trigger is at most 200 bytes'}")
-        await self._run(self.store.register_agents, agents)
-        return {}
-
-    async def store_lease(self, request: web.Request) -> Any:
-        body = await _body(request)
-        worker = _worker(body)
-        agents = _strings(body, "agents")
-        limit = _int(body, "limit", 1, 1000)
-        ttl = _float(body, "ttl", 0.001, 86400.0)
-        wait = _float(body, "wait", 0.0, MAX_LONG_POLL, default=0.0)
+    async def _lease_runs(self, request: web.Request, args: dict[str, Any]) -> LeaseReply:
+        worker: WorkerInfo = args["worker"]
+        agents: list[str] = args["agents"]
+        limit, ttl = args["limit"], args["ttl"]
         # Runs this worker already holds, for a retry whose first reply was lost.
-        reclaimed = await self._run(self._held_by, worker, agents) if body.get("reclaim") else []
+        reclaimed = await self._run(self._held_by, worker, agents) if args["reclaim"] else []
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
+        deadline = loop.time() + args["wait"]
         while True:
             # A client that hung up mid-poll must not be handed runs nobody will read.
             transport = request.transport
             if transport is None or transport.is_closing():
-                return {"runs": [], "reclaimed": []}
+                return LeaseReply(runs=())
             # Taken before looking, so an emit that lands after the look still wakes us.
             event = self._work_event()
             leased = await self._run(self.store.lease_runs, worker, agents, limit=limit, ttl=ttl)
             remaining = deadline - loop.time()
             if leased or reclaimed or remaining <= 0 or self._closing:
-                return {
-                    "runs": converter.unstructure(leased),
-                    "reclaimed": converter.unstructure(reclaimed),
-                }
+                return LeaseReply(runs=tuple(leased), reclaimed=tuple(reclaimed))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), min(remaining, _RECHECK))
 
@@ -717,109 +469,122 @@ class Api:
                 out.append(LeasedRun(run=run, steps=steps, lease=lease))
         return out
 
-    async def store_heartbeat(self, request: web.Request) -> Any:
-        body = await _body(request)
-        worker = _worker(body)
-        run_ids = _strings(body, "run_ids")
-        ttl = _float(body, "ttl", 0.001, 86400.0)
-        held = await self._run(self.store.heartbeat, worker, run_ids, ttl=ttl)
-        return {"held": sorted(held)}
+    async def _wait_for_work(self, request: web.Request, args: dict[str, Any]) -> WorkReply:
+        """Answer once something was written since the client's ``after``, or on timeout.
 
-    async def store_runs(self, request: web.Request) -> Any:
-        limit, status, agent = _query(request)
-        runs = await self._run(self.store.list_runs, limit=limit, status=status, agent=agent)
-        return converter.unstructure(runs)
+        This is ``wait_for_work`` for a client thread that is not leasing (a worker's
+        projection runner): it learns of new events without polling for them.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + args["timeout"]
+        while args["after"] == self._generation() and not self._closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._work_event().wait(), remaining)
+        return WorkReply(generation=self._generation())
 
-    async def store_run(self, request: web.Request) -> Any:
-        run_id = _path_run_id(request)
+    async def _wait_for_projection(self, request: web.Request, args: dict[str, Any]) -> int:
+        name, position = args["name"], args["position"]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + args["timeout"]
+        while True:
+            event = self._work_event()
+            # With no time left to wait, the store only reads where the projection is.
+            reached = await self._run(self.store.wait_for_projection, name, position, timeout=0)
+            remaining = deadline - loop.time()
+            if reached >= position or remaining <= 0 or self._closing:
+                return reached
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(remaining, _PROJECTION_RECHECK))
+
+    async def _wait_for_run(self, request: web.Request, args: dict[str, Any]) -> Run:
+        return await wait_finished(self, args["run_id"], args["timeout"])
+
+    # -- for people ------------------------------------------------------------------
+    # Their arguments are the store's: each is read by the store route that takes it.
+
+    async def health(self, request: web.Request) -> Any:
+        from ironflow import __version__
+
+        return {"status": "ok", "version": __version__}
+
+    async def runs(self, request: web.Request) -> Any:
+        args = _parse(STORE["list_runs"], request, None)
+        store = self.store
+
+        def work() -> list[dict[str, Any]]:
+            # The same composition as `ironflow run list --json`, so the two agree.
+            runs = store.list_runs(**args)
+            now = time.time()
+            return [
+                run_json(r, store.get_lease(r.id) if r.status == "running" else None, now=now)
+                for r in runs
+            ]
+
+        return await self._run(work)
+
+    async def run(self, request: web.Request) -> Any:
+        """The run with its steps; with ``?wait=30s``, once it finished (see _live)."""
+        run_id = _parse(STORE["get_run"], request, None)["run_id"]
+        store = self.store
         wait = parse_wait(request)
         if wait:
-            return converter.unstructure(await wait_finished(self, run_id, wait))
-        return converter.unstructure(await self._run(self.store.get_run, run_id))
+            await wait_finished(self, run_id, wait)
 
-    async def store_steps(self, request: web.Request) -> Any:
-        return converter.unstructure(await self._run(self.store.get_steps, _path_run_id(request)))
+        def work() -> dict[str, Any]:
+            run = store.get_run(run_id)
+            return run_with_steps_json(run, store.get_steps(run.id), store.get_lease(run.id))
 
-    async def store_get_lease(self, request: web.Request) -> Any:
-        return converter.unstructure(await self._run(self.store.get_lease, _path_run_id(request)))
+        return await self._run(work)
 
-    async def store_record_step(self, request: web.Request) -> Any:
-        run_id = _path_run_id(request)
+    async def emit(self, request: web.Request) -> Any:
+        """Emit an event: ``{"name": ..., "data": ..., "id": ...}`` (data ``{}`` if left out)."""
         body = await _body(request)
-        worker = _worker(body)
-        ack = await self._run(self.store.record_step, worker, _step(body, run_id))
-        return converter.unstructure(ack)
+        args = _parse(STORE["emit"], request, {"data": {}, **body})
+        if args["trace"] is None:
+            # Else the request's W3C headers (ignored when invalid, as the spec says).
+            headers = request.headers
+            args["trace"] = parse_trace(headers.get("traceparent"), headers.get("tracestate"))
+        if args["trace"] is None and self.tracer_provider is not None:
+            # Emitted with no context, to a server that traces: an `emit NAME` span is the
+            # root of the trace the runs join.
+            from ironflow._worker._observe import emitting
 
-    async def store_finish(self, request: web.Request) -> Any:
-        run_id = _path_run_id(request)
-        body = await _body(request)
-        worker = _worker(body)
-        attempt = _attempt(body)
-        status = _str(body, "status")
-        error = None if body.get("error") is None else _record(body, "error", ErrorInfo)
-        _error_info(error)
-        run = await self._run(
-            self.store.finish_run,
-            worker,
-            run_id,
-            status=status,
-            output=body.get("output"),
-            error=error,
-            attempt=attempt,
-        )
-        self.wake()  # a wait for this run ends; its parent, if waiting for it, is pending
-        return converter.unstructure(run)
-
-    async def store_release(self, request: web.Request) -> Any:
-        run_id = _path_run_id(request)
-        body = await _body(request)
-        worker = _worker(body)
-        await self._run(self.store.release_run, worker, run_id, attempt=_attempt(body))
-        self.wake()
-        return {}
-
-    async def store_cancel(self, request: web.Request) -> Any:
-        run = await self._run(self.store.request_cancel, _path_run_id(request))
-        self.wake()  # a parent waiting for the cancelled run is pending again
-        return converter.unstructure(run)
-
-    async def store_pause(self, request: web.Request) -> Any:
-        run = await self._run(self.store.pause_run, _path_run_id(request))
-        return converter.unstructure(run)
-
-    async def store_resume(self, request: web.Request) -> Any:
-        run_id = _path_run_id(request)
-        from_step = _opt_text(await _body(request), "from_step")
-        run = await self._run(self.store.resume_run, run_id, from_step=from_step)
-        self.wake()
-        return converter.unstructure(run)
-
-    async def store_suspend(self, request: web.Request) -> Any:
-        run_id = _path_run_id(request)
-        body = await _body(request)
-        worker = _worker(body)
-        suspension = _record(body, "suspension", Suspension)
-        result = await self._run(
-            self.store.suspend_run, worker, run_id, suspension, attempt=_attempt(body)
-        )
+            with emitting(self.tracer_provider, args["name"]) as trace:
+                result = await self._run(self.store.emit, **{**args, "trace": trace})
+        else:
+            result = await self._run(self.store.emit, **args)
+        if result.created:
+            self.wake()  # new runs for leases, a new event for projections
         return converter.unstructure(result)
 
-    async def store_spawn(self, request: web.Request) -> Any:
-        run_id = _path_run_id(request)
-        body = await _body(request)
-        worker = _worker(body)
-        child = await self._run(
-            self.store.spawn_run,
-            worker,
-            run_id,
-            _str(body, "step_id"),
-            _str(body, "agent"),
-            body.get("data"),
-            attempt=_attempt(body),
-            trace=_trace(body),
-        )
-        self.wake()  # the child is a new pending run
-        return converter.unstructure(child)
+    async def _run_view(self, request: web.Request, action: Callable[..., Run], **kw: Any) -> Any:
+        run_id = _parse(STORE["get_run"], request, None)["run_id"]
+        store = self.store
+
+        def work() -> dict[str, Any]:
+            run = action(run_id, **kw)
+            return run_json(run, store.get_lease(run.id) if run.status == "running" else None)
+
+        answer = await self._run(work)
+        self.wake()  # a cancelled run's waiting parent, or a resumed run, is pending again
+        return answer
+
+    async def cancel(self, request: web.Request) -> Any:
+        """Cancel a run: now if it is not running, else at its next step boundary."""
+        return await self._run_view(request, self.store.request_cancel)
+
+    async def pause(self, request: web.Request) -> Any:
+        """Pause a run: now if it is not running, else at its next step boundary."""
+        return await self._run_view(request, self.store.pause_run)
+
+    async def resume(self, request: web.Request) -> Any:
+        """Resume a paused run; with ``{"from_step": STEP_ID}``, re-run a finished one."""
+        body = await _optional_body(request)
+        from_step = _parse(STORE["resume_run"], request, body)["from_step"]
+        return await self._run_view(request, self.store.resume_run, from_step=from_step)
 
     async def approve(self, request: web.Request) -> Any:
         """Answer a run's ``ctx.approve(name)``: emit ``agent.approve.<name>`` for it.
@@ -827,16 +592,22 @@ class Api:
         The body is optional: ``{"approved": true|false, "approver": ..., "reason": ...}``
         (approved by default).
         """
-        run_id = _path_run_id(request)
-        name = _path_text(request, "name")
-        body = await _body(request) if await request.read() else {}
+        run_id = _parse(STORE["get_run"], request, None)["run_id"]
+        name = _path(request)["name"]
+        body = await _optional_body(request)
+        unknown = sorted(set(body) - {"approved", "approver", "reason"})
+        if unknown:
+            raise _bad(
+                f"unknown fields {unknown[:5]!r:.200}; an approval takes approved, "
+                "approver and reason"
+            )
         approved = body.get("approved", True)
         if not isinstance(approved, bool):
             raise _bad("'approved' must be true or false")
-        approver = _opt_text(body, "approver")
+        approver = checks.optional_name(body.get("approver"), "'approver'")
         reason = body.get("reason")
         if reason is not None:
-            reason = _text(reason, "'reason'", max_bytes=4000)
+            reason = checks.text(reason, "'reason'", max_bytes=MAX_REASON_BYTES, nul=True)
         store = self.store
 
         def work() -> dict[str, Any]:
@@ -851,195 +622,26 @@ class Api:
         self.wake()  # the run waiting for it is pending again
         return answer
 
-    async def store_wait(self, request: web.Request) -> Any:
-        """Answer once something was written since the client's ``after``, or on timeout.
-
-        This is ``wait_for_work`` for a client thread that is not leasing (a worker's
-        projection runner): it learns of new events without polling for them.
-        """
-        body = await _body(request)
-        after = body.get("after")
-        deadline = asyncio.get_running_loop().time() + _float(body, "timeout", 0.0, MAX_LONG_POLL)
-        while after == self._generation() and not self._closing:
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._work_event().wait(), remaining)
-        return {"generation": self._generation()}
-
-    # -- the event log and entity streams -----------------------------------------------
-
-    async def store_events(self, request: web.Request) -> Any:
-        after_seq = _query_int(request, "after_seq", 0, 0, _MAX_POSITION - 1)
-        limit = _query_int(request, "limit", 1000, 1, _MAX_LIMIT)
-        events = await self._run(self.store.events, after_seq=after_seq, limit=limit)
-        return converter.unstructure(events)
-
-    async def store_read_stream(self, request: web.Request) -> Any:
-        from_version = _query_int(request, "from_version", 0, 0, _MAX_POSITION)
-        limit = _query_int(request, "limit", 1000, 1, _MAX_LIMIT)
-        events = await self._run(
-            self.store.read_stream,
-            _path_text(request, "stream_id"),
-            from_version=from_version,
-            limit=limit,
-        )
-        return converter.unstructure(events)
-
-    async def store_append(self, request: web.Request) -> Any:
-        body = await _body(request)
-        expected = body.get("expected_version")
-        if expected is not None:
-            expected = _int(body, "expected_version", 0, _MAX_POSITION)
-        if not isinstance(body.get("name"), str):
-            raise _bad("'name' must be the event name, a string")
-        event = await self._run(
-            self.store.append_to_stream,
-            _path_text(request, "stream_id"),
-            body["name"],
-            body.get("data"),
-            expected_version=expected,
-            idempotency_key=_opt_text(body, "idempotency_key"),
-        )
-        self.wake()
-        return converter.unstructure(event)
-
-    async def store_delete_stream_events(self, request: web.Request) -> Any:
-        body = await _body(request)
-        versions = body.get("versions")
-        if versions is not None and (
-            not isinstance(versions, list)
-            or len(versions) > _MAX_LIMIT
-            or not all(type(v) is int and 1 <= v <= _MAX_POSITION for v in versions)
-        ):
-            raise _bad(f"'versions' must be null or a list of at most {_MAX_LIMIT} versions")
-        deleted = await self._run(
-            self.store.delete_stream_events, _path_text(request, "stream_id"), versions
-        )
-        return {"deleted": deleted}
-
     async def stream(self, request: web.Request) -> Any:
-        stream_id = _path_text(request, "stream_id")
-        from_version = _query_int(request, "from_version", 0, 0, _MAX_POSITION)
-        limit = _query_int(request, "limit", 1000, 1, _MAX_LIMIT)
-        events = await self._run(
-            self.store.read_stream, stream_id, from_version=from_version, limit=limit
-        )
-        return {"stream": stream_id, "events": [event_json(e) for e in events]}
-
-    # -- projections -----------------------------------------------------------------------
+        args = _parse(STORE["read_stream"], request, None)
+        events = await self._run(self.store.read_stream, **args)
+        return {"stream": args["stream_id"], "events": [event_json(e) for e in events]}
 
     async def projection(self, request: web.Request) -> Any:
+        """A projection's state; ``?partition=KEY`` (repeated) reads only those partitions."""
+        route = STORE["get_projection"]
         partitions = request.query.getall("partition", None)
-        if partitions is not None:
-            partitions = [_partition(p) for p in partitions]
-        state = await self._run(
-            self.store.get_projection, _path_text(request, "name"), partitions=partitions
-        )
+        args = _parse(route, request, {"partitions": partitions})
+        state = await self._run(self.store.get_projection, **args)
         return projection_json(state)
 
-    async def store_register_projections(self, request: web.Request) -> Any:
-        body = await _body(request)
-        specs = _record(body, "specs", list[ProjectionSpec])
-        for spec in specs:
-            for name in spec.events:
-                _text(name, f"projection {spec.name!r}: an event name")
-        await self._run(self.store.register_projections, specs)
-        self.wake()
-        return {}
 
-    async def store_list_projections(self, request: web.Request) -> Any:
-        return converter.unstructure(await self._run(self.store.list_projections))
-
-    async def store_projection_status(self, request: web.Request) -> Any:
-        status = await self._run(self.store.projection_status, _path_text(request, "name"))
-        return converter.unstructure(status)
-
-    async def store_get_projection(self, request: web.Request) -> Any:
-        body = await _body(request)
-        partitions = body.get("partitions")
-        if partitions is not None:
-            if not isinstance(partitions, list) or len(partitions) > _MAX_LIMIT:
-                raise _bad(f"'partitions' must be null or a list of at most {_MAX_LIMIT} strings")
-            partitions = [_partition(p) for p in partitions]
-        state = await self._run(
-            self.store.get_projection, _path_text(request, "name"), partitions=partitions
-        )
-        return converter.unstructure(state)
-
-    async def store_lease_projection(self, request: web.Request) -> Any:
-        body = await _body(request)
-        worker = _worker(body)
-        ttl = _float(body, "ttl", 0.001, 86400.0)
-        held = await self._run(
-            self.store.lease_projection, worker, _path_text(request, "name"), ttl=ttl
-        )
-        return {"held": held}
-
-    async def store_release_projection(self, request: web.Request) -> Any:
-        worker = _worker(await _body(request))
-        await self._run(self.store.release_projection, worker, _path_text(request, "name"))
-        self.wake()
-        return {}
-
-    async def store_write_projection(self, request: web.Request) -> Any:
-        name = _path_text(request, "name")
-        body = await _body(request)
-        worker = _worker(body)
-        write = _record(body, "write", ProjectionWrite)
-        if write.name != name:
-            raise _bad(f"'write.name' is {write.name!r} but the path names {name!r}")
-        ticket = write.rebuild_ticket
-        if not (
-            0 <= write.from_position <= _MAX_POSITION
-            and 0 <= write.to_position <= _MAX_POSITION
-            and (ticket is None or 0 <= ticket <= _MAX_POSITION)
-        ):
-            raise _bad("'write' positions and rebuild_ticket must be from 0 to 2**63 - 1")
-        status = await self._run(self.store.write_projection, worker, write)
-        self.wake()
-        return converter.unstructure(status)
-
-    async def store_rebuild_projection(self, request: web.Request) -> Any:
-        ticket = await self._run(self.store.request_projection_rebuild, _path_text(request, "name"))
-        self.wake()
-        return {"ticket": ticket}
-
-    async def store_wait_for_projection(self, request: web.Request) -> Any:
-        name = _path_text(request, "name")
-        body = await _body(request)
-        position = _int(body, "position", 0, _MAX_POSITION)
-        timeout = _float(body, "timeout", 0.0, MAX_PROJECTION_WAIT)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            event = self._work_event()
-            # With no time left to wait, the store only reads where the projection is.
-            reached = await self._run(self.store.wait_for_projection, name, position, timeout=0)
-            remaining = deadline - loop.time()
-            if reached >= position or remaining <= 0 or self._closing:
-                return {"position": reached}
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), min(remaining, _PROJECTION_RECHECK))
-
-    # -- retention ---------------------------------------------------------------------------
-
-    async def store_prune(self, request: web.Request) -> Any:
-        body = await _body(request)
-        older_than = _float(body, "older_than", 0.0, 1e12)
-        statuses = None if body.get("statuses") is None else _strings(body, "statuses")
-        dry_run = body.get("dry_run", False)
-        if not isinstance(dry_run, bool):
-            raise _bad("'dry_run' must be true or false")
-        result = await self._run(
-            self.store.prune_runs, older_than=older_than, statuses=statuses, dry_run=dry_run
-        )
-        return converter.unstructure(result)
-
-
-def _endpoint(api: Api, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    method: Callable[[web.Request], Awaitable[Any]] = getattr(api, name)
+def _endpoint(api: Api, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    method: Callable[[web.Request], Awaitable[Any]]
+    if route.handler.startswith("store:"):
+        method = api.store_handler(STORE[route.handler.removeprefix("store:")])
+    else:
+        method = getattr(api, route.handler)
 
     async def endpoint(request: web.Request) -> web.StreamResponse:
         return _json_response(await method(request))
@@ -1068,7 +670,7 @@ def make_app(
         middlewares.append(_auth_middleware(token))
     app = web.Application(middlewares=middlewares, client_max_size=max_body)
     for route in ROUTES:
-        app.router.add_route(route.method, API_PREFIX + route.path, _endpoint(api, route.handler))
+        app.router.add_route(route.method, API_PREFIX + route.path, _endpoint(api, route))
     # The event stream is a long-lived text/event-stream response, not one JSON answer.
     app.router.add_route(
         "GET", API_PREFIX + "/events/stream", functools.partial(events_stream, api)

@@ -1,6 +1,6 @@
 """Endpoints that answer when something happens: a run's long poll and the event stream.
 
-- ``GET /api/v1/runs/{id}?wait=30s`` (and ``/store/runs/{id}?wait=``): the run once it is
+- ``GET /api/v1/runs/{id}?wait=30s`` (and ``/store/runs/{id}/wait?timeout=``): the run once it is
   finished, or as it is when the wait runs out. The wait parks a coroutine, no thread,
   and is woken by every write through this server that can finish a run (a worker's
   finish, a cancel, an event that cancels), so it answers the moment the run finishes.
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ironflow._pure._durations import parse_duration
+from ironflow._pure._limits import MAX_RUN_WAIT
 from ironflow.errors import InvalidInputError
 from ironflow.server._sse import KEEPALIVE, open_stream, send_comment, send_event
 from ironflow.server._views import event_json
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_RUN_WAIT", "events_stream", "parse_wait", "wait_finished"]
 
-#: The longest one request may wait for a run to finish; ask again to wait longer.
-MAX_RUN_WAIT = 30.0
 # Writes by another process into the same data directory wake nothing here: look again.
 _RECHECK = 0.5
 _PAGE = 500

@@ -28,6 +28,7 @@ import attrs
 import cattrs
 import orjson
 
+from ironflow._pure._limits import MAX_DEPTH, MAX_INT, MIN_INT
 from ironflow.errors import InvalidInputError, NotSerializableError, StoreCorruptedError
 
 __all__ = [
@@ -67,19 +68,13 @@ converter.register_structure_hook_func(lambda t: t is object, lambda v, _: v)
 
 _PRIMITIVE = (str, bool, type(None))
 
-#: How deeply a stored value (event data, a step's input or output, a projection's
-#: state) may nest lists and objects (``[[1]]`` nests 2 levels). One limit, checked by
-#: :func:`to_json_value` before anything runs or is written: the stored format's JSON
-#: encoder stops at 255 levels, and a record or an HTTP body wraps a value in a few of
-#: its own. (The limits module of the store's route table is to own it.)
-MAX_DEPTH = 200
-
 
 def to_json_value(value: Any, what: str = "value", path: str = "value") -> Any:
     """Return ``value`` as plain JSON data, or raise :class:`NotSerializableError`.
 
     Guarantees: the result holds only str, int, finite float, bool, None, list and
-    dict with str keys, nested at most :data:`MAX_DEPTH` levels; the error's path
+    dict with str keys, nested at most :data:`~ironflow._pure._limits.MAX_DEPTH` levels
+    (``[[1]]`` nests 2; the stored format's encoder stops at 255); the error's path
     names the first value that cannot be stored (``value['items'][2]``); a recursive
     structure is refused, never looped on.
     """
@@ -88,7 +83,7 @@ def to_json_value(value: Any, what: str = "value", path: str = "value") -> Any:
         and k.isascii()
         and (
             (type(v) in _FLAT and (type(v) is not str or v.isascii()))
-            or (type(v) is int and _INT_MIN <= v <= _INT_MAX)
+            or (type(v) is int and MIN_INT <= v <= MAX_INT)
         )
         for k, v in value.items()
     ):
@@ -97,10 +92,6 @@ def to_json_value(value: Any, what: str = "value", path: str = "value") -> Any:
 
 
 _FLAT = frozenset({str, bool, type(None)})
-# JSON readers (ours included) hold integers in 64 bits; a larger one would come back
-# as a float and a replay would differ, so it is refused when stored.
-_INT_MIN = -(2**63)
-_INT_MAX = 2**64 - 1
 
 
 def _check_text(text: str, what: str, path: str) -> None:
@@ -136,7 +127,7 @@ def _walk(v: Any, what: str, path: str, active: set[int], depth: int) -> Any:
             _check_text(v, what, path)
         return v
     if isinstance(v, int):
-        if not _INT_MIN <= v <= _INT_MAX:
+        if not MIN_INT <= v <= MAX_INT:
             raise NotSerializableError(
                 what, path, f"{v} does not fit in 64 bits; store large integers as strings"
             )

@@ -21,8 +21,8 @@ import orjson
 
 from ironflow._pure._cron import parse_cron
 from ironflow._pure._filters import compile_filter
+from ironflow._pure._limits import MAX_NAME_BYTES, is_code_name
 from ironflow.errors import DefinitionError, FilterError
-from ironflow.store._keys import MAX_KEY_BYTES, NAME
 from ironflow.store._triggers import validate_trigger
 
 TYPE_CHECKING = False
@@ -229,13 +229,6 @@ def flow_problem(flow: FlowSpec) -> str | None:
     return next((p for p in problems if p is not None), None)
 
 
-def _fits(text: str) -> bool:
-    try:
-        return len(text.encode()) <= MAX_KEY_BYTES
-    except UnicodeEncodeError:
-        return False
-
-
 def agent_problem(spec: AgentSpec) -> str | None:
     """What is wrong with an agent spec as a store would keep it, or None.
 
@@ -244,17 +237,15 @@ def agent_problem(spec: AgentSpec) -> str | None:
     """
     # As sent over HTTP or built by other code: not necessarily the declared types.
     given: Any = spec
-    if not isinstance(given.id, str) or not NAME.match(given.id) or not _fits(given.id):
+    if not is_code_name(given.id, MAX_NAME_BYTES):
         return (
             f"the id {given.id!r} is not usable; use letters, digits, '.', '_' or '-', "
-            f"starting with a letter or digit, at most {MAX_KEY_BYTES} bytes"
+            f"starting with a letter or digit, at most {MAX_NAME_BYTES} bytes"
         )
     if not isinstance(given.triggers, tuple | list):
         return f"triggers must be a list of event names, not {given.triggers!r}"
     for trigger in given.triggers:
         problem = validate_trigger(trigger)
-        if problem is None and not _fits(trigger):
-            problem = f"trigger {trigger[:40]!r}... is longer than {MAX_KEY_BYTES} bytes"
         if problem is not None:
             return f"triggers: {problem}"
     if not isinstance(given.description, str):

@@ -31,10 +31,10 @@ from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-import attrs
-
+from ironflow._pure._limits import MAX_SEQ
 from ironflow._pure._trace import TraceContext, check_trace
 from ironflow.errors import ConcurrencyError, InvalidInputError, RunNotFoundError
+from ironflow.store import _checks as checks
 from ironflow.store import _leasing, _projections, _runs, _streams
 from ironflow.store._backend import Backend, ReadTxn, WriteTxn
 from ironflow.store._codec import (
@@ -45,10 +45,8 @@ from ironflow.store._codec import (
     to_json_value,
 )
 from ironflow.store._flowctl import FlowControl
-from ironflow.store._flowspec import agent_problem
 from ironflow.store._invariants import check_valid
 from ironflow.store._keys import (
-    MAX_KEY_BYTES,
     partition_key,
     projection_key,
     run_key,
@@ -76,7 +74,6 @@ from ironflow.store._records import (
     WorkerInfo,
 )
 from ironflow.store._suspend import suspend
-from ironflow.store._waits import checked_suspension
 
 __all__ = ["StoreMachine"]
 
@@ -84,26 +81,6 @@ T = TypeVar("T")
 
 #: How often wait_for_run looks again for a run finished by another process.
 _FINISH_RECHECK = 0.1
-
-
-def _event_name(name: Any) -> None:
-    if not isinstance(name, str) or not name or len(name) > MAX_KEY_BYTES:
-        raise InvalidInputError(
-            f"an event name must be 1 to {MAX_KEY_BYTES} characters, not {name!r}"
-        )
-
-
-def _key_text(value: Any, what: str) -> bytes:
-    """An id or name the store keys by: a string of 1 to 200 bytes of UTF-8."""
-    try:
-        raw = value.encode() if isinstance(value, str) else b""
-    except UnicodeEncodeError:
-        raw = b""
-    if not raw or len(raw) > MAX_KEY_BYTES:
-        raise InvalidInputError(
-            f"{what} must be a string of 1 to {MAX_KEY_BYTES} bytes, not {value!r}"
-        )
-    return raw
 
 
 class StoreMachine:
@@ -156,15 +133,7 @@ class StoreMachine:
 
     def register_agents(self, agents: Sequence[AgentSpec]) -> None:
         """Check every spec whole, then store them all, or none (InvalidInputError)."""
-        specs = list(agents)
-        for spec in specs:
-            if not isinstance(spec, AgentSpec):
-                raise InvalidInputError(f"register_agents takes AgentSpec records, not {spec!r}")
-            problem = agent_problem(spec)
-            if problem is not None:
-                raise InvalidInputError(
-                    f"agent {spec.id!r}: {problem}; no agent of this call was registered"
-                )
+        specs = checks.agent_specs(agents)
         encoded = [(spec.id.encode(), encode_record(spec)) for spec in specs]
 
         def op(txn: WriteTxn) -> None:
@@ -182,9 +151,9 @@ class StoreMachine:
     def emit(
         self, name: str, data: Any, *, id: str | None = None, trace: TraceContext | None = None
     ) -> EmitResult:
-        _event_name(name)
+        checks.event_name(name)
         if id is not None:
-            _key_text(id, "an event id")
+            checks.key(id, "an event id")
         check_trace(trace, f"emit {name!r}")
         data = event_data(data, f"event {name!r} data")
         now = time.time()
@@ -263,10 +232,7 @@ class StoreMachine:
         error: ErrorInfo | None = None,
         attempt: int,
     ) -> Run:
-        if status not in FINISHED:
-            raise InvalidInputError(
-                f"finish_run: status must be one of {sorted(FINISHED)}, not {status!r}"
-            )
+        checks.finish_status(status)
         run_key(run_id)
         output = to_json_value(output, f"run {run_id} output", "output")
         now = time.time()
@@ -324,7 +290,7 @@ class StoreMachine:
         self, worker: WorkerInfo, run_id: str, suspension: Suspension, *, attempt: int
     ) -> SuspendResult:
         run_key(run_id)
-        s = checked_suspension(suspension)
+        s = checks.suspension(suspension)
 
         def op(txn: WriteTxn) -> SuspendResult:
             _runs.check_holder(txn, worker, run_id, attempt)
@@ -344,8 +310,8 @@ class StoreMachine:
         attempt: int,
         trace: TraceContext | None = None,
     ) -> Run:
-        _key_text(agent, "spawn_run: an agent id")
-        _key_text(step_id, "spawn_run: a step id")
+        checks.name(agent, "spawn_run: the agent id")
+        checks.step_id(step_id, "spawn_run: the step id")
         run_key(parent_id)
         check_trace(trace, f"spawn_run of {agent!r}")
         data = event_data(data, f"spawn of {agent!r} data")
@@ -370,17 +336,12 @@ class StoreMachine:
         idempotency_key: str | None = None,
     ) -> Event:
         skey = stream_key(stream_id)
-        _event_name(name)
-        if expected_version is not None and (
-            type(expected_version) is not int or expected_version < 0
-        ):
-            raise InvalidInputError(
-                f"expected_version must be a version number (0 for a new stream), "
-                f"not {expected_version!r}"
-            )
+        checks.event_name(name)
+        if expected_version is not None:
+            checks.integer(expected_version, "expected_version (0 for a new stream)", 0, MAX_SEQ)
         idem: bytes | None = None
         if idempotency_key is not None:
-            idem = skey + b"\x00" + _key_text(idempotency_key, "an idempotency key")
+            idem = skey + b"\x00" + checks.key(idempotency_key, "an idempotency key").encode()
         data = to_json_value(data, f"stream {stream_id!r} event {name!r} data", "data")
         now = time.time()
         clock_now = self._clock()
@@ -436,13 +397,7 @@ class StoreMachine:
         skey = stream_key(stream_id)
         wanted: frozenset[int] | None = None
         if versions is not None:
-            if isinstance(versions, str | bytes) or not all(
-                type(v) is int and v >= 1 for v in versions
-            ):
-                raise InvalidInputError(
-                    f"versions must be stream versions (integers from 1), not {versions!r}"
-                )
-            wanted = frozenset(versions)
+            wanted = checks.stream_versions(versions)
             if not wanted:
                 return 0
         return self._write(lambda txn: _streams.delete(txn, skey, wanted))
@@ -450,13 +405,7 @@ class StoreMachine:
     # -- projections ---------------------------------------------------------------------
 
     def register_projections(self, specs: Sequence[ProjectionSpec]) -> None:
-        checked = []
-        for spec in specs:
-            _key_text(spec.name, "a projection name")
-            initial = to_json_value(
-                spec.initial_state, f"projection {spec.name!r} initial_state", "initial_state"
-            )
-            checked.append(attrs.evolve(spec, initial_state=initial))
+        checked = checks.projection_specs(specs)
         self._write(lambda txn: _projections.register(txn, checked))
         self._notify()
 

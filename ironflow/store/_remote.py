@@ -32,7 +32,14 @@ from typing import Any, TypeVar
 import attrs
 
 from ironflow._pure._ids import new_id
-from ironflow._pure._trace import TraceContext, check_trace
+from ironflow._pure._limits import (
+    MAX_LEASE_BATCH,
+    MAX_LONG_POLL,
+    MAX_PAGE,
+    MAX_PROJECTION_WAIT,
+    MAX_RUN_WAIT,
+)
+from ironflow._pure._trace import TraceContext
 from ironflow.errors import (
     AuthError,
     ConcurrencyError,
@@ -44,7 +51,7 @@ from ironflow.errors import (
     ServerUnavailableError,
     StoreError,
 )
-from ironflow.store._codec import converter, to_json_value
+from ironflow.store._checks import partition_ok, stream_versions
 from ironflow.store._records import (
     FINISHED,
     SUSPENDED,
@@ -66,7 +73,7 @@ from ironflow.store._records import (
     Suspension,
     WorkerInfo,
 )
-from ironflow.store._waits import checked_suspension
+from ironflow.store._routes import ROUTES, LeaseReply, StoreRoute, WorkReply
 
 __all__ = ["RemoteStore"]
 
@@ -75,9 +82,6 @@ log = logging.getLogger("ironflow.remote")
 T = TypeVar("T")
 
 _API = "/api/v1"
-_MAX = 10_000  # the most items the server returns for one request
-_MAX_PROJECTION_WAIT = 30.0  # the longest the server waits for a projection per request
-_MAX_RUN_WAIT = 30.0  # the longest the server waits for a run to finish per request
 _BACKOFF_START = 0.05
 _BACKOFF_MAX = 2.0
 # A reused keep-alive connection the server has since closed fails at once; that is
@@ -310,33 +314,41 @@ class RemoteStore:
             raise InvalidInputError(message)
         raise StoreError(f"the server at {self.url} answered {status}: {message}")
 
-    def _call(
-        self, method: str, path: str, body: Any = None, *, run_id: str = "", timeout: float = 0
-    ) -> Any:
-        """One request; a 404 or 409 raises the store's own error for it."""
-        reply = self._request(method, path, body, timeout=timeout or None)
-        _raise_for(reply, run_id)
-        return reply.data
+    def _exchange(
+        self, name: str, values: dict[str, Any], *, timeout: float = 0, retry: Any = None
+    ) -> tuple[StoreRoute, _Reply]:
+        """Send the store route ``name`` with ``values`` (checked by the route first).
+
+        ``retry`` holds the values to send instead if the request must be repeated.
+        """
+        route = ROUTES[name]
+        method, path, body = route.request(**values)
+        retry_body = None if retry is None else route.request(**retry)[2]
+        reply = self._request(method, path, body, timeout=timeout or None, retry_body=retry_body)
+        return route, reply
+
+    def _call(self, name: str, timeout: float = 0, /, **values: Any) -> Any:
+        """One store call; a 404 or 409 raises the store's own error for it."""
+        route, reply = self._exchange(name, values, timeout=timeout)
+        _raise_for(reply, values.get("run_id") or values.get("parent_id") or "")
+        return route.read_reply(reply.data)
 
     # -- agents and events ----------------------------------------------------------
 
     def register_agents(self, agents: Sequence[AgentSpec]) -> None:
-        self._call("POST", "/store/agents", {"agents": converter.unstructure(list(agents))})
+        self._call("register_agents", agents=list(agents))
 
     def agents(self) -> list[AgentSpec]:
-        return converter.structure(self._call("GET", "/store/agents"), list[AgentSpec])
+        return self._call("agents")  # type: ignore[no-any-return]
 
     def emit(
         self, name: str, data: Any, *, id: str | None = None, trace: TraceContext | None = None
     ) -> EmitResult:
-        check_trace(trace, f"emit {name!r}")
-        data = to_json_value(data, f"event {name!r} data", "data")
         # An id chosen here makes a retried emit (reply lost) create nothing new.
         chosen = id is None
-        body = {"name": name, "data": data, "id": new_id("evt_") if id is None else id}
-        if trace is not None:
-            body["trace"] = converter.unstructure(trace)
-        result = converter.structure(self._call("POST", "/events", body), EmitResult)
+        result: EmitResult = self._call(
+            "emit", name=name, data=data, id=new_id("evt_") if id is None else id, trace=trace
+        )
         # No one else can have used an id made here: an earlier try of ours created it.
         return attrs.evolve(result, created=True) if chosen else result
 
@@ -348,10 +360,10 @@ class RemoteStore:
         self._local.polled = False
         if limit <= 0 or not agents:
             return []
-        body = {
-            "worker": converter.unstructure(worker),
+        values = {
+            "worker": worker,
             "agents": list(agents),
-            "limit": limit,
+            "limit": min(limit, MAX_LEASE_BATCH),
             "ttl": ttl,
             "wait": self.long_poll,
             "reclaim": False,
@@ -362,20 +374,19 @@ class RemoteStore:
         # out again would run its last step twice.
         with self._lock:
             known = set(self._held)
-        reply = self._request(
-            "POST",
-            "/store/leases",
-            body,
+        route, reply = self._exchange(
+            "lease_runs",
+            values,
             timeout=self.long_poll + self.timeout,
-            retry_body=dict(body, reclaim=True),
+            retry=dict(values, reclaim=True),
         )
         _raise_for(reply)
-        leased = converter.structure(reply.data["runs"], list[LeasedRun])
-        reclaimed = converter.structure(reply.data["reclaimed"], list[LeasedRun])
+        answer: LeaseReply = route.read_reply(reply.data)
+        leased = list(answer.runs)
         with self._lock:
             leased += [
                 r
-                for r in reclaimed
+                for r in answer.reclaimed
                 if (worker.id, r.run.id) not in self._held and (worker.id, r.run.id) not in known
             ]
             self._held.update((worker.id, r.run.id) for r in leased)
@@ -396,15 +407,19 @@ class RemoteStore:
         if self.long_poll <= 0:
             time.sleep(timeout)
             return
-        body = {"after": getattr(self._local, "generation", None), "timeout": self.long_poll}
-        reply = self._call("POST", "/store/wait", body, timeout=self.long_poll + self.timeout)
-        self._local.generation = reply["generation"]
+        wait = min(self.long_poll, MAX_LONG_POLL)
+        reply: WorkReply = self._call(
+            "wait_for_work",
+            wait + self.timeout,
+            after=getattr(self._local, "generation", None),
+            timeout=wait,
+        )
+        self._local.generation = reply.generation
 
     def heartbeat(self, worker: WorkerInfo, run_ids: Collection[str], *, ttl: float) -> set[str]:
         if not run_ids:
             return set()
-        body = {"worker": converter.unstructure(worker), "run_ids": list(run_ids), "ttl": ttl}
-        held = set(self._call("POST", "/store/heartbeat", body)["held"])
+        held: set[str] = self._call("heartbeat", worker=worker, run_ids=list(run_ids), ttl=ttl)
         for lost in set(run_ids) - held:
             self._forget(worker, lost)
         return held
@@ -412,12 +427,11 @@ class RemoteStore:
     # -- steps and run completion -----------------------------------------------------
 
     def record_step(self, worker: WorkerInfo, step: StepRecord) -> StepAck:
-        body = {"worker": converter.unstructure(worker), "step": converter.unstructure(step)}
-        reply = self._request("POST", f"/store/runs/{_quote(step.run_id)}/steps", body)
+        route, reply = self._exchange("record_step", {"worker": worker, "step": step})
         if reply.status == 409:
             self._forget(worker, step.run_id)  # the engine abandons the run
         _raise_for(reply, step.run_id)
-        return converter.structure(reply.data, StepAck)
+        return route.read_reply(reply.data)  # type: ignore[no-any-return]
 
     def finish_run(
         self,
@@ -429,15 +443,15 @@ class RemoteStore:
         error: ErrorInfo | None = None,
         attempt: int,
     ) -> Run:
-        output = to_json_value(output, f"run {run_id} output", "output")
-        body = {
-            "worker": converter.unstructure(worker),
-            "attempt": attempt,
+        values = {
+            "worker": worker,
+            "run_id": run_id,
             "status": status,
             "output": output,
-            "error": converter.unstructure(error),
+            "error": error,
+            "attempt": attempt,
         }
-        reply = self._request("POST", f"/store/runs/{_quote(run_id)}/finish", body)
+        route, reply = self._exchange("finish_run", values)
         if reply.status == 409 and reply.retried:
             # The lost reply may have been our own finish: then the run shows it.
             run = self.get_run(run_id)
@@ -446,11 +460,11 @@ class RemoteStore:
                 return run
         _raise_for(reply, run_id)
         self._forget(worker, run_id)
-        return converter.structure(reply.data, Run)
+        return route.read_reply(reply.data)  # type: ignore[no-any-return]
 
     def release_run(self, worker: WorkerInfo, run_id: str, *, attempt: int) -> None:
-        body = {"worker": converter.unstructure(worker), "attempt": attempt}
-        reply = self._request("POST", f"/store/runs/{_quote(run_id)}/release", body)
+        values = {"worker": worker, "run_id": run_id, "attempt": attempt}
+        _, reply = self._exchange("release_run", values)
         # After a lost reply, "not yours" means our release went through (and maybe
         # another worker has the run already).
         if not (reply.status == 409 and reply.retried):
@@ -462,31 +476,28 @@ class RemoteStore:
             self._held.discard((worker.id, run_id))
 
     def request_cancel(self, run_id: str) -> Run:
-        path = f"/store/runs/{_checked(run_id)}/cancel"
-        return converter.structure(self._call("POST", path, run_id=run_id), Run)
+        return self._call("request_cancel", run_id=run_id)  # type: ignore[no-any-return]
 
     def pause_run(self, run_id: str) -> Run:
-        path = f"/store/runs/{_checked(run_id)}/pause"
-        return converter.structure(self._call("POST", path, run_id=run_id), Run)
+        return self._call("pause_run", run_id=run_id)  # type: ignore[no-any-return]
 
     def resume_run(self, run_id: str, *, from_step: str | None = None) -> Run:
-        path = f"/store/runs/{_checked(run_id)}/resume"
-        body = {"from_step": from_step}
-        return converter.structure(self._call("POST", path, body, run_id=run_id), Run)
+        return self._call(  # type: ignore[no-any-return]
+            "resume_run", run_id=run_id, from_step=from_step
+        )
 
     # -- suspended runs and child runs ----------------------------------------------------
 
     def suspend_run(
         self, worker: WorkerInfo, run_id: str, suspension: Suspension, *, attempt: int
     ) -> SuspendResult:
-        # Checked here so a bad value fails with the store's own error and path.
-        suspension = checked_suspension(suspension)
-        body = {
-            "worker": converter.unstructure(worker),
+        values = {
+            "worker": worker,
+            "run_id": run_id,
+            "suspension": suspension,
             "attempt": attempt,
-            "suspension": converter.unstructure(suspension),
         }
-        reply = self._request("POST", f"/store/runs/{_checked(run_id)}/suspend", body)
+        route, reply = self._exchange("suspend_run", values)
         if reply.status == 409 and reply.retried:
             # The lost reply may have been our own suspension: then the run shows it.
             run = self.get_run(run_id)
@@ -499,7 +510,7 @@ class RemoteStore:
                 self._forget(worker, run_id)
                 return SuspendResult(suspended=True)
         _raise_for(reply, run_id)
-        result = converter.structure(reply.data, SuspendResult)
+        result: SuspendResult = route.read_reply(reply.data)
         if result.suspended:
             self._forget(worker, run_id)
         return result
@@ -515,66 +526,57 @@ class RemoteStore:
         attempt: int,
         trace: TraceContext | None = None,
     ) -> Run:
-        check_trace(trace, f"spawn_run of {agent!r}")
-        data = to_json_value(data, f"spawn of {agent!r} data", "data")
-        body = {
-            "worker": converter.unstructure(worker),
-            "attempt": attempt,
-            "step_id": step_id,
-            "agent": agent,
-            "data": data,
-        }
-        if trace is not None:
-            body["trace"] = converter.unstructure(trace)
         # A retry after a lost reply is safe: the store spawns once per (parent, step id).
-        path = f"/store/runs/{_checked(parent_id)}/spawn"
-        return converter.structure(self._call("POST", path, body, run_id=parent_id), Run)
+        return self._call(  # type: ignore[no-any-return]
+            "spawn_run",
+            worker=worker,
+            parent_id=parent_id,
+            step_id=step_id,
+            agent=agent,
+            data=data,
+            attempt=attempt,
+            trace=trace,
+        )
 
     # -- reading ------------------------------------------------------------------------
 
     def get_run(self, run_id: str) -> Run:
-        data = self._call("GET", f"/store/runs/{_checked(run_id)}", run_id=run_id)
-        return converter.structure(data, Run)
+        return self._call("get_run", run_id=run_id)  # type: ignore[no-any-return]
 
     def wait_for_run(self, run_id: str, *, timeout: float) -> Run:
         """Wait at the server, which answers the moment the run finishes there."""
         deadline = time.monotonic() + timeout
         while True:
-            chunk = max(0.0, min(deadline - time.monotonic(), _MAX_RUN_WAIT))
-            path = f"/store/runs/{_checked(run_id)}?wait={chunk:.3f}"
-            reply = self._call("GET", path, run_id=run_id, timeout=chunk + self.timeout)
-            run = converter.structure(reply, Run)
+            chunk = max(0.0, min(deadline - time.monotonic(), MAX_RUN_WAIT))
+            run: Run = self._call(
+                "wait_for_run", chunk + self.timeout, run_id=run_id, timeout=chunk
+            )
             if run.status in FINISHED or time.monotonic() >= deadline:
                 return run
 
     def get_steps(self, run_id: str) -> list[StepRecord]:
-        data = self._call("GET", f"/store/runs/{_checked(run_id)}/steps", run_id=run_id)
-        return converter.structure(data, list[StepRecord])
+        return self._call("get_steps", run_id=run_id)  # type: ignore[no-any-return]
 
     def get_lease(self, run_id: str) -> Lease | None:
-        data = self._call("GET", f"/store/runs/{_checked(run_id)}/lease", run_id=run_id)
-        return None if data is None else converter.structure(data, Lease)
+        return self._call("get_lease", run_id=run_id)  # type: ignore[no-any-return]
 
     def list_runs(
         self, *, limit: int = 20, status: str | None = None, agent: str | None = None
     ) -> list[Run]:
         if limit < 1:
             return []
-        query: dict[str, Any] = {"limit": min(limit, 10_000)}
-        if status is not None:
-            query["status"] = status
-        if agent is not None:
-            query["agent"] = agent
-        data = self._call("GET", f"/store/runs?{urllib.parse.urlencode(query)}")
-        return converter.structure(data, list[Run])
+        return self._call(  # type: ignore[no-any-return]
+            "list_runs", limit=min(limit, MAX_PAGE), status=status, agent=agent
+        )
 
     # -- the event log and entity streams ---------------------------------------------------
 
     def events(self, *, after_seq: int = 0, limit: int = 1000) -> list[Event]:
         if limit < 1:
             return []
-        query = urllib.parse.urlencode({"after_seq": max(after_seq, 0), "limit": min(limit, _MAX)})
-        return converter.structure(self._call("GET", f"/store/events?{query}"), list[Event])
+        return self._call(  # type: ignore[no-any-return]
+            "events", after_seq=max(after_seq, 0), limit=min(limit, MAX_PAGE)
+        )
 
     def append_to_stream(
         self,
@@ -585,39 +587,36 @@ class RemoteStore:
         expected_version: int | None = None,
         idempotency_key: str | None = None,
     ) -> Event:
-        data = to_json_value(data, f"stream {stream_id!r} event {name!r} data", "data")
-        body = {
-            "name": name,
-            "data": data,
-            "expected_version": expected_version,
+        return self._call(  # type: ignore[no-any-return]
+            "append_to_stream",
+            stream_id=stream_id,
+            name=name,
+            data=data,
+            expected_version=expected_version,
             # A key chosen here makes a retry after a lost reply append once, not twice.
-            "idempotency_key": idempotency_key or new_id("append_"),
-        }
-        path = f"/store/streams/{_name(stream_id, 'a stream id')}/events"
-        return converter.structure(self._call("POST", path, body), Event)
+            idempotency_key=idempotency_key or new_id("append_"),
+        )
 
     def read_stream(
         self, stream_id: str, *, from_version: int = 0, limit: int = 1000
     ) -> list[Event]:
         if limit < 1:
             return []
-        query = urllib.parse.urlencode(
-            {"from_version": max(from_version, 0), "limit": min(limit, _MAX)}
+        return self._call(  # type: ignore[no-any-return]
+            "read_stream",
+            stream_id=stream_id,
+            from_version=max(from_version, 0),
+            limit=min(limit, MAX_PAGE),
         )
-        path = f"/store/streams/{_name(stream_id, 'a stream id')}/events?{query}"
-        return converter.structure(self._call("GET", path), list[Event])
 
-    def delete_stream_events(
-        self, stream_id: str, versions: Collection[int] | None = None
-    ) -> int:
-        path = f"/store/streams/{_name(stream_id, 'a stream id')}/delete"
+    def delete_stream_events(self, stream_id: str, versions: Collection[int] | None = None) -> int:
         if versions is None:
-            return int(self._call("POST", path, {"versions": None})["deleted"])
-        wanted = sorted(set(versions))
+            return int(self._call("delete_stream_events", stream_id=stream_id, versions=None))
+        wanted = sorted(stream_versions(versions))
         deleted = 0
-        for start in range(0, len(wanted), _MAX):  # the server takes _MAX per request
-            body = {"versions": wanted[start : start + _MAX]}
-            deleted += int(self._call("POST", path, body)["deleted"])
+        for start in range(0, len(wanted), MAX_PAGE):  # the server takes a page per request
+            chunk = wanted[start : start + MAX_PAGE]
+            deleted += int(self._call("delete_stream_events", stream_id=stream_id, versions=chunk))
         return deleted
 
     def tail_events(
@@ -669,68 +668,51 @@ class RemoteStore:
     # -- projections --------------------------------------------------------------------
 
     def register_projections(self, specs: Sequence[ProjectionSpec]) -> None:
-        specs = [
-            attrs.evolve(
-                s,
-                initial_state=to_json_value(
-                    s.initial_state, f"projection {s.name!r} initial_state", "initial_state"
-                ),
-            )
-            for s in specs
-        ]
-        self._call("POST", "/store/projections", {"specs": converter.unstructure(specs)})
+        self._call("register_projections", specs=list(specs))
 
     def list_projections(self) -> list[ProjectionStatus]:
-        data = self._call("GET", "/store/projections")
-        return converter.structure(data, list[ProjectionStatus])
+        return self._call("list_projections")  # type: ignore[no-any-return]
 
     def projection_status(self, name: str) -> ProjectionStatus:
-        data = self._call("GET", f"/store/projections/{_projection(name)}")
-        return converter.structure(data, ProjectionStatus)
+        return self._call("projection_status", name=name)  # type: ignore[no-any-return]
 
     def get_projection(
         self, name: str, *, partitions: Collection[str] | None = None
     ) -> ProjectionState:
         # Keys no partition can have are skipped, as the store itself skips them.
-        parts = None if partitions is None else [p for p in partitions if _partition_ok(p)]
-        path = f"/store/projections/{_projection(name)}/read"
-        return converter.structure(self._call("POST", path, {"partitions": parts}), ProjectionState)
-
-    def lease_projection(self, worker: WorkerInfo, name: str, *, ttl: float) -> bool:
-        body = {"worker": converter.unstructure(worker), "ttl": ttl}
-        return bool(
-            self._call("POST", f"/store/projections/{_projection(name)}/lease", body)["held"]
+        parts = None if partitions is None else [p for p in partitions if partition_ok(p)]
+        return self._call(  # type: ignore[no-any-return]
+            "get_projection", name=name, partitions=parts
         )
 
+    def lease_projection(self, worker: WorkerInfo, name: str, *, ttl: float) -> bool:
+        return bool(self._call("lease_projection", worker=worker, name=name, ttl=ttl))
+
     def release_projection(self, worker: WorkerInfo, name: str) -> None:
-        body = {"worker": converter.unstructure(worker)}
-        self._call("POST", f"/store/projections/{_projection(name)}/release", body)
+        self._call("release_projection", worker=worker, name=name)
 
     def write_projection(self, worker: WorkerInfo, write: ProjectionWrite) -> ProjectionStatus:
-        # Validated here so a bad state fails with the store's own error and path.
-        partitions = {
-            part: to_json_value(state, f"projection {write.name!r} state")
-            for part, state in write.partitions.items()
-        }
-        body = {
-            "worker": converter.unstructure(worker),
-            "write": converter.unstructure(attrs.evolve(write, partitions=partitions)),
-        }
-        path = f"/store/projections/{_projection(write.name)}/write"
-        return converter.structure(self._call("POST", path, body), ProjectionStatus)
+        return self._call(  # type: ignore[no-any-return]
+            "write_projection", worker=worker, write=write
+        )
 
     def request_projection_rebuild(self, name: str) -> int:
-        path = f"/store/projections/{_projection(name)}/rebuild"
-        return int(self._call("POST", path)["ticket"])
+        return int(self._call("request_projection_rebuild", name=name))
 
     def wait_for_projection(self, name: str, position: int, *, timeout: float) -> int:
         """Wait at the server, which answers as soon as a write there advances it."""
-        path = f"/store/projections/{_projection(name)}/wait"
         deadline = time.monotonic() + timeout
         while True:
-            chunk = max(0.0, min(deadline - time.monotonic(), _MAX_PROJECTION_WAIT))
-            body = {"position": position, "timeout": chunk}
-            reached = int(self._call("POST", path, body, timeout=chunk + self.timeout)["position"])
+            chunk = max(0.0, min(deadline - time.monotonic(), MAX_PROJECTION_WAIT))
+            reached = int(
+                self._call(
+                    "wait_for_projection",
+                    chunk + self.timeout,
+                    name=name,
+                    position=position,
+                    timeout=chunk,
+                )
+            )
             if reached >= position or time.monotonic() >= deadline:
                 return reached
 
@@ -744,12 +726,12 @@ class RemoteStore:
         dry_run: bool = False,
     ) -> PruneResult:
         """Prune at the server (its clock decides what is older than ``older_than``)."""
-        body = {
-            "older_than": older_than,
-            "statuses": None if statuses is None else sorted(statuses),
-            "dry_run": dry_run,
-        }
-        return converter.structure(self._call("POST", "/store/prune", body), PruneResult)
+        return self._call(  # type: ignore[no-any-return]
+            "prune_runs",
+            older_than=older_than,
+            statuses=None if statuses is None else sorted(statuses),
+            dry_run=dry_run,
+        )
 
     def close(self) -> None:
         self._closed = True
@@ -818,50 +800,6 @@ def _raise_for(reply: _Reply, run_id: str = "") -> None:
             message, expected=int(error.get("expected", -1)), actual=int(error.get("actual", -1))
         )
     raise StoreError(f"the server answered {reply.status}: {message}; is it an older version?")
-
-
-def _checked(run_id: str) -> str:
-    """``run_id`` quoted for a path; one that no run can have is not found, as in LmdbStore."""
-    if not isinstance(run_id, str) or not run_id or "\x00" in run_id:
-        raise RunNotFoundError(str(run_id))
-    try:
-        if len(run_id.encode()) > 200:
-            raise RunNotFoundError(run_id)
-    except UnicodeEncodeError:
-        raise RunNotFoundError(run_id) from None
-    return _quote(run_id)
-
-
-def _quote(run_id: str) -> str:
-    return urllib.parse.quote(run_id, safe="")
-
-
-def _name(value: str, what: str) -> str:
-    """A stream id quoted for a path; one the store would refuse fails the same way here."""
-    try:
-        size = len(value.encode()) if isinstance(value, str) else 0
-    except UnicodeEncodeError:
-        size = 0
-    if not 0 < size <= 200 or "\x00" in value:
-        raise InvalidInputError(
-            f"{what} must be a string of 1 to 200 bytes without NUL, not {value!r}"
-        )
-    return _quote(value)
-
-
-def _projection(name: str) -> str:
-    """A projection name quoted for a path; an impossible one is simply not found."""
-    try:
-        return _name(name, "a projection name")
-    except InvalidInputError:
-        raise ProjectionNotFoundError(str(name)) from None
-
-
-def _partition_ok(part: Any) -> bool:
-    try:
-        return isinstance(part, str) and "\x00" not in part and len(part.encode()) <= 250
-    except UnicodeEncodeError:
-        return False
 
 
 def _sse_events(

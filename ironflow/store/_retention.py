@@ -17,8 +17,10 @@ import re
 import time
 from collections.abc import Collection
 
+from ironflow._pure._limits import MAX_DURATION
 from ironflow.errors import InvalidInputError
 from ironflow.store._backend import Backend, WriteTxn
+from ironflow.store._checks import number
 from ironflow.store._codec import decode_record
 from ironflow.store._keys import u64
 from ironflow.store._records import (
@@ -68,13 +70,7 @@ def prune_statuses(statuses: Collection[str] | None) -> frozenset[str]:
 
 
 def _check_age(older_than: float) -> float:
-    if (
-        not isinstance(older_than, int | float)
-        or isinstance(older_than, bool)
-        or not 0 <= older_than < 1e12
-    ):
-        raise InvalidInputError(f"older_than must be seconds from 0 up, not {older_than!r}")
-    return float(older_than)
+    return number(older_than, "older_than (seconds)", 0.0, MAX_DURATION)
 
 
 def prune(

@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from ironflow._pure._limits import MAX_TIMESTAMP
 from ironflow.errors import InvalidInputError
 from ironflow.store._backend import ReadTxn, WriteTxn
 from ironflow.store._codec import RecordCodec, converter, decode_record, encode_record
@@ -29,7 +30,6 @@ from ironflow.store._records import (
     Suspension,
 )
 from ironflow.store._waits import (
-    LATEST,
     child_wait_key,
     data_matches,
     event_wait_prefix,
@@ -120,7 +120,7 @@ def suspend(txn: WriteTxn, run: Run, s: Suspension, clock_now: float, now: float
     wake_at = s.wake_at
     if wake_at is None and s.wake_in is not None:
         wake_at = clock_now + s.wake_in
-        if wake_at > LATEST:
+        if wake_at > MAX_TIMESTAMP:
             raise InvalidInputError(
                 f"suspend_run: a wait of {s.wake_in:g}s would end past the year 9999, the "
                 "last time the store can keep; wait for a shorter time"

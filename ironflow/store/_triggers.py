@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ironflow._pure._filters import compile_filter
+from ironflow._pure._limits import MAX_NAME_BYTES, utf8_size
 from ironflow.errors import IronflowError
 
 if TYPE_CHECKING:
@@ -67,10 +68,12 @@ def validate_trigger(pattern: str) -> str | None:
     """Return why ``pattern`` is not a valid trigger, or None if it is.
 
     A trigger is an event name of dot-separated tokens; ``*`` stands for exactly one
-    token and a final ``>`` for one or more (``order.*``, ``order.>``).
+    token and a final ``>`` for one or more (``order.*``, ``order.>``), of at most
+    ``MAX_NAME_BYTES`` bytes.
     """
-    if not isinstance(pattern, str) or not pattern:
-        return "a trigger must be a non-empty event name"
+    size = utf8_size(pattern)
+    if size is None or not 0 < size <= MAX_NAME_BYTES:
+        return f"a trigger must be an event name of 1 to {MAX_NAME_BYTES} bytes"
     tokens = pattern.split(".")
     for i, token in enumerate(tokens):
         if not token:

@@ -18,15 +18,9 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
-
-from ironflow.errors import InvalidInputError
-from ironflow.store._codec import to_json_value
 from ironflow.store._records import Suspension
 
 __all__ = [
-    "LATEST",
-    "checked_suspension",
     "child_wait_key",
     "data_matches",
     "event_wait_prefix",
@@ -36,10 +30,6 @@ __all__ = [
     "timer_key",
     "timer_micros",
 ]
-
-#: The last time (Unix seconds, 9999-12-31T23:59:59Z) a wake-up may be set for: what a
-#: date can show, and far inside what a timer key's 64 bits of µs can hold.
-LATEST = 253402300799.0
 
 #: The first time (in seconds) past what a timer key's 64 bits of µs can hold.
 _LAST_MICRO = (2**64 - 1) / 1_000_000
@@ -128,42 +118,3 @@ def _json_equal(a: Any, b: Any) -> bool:
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
     return bool(a == b)
-
-
-_SUSPENSION_KINDS = ("sleep", "event", "child", "retry")
-
-
-def checked_suspension(s: Suspension) -> Suspension:
-    """The suspension with its user values as JSON; InvalidInputError if unusable."""
-    if s.kind not in _SUSPENSION_KINDS:
-        raise InvalidInputError(
-            f"suspend_run: kind must be one of {_SUSPENSION_KINDS}, not {s.kind!r}"
-        )
-    if not isinstance(s.position, int) or not 0 <= s.position < 2**32 - 1 or not s.step_id:
-        raise InvalidInputError("suspend_run: the step needs a position from 0 and an id")
-    for name in ("wake_at", "wake_in", "deadline", "since"):
-        value = getattr(s, name)
-        if value is None:
-            continue
-        if not isinstance(value, int | float) or isinstance(value, bool) or not value == value:
-            raise InvalidInputError(f"suspend_run: {name} must be a number, not {value!r}")
-        if not -LATEST <= value <= LATEST:
-            raise InvalidInputError(
-                f"suspend_run: {name} {value!r} is past the year 9999, the last time the "
-                "store can keep; wait for a shorter time"
-            )
-    if s.wake_in is not None and s.wake_in < 0:
-        raise InvalidInputError(f"suspend_run: wake_in must be 0 or more seconds, not {s.wake_in}")
-    if s.kind == "event" and (not isinstance(s.event, str) or not s.event):
-        raise InvalidInputError("suspend_run: a wait for an event needs the event's name")
-    if s.kind == "child" and (
-        not isinstance(s.child_id, str) or not 0 < len(s.child_id.encode()) <= 200
-    ):
-        raise InvalidInputError("suspend_run: a wait for a child run needs its id")
-    if s.match is not None and not isinstance(s.match, dict):
-        raise InvalidInputError(f"suspend_run: match must be an object, not {s.match!r}")
-    return attrs.evolve(
-        s,
-        input=to_json_value(s.input, f"step {s.step_id!r} input", "input"),
-        match=to_json_value(s.match, f"step {s.step_id!r} match", "match"),
-    )

@@ -121,7 +121,7 @@ def test_cancel(server_url: str, backend: LmdbStore) -> None:
             422,
             "invalid_input",
         ),
-        ("POST", "/api/v1/store/runs/run_nope/steps", b"{}", 422, "invalid_input"),
+        ("POST", "/api/v1/store/steps", b"{}", 422, "invalid_input"),
         (
             "POST",
             "/api/v1/store/runs/run_nope/release",
@@ -184,7 +184,9 @@ def test_token_required(backend: LmdbStore, headers: dict[str, str]) -> None:
 def test_every_route_is_reachable(server_url: str) -> None:
     """Each route in the table answers (a 4xx for an empty request), never 404 not_found."""
     for route in ROUTES:
-        path = "/api/v1" + route.path.format(run_id="run_nope", name="nope", stream_id="s")
+        path = "/api/v1" + route.path.format(
+            run_id="run_nope", parent_id="run_nope", name="nope", stream_id="s"
+        )
         body = b"{}" if route.method == "POST" else None
         status, reply = request(server_url, route.method, path, body)
         assert status < 500, (route, reply)

@@ -158,7 +158,9 @@ bodies = (
 
 def route_path(template: str, run_id: str) -> bytes:
     quoted = urllib.parse.quote(run_id, safe="")
-    return ("/api/v1" + template.format(run_id=quoted, name=quoted, stream_id=quoted)).encode()
+    return (
+        "/api/v1" + template.format(run_id=quoted, parent_id=quoted, name=quoted, stream_id=quoted)
+    ).encode()
 
 
 @given(

@@ -25,15 +25,13 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.event_hooks import SerdeEvent, register_serde_event_listener
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
+from ironflow._pure._limits import MAX_DEPTH, MAX_INT, MIN_INT
 from ironflow.errors import NotSerializableError
 
 __all__ = ["EMPTY", "decode", "encode", "is_empty", "make_serializer"]
 
 #: A channel listed in a checkpoint's new versions with no value (LangGraph's "empty").
 EMPTY: dict[str, Any] = {"empty": True}
-_INT_MIN = -(2**63)
-_INT_MAX = 2**64 - 1
-_MAX_DEPTH = 200
 
 # The serializer reports a type it refused to rebuild through a process-wide listener;
 # a thread that is checking a value collects the reports made on it, and only it.
@@ -63,10 +61,10 @@ def _plain(value: Any, depth: int = 0) -> bool:
     if kind is str:
         return bool(value.isascii()) or _utf8(value)
     if kind is int:
-        return bool(_INT_MIN <= value <= _INT_MAX)
+        return bool(MIN_INT <= value <= MAX_INT)
     if kind is float:
         return math.isfinite(value)
-    if depth > _MAX_DEPTH:
+    if depth > MAX_DEPTH:
         return False
     if kind is list:
         return all(_plain(item, depth + 1) for item in value)
