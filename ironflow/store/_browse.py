@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ironflow.errors import RunNotFoundError
+from ironflow.store import _checks as checks
 from ironflow.store import _runs
 from ironflow.store._codec import decode_record
 from ironflow.store._records import (
@@ -178,8 +180,9 @@ def _exact_run(txn: ReadTxn, term: str, before: str | None) -> Run | None:
     """The run whose id is ``term``, on the first page only (not on later pages)."""
     if before is not None:
         return None
-    key = term.encode()
-    if not key or len(key) > 200 or b"\x00" in key:
+    try:
+        key = checks.run_id(term).encode()
+    except RunNotFoundError:  # a term no run id can be
         return None
     raw = txn.get("runs", key)
     return None if raw is None else decode_record(raw, Run)
