@@ -166,7 +166,7 @@ def test_the_local_store_refuses_the_same_values(store: LmdbStore) -> None:
     for _ in range(250):
         deep = [deep]
     with pytest.raises(NotSerializableError, match="levels deep"):
-        store.emit("a.go", deep)
+        store.emit("a.go", {"deep": deep})
     store.check_valid()
     assert store.get_run(leased.run.id).status == "running"
 

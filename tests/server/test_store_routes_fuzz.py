@@ -31,6 +31,7 @@ from ironflow._pure._limits import MAX_DEPTH, MAX_NAME_BYTES
 from ironflow.server import BackgroundServer
 from ironflow.store import AgentSpec, LmdbStore, WorkerInfo, converter
 from ironflow.store import _checks as checks
+from ironflow.store._codec import event_data
 from ironflow.store._records import ProjectionSpec
 from ironflow.store._routes import (
     STORE_ROUTES,
@@ -136,6 +137,8 @@ def names_for(check: Any, world: World) -> st.SearchStrategy[Any]:
         return st.sampled_from(["completed", "failed", "cancelled"])
     if check is checks.step_id:
         return st.sampled_from(["tool.x", "spawn.a", "sleep"])
+    if check is event_data:
+        return st.dictionaries(st.sampled_from(["n", "orderId", "k"]), json_values, max_size=3)
     if check is checks.stream_version:
         return st.integers(min_value=1, max_value=3)
     if check is checks.any_text:

@@ -80,10 +80,10 @@ def test_a_value_as_deep_as_allowed_is_stored_and_one_deeper_is_refused(
         return value
 
     store.register_agents([AgentSpec("a", ("a.*",))])
-    store.emit("a.go", nested(MAX_DEPTH))
+    store.emit("a.go", {"v": nested(MAX_DEPTH - 1)})  # the object is a level too
     worker = WorkerInfo(id="w", host="h", pid=1)
     [leased] = store.lease_runs(worker, ["a"], limit=1, ttl=60)
-    assert leased.run.event.data == nested(MAX_DEPTH)
+    assert leased.run.event.data == {"v": nested(MAX_DEPTH - 1)}
     step = StepRecord(
         leased.run.id, 0, "tool.x", "completed", nested(MAX_DEPTH), nested(MAX_DEPTH), 1.0, 2.0
     )
@@ -92,8 +92,8 @@ def test_a_value_as_deep_as_allowed_is_stored_and_one_deeper_is_refused(
     orjson.dumps({"a": {"b": {"c": nested(MAX_DEPTH)}}})  # room to spare in the encoder
     with pytest.raises(NotSerializableError, match=f"more than {MAX_DEPTH} levels deep"):
         to_json_value({"ok": nested(MAX_DEPTH)}, "event data", "data")
-    with pytest.raises(NotSerializableError, match=r"data\[0\]\[0\]"):
-        store.emit("a.go", nested(MAX_DEPTH + 1))
+    with pytest.raises(NotSerializableError, match=r"data\['v'\]\[0\]\[0\]"):
+        store.emit("a.go", {"v": nested(MAX_DEPTH)})
     store.check_valid()
 
 
