@@ -428,7 +428,7 @@ class StoreRoute:
         raise KeyError(name)
 
     def _what(self, arg: Arg) -> str:
-        return f"{self.name}: {arg.name!r}"
+        return f"{self.name} {arg.name}"
 
     # -- the client ----------------------------------------------------------------------
 
