@@ -23,6 +23,7 @@ import pytest
 from ironflow.errors import InvalidInputError, NotSerializableError
 from ironflow.server import BackgroundServer
 from ironflow.store import AgentSpec, LmdbStore, Store, WorkerInfo, converter
+from ironflow.store._backend import TABLES
 from ironflow.store._routes import ROUTES, STORE_ROUTES
 
 W = WorkerInfo(id="w1", host="elsewhere", pid=4242)
@@ -31,10 +32,10 @@ W = WorkerInfo(id="w1", host="elsewhere", pid=4242)
 def fingerprint(store: LmdbStore) -> str:
     """A digest of every key and value the store holds: equal means nothing changed."""
     digest = hashlib.sha256()
-    with store._env.begin() as txn:
-        for name, db in sorted(store._db.items()):
-            for key, value in txn.cursor(db=db):
-                digest.update(name.encode() + b"\x00" + bytes(key) + b"\x00" + bytes(value))
+    with store._read() as txn:
+        for table in TABLES:
+            for key, value in txn.scan(table):
+                digest.update(table.encode() + b"\x00" + bytes(key) + b"\x00" + bytes(value))
     return digest.hexdigest()
 
 
