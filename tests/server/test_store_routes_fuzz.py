@@ -32,6 +32,7 @@ from ironflow.server import BackgroundServer
 from ironflow.store import AgentSpec, LmdbStore, WorkerInfo, converter
 from ironflow.store import _checks as checks
 from ironflow.store._codec import event_data
+from ironflow.store._flowspec import FlowSpec
 from ironflow.store._records import ProjectionSpec
 from ironflow.store._routes import (
     STORE_ROUTES,
@@ -171,9 +172,9 @@ def field_values(world: World) -> dict[str, st.SearchStrategy[Any]]:
         "partitions": st.dictionaries(st.sampled_from(["", "k1", "k2"]), json_values, max_size=2),
         "after_seq": st.integers(min_value=0, max_value=5),
         "skip": st.lists(st.integers(min_value=0, max_value=5), max_size=2),
-        # A flow spec with a bad filter poisons later emits (issue 12 item 3, being fixed
-        # with the store's state machine): not drawn until then.
-        "flow": st.none(),
+        # Mostly none; else a flow spec of any shape, which its checks mostly refuse.
+        "flow": st.none() | st.none() | st.deferred(lambda: valid_typed(FlowSpec, world)),
+        "filter": st.sampled_from([None, "data.n > 1", "(((", "data.k == 'x'"]),
     }
 
 

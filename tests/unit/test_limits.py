@@ -100,11 +100,12 @@ def test_a_value_as_deep_as_allowed_is_stored_and_one_deeper_is_refused(
 def test_name_limits_are_bytes_and_the_same_for_every_store_key(store: LmdbStore) -> None:
     """An id of MAX_NAME_BYTES bytes is taken, one byte more is refused, in UTF-8 bytes."""
     longest = "é" * (MAX_NAME_BYTES // 2)
-    store.register_agents([AgentSpec(longest, ("a.*",))])
+    # An agent id is a name chosen in code (letters, digits, '.', '_', '-'): bytes = chars.
+    store.register_agents([AgentSpec("a" * MAX_NAME_BYTES, ("a.*",))])
     store.emit("a." + "x" * (MAX_NAME_BYTES - 2), {}, id=longest)
     store.append_to_stream(longest, "a.b", {}, idempotency_key=longest)
     for call in (
-        lambda: store.register_agents([AgentSpec(longest + "x", ("a.*",))]),
+        lambda: store.register_agents([AgentSpec("a" * (MAX_NAME_BYTES + 1), ("a.*",))]),
         lambda: store.emit("a." + "x" * (MAX_NAME_BYTES - 1), {}),
         lambda: store.emit("a.go", {}, id=longest + "x"),
         lambda: store.append_to_stream(longest + "x", "a.b", {}),
