@@ -61,6 +61,7 @@ from ironflow.store._triggers import validate_trigger
 __all__ = [
     "agent_specs",
     "any_text",
+    "duration",
     "error_info",
     "event_name",
     "finish_status",
@@ -227,7 +228,25 @@ def ttl(value: Any) -> float:
 def timestamp(value: Any, what: str) -> float:
     """A time a record holds, in seconds from the epoch, up to the end of year 9999 (and as
     far before the epoch: a ``sleep_until`` a date in the past is over at once)."""
+    if _finite(value) and not -MAX_TIMESTAMP <= value <= MAX_TIMESTAMP:
+        raise InvalidInputError(
+            f"{what} {value!r} is past the year 9999, the last time a store can keep"
+        )
     return number(value, what, -MAX_TIMESTAMP, MAX_TIMESTAMP)
+
+
+def duration(value: Any, what: str) -> float:
+    """A number of seconds from 0 to ``MAX_DURATION`` (100 years)."""
+    if _finite(value) and value > MAX_DURATION:
+        raise InvalidInputError(
+            f"{what} of {value:g}s is longer than 100 years ({MAX_DURATION:g}s): surely a "
+            "mistake, and a wake-up past the year 9999 cannot be kept; wait for a shorter time"
+        )
+    return number(value, what, 0.0, MAX_DURATION)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # -- records ------------------------------------------------------------------------------------
@@ -307,7 +326,7 @@ def suspension(s: Suspension) -> Suspension:
             timestamp(value, f"{what}: {field}")
     timestamp(s.since, f"{what}: since")
     if s.wake_in is not None:
-        number(s.wake_in, f"{what}: wake_in (seconds)", 0.0, MAX_DURATION)
+        duration(s.wake_in, f"{what}: wake_in")
     if s.kind == "event":
         event_name(s.event, f"{what}: the name of the event it waits for")
     if s.kind == "child":
