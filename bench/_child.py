@@ -66,9 +66,7 @@ def _ironflow() -> tuple[str, dict[str, Runner]]:
         "sleeping_10k_mb": lambda wd, p: w.sleeping_mb(wd, p["runs"]),
         "observer_off_ns": lambda wd, p: w.observer_off_ns(p["loops"]),
         "untraced_step_us": lambda wd, p: w.observed_step_us(wd, p["steps"], p["reps"], "none"),
-        "traced_step_us": lambda wd, p: w.observed_step_us(
-            wd, p["steps"], p["reps"], "tracing"
-        ),
+        "traced_step_us": lambda wd, p: w.observed_step_us(wd, p["steps"], p["reps"], "tracing"),
         "pydantic_ai_request_us": lambda wd, p: f.pydantic_ai_request_us(
             wd, p["rounds"], p["reps"]
         ),
@@ -131,11 +129,69 @@ def _langgraph() -> tuple[str, dict[str, Runner]]:
     }
 
 
+def _pg_floor() -> tuple[str, dict[str, Runner]]:
+    from bench import _pg
+
+    def commit(wd: str, p: dict[str, Any]) -> float:
+        if _pg.synchronous_commit(_pg.server_url()) != "on":
+            raise RuntimeError("the bench's PostgreSQL does not commit synchronously")
+        return statistics.median(_pg.insert_commit_us(p["n"]))
+
+    return f"{_version('psycopg')}, PostgreSQL {_pg.server_version()}", {"pg_commit_us": commit}
+
+
+def _ironflow_pg() -> tuple[str, dict[str, Runner]]:
+    from bench import _ironflow_pg as w
+    from bench._spec import PG_WORKERS
+
+    runners: dict[str, Runner] = {
+        "per_step_us": lambda wd, p: w.per_step_us(p["steps"], p["reps"]),
+        "three_step_runs_per_s": lambda wd, p: w.three_step_runs_per_s(p["n_runs"]),
+        "langgraph_saver_node_us": lambda wd, p: w.langgraph_saver_node_us(p["nodes"], p["reps"]),
+    }
+    for n in PG_WORKERS:
+        runners[f"pg_workers_{n}_steps_per_s"] = lambda wd, p: w.workers_steps_per_s(
+            p["workers"], p["runs"]
+        )
+    return f"{_version('ironflow')}, {_version('psycopg')}", runners
+
+
+def _dbos_pg() -> tuple[str, dict[str, Runner]]:
+    from bench.peers import dbos_peer as d
+
+    def per_step(wd: str, p: dict[str, Any]) -> float:
+        if d.pg_synchronous_commit(wd) != "on":
+            raise RuntimeError("DBOS's PostgreSQL connection does not commit synchronously")
+        return d.per_step_us(wd, p["steps"], p["reps"], pg=True)
+
+    return _version("dbos"), {
+        "per_step_us": per_step,
+        "three_step_runs_per_s": lambda wd, p: d.three_step_runs_per_s(wd, p["n_runs"], pg=True),
+    }
+
+
+def _langgraph_pg() -> tuple[str, dict[str, Runner]]:
+    from bench.peers import langgraph_peer as g
+
+    def saver_node(wd: str, p: dict[str, Any]) -> float:
+        """PostgresSaver on the checkpointer row's graph, on a fresh database."""
+        from bench.peers.langgraph_savers import node_us
+
+        with g.postgres_saver() as saver:
+            return node_us(saver, p["nodes"], p["reps"])
+
+    return _version("langgraph-checkpoint-postgres"), {"langgraph_saver_node_us": saver_node}
+
+
 _LOADERS: dict[str, Callable[[], tuple[str, dict[str, Runner]]]] = {
     "floor": _floor,
     "ironflow": _ironflow,
     "dbos": _dbos,
     "langgraph": _langgraph,
+    "pg_floor": _pg_floor,
+    "ironflow_pg": _ironflow_pg,
+    "dbos_pg": _dbos_pg,
+    "langgraph_pg": _langgraph_pg,
 }
 
 

@@ -160,9 +160,7 @@ def observer_off_ns(loops: int) -> float:
 
     me = this_worker()
     run = Run("run_x", "a", "running", Event("e", "n", {}, 0.0), 0.0, 0.0, attempt=1)
-    execution = Execution(
-        cast(Store, Instant()), me, LeasedRun(run, (), Lease("run_x", me, 0.0))
-    )
+    execution = Execution(cast(Store, Instant()), me, LeasedRun(run, (), Lease("run_x", me, 0.0)))
     slot = _Slot(0, "tool.x", None, None)
 
     def step() -> int:

@@ -23,9 +23,9 @@ import threading
 import time
 from typing import IO, Any
 
-from bench import _report
+from bench import _pg, _report
 from bench._proc import REPO
-from bench._spec import LABELS, PEERS, SYSTEMS, WORKLOADS, params
+from bench._spec import FLOORS, LABELS, PEERS, POSTGRES, SYSTEMS, WORKLOADS, params
 
 _CALL_TIMEOUT = 300.0
 
@@ -95,8 +95,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description=(
             "Ironflow side by side with DBOS (SQLite), LangGraph (SQLite checkpointer) and the "
-            "raw LMDB floor, durable writes on, interleaved, several repetitions. Prints a table "
-            "of medians; writes JSON, Markdown and a PNG chart to --out."
+            "raw LMDB floor, and on PostgreSQL (one embedded server, fsync on) with DBOS, "
+            "LangGraph's PostgresSaver and one INSERT commit, durable writes on, interleaved, "
+            "several repetitions. Prints tables of medians; writes JSON, Markdown and a PNG "
+            "chart to --out."
         ),
     )
     ap.add_argument("--reps", type=int, default=5, help="repetitions (default 5)")
@@ -104,7 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--only",
         metavar="SYSTEMS",
-        help="comma-separated subset of ironflow,dbos,langgraph (the floor always runs)",
+        help="comma-separated subset of ironflow,dbos,langgraph,ironflow_pg,dbos_pg,"
+        "langgraph_pg (each storage's floor runs with any system on it)",
     )
     ap.add_argument(
         "--workloads",
@@ -144,18 +147,31 @@ def _compile_bytecode() -> None:
             raise SystemExit(f"bench: cannot compile {package}/ to bytecode (see above)")
 
 
+def _start_postgres(workdir: str) -> Any:
+    """The PostgreSQL rows' server, fsync on; its URL goes to the children in the env."""
+    from tests.support.postgres import EmbeddedPostgres
+
+    _progress("  starting the embedded PostgreSQL server (fsync on)")
+    server = EmbeddedPostgres(fsync=True)
+    server.start()
+    os.environ[_pg.ENV] = server.url("postgres")
+    return server
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     reps = 1 if args.quick else args.reps
     if reps < 1:
         _parser().error("--reps must be at least 1")
-    chosen = ["ironflow", *PEERS]
+    chosen = [s for s in SYSTEMS if s not in FLOORS]
     if args.only:
         chosen = [s.strip() for s in args.only.split(",") if s.strip()]
         unknown = sorted(set(chosen) - set(SYSTEMS))
         if unknown:
             _parser().error(f"--only: unknown system(s) {', '.join(unknown)}")
-    systems = [s for s in SYSTEMS if s == "floor" or s in chosen]
+    systems = [
+        s for s in SYSTEMS if s in chosen or (s in FLOORS and any(x in chosen for x in FLOORS[s]))
+    ]
     workloads = WORKLOADS
     if args.workloads:
         keys = [k.strip() for k in args.workloads.split(",") if k.strip()]
@@ -183,7 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         f"bench: {reps} repetition(s) of {len(workloads)} workloads on "
         f"{', '.join(LABELS[s] for s in systems)}; scratch in {workdir}"
     )
+    server = None
     try:
+        if any(s in POSTGRES for s in systems):
+            server = _start_postgres(workdir)
         with open(log_path, "a") as log:
             for s in systems:
                 python = args.peer_python if s in PEERS else sys.executable
@@ -226,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for c in children.values():
             c.close()
+        if server is not None:
+            server.close()
+            os.environ.pop(_pg.ENV, None)
 
     result: dict[str, Any] = {
         "schema": 1,

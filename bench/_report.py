@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench._spec import LABELS, PEERS, WORKLOADS, Workload
+from bench._spec import LABELS, OURS, PEERS, PG_WORKERS, WORKLOADS, Workload
 
 #: samples[workload][system] -> one value per repetition (None where that repetition failed)
 Samples = dict[str, dict[str, list[float | None]]]
@@ -142,6 +142,8 @@ def targets(samples: Samples, params: dict[str, dict[str, Any]] | None = None) -
             )
         )
 
+    out.extend(_postgres_targets(samples, med))
+
     replayed = (params or {}).get("replay_ms", {}).get("steps", REPLAY_TARGET_STEPS)
     for key, name, limit, unit in (
         ("resume_s", "resume after kill -9", 0.5, "s"),
@@ -169,6 +171,43 @@ def targets(samples: Samples, params: dict[str, dict[str, Any]] | None = None) -
     return out
 
 
+def _postgres_targets(samples: Samples, med: Callable[[str, str], float | None]) -> list[Target]:
+    """Issue 20's: per step within 1.5x one INSERT commit; 3-step runs/s at least 3x
+    DBOS's, both on the same PostgreSQL server."""
+    out: list[Target] = []
+    name = "PostgreSQL: per-step cost vs one INSERT commit"
+    ratio = _paired_ratio(samples, ("per_step_us", "ironflow_pg"), ("pg_commit_us", "pg_floor"))
+    step, commit = med("per_step_us", "ironflow_pg"), med("pg_commit_us", "pg_floor")
+    if ratio is None or step is None or commit is None:
+        out.append(Target(name, "<= 1.5x", "-", None))
+    else:
+        met = ratio.median <= 1.5
+        out.append(
+            Target(
+                name,
+                "<= 1.5x",
+                f"{ratio.median:.2f}x (medians {fmt(step)} µs vs {fmt(commit)} µs)",
+                met,
+                ""
+                if met
+                else f"{ratio.median / 1.5:.2f}x over the goal: about "
+                f"{fmt(ratio.median * commit - 1.5 * commit)} µs a step to cut",
+            )
+        )
+    ours, theirs = (
+        med("three_step_runs_per_s", "ironflow_pg"),
+        med("three_step_runs_per_s", "dbos_pg"),
+    )
+    name = "PostgreSQL: 3-step runs/s vs DBOS (PostgreSQL)"
+    if ours is None or theirs is None:
+        out.append(Target(name, ">= 3x", "-", None))
+    else:
+        x = ours / theirs
+        gap = "" if x >= 3 else f"need {fmt(3 * theirs)} runs/s, have {fmt(ours)}"
+        out.append(Target(name, ">= 3x", f"{x:.2f}x ({fmt(ours)} vs {fmt(theirs)})", x >= 3, gap))
+    return out
+
+
 def rows(
     samples: Samples, notes: Notes, systems: list[str], params: dict[str, dict[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -180,10 +219,10 @@ def rows(
         title = w.title.format(**params.get(w.key, {}))
         row: dict[str, Any] = {"key": w.key, "title": title, "unit": w.unit, "better": w.better}
         cells: dict[str, Any] = {}
-        ours = cell(samples.get(w.key, {}).get("ironflow"))
         for s in systems:
             c = cell(samples.get(w.key, {}).get(s))
             note = notes.get(w.key, {}).get(s) or w.skip.get(s)
+            ours = cell(samples.get(w.key, {}).get(OURS.get(s, "ironflow")))
             if c is not None:
                 entry: dict[str, Any] = {"median": c.median, "min": c.min, "max": c.max, "n": c.n}
                 if s in PEERS and ours is not None:
@@ -210,10 +249,28 @@ def _cell_text(entry: dict[str, Any] | None) -> str:
     return text
 
 
-def _table(
+#: The two tables: the embedded stores, and the PostgreSQL server's.
+TABLES = (
+    ("ironflow", "dbos", "langgraph", "floor"),
+    ("ironflow_pg", "dbos_pg", "langgraph_pg", "pg_floor"),
+)
+
+
+def _tables(
     table_rows: list[dict[str, Any]], systems: list[str], render: Callable[[list[list[str]]], str]
 ) -> str:
-    order = [s for s in ("ironflow", "dbos", "langgraph", "floor") if s in systems]
+    """One table per storage that was measured, blank line between."""
+    parts = []
+    for columns in TABLES:
+        order = [s for s in columns if s in systems]
+        if order and any(r["cells"].get(s) for r in table_rows for s in order):
+            parts.append(_table(table_rows, order, render))
+    return "\n\n".join(parts)
+
+
+def _table(
+    table_rows: list[dict[str, Any]], order: list[str], render: Callable[[list[list[str]]], str]
+) -> str:
     head = ["workload", "unit", *[LABELS[s] for s in order]]
     body = []
     for r in table_rows:
@@ -241,13 +298,13 @@ def _markdown(grid: list[list[str]]) -> str:
 
 _LEGEND = (
     "Cells: median [min-max] over the repetitions. 'Nx' after a peer's number: how many "
-    "times better ironflow is on that row (> 1: ironflow wins)."
+    "times better ironflow on the same storage is on that row (> 1: ironflow wins)."
 )
 
 
 def render_text(result: dict[str, Any]) -> str:
     systems = result["systems"]
-    parts = [_table(result["rows"], systems, _plain), "", _LEGEND, "", "Targets (issue 8):"]
+    parts = [_tables(result["rows"], systems, _plain), "", _LEGEND, "", "Targets (issues 8, 20):"]
     grid = [["target", "goal", "measured", "status"]]
     for t in result["targets"]:
         status = t["status"] + (f": {t['gap']}" if t["gap"] else "")
@@ -265,7 +322,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         + f", {m['cpu']} x{m['cores']}, {m['fs']} on {m['device']}, Python {m['python']}, "
         f"load average {m['loadavg_start']} at start, {result.get('loadavg_end', '?')} at end.",
         "",
-        _table(result["rows"], systems, _markdown),
+        _tables(result["rows"], systems, _markdown),
         "",
         _LEGEND,
         "",
@@ -349,16 +406,34 @@ def write_chart(path: str, result: dict[str, Any]) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed (pip install -e '.[bench]')"
-    colors = {"ironflow": "#1f6feb", "dbos": "#8250df", "langgraph": "#1a7f37", "floor": "#8c959f"}
+    colors = {
+        "ironflow": "#1f6feb",
+        "dbos": "#8250df",
+        "langgraph": "#1a7f37",
+        "floor": "#8c959f",
+        "ironflow_pg": "#54aeff",
+        "dbos_pg": "#c297ff",
+        "langgraph_pg": "#4ac26b",
+        "pg_floor": "#57606a",
+    }
+    curve_keys = [f"pg_workers_{n}_steps_per_s" for n in PG_WORKERS]
     limits = {"resume_s": 0.5, "replay_ms": 100.0, "import_ms": 150.0}
     by_key = {r["key"]: r for r in result["rows"]}
     commit = by_key.get("lmdb_commit_us", {}).get("cells", {}).get("floor", {})
+    pg_commit = by_key.get("pg_commit_us", {}).get("cells", {}).get("pg_floor", {})
     panels = [
         r
         for r in result["rows"]
-        if r["key"] not in ("lmdb_commit_us", "fdatasync_us")
+        if r["key"] not in ("lmdb_commit_us", "fdatasync_us", "pg_commit_us", *curve_keys)
         and any("median" in c for c in r["cells"].values())
     ]
+    curve = [
+        (n, by_key[k]["cells"]["ironflow_pg"])
+        for n, k in zip(PG_WORKERS, curve_keys, strict=True)
+        if "median" in by_key.get(k, {}).get("cells", {}).get("ironflow_pg", {})
+    ]
+    if curve:
+        panels.append({"key": "pg_workers_curve"})
     if not panels:
         return "nothing was measured"
     ncols = 3
@@ -367,9 +442,14 @@ def write_chart(path: str, result: dict[str, Any]) -> str | None:
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     for ax, r in zip(axes.flat, panels, strict=False):
+        if r["key"] == "pg_workers_curve":
+            _curve(ax, curve, colors["ironflow_pg"])
+            continue
         bars = [(LABELS[s], s, c) for s, c in r["cells"].items() if "median" in c]
         if r["key"] == "per_step_us" and "median" in commit:
             bars.append(("one raw LMDB commit", "floor", commit))
+        if r["key"] == "per_step_us" and "median" in pg_commit:
+            bars.append(("one PostgreSQL INSERT commit", "pg_floor", pg_commit))
         if r["key"] == "concurrent_steps_per_s" and "median" in commit:
             rate = {k: 1e6 / commit[k] for k in ("median", "max", "min")}
             bars.append(
@@ -394,16 +474,49 @@ def write_chart(path: str, result: dict[str, Any]) -> str | None:
             target = 1.3 * commit["median"]
         if target is not None:
             ax.axvline(target, color="#cf222e", linestyle="--", linewidth=1)
+        if r["key"] == "per_step_us" and "median" in pg_commit:
+            ax.axvline(1.5 * pg_commit["median"], color="#cf222e", linestyle=":", linewidth=1)
         ax.margins(x=0.3)
         ax.tick_params(labelsize=8)
     m = result["machine"]
     fig.suptitle(
         f"ironflow bench {result['started_at']}: {m['cores']} cores, {m['fs']}, "
         f"{result['reps']} repetition(s); bars are medians, whiskers min-max; "
-        "dashed red: the issue's target",
+        "dashed red: the issue's target (dotted: PostgreSQL's)",
         fontsize=10,
     )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return None
+
+
+def _curve(ax: Any, points: list[tuple[int, dict[str, Any]]], color: str) -> None:
+    """Steps/s against worker processes on one PostgreSQL database, with the line of
+    perfect scaling from one worker for reference."""
+    xs = [n for n, _ in points]
+    med = [c["median"] for _, c in points]
+    err = [[c["median"] - c["min"] for _, c in points], [c["max"] - c["median"] for _, c in points]]
+    ax.errorbar(
+        xs, med, yerr=err, marker="o", color=color, capsize=3, label="ironflow (PostgreSQL)"
+    )
+    if xs and xs[0] == 1:
+        ax.plot(
+            xs,
+            [med[0] * n for n in xs],
+            color="#8c959f",
+            linestyle="--",
+            linewidth=1,
+            label="linear from 1 worker",
+        )
+    for x, y in zip(xs, med, strict=True):
+        ax.annotate(fmt(y), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xticks(xs)
+    ax.set_xlabel("worker processes (concurrency 1 each)", fontsize=8)
+    ax.set_title(
+        "PostgreSQL: 3-step runs, worker processes on one database\n"
+        "durable steps/s, higher is better",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7)
+    ax.tick_params(labelsize=8)

@@ -10,21 +10,52 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: In the order each repetition visits them (A, B, C, A, B, C, ...).
-SYSTEMS = ("floor", "ironflow", "dbos", "langgraph")
-PEERS = ("dbos", "langgraph")
+SYSTEMS = (
+    "floor",
+    "ironflow",
+    "dbos",
+    "langgraph",
+    "pg_floor",
+    "ironflow_pg",
+    "dbos_pg",
+    "langgraph_pg",
+)
+PEERS = ("dbos", "langgraph", "dbos_pg", "langgraph_pg")
+#: The systems on the one embedded PostgreSQL server the parent starts (``bench._pg``).
+POSTGRES = ("pg_floor", "ironflow_pg", "dbos_pg", "langgraph_pg")
+#: Each storage's floor: it runs whenever a system on that storage runs.
+FLOORS = {"floor": ("ironflow", "dbos", "langgraph"), "pg_floor": POSTGRES[1:]}
+#: The ironflow column each peer is compared with (its "Nx"): same storage.
+OURS = {
+    "dbos": "ironflow",
+    "langgraph": "ironflow",
+    "dbos_pg": "ironflow_pg",
+    "langgraph_pg": "ironflow_pg",
+}
 LABELS = {
     "floor": "raw LMDB floor",
     "ironflow": "ironflow",
     "dbos": "DBOS (SQLite)",
     "langgraph": "LangGraph (SQLite)",
+    "pg_floor": "PostgreSQL floor",
+    "ironflow_pg": "ironflow (PostgreSQL)",
+    "dbos_pg": "DBOS (PostgreSQL)",
+    "langgraph_pg": "LangGraph (PostgreSQL)",
 }
+#: The PostgreSQL worker curve: one row per number of worker processes on one database.
+PG_WORKERS = (1, 2, 4)
 
 
 #: The checkpointer row: which LangGraph checkpointer each system's column measures, on
 #: the same graph (``bench.peers.langgraph_savers``), durability="sync". A column
 #: is added by a system here and, in its child (``bench._child``), a runner for
 #: ``langgraph_saver_node_us`` that gives ``node_us`` its saver (PostgresSaver: issue 20).
-LANGGRAPH_SAVERS = {"ironflow": "IronflowSaver on LMDB", "langgraph": "SqliteSaver"}
+LANGGRAPH_SAVERS = {
+    "ironflow": "IronflowSaver on LMDB",
+    "langgraph": "SqliteSaver",
+    "ironflow_pg": "IronflowSaver on PostgreSQL",
+    "langgraph_pg": "PostgresSaver",
+}
 
 
 @dataclass(frozen=True)
@@ -50,18 +81,25 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
     Workload("fdatasync_us", "append 200 B + fdatasync", "µs", "lower", ("floor",)),
     Workload(
+        "pg_commit_us",
+        "one PostgreSQL single-row INSERT commit, synchronous (psycopg)",
+        "µs",
+        "lower",
+        ("pg_floor",),
+    ),
+    Workload(
         "per_step_us",
         "100-step agent: marginal cost per step",
         "µs",
         "lower",
-        ("ironflow", "dbos", "langgraph"),
+        ("ironflow", "dbos", "langgraph", "ironflow_pg", "dbos_pg"),
     ),
     Workload(
         "three_step_runs_per_s",
         "3-step agent, sequential runs",
         "runs/s",
         "higher",
-        ("ironflow", "dbos", "langgraph"),
+        ("ironflow", "dbos", "langgraph", "ironflow_pg", "dbos_pg"),
     ),
     Workload(
         "concurrent_steps_per_s",
@@ -150,6 +188,17 @@ WORKLOADS: tuple[Workload, ...] = (
         "lower",
         tuple(LANGGRAPH_SAVERS),
     ),
+    *(
+        Workload(
+            f"pg_workers_{n}_steps_per_s",
+            f"{n} worker process{'es' if n > 1 else ''} on one database, 3-step runs: "
+            "durable steps",
+            "steps/s",
+            "higher",
+            ("ironflow_pg",),
+        )
+        for n in PG_WORKERS
+    ),
     Workload(
         "import_ms",
         "import time in a fresh interpreter",
@@ -167,6 +216,8 @@ def params(quick: bool) -> dict[str, dict[str, Any]]:
     if quick:
         return {
             "lmdb_commit_us": {"n": 50},
+            "pg_commit_us": {"n": 50},
+            **{f"pg_workers_{n}_steps_per_s": {"workers": n, "runs": 8 * n} for n in PG_WORKERS},
             "fdatasync_us": {"n": 50},
             "per_step_us": {"steps": 20, "reps": 1},
             "three_step_runs_per_s": {"n_runs": 10},
@@ -185,6 +236,8 @@ def params(quick: bool) -> dict[str, dict[str, Any]]:
         }
     return {
         "lmdb_commit_us": {"n": 300},
+        "pg_commit_us": {"n": 300},
+        **{f"pg_workers_{n}_steps_per_s": {"workers": n, "runs": 120} for n in PG_WORKERS},
         "fdatasync_us": {"n": 300},
         "per_step_us": {"steps": 100, "reps": 5},
         "three_step_runs_per_s": {"n_runs": 100},

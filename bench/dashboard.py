@@ -111,9 +111,7 @@ def median_of(url: str, reps: int) -> dict[str, float]:
     }
 
 
-def browser_numbers(
-    url: str, big: str, steps: int, store: LmdbStore, reps: int
-) -> dict[str, Any]:
+def browser_numbers(url: str, big: str, steps: int, store: LmdbStore, reps: int) -> dict[str, Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

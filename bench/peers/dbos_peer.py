@@ -1,10 +1,13 @@
-"""DBOS Transact peer: durable workflows on DBOS's default SQLite system database.
+"""DBOS Transact peer: durable workflows on DBOS's default SQLite system database, and
+on PostgreSQL, its production backend (``pg=True``: a fresh database on the bench's
+embedded server, ``bench._pg``).
 
 DBOS is used as shipped: its SQLite system database keeps SQLite's defaults
 (rollback journal, ``synchronous=FULL``), so every step record is fsynced
-before the workflow moves on. Each workload builds a fresh DBOS instance on a
-fresh database file and destroys it afterwards, because DBOS is a process-wide
-singleton.
+before the workflow moves on; on PostgreSQL it keeps the server's
+``synchronous_commit = on`` (checked on DBOS's own connection). Each workload builds a
+fresh DBOS instance on a fresh database and destroys it afterwards, because DBOS is a
+process-wide singleton.
 """
 
 from __future__ import annotations
@@ -49,20 +52,26 @@ def _k_step_wf(k: int) -> int:
     return k
 
 
-def _config(db_path: str) -> DBOSConfig:
+def _config(database_url: str) -> DBOSConfig:
     return {
         "name": "ironflow-bench-dbos",
-        "system_database_url": f"sqlite:///{db_path}",
+        "system_database_url": database_url,
         "log_level": "WARNING",
     }
 
 
 @contextmanager
-def _dbos(workdir: str) -> Iterator[DBOS]:
+def _dbos(workdir: str, pg: bool = False) -> Iterator[DBOS]:
     os.makedirs(workdir, exist_ok=True)
-    # A fresh directory per workload, so no run sees another's history.
-    fresh = tempfile.mkdtemp(prefix="dbos-", dir=workdir)
-    instance = DBOS(config=_config(os.path.join(fresh, "dbos.sqlite")))
+    # A fresh directory (or database) per workload, so no run sees another's history.
+    if pg:
+        from bench._pg import fresh_database
+
+        url = fresh_database("dbos")
+    else:
+        fresh = tempfile.mkdtemp(prefix="dbos-", dir=workdir)
+        url = f"sqlite:///{os.path.join(fresh, 'dbos.sqlite')}"
+    instance = DBOS(config=_config(url))
     DBOS.launch()
     try:
         yield instance
@@ -81,12 +90,18 @@ def sqlite_synchronous(workdir: str) -> int:
         return int(conn.exec_driver_sql("PRAGMA synchronous").scalar_one())
 
 
-def three_step_runs_per_s(workdir: str, n_runs: int) -> float:
+def pg_synchronous_commit(workdir: str) -> str:
+    """``synchronous_commit`` on DBOS's own connection to its PostgreSQL system database."""
+    with _dbos(workdir, pg=True) as instance, instance._sys_db.engine.connect() as conn:
+        return str(conn.exec_driver_sql("SHOW synchronous_commit").scalar_one())
+
+
+def three_step_runs_per_s(workdir: str, n_runs: int, pg: bool = False) -> float:
     """Sequential throughput of a 3-step workflow (direct call), in runs/s.
 
     One untimed warm-up run is done first so lazy initialisation is excluded.
     """
-    with _dbos(workdir):
+    with _dbos(workdir, pg):
         _three_step_wf(-1)
         t0 = time.perf_counter()
         for i in range(n_runs):
@@ -95,14 +110,14 @@ def three_step_runs_per_s(workdir: str, n_runs: int) -> float:
     return n_runs / dt
 
 
-def per_step_us(workdir: str, steps: int = 100, reps: int = 5) -> float:
+def per_step_us(workdir: str, steps: int = 100, reps: int = 5, pg: bool = False) -> float:
     """Marginal cost of one durable step, in µs: median of (t_steps - t_1)/(steps - 1).
 
     Differencing against a 1-step workflow cancels the fixed per-workflow
     cost (status insert and final update).
     """
     samples: list[float] = []
-    with _dbos(workdir):
+    with _dbos(workdir, pg):
         _k_step_wf(1)
         for _ in range(reps):
             t0 = time.perf_counter()

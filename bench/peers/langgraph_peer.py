@@ -17,7 +17,9 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypedDict
 
 from langgraph.checkpoint.sqlite import SqliteSaver
@@ -48,6 +50,24 @@ def _build(n_nodes: int, saver: SqliteSaver) -> Any:
         prev = name
     g.add_edge(prev, END)
     return g.compile(checkpointer=saver)
+
+
+@contextmanager
+def postgres_saver() -> Iterator[Any]:
+    """LangGraph's PostgresSaver on a fresh database of the bench's PostgreSQL server, set
+    up as its docs say (``from_conn_string``, then ``setup()``); the server commits
+    synchronously (checked on the saver's own connection)."""
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    from bench._pg import fresh_database
+
+    with PostgresSaver.from_conn_string(fresh_database("lgsaver")) as saver:
+        saver.setup()
+        row = saver.conn.execute("SHOW synchronous_commit").fetchone()
+        setting = row["synchronous_commit"] if isinstance(row, dict) else row[0]
+        if setting != "on":
+            raise RuntimeError(f"PostgresSaver's connection has synchronous_commit={setting}")
+        yield saver
 
 
 def sqlite_saver(workdir: str) -> tuple[SqliteSaver, sqlite3.Connection]:

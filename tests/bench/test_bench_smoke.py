@@ -26,7 +26,7 @@ def test_quick_ironflow_run_writes_a_complete_result(tmp_path: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "Targets (issue 8):" in proc.stdout
+    assert "Targets (issues 8, 20):" in proc.stdout
     assert "[1/1] per_step_us" in proc.stderr  # progress lines while it runs
 
     result = json.loads((out / "latest.json").read_text())
@@ -70,6 +70,60 @@ def test_quick_ironflow_run_writes_a_complete_result(tmp_path: Path) -> None:
     timestamped = [p for p in out.glob("*.json") if p.name != "latest.json"]
     assert len(timestamped) == 1
     assert (out / "latest.md").read_text().startswith("Run ")
+
+
+@pytest.mark.process
+def test_quick_postgres_run_measures_its_rows_on_one_embedded_server(tmp_path: Path) -> None:
+    """--only ironflow_pg starts one embedded PostgreSQL, runs its floor beside it, and
+    writes the PostgreSQL table, the worker curve and issue 20's targets."""
+    out = tmp_path / "results"
+    keys = "pg_commit_us,per_step_us,three_step_runs_per_s," + ",".join(
+        f"pg_workers_{n}_steps_per_s" for n in _spec.PG_WORKERS
+    )
+    argv = ["--quick", "--only", "ironflow_pg", "--workloads", keys, "--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "latest.json").read_text())
+    assert result["systems"] == ["pg_floor", "ironflow_pg"]
+    measured = result["samples"]
+    assert measured["pg_commit_us"]["pg_floor"][0] > 0
+    assert measured["three_step_runs_per_s"]["ironflow_pg"][0] > 0
+    for n in _spec.PG_WORKERS:
+        assert measured[f"pg_workers_{n}_steps_per_s"]["ironflow_pg"][0] > 0
+    statuses = {t["name"]: t["status"] for t in result["targets"]}
+    assert statuses["PostgreSQL: per-step cost vs one INSERT commit"] in ("met", "NOT MET")
+    assert statuses["PostgreSQL: 3-step runs/s vs DBOS (PostgreSQL)"] == "not measured"
+    table = (out / "latest.md").read_text()
+    assert "| workload | unit | ironflow (PostgreSQL) | PostgreSQL floor |" in table
+
+
+def test_postgres_targets_compare_with_the_same_server() -> None:
+    """Per step against the INSERT commit (paired), runs/s against DBOS on PostgreSQL, and
+    a PostgreSQL peer's "Nx" against ironflow on PostgreSQL, not on LMDB."""
+    samples: _report.Samples = {
+        "pg_commit_us": {"pg_floor": [200.0, 400.0]},
+        # paired ratios 1.5 and 2.0: median 1.75, over 1.5
+        "per_step_us": {
+            "ironflow_pg": [300.0, 800.0],
+            "dbos_pg": [900.0, 900.0],
+            "ironflow": [100.0, 100.0],
+        },
+        "three_step_runs_per_s": {"ironflow_pg": [90.0], "dbos_pg": [30.0]},
+    }
+    by_name = {t.name: t for t in _report.targets(samples)}
+    step = by_name["PostgreSQL: per-step cost vs one INSERT commit"]
+    assert step.met is False and step.measured.startswith("1.75x")
+    assert by_name["PostgreSQL: 3-step runs/s vs DBOS (PostgreSQL)"].met is True  # 3.0x
+    rows = {
+        r["key"]: r for r in _report.rows(samples, {}, ["ironflow", "ironflow_pg", "dbos_pg"], {})
+    }
+    assert rows["per_step_us"]["cells"]["dbos_pg"]["ironflow_advantage"] == 900.0 / 550.0
 
 
 def test_targets_report_met_and_the_gap_when_missed() -> None:
@@ -152,12 +206,22 @@ def test_workloads_picks_rows_by_key_and_names_the_keys_when_one_is_unknown(
 
 
 def test_the_saver_row_sets_each_checkpointer_against_ironflows() -> None:
-    """The LangGraph column's SqliteSaver is compared with the ironflow column's IronflowSaver."""
+    """The LangGraph column's SqliteSaver is compared with IronflowSaver on LMDB, and
+    PostgresSaver with IronflowSaver on PostgreSQL."""
     row = _spec.BY_KEY["langgraph_saver_node_us"]
-    assert row.systems == tuple(_spec.LANGGRAPH_SAVERS) == ("ironflow", "langgraph")
+    assert row.systems == tuple(_spec.LANGGRAPH_SAVERS)
+    assert row.systems == ("ironflow", "langgraph", "ironflow_pg", "langgraph_pg")
     assert "IronflowSaver on LMDB vs SqliteSaver" in row.title
+    assert "IronflowSaver on PostgreSQL vs PostgresSaver" in row.title
     samples: _report.Samples = {
-        "langgraph_saver_node_us": {"ironflow": [1000.0, 1200.0], "langgraph": [3000.0, 3000.0]}
+        "langgraph_saver_node_us": {
+            "ironflow": [1000.0, 1200.0],
+            "langgraph": [3000.0, 3000.0],
+            "ironflow_pg": [2000.0],
+            "langgraph_pg": [1000.0],
+        }
     }
-    [r] = _report.rows(samples, {}, ["floor", "ironflow", "langgraph"], _spec.params(False))
+    systems = ["floor", "ironflow", "langgraph", "ironflow_pg", "langgraph_pg"]
+    [r] = _report.rows(samples, {}, systems, _spec.params(False))
     assert r["cells"]["langgraph"]["ironflow_advantage"] == 3000.0 / 1100.0
+    assert r["cells"]["langgraph_pg"]["ironflow_advantage"] == 0.5
