@@ -33,6 +33,25 @@ def _version(dist: str) -> str:
         return f"{dist} (not installed as a distribution)"
 
 
+def _latency(measure: Callable[[str, dict[str, Any]], dict[str, float]]) -> tuple[Runner, Runner]:
+    """The median row and the p99 row of one latency measurement.
+
+    The p99 row follows its median row in each repetition, so it reports the p99 of
+    the samples the median row just took instead of measuring again.
+    """
+    last: list[dict[str, float]] = []
+
+    def median(wd: str, p: dict[str, Any]) -> float:
+        last[:] = [measure(wd, p)]
+        return last[0]["value"]
+
+    def p99(wd: str, p: dict[str, Any]) -> float:
+        result = last.pop() if last else measure(wd, p)
+        return result["p99"]
+
+    return median, p99
+
+
 def _floor() -> tuple[str, dict[str, Runner]]:
     from bench.peers import floor
 
@@ -56,7 +75,14 @@ def _ironflow() -> tuple[str, dict[str, Runner]]:
             return {"skipped": why}
         return w.remote_per_step_us(wd, p["steps"], p["reps"])
 
+    local, local_p99 = _latency(lambda wd, p: w.emit_to_done_ms(wd, p["runs"], "local"))
+    served, served_p99 = _latency(lambda wd, p: w.emit_to_done_ms(wd, p["runs"], "serve"))
     return _version("ironflow"), {
+        "emit_to_done_ms": local,
+        "emit_to_done_p99_ms": local_p99,
+        "serve_emit_to_done_ms": served,
+        "serve_emit_to_done_p99_ms": served_p99,
+        "idle_worker_cpu_pct": lambda wd, p: w.idle_worker_cpu_pct(wd, p["running"], p["seconds"]),
         "per_step_us": lambda wd, p: w.per_step_us(wd, p["steps"], p["reps"]),
         "three_step_runs_per_s": lambda wd, p: w.three_step_runs_per_s(wd, p["n_runs"]),
         "concurrent_steps_per_s": lambda wd, p: w.concurrent_steps_per_s(wd, p["runs"]),
@@ -89,7 +115,10 @@ def _dbos() -> tuple[str, dict[str, Runner]]:
             raise RuntimeError("DBOS's SQLite system database is not synchronous=FULL")
         return d.per_step_us(wd, p["steps"], p["reps"])
 
+    latency, latency_p99 = _latency(lambda wd, p: d.emit_to_done_ms(wd, p["runs"]))
     return _version("dbos"), {
+        "emit_to_done_ms": latency,
+        "emit_to_done_p99_ms": latency_p99,
         "per_step_us": per_step,
         "three_step_runs_per_s": lambda wd, p: d.three_step_runs_per_s(wd, p["n_runs"]),
         "concurrent_steps_per_s": lambda wd, p: d.concurrent_steps_per_s(wd, p["runs"]),
@@ -120,7 +149,10 @@ def _langgraph() -> tuple[str, dict[str, Runner]]:
             conn.close()
 
     stmt = "import langgraph.graph, langgraph.checkpoint.sqlite"
+    latency, latency_p99 = _latency(lambda wd, p: g.emit_to_done_ms(wd, p["runs"]))
     return _version("langgraph"), {
+        "emit_to_done_ms": latency,
+        "emit_to_done_p99_ms": latency_p99,
         "per_step_us": per_step,
         "langgraph_saver_node_us": saver_node,
         "three_step_runs_per_s": lambda wd, p: g.three_step_runs_per_s(wd, p["n_runs"]),

@@ -445,3 +445,130 @@ def sleeping_mb(workdir: str, runs: int) -> float:
     finally:
         store.close()
     return after - before
+
+
+def _latencies(store: Store, n: int, timeout: float) -> list[float]:
+    """Milliseconds from each emit to its run completed, ``n`` runs one after another.
+
+    A short pause between runs lets the worker go idle first, as a worker waiting for
+    a user's request would be; the first (warm-up) run is not counted.
+    """
+    out = []
+    for i in range(n + 1):
+        time.sleep(0.02)
+        t0 = time.perf_counter()
+        [run_id] = store.emit("bench.three", {"i": i}).run_ids
+        run = store.wait_for_run(run_id, timeout=timeout)
+        dt = time.perf_counter() - t0
+        if run.status != "completed":
+            raise RuntimeError(f"run {run_id} is {run.status} after {timeout:g} s")
+        if i:
+            out.append(dt * 1e3)
+    return out
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return {"value": statistics.median(ordered), "p99": p99}
+
+
+def emit_to_done_ms(workdir: str, runs: int, via: str, timeout: float = 30.0) -> dict[str, Any]:
+    """Emit to completed for a 3-step run served by a live, idle worker *process*.
+
+    ``via="local"``: this process and the worker open one data directory; ``via="serve"``:
+    both reach ``ironflow serve`` through ``IRONFLOW_URL``. Median and p99, in ms.
+    """
+    data_dir = _fresh(workdir, f"if-latency-{via}-")
+    env = dict(os.environ)
+    server = None
+    store: Store | None = None
+    worker = None
+    saved = os.environ.get("IRONFLOW_URL")
+    try:
+        if via == "serve":
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            argv = [*_ironflow_cmd(), "serve", "--dev", "--host", "127.0.0.1"]
+            argv += ["--port", str(port), "--data-dir", data_dir]
+            server = Lines(argv, stderr=subprocess.DEVNULL)
+            _wait_healthy(url, server, timeout)
+            env["IRONFLOW_URL"] = url
+            os.environ["IRONFLOW_URL"] = url
+            from ironflow.store._open import open_store
+
+            store = open_store()
+            store.register_agents(_SPECS)
+        else:
+            env.pop("IRONFLOW_URL", None)
+            store = _open(data_dir)
+        argv = _worker_argv(data_dir)
+        if via == "serve":
+            argv = argv[: argv.index("--data-dir")]  # the worker reaches the server only
+        worker = Lines(argv, env=env)
+        worker.wait_for("bench-", timeout)  # "... worker ready (pid N)"
+        return _percentiles(_latencies(store, runs, timeout))
+    finally:
+        if store is not None:
+            store.close()
+        if saved is None:
+            os.environ.pop("IRONFLOW_URL", None)
+        else:
+            os.environ["IRONFLOW_URL"] = saved
+        for proc in (worker, server):
+            if proc is not None:
+                proc.kill(signal.SIGTERM)
+
+
+def _wait_healthy(url: str, server: Lines, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/api/v1/health", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        if server.proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"ironflow serve did not come up on {url}")
+        time.sleep(0.05)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (utime and stime of /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_worker_cpu_pct(workdir: str, running: int, seconds: float, timeout: float = 60.0) -> float:
+    """CPU of an idle worker process, in % of one core, while ``running`` runs are held.
+
+    This process leases ``running`` runs of the worker's agents (a live holder on this
+    host, TTL far away) and holds them; a worker process on the same data directory
+    has nothing to do, and its CPU over ``seconds`` is what idling costs it.
+    """
+    data_dir = _fresh(workdir, "if-idle-")
+    store = _open(data_dir, sync=False)
+    worker = None
+    try:
+        for i in range(running):
+            store.emit("bench.three", {"i": i})
+        holder = this_worker("bench-holder")
+        held = store.lease_runs(holder, [_THREE.id], limit=running, ttl=3600)
+        if len(held) != running:
+            raise RuntimeError(f"leased {len(held)} of {running} runs")
+        worker = Lines(_worker_argv(data_dir))
+        worker.wait_for("bench-", timeout)
+        time.sleep(0.5)  # past start-up: imports, registration, the first looks
+        pid = worker.proc.pid
+        c0, t0 = _cpu_seconds(pid), time.monotonic()
+        time.sleep(seconds)
+        c1, t1 = _cpu_seconds(pid), time.monotonic()
+        if store.get_run(held[0].run.id).status != "running":
+            raise RuntimeError("the idle worker took a run held by a live worker")
+        return (c1 - c0) / (t1 - t0) * 100
+    finally:
+        if worker is not None:
+            worker.kill(signal.SIGTERM)
+        store.close()

@@ -146,6 +146,11 @@ def targets(samples: Samples, params: dict[str, dict[str, Any]] | None = None) -
 
     replayed = (params or {}).get("replay_ms", {}).get("steps", REPLAY_TARGET_STEPS)
     for key, name, limit, unit in (
+        ("emit_to_done_ms", "emit to completed, worker process, local: median", 5.0, "ms"),
+        ("emit_to_done_p99_ms", "emit to completed, worker process, local: p99", 20.0, "ms"),
+        ("serve_emit_to_done_ms", "emit to completed through ironflow serve: median", 10.0, "ms"),
+        ("serve_emit_to_done_p99_ms", "emit to completed through ironflow serve: p99", 20.0, "ms"),
+        ("idle_worker_cpu_pct", "idle worker CPU with 2,000 running runs", 1.0, "%"),
         ("resume_s", "resume after kill -9", 0.5, "s"),
         ("replay_ms", f"replay of {REPLAY_TARGET_STEPS:,} recorded steps", 100.0, "ms"),
         ("import_ms", "import ironflow", 150.0, "ms"),

@@ -157,3 +157,27 @@ def concurrent_steps_per_s(workdir: str, runs: int = 16) -> float:
     finally:
         conn.close()
     return runs * 3 / dt
+
+
+def emit_to_done_ms(workdir: str, runs: int) -> dict[str, float]:
+    """A 3-node graph invoked directly (durability="sync"), in ms: LangGraph's floor.
+
+    LangGraph has no worker to hand a run to, so this is what a caller waits when it
+    runs the graph itself: the lower bound for any hand-off. Same idle pause, median
+    and p99 of ``runs`` (one warm-up) as the other systems' rows.
+    """
+    saver, conn = sqlite_saver(workdir)
+    out = []
+    try:
+        graph = _build(3, saver)
+        for i in range(runs + 1):
+            time.sleep(0.02)
+            t0 = time.perf_counter()
+            _invoke(graph, 3)
+            if i:
+                out.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        conn.close()
+    ordered = sorted(out)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return {"value": statistics.median(ordered), "p99": p99}

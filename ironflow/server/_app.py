@@ -385,6 +385,28 @@ class Api:
         self._work = asyncio.Event()
         event.set()
 
+    def listen(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wake the waiting requests also on writes by other processes on the data.
+
+        A worker or ``ironflow emit`` on the same data directory posts a wake-up after
+        its commit (``store/_wake.py``); a thread of ours waits for them and wakes the
+        long polls on the loop, so they answer at once instead of at their next look.
+        """
+        wakeups = self.store.wakeups
+
+        def relay() -> None:
+            seen = wakeups.current()
+            while not self._closing:
+                now = wakeups.wait(seen, 1.0)
+                if now != seen and not self._closing:
+                    seen = now
+                    try:
+                        loop.call_soon_threadsafe(self.wake)
+                    except RuntimeError:
+                        return  # the loop is closed: the server is gone
+
+        threading.Thread(target=relay, name="ironflow-wakeups", daemon=True).start()
+
     def _generation(self) -> str:
         return f"{self._instance}:{self._wakes}"
 
@@ -679,6 +701,11 @@ def make_app(
 
     add_dashboard(app, api, token=token)
     add_metrics(app, metrics)
+
+    async def listen(app: web.Application) -> None:
+        api.listen(asyncio.get_running_loop())
+
+    app.on_startup.append(listen)
     return app, api
 
 

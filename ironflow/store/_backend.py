@@ -32,6 +32,13 @@ early reads no more (a SQL backend fetches in pages: ``WHERE key >= $start ORDER
 key LIMIT n``). A caller must not write to a table while iterating a scan of it: it
 collects the keys first.
 
+**Wake-ups.** :attr:`Backend.wakeups` tells waiters (an idle worker, an emitter
+waiting for its run, a server's long polls) in every process sharing the data that a
+commit may have made work: the machine posts after each such commit. LMDB uses unix
+datagram sockets beside the data (``_wake.SocketWakeups``); a SQL backend subclasses
+``_wake.ChannelWakeups`` with ``NOTIFY`` to post and a ``LISTEN`` connection to wait.
+A lost wake-up costs a waiter its poll interval, never correctness.
+
 **Claims.** :meth:`WriteTxn.claim` takes "the next N ready items" of a queue-like
 table (``ready``, and ``leases`` for orphan takeover): it walks the table in key
 order, offers each row to ``accept``, and returns up to ``limit`` accepted rows, which
@@ -45,6 +52,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol, TypeVar
+
+from ironflow.store._wake import Wakeups
 
 __all__ = ["TABLES", "Backend", "ReadTxn", "WriteTxn", "prefix_end"]
 
@@ -143,6 +152,8 @@ class Backend(Protocol):
 
     #: Where the data lives, for messages: ``the data directory /x``, ``memory``.
     where: str
+    #: Posted after a commit that may have made work; waited on by idle callers.
+    wakeups: Wakeups
 
     def read(self) -> AbstractContextManager[ReadTxn]:
         """A read transaction: a snapshot no concurrent write changes."""

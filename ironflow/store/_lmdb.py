@@ -31,6 +31,7 @@ from ironflow.errors import StoreCorruptedError, StoreError, StoreFormatError, S
 from ironflow.store._backend import TABLES, prefix_end
 from ironflow.store._faults import check_ours, storage_error
 from ironflow.store._machine import StoreMachine
+from ironflow.store._wake import SocketWakeups, Wakeups
 
 __all__ = ["FORMAT_VERSION", "LmdbBackend", "LmdbStore"]
 
@@ -270,6 +271,8 @@ class LmdbBackend:
         #: many writes it carried; for metrics. None: nothing is timed.
         self.commit_observer: Callable[[float, int], None] | None = None
         self._committer = _GroupCommitter(self)
+        #: Waiters in every process on this directory, woken through ``wake/`` in it.
+        self.wakeups: Wakeups = SocketWakeups(self.path / "wake")
         try:
             check_ours(self.env, self.path, TABLES)
             self.dbs = {name: self.env.open_db(name.encode()) for name in TABLES}
@@ -392,6 +395,7 @@ class LmdbBackend:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self.wakeups.close()
             self.env.close()
 
 

@@ -74,6 +74,7 @@ from ironflow.store._records import (
     WorkerInfo,
 )
 from ironflow.store._suspend import suspend
+from ironflow.store._wake import Wakeups
 
 __all__ = ["StoreMachine"]
 
@@ -94,7 +95,9 @@ class StoreMachine:
         self._backend = backend
         self._clock = clock
         self._flow = FlowControl(clock)
-        self._work = threading.Condition()
+        self._wakeups = backend.wakeups
+        # Per thread: the wake-up generation seen before its last look for work.
+        self._seen = threading.local()
         # Signalled when a projection advances, with a count so a waiter misses nothing.
         self._advanced = threading.Condition()
         self._advances = 0
@@ -108,8 +111,8 @@ class StoreMachine:
         return self._backend.write(op)
 
     def _notify(self) -> None:
-        with self._work:
-            self._work.notify_all()
+        # After the commit: every waiter, in this process and the others, looks again.
+        self._wakeups.post()
 
     def close(self) -> None:
         self._backend.close()
@@ -119,6 +122,11 @@ class StoreMachine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def wakeups(self) -> Wakeups:
+        """Posted after every write that may make work, by any process on this data."""
+        return self._wakeups
 
     def changes(self) -> int:
         """A number that grows with every committed write (see ``Backend.changes``)."""
@@ -184,6 +192,8 @@ class StoreMachine:
     ) -> list[LeasedRun]:
         if limit <= 0 or not agents:
             return []
+        # Taken before looking: work made after the look wakes the next wait_for_work.
+        self._seen.gen = self._wakeups.current()
         now = time.time()
         clock_now = self._clock()
         # An idle poll costs a read transaction, not a durable write.
@@ -195,20 +205,21 @@ class StoreMachine:
         )
 
     def wait_for_work(self, timeout: float) -> None:
-        with self._work:
-            self._work.wait(timeout)
+        seen = getattr(self._seen, "gen", None)
+        if seen is None:
+            seen = self._wakeups.current()
+        self._seen.gen = self._wakeups.wait(seen, timeout)
 
     def wait_for_run(self, run_id: str, *, timeout: float) -> Run:
         deadline = time.monotonic() + timeout
         while True:
+            seen = self._wakeups.current()  # before looking: a finish after wakes us
             run = self.get_run(run_id)
             remaining = deadline - time.monotonic()
             if run.status in FINISHED or remaining <= 0:
                 return run
-            # A finish in this process wakes us; one by a worker in another process
-            # signals nothing here, so look again after a short while.
-            with self._work:
-                self._work.wait(min(remaining, _FINISH_RECHECK))
+            # A finish anywhere wakes us; a lost wake-up costs one recheck interval.
+            self._wakeups.wait(seen, min(remaining, _FINISH_RECHECK))
 
     def heartbeat(self, worker: WorkerInfo, run_ids: Collection[str], *, ttl: float) -> set[str]:
         if not run_ids:

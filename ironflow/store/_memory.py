@@ -22,6 +22,7 @@ from typing import TypeVar
 from ironflow.errors import StoreError
 from ironflow.store._backend import TABLES, prefix_end
 from ironflow.store._machine import StoreMachine
+from ironflow.store._wake import LocalWakeups, Wakeups
 
 __all__ = ["MemoryBackend", "MemoryStore"]
 
@@ -151,6 +152,8 @@ class MemoryBackend:
         self._lock = threading.RLock()
         self._closed = False
         self._commits = 0
+        #: One process holds the data, so waiters are woken in this process only.
+        self.wakeups: Wakeups = LocalWakeups()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -179,6 +182,7 @@ class MemoryBackend:
 
     def close(self) -> None:
         self._closed = True
+        self.wakeups.close()
 
 
 class MemoryStore(StoreMachine):
