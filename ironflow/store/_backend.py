@@ -35,8 +35,8 @@ collects the keys first.
 **Wake-ups.** :attr:`Backend.wakeups` tells waiters (an idle worker, an emitter
 waiting for its run, a server's long polls) in every process sharing the data that a
 commit may have made work: the machine posts after each such commit. LMDB uses unix
-datagram sockets beside the data (``_wake.SocketWakeups``); a SQL backend subclasses
-``_wake.ChannelWakeups`` with ``NOTIFY`` to post and a ``LISTEN`` connection to wait.
+datagram sockets beside the data (``_wake.SocketWakeups``); PostgreSQL sends
+``NOTIFY`` with the commit and a ``LISTEN`` thread posts to its local wake-ups.
 A lost wake-up costs a waiter its poll interval, never correctness.
 
 **Claims.** :meth:`WriteTxn.claim` takes "the next N ready items" of a queue-like

@@ -52,6 +52,7 @@ from ironflow.store._pgschema import (
     table_name,
 )
 from ironflow.store._records import Run
+from ironflow.store._wake import LocalWakeups, Wakeups
 
 __all__ = ["PostgresBackend", "PostgresStore", "is_postgres_url", "migrate", "safe_url"]
 
@@ -319,6 +320,9 @@ class PostgresBackend:
         self._listens = listen
         self._listener: threading.Thread | None = None
         self._listener_lock = threading.Lock()
+        #: Waiters in this process. Other processes hear of work through the NOTIFY sent
+        #: with the commit; the listener relays it here (through ``on_wake``).
+        self.wakeups: Wakeups = LocalWakeups()
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=1,
@@ -563,6 +567,7 @@ class PostgresBackend:
         if self._closed:
             return
         self._closed = True
+        self.wakeups.close()
         self._pool.close()
         if self._listener is not None:
             self._listener.join(timeout=_LISTEN_RECHECK * 5)
@@ -635,6 +640,13 @@ class PostgresStore(StoreMachine):
     def wait_for_run(self, run_id: str, *, timeout: float) -> Run:
         self.backend.listen()
         return super().wait_for_run(run_id, timeout=timeout)
+
+    @property
+    def wakeups(self) -> Wakeups:
+        """The wake-ups, listening from now on: whoever waits on them (a server's relay)
+        needs other processes' too."""
+        self.backend.listen()
+        return self._wakeups
 
     @property
     def commit_observer(self) -> Callable[[float, int], None] | None:

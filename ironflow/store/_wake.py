@@ -1,4 +1,4 @@
-"""Wake-ups: a write that may make work tells every process waiting on the same store.
+r"""Wake-ups: a write that may make work tells every process waiting on the same store.
 
 Why: without them an idle worker in another process learns of a new run only at its
 next poll (50 ms by default), and an emitter waiting for its run learns of the finish
@@ -18,8 +18,10 @@ correctness.
   a full socket already has a wake-up pending, and a socket nobody listens on (its
   process died) is removed by the first poster to find it so. A process that may not
   write there (another user) simply is not woken: it polls.
-- A PostgreSQL backend subclasses :class:`ChannelWakeups` the same way, with
-  ``NOTIFY`` as its broadcast and a ``LISTEN`` connection's socket as what it reads.
+- PostgreSQL (``_postgres.py``): a commit that made work sends ``NOTIFY`` with it, and
+  a thread of each store that ``LISTEN``\ s posts to its :class:`LocalWakeups`.
+  :class:`ChannelWakeups` is the other way to fit a channel in: a broadcast and a
+  blocking read, with one waiting thread reading for the whole process.
 """
 
 from __future__ import annotations
