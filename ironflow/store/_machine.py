@@ -96,6 +96,8 @@ class StoreMachine:
         self._clock = clock
         self._flow = FlowControl(clock)
         self._wakeups = backend.wakeups
+        # Per (worker, agents): what its last idle look at the leases found (_leasing).
+        self._watches: dict[tuple[str, frozenset[str]], _leasing.LeaseWatch] = {}
         # Per thread: the wake-up generation seen before its last look for work.
         self._seen = threading.local()
         # Signalled when a projection advances, with a count so a waiter misses nothing.
@@ -196,10 +198,22 @@ class StoreMachine:
         self._seen.gen = self._wakeups.current()
         now = time.time()
         clock_now = self._clock()
-        # An idle poll costs a read transaction, not a durable write.
+        # An idle poll costs a read transaction, not a durable write; and while nothing
+        # was committed, no lease lapsed and no holder died, not even a look at the leases.
+        key = (worker.id, frozenset(agents))
+        changes = self._backend.changes()  # before the look: a commit after it shows
+        last = self._watches.get(key)
+        skip = last is not None and last.still(changes, now)
+        watch = None if skip else _leasing.LeaseWatch(changes=changes)
         with self._read() as txn:
-            if _leasing.idle(txn, self._flow, worker, agents, limit, now, clock_now):
+            if _leasing.idle(
+                txn, self._flow, worker, agents, limit, now, clock_now,
+                orphans=not skip, watch=watch,
+            ):
+                if watch is not None:
+                    self._watches[key] = watch
                 return []
+        self._watches.pop(key, None)
         return self._write(
             lambda txn: _leasing.lease(txn, self._flow, worker, agents, limit, ttl, now, clock_now)
         )
