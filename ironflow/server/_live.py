@@ -4,8 +4,9 @@
   finished, or as it is when the wait runs out. The wait parks a coroutine, no thread,
   and is woken by every write through this server that can finish a run (a worker's
   finish, a cancel, an event that cancels), so it answers the moment the run finishes.
-  A worker writing the data directory directly, from another process, signals nothing
-  here: such a finish is seen at the next look, at most half a second later.
+  A worker writing the data directory directly, from another process, wakes it too,
+  through the store's wake-ups (``Api.listen``); the look every half second is only for
+  a wake-up that was lost.
 - ``GET /api/v1/events/stream?pattern=order.*``: server-sent events, one message per
   event of the log as it is appended, ``id:`` its log position. A client that
   reconnects with ``Last-Event-ID`` (or ``?after_seq=``) gets every event after it;
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_RUN_WAIT", "events_stream", "parse_wait", "wait_finished"]
 
-# Writes by another process into the same data directory wake nothing here: look again.
+# A lost wake-up (another process's write) costs at most this: look again.
 _RECHECK = 0.5
 _PAGE = 500
 

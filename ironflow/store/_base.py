@@ -111,9 +111,9 @@ class Store(Protocol):
         """The run once it is finished (completed, failed or cancelled), or as it is after
         ``timeout`` seconds; raises :class:`~ironflow.errors.RunNotFoundError`.
 
-        Returns the moment a finish written through this store (or its server) lands; a
-        finish written by another process directly into the same data directory is seen
-        within a tenth of a second.
+        Returns the moment the finish lands: one written through this store (or its
+        server) and, through the store's wake-ups, one written by another process into
+        the same data directory (within a tenth of a second if a wake-up is lost).
         """
 
     def get_steps(self, run_id: str) -> list[StepRecord]:
