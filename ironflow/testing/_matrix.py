@@ -145,9 +145,19 @@ class _MatrixStore(CrashingStore):
         self.log: list[Boundary] = []
         self._counts: dict[tuple[str, str, str | None], int] = {}
         self._count_lock = threading.Lock()
+        # Held from a spawn until its child's role is known: a worker woken by the spawn
+        # may take the child and reach a boundary before spawn_run has returned.
+        self._spawning = threading.Lock()
+
+    def _role(self, run_id: str) -> str:
+        role = self.roles.get(run_id)
+        if role is None:
+            with self._spawning:
+                role = self.roles.get(run_id, run_id)
+        return role
 
     def _boundary(self, method: str, run_id: str, step: str | None, fn: Callable[[], Any]) -> Any:
-        role = self.roles.get(run_id, run_id)
+        role = self._role(run_id)
         with self._count_lock:
             key = (method, role, step)
             nth = self._counts.get(key, 0) + 1
@@ -198,10 +208,11 @@ class _MatrixStore(CrashingStore):
     ) -> Run:
 
         def spawn() -> Run:
-            child = CrashingStore.spawn_run(
-                self, worker, parent_id, step_id, agent, data, attempt=attempt, trace=trace
-            )
-            self.roles[child.id] = f"{self.roles.get(parent_id, parent_id)} > {step_id}"
+            with self._spawning:
+                child = CrashingStore.spawn_run(
+                    self, worker, parent_id, step_id, agent, data, attempt=attempt, trace=trace
+                )
+                self.roles[child.id] = f"{self.roles.get(parent_id, parent_id)} > {step_id}"
             return child
 
         return self._boundary("spawn_run", parent_id, step_id, spawn)  # type: ignore[no-any-return]
