@@ -199,8 +199,10 @@ class _PgTxn:
             if start is not None and start < prefix:
                 return
             # Keys start with the prefix: >= prefix and < its end (or <= start).
-            top = start if start is not None and (end is None or start < end) else end
-            inclusive = top is not None and top == start
+            # ``<= start`` when the start lies inside the prefix's range, else ``< end``:
+            # decided by where ``top`` came from, since ``start`` may equal ``end``.
+            inclusive = start is not None and (end is None or start < end)
+            top = start if inclusive else end
             cmp = "<=" if inclusive else "<"
             size = _FIRST_PAGE
             if top is None:

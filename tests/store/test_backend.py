@@ -190,3 +190,10 @@ def test_a_failing_op_in_a_group_commit_leaves_nothing_and_the_others_commit(
             assert [k for k, _ in txn.scan("runs")] == [b"first", b"kept", b"other"]
     finally:
         backend.close()
+
+
+def test_a_reverse_scan_from_the_key_just_past_a_prefix_stays_inside_it(backend: Backend) -> None:
+    """Reverse from ``start == prefix_end(prefix)``: that key does not have the prefix."""
+    backend.write(lambda txn: txn.put("runs", b"\x80", b"v"))
+    with backend.read() as txn:
+        assert list(txn.scan("runs", prefix=b"\x7f", start=b"\x80", reverse=True)) == []
