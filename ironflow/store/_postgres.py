@@ -535,11 +535,16 @@ class PostgresBackend:
 
     def changes(self) -> int:
         """Grows with every transaction of the server that wrote (a cheap read)."""
-        with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
-            ).fetchone()
-        return 0 if row is None else int(row[0])
+
+        def look() -> int:
+            with self._pool.connection() as conn:
+                row = conn.execute(
+                    "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+                ).fetchone()
+            return 0 if row is None else int(row[0])
+
+        # A pooled connection PostgreSQL dropped fails here: look again, with backoff.
+        return self._retrying(look)
 
     # -- wake-ups ------------------------------------------------------------------------
 

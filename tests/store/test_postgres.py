@@ -376,3 +376,21 @@ def test_the_pool_does_not_repeat_what_the_store_says_once(pg_url: str) -> None:
     store says once that the database is lost and once that it is back."""
     PostgresStore(pg_url).close()
     assert logging.getLogger("psycopg.pool").getEffectiveLevel() >= logging.ERROR
+
+
+def test_a_broken_pooled_connection_under_changes_is_retried(pg_url: str) -> None:
+    """An idle worker's lease look first asks how far the database has written; a pooled
+    connection PostgreSQL dropped (a restart) is retried there too, not raised: it killed
+    a worker of the 500-run cluster soak."""
+    store = PostgresStore(pg_url)
+    try:
+        before = store.changes()
+        with psycopg.connect(pg_url, autocommit=True) as other:
+            other.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        assert store.changes() >= before
+        assert store.lease_runs(this_worker(), ["a"], limit=1, ttl=60) == []
+    finally:
+        store.close()
