@@ -530,7 +530,12 @@ class PostgresBackend:
     def _committed(self, xid: int) -> bool:
         """After a lost answer to COMMIT: whether that transaction committed."""
         with self._connect() as conn:
-            row = conn.execute("SELECT pg_xact_status(%s::xid8)", (str(xid),)).fetchone()
+            try:
+                row = conn.execute("SELECT pg_xact_status(%s::xid8)", (str(xid),)).fetchone()
+            except self._psycopg.errors.InvalidParameterValue:
+                # "is in the future": recovery after a crash restarted the ids below it,
+                # so no commit of it reached the WAL. It did not commit.
+                return False
         return row is not None and row[0] == "committed"
 
     def changes(self) -> int:
