@@ -9,7 +9,9 @@ step recorded (one commit each), the run finished (one commit).
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -52,6 +54,16 @@ def _serve(store: Store, agent: AgentDefinition, concurrency: int = 1) -> None:
     Worker([agent], store=store, concurrency=concurrency).run(until_idle=True, ready_message=False)
 
 
+def _emit_all(store: Store, event: str, datas: list[Any], clients: int) -> list[str]:
+    """Emit one event per item of ``datas`` from ``clients`` threads at once (as that many
+    web requests would), each emit durable before its thread goes on; the run ids."""
+    if clients <= 1:
+        return [rid for data in datas for rid in store.emit(event, data).run_ids]
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(lambda data: store.emit(event, data), datas))
+    return [rid for result in results for rid in result.run_ids]
+
+
 def _timed_runs(
     store: Store,
     agent: AgentDefinition,
@@ -59,18 +71,31 @@ def _timed_runs(
     datas: list[Any],
     concurrency: int = 1,
     observers: Callable[[], list[Any]] | None = None,
+    cpu: list[float] | None = None,
 ) -> float:
-    """Seconds to emit one event per item of ``datas`` and serve every run to completion."""
+    """Seconds to emit one event per item of ``datas`` and serve every run to completion.
+
+    With ``concurrency`` above 1 the events are emitted by that many clients at once.
+    ``cpu``, if given, gets the process's CPU seconds (user and system) over the span.
+    """
     watching = observers() if observers is not None else []
     worker = Worker([agent], store=store, concurrency=concurrency, observers=watching)
+    c0 = _cpu_s()
     t0 = time.perf_counter()
-    run_ids = [rid for data in datas for rid in store.emit(event, data).run_ids]
+    run_ids = _emit_all(store, event, datas, concurrency)
     worker.run(until_idle=True, ready_message=False)
     dt = time.perf_counter() - t0
+    if cpu is not None:
+        cpu.append(_cpu_s() - c0)
     not_done = [r for r in run_ids if store.get_run(r).status != "completed"]
     if not_done or len(run_ids) != len(datas):
         raise RuntimeError(f"{len(not_done)} of {len(run_ids)} runs did not complete")
     return dt
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def three_step_runs_per_s(workdir: str, n_runs: int) -> float:
@@ -181,21 +206,42 @@ def observer_off_ns(loops: int) -> float:
     return statistics.median(differences)
 
 
-def concurrent_steps_per_s(workdir: str, runs: int) -> float:
-    """``runs`` 3-step runs served at once (worker concurrency = runs): durable steps/s.
-
-    The emits are inside the timed span; LmdbStore group-commits the concurrent
-    runs' step records, each still on disk before its handler continues.
-    """
+def _concurrent(workdir: str, runs: int) -> tuple[float, float]:
+    """Seconds and process CPU seconds to serve ``runs`` 3-step runs at once."""
     store = _open(_fresh(workdir, "if-conc-"))
     try:
         _timed_runs(store, _THREE, "bench.three", [{"i": -1}])
+        cpu: list[float] = []
         dt = _timed_runs(
-            store, _THREE, "bench.three", [{"i": i} for i in range(runs)], concurrency=runs
+            store,
+            _THREE,
+            "bench.three",
+            [{"i": i} for i in range(runs)],
+            concurrency=runs,
+            cpu=cpu,
         )
     finally:
         store.close()
+    return dt, cpu[0]
+
+
+def concurrent_steps_per_s(workdir: str, runs: int) -> float:
+    """``runs`` 3-step runs served at once (worker concurrency = runs): durable steps/s.
+
+    The emits are inside the timed span, by ``runs`` clients at once; LmdbStore
+    group-commits the concurrent emits and step records, each still on disk before its
+    caller continues.
+    """
+    dt, _ = _concurrent(workdir, runs)
     return runs * 3 / dt
+
+
+def concurrent_cpu_ms_per_run(workdir: str, runs: int) -> float:
+    """The same span as :func:`concurrent_steps_per_s`: the process's CPU (user and
+    system, every thread) per run, in ms. On 2 cores, above about 2 x the span per run
+    the row is bound by CPU, not by the disk."""
+    _, cpu = _concurrent(workdir, runs)
+    return cpu / runs * 1e3
 
 
 def _worker_argv(data_dir: str) -> list[str]:

@@ -7,6 +7,8 @@ import threading
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
+#: Every pair of characters, indexed by the 10 bits they encode: half the lookups.
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
 _lock = threading.Lock()
 _last = 0
 
@@ -24,8 +26,6 @@ def new_id(prefix: str = "") -> str:
         if n <= _last:
             n = _last + 1
         _last = n
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[n & 31])
-        n >>= 5
-    return prefix + "".join(reversed(chars))
+    # 26 characters of 5 bits, most significant first: 13 pairs of 10 bits.
+    pairs = _PAIRS
+    return prefix + "".join([pairs[(n >> shift) & 1023] for shift in range(120, -1, -10)])

@@ -341,7 +341,8 @@ class Execution:
         """
         if self.stopped is not None:
             raise self.halt(self.stopped)
-        self.refuse_nesting(repr(base_id))
+        if _step.get() is not None:
+            self.refuse_nesting(repr(base_id))
         position = self._next_position
         record = self.recorded.get(position)
         if record is None and not self.read_only:
@@ -353,8 +354,8 @@ class Execution:
                 raise self.halt(_Suspend())
             if self.past_deadline():
                 raise self.halt(_RunTimeout())
-        count = self._counts.get(base_id, 0) + 1
-        self._counts[base_id] = count
+        counts = self._counts
+        count = counts[base_id] = counts.get(base_id, 0) + 1
         step_id = base_id if count == 1 else f"{base_id}#{count}"
         self._next_position = position + 1
         if record is not None:

@@ -17,11 +17,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import enum
+import functools
 import json
 import math
 import types
 import typing
 import uuid
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
@@ -78,17 +80,80 @@ def to_json_value(value: Any, what: str = "value", path: str = "value") -> Any:
     names the first value that cannot be stored (``value['items'][2]``); a recursive
     structure is refused, never looped on.
     """
-    if type(value) is dict and all(
-        type(k) is str
-        and k.isascii()
-        and (
-            (type(v) in _FLAT and (type(v) is not str or v.isascii()))
-            or (type(v) is int and MIN_INT <= v <= MAX_INT)
-        )
-        for k, v in value.items()
-    ):
-        return dict(value)  # the common step input, {"image_url": "..."}: nothing to walk
-    return _walk(value, what, path, set(), 0)
+    if type(value) is dict:
+        # The common step input, {"image_url": "..."}: flat, checked in one loop.
+        flat: dict[str, Any] = {}
+        for k, v in value.items():
+            kind = type(v)
+            if type(k) is not str or not k.isascii():
+                break
+            if kind is str:
+                if not v.isascii():
+                    break
+            elif kind is int:
+                if not MIN_INT <= v <= MAX_INT:
+                    break
+            elif v is not None and kind is not bool:
+                break
+            flat[k] = v
+        else:
+            return flat
+    try:
+        return _plain_copy(value, 0)
+    except _Unusual:
+        # Anything but plain JSON (records, enums, dates, a value to refuse): the full
+        # walk converts it, or names the path of what cannot be stored.
+        return _walk(value, what, path, set(), 0)
+
+
+class _Unusual(Exception):
+    """The value is not plain JSON data: :func:`_walk` takes over."""
+
+
+def _plain_copy(v: Any, depth: int) -> Any:
+    """A copy of plain JSON data, checked as :func:`_walk` checks it, with no paths built.
+
+    Raises :class:`_Unusual` at anything else (a recursive structure ends at the depth
+    limit), so the common value costs one quick pass and a refused one gets its message.
+    """
+    kind = type(v)
+    if kind is str:
+        if not v.isascii():
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _Unusual from None
+        return v
+    if kind is int:
+        if MIN_INT <= v <= MAX_INT:
+            return v
+        raise _Unusual
+    if kind is float:
+        if math.isfinite(v):
+            return v
+        raise _Unusual
+    if v is None or kind is bool:
+        return v
+    if depth >= MAX_DEPTH:
+        raise _Unusual
+    if kind is dict:
+        out = {}
+        for k, item in v.items():
+            if type(k) is not str or not (k.isascii() or _utf8(k)):
+                raise _Unusual
+            out[k] = _plain_copy(item, depth + 1)
+        return out
+    if kind is list or kind is tuple:
+        return [_plain_copy(item, depth + 1) for item in v]
+    raise _Unusual
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 _FLAT = frozenset({str, bool, type(None)})
@@ -242,6 +307,14 @@ def structure(value: Any, tp: Any) -> Any:
     if tp is Any or tp is None or tp is type(None) or tp is object:
         return value
     try:
+        exact = _exact(tp)
+    except TypeError:  # a hint that cannot be hashed (Annotated with a list): no shortcut
+        exact = None
+    if exact is not None and exact(value):
+        # Already the very type (a dict[str, int] read back): a copy, as cattrs gives.
+        kind = type(value)
+        return dict(value) if kind is dict else list(value) if kind is list else value
+    try:
         return converter.structure(value, tp)
     except Exception as exc:
         raise NotSerializableError(
@@ -252,15 +325,34 @@ def structure(value: Any, tp: Any) -> Any:
         ) from exc
 
 
+_SCALARS = (str, int, float, bool)
+
+
+@functools.lru_cache(maxsize=512)
+def _exact(tp: Any) -> Callable[[Any], bool] | None:
+    """For a scalar hint or a flat ``dict[str, X]``/``list[X]`` of one, a test that a JSON
+    value already is exactly that type, so :func:`structure` need not convert it;
+    None for any other hint (the converter decides). An ``int`` where a ``float`` is
+    asked, or a ``bool`` where an ``int`` is, fails the test: the converter converts."""
+    if tp in _SCALARS:
+        return lambda v: type(v) is tp
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is dict and len(args) == 2 and args[0] is str and args[1] in _SCALARS:
+        item = args[1]
+        return lambda v: type(v) is dict and all(type(x) is item for x in v.values())
+    if origin is list and len(args) == 1 and args[0] in _SCALARS:
+        item = args[0]
+        return lambda v: type(v) is list and all(type(x) is item for x in v)
+    return None
+
+
 def _type_name(tp: Any) -> str:
     return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
 
 
 def encode_record(record: Any) -> bytes:
     """Encode one of the store's attrs records. Its user payloads are already JSON."""
-    return json.dumps(
-        converter.unstructure(record), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
+    return codec_of(type(record)).encode(record)
 
 
 def decode_record(raw: bytes | memoryview, cls: type[T]) -> T:
@@ -268,10 +360,8 @@ def decode_record(raw: bytes | memoryview, cls: type[T]) -> T:
 
     Raises :class:`~ironflow.errors.StoreCorruptedError` if the bytes are not one.
     """
-    try:
-        return converter.structure(orjson.loads(raw), cls)
-    except Exception as exc:
-        raise _damaged(f"{cls.__name__} record", exc) from exc
+    decoded: T = codec_of(cls).decode(raw)
+    return decoded
 
 
 def _plain_field(tp: Any) -> bool:
@@ -286,15 +376,48 @@ def _plain_field(tp: Any) -> bool:
     return False
 
 
-class RecordCodec:
-    """Encode and decode one record class, skipping cattrs where every field is plain.
+def _record_field(tp: Any) -> type[Any] | None:
+    """The attrs class a field holds (``X`` or ``X | None``), or None."""
+    if attrs.has(tp):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and attrs.has(args[0]):
+            return args[0]
+    return None
 
-    Each step is encoded once when recorded and decoded again whenever its run is
-    leased, so both directions are on the hot path. Plain fields (str, numbers, the
-    already-validated JSON of inputs and outputs) are taken as they are: walking a
-    step's output again through the converter would redo what ``to_json_value`` did.
-    Any other field (nested records, tuples) goes through the converter, so a field
-    added later is never coded wrongly, only more slowly.
+
+def _tuple_field(tp: Any) -> bool:
+    return typing.get_origin(tp) is tuple
+
+
+def _scalar_tuple(tp: Any) -> bool:
+    """Whether a field is ``tuple[str, ...]`` (or of another plain scalar): a JSON list."""
+    args = typing.get_args(tp)
+    return (
+        typing.get_origin(tp) is tuple
+        and len(args) == 2
+        and args[1] is Ellipsis
+        and args[0] in (str, int, bool)
+    )
+
+
+class RecordCodec:
+    """Encode and decode one record class, skipping cattrs where it can.
+
+    Records are written on every step's path (a step record, the run at its emit,
+    lease and finish, the event) and read whenever a run is leased, so both directions
+    are hot. Plain fields (str, numbers, the already-validated JSON of inputs and
+    outputs) are taken as they are: walking a step's output again through the
+    converter would redo what ``to_json_value`` did. A field holding another record
+    (a run's event) goes through that record's own codec. Any other field (tuples of
+    records) goes through the converter, so a field added later is never coded
+    wrongly, only more slowly.
+
+    Written with orjson, which writes a NaN as ``null``: every float field is checked
+    finite first, and a record whose fields needed the converter is written by the
+    standard library with ``allow_nan=False``, the last guard against storing a value
+    that would read back different.
     """
 
     def __init__(self, cls: type[Any]) -> None:
@@ -303,28 +426,99 @@ class RecordCodec:
         fields = attrs.fields(cls)
         self.names = tuple(f.name for f in fields)
         self.plain = frozenset(f.name for f in fields if _plain_field(f.type))
-        self.nested = tuple(name for name in self.names if name not in self.plain)
+        self.subs: dict[str, RecordCodec] = {}
+        for f in fields:
+            sub = None if f.name in self.plain else _record_field(f.type)
+            if sub is not None:
+                self.subs[f.name] = codec_of(sub)
+        #: ``tuple[str, ...]`` fields (an emit's run ids): a list of scalars, checked on read.
+        self.scalar_tuples = {
+            f.name: typing.get_args(f.type)[0] for f in fields if _scalar_tuple(f.type)
+        }
+        self.nested = tuple(
+            name
+            for name in self.names
+            if name not in self.plain and name not in self.subs and name not in self.scalar_tuples
+        )
+        #: Tuple fields whose default is the empty tuple: stored as [], read back as ().
+        self.empty_tuples = frozenset(
+            f.name for f in fields if _tuple_field(f.type) and f.default == ()
+        )
 
-    def encode(self, record: Any) -> bytes:
-        data = {}
+    def plain_dict(self, record: Any) -> tuple[dict[str, Any], bool]:
+        """The record as JSON data, and whether orjson may write it (see the class)."""
+        data: dict[str, Any] = {}
+        fast = True
+        plain = self.plain
         for name in self.names:
             value = getattr(record, name)
-            data[name] = (
-                value if value is None or name in self.plain else converter.unstructure(value)
-            )
-        return orjson.dumps(data)
+            if value is None:
+                data[name] = None
+            elif name in plain:
+                if type(value) is float and not math.isfinite(value):
+                    fast = False
+                data[name] = value
+            else:
+                sub = self.subs.get(name)
+                if sub is not None:
+                    data[name], sub_fast = sub.plain_dict(value)
+                    fast = fast and sub_fast
+                elif name in self.scalar_tuples and type(value) is tuple:
+                    data[name] = list(value)
+                elif value == () and name in self.empty_tuples:
+                    data[name] = []
+                else:
+                    data[name] = converter.unstructure(value)
+                    fast = False
+        return data, fast
+
+    def encode(self, record: Any) -> bytes:
+        data, fast = self.plain_dict(record)
+        if fast:
+            return orjson.dumps(data)
+        return json.dumps(
+            data, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()
+
+    def from_dict(self, data: dict[str, Any]) -> Any:
+        """The record from its JSON data (raises on data that is not one)."""
+        for name in self.nested:
+            value = data.get(name)
+            if value is not None:
+                if value == [] and name in self.empty_tuples:
+                    data[name] = ()
+                    continue
+                return converter.structure(data, self.cls)
+        for name, item in self.scalar_tuples.items():
+            value = data.get(name)
+            if value is not None:
+                if type(value) is not list or not all(type(x) is item for x in value):
+                    return converter.structure(data, self.cls)  # converts, or names it
+                data[name] = tuple(value)
+        for name, sub in self.subs.items():
+            value = data.get(name)
+            if value is not None:
+                data[name] = sub.from_dict(value)
+        try:
+            return self.cls(**data)
+        except TypeError:
+            # A key this version does not know (or a missing one): the converter
+            # ignores the first and names the second.
+            return converter.structure(data, self.cls)
 
     def decode(self, raw: bytes | memoryview) -> Any:
         try:
-            data = orjson.loads(raw)
-            for name in self.nested:
-                if data.get(name) is not None:
-                    return converter.structure(data, self.cls)
-            try:
-                return self.cls(**data)
-            except TypeError:
-                # A key this version does not know (or a missing one): the converter
-                # ignores the first and names the second.
-                return converter.structure(data, self.cls)
+            return self.from_dict(orjson.loads(raw))
         except Exception as exc:
             raise _damaged(f"{self.cls.__name__} record", exc) from exc
+
+
+_codecs: dict[type[Any], RecordCodec] = {}
+
+
+def codec_of(cls: type[Any]) -> RecordCodec:
+    """The codec of a record class, built once."""
+    codec = _codecs.get(cls)
+    if codec is None:
+        codec = _codecs[cls] = RecordCodec(cls)
+    return codec

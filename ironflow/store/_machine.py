@@ -387,7 +387,7 @@ class StoreMachine:
                     actual=current,
                 )
             version = current + 1
-            result = _runs.emit(
+            result, event = _runs.append_event(
                 txn, self._flow, name, data, None, now, clock_now, stream=stream_id, version=version
             )
             seq = u64(result.seq)
@@ -395,7 +395,7 @@ class StoreMachine:
             txn.put("stream_heads", skey, u64(version))
             if idem is not None:
                 txn.put("stream_keys", idem, seq)
-            return decode_record(txn.get("events", seq) or b"", Event)
+            return event
 
         event = self._write(op)
         self._notify()

@@ -18,7 +18,7 @@ from ironflow._pure._ids import new_id
 from ironflow._pure._trace import TraceContext
 from ironflow.errors import InvalidInputError, LeaseLostError, RunNotFoundError
 from ironflow.store._backend import ReadTxn, WriteTxn
-from ironflow.store._codec import RecordCodec, decode_record, encode_record
+from ironflow.store._codec import codec_of, decode_record, encode_record
 from ironflow.store._flowctl import FlowControl, spec_of
 from ironflow.store._flowspec import Rerun
 from ironflow.store._keys import step_key, u64
@@ -41,6 +41,7 @@ from ironflow.store._waits import name_key
 
 __all__ = [
     "STEPS",
+    "append_event",
     "cancel_tree",
     "check_holder",
     "emit",
@@ -57,7 +58,7 @@ __all__ = [
 ]
 
 #: The codec of step records: on every step's path, so it skips cattrs where it can.
-STEPS = RecordCodec(StepRecord)
+STEPS = codec_of(StepRecord)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -93,7 +94,8 @@ def run_in(txn: ReadTxn, run_id: str) -> Run:
 
 
 def steps_of(txn: ReadTxn, run_id: str) -> list[StepRecord]:
-    return [STEPS.decode(raw) for _, raw in txn.scan("steps", prefix=run_id.encode() + b"\x00")]
+    prefix = run_id.encode() + b"\x00"
+    return [STEPS.decode(raw) for _, raw in txn.scan("steps", prefix=prefix)]
 
 
 def last_seq(txn: ReadTxn) -> int:
@@ -128,6 +130,26 @@ def emit(
         seen = txn.get("event_ids", id.encode())
         if seen is not None:
             return attrs.evolve(decode_record(seen, EmitResult), created=False)
+    return append_event(
+        txn, flow, name, data, id, now, clock_now, stream=stream, version=version, trace=trace
+    )[0]
+
+
+def append_event(
+    txn: WriteTxn,
+    flow: FlowControl,
+    name: str,
+    data: Any,
+    id: str | None,
+    now: float,
+    clock_now: float,
+    *,
+    stream: str | None = None,
+    version: int = 0,
+    trace: TraceContext | None = None,
+) -> tuple[EmitResult, Event]:
+    """:func:`emit` of an event whose id is new, returning the event too (a stream
+    append answers with it, and need not read back what it just wrote)."""
     seq = last_seq(txn) + 1
     event = Event(
         id=id or new_id("evt_"),
@@ -153,7 +175,7 @@ def emit(
     resolve_event_waits(txn, event, clock_now, now)
     for run_id in dict.fromkeys(flow.cancel_matching(txn, event)):
         cancel_tree(txn, flow, run_id, now, clock_now)
-    return result
+    return result, event
 
 
 # -- steps and the end of a run ---------------------------------------------------------

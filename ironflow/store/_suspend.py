@@ -16,7 +16,7 @@ import attrs
 from ironflow._pure._limits import MAX_TIMESTAMP
 from ironflow.errors import InvalidInputError
 from ironflow.store._backend import ReadTxn, WriteTxn
-from ironflow.store._codec import RecordCodec, converter, decode_record, encode_record
+from ironflow.store._codec import codec_of, converter, decode_record, encode_record
 from ironflow.store._keys import step_key, u64
 from ironflow.store._records import (
     FINISHED,
@@ -48,7 +48,7 @@ __all__ = [
     "unindex",
 ]
 
-_STEPS = RecordCodec(StepRecord)
+_STEPS = codec_of(StepRecord)
 
 
 def _ending(run: Run, s: Suspension, now: float, *, output: Any) -> StepRecord:
