@@ -156,9 +156,6 @@ def _utf8(text: str) -> bool:
     return True
 
 
-_FLAT = frozenset({str, bool, type(None)})
-
-
 def _check_text(text: str, what: str, path: str) -> None:
     """Refuse a string UTF-8 cannot hold: one with a lone surrogate.
 
