@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -33,7 +32,6 @@ from ironflow.replay._observer import AttemptObserver, Observer
 from ironflow.store import (
     ErrorInfo,
     Event,
-    LmdbStore,
     Run,
     StepAck,
     StepRecord,
@@ -43,7 +41,7 @@ from ironflow.store import (
     TraceContext,
     WorkerInfo,
 )
-from ironflow.testing import CrashingStore, FakeClock, SimulatedCrash, StandInWorker
+from ironflow.testing import CrashingStore, FakeClock, MemoryStore, SimulatedCrash, StandInWorker
 from ironflow.testing._driver import Approve, Driver, projections_for, served_agents
 
 __all__ = ["Boundary", "CrashCase", "CrashReport", "crash_matrix"]
@@ -314,14 +312,14 @@ StoreFactory = Callable[[FakeClock], Any]
 
 
 @contextmanager
-def _lmdb_store(clock: FakeClock) -> Iterator[Store]:
-    """A fresh LmdbStore in a temporary directory, fsync off (the matrix proves logic)."""
-    with tempfile.TemporaryDirectory(prefix="ironflow-crash-") as path:
-        store = LmdbStore(path, sync=False, clock=clock)
-        try:
-            yield store
-        finally:
-            store.close()
+def _memory_store(clock: FakeClock) -> Iterator[Store]:
+    """A fresh MemoryStore: every rule of the other stores, no disk (the matrix proves
+    logic; ``store=`` gives it LMDB or any other)."""
+    store = MemoryStore(clock=clock)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def crash_matrix(
@@ -351,8 +349,8 @@ def crash_matrix(
     ``ctx.approve`` (True approves). ``same_output`` compares outputs (default ``==``:
     give one when the output holds times, uuids or child run ids). ``store`` makes a
     fresh store for each case from a :class:`FakeClock` (a context manager yielding the
-    store); the default is an :class:`~ironflow.store.LmdbStore` in a temporary
-    directory. ``timeout`` bounds each run in real seconds.
+    store); the default is a :class:`~ironflow.testing.MemoryStore`. ``timeout``
+    bounds each run in real seconds.
 
     Sleeps, retry backoff and timeouts are skipped on the fake clock, so a run that
     sleeps for days takes milliseconds. Works for ``def`` and ``async def`` agents.
@@ -360,7 +358,7 @@ def crash_matrix(
     defn = AgentDefinition.must_from_fn(agent)
     served = served_agents(defn, agents)
     folds = projections_for(served, projections)
-    factory = store or _lmdb_store
+    factory = store or _memory_store
     equal = same_output or (lambda a, b: a == b)
 
     plan = _Plan(defn, data, served, folds, approve, factory, timeout, tools_may_repeat, equal)

@@ -11,9 +11,9 @@ for the fixtures::
         ironflow_crash_matrix(doc_processor, {"docId": "d1", "imageUrl": "..."})
 
 - ``ironflow_clock``: a :class:`~ironflow.testing.FakeClock` the store's timers follow;
-- ``ironflow_store``: a fresh store per test on that clock: an
-  :class:`~ironflow.store.LmdbStore` in the test's temporary directory, fsync off
-  (``@pytest.mark.ironflow_lmdb`` asks for exactly that, whatever the default becomes);
+- ``ironflow_store``: a fresh :class:`~ironflow.testing.MemoryStore` per test on that
+  clock, or with ``@pytest.mark.ironflow_lmdb`` an :class:`~ironflow.store.LmdbStore`
+  in the test's temporary directory (fsync off);
 - ``ironflow_worker``: a :class:`~ironflow.testing.Driver` on that store: ``run(agent,
   data, approve=...)`` runs an agent to its end, sleeps skipped, approvals answered;
 - ``ironflow_crash_matrix``: :func:`~ironflow.testing.crash_matrix`, each case on a
@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from ironflow.store import LmdbStore, Store
-from ironflow.testing import CrashReport, Driver, FakeClock, crash_matrix
+from ironflow.testing import CrashReport, Driver, FakeClock, MemoryStore, crash_matrix
 
 __all__ = [
     "ironflow_clock",
@@ -70,10 +70,20 @@ def _lmdb_factory(root: Path) -> Callable[[FakeClock], Any]:
     return make
 
 
+@contextlib.contextmanager
+def _memory_store(clock: FakeClock) -> Iterator[Store]:
+    store = MemoryStore(clock=clock)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 def _factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[FakeClock], Any]:
-    """Fresh stores of the kind the test asks for (LMDB: the only kind so far)."""
-    del request  # the marker and the default agree until an in-memory store exists
-    return _lmdb_factory(tmp_path / "ironflow")
+    """Fresh stores of the kind the test asks for: in memory, or LMDB with the marker."""
+    if request.node.get_closest_marker(LMDB_MARKER) is not None:
+        return _lmdb_factory(tmp_path / "ironflow")
+    return _memory_store
 
 
 @pytest.fixture
