@@ -152,6 +152,15 @@ class Runs:
         """The run's recorded steps in position order."""
         return self._store.get_steps(run_id)
 
+    def fork(self, run_id: str, *, from_step: str, data: Any = None) -> Run:
+        """Start a new run from the step ``from_step`` of ``run_id``, which is untouched.
+
+        The new run holds copies of the records before that step and runs on from
+        there, with ``data`` as its event's data if given; ``run.forked_from`` and the
+        original's ``forks`` link the two. See :meth:`ironflow.store.Store.fork_run`.
+        """
+        return self._store.fork_run(run_id, from_step=from_step, data=data)
+
     def cancel(self, run_id: str) -> Run:
         """Cancel a pending run now, or a running one at its next step boundary."""
         return self._store.request_cancel(run_id)

@@ -45,6 +45,24 @@ def _summary(history: History) -> str:
     return ", ".join(parts)
 
 
+def cmd_run_fork(args: argparse.Namespace) -> int:
+    from ironflow._cli._main import _opened, _parse_data, _print_json
+    from ironflow.server._views import run_json
+
+    data = None if args.data is None else _parse_data(args.data)
+    with _opened(args, create=False) as store:
+        fork = store.fork_run(args.run_id, from_step=args.from_step, data=data)
+    if args.json:
+        _print_json(run_json(fork))
+        return 0
+    copied = fork.forked_from.position if fork.forked_from is not None else 0
+    print(
+        f"run {fork.id} forked from {args.run_id} at {args.from_step}: {copied} record(s) "
+        f"copied, it is {fork.status}; a worker serving {fork.agent} runs it on from there"
+    )
+    return 0
+
+
 def add_run_commands(run_sub: Any, add_data_dir: Any) -> None:
     """``ironflow run export`` (and the other history commands) under ``ironflow run``."""
     export = run_sub.add_parser(
@@ -64,6 +82,24 @@ def add_run_commands(run_sub: Any, add_data_dir: Any) -> None:
     )
     add_data_dir(export)
     export.set_defaults(func=cmd_run_export)
+
+    fork = run_sub.add_parser(
+        "fork",
+        help="start a new run from a step of a run, which is left untouched",
+        description="Start a new run of the same agent holding copies of RUN_ID's records "
+        "before STEP_ID: a worker replays them and runs on from that step. With --data, "
+        "the new run's event has that data instead (a copied step whose input came from "
+        "the old data then no longer fits: fork from an earlier step). The original is "
+        "untouched; inspect shows each run's link to the other.",
+    )
+    fork.add_argument("run_id", metavar="RUN_ID")
+    fork.add_argument(
+        "--from-step", required=True, metavar="STEP_ID", help="the first step to run anew"
+    )
+    fork.add_argument("--data", metavar="JSON", help="the new run's event data, a JSON object")
+    fork.add_argument("--json", action="store_true", help="print the new run as JSON")
+    add_data_dir(fork)
+    fork.set_defaults(func=cmd_run_fork)
 
 
 # -- replay ------------------------------------------------------------------------------

@@ -73,6 +73,11 @@ def inspect_lines(
             f"{label:<8} from {rerun.from_step} (#{rerun.position}) at {iso(rerun.at)}, "
             f"after attempt {rerun.previous_attempt} ended {rerun.previous_status}"
         )
+    if run.forked_from is not None:
+        f = run.forked_from
+        yield f"forked   from {f.run_id} at {f.from_step} (#{f.position}), {iso(f.at)}"
+    for i, fork in enumerate(run.forks):
+        yield f"{'forks' if i == 0 else '':<8} {fork}"
     if run.parent_id is not None:
         yield f"parent   {run.parent_id}"
     for i, (child, status) in enumerate(children):

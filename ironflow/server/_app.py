@@ -318,6 +318,7 @@ PEOPLE_ROUTES: tuple[Route, ...] = (
     Route("POST", "/runs/{run_id}/cancel", "cancel"),
     Route("POST", "/runs/{run_id}/pause", "pause"),
     Route("POST", "/runs/{run_id}/resume", "resume"),
+    Route("POST", "/runs/{run_id}/fork", "fork"),
     Route("POST", "/runs/{run_id}/approvals/{name}", "approve"),
     Route("GET", "/projections/{name}", "projection"),
     Route("GET", "/streams/{stream_id}", "stream"),
@@ -607,6 +608,14 @@ class Api:
         body = await _optional_body(request)
         from_step = _parse(STORE["resume_run"], request, body)["from_step"]
         return await self._run_view(request, self.store.resume_run, from_step=from_step)
+
+    async def fork(self, request: web.Request) -> Any:
+        """Fork a run from a step: ``{"from_step": STEP_ID, "data": {...}}`` (data
+        optional); answers the new run."""
+        body = await _optional_body(request)
+        args = _parse(STORE["fork_run"], request, body)
+        del args["run_id"]
+        return await self._run_view(request, self.store.fork_run, **args)
 
     async def approve(self, request: web.Request) -> Any:
         """Answer a run's ``ctx.approve(name)``: emit ``agent.approve.<name>`` for it.

@@ -98,6 +98,18 @@ def run_json(run: Run, lease: Lease | None = None, *, now: float | None = None) 
             }
             for r in run.reruns
         ],
+        # A fork's origin (`ironflow run fork`), and the runs forked from this one.
+        "forked_from": (
+            None
+            if run.forked_from is None
+            else {
+                "run_id": run.forked_from.run_id,
+                "from_step": run.forked_from.from_step,
+                "position": run.forked_from.position,
+                "at": iso(run.forked_from.at),
+            }
+        ),
+        "forks": list(run.forks),
         # What a sleeping or waiting run waits for; None for any other status.
         "suspension": suspension_json(run.suspension) if run.status in SUSPENDED else None,
     }

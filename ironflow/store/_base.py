@@ -146,6 +146,22 @@ class Store(Protocol):
         step id.
         """
 
+    def fork_run(
+        self, run_id: str, *, from_step: str, data: Any = None, id: str | None = None
+    ) -> Run:
+        """Start a new run of the same agent from a step of ``run_id``, which is untouched.
+
+        The new run (pending, or queued by a concurrency limit) holds copies of the
+        records before the step ``from_step`` and runs on from there, the handler
+        replaying the copies; its triggering event is the original's with ``data`` as
+        its data, unless ``data`` is None. ``Run.forked_from`` names the original and the
+        step, and the original's ``Run.forks`` gains the new run's id: linked both ways.
+        Raises :class:`~ironflow.errors.RunNotFoundError` for an unknown run and
+        :class:`~ironflow.errors.InvalidInputError` for a step it does not have or data
+        that is not a JSON object. ``id`` names the new run (default: a new id); the
+        same ``id`` given again returns that fork, so a retried request forks once.
+        """
+
     # -- suspended runs and child runs ----------------------------------------------------
 
     def suspend_run(

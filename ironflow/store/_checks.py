@@ -18,6 +18,7 @@ The limits come from :mod:`ironflow._pure._limits`.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection
 from typing import Any
 
@@ -146,6 +147,19 @@ def run_id(value: Any, what: str = "a run id") -> str:
     if size is None or not 0 < size <= MAX_NAME_BYTES or "\x00" in value:
         raise RunNotFoundError(str(value).encode("utf-8", "replace").decode())
     return str(value)
+
+
+#: A run id as ``new_id("run_")`` makes them: what a caller may name a new run with.
+_NEW_RUN_ID = re.compile(r"run_[0-9A-HJKMNP-TV-Z]{26}")
+
+
+def new_run_id(value: Any, what: str = "a new run's id") -> str:
+    """An id for a run to be created (a fork's): the shape ``new_id("run_")`` gives."""
+    if not isinstance(value, str) or not _NEW_RUN_ID.fullmatch(value):
+        raise InvalidInputError(
+            f"{what} must be a run id made like new_id('run_'), not {value!r:.60}"
+        )
+    return value
 
 
 def projection_name(value: Any, what: str = "a projection name") -> str:

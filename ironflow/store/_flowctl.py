@@ -129,26 +129,42 @@ class FlowControl:
             return False
         return compiled.matches(event)
 
-    def new_run(self, txn: WriteTxn, spec: AgentSpec, event: Event, now: float) -> str:
-        """Create the agent's run for ``event`` (or fold it into a debounced one).
+    def new_run(
+        self,
+        txn: WriteTxn,
+        spec: AgentSpec,
+        event: Event,
+        now: float,
+        *,
+        fold: bool = True,
+        run_id: str | None = None,
+    ) -> str:
+        """Create the agent's run for ``event`` (or, unless ``fold`` is False, fold it
+        into a debounced one), with the id ``run_id`` if given.
 
         Returns the id of the run the event went to.
         """
         flow = spec.flow or FlowSpec()
-        if flow.debounce is not None:
+        if flow.debounce is not None and fold:
             return self._debounce(txn, spec, flow, event, now)
-        run = self._make_run(txn, spec, flow, event, now)
+        run = self._make_run(txn, spec, flow, event, now, run_id)
         key = run.id.encode()
         txn.put("runs", key, encode_record(run))
         txn.put("ready", key, spec.id.encode())
         return run.id
 
     def _make_run(
-        self, txn: WriteTxn, spec: AgentSpec, flow: FlowSpec, event: Event, now: float
+        self,
+        txn: WriteTxn,
+        spec: AgentSpec,
+        flow: FlowSpec,
+        event: Event,
+        now: float,
+        run_id: str | None = None,
     ) -> Run:
         slot_key: str | None = None
         status = "pending"
-        run_id = new_id("run_")
+        run_id = run_id or new_id("run_")
         if flow.concurrency is not None:
             slot_key = key_text(flow.concurrency.key, event.data)
             # Queued if the key's unfinished runs (running, or ahead in line) fill it.

@@ -31,6 +31,7 @@ from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
+from ironflow._pure._ids import new_id
 from ironflow._pure._limits import MAX_SEQ
 from ironflow._pure._trace import TraceContext, check_trace
 from ironflow.errors import ConcurrencyError, InvalidInputError, RunNotFoundError
@@ -77,6 +78,7 @@ from ironflow.store._suspend import suspend
 from ironflow.store._wake import Wakeups
 
 __all__ = ["StoreMachine"]
+
 
 T = TypeVar("T")
 
@@ -306,6 +308,21 @@ class StoreMachine:
             run = self._write(lambda txn: _runs.resume(txn, run_id, now))
         else:
             run = self._write(lambda txn: _runs.rerun(txn, run_id, from_step, now))
+        self._notify()
+        return run
+
+    def fork_run(
+        self, run_id: str, *, from_step: str, data: Any = None, id: str | None = None
+    ) -> Run:
+        run_key(run_id)
+        fork_id = new_id("run_") if id is None else checks.new_run_id(id, "fork_run: id")
+        checks.step_id(from_step, "fork_run: from_step")
+        if data is not None:
+            data = event_data(data, f"the data of a fork of run {run_id}")
+        now = time.time()
+        run = self._write(
+            lambda txn: _runs.fork(txn, self._flow, run_id, from_step, data, now, fork_id)
+        )
         self._notify()
         return run
 

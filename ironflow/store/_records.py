@@ -144,6 +144,21 @@ class Suspension:
 
 
 @attrs.frozen
+class Fork:
+    """Where a forked run came from: ``ironflow run fork RUN_ID --from-step STEP_ID``.
+
+    The fork holds copies of ``run_id``'s records before ``from_step`` (at ``position``)
+    and runs on from there; the original is untouched but for the fork's id in its
+    ``Run.forks``.
+    """
+
+    run_id: str
+    from_step: str
+    position: int
+    at: float
+
+
+@attrs.frozen
 class Run:
     """One execution of an agent for one triggering event (or one ``ctx.spawn``)."""
 
@@ -169,6 +184,10 @@ class Run:
     concurrency_key: str | None = None
     #: Each ``run resume --from-step``, oldest first.
     reruns: tuple[Rerun, ...] = ()
+    #: The run this one was forked from, if it is a fork (``ironflow run fork``).
+    forked_from: Fork | None = None
+    #: The runs forked from this one, oldest first.
+    forks: tuple[str, ...] = ()
 
     @property
     def created(self) -> _dt.datetime:

@@ -486,6 +486,18 @@ class RemoteStore:
             "resume_run", run_id=run_id, from_step=from_step
         )
 
+    def fork_run(
+        self, run_id: str, *, from_step: str, data: Any = None, id: str | None = None
+    ) -> Run:
+        # An id chosen here makes a retried fork (reply lost) fork once.
+        return self._call(  # type: ignore[no-any-return]
+            "fork_run",
+            run_id=run_id,
+            from_step=from_step,
+            data=data,
+            id=new_id("run_") if id is None else id,
+        )
+
     # -- suspended runs and child runs ----------------------------------------------------
 
     def suspend_run(

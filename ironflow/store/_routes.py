@@ -653,6 +653,19 @@ STORE_ROUTES: tuple[StoreRoute, ...] = (
         Run,
         wakes=True,
     ),
+    StoreRoute(
+        "fork_run",
+        "POST",
+        "/store/runs/{run_id}/fork",
+        (
+            _RUN,
+            Arg("from_step", Checked(checks.step_id)),
+            Arg("data", Maybe(Checked(event_data)), default=None),
+            Arg("id", Maybe(Checked(checks.new_run_id)), default=None),
+        ),
+        Run,
+        wakes=True,
+    ),
     # -- suspended runs and child runs
     StoreRoute(
         "suspend_run",

@@ -31,6 +31,8 @@ Approve = Callable[[str, Any], bool]
 class Driver:
     """Serves ``agents`` (and ``projections``) from ``store`` and drives runs to their end.
 
+    Each agent is served with the agents and projections of its module (see :meth:`add`).
+
     ``clock``: the store's :class:`~ironflow.testing.FakeClock`, moved to each wake-up
     (sleeps, retry backoff, wait and approval timeouts) once nothing else is left to do;
     without one, the driver waits for real time. ``approve`` answers approvals (True
@@ -50,7 +52,7 @@ class Driver:
         worker_info: WorkerInfo | None = None,
     ) -> None:
         self.store = store
-        self.agents = _agents(agents)
+        self.agents: list[AgentDefinition] = []
         self.projections = [ProjectionDefinition.must_from_fn(p) for p in projections]
         self.clock = clock
         self.approve = approve
@@ -59,6 +61,7 @@ class Driver:
         #: The lease holder the workers present (a StandInWorker's, to crash as it).
         self.worker_info = worker_info
         self._registered = False
+        self.add(*agents)
 
     def add(self, *agents: Any, projections: Iterable[Any] = ()) -> None:
         """Serve these agents too, with the agents and projections of their modules (a

@@ -77,11 +77,12 @@ def test_the_section_runs_as_written(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, f"{typed}\n{done.stdout}{done.stderr}"
         outputs.append(done.stdout)
-    export, replay, broke, inspect = outputs
+    export, replay, broke, inspect, fork = outputs
     assert (tmp_path / "run.json").is_file() and "written to run.json" in export
     assert "fits: " in replay and "tool.classify" in replay
     assert "(Pdb)" in broke and "{'text': 'Extracted text from" in broke
     assert "just after step tool.classify was recorded" in inspect
+    assert f"forked from {run.id} at tool.classify: 1 record(s) copied" in fork
 
     [tests] = blocks(SECTION, "python")
     (tmp_path / "test_my_agent.py").write_text(tests)

@@ -2,7 +2,7 @@
 
 A Hypothesis state machine applies the same operations (emit, an entity stream's
 append and delete, lease, record a step, suspend, spawn, a fake clock that moves and so
-wakes runs, cancel, pause, resume, re-run, a worker that crashes, finish, release,
+wakes runs, cancel, pause, resume, re-run, fork, a worker that crashes, finish, release,
 heartbeat) to each store of ``backends.BACKENDS`` in turn, and after every operation
 asserts that each answered exactly as the oracle did (the same result, or the same
 error) and that each holds the same runs, steps, leases, events and streams, and
@@ -320,6 +320,15 @@ class Agreement(RuleBasedStateMachine):
         steps = [s.id for s in self.oracle.store.get_steps(self.oracle.id(run))]
         from_step = data.draw(st.sampled_from([*steps, "no-such-step"]))
         self.each(lambda s: s.store.resume_run(s.id(run), from_step=from_step))
+
+    @precondition(lambda self: self.ids())
+    @rule(data=st.data(), changed=st.booleans())
+    def fork(self, data: st.DataObject, changed: bool) -> None:
+        run = data.draw(st.sampled_from(self.ids()))
+        steps = [s.id for s in self.oracle.store.get_steps(self.oracle.id(run))]
+        from_step = data.draw(st.sampled_from([*steps, "no-such-step"]))
+        new_data = {"k": 2} if changed else None
+        self.each(lambda s: s.store.fork_run(s.id(run), from_step=from_step, data=new_data))
 
     @rule(w=st.integers(0, WORKERS - 1))
     def crash(self, w: int) -> None:
