@@ -45,6 +45,24 @@ def _summary(history: History) -> str:
     return ", ".join(parts)
 
 
+def cmd_run_import(args: argparse.Namespace) -> int:
+    from ironflow._cli._main import _opened
+    from ironflow.store._history import load_history
+
+    history = load_history(args.file)
+    with _opened(args, create=True) as store:
+        run = store.import_history(history, new_ids=args.new_id)
+    kept = "under its own id" if run.id == history.run.id else f"as {run.id}"
+    paused = (
+        f"; it had not finished, so it is paused: `ironflow run resume {run.id}` lets a worker "
+        "take it on"
+        if run.status == "paused"
+        else ""
+    )
+    print(f"run {history.run.id} ({_summary(history)}) imported {kept}{paused}")
+    return 0
+
+
 def cmd_run_fork(args: argparse.Namespace) -> int:
     from ironflow._cli._main import _opened, _parse_data, _print_json
     from ironflow.server._views import run_json
@@ -82,6 +100,24 @@ def add_run_commands(run_sub: Any, add_data_dir: Any) -> None:
     )
     add_data_dir(export)
     export.set_defaults(func=cmd_run_export)
+
+    imp = run_sub.add_parser(
+        "import",
+        help="load a run's history (from run export) into this store",
+        description="Load a history written by `ironflow run export` into this store (a dev "
+        "data directory, say): the run and its child runs with their step records, under "
+        "the ids they had (or new ones with --new-id), and the memory events they "
+        "appended, each appended to its stream once. A finished run keeps its status; an "
+        "unfinished one is imported paused. Refused whole if a run id is taken.",
+    )
+    imp.add_argument("file", metavar="FILE", help="the history, e.g. run.json")
+    imp.add_argument(
+        "--new-id",
+        action="store_true",
+        help="give the run and its child runs new ids (to import the same history twice)",
+    )
+    add_data_dir(imp)
+    imp.set_defaults(func=cmd_run_import)
 
     fork = run_sub.add_parser(
         "fork",

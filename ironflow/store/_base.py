@@ -32,6 +32,10 @@ from ironflow.store._records import (
 
 __all__ = ["Store"]
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ironflow.store._history import History
+
 
 @runtime_checkable
 class Store(Protocol):
@@ -160,6 +164,16 @@ class Store(Protocol):
         :class:`~ironflow.errors.InvalidInputError` for a step it does not have or data
         that is not a JSON object. ``id`` names the new run (default: a new id); the
         same ``id`` given again returns that fork, so a retried request forks once.
+        """
+
+    def import_history(self, history: History, *, new_ids: bool = False) -> Run:
+        """Load a run's history (``ironflow run export``) into this store; return the run.
+
+        Its runs keep their ids, or get new ones with ``new_ids``; an id this store has
+        already refuses the whole import (:class:`~ironflow.errors.InvalidInputError`),
+        and nothing is written. Finished runs keep their status, unfinished ones are
+        ``paused`` (``resume_run`` lets a worker take them on). Step records come as
+        they were; each memory event is appended to its stream once more.
         """
 
     # -- suspended runs and child runs ----------------------------------------------------

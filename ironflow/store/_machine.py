@@ -34,9 +34,9 @@ from typing import Any, TypeVar
 from ironflow._pure._ids import new_id
 from ironflow._pure._limits import MAX_SEQ
 from ironflow._pure._trace import TraceContext, check_trace
-from ironflow.errors import ConcurrencyError, InvalidInputError, RunNotFoundError
+from ironflow.errors import InvalidInputError, RunNotFoundError
 from ironflow.store import _checks as checks
-from ironflow.store import _leasing, _projections, _runs, _streams
+from ironflow.store import _copies, _leasing, _projections, _runs, _streams
 from ironflow.store._backend import Backend, ReadTxn, WriteTxn
 from ironflow.store._codec import (
     decode_record,
@@ -46,6 +46,7 @@ from ironflow.store._codec import (
     to_json_value,
 )
 from ironflow.store._flowctl import FlowControl
+from ironflow.store._history import History
 from ironflow.store._invariants import check_valid
 from ironflow.store._keys import (
     partition_key,
@@ -321,7 +322,16 @@ class StoreMachine:
             data = event_data(data, f"the data of a fork of run {run_id}")
         now = time.time()
         run = self._write(
-            lambda txn: _runs.fork(txn, self._flow, run_id, from_step, data, now, fork_id)
+            lambda txn: _copies.fork(txn, self._flow, run_id, from_step, data, now, fork_id)
+        )
+        self._notify()
+        return run
+
+    def import_history(self, history: History, *, new_ids: bool = False) -> Run:
+        now = time.time()
+        clock_now = self._clock()
+        run = self._write(
+            lambda txn: _copies.import_history(txn, self._flow, history, new_ids, now, clock_now)
         )
         self._notify()
         return run
@@ -389,30 +399,9 @@ class StoreMachine:
         clock_now = self._clock()
 
         def op(txn: WriteTxn) -> Event:
-            if idem is not None:
-                seen = txn.get("stream_keys", idem)
-                if seen is not None:
-                    return decode_record(txn.get("events", seen) or b"", Event)
-            head = txn.get("stream_heads", skey)
-            current = int.from_bytes(head, "big") if head is not None else 0
-            if expected_version is not None and expected_version != current:
-                raise ConcurrencyError(
-                    f"stream {stream_id!r} is at version {current}, not the expected "
-                    f"{expected_version}: another writer appended first; read the stream "
-                    "again and retry",
-                    expected=expected_version,
-                    actual=current,
-                )
-            version = current + 1
-            result, event = _runs.append_event(
-                txn, self._flow, name, data, None, now, clock_now, stream=stream_id, version=version
+            return _streams.append(
+                txn, self._flow, stream_id, name, data, idem, expected_version, now, clock_now
             )
-            seq = u64(result.seq)
-            txn.put("streams", skey + b"\x00" + u64(version), seq)
-            txn.put("stream_heads", skey, u64(version))
-            if idem is not None:
-                txn.put("stream_keys", idem, seq)
-            return event
 
         event = self._write(op)
         self._notify()
@@ -433,9 +422,7 @@ class StoreMachine:
                     break
         return out
 
-    def delete_stream_events(
-        self, stream_id: str, versions: Collection[int] | None = None
-    ) -> int:
+    def delete_stream_events(self, stream_id: str, versions: Collection[int] | None = None) -> int:
         skey = stream_key(stream_id)
         wanted: frozenset[int] | None = None
         if versions is not None:

@@ -52,6 +52,7 @@ from ironflow.errors import (
     StoreError,
 )
 from ironflow.store._checks import partition_ok, stream_versions
+from ironflow.store._history import History
 from ironflow.store._records import (
     FINISHED,
     SUSPENDED,
@@ -497,6 +498,9 @@ class RemoteStore:
             data=data,
             id=new_id("run_") if id is None else id,
         )
+
+    def import_history(self, history: History, *, new_ids: bool = False) -> Run:
+        return self._call("import_history", history=history, new_ids=new_ids)  # type: ignore[no-any-return]
 
     # -- suspended runs and child runs ----------------------------------------------------
 

@@ -44,6 +44,7 @@ from ironflow._pure._trace import TraceContext
 from ironflow.errors import InvalidInputError
 from ironflow.store import _checks as checks
 from ironflow.store._codec import converter, event_data, to_json_value
+from ironflow.store._history import History, history_from_json, history_to_json
 from ironflow.store._records import (
     AgentSpec,
     EmitResult,
@@ -71,6 +72,7 @@ __all__ = [
     "Checked",
     "Data",
     "Flag",
+    "HistoryDocument",
     "Int",
     "Kind",
     "LeaseReply",
@@ -316,6 +318,19 @@ class Record(Kind):
         if typing.get_origin(tp) is list:
             return f"list of {typing.get_args(tp)[0].__name__}"
         return str(tp.__name__)
+
+
+@attrs.frozen
+class HistoryDocument(Kind):
+    """A run's history (``ironflow run export``), in its own versioned format."""
+
+    def load(self, raw: Any, what: str) -> History:
+        return history_from_json(raw, source=what)
+
+    def dump(self, value: Any, what: str) -> Any:
+        if not isinstance(value, History):
+            raise InvalidInputError(f"{what} must be a History, not {type(value).__name__}")
+        return history_to_json(value)
 
 
 @attrs.frozen
@@ -663,6 +678,14 @@ STORE_ROUTES: tuple[StoreRoute, ...] = (
             Arg("data", Maybe(Checked(event_data)), default=None),
             Arg("id", Maybe(Checked(checks.new_run_id)), default=None),
         ),
+        Run,
+        wakes=True,
+    ),
+    StoreRoute(
+        "import_history",
+        "POST",
+        "/store/runs/import",
+        (Arg("history", HistoryDocument()), Arg("new_ids", Flag(), default=False)),
         Run,
         wakes=True,
     ),

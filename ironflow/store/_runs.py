@@ -25,11 +25,9 @@ from ironflow.store._keys import step_key, u64
 from ironflow.store._records import (
     FINISHED,
     SUSPENDED,
-    AgentSpec,
     EmitResult,
     ErrorInfo,
     Event,
-    Fork,
     Lease,
     Run,
     RunStatus,
@@ -48,7 +46,6 @@ __all__ = [
     "check_holder",
     "emit",
     "finish",
-    "fork",
     "last_seq",
     "pause",
     "position_of",
@@ -322,62 +319,6 @@ def position_of(run: Run, steps: list[StepRecord], step_id: str) -> int:
         known = ", ".join(s.id for s in steps[:20]) or "none"
         raise InvalidInputError(f"run {run.id} has no step {step_id!r}; its steps are: {known}")
     return position
-
-
-def fork(
-    txn: WriteTxn,
-    flow: FlowControl,
-    run_id: str,
-    from_step: str,
-    data: Any,
-    now: float,
-    fork_id: str,
-) -> Run:
-    """A new run ``fork_id`` of the same agent holding copies of ``run_id``'s records
-    before ``from_step``, with the event's data replaced by ``data`` unless it is None.
-    A ``fork_id`` that is already this fork returns it (a retried request).
-
-    The original keeps its records, status and times; only its ``forks`` gains the new
-    id. The fork's event is not in the log (no trigger fires for it) and keeps the
-    original's log position, so the waits it reaches take the events the original's
-    would have. Its copied spawn steps name the original's children, which it shares
-    (cancelling the fork does not cancel them).
-    """
-    existing = txn.get("runs", fork_id.encode())
-    if existing is not None:
-        done = decode_record(existing, Run)
-        if done.forked_from is not None and (
-            done.forked_from.run_id,
-            done.forked_from.from_step,
-        ) == (run_id, from_step):
-            return done
-        raise InvalidInputError(f"a run with id {fork_id} exists already; fork with another id")
-    source = run_in(txn, run_id)
-    steps = steps_of(txn, run_id)
-    position = position_of(source, steps, from_step)
-    raw_spec = txn.get("agents", source.agent.encode())
-    spec = spec_of(raw_spec) if raw_spec is not None else AgentSpec(source.agent, ())
-    event = attrs.evolve(
-        source.event,
-        id=new_id("evt_"),
-        data=source.event.data if data is None else data,
-        ts=now,
-        stream=None,
-        version=0,
-    )
-    # A fork is a run of its own, never folded into a debounced burst.
-    flow.new_run(txn, spec, event, now, fold=False, run_id=fork_id)
-    forked = attrs.evolve(
-        run_in(txn, fork_id), forked_from=Fork(source.id, from_step, position, now)
-    )
-    txn.put("runs", fork_id.encode(), encode_record(forked))
-    for step in steps:
-        if step.position < position:
-            copy = attrs.evolve(step, run_id=fork_id)
-            txn.put("steps", step_key(fork_id, step.position), STEPS.encode(copy))
-    source = attrs.evolve(source, forks=(*source.forks, fork_id))
-    txn.put("runs", source.id.encode(), encode_record(source))
-    return forked
 
 
 def rerun(txn: WriteTxn, run_id: str, from_step: str, now: float) -> Run:

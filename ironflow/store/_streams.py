@@ -1,21 +1,69 @@
-"""Entity streams: the rules that delete events from a stream.
+"""Entity streams: the rules that append events to a stream and delete them.
 
-Appending is the machine's ``append_to_stream`` over ``_runs.emit`` (a stream event
-enters the log like any other). Deleting (what the LangGraph saver needs to prune
+Appending goes through ``_runs.emit`` (a stream event enters the log like any other,
+starting the runs it triggers). Deleting (what the LangGraph saver needs to prune
 checkpoints) takes events out of the stream and the log in one transaction.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
+from ironflow.errors import ConcurrencyError
 from ironflow.store._backend import WriteTxn
 from ironflow.store._codec import decode_record, encode_record
+from ironflow.store._flowctl import FlowControl
+from ironflow.store._keys import stream_key, u64
 from ironflow.store._records import DELETED_EVENT, Event
-from ironflow.store._runs import last_seq
+from ironflow.store._runs import append_event, last_seq
 from ironflow.store._waits import name_key
 
-__all__ = ["delete"]
+__all__ = ["append", "delete"]
+
+
+def append(
+    txn: WriteTxn,
+    flow: FlowControl,
+    stream_id: str,
+    name: str,
+    data: Any,
+    idem: bytes | None,
+    expected_version: int | None,
+    now: float,
+    clock_now: float,
+) -> Event:
+    """Append to the stream; see :meth:`~ironflow.store.Store.append_to_stream`.
+
+    ``idem`` is the stream's idempotency key for this append (stream key, NUL, the
+    caller's key): an append already made with it returns that event.
+    """
+    skey = stream_key(stream_id)
+    if idem is not None:
+        seen = txn.get("stream_keys", idem)
+        if seen is not None:
+            return decode_record(txn.get("events", seen) or b"", Event)
+    head = txn.get("stream_heads", skey)
+    current = int.from_bytes(head, "big") if head is not None else 0
+    if expected_version is not None and expected_version != current:
+        raise ConcurrencyError(
+            f"stream {stream_id!r} is at version {current}, not the expected "
+            f"{expected_version}: another writer appended first; read the stream "
+            "again and retry",
+            expected=expected_version,
+            actual=current,
+        )
+    version = current + 1
+    result, event = append_event(
+        txn, flow, name, data, None, now, clock_now, stream=stream_id, version=version
+    )
+    seq = u64(result.seq)
+    txn.put("streams", skey + b"\x00" + u64(version), seq)
+    txn.put("stream_heads", skey, u64(version))
+    if idem is not None:
+        txn.put("stream_keys", idem, seq)
+    return event
 
 
 def delete(txn: WriteTxn, stream_key: bytes, wanted: frozenset[int] | None) -> int:

@@ -77,8 +77,10 @@ def test_the_section_runs_as_written(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, f"{typed}\n{done.stdout}{done.stderr}"
         outputs.append(done.stdout)
-    export, replay, broke, inspect, fork = outputs
+    export, imported, replay, broke, inspect, fork = outputs
     assert (tmp_path / "run.json").is_file() and "written to run.json" in export
+    assert f"run {run.id} (completed, 3 step(s)) imported under its own id" in imported
+    assert (tmp_path / "dev" / "data.mdb").is_file()
     assert "fits: " in replay and "tool.classify" in replay
     assert "(Pdb)" in broke and "{'text': 'Extracted text from" in broke
     assert "just after step tool.classify was recorded" in inspect

@@ -33,12 +33,14 @@ from ironflow.store import AgentSpec, LmdbStore, WorkerInfo, converter
 from ironflow.store import _checks as checks
 from ironflow.store._codec import event_data
 from ironflow.store._flowspec import FlowSpec
+from ironflow.store._history import export_history, history_to_json
 from ironflow.store._records import ProjectionSpec
 from ironflow.store._routes import (
     STORE_ROUTES,
     Checked,
     Data,
     Flag,
+    HistoryDocument,
     Int,
     Kind,
     Many,
@@ -265,6 +267,11 @@ def valid_for(kind: Kind, world: World) -> st.SearchStrategy[Any]:
         return st.lists(valid_for(kind.item, world), max_size=3)
     if isinstance(kind, Maybe):
         return st.none() | valid_for(kind.inner, world)
+    if isinstance(kind, HistoryDocument):
+        # The history of one of the world's runs, as `ironflow run export` writes it.
+        return st.sampled_from(world.run_ids).map(
+            lambda run_id: history_to_json(export_history(world.store, run_id))
+        )
     raise AssertionError(f"no strategy for the kind {kind!r}: add one to this test")
 
 
@@ -298,6 +305,8 @@ def hostile_for(kind: Kind, world: World) -> st.SearchStrategy[Any]:
         )
     if isinstance(kind, Maybe):
         return hostile_for(kind.inner, world)
+    if isinstance(kind, HistoryDocument):
+        return valid_for(kind, world).flatmap(spoiled) | hostile_values
     raise AssertionError(f"no strategy for the kind {kind!r}: add one to this test")
 
 

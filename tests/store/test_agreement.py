@@ -2,10 +2,10 @@
 
 A Hypothesis state machine applies the same operations (emit, an entity stream's
 append and delete, lease, record a step, suspend, spawn, a fake clock that moves and so
-wakes runs, cancel, pause, resume, re-run, fork, a worker that crashes, finish, release,
-heartbeat) to each store of ``backends.BACKENDS`` in turn, and after every operation
-asserts that each answered exactly as the oracle did (the same result, or the same
-error) and that each holds the same runs, steps, leases, events and streams, and
+wakes runs, cancel, pause, resume, re-run, fork, import, a worker that crashes, finish,
+release, heartbeat) to each store of ``backends.BACKENDS`` in turn, and after every
+operation asserts that each answered exactly as the oracle did (the same result, or the
+same error) and that each holds the same runs, steps, leases, events and streams, and
 checks each store's invariants (``check_valid``). Runs and events get random ids, and
 records carry wall-clock times: ids are compared by the order they were first seen in,
 and wall-clock times are left out; times on the store's timer clock (a shared fake
@@ -329,6 +329,16 @@ class Agreement(RuleBasedStateMachine):
         from_step = data.draw(st.sampled_from([*steps, "no-such-step"]))
         new_data = {"k": 2} if changed else None
         self.each(lambda s: s.store.fork_run(s.id(run), from_step=from_step, data=new_data))
+
+    @precondition(lambda self: self.ids())
+    @rule(data=st.data())
+    def import_a_copy(self, data: st.DataObject) -> None:
+        """A run's history, exported from the oracle, imported into each under new ids."""
+        from ironflow.store._history import export_history
+
+        run = data.draw(st.sampled_from(self.ids()))
+        history = export_history(self.oracle.store, self.oracle.id(run))
+        self.each(lambda s: s.store.import_history(history, new_ids=True))
 
     @rule(w=st.integers(0, WORKERS - 1))
     def crash(self, w: int) -> None:
