@@ -49,13 +49,13 @@ once take different runs instead of queueing on the same rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol, TypeVar
 
 from ironflow.store._wake import Wakeups
 
-__all__ = ["TABLES", "Backend", "ReadTxn", "WriteTxn", "prefix_end"]
+__all__ = ["TABLES", "Backend", "OneByOne", "ReadTxn", "WriteTxn", "prefix_end"]
 
 T = TypeVar("T")
 
@@ -124,6 +124,11 @@ class ReadTxn(Protocol):
     def count(self, table: str) -> int:
         """How many keys the table holds."""
 
+    def get_many(self, keys: Sequence[tuple[str, bytes]]) -> list[bytes | None]:
+        """The value under each ``(table, key)``, in order (None where absent): the reads
+        a rule needs together, in one request where the backend is across a network
+        (PostgreSQL answers them with one query; LMDB and memory read each)."""
+
 
 class WriteTxn(ReadTxn, Protocol):
     """A snapshot that can also write; see the module docstring for its guarantees."""
@@ -133,6 +138,11 @@ class WriteTxn(ReadTxn, Protocol):
 
     def insert(self, table: str, key: bytes, value: bytes) -> bool:
         """Store ``value`` under ``key`` only if the key is absent; return whether it was."""
+
+    def add(self, table: str, key: bytes, value: bytes) -> None:
+        """:meth:`insert` for a caller that needs no answer: a backend across a network
+        sends it with what follows (the commit) instead of waiting for it. Its effect is
+        seen by every later read of this transaction."""
 
     def delete(self, table: str, key: bytes) -> bool:
         """Remove ``key``; return whether it was there."""
@@ -145,6 +155,19 @@ class WriteTxn(ReadTxn, Protocol):
         limit: int,
     ) -> list[tuple[bytes, bytes]]:
         """Up to ``limit`` rows, in key order, that ``accept`` takes; see the module."""
+
+
+class OneByOne:
+    """The batch methods of :class:`ReadTxn` and :class:`WriteTxn` for a backend whose
+    every read and write is local (LMDB, memory): each is the plain call, one by one."""
+
+    __slots__ = ()
+
+    def get_many(self: ReadTxn, keys: Sequence[tuple[str, bytes]]) -> list[bytes | None]:
+        return [self.get(table, key) for table, key in keys]
+
+    def add(self: WriteTxn, table: str, key: bytes, value: bytes) -> None:
+        self.insert(table, key, value)
 
 
 class Backend(Protocol):

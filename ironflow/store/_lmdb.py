@@ -28,7 +28,7 @@ import attrs
 import lmdb
 
 from ironflow.errors import StoreCorruptedError, StoreError, StoreFormatError, StoreLockedError
-from ironflow.store._backend import TABLES, prefix_end
+from ironflow.store._backend import TABLES, OneByOne, prefix_end
 from ironflow.store._faults import check_ours, storage_error
 from ironflow.store._machine import StoreMachine
 from ironflow.store._wake import SocketWakeups, Wakeups
@@ -46,7 +46,7 @@ _INITIAL_MAP = 1 << 30
 _GATHER_S = 50e-6
 
 
-class _LmdbTxn:
+class _LmdbTxn(OneByOne):
     """A transaction of the backend interface over an ``lmdb.Transaction``."""
 
     __slots__ = ("_dbs", "_txn")

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from ironflow.errors import StoreError
-from ironflow.store._backend import TABLES, prefix_end
+from ironflow.store._backend import TABLES, OneByOne, prefix_end
 from ironflow.store._machine import StoreMachine
 from ironflow.store._wake import LocalWakeups, Wakeups
 
@@ -37,7 +37,7 @@ class _Table:
         self.keys: list[bytes] = []  # sorted
 
 
-class _MemoryTxn:
+class _MemoryTxn(OneByOne):
     """A transaction over the tables; writable only inside :meth:`MemoryBackend.write`."""
 
     __slots__ = ("_tables", "_undo")

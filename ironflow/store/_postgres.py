@@ -10,6 +10,11 @@ This module is storage only, as ``_lmdb.py`` is: every rule is the state machine
   allows (``_backend.py``: an op has no effect outside its transaction). So the
   machine's read-check-write rules hold across servers exactly as with one LMDB writer,
   without a lock per rule.
+- **Few round trips.** A write transaction runs in psycopg's pipeline mode: BEGIN and
+  the query of its id travel with the op's first read, a write whose answer nobody
+  waits for (``put``, ``add``) with the next statement that is waited for, and COMMIT
+  with the pipeline's end. Recording a step is two round trips: the lease, cancel and
+  pause reads in one query (``get_many``), then the step's insert with COMMIT.
 - **Durable before returning.** Every session sets ``synchronous_commit = on``: a
   commit returns once its WAL is flushed (and, with synchronous replicas configured,
   replicated).
@@ -37,7 +42,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -69,7 +74,7 @@ _FIRST_PAGE, _LAST_PAGE = 16, 1024
 _MAX_BACKOFF = 2.0
 #: How often the listener looks whether its store was closed.
 _LISTEN_RECHECK = 0.1
-_COMMIT_AND_WAKE = f"NOTIFY {CHANNEL}; COMMIT".encode()
+_NOTIFY = f"NOTIFY {CHANNEL}".encode()
 
 
 def is_postgres_url(value: str) -> bool:
@@ -115,7 +120,7 @@ def _first_line(exc: BaseException) -> str:
 class _Sql:
     """The statements of one table, built once."""
 
-    __slots__ = ("count", "delete", "get", "insert", "lock", "put", "run_of", "table")
+    __slots__ = ("add", "count", "delete", "get", "insert", "lock", "put", "run_of", "table")
 
     def __init__(self, space: str) -> None:
         t = table_name(space)
@@ -133,7 +138,11 @@ class _Sql:
         self.put = (
             f"INSERT INTO {t} {cols} ON CONFLICT {conflict} DO UPDATE SET v = EXCLUDED.v"
         ).encode()
-        self.insert = f"INSERT INTO {t} {cols} ON CONFLICT DO NOTHING".encode()
+        self.add = f"INSERT INTO {t} {cols} ON CONFLICT DO NOTHING".encode()
+        # The answer in a row, not a row count: a pipelined statement's count is not
+        # known until its results are read, and fetching a row reads them.
+        self.insert = self.add + b" RETURNING 1"
+        self.delete += b" RETURNING 1"
 
     def row(self, key: bytes, *rest: bytes) -> tuple[bytes, ...]:
         return (key, *rest) if self.run_of is None else (self.run_of(key), key, *rest)
@@ -145,6 +154,15 @@ class _Sql:
 
 
 _SQL = {space: _Sql(space) for space in TABLES}
+
+
+@functools.lru_cache(maxsize=64)
+def _get_many_sql(tables: tuple[str, ...]) -> bytes:
+    """One query for a ``get`` in each of ``tables``: ``(i, v)`` for each key found."""
+    return b" UNION ALL ".join(
+        b"SELECT %d, v FROM %s WHERE k = %%s" % (i, _SQL[t].table.encode())
+        for i, t in enumerate(tables)
+    )
 
 
 class _PgTxn:
@@ -226,6 +244,15 @@ class _PgTxn:
         row = self._one(_SQL[table].count, ())
         return int(row[0])
 
+    def get_many(self, keys: Sequence[tuple[str, bytes]]) -> list[bytes | None]:
+        found: list[bytes | None] = [None] * len(keys)
+        if not keys:
+            return found
+        self._cur.execute(_get_many_sql(tuple(t for t, _ in keys)), tuple(k for _, k in keys))
+        for i, v in self._cur.fetchall():
+            found[i] = bytes(v)
+        return found
+
     def _wrote(self, table: str) -> None:
         if table in _WAKES:
             self.wakes = True
@@ -237,16 +264,20 @@ class _PgTxn:
 
     def insert(self, table: str, key: bytes, value: bytes) -> bool:
         sql = _SQL[table]
-        self._cur.execute(sql.insert, sql.row(key, value))
-        done = bool(self._cur.rowcount == 1)
+        done = self._one(sql.insert, sql.row(key, value)) is not None
         if done:
             self._wrote(table)
         return done
 
+    def add(self, table: str, key: bytes, value: bytes) -> None:
+        # Not waited for: it goes with the next statement that is (a read, the commit).
+        sql = _SQL[table]
+        self._cur.execute(sql.add, sql.row(key, value))
+        self._wrote(table)
+
     def delete(self, table: str, key: bytes) -> bool:
         sql = _SQL[table]
-        self._cur.execute(sql.delete, sql.row(key))
-        done = bool(self._cur.rowcount == 1)
+        done = self._one(sql.delete, sql.row(key)) is not None
         if done and (table == "leases" or table in _WAKES):
             # A lease gone (finish, release, cancel) frees a concurrency slot: wake.
             self.wakes = True
@@ -439,8 +470,10 @@ class PostgresBackend:
                 f"lost the connection to {self.where} during a read ({_first_line(exc)})"
             ) from exc
         finally:
+            # A read-only transaction ends the same either way; COMMIT, because psycopg
+            # forgets every prepared statement of a connection on seeing a ROLLBACK.
             with contextlib.suppress(self._psycopg.Error):
-                conn.execute(b"ROLLBACK")
+                conn.execute(b"COMMIT", prepare=False)
             self._pool.putconn(conn)
 
     def _begin(self, begin: bytes) -> Any:
@@ -448,7 +481,7 @@ class PostgresBackend:
         (PostgreSQL restarted) fails here, before anything was done: safe to retry."""
         conn = self._pool.getconn()
         try:
-            conn.execute(begin)
+            conn.execute(begin, prepare=False)
         except BaseException:
             self._pool.putconn(conn)
             raise
@@ -480,28 +513,52 @@ class PostgresBackend:
                 delay = min(max(delay, 0.05) * 2, _MAX_BACKOFF)
 
     def _attempt(self, op: Callable[[_PgTxn], T]) -> T:
-        # The transaction's id comes with BEGIN, in the same round trip: if the answer
-        # to COMMIT is lost, pg_xact_status(xid) tells whether it committed.
+        """One try of ``op`` in pipeline mode: BEGIN and the query of the transaction's
+        id go with the op's first read, a statement whose answer nobody needs (``put``,
+        ``add``) with the next one that is waited for, and COMMIT with the pipeline's
+        end, its last round trip. The id is in hand before COMMIT is sent: if the answer
+        to COMMIT is lost, ``pg_xact_status(xid)`` tells whether it committed."""
         watch = self.commit_observer
         begun = time.perf_counter() if watch is not None else 0.0
-        errors = self._psycopg.errors
-        conn, xid = self._retrying(self._begin_write)
+        # A pool that cannot connect raises OperationalError: write() waits and retries.
+        conn = self._pool.getconn()
+        xid: int | None = None
+        failed: BaseException | None = None
         try:
-            txn = _PgTxn(conn.cursor(binary=True))
             try:
-                result = op(txn)
-            except BaseException:
-                with contextlib.suppress(self._psycopg.Error):
-                    conn.execute(b"ROLLBACK")
-                raise
-            try:
-                self._commit(conn, txn.wakes)
-            except (errors.SerializationFailure, errors.DeadlockDetected):
-                # PostgreSQL answered: rolled back. The caller runs the op again.
-                raise
-            except self._psycopg.OperationalError as exc:
-                # Whether COMMIT reached the server is unknown: pg_xact_status decides.
-                raise _Unknown(xid, result) from exc
+                with conn.pipeline():
+                    try:
+                        # Control statements are never prepared (psycopg prepares what
+                        # runs five times; a prepared ROLLBACK or BEGIN confuses its cache).
+                        conn.execute(b"BEGIN ISOLATION LEVEL SERIALIZABLE", prepare=False)
+                        ask = conn.execute(b"SELECT pg_current_xact_id()::text", prepare=False)
+                        txn = _PgTxn(conn.cursor(binary=True))
+                        result = op(txn)
+                        # Answered with the op's first read, or now (an op that only wrote).
+                        row = ask.fetchone()
+                        assert row is not None
+                        xid = int(row[0])
+                        self._commit(conn, txn.wakes)
+                    except BaseException as exc:
+                        # Kept, not raised through the pipeline's end: its sync would
+                        # fail again on a lost connection, and psycopg log that.
+                        failed = exc
+            except self._psycopg.Error as exc:
+                # The pipeline's end: COMMIT's answer, or the sync after a failure.
+                failed = failed or exc
+            if failed is not None:
+                self._end_failed(conn, failed)
+                errors = self._psycopg.errors
+                lost = isinstance(failed, self._psycopg.OperationalError) and not isinstance(
+                    failed, (errors.SerializationFailure, errors.DeadlockDetected)
+                )
+                if lost and xid is not None:
+                    # Whether COMMIT reached the server is unknown: pg_xact_status decides.
+                    raise _Unknown(xid, result) from failed
+                # A serialization failure or deadlock, even at COMMIT (answered: rolled
+                # back; the caller runs the op again), a lost connection before COMMIT
+                # was sent (nothing was written), or the op's own error.
+                raise failed
         finally:
             self._pool.putconn(conn)
         self._back()
@@ -509,23 +566,24 @@ class PostgresBackend:
             watch(time.perf_counter() - begun, 1)
         return result
 
-    def _commit(self, conn: Any, wakes: bool) -> None:
-        # NOTIFY is delivered only if the transaction commits, and with it.
-        conn.execute(_COMMIT_AND_WAKE if wakes else b"COMMIT")
+    def _end_failed(self, conn: Any, exc: BaseException) -> None:
+        """End a write transaction that failed; its pipeline is closed by now."""
+        if isinstance(exc, self._psycopg.Error):
+            # PostgreSQL refused a statement, so it skipped the rest of the pipeline,
+            # some of which psycopg may count as prepared on this connection: the pool
+            # replaces it rather than have a statement run that the server lacks.
+            conn.close()
+            return
+        with contextlib.suppress(self._psycopg.Error):
+            conn.execute(b"ROLLBACK", prepare=False)
 
-    def _begin_write(self) -> tuple[Any, int]:
-        conn = self._pool.getconn()
-        try:
-            cur = conn.execute(
-                b"BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT pg_current_xact_id()::text"
-            )
-            cur.nextset()
-            row = cur.fetchone()
-            assert row is not None
-            return conn, int(row[0])
-        except BaseException:
-            self._pool.putconn(conn)
-            raise
+    def _commit(self, conn: Any, wakes: bool) -> None:
+        """Queue COMMIT, with NOTIFY when the transaction made work (NOTIFY is delivered
+        only if the transaction commits, and with it). The end of the pipeline sends
+        them and waits for the answer."""
+        if wakes:
+            conn.execute(_NOTIFY, prepare=False)
+        conn.execute(b"COMMIT", prepare=False)
 
     def _committed(self, xid: int) -> bool:
         """After a lost answer to COMMIT: whether that transaction committed."""

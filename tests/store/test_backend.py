@@ -125,6 +125,47 @@ def test_insert_delete_and_claim(backend: Backend) -> None:
         assert list(txn.scan("ready")) == [(b"b", b"2"), (b"c", b"3")]
 
 
+def test_get_many_and_add(backend: Backend) -> None:
+    """get_many answers each (table, key) in order, None where absent, across tables (a
+    run-scoped one too) and seeing this transaction's own writes; add writes only a new
+    key, with no answer, and a later read of the same transaction sees it."""
+
+    def op(txn: WriteTxn) -> list[Any]:
+        txn.put("leases", b"run_a", b"lease")
+        txn.add("steps", b"run_a\x00\x00\x00\x00\x01", b"first")
+        txn.add("steps", b"run_a\x00\x00\x00\x00\x01", b"second")  # kept: first
+        txn.add("paused", b"run_a", b"")
+        return txn.get_many(
+            (
+                ("leases", b"run_a"),
+                ("cancels", b"run_a"),
+                ("paused", b"run_a"),
+                ("steps", b"run_a\x00\x00\x00\x00\x01"),
+                ("leases", b"run_b"),
+                ("leases", b"run_a"),
+            )
+        )
+
+    assert backend.write(op) == [b"lease", None, b"", b"first", None, b"lease"]
+    with backend.read() as txn:
+        assert txn.get_many(()) == []
+        assert txn.get_many((("paused", b"run_a"), ("runs", b"run_a"))) == [b"", None]
+        assert list(txn.scan("steps")) == [(b"run_a\x00\x00\x00\x00\x01", b"first")]
+
+
+def test_an_op_that_raises_after_adding_leaves_nothing(backend: Backend) -> None:
+    """A write that waits for no answer (add) is undone with the op that raised."""
+
+    def op(txn: WriteTxn) -> None:
+        txn.add("steps", b"run_a\x00\x00\x00\x00\x01", b"x")
+        raise ValueError("failed after an add")
+
+    with pytest.raises(ValueError, match="after an add"):
+        backend.write(op)
+    with backend.read() as txn:
+        assert list(txn.scan("steps")) == []
+
+
 def _half_then_fail(txn: WriteTxn) -> None:
     txn.put("runs", b"half", b"written")
     txn.delete("runs", b"kept")
