@@ -29,7 +29,7 @@ from bench._proc import Lines, free_port
 from ironflow import AgentContext, LmdbStore, Store, Worker
 from ironflow._agent._dsl import AgentDefinition, definitions_in
 from ironflow._worker._identity import this_worker
-from ironflow.replay import Execution
+from ironflow.replay._engine import Execution
 from ironflow.store import AgentSpec, WorkerInfo
 
 _DEFS = definitions_in(vars(_agents))

@@ -20,7 +20,7 @@ from ironflow._pure._durations import Duration
 from ironflow.errors import DefinitionError
 from ironflow.llm._call import CallCounter, MessagesInput, ToolsInput, llm_step
 from ironflow.llm._provider import Provider
-from ironflow.replay import Execution
+from ironflow.replay._engine import Execution
 from ironflow.store import Event
 from ironflow.store._codec import to_json_value
 

@@ -29,7 +29,7 @@ from ironflow._pure._durations import Duration, parse_duration
 from ironflow._pure._limits import MAX_NAME_BYTES, MAX_STEP_NAME_CHARS, is_code_name
 from ironflow._pure._validate import Mismatch, check_value
 from ironflow.errors import DefinitionError, InvalidInputError, ToolInputError
-from ironflow.replay import RetryPolicy, current_execution
+from ironflow.replay._engine import RetryPolicy, current_execution
 from ironflow.store._codec import to_json_value
 from ironflow.store._flowspec import FlowSpec
 from ironflow.store._records import AgentSpec

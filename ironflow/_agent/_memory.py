@@ -36,7 +36,7 @@ from ironflow.errors import (
     DefinitionError,
     ProjectionTimeoutError,
 )
-from ironflow.replay import Execution, current_step
+from ironflow.replay._engine import Execution, current_step
 from ironflow.store import Event
 from ironflow.store import _checks as checks
 from ironflow.store._codec import dumps, to_json_value

@@ -18,8 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 from ironflow.errors import DefinitionError, StepFailedError
-from ironflow.replay import Execution
-from ironflow.replay._engine import _Cancel, _Drain, _Slot
+from ironflow.replay._engine import Execution, _Cancel, _Drain, _Slot
 from ironflow.store._codec import to_json_value
 
 __all__ = ["run_map", "run_parallel"]

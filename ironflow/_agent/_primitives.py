@@ -21,7 +21,7 @@ from ironflow._agent._dsl import AgentDefinition
 from ironflow._pure._durations import Duration, check_ahead, parse_duration
 from ironflow._pure._limits import MAX_STEP_NAME_CHARS, is_code_name
 from ironflow.errors import InvalidInputError
-from ironflow.replay import Execution, current_step
+from ironflow.replay._engine import Execution, current_step
 from ironflow.store import Event, Suspension
 from ironflow.store import _checks as checks
 from ironflow.store._codec import event_data, to_json_value

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ironflow.errors import DefinitionError, StepFailedError
-from ironflow.replay import Execution
+from ironflow.replay._engine import Execution
 
 __all__ = ["Saga"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from ironflow.errors import DefinitionError
-from ironflow.replay import Execution
+from ironflow.replay._engine import Execution
 
 __all__ = ["Patches"]
 

@@ -23,7 +23,7 @@ from ironflow._agent._context import AgentContext
 from ironflow._agent._dsl import AgentDefinition
 from ironflow._worker._identity import this_worker
 from ironflow.errors import NonDeterminismError
-from ironflow.replay import Execution, Outcome
+from ironflow.replay._engine import Execution, Outcome
 from ironflow.store import Lease, LeasedRun, StepRecord, Store
 from ironflow.store._history import History
 

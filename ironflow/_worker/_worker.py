@@ -24,7 +24,7 @@ from ironflow._pure._frames import user_frame
 from ironflow._worker._identity import this_worker
 from ironflow._worker._projections import ProjectionService
 from ironflow.errors import ConfigError, DefinitionError, StoreError, WorkerStoppedError
-from ironflow.replay import Execution, Outcome
+from ironflow.replay._engine import Execution, Outcome
 from ironflow.replay._observer import Observer, Observers
 from ironflow.store import ErrorInfo, LeasedRun, Store
 

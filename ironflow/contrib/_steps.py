@@ -17,9 +17,8 @@ import attrs
 
 from ironflow.llm import LlmRequest, LlmResponse
 from ironflow.llm._call import step_name
-from ironflow.replay import Execution, current_execution
-from ironflow.store import converter
-from ironflow.store._codec import to_json_value
+from ironflow.replay._engine import Execution, current_execution
+from ironflow.store._codec import converter, to_json_value
 
 __all__ = [
     "PendingStep",

@@ -17,7 +17,7 @@ from ironflow.errors import InvalidInputError, LlmError, ProviderNotConfiguredEr
 from ironflow.llm._provider import LlmCall, Provider, _current, get_default_provider
 from ironflow.llm._schema import tool_schema
 from ironflow.llm._types import LlmRequest, LlmResponse, Message, ToolSchema
-from ironflow.replay import Execution, current_step
+from ironflow.replay._engine import Execution, current_step
 from ironflow.store._codec import structure, to_json_value
 
 __all__ = [

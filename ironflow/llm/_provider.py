@@ -9,7 +9,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from ironflow.llm._types import LlmRequest, LlmResponse
-from ironflow.replay import StepInfo
+from ironflow.replay._engine import StepInfo
 
 __all__ = [
     "LlmCall",

@@ -1,25 +1,11 @@
 """Replay: run a handler against its recorded steps.
 
 The engine sees storage only through the :class:`~ironflow.store.Store` protocol and
-knows nothing of decorators; the DSL and the worker sit on top of it.
+knows nothing of decorators; the DSL and the worker sit on top of it. Its machinery
+(``Execution``, outcomes, retry policies) is private to ``replay/_engine.py``; what a
+user's code may ask of it is the step it is in.
 """
 
-from ironflow.replay._engine import (
-    Execution,
-    Outcome,
-    RetryPolicy,
-    StepInfo,
-    current_execution,
-    current_step,
-    error_info,
-)
+from ironflow.replay._engine import StepInfo, current_step
 
-__all__ = [
-    "Execution",
-    "Outcome",
-    "RetryPolicy",
-    "StepInfo",
-    "current_execution",
-    "current_step",
-    "error_info",
-]
+__all__ = ["StepInfo", "current_step"]

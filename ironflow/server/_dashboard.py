@@ -41,7 +41,7 @@ from ironflow.server._views import (
     run_with_steps_json,
     runner_alive,
 )
-from ironflow.store import FINISHED, AgentSpec, Run, process_alive
+from ironflow.store import FINISHED, AgentSpec, Run
 from ironflow.store._browse import (
     event_page,
     last_seq,
@@ -50,6 +50,7 @@ from ironflow.store._browse import (
     run_page,
     stream_heads,
 )
+from ironflow.store._liveness import process_alive
 from ironflow.store._triggers import why_no_run
 
 if TYPE_CHECKING:

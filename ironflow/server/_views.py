@@ -10,19 +10,10 @@ import time
 from typing import Any
 
 from ironflow._agent._primitives import EVENT_WAIT_STEPS
-from ironflow.store import (
-    SUSPENDED,
-    ErrorInfo,
-    Event,
-    Lease,
-    Run,
-    StepRecord,
-    StepTry,
-    Suspension,
-    process_alive,
-)
+from ironflow.store import ErrorInfo, Event, Lease, Run, StepRecord, StepTry, Suspension
 from ironflow.store._history import spawned_children
-from ironflow.store._records import ProjectionState, ProjectionStatus, utc
+from ironflow.store._liveness import process_alive
+from ironflow.store._records import SUSPENDED, ProjectionState, ProjectionStatus, utc
 
 __all__ = [
     "children_of",

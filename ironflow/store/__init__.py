@@ -2,23 +2,29 @@
 
 The store knows nothing of replay or agents' code: it keeps events, runs, step records
 and leases, and hands a worker a run together with every step recorded for it.
+
+The public names are the protocol, its backends, and the records its methods take and
+return. The machinery behind them (the codec, the state machine, the route table, the
+liveness probe, the argument checks) lives in private modules.
 """
 
 from ironflow._pure._trace import TraceContext
 from ironflow.store._base import Store
-from ironflow.store._codec import converter
-from ironflow.store._liveness import process_alive
-from ironflow.store._lmdb import FORMAT_VERSION, LmdbStore
+from ironflow.store._lmdb import LmdbStore
 from ironflow.store._postgres import PostgresStore
 from ironflow.store._records import (
     FINISHED,
-    SUSPENDED,
     AgentSpec,
     EmitResult,
     ErrorInfo,
     Event,
     Lease,
     LeasedRun,
+    ProjectionSpec,
+    ProjectionState,
+    ProjectionStatus,
+    ProjectionWrite,
+    PruneResult,
     Run,
     StepAck,
     StepRecord,
@@ -34,8 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FINISHED",
-    "FORMAT_VERSION",
-    "SUSPENDED",
     "AgentSpec",
     "EmitResult",
     "ErrorInfo",
@@ -44,6 +48,11 @@ __all__ = [
     "LeasedRun",
     "LmdbStore",
     "PostgresStore",
+    "ProjectionSpec",
+    "ProjectionState",
+    "ProjectionStatus",
+    "ProjectionWrite",
+    "PruneResult",
     "RemoteStore",
     "Run",
     "StepAck",
@@ -54,8 +63,6 @@ __all__ = [
     "Suspension",
     "TraceContext",
     "WorkerInfo",
-    "converter",
-    "process_alive",
 ]
 
 

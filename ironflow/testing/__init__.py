@@ -65,7 +65,7 @@ from ironflow.store._memory import MemoryStore
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ironflow._worker._replayer import ReplayReport
-    from ironflow.replay import Outcome
+    from ironflow.replay._engine import Outcome
     from ironflow.store._history import History
 
 __all__ = [
@@ -482,7 +482,7 @@ def replay(store: Store, run_id: str, agent: Callable[..., Any]) -> Outcome:
 
     from ironflow._agent._context import AgentContext
     from ironflow._agent._dsl import AgentDefinition
-    from ironflow.replay import Execution
+    from ironflow.replay._engine import Execution
 
     defn = AgentDefinition.must_from_fn(agent)
     me = this_worker()

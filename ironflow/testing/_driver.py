@@ -19,8 +19,9 @@ from ironflow._agent._primitives import APPROVAL_PREFIX, approval_event
 from ironflow._worker._worker import Worker
 from ironflow.errors import ConfigError
 from ironflow.replay._observer import Observer
-from ironflow.store import FINISHED, SUSPENDED, Run, Store, WorkerInfo
+from ironflow.store import FINISHED, Run, Store, WorkerInfo
 from ironflow.store._history import spawned_children
+from ironflow.store._records import SUSPENDED
 
 __all__ = ["Approve", "Driver", "projections_for", "served_agents"]
 

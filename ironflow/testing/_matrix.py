@@ -27,7 +27,7 @@ import attrs
 
 from ironflow._agent._dsl import AgentDefinition
 from ironflow._agent._memory import ProjectionDefinition
-from ironflow.replay import Execution
+from ironflow.replay._engine import Execution
 from ironflow.replay._observer import AttemptObserver, Observer
 from ironflow.store import (
     ErrorInfo,

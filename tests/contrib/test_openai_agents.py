@@ -10,7 +10,8 @@ import pytest
 from agents import Runner
 
 from ironflow.llm import LlmRequest, LlmResponse
-from ironflow.store import LmdbStore, converter
+from ironflow.store import LmdbStore
+from ironflow.store._codec import converter
 from ironflow.testing import replay, run_once
 from tests.contrib import _openai_agents_agents as oa
 from tests.property._world import World

@@ -18,7 +18,8 @@ from pydantic_ai.models.test import TestModel
 from ironflow import AgentContext, DefinitionError, agent, current_step
 from ironflow.contrib.pydantic_ai import IronflowAgent
 from ironflow.llm import LlmRequest, LlmResponse
-from ironflow.store import LmdbStore, converter
+from ironflow.store import LmdbStore
+from ironflow.store._codec import converter
 from ironflow.testing import replay, run_once
 
 

@@ -9,7 +9,7 @@ from ironflow._agent._context import AgentContext as Context
 from ironflow._agent._dsl import AgentDefinition
 from ironflow._worker._identity import this_worker
 from ironflow.errors import NonDeterminismError
-from ironflow.replay import Execution, Outcome
+from ironflow.replay._engine import Execution, Outcome
 from ironflow.store import Lease, LeasedRun, LmdbStore, StepRecord, Store
 from ironflow.testing import run_once
 

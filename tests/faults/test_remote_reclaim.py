@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 from ironflow._worker._identity import this_worker
-from ironflow.store import Event, Lease, LeasedRun, RemoteStore, Run, converter
+from ironflow.store import Event, Lease, LeasedRun, RemoteStore, Run
+from ironflow.store._codec import converter
 from ironflow.store._remote import _Reply
 
 ME = this_worker("reclaim-test")

@@ -13,7 +13,7 @@ from ironflow._agent._context import AgentContext
 from ironflow._agent._dsl import AgentDefinition
 from ironflow._worker._identity import this_worker
 from ironflow.llm import set_default_provider
-from ironflow.replay import Execution, Outcome
+from ironflow.replay._engine import Execution, Outcome
 from ironflow.store import AgentSpec, LmdbStore
 
 # Re-exported for the llm tests, which import them from here.

@@ -12,7 +12,7 @@ from ironflow._agent._context import AgentContext as _Ctx
 from ironflow._agent._dsl import AgentDefinition
 from ironflow._agent._memory import AppendResult
 from ironflow._worker._identity import this_worker
-from ironflow.replay import Execution
+from ironflow.replay._engine import Execution
 from ironflow.store import Lease, LeasedRun, LmdbStore, Run, StepRecord
 from tests.memory._helpers import Crash, dead_worker
 

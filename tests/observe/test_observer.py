@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ironflow import AgentContext, StepFailedError, Worker, agent, tool
-from ironflow.replay import Execution, Outcome, StepInfo
+from ironflow.replay._engine import Execution, Outcome, StepInfo
 from ironflow.replay._observer import AttemptObserver, Observer, StepOutcome
 from ironflow.store import LmdbStore, StepRecord, WorkerInfo
 from ironflow.testing import FakeClock

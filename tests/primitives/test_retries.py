@@ -20,7 +20,7 @@ from ironflow import (
     current_step,
     tool,
 )
-from ironflow.replay import RetryPolicy
+from ironflow.replay._engine import RetryPolicy
 from ironflow.store import LmdbStore
 from ironflow.testing import FakeClock
 from tests.primitives.conftest import emit, serving, wait_status, wait_until

@@ -49,7 +49,7 @@ from ironflow._agent._context import AgentContext
 from ironflow._agent._dsl import AgentDefinition
 from ironflow._agent._memory import ProjectionDefinition
 from ironflow._worker._projections import ProjectionRunner
-from ironflow.replay import Execution, Outcome, current_execution
+from ironflow.replay._engine import Execution, Outcome, current_execution
 from ironflow.store import (
     AgentSpec,
     Lease,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ironflow.store import AgentSpec, LmdbStore, process_alive
+from ironflow.store import AgentSpec, LmdbStore
+from ironflow.store._liveness import process_alive
 from ironflow.testing import CrashingStore, Fault, SimulatedCrash, StandInWorker
 from tests.helpers import completed_step
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from ironflow.server import ROUTES, BackgroundServer
+from ironflow.server import BackgroundServer
+from ironflow.server._app import ROUTES
 from ironflow.server._views import run_json, run_with_steps_json
 from ironflow.store import AgentSpec, LmdbStore, RemoteStore, StepRecord, WorkerInfo
 

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ironflow.server import ROUTES, BackgroundServer
+from ironflow.server import BackgroundServer
+from ironflow.server._app import ROUTES
 from ironflow.store import AgentSpec, LmdbStore
 from ironflow.store._records import ProjectionSpec
 

@@ -22,8 +22,9 @@ import pytest
 
 from ironflow.errors import InvalidInputError, NotSerializableError
 from ironflow.server import BackgroundServer
-from ironflow.store import AgentSpec, LmdbStore, Store, WorkerInfo, converter
+from ironflow.store import AgentSpec, LmdbStore, Store, WorkerInfo
 from ironflow.store._backend import TABLES
+from ironflow.store._codec import converter
 from ironflow.store._routes import ROUTES, STORE_ROUTES
 
 W = WorkerInfo(id="w1", host="elsewhere", pid=4242)

@@ -29,9 +29,9 @@ from hypothesis import strategies as st
 
 from ironflow._pure._limits import MAX_DEPTH, MAX_NAME_BYTES
 from ironflow.server import BackgroundServer
-from ironflow.store import AgentSpec, LmdbStore, WorkerInfo, converter
+from ironflow.store import AgentSpec, LmdbStore, WorkerInfo
 from ironflow.store import _checks as checks
-from ironflow.store._codec import event_data
+from ironflow.store._codec import converter, event_data
 from ironflow.store._flowspec import FlowSpec
 from ironflow.store._history import export_history, history_to_json
 from ironflow.store._records import ProjectionSpec

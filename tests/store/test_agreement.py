@@ -32,7 +32,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from ironflow.store import AgentSpec, Run, StepRecord, Store, Suspension, converter
+from ironflow.store import AgentSpec, Run, StepRecord, Store, Suspension
+from ironflow.store._codec import converter
 from ironflow.store._flowspec import CancelOn, ConcurrencyLimit, Debounce, FlowSpec
 from ironflow.testing import FakeClock, StandInWorker
 from tests.store.backends import Opened, opened_all

@@ -11,7 +11,7 @@ import pytest
 
 from ironflow._worker._identity import this_worker
 from ironflow.errors import LeaseLostError
-from ironflow.replay import Execution, Outcome
+from ironflow.replay._engine import Execution, Outcome
 from ironflow.store import AgentSpec, LmdbStore, Suspension
 
 ME = this_worker("frozen-then-back")

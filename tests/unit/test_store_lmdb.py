@@ -208,7 +208,7 @@ def test_an_unreaped_killed_worker_counts_as_dead() -> None:
     """A zombie (killed, not yet reaped by its parent) is not a live lease holder."""
     import signal
 
-    from ironflow.store import process_alive
+    from ironflow.store._liveness import process_alive
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -265,7 +265,7 @@ def test_an_old_attempt_cannot_write_into_a_new_one(store: LmdbStore) -> None:
 
 def test_a_holder_in_another_pid_namespace_is_not_judged_by_our_pids(store: LmdbStore) -> None:
     """Same host name, other boot or pid namespace: wait for the TTL, never guess from pids."""
-    from ironflow.store import process_alive
+    from ironflow.store._liveness import process_alive
 
     me = this_worker()
     elsewhere = WorkerInfo("w", me.host, 999_999, "", machine="other-boot/1")

@@ -46,6 +46,203 @@ def test_public_names_do_not_disappear() -> None:
         assert hasattr(ironflow, name), name
 
 
+#: Every public module's ``__all__``, exactly. A name added or removed on purpose is
+#: added or removed here in the same commit; by accident, this test says which.
+PUBLIC: dict[str, list[str]] = {
+    "ironflow": [
+        "AgentContext",
+        "AgentDefinition",
+        "AgentMemory",
+        "ApproveResult",
+        "AuthError",
+        "ChildRun",
+        "Client",
+        "ConcurrencyError",
+        "ConfigError",
+        "DefinitionError",
+        "Event",
+        "FilterError",
+        "InvalidInputError",
+        "IronflowError",
+        "LeaseLostError",
+        "LlmError",
+        "LmdbStore",
+        "Memory",
+        "MissingExtraError",
+        "NonDeterminismError",
+        "NonRetryableError",
+        "NotSerializableError",
+        "PostgresStore",
+        "ProjectionDefinition",
+        "ProjectionNotFoundError",
+        "ProjectionTimeoutError",
+        "ProviderNotConfiguredError",
+        "Run",
+        "RunNotFoundError",
+        "RunTimeoutError",
+        "ScriptExhaustedError",
+        "ServerUnavailableError",
+        "StepFailedError",
+        "StepInfo",
+        "StepRecord",
+        "StepTimeoutError",
+        "Store",
+        "StoreCorruptedError",
+        "StoreError",
+        "StoreFormatError",
+        "StoreLockedError",
+        "ToolDefinition",
+        "ToolInputError",
+        "ToolLoopLimitError",
+        "WaitTimeoutError",
+        "Worker",
+        "WorkerStoppedError",
+        "agent",
+        "current_step",
+        "projection",
+        "tool",
+    ],
+    "ironflow.store": [
+        "AgentSpec",
+        "EmitResult",
+        "ErrorInfo",
+        "Event",
+        "FINISHED",
+        "Lease",
+        "LeasedRun",
+        "LmdbStore",
+        "PostgresStore",
+        "ProjectionSpec",
+        "ProjectionState",
+        "ProjectionStatus",
+        "ProjectionWrite",
+        "PruneResult",
+        "RemoteStore",
+        "Run",
+        "StepAck",
+        "StepRecord",
+        "StepTry",
+        "Store",
+        "SuspendResult",
+        "Suspension",
+        "TraceContext",
+        "WorkerInfo",
+    ],
+    "ironflow.replay": [
+        "StepInfo",
+        "current_step",
+    ],
+    "ironflow.testing": [
+        "Boundary",
+        "CrashCase",
+        "CrashReport",
+        "CrashingStore",
+        "Driver",
+        "FakeClock",
+        "Fault",
+        "MemoryStore",
+        "SimulatedCrash",
+        "StandInWorker",
+        "crash_matrix",
+        "replay",
+        "replay_history",
+        "run_once",
+    ],
+    "ironflow.llm": [
+        "AnthropicProvider",
+        "LlmCall",
+        "LlmRequest",
+        "LlmResponse",
+        "Message",
+        "MessagesInput",
+        "OpenAIProvider",
+        "Provider",
+        "Reply",
+        "Role",
+        "ScriptedProvider",
+        "ToolCall",
+        "ToolSchema",
+        "ToolsInput",
+        "ToolsLoopResult",
+        "Usage",
+        "current_call",
+        "get_default_provider",
+        "json_schema",
+        "run_tools_loop",
+        "set_default_provider",
+        "tool_schema",
+    ],
+    "ironflow.server": [
+        "API_PREFIX",
+        "BackgroundServer",
+        "DEFAULT_MAX_BODY",
+        "make_app",
+    ],
+    "ironflow.errors": [
+        "AuthError",
+        "ConcurrencyError",
+        "ConfigError",
+        "DefinitionError",
+        "FilterError",
+        "InvalidInputError",
+        "IronflowError",
+        "LeaseLostError",
+        "LlmError",
+        "MissingExtraError",
+        "NonDeterminismError",
+        "NonRetryableError",
+        "NotSerializableError",
+        "ProjectionNotFoundError",
+        "ProjectionTimeoutError",
+        "ProviderNotConfiguredError",
+        "RunNotFoundError",
+        "RunTimeoutError",
+        "ScriptExhaustedError",
+        "ServerUnavailableError",
+        "StepFailedError",
+        "StepTimeoutError",
+        "StoreCorruptedError",
+        "StoreError",
+        "StoreFormatError",
+        "StoreLockedError",
+        "ToolInputError",
+        "ToolLoopLimitError",
+        "WaitTimeoutError",
+        "WorkerStoppedError",
+    ],
+}
+
+
+def test_each_public_module_exports_exactly_its_snapshot() -> None:
+    """Each public module's ``__all__`` is its snapshot: nothing appears or disappears by
+    accident, and every name in it resolves."""
+    import importlib
+
+    for module_name, expected in PUBLIC.items():
+        module = importlib.import_module(module_name)
+        exported = list(module.__all__)
+        assert len(set(exported)) == len(exported), f"{module_name}: a name twice"
+        added = sorted(set(exported) - set(expected))
+        removed = sorted(set(expected) - set(exported))
+        assert not added and not removed, (
+            f"{module_name}.__all__ changed: added {added}, removed {removed}; if on "
+            "purpose, update PUBLIC in this test"
+        )
+        for name in exported:
+            assert getattr(module, name) is not None, f"{module_name}.{name}"
+
+
+def test_internals_are_not_public() -> None:
+    """The engine's and the store's machinery stays private (issue 11's list)."""
+    import ironflow.replay
+    import ironflow.store
+
+    for name in ("Execution", "Outcome", "RetryPolicy", "current_execution", "error_info"):
+        assert name not in ironflow.replay.__all__, name
+    for name in ("converter", "process_alive", "FORMAT_VERSION", "SUSPENDED", "this_worker"):
+        assert name not in ironflow.store.__all__, name
+
+
 def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     found = set()

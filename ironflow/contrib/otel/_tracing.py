@@ -34,7 +34,7 @@ from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ironflow.contrib.otel import _genai as g
-from ironflow.replay import Execution, Outcome, StepInfo
+from ironflow.replay._engine import Execution, Outcome, StepInfo
 from ironflow.replay._observer import AttemptObserver, Observer, StepOutcome
 from ironflow.store import StepRecord, TraceContext, WorkerInfo
 

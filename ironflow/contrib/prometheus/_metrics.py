@@ -51,7 +51,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ironflow.replay import Execution, Outcome, StepInfo
+from ironflow.replay._engine import Execution, Outcome, StepInfo
 from ironflow.replay._observer import AttemptObserver, Observer, StepOutcome
 from ironflow.store import FINISHED, StepRecord, WorkerInfo
 from ironflow.store._machine import StoreMachine

@@ -22,7 +22,7 @@ from ironflow.contrib.pydantic_ai._toolset import (
     delivered_call_ids,
 )
 from ironflow.errors import DefinitionError
-from ironflow.replay import Execution
+from ironflow.replay._engine import Execution
 
 __all__ = ["IronflowAgent", "ToolCallMode"]
 
