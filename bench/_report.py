@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -471,7 +472,8 @@ def write_chart(path: str, result: dict[str, Any]) -> str | None:
         # Keep bars as thin in a one-bar panel as in a four-bar one (top to bottom).
         ax.set_ylim(max(len(bars), 3) - 0.5, -0.5)
         better = "higher" if r["better"] == "higher" else "lower"
-        ax.set_title(f"{r['title']}\n{r['unit']}, {better} is better", fontsize=9)
+        title = textwrap.fill(r["title"], 55)
+        ax.set_title(f"{title}\n{r['unit']}, {better} is better", fontsize=9)
         for yi, (_, _, c) in zip(y, bars, strict=True):
             ax.text(c["max"], yi, "  " + fmt(c["median"]), va="center", fontsize=8)
         target = limits.get(r["key"])
