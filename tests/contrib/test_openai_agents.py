@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from agents import Runner
+from agents import Agent, GuardrailFunctionOutput, Runner, input_guardrail
 
+from ironflow import AgentContext, AgentDefinition, agent
+from ironflow.errors import StoreError
 from ironflow.llm import LlmRequest, LlmResponse
-from ironflow.store import LmdbStore
+from ironflow.replay._engine import Execution
+from ironflow.store import AgentSpec, LmdbStore, StepRecord, WorkerInfo
 from ironflow.store._codec import converter
-from ironflow.testing import replay, run_once
+from ironflow.testing import StandInWorker, replay, run_once
 from tests.contrib import _openai_agents_agents as oa
 from tests.property._world import World
 
@@ -78,3 +85,89 @@ def test_a_changed_instruction_is_caught_at_the_model_call(store: LmdbStore) -> 
         oa.triage.instructions = original
     assert outcome.status == "failed" and outcome.error is not None
     assert outcome.error.type == "NonDeterminismError" and "llm.planner" in outcome.error.message
+
+
+class _Outage:
+    """The store goes away when the first model call is recorded: that record and every
+    later one fail (a lost lease would do the same), so each step in flight stops."""
+
+    def __init__(self, inner: LmdbStore) -> None:
+        self.inner = inner
+        self.down = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def record_step(self, worker: WorkerInfo, record: StepRecord) -> Any:
+        if record.id.startswith("llm."):
+            self.down.set()
+        if self.down.is_set():
+            raise StoreError("the store cannot be reached")
+        return self.inner.record_step(worker, record)
+
+
+_outage: _Outage | None = None
+
+
+@input_guardrail
+async def slow_check(ctx: Any, agent: Any, input: Any) -> GuardrailFunctionOutput:
+    """A slow moderation call: still running when the model call's record fails."""
+    assert _outage is not None
+    deadline = time.monotonic() + 30
+    while not _outage.down.is_set() and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.2)  # the model call's stop has long reached the runner by now
+    return GuardrailFunctionOutput(output_info=None, tripwire_triggered=False)
+
+
+checked = Agent(
+    name="checked",
+    instructions="Say hello.",
+    model=oa.PlannerModel(lambda instructions, items: [oa._say("hello")]),
+    input_guardrails=[slow_check],
+)
+
+
+@agent(id="oa-checked-stream", triggers=["oa.checked"])
+async def checked_stream(ctx: AgentContext) -> Any:
+    result = oa.IronflowRunner.run_streamed(checked, "hi", run_config=oa.CONFIG)
+    async for _ in result.stream_events():
+        pass
+    return result.final_output
+
+
+def test_a_stop_in_a_streamed_guardrail_and_model_call_ends_the_run(store: LmdbStore) -> None:
+    """Regression: when the engine stopped both the first model call and the input
+    guardrail beside it (the model call first), ``stream_events`` waited forever: the
+    SDK's run loop died in its cleanup, on the guardrail's stop, before ending the stream.
+    The run must stop, abandoned as the failed writes require, with nothing written."""
+    global _outage
+    defn = AgentDefinition.must_from_fn(checked_stream)
+    store.register_agents([AgentSpec(id=defn.id, triggers=defn.triggers)])
+    run_id = store.emit("oa.checked", {}).run_ids[0]
+    _outage = outage = _Outage(store)
+    pool = concurrent.futures.ThreadPoolExecutor(4)
+    try:
+        with StandInWorker() as process:
+            (leased,) = store.lease_runs(process.info, [defn.id], limit=1, ttl=60)
+
+            async def attempt() -> Any:
+                execution = Execution(
+                    outage,  # type: ignore[arg-type]
+                    process.info,
+                    leased,
+                    is_async=True,
+                    loop=asyncio.get_running_loop(),
+                    pool=pool,
+                )
+                ctx = AgentContext(execution, defn)
+                # Bounded, so the hang this test is about fails it instead of hanging it.
+                return await asyncio.wait_for(execution.execute_async(lambda: defn.fn(ctx)), 30)
+
+            outcome = asyncio.run(attempt())
+    finally:
+        _outage = None
+        pool.shutdown(wait=True)
+    assert outage.down.is_set(), "the model call was never recorded"
+    assert outcome.status == "abandoned", outcome
+    assert store.get_steps(run_id) == []

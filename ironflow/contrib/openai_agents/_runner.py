@@ -230,4 +230,22 @@ class IronflowRunner:
             return Runner.run_streamed(starting_agent, input, **kwargs)
         durable = _Durable()
         kwargs["run_config"] = durable.run_config(kwargs.get("run_config"))
-        return Runner.run_streamed(durable.agent(starting_agent), input, **kwargs)
+        result = Runner.run_streamed(durable.agent(starting_agent), input, **kwargs)
+        if result.run_loop_task is not None:
+            result.run_loop_task.add_done_callback(lambda _: _end_stream(result))
+        return result
+
+
+def _end_stream(result: RunResultStreaming) -> None:
+    """End the stream of a run loop that ended without ending it, so ``stream_events``
+    raises what stopped the loop instead of waiting forever for another event.
+
+    The SDK ends the stream in its run loop's cleanup, after waiting for the input
+    guardrails still running. When the engine stops both the loop and such a guardrail
+    (a lost lease or a failed write: every step in flight raises the stop, which is a
+    ``BaseException``), the guardrail's stop, raised in that wait, skips the rest of the
+    cleanup. ``cancel()`` is the SDK's way to end a stream and wake its reader, which
+    then raises the loop's exception, the engine's stop.
+    """
+    if not result.is_complete:
+        result.cancel()
