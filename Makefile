@@ -51,7 +51,8 @@ test: $(STAMP) chromium strace ## run every test (the short soak and the browser
 	$(PY) -m pytest -q
 
 test-thorough: $(STAMP) ## every property and fuzz test with the thorough profile (1000 examples each; long)
-	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q -m hypothesis --hypothesis-show-statistics
+	@# 1000 examples make one property test run for many minutes: an hour each, not 300 s
+	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q -m hypothesis --hypothesis-show-statistics --timeout=3600
 
 test-fast: $(STAMP) ## unit tests only, no process-level tests
 	$(PY) -m pytest -q -m 'not process and not slow'
