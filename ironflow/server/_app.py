@@ -196,8 +196,9 @@ def _error_middleware(max_body: int) -> Any:
             return await handler(request)
         except ApiError as exc:
             return _error_response(exc.status, exc.code, exc.message)
-        except _ClientGone:
-            # Nobody to answer and nothing done: one line, not a traceback at ERROR.
+        except (_ClientGone, ConnectionResetError):
+            # Nobody to answer and nothing done: one line, not a traceback at ERROR. (A
+            # handler of its own, the dashboard's, reading a body meets the same.)
             log.info(
                 "%s %s: the client hung up before sending the whole body",
                 request.method,

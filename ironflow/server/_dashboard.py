@@ -31,6 +31,7 @@ from aiohttp import web
 import ironflow
 from ironflow._agent._primitives import APPROVAL_PREFIX, approval_event
 from ironflow._pure._cron import parse_cron
+from ironflow._pure._limits import MAX_NAME_BYTES, MAX_REASON_BYTES, MAX_SEQ, MAX_STEP_ID_BYTES
 from ironflow.errors import IronflowError, ProjectionNotFoundError
 from ironflow.server._session import COOKIE, CSRF_HEADER, SESSION_SECONDS, Session, Sessions
 from ironflow.server._sse import KEEPALIVE, open_stream, send_comment, send_event
@@ -120,7 +121,7 @@ def _q_int(request: web.Request, key: str, default: int, lo: int, hi: int) -> in
     return int(raw)
 
 
-def _q_text(request: web.Request, key: str, *, max_len: int = 200) -> str | None:
+def _q_text(request: web.Request, key: str, *, max_len: int = MAX_NAME_BYTES) -> str | None:
     raw = request.query.get(key)
     if raw is None or raw == "":
         return None
@@ -142,7 +143,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return value
 
 
-def _opt_str(body: dict[str, Any], key: str, max_len: int = 4000) -> str | None:
+def _opt_str(body: dict[str, Any], key: str, max_len: int = MAX_REASON_BYTES) -> str | None:
     value = body.get(key)
     if value is None or value == "":
         return None
@@ -493,7 +494,7 @@ class Dashboard:
 
     async def events(self, request: web.Request) -> Any:
         limit = _q_int(request, "limit", 50, 1, _MAX_PAGE)
-        before = _q_int(request, "before", 0, 0, 2**63 - 1) or None
+        before = _q_int(request, "before", 0, 0, MAX_SEQ) or None
         store = self.store
 
         def work() -> dict[str, Any]:
@@ -616,7 +617,7 @@ class Dashboard:
 
     async def stream(self, request: web.Request) -> Any:
         stream_id = request.match_info["stream_id"]
-        from_version = _q_int(request, "from_version", 0, 0, 2**63 - 1)
+        from_version = _q_int(request, "from_version", 0, 0, MAX_SEQ)
         events = await self.api._run(
             self.store.read_stream, stream_id, from_version=from_version, limit=200
         )
@@ -667,7 +668,7 @@ class Dashboard:
 
     async def resume(self, request: web.Request) -> Any:
         body = await _body(request)
-        from_step = _opt_str(body, "from_step", 200)
+        from_step = _opt_str(body, "from_step", MAX_STEP_ID_BYTES)
         run = await self.api._run(
             self.store.resume_run, request.match_info["run_id"], from_step=from_step
         )
@@ -681,7 +682,7 @@ class Dashboard:
         approved = body.get("approved", True)
         if not isinstance(approved, bool):
             raise _Refused(422, "invalid_input", "'approved' must be true or false")
-        approver = _opt_str(body, "approver", 200) or "dashboard"
+        approver = _opt_str(body, "approver", MAX_NAME_BYTES) or "dashboard"
         reason = _opt_str(body, "reason")
         store = self.store
 
@@ -702,7 +703,7 @@ class Dashboard:
         name = body.get("name")
         if not isinstance(name, str) or not name:
             raise _Refused(422, "invalid_input", "'name' must be the event name")
-        event_id = _opt_str(body, "id", 200)
+        event_id = _opt_str(body, "id", MAX_NAME_BYTES)
         result = await self.api._run(self.store.emit, name, body.get("data", {}), id=event_id)
         if result.created:
             self.api.wake()

@@ -193,18 +193,32 @@ def test_the_wire_takes_no_lookalike_values() -> None:
         route.parse({}, {}, {**good, "worker": {**good["worker"], "pid": True}})
 
 
+@pytest.mark.parametrize(
+    ("path", "content_type", "start"),
+    [
+        ("/api/v1/store/events", "application/json", b'{"name": "a.'),
+        ("/api/v1/events", "application/json", b'{"name": "a.'),
+        ("/ui/login", "application/x-www-form-urlencoded", b"token=abc"),
+    ],
+)
 def test_a_client_that_hangs_up_mid_body_logs_one_line(
-    held: tuple[LmdbStore, str, str], caplog: pytest.LogCaptureFixture
+    held: tuple[LmdbStore, str, str],
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    content_type: str,
+    start: bytes,
 ) -> None:
-    """Issue 12 item 7: a hung-up client logged a traceback at ERROR; now one INFO line."""
+    """Issue 12 item 7: a hung-up client logged a traceback at ERROR; now one INFO line,
+    on a store route, a people's route and the dashboard's login alike."""
     _, url, _ = held
     parts = urllib.parse.urlsplit(url)
     caplog.set_level(logging.DEBUG, logger="ironflow")
     for _ in range(3):
         with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
             sock.sendall(
-                b"POST /api/v1/store/events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
-                b'Content-Type: application/json\r\n\r\n{"name": "a.'
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n".encode()
+                + f"Content-Type: {content_type}\r\n\r\n".encode()
+                + start
             )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
