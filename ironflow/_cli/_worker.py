@@ -73,6 +73,16 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         "given, it is used even when IRONFLOW_URL is set",
     )
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes behind this one command (default 1): a process runs Python "
+        "on one core at a time, so N processes use N cores. They share the store; this "
+        "command's pid (printed, and in --pid-file) stands for all of them: SIGTERM drains "
+        "every one, and if it is killed (kill -9) they stop with it",
+    )
+    parser.add_argument(
         "--lease-ttl",
         type=float,
         default=15.0,
@@ -83,7 +93,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         "--pid-file",
         metavar="PATH",
         help="write this worker's pid to PATH once it is ready (removed when it stops "
-        "cleanly), so a script can stop exactly this worker: kill -9 $(cat PATH)",
+        "cleanly), so a script can stop exactly this worker: kill -9 $(cat PATH). With "
+        "--processes N it is the pid of the command, written once all N serve",
     )
     parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
     add_log_format_argument(parser)
@@ -92,7 +103,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="PORT",
         help="serve this worker's Prometheus metrics at http://HOST:PORT/metrics "
-        "(0 picks a free port, printed at start); needs pip install 'ironflow[prometheus]'",
+        "(0 picks a free port, printed at start; with --processes N only 0, one port per "
+        "process); needs pip install 'ironflow[prometheus]'",
     )
     parser.add_argument(
         "--metrics-host",
@@ -104,6 +116,17 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_worker(args: argparse.Namespace) -> int:
     """Serve the module ``args.module`` names until SIGINT/SIGTERM; 2 on a usage error."""
+    from ironflow._cli._processes import run_supervisor, signal_ready, watch_supervisor
+
+    supervised = watch_supervisor()
+    if supervised is not None:  # one of the processes of --processes N
+        args = argparse.Namespace(**supervised["args"])
+    elif args.processes != 1:
+        problem = _processes_problem(args)
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        return run_supervisor(args)
     from ironflow._agent._dsl import definitions_in
     from ironflow._agent._memory import projections_in
     from ironflow._worker._loader import load_module
@@ -157,7 +180,13 @@ def run_worker(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        worker.run()
+        if supervised is None:
+            worker.run()
+        else:
+            worker.run(
+                ready_message=False,
+                on_ready=lambda names: signal_ready(supervised["ready"], names),
+            )
     finally:
         if pid_file is not None:
             _remove_pid_file(pid_file)
@@ -166,6 +195,24 @@ def run_worker(args: argparse.Namespace) -> int:
         if watching is not None:
             watching.close()
     return 0
+
+
+def _processes_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``--processes`` and the flags beside it, or None."""
+    if args.processes < 1:
+        return f"--processes must be 1 or more, not {args.processes}"
+    if args.metrics_port not in (None, 0):
+        return (
+            f"--metrics-port {args.metrics_port} is one port, and --processes "
+            f"{args.processes} starts {args.processes} processes: pass --metrics-port 0 "
+            "(each process picks a free port and prints it)"
+        )
+    if args.pid_file is not None:
+        try:
+            _check_pid_file(Path(args.pid_file))
+        except _Usage as exc:
+            return str(exc)
+    return None
 
 
 class _Watching:

@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ironflow._agent._context import AgentContext
@@ -182,10 +182,18 @@ class Worker:
         signal.signal(signal.SIGTERM, on_signal)
         return previous
 
-    def run(self, *, until_idle: bool = False, ready_message: bool = True) -> None:
+    def run(
+        self,
+        *,
+        until_idle: bool = False,
+        ready_message: bool = True,
+        on_ready: Callable[[str], None] | None = None,
+    ) -> None:
         """Serve until stopped (or, with ``until_idle``, until no run is left to do).
 
-        Installs SIGINT/SIGTERM handlers when called from the main thread. A worker
+        Installs SIGINT/SIGTERM handlers when called from the main thread, then prints
+        the ready line (unless ``ready_message`` is false) and calls ``on_ready`` with the
+        names it serves. A worker
         serves once: a second call raises :class:`~ironflow.errors.WorkerStoppedError`
         rather than return at once with the runs still pending.
         """
@@ -199,9 +207,11 @@ class Worker:
                 )
             self._served = True
         previous = self._install_signals()
+        names = ", ".join(self.agents or self.projections)
         if ready_message:
-            names = ", ".join(self.agents or self.projections)
             print(f"{names} worker ready (pid {os.getpid()})", flush=True)
+        if on_ready is not None:
+            on_ready(names)
         heartbeat = threading.Thread(
             target=self._heartbeat_loop, name="ironflow-heartbeat", daemon=True
         )
@@ -314,9 +324,7 @@ class Worker:
                 # A run that finished since the snapshot dropped its lease itself.
                 lost_runs = (set(ids) - held) & set(self._active)
             for lost in lost_runs:
-                log.warning(
-                    "run %s: lease lost to another worker", lost, extra={"run_id": lost}
-                )
+                log.warning("run %s: lease lost to another worker", lost, extra={"run_id": lost})
 
     # -- executing runs ----------------------------------------------------------------
 

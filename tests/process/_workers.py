@@ -51,8 +51,9 @@ class Workers:
         self.procs: list[subprocess.Popen[bytes]] = []
         self._outputs: dict[int, tuple[Path, Path]] = {}
 
-    def start(self, **extra_env: str) -> subprocess.Popen[bytes]:
-        """Start a worker (``extra_env`` added to its environment); return once it is ready."""
+    def start(self, *args: str, **extra_env: str) -> subprocess.Popen[bytes]:
+        """Start a worker (``args`` added to its command line, ``extra_env`` to its
+        environment); return once it is ready."""
         n = len(self.procs) + 1
         out, err = self.tmp / f"worker{n}.out", self.tmp / f"worker{n}.err"
         env = {
@@ -76,6 +77,7 @@ class Workers:
                     str(self.lease_ttl),
                     "--concurrency",
                     str(self.concurrency),
+                    *args,
                 ],
                 cwd=REPO,
                 env=env,
