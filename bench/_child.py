@@ -87,6 +87,9 @@ def _ironflow() -> tuple[str, dict[str, Runner]]:
         "three_step_runs_per_s": lambda wd, p: w.three_step_runs_per_s(wd, p["n_runs"]),
         "concurrent_steps_per_s": lambda wd, p: w.concurrent_steps_per_s(wd, p["runs"]),
         "concurrent_cpu_ms_per_run": lambda wd, p: w.concurrent_cpu_ms_per_run(wd, p["runs"]),
+        "processes_steps_per_s": lambda wd, p: w.processes_steps_per_s(
+            wd, p["runs"], p["processes"], p["concurrency"]
+        ),
         "replay_ms": lambda wd, p: w.replay_ms(wd, p["steps"]),
         "resume_s": lambda wd, p: w.resume_s(wd),
         "remote_per_step_us": remote,

@@ -244,8 +244,55 @@ def concurrent_cpu_ms_per_run(workdir: str, runs: int) -> float:
     return cpu / runs * 1e3
 
 
-def _worker_argv(data_dir: str) -> list[str]:
-    return [sys.executable, "-m", "ironflow.run", "worker", "bench._agents", "--data-dir", data_dir]
+def _worker_argv(data_dir: str, *options: str) -> list[str]:
+    """``ironflow worker bench._agents`` on ``data_dir``, ``options`` (``--processes 2``...)
+    before ``--data-dir``, which stays last: the serve rows cut it off."""
+    argv = [sys.executable, "-m", "ironflow.run", "worker", "bench._agents", *options]
+    return [*argv, "--data-dir", data_dir]
+
+
+def _served_batch(store: Store, runs: int, timeout: float) -> float:
+    """Seconds from emitting ``runs`` 3-step runs (``runs`` clients at once) until a live
+    worker process has completed every one; this process waits through the store's
+    wake-ups, which a finish written by another process into the data directory sets."""
+    deadline = time.monotonic() + timeout
+    t0 = time.perf_counter()
+    run_ids = _emit_all(store, "bench.three", [{"i": i} for i in range(runs)], runs)
+    for run_id in run_ids:
+        run = store.wait_for_run(run_id, timeout=max(0.0, deadline - time.monotonic()))
+        if run.status != "completed":
+            raise RuntimeError(f"run {run_id} is {run.status} after {timeout:g} s")
+    dt = time.perf_counter() - t0
+    if len(run_ids) != runs:
+        raise RuntimeError(f"{runs} emits started {len(run_ids)} runs")
+    return dt
+
+
+def processes_steps_per_s(
+    workdir: str, runs: int, processes: int, concurrency: int, timeout: float = 60.0
+) -> float:
+    """``runs`` 3-step runs at once, served by a live ``ironflow worker --processes
+    N --concurrency C`` command (N worker processes, so N GILs, on one data directory,
+    fsync on): durable steps/s.
+
+    Timed as :func:`concurrent_steps_per_s` is, from the ``runs`` emits (``runs``
+    clients at once, in this process) until every run is completed, after one untimed
+    warm-up batch; the worker's start-up is outside the span, as a deployed worker's is.
+    """
+    data_dir = _fresh(workdir, "if-procs-")
+    store = _open(data_dir)
+    worker = None
+    try:
+        options = ("--processes", str(processes), "--concurrency", str(concurrency))
+        worker = Lines(_worker_argv(data_dir, *options))
+        worker.wait_for("bench-", timeout)  # "... worker ready (pid N)": every child serves
+        _served_batch(store, runs, timeout)
+        dt = _served_batch(store, runs, timeout)
+    finally:
+        if worker is not None:
+            worker.kill(signal.SIGTERM)  # the supervisor's pid: it drains its children
+        store.close()
+    return runs * 3 / dt
 
 
 def resume_s(workdir: str, timeout: float = 60.0) -> float:

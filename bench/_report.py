@@ -126,22 +126,7 @@ def targets(samples: Samples, params: dict[str, dict[str, Any]] | None = None) -
             )
         )
 
-    conc = med("concurrent_steps_per_s", "ironflow")
-    name = "16 concurrent runs: steps/s vs single-commit fsync rate"
-    if conc is None or commit is None:
-        out.append(Target(name, "> 1.0x", "-", None))
-    else:
-        rate = 1e6 / commit
-        x = conc / rate
-        out.append(
-            Target(
-                name,
-                "> 1.0x",
-                f"{x:.2f}x ({fmt(conc)} vs {fmt(rate)} commits/s)",
-                x > 1.0,
-                "" if x > 1.0 else f"need > {fmt(rate)} steps/s, have {fmt(conc)}",
-            )
-        )
+    out.append(_concurrent_target(med, commit))
 
     out.extend(_postgres_targets(samples, med))
 
@@ -175,6 +160,34 @@ def targets(samples: Samples, params: dict[str, dict[str, Any]] | None = None) -
             )
         )
     return out
+
+
+#: The rows that serve 16 concurrent 3-step runs, and how the target names each: the
+#: target is met by either way of serving them, so it is judged on the better median.
+CONCURRENT_ROWS = (
+    ("concurrent_steps_per_s", "in-process worker"),
+    ("processes_steps_per_s", "worker --processes"),
+)
+
+
+def _concurrent_target(med: Callable[[str, str], float | None], commit: float | None) -> Target:
+    """16 concurrent runs above the single-commit fsync rate, with the better of the
+    in-process and ``--processes`` rows (named), the other shown beside it."""
+    name = "16 concurrent runs: steps/s vs single-commit fsync rate"
+    measured = [(v, how) for key, how in CONCURRENT_ROWS if (v := med(key, "ironflow")) is not None]
+    if not measured or commit is None:
+        return Target(name, "> 1.0x", "-", None)
+    rate = 1e6 / commit
+    best, how = max(measured)
+    others = "".join(f"; {other} {fmt(v)}" for v, other in measured if other != how)
+    x = best / rate
+    return Target(
+        name,
+        "> 1.0x",
+        f"{x:.2f}x with the {how} ({fmt(best)} vs {fmt(rate)} commits/s{others})",
+        x > 1.0,
+        "" if x > 1.0 else f"need > {fmt(rate)} steps/s, have {fmt(best)} ({how})",
+    )
 
 
 def _postgres_targets(samples: Samples, med: Callable[[str, str], float | None]) -> list[Target]:
@@ -456,7 +469,7 @@ def write_chart(path: str, result: dict[str, Any]) -> str | None:
             bars.append(("one raw LMDB commit", "floor", commit))
         if r["key"] == "per_step_us" and "median" in pg_commit:
             bars.append(("one PostgreSQL INSERT commit", "pg_floor", pg_commit))
-        if r["key"] == "concurrent_steps_per_s" and "median" in commit:
+        if r["key"] in dict(CONCURRENT_ROWS) and "median" in commit:
             rate = {k: 1e6 / commit[k] for k in ("median", "max", "min")}
             bars.append(
                 ("single-commit rate", "floor", {**rate, "min": rate["max"], "max": rate["min"]})

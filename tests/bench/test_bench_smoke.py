@@ -37,6 +37,7 @@ def test_quick_ironflow_run_writes_a_complete_result(tmp_path: Path) -> None:
         "per_step_us",
         "three_step_runs_per_s",
         "concurrent_steps_per_s",
+        "processes_steps_per_s",
         "replay_ms",
         "resume_s",
         "langgraph_saver_node_us",
@@ -151,6 +152,37 @@ def test_targets_report_met_and_the_gap_when_missed() -> None:
     assert imp.met is False
     assert imp.gap == "30.0 ms over"
     assert by_name["replay of 10,000 recorded steps"].status() == "not measured"
+
+
+def test_the_concurrent_target_is_judged_on_the_better_way_of_serving_and_names_it() -> None:
+    """16 concurrent runs against the fsync rate: the in-process worker's row or the
+    --processes command's, whichever is faster, named, the other shown beside it."""
+    name = "16 concurrent runs: steps/s vs single-commit fsync rate"
+    base: _report.Samples = {
+        "lmdb_commit_us": {"floor": [300.0]},  # 3,333 commits/s
+        "concurrent_steps_per_s": {"ironflow": [2000.0, 1800.0, 2200.0]},
+    }
+
+    def judged(samples: _report.Samples) -> _report.Target:
+        return {t.name: t for t in _report.targets(samples)}[name]
+
+    alone = judged(base)
+    assert alone.met is False
+    assert alone.measured == "0.60x with the in-process worker (2,000 vs 3,333 commits/s)"
+    assert alone.gap == "need > 3,333 steps/s, have 2,000 (in-process worker)"
+
+    faster = judged({**base, "processes_steps_per_s": {"ironflow": [3500.0, 3600.0, 3400.0]}})
+    assert faster.met is True
+    assert faster.measured == (
+        "1.05x with the worker --processes (3,500 vs 3,333 commits/s; in-process worker 2,000)"
+    )
+    slower = judged({**base, "processes_steps_per_s": {"ironflow": [1500.0]}})
+    assert slower.met is False and "with the in-process worker" in slower.measured
+    assert "worker --processes 1,500" in slower.measured
+    only = judged(
+        {"lmdb_commit_us": {"floor": [300.0]}, "processes_steps_per_s": {"ironflow": [3500.0]}}
+    )
+    assert only.met is True and only.measured.startswith("1.05x with the worker --processes")
 
 
 def test_the_replay_target_is_judged_only_on_a_replay_of_its_size() -> None:
