@@ -224,13 +224,21 @@ def resume_after_kill_s(workdir: str, timeout: float = 45.0) -> float:
 _QUEUE = "ironflow-bench-latency"
 
 
+#: Each enqueued run waits for the queue's next poll, about a second: 100 runs a
+#: repetition made this one row 9 of ``make bench``'s 18 minutes. Its samples barely
+#: vary (the poll's phase), so 10 give the median; their p99 is their slowest.
+EMIT_RUNS_AT_MOST = 10
+
+
 def emit_to_done_ms(workdir: str, runs: int) -> dict[str, float]:
     """Enqueue a 3-step workflow on a DBOS queue and wait for its result, in ms.
 
     DBOS's own way to hand work to a worker: its queue, served by the launched
     process's queue thread at DBOS's default polling interval (1 s). A short idle pause
-    precedes each run, as for Ironflow's row; median and p99 of ``runs`` (one warm-up).
+    precedes each run, as for Ironflow's row; median and p99 of ``runs`` (one warm-up),
+    at most :data:`EMIT_RUNS_AT_MOST`.
     """
+    runs = min(runs, EMIT_RUNS_AT_MOST)
     out = []
     with _dbos(workdir):
         queue = DBOS.retrieve_queue(_QUEUE) or DBOS.register_queue(_QUEUE)
