@@ -505,7 +505,8 @@ def write_chart(path: str, result: dict[str, Any]) -> str | None:
         "dashed red: the issue's target (dotted: PostgreSQL's)",
         fontsize=10,
     )
-    fig.tight_layout()
+    # tight_layout leaves the suptitle out: keep half an inch above the first row for it.
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return None
