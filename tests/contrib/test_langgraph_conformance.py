@@ -3,7 +3,7 @@
 The suite (``langgraph-checkpoint-conformance``) detects which optional capabilities a
 saver implements (delete_for_runs, copy_thread, prune) and runs their tests too; this
 test requires that all of them were detected and that every test of every one passed,
-against the embedded store and against a server through RemoteStore.
+against the embedded store, against a server through RemoteStore, and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -24,8 +24,16 @@ from ironflow.server._app import BackgroundServer
 from ironflow.store import LmdbStore, RemoteStore, Store
 
 
-@pytest.fixture(params=["lmdb", "remote"])
+@pytest.fixture(params=["lmdb", "remote", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "postgres":
+        from ironflow.store._postgres import PostgresStore, migrate
+
+        url = request.getfixturevalue("pg_url")
+        migrate(url)
+        with PostgresStore(url) as pg:
+            yield pg
+        return
     local = LmdbStore(tmp_path / "data", sync=False)
     if request.param == "lmdb":
         yield local

@@ -164,3 +164,44 @@ def test_a_graph_checkpoints_and_continues_a_thread_sync_and_async(store: LmdbSt
     history = list(graph.get_state_history(config))
     assert len(history) == 8
     assert IronflowSaver(store).get_tuple(config).checkpoint["channel_values"]["steps"][-1] == "two"  # type: ignore[union-attr]
+
+
+def test_a_graph_on_postgresql_never_races_itself_into_a_retry(pg_url: str) -> None:
+    # LangGraph saves a task's writes on its executor while the next checkpoint is put:
+    # two appends to one stream at once, which on PostgreSQL failed serialization and
+    # ran again after a backoff (more than once per append, 12x slower per node).
+    from ironflow.store._postgres import PostgresStore, migrate
+
+    migrate(pg_url)
+    with PostgresStore(pg_url) as store:
+        backend = store.backend
+        attempts: list[str] = []
+        attempt = backend._attempt
+
+        def counted(op: Any) -> Any:
+            try:
+                return attempt(op)
+            except Exception as exc:
+                attempts.append(type(exc).__name__)
+                raise
+
+        backend._attempt = counted  # type: ignore[method-assign]
+        graph = _loop(IronflowSaver(store))
+        final = graph.invoke({"n": 0}, {"configurable": {"thread_id": "t"}}, durability="sync")
+        assert final["n"] == 30
+        assert attempts == []
+
+
+class _Count(TypedDict):
+    n: int
+
+
+def _loop(saver: IronflowSaver) -> Any:
+    """Two nodes taking turns until ``n`` reaches 30: a put_writes beside each put."""
+    builder = StateGraph(_Count)
+    builder.add_node("agent", lambda s: {"n": s["n"] + 1})
+    builder.add_node("tools", lambda s: {"n": s["n"] + 1})
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", lambda s: END if s["n"] >= 30 else "tools")
+    builder.add_conditional_edges("tools", lambda s: END if s["n"] >= 30 else "agent")
+    return builder.compile(checkpointer=saver)

@@ -72,6 +72,8 @@ _THREAD = "langgraph.thread"
 _PAGE = 1000
 #: How many threads' folds one saver keeps in memory.
 _CACHED_THREADS = 64
+#: Appends to one thread take one of these locks (chosen by the thread id's hash).
+_APPEND_LOCKS = 64
 _STREAM_MAX_BYTES = 200
 
 
@@ -226,6 +228,12 @@ class IronflowSaver(BaseCheckpointSaver[str]):
         self._lock = threading.Lock()
         self._folds: OrderedDict[str, _Thread] = OrderedDict()
         self._indexed: set[str] = set()
+        # LangGraph calls put_writes on its executor while the next put runs: two
+        # appends to one stream at once. On PostgreSQL both read the stream's head and
+        # the log's end, so one of them fails serialization and runs again after a
+        # backoff (measured: more than one retry per append, 12x slower per node). A
+        # thread's appends from this saver take turns instead; other threads' do not wait.
+        self._append_locks = [threading.Lock() for _ in range(_APPEND_LOCKS)]
 
     # -- lifetime ----------------------------------------------------------------------
 
@@ -428,10 +436,12 @@ class IronflowSaver(BaseCheckpointSaver[str]):
         self._append(thread, _WRITES, data)
 
     def _append(self, thread: str, name: str, data: dict[str, Any]) -> Event:
-        self._index(thread)
-        event = self.store.append_to_stream(
-            thread_stream(thread), name, data, idempotency_key=f"{name}:{_digest(data)}"
-        )
+        key = f"{name}:{_digest(data)}"
+        with self._append_locks[hash(thread) % _APPEND_LOCKS]:
+            self._index(thread)
+            event = self.store.append_to_stream(
+                thread_stream(thread), name, data, idempotency_key=key
+            )
         self._appended(thread, event)
         return event
 
@@ -626,4 +636,3 @@ def _config(thread: str, ns: str, checkpoint_id: str) -> RunnableConfig:
     return {
         "configurable": {"thread_id": thread, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}
     }
-
