@@ -993,6 +993,38 @@ class Execution:
 
     def execute(self, handler: Callable[[], Any]) -> Outcome:
         """Run a sync handler to its end (or to a stop) in this thread."""
+        try:
+            return self._run_handler(handler)
+        finally:
+            self._drop_stop_frames()
+
+    async def execute_async(self, handler: Callable[[], Awaitable[Any]]) -> Outcome:
+        """Run an async handler to its end (or to a stop) on the running loop."""
+        try:
+            return await self._run_handler_async(handler)
+        finally:
+            self._drop_stop_frames()
+
+    def _drop_stop_frames(self) -> None:
+        """Let go of the frames the kept stop's traceback holds, once the outcome is decided.
+
+        Those frames hold this execution (``self`` in :meth:`begin`), and the execution
+        holds the stop: a cycle that kept the run and every recorded step alive until
+        a full garbage collection, which then had all of them to walk (issue 13 target
+        6). The stop itself stays, still sticky and still readable (``ironflow replay``
+        reads the divergence); the outcome already holds what the tracebacks said.
+        """
+        seen: set[int] = set()
+        pending: list[BaseException | None] = [self.stopped, self.past_record]
+        while pending:
+            exc = pending.pop()
+            if exc is None or id(exc) in seen:
+                continue
+            seen.add(id(exc))
+            exc.__traceback__ = None
+            pending += (exc.__cause__, exc.__context__)
+
+    def _run_handler(self, handler: Callable[[], Any]) -> Outcome:
         token = _execution.set(self)
         scope = self.observer.enter() if self.observer is not None else None
         try:
@@ -1010,8 +1042,7 @@ class Execution:
                 self.observer.exit(scope)
         return self._outcome_of(None, output)
 
-    async def execute_async(self, handler: Callable[[], Awaitable[Any]]) -> Outcome:
-        """Run an async handler to its end (or to a stop) on the running loop."""
+    async def _run_handler_async(self, handler: Callable[[], Awaitable[Any]]) -> Outcome:
         token = _execution.set(self)
         scope = self.observer.enter() if self.observer is not None else None
         try:

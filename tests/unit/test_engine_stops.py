@@ -331,3 +331,61 @@ def test_a_tool_called_inside_a_step_is_still_an_ordinary_call(store: LmdbStore)
     run = run_once(store, tool_in_step)
     assert (run.status, run.output) == ("completed", "ab")
     assert [s.id for s in store.get_steps(run.id)] == ["outer"]
+
+
+@agent(id="stops-at-second", triggers=["stops.second"])
+def stops_at_second(ctx: AgentContext) -> str:
+    step_a()
+    step_b()
+    return "done"
+
+
+@agent(id="stops-at-second-async", triggers=["stops.second.async"])
+async def stops_at_second_async(ctx: AgentContext) -> str:
+    step_a()
+    step_b()
+    return "done"
+
+
+@pytest.mark.parametrize("fn", [stops_at_second, stops_at_second_async])
+def test_a_stopped_execution_is_freed_at_once_and_keeps_its_stop(store: LmdbStore, fn: Any) -> None:
+    """The kept stop's traceback held the execution's frames, and the execution the stop:
+    a cycle that kept the run and all its recorded steps alive until a full garbage
+    collection (issue 13 target 6). Refcounting alone must free it now; the stop is
+    still kept (stickiness itself is tested above)."""
+    import asyncio
+    import functools
+    import gc
+    import threading
+    import weakref
+
+    from ironflow._agent._context import AgentContext as Context
+    from ironflow._agent._dsl import AgentDefinition
+    from ironflow._worker._identity import this_worker
+    from ironflow.replay._engine import Execution
+
+    defn = AgentDefinition.must_from_fn(fn)
+    store.register_agents([defn.spec()])
+    store.emit(defn.triggers[0], {})
+    me = this_worker()
+    stopping = threading.Event()
+    stopping.set()  # a drain: the first unrecorded step stops the handler
+    [leased] = store.lease_runs(me, [defn.id], limit=1, ttl=60)
+    gc.collect()
+    gc.disable()
+    try:
+        execution = Execution(store, me, leased, stopping=stopping, is_async=defn.is_async)
+        handler = functools.partial(defn.fn, Context(execution, defn))
+        if defn.is_async:
+            outcome = asyncio.run(execution.execute_async(handler))
+        else:
+            outcome = execution.execute(handler)
+        assert outcome.status == "released" and calls == []
+        kept = execution.stopped
+        assert kept is not None and kept.__traceback__ is None  # kept, without frames
+        execution.settle(outcome)
+        gone = weakref.ref(execution)
+        del execution, handler
+        assert gone() is None, "the stopped execution outlived its last reference"
+    finally:
+        gc.enable()
