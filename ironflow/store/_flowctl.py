@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -239,15 +239,17 @@ class FlowControl:
         txn.put("ready", run.id.encode(), run.agent.encode())
         return True
 
-    def cancel_matching(self, txn: WriteTxn, event: Event) -> list[str]:
-        """The unfinished runs to cancel because of this event: those of agents that
-        cancel on it whose trigger event has the same key value.
+    def cancel_matching(
+        self, txn: WriteTxn, event: Event, specs: Sequence[AgentSpec]
+    ) -> list[str]:
+        """The unfinished runs to cancel because of this event: those of ``specs`` (the
+        agents, as the caller read them in this transaction) that cancel on it whose
+        trigger event has the same key value.
 
         Drops the index entries it passes; the caller cancels the runs.
         """
         doomed: list[str] = []
-        for _, raw in txn.scan("agents"):
-            spec = spec_of(raw)
+        for spec in specs:
             if spec.flow is None:
                 continue
             for rule in spec.flow.cancel_on:

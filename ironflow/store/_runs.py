@@ -167,8 +167,10 @@ def append_event(
         trace=trace,
     )
     run_ids = []
-    for _, raw in txn.scan("agents"):
-        spec = spec_of(raw)
+    # Read once: the triggers and the cancel rules below both need every agent (one
+    # query fewer per event on PostgreSQL).
+    specs = [spec_of(raw) for _, raw in txn.scan("agents")]
+    for spec in specs:
         if starts(spec.id, spec.triggers, name) and flow.admits(spec, event):
             # A pending run, a queued one (no concurrency slot), or a debounced burst's.
             run_ids.append(flow.new_run(txn, spec, event, now))
@@ -178,7 +180,7 @@ def append_event(
     txn.put("event_names", name_key(name) + b"\x00" + u64(seq), b"")
     # Runs waiting for this event take it in this same transaction: none can miss it.
     resolve_event_waits(txn, event, clock_now, now)
-    for run_id in dict.fromkeys(flow.cancel_matching(txn, event)):
+    for run_id in dict.fromkeys(flow.cancel_matching(txn, event, specs)):
         cancel_tree(txn, flow, run_id, now, clock_now)
     return result, event
 

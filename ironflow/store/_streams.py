@@ -40,11 +40,13 @@ def append(
     caller's key): an append already made with it returns that event.
     """
     skey = stream_key(stream_id)
-    if idem is not None:
-        seen = txn.get("stream_keys", idem)
+    if idem is None:
+        head = txn.get("stream_heads", skey)
+    else:
+        # Together: one query on PostgreSQL, where each read waits for an answer.
+        seen, head = txn.get_many((("stream_keys", idem), ("stream_heads", skey)))
         if seen is not None:
             return decode_record(txn.get("events", seen) or b"", Event)
-    head = txn.get("stream_heads", skey)
     current = int.from_bytes(head, "big") if head is not None else 0
     if expected_version is not None and expected_version != current:
         raise ConcurrencyError(
