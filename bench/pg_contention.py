@@ -112,7 +112,7 @@ def _stats(admin: str, db: str) -> dict[str, int]:
             (db,),
         ).fetchone()
     assert row is not None
-    return dict(zip(("commits", "rollbacks", "deadlocks", "conflicts"), map(int, row)))
+    return dict(zip(("commits", "rollbacks", "deadlocks", "conflicts"), map(int, row), strict=True))
 
 
 def _one(pg: Any, workers: int, runs: int) -> dict[str, Any]:
