@@ -20,6 +20,18 @@ This module is storage only, as ``_lmdb.py`` is: every rule is the state machine
   replicated).
 - **Claims that skip.** ``claim`` locks the rows it takes with ``FOR UPDATE SKIP
   LOCKED``, so two servers leasing at once take different runs.
+- **One leaser at a time, if it comes soon.** Leasers on one database want the same
+  oldest runs, and under SERIALIZABLE they abort each other (a row changed since a
+  snapshot cannot be locked, SKIP LOCKED or not; each walk of ``ready`` reads the rows
+  the others take). So a lease first waits for a session advisory lock, before its
+  BEGIN (its snapshot comes after the lock), and gives it back right after COMMIT. The
+  wait is bounded (``_LEASE_LOCK_WAIT``): a lease that does not get the lock in time
+  leases without it, as it would with no lock at all, so a holder that hangs (a host
+  gone in the middle of a lease) slows leasing, never stops it. The lock is only an
+  optimisation: SERIALIZABLE keeps every rule either way. A connection that may still
+  hold it never goes back to the pool (it is closed: PostgreSQL drops a session's locks
+  with the session), and each session asks the server for TCP keepalives, so a
+  vanished holder's session is dropped in about half a minute, not the OS's hours.
 - **Wake-ups.** A transaction that makes work (a ready run, a freed lease, a timer, an
   event, a projection change) sends ``NOTIFY ironflow_work`` as it commits; every store
   listens on its own connection and wakes its idle workers within milliseconds.
@@ -42,7 +54,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -56,7 +68,7 @@ from ironflow.store._pgschema import (
     migrate_sql,
     table_name,
 )
-from ironflow.store._records import Run
+from ironflow.store._records import LeasedRun, Run, WorkerInfo
 from ironflow.store._wake import LocalWakeups, Wakeups
 
 __all__ = ["PostgresBackend", "PostgresStore", "is_postgres_url", "migrate", "safe_url"]
@@ -75,6 +87,40 @@ _MAX_BACKOFF = 2.0
 #: How often the listener looks whether its store was closed.
 _LISTEN_RECHECK = 0.1
 _NOTIFY = f"NOTIFY {CHANNEL}".encode()
+#: How long a lease waits for the leasers' lock before it leases without it (seconds).
+_LEASE_LOCK_WAIT = 0.5
+#: The leasers' lock's key (a session advisory lock; migrations use another key).
+_LEASE_KEY = "hashtext('ironflow lease')"
+#: Releases every session advisory lock of the connection: the leasers' lock if this
+#: session holds it, nothing (and no warning, unlike pg_advisory_unlock) if it does not.
+_LEASE_UNLOCK = b"SELECT pg_advisory_unlock_all()"
+#: What each pooled session sets. ``synchronous_commit``: durable before a write
+#: returns, whatever the server's default says. TCP keepalives and a user timeout on the
+#: server's side of the connection: a client host that vanishes (a partition, not a
+#: kill, which closes the socket at once) is noticed in about 25 s, and its session, with
+#: the leasers' lock it may hold, dropped (the OS's default is about two hours).
+#: Ignored on a unix socket.
+_SESSION = (
+    b"SELECT set_config('synchronous_commit', 'on', false),"
+    b" set_config('tcp_keepalives_idle', '10', false),"
+    b" set_config('tcp_keepalives_interval', '5', false),"
+    b" set_config('tcp_keepalives_count', '3', false),"
+    b" set_config('tcp_user_timeout', '25000', false)"
+)
+
+
+def _lease_lock(wait: float) -> bytes:
+    """Take the leasers' lock, waiting at most ``wait`` seconds; never an error: a lock
+    not obtained in time leaves the session without it (``lock_timeout`` raises
+    lock_not_available, caught here, so the pipeline it runs in goes on)."""
+    ms = max(1, round(wait * 1000))
+    return (
+        "DO $$BEGIN"
+        f" SET LOCAL lock_timeout = '{ms}ms';"
+        f" PERFORM pg_advisory_lock({_LEASE_KEY});"
+        " EXCEPTION WHEN lock_not_available THEN NULL;"
+        " END$$"
+    ).encode()
 
 
 def is_postgres_url(value: str) -> bool:
@@ -356,6 +402,13 @@ class PostgresBackend:
         #: Waiters in this process. Other processes hear of work through the NOTIFY sent
         #: with the commit; the listener relays it here (through ``on_wake``).
         self.wakeups: Wakeups = LocalWakeups()
+        #: Seconds a lease waits for the leasers' lock; None: leases never take it.
+        self.lease_lock_wait: float | None = _LEASE_LOCK_WAIT
+        #: Lease transactions aborted by a concurrent one (serialization failure or
+        #: deadlock) and run again: what the leasers' lock is there to keep near zero.
+        self.lease_conflicts = 0
+        self._conflicts_lock = threading.Lock()
+        self._leasing = threading.local()
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=1,
@@ -390,8 +443,17 @@ class PostgresBackend:
     # -- connections ------------------------------------------------------------------
 
     def _configure(self, conn: Any) -> None:
-        # Durable before a write returns, whatever the server's default says.
-        conn.execute("SET synchronous_commit = on")
+        conn.execute(_SESSION)
+
+    @contextlib.contextmanager
+    def leasing(self) -> Iterator[None]:
+        """Within: this thread's write transactions are leases, each taken under the
+        leasers' lock when it comes within ``lease_lock_wait``."""
+        self._leasing.on = True
+        try:
+            yield
+        finally:
+            self._leasing.on = False
 
     def _connect(self, **kwargs: Any) -> Any:
         return self._psycopg.connect(self.url, autocommit=True, connect_timeout=10, **kwargs)
@@ -499,6 +561,9 @@ class PostgresBackend:
             try:
                 return self._attempt(op)
             except (errors.SerializationFailure, errors.DeadlockDetected):
+                if getattr(self._leasing, "on", False):
+                    with self._conflicts_lock:
+                        self.lease_conflicts += 1
                 # Another transaction won: run the op again on a fresh snapshot.
                 time.sleep(delay * random.random())
                 delay = min(delay * 2, 0.2)
@@ -520,16 +585,25 @@ class PostgresBackend:
         to COMMIT is lost, ``pg_xact_status(xid)`` tells whether it committed."""
         watch = self.commit_observer
         begun = time.perf_counter() if watch is not None else 0.0
+        wait = self.lease_lock_wait if getattr(self._leasing, "on", False) else None
         # A pool that cannot connect raises OperationalError: write() waits and retries.
         conn = self._pool.getconn()
         xid: int | None = None
         failed: BaseException | None = None
+        # Whether this session is known not to hold the leasers' lock: until then the
+        # connection is closed rather than pooled (see the finally below).
+        unlocked = wait is None
         try:
             try:
-                with conn.pipeline():
+                with conn.pipeline() as pipe:
                     try:
                         # Control statements are never prepared (psycopg prepares what
                         # runs five times; a prepared ROLLBACK or BEGIN confuses its cache).
+                        if wait is not None:
+                            conn.execute(_lease_lock(wait), prepare=False)
+                            # Its own implicit transaction, ended here: the lease's
+                            # snapshot is taken after the lock is.
+                            pipe.sync()
                         conn.execute(b"BEGIN ISOLATION LEVEL SERIALIZABLE", prepare=False)
                         ask = conn.execute(b"SELECT pg_current_xact_id()::text", prepare=False)
                         txn = _PgTxn(conn.cursor(binary=True))
@@ -539,6 +613,9 @@ class PostgresBackend:
                         assert row is not None
                         xid = int(row[0])
                         self._commit(conn, txn.wakes)
+                        if wait is not None:
+                            # Given back right after COMMIT, in the same round trip.
+                            conn.execute(_LEASE_UNLOCK, prepare=False)
                     except BaseException as exc:
                         # Kept, not raised through the pipeline's end: its sync would
                         # fail again on a lost connection, and psycopg log that.
@@ -546,8 +623,10 @@ class PostgresBackend:
             except self._psycopg.Error as exc:
                 # The pipeline's end: COMMIT's answer, or the sync after a failure.
                 failed = failed or exc
-            if failed is not None:
-                self._end_failed(conn, failed)
+            if failed is None:
+                unlocked = True  # the unlock after COMMIT was answered
+            else:
+                unlocked = self._end_failed(conn, failed, unlock=not unlocked) or unlocked
                 errors = self._psycopg.errors
                 lost = isinstance(failed, self._psycopg.OperationalError) and not isinstance(
                     failed, (errors.SerializationFailure, errors.DeadlockDetected)
@@ -560,22 +639,33 @@ class PostgresBackend:
                 # was sent (nothing was written), or the op's own error.
                 raise failed
         finally:
+            if not unlocked:
+                # It may still hold the leasers' lock (interrupted, or its unlock was not
+                # answered): closed, never pooled, since closing the session frees it.
+                conn.close()
             self._pool.putconn(conn)
         self._back()
         if watch is not None:
             watch(time.perf_counter() - begun, 1)
         return result
 
-    def _end_failed(self, conn: Any, exc: BaseException) -> None:
-        """End a write transaction that failed; its pipeline is closed by now."""
+    def _end_failed(self, conn: Any, exc: BaseException, *, unlock: bool) -> bool:
+        """End a write transaction that failed; its pipeline is closed by now. True when
+        the session is known not to hold the leasers' lock (closed, or unlocked)."""
         if isinstance(exc, self._psycopg.Error):
             # PostgreSQL refused a statement, so it skipped the rest of the pipeline,
             # some of which psycopg may count as prepared on this connection: the pool
             # replaces it rather than have a statement run that the server lacks.
+            # Closing it also ends the session, and with it any lock it held.
             conn.close()
-            return
-        with contextlib.suppress(self._psycopg.Error):
+            return True
+        try:
             conn.execute(b"ROLLBACK", prepare=False)
+            if unlock:
+                conn.execute(_LEASE_UNLOCK, prepare=False)
+        except self._psycopg.Error:
+            return False
+        return True
 
     def _commit(self, conn: Any, wakes: bool) -> None:
         """Queue COMMIT, with NOTIFY when the transaction made work (NOTIFY is delivered
@@ -701,6 +791,14 @@ class PostgresStore(StoreMachine):
     def __enter__(self) -> PostgresStore:
         return self
 
+    def lease_runs(
+        self, worker: WorkerInfo, agents: Collection[str], *, limit: int, ttl: float
+    ) -> list[LeasedRun]:
+        # A backend concern, not a rule: the machine's lease, one leaser at a time when
+        # the leasers' lock comes soon (see the module's docstring).
+        with self.backend.leasing():
+            return super().lease_runs(worker, agents, limit=limit, ttl=ttl)
+
     # Waiting for work is what needs wake-ups from other processes: listen from then on.
 
     def wait_for_work(self, timeout: float) -> None:
@@ -753,7 +851,7 @@ _REREAD = (
 
 
 def _rereads(name: str) -> Callable[..., Any]:
-    method = getattr(StoreMachine, name)
+    method = getattr(PostgresStore, name)
 
     @functools.wraps(method)
     def again(self: PostgresStore, *args: Any, **kwargs: Any) -> Any:
