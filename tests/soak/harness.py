@@ -481,6 +481,14 @@ class Soak:
         )
         # PostgreSQL restarts spread evenly over the soak (by time, or by runs emitted).
         restarts_at = [(k + 1) / (self.pg_restarts + 1) for k in range(self.pg_restarts)]
+        # A soak of a number of runs may end before the random gaps come round (a fast
+        # store finishes 80 runs in a few seconds): each kind of kill it claims to include
+        # then happens by a share of the runs emitted, if it has not happened by then.
+        due_kills: list[tuple[float, str]] = []
+        if self.runs is not None:
+            due_kills.append((0.5, "worker"))
+            if self.mode == "server":
+                due_kills.insert(0, (0.25, "server"))
         last_note = next_check = now
         with contextlib.ExitStack() as stack:
             store = stack.enter_context(self.control()) if self.runs is not None else None
@@ -500,7 +508,13 @@ class Soak:
                     if self.runs is not None
                     else (now - deadline + self.seconds) / max(self.seconds, 1e-9)
                 )
-                if restarts_at and done >= restarts_at[0]:
+                if due_kills and done >= due_kills[0][0]:
+                    _, kind = due_kills.pop(0)
+                    if kind == "server" and self.report.server_kills == 0:
+                        self.kill_server()
+                    elif kind == "worker" and self.report.worker_kills == 0:
+                        self.kill_worker()
+                elif restarts_at and done >= restarts_at[0]:
                     restarts_at.pop(0)
                     self.restart_postgres()
                 elif now >= next_server:
@@ -517,7 +531,8 @@ class Soak:
                         f"{self.report.server_kills} server kills"
                     )
                 wake = min(next_worker, next_server, deadline, next_check if store else deadline)
-                time.sleep(max(0.0, min(wake - time.monotonic(), 0.1 if restarts_at else 1.0)))
+                by_progress = restarts_at or due_kills
+                time.sleep(max(0.0, min(wake - time.monotonic(), 0.1 if by_progress else 1.0)))
 
     @staticmethod
     def _all_finished(store: Any) -> bool:
