@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ironflow.store import LmdbStore
+from ironflow.store import LmdbStore, PostgresStore
 from ironflow.store._machine import StoreMachine
 from ironflow.testing import FakeClock, MemoryStore
 
@@ -28,5 +28,13 @@ def machine(
         if request.param == "memory"
         else LmdbStore(tmp_path / "data", sync=False, clock=clock)
     )
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def pg(pg_url: str) -> Iterator[PostgresStore]:
+    """A PostgresStore on the session's embedded server (``pg_url``), closed after."""
+    store = PostgresStore(pg_url)
     yield store
     store.close()

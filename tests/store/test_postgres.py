@@ -28,13 +28,6 @@ from ironflow.testing import StandInWorker
 from tests.support.postgres import EmbeddedPostgres, shared_server
 
 
-@pytest.fixture
-def pg(pg_url: str) -> Iterator[PostgresStore]:
-    store = PostgresStore(pg_url)
-    yield store
-    store.close()
-
-
 def test_every_write_commits_synchronously_whatever_the_server_default(pg_url: str) -> None:
     """The store turns synchronous_commit on in each session: a write returns durable."""
     with psycopg.connect(pg_url, autocommit=True) as conn:

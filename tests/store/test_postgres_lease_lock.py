@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -20,13 +19,6 @@ from ironflow.store._backend import WriteTxn
 from ironflow.testing import StandInWorker
 
 _KEY = "hashtext('ironflow lease')"
-
-
-@pytest.fixture
-def pg(pg_url: str) -> Iterator[PostgresStore]:
-    store = PostgresStore(pg_url)
-    yield store
-    store.close()
 
 
 def _lock_is_free(url: str) -> bool:
