@@ -20,10 +20,10 @@ __all__ = ["add_debug_commands", "add_run_commands"]
 
 
 def cmd_run_export(args: argparse.Namespace) -> int:
-    from ironflow._cli._main import _opened
+    from ironflow._cli._common import opened
     from ironflow.store._history import dump_history
 
-    with _opened(args, create=False) as store:
+    with opened(args, create=False) as store:
         history = export_history(store, args.run_id)
     if args.output in (None, "-"):
         print(json.dumps(history_to_json(history), indent=1, ensure_ascii=False))
@@ -46,11 +46,11 @@ def _summary(history: History) -> str:
 
 
 def cmd_run_import(args: argparse.Namespace) -> int:
-    from ironflow._cli._main import _opened
+    from ironflow._cli._common import opened
     from ironflow.store._history import load_history
 
     history = load_history(args.file)
-    with _opened(args, create=True) as store:
+    with opened(args, create=True) as store:
         run = store.import_history(history, new_ids=args.new_id)
     kept = "under its own id" if run.id == history.run.id else f"as {run.id}"
     paused = (
@@ -64,14 +64,14 @@ def cmd_run_import(args: argparse.Namespace) -> int:
 
 
 def cmd_run_fork(args: argparse.Namespace) -> int:
-    from ironflow._cli._main import _opened, _parse_data, _print_json
+    from ironflow._cli._common import opened, parse_data, print_json
     from ironflow.server._views import run_json
 
-    data = None if args.data is None else _parse_data(args.data)
-    with _opened(args, create=False) as store:
+    data = None if args.data is None else parse_data(args.data)
+    with opened(args, create=False) as store:
         fork = store.fork_run(args.run_id, from_step=args.from_step, data=data)
     if args.json:
-        _print_json(run_json(fork))
+        print_json(run_json(fork))
         return 0
     copied = fork.forked_from.position if fork.forked_from is not None else 0
     print(
@@ -147,18 +147,18 @@ def _source_history(args: argparse.Namespace) -> History:
     """``SOURCE``: a history file, else a run id in the store."""
     from pathlib import Path
 
-    from ironflow._cli._main import _opened
+    from ironflow._cli._common import opened
     from ironflow.store._history import load_history
 
     if Path(args.source).is_file() or args.source.endswith(".json"):
         return load_history(args.source)
-    with _opened(args, create=False) as store:
+    with opened(args, create=False) as store:
         return export_history(store, args.source)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from ironflow._agent._dsl import definitions_in
-    from ironflow._cli._main import _Usage
+    from ironflow._cli._common import Usage
     from ironflow._worker._loader import load_module
     from ironflow._worker._replayer import replay_history_of
 
@@ -166,7 +166,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     defs = definitions_in(vars(load_module(args.module)))
     if not any(d.id == history.run.agent for d in defs):
         others = f" (it defines: {', '.join(d.id for d in defs)})" if defs else ""
-        raise _Usage(
+        raise Usage(
             f"module {args.module!r} defines no @agent {history.run.agent!r}, the agent of run "
             f"{history.run.id}{others}"
         )
@@ -174,7 +174,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         known = {s.id for h in history.walk() for s in h.steps}
         if args.break_at not in known:
             ids = ", ".join(s.id for s in history.steps) or "none"
-            raise _Usage(
+            raise Usage(
                 f"--break-at {args.break_at!r}: run {history.run.id} has no such step "
                 f"(its steps: {ids})"
             )

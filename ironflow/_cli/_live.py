@@ -26,9 +26,7 @@ WAIT_DEFAULT = 30.0
 EXIT_TIMEOUT = 124  # as GNU timeout(1) says a command ran out of time
 
 
-def wait_and_report(
-    store: Store, run_ids: Sequence[str], timeout: float, *, as_json: bool
-) -> int:
+def wait_and_report(store: Store, run_ids: Sequence[str], timeout: float, *, as_json: bool) -> int:
     """Wait for every run, print each outcome, and return the exit status."""
     from ironflow._cli._client import Runs
 
@@ -75,14 +73,14 @@ def _report(run: Run, *, many: bool) -> None:
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
-    from ironflow._cli._main import _opened, _parse_data, _Usage
+    from ironflow._cli._common import Usage, opened, parse_data
 
-    data = _parse_data(args.data)
+    data = parse_data(args.data)
     timeout = WAIT_DEFAULT if args.timeout is None else args.timeout
-    with _opened(args, create=False) as store:
+    with opened(args, create=False) as store:
         known = [a.id for a in store.agents()]
         if args.agent not in known:
-            raise _Usage(
+            raise Usage(
                 f"no agent {args.agent!r} is registered here (known: "
                 f"{', '.join(sorted(known)) or 'none'}); start a worker whose module defines "
                 "it: agents are registered when their worker starts"
@@ -101,10 +99,10 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 
 def cmd_events_tail(args: argparse.Namespace) -> int:
     from ironflow._cli._client import Events
-    from ironflow._cli._main import _opened
+    from ironflow._cli._common import opened
 
     after = 0 if args.from_start else args.after
-    with _opened(args, create=False) as store:
+    with opened(args, create=False) as store:
         for event in Events(store).tail(args.pattern, after_seq=after, timeout=args.timeout):
             if args.json:
                 print(json.dumps(event_json(event), ensure_ascii=False), flush=True)
@@ -116,7 +114,7 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
 
 
 def add_live_commands(sub: Any) -> None:
-    from ironflow._cli._main import _add_data_dir, duration
+    from ironflow._cli._common import add_data_dir, duration
 
     invoke = sub.add_parser(
         "invoke",
@@ -141,7 +139,7 @@ def add_live_commands(sub: Any) -> None:
         "(default 30s)",
     )
     invoke.add_argument("--json", action="store_true", help="print the finished run as JSON")
-    _add_data_dir(invoke, timeout=False)
+    add_data_dir(invoke, timeout=False)
     invoke.set_defaults(func=cmd_invoke)
 
     events = sub.add_parser("events", help="watch the event log", description="The event log.")
@@ -171,5 +169,5 @@ def add_live_commands(sub: Any) -> None:
         help="stop after this long: 30s, 2m, or seconds (default: never, until Ctrl-C)",
     )
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
-    _add_data_dir(tail, timeout=False)
+    add_data_dir(tail, timeout=False)
     tail.set_defaults(func=cmd_events_tail)

@@ -53,18 +53,18 @@ def bearer_guard(app: Any, token: str) -> Any:
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
-    from ironflow._cli._main import _opened, _Usage
+    from ironflow._cli._common import Usage, opened
     from ironflow.server._mcp import build_server
 
     token = args.token or os.environ.get("IRONFLOW_TOKEN") or None
     if args.http and not token and not args.dev:
-        raise _Usage(
+        raise Usage(
             "ironflow mcp --http needs a token that clients must send: pass --token or set "
             "IRONFLOW_TOKEN, or pass --dev to serve loopback without one"
         )
     if not args.http and (args.port is not None or args.dev):
-        raise _Usage("--port and --dev go with --http")
-    with _opened(args, create=False) as store:
+        raise Usage("--port and --dev go with --http")
+    with opened(args, create=False) as store:
         server = build_server(store, allow_writes=args.allow_writes)
         if not args.http:
             server.run("stdio")
@@ -80,7 +80,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
         try:
             sock.bind(("127.0.0.1", args.port or 0))
         except OSError as exc:
-            raise _Usage(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror}") from None
+            raise Usage(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror}") from None
         # Listening before the line is printed: a client that reads it can connect at once.
         sock.listen(128)
         port = sock.getsockname()[1]
@@ -92,7 +92,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
 
 
 def add_mcp_command(sub: Any) -> None:
-    from ironflow._cli._main import _add_data_dir
+    from ironflow._cli._common import add_data_dir
 
     mcp = sub.add_parser(
         "mcp",
@@ -117,6 +117,5 @@ def add_mcp_command(sub: Any) -> None:
         help="add the tools that change things: emit, cancel, pause, resume, approve or "
         "reject, re-run from a step, rebuild a projection",
     )
-    _add_data_dir(mcp)
+    add_data_dir(mcp)
     mcp.set_defaults(func=cmd_mcp)
-

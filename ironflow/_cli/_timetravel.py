@@ -41,7 +41,7 @@ def moment(at: str, run: Run, steps: list[StepRecord]) -> tuple[float, str | Non
     ISO 8601 (``2026-01-05T09:30:00Z``; without a zone, UTC) or ``+SECONDS`` after the
     run was created (the offsets ``inspect`` shows).
     """
-    from ironflow._cli._main import _Usage
+    from ironflow._cli._common import Usage
 
     for step in steps:
         if step.id == at:
@@ -66,13 +66,13 @@ def moment(at: str, run: Run, steps: list[StepRecord]) -> tuple[float, str | Non
             when = parsed.timestamp()
     if when is None:
         ids = ", ".join(s.id for s in steps) or "none recorded"
-        raise _Usage(
+        raise Usage(
             f"--at {at!r}: no step of run {run.id} has that id (its steps: {ids}), and it is "
             "not a time: give ISO 8601 like 2026-01-05T09:30:00Z, or +SECONDS after the "
             "run's start like +1.5"
         )
     if when < run.created_at:
-        raise _Usage(f"--at {at!r} is before run {run.id} was created ({iso(run.created_at)})")
+        raise Usage(f"--at {at!r} is before run {run.id} was created ({iso(run.created_at)})")
     return when, None
 
 
@@ -158,14 +158,14 @@ def _log_position(store: Store, when: float) -> int:
 
 def _fold(store: Store, name: str, position: int, module: str) -> Any:
     from ironflow._agent._memory import fold_events, projections_in
-    from ironflow._cli._main import _Usage
+    from ironflow._cli._common import Usage
     from ironflow._worker._loader import load_module
 
     defs = {d.name: d for d in projections_in(vars(load_module(module)))}
     defn = defs.get(name)
     if defn is None:
         others = f" (it defines: {', '.join(sorted(defs))})" if defs else ""
-        raise _Usage(f"module {module!r} defines no @projection named {name!r}{others}")
+        raise Usage(f"module {module!r} defines no @projection named {name!r}{others}")
     parts: dict[str, Any] = {}
     after = 0
     while after < position:
@@ -182,15 +182,16 @@ def _fold(store: Store, name: str, position: int, module: str) -> Any:
 
 def cmd_inspect_at(args: argparse.Namespace) -> int:
     """``inspect --at``: print the run as it stood then (``--json`` as an object)."""
-    from ironflow._cli._main import _opened, _status_of
+    from ironflow._cli._common import opened
+    from ironflow._cli._runs import status_of
 
-    with _opened(args, create=False) as store:
+    with opened(args, create=False) as store:
         run = store.get_run(args.run_id)
         steps = store.get_steps(run.id)
         when, step_id = moment(args.at, run, steps)
         then = _steps_then(steps, when)
         memory = _memory_then(store, steps, then, when, args.module)
-        children = [(c, _status_of(store, c["id"])) for c in children_of(then)]
+        children = [(c, status_of(store, c["id"])) for c in children_of(then)]
     status = status_then(run, steps, when)
     finished = status in FINISHED
     past = _as_of(run, then, status, finished)

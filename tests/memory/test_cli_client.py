@@ -39,7 +39,7 @@ class Borrowed:
 
 @pytest.fixture
 def cli_store(store: LmdbStore, monkeypatch: pytest.MonkeyPatch) -> LmdbStore:
-    monkeypatch.setattr("ironflow._cli._main._store", lambda args, create: Borrowed(store))
+    monkeypatch.setattr("ironflow._cli._common.store_for", lambda args, create: Borrowed(store))
     return store
 
 
