@@ -94,9 +94,11 @@ def inspect_lines(
         mark = "✓" if s.status == "completed" else "✗"
         took = (s.ended_at - s.started_at) * 1000
         tried = f", try {len(s.tries) + 1}" if s.tries else ""
+        # None: the store recorded the step itself (a sleep, wait or child run ended).
+        by = f"  worker {s.worker}" if s.worker else ""
         yield (
             f"  {mark} #{s.position:<3} {s.id.ljust(width)}  {s.status:<9}  "
-            f"+{s.started_at - origin:7.3f}s  {took:9.1f} ms  attempt {s.attempt}{tried}"
+            f"+{s.started_at - origin:7.3f}s  {took:9.1f} ms  attempt {s.attempt}{tried}{by}"
         )
         for n, failed in enumerate(s.tries or (), start=1):
             frame = user_frame(failed.error.traceback)

@@ -131,9 +131,24 @@ def test_inspect_names_the_runs_attempt_and_the_steps_try_apart(
     run_id = run_to_the_end(data_dir, caplog)
     out = inspect(capsys, data_dir, run_id)
     step_line = next(line for line in out.splitlines() if "tool.notify" in line)
-    assert step_line.endswith("attempt 3, try 3"), step_line
+    assert "attempt 3, try 3  worker " in step_line, step_line
     assert "try 1 failed: ConnectionError" in out
     assert "attempt N: the run's Nth execution" in out and "try N: a retried step's" in out
+
+
+def test_inspect_names_the_worker_that_recorded_each_step(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each step line ends with the id of the worker that recorded it."""
+    data_dir = tmp_path / "data"
+    run_id = run_to_the_end(data_dir, caplog)
+    with LmdbStore(data_dir, sync=False) as store:
+        steps = store.get_steps(run_id)
+    assert steps and all(s.worker for s in steps)
+    out = inspect(capsys, data_dir, run_id)
+    for s in steps:
+        line = next(line for line in out.splitlines() if f"#{s.position} " in line)
+        assert line.endswith(f"worker {s.worker}"), line
 
 
 def _raise_in_json() -> None:
