@@ -51,11 +51,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from ironflow.store._wake import Wakeups
 
-__all__ = ["TABLES", "Backend", "OneByOne", "ReadTxn", "WriteTxn", "prefix_end"]
+__all__ = ["TABLES", "Backend", "OneByOne", "ReadTxn", "Scan", "WriteTxn", "prefix_end"]
 
 T = TypeVar("T")
 
@@ -100,6 +100,15 @@ def prefix_end(prefix: bytes) -> bytes | None:
     return bytes(end)
 
 
+class Scan(NamedTuple):
+    """A scan a rule is about to make (:meth:`ReadTxn.prefetch`): a table's keys with a
+    prefix, forwards or in reverse, from the first (or last) one."""
+
+    table: str
+    prefix: bytes = b""
+    reverse: bool = False
+
+
 class ReadTxn(Protocol):
     """A consistent snapshot of every table."""
 
@@ -129,6 +138,15 @@ class ReadTxn(Protocol):
         a rule needs together, in one request where the backend is across a network
         (PostgreSQL answers them with one query; LMDB and memory read each)."""
 
+    def prefetch(
+        self, *, gets: Sequence[tuple[str, bytes]] = (), scans: Sequence[Scan] = ()
+    ) -> None:
+        """A hint: the rule is about to read these keys and make these scans, whatever
+        they find. A backend across a network reads them all with one request and answers
+        the reads they cover from what it read (PostgreSQL: a scan's first page, and a
+        ``get`` of a key in a range read whole); LMDB and memory do nothing. Never changes
+        an answer: only how many requests the answers cost."""
+
 
 class WriteTxn(ReadTxn, Protocol):
     """A snapshot that can also write; see the module docstring for its guarantees."""
@@ -146,6 +164,9 @@ class WriteTxn(ReadTxn, Protocol):
 
     def delete(self, table: str, key: bytes) -> bool:
         """Remove ``key``; return whether it was there."""
+
+    def discard(self, table: str, key: bytes) -> None:
+        """:meth:`delete` for a caller that needs no answer, sent as :meth:`add` is."""
 
     def claim(
         self,
@@ -166,8 +187,16 @@ class OneByOne:
     def get_many(self: ReadTxn, keys: Sequence[tuple[str, bytes]]) -> list[bytes | None]:
         return [self.get(table, key) for table, key in keys]
 
+    def prefetch(
+        self, *, gets: Sequence[tuple[str, bytes]] = (), scans: Sequence[Scan] = ()
+    ) -> None:
+        return None
+
     def add(self: WriteTxn, table: str, key: bytes, value: bytes) -> None:
         self.insert(table, key, value)
+
+    def discard(self: WriteTxn, table: str, key: bytes) -> None:
+        self.delete(table, key)
 
 
 class Backend(Protocol):

@@ -348,8 +348,8 @@ class FlowControl:
         finished, and ``prune`` drops what is left with the run.
         """
         if run.concurrency_key is not None:
-            txn.delete("slots", _sep(run.agent, run.concurrency_key, run.id))
-        txn.delete("paused", run.id.encode())
+            txn.discard("slots", _sep(run.agent, run.concurrency_key, run.id))
+        txn.discard("paused", run.id.encode())
 
     # -- timers: debounces and crons ---------------------------------------------------
 

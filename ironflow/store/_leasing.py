@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection
 
 import attrs
 
-from ironflow.store._backend import ReadTxn, WriteTxn
+from ironflow.store._backend import ReadTxn, Scan, WriteTxn
 from ironflow.store._codec import decode_record, encode_record
 from ironflow.store._flowctl import FlowControl
 from ironflow.store._liveness import process_alive
@@ -120,6 +120,18 @@ def _candidates(
     return found
 
 
+#: What a look for work reads whatever it finds: the ready runs, the paused ones and the
+#: agents (read for each ready run), the first timer, the debounces and the crons.
+_LOOK = (
+    Scan("ready"),
+    Scan("paused"),
+    Scan("agents"),
+    Scan("timers"),
+    Scan("debounces"),
+    Scan("crons"),
+)
+
+
 def idle(
     txn: ReadTxn,
     flow: FlowControl,
@@ -138,6 +150,7 @@ def idle(
     find nothing); a ``watch`` given records what the look at the leases saw.
     """
     rows = _scanned(txn)
+    txn.prefetch(scans=(*_LOOK, Scan("leases")) if orphans else _LOOK)
     return (
         not _candidates(
             txn, rows, flow, worker, agents, limit, now, orphans=orphans, watch=watch
@@ -158,6 +171,7 @@ def lease(
     clock_now: float,
 ) -> list[LeasedRun]:
     """Lease up to ``limit`` runs, each with its step records; see the module."""
+    txn.prefetch(scans=(*_LOOK, Scan("events", reverse=True)))
     # Due timers first: a run whose sleep ended is pending from here on.
     fire_timers(txn, clock_now, now)
     # Due debounced runs and cron ticks: one transaction fires each tick once.
@@ -169,7 +183,13 @@ def lease(
     ) -> list[tuple[bytes, bytes]]:
         return txn.claim(table, accept=accept, limit=limit) if limit > 0 else []
 
-    for run_id in _candidates(txn, claimed, flow, worker, agents, limit, now):
+    found = _candidates(txn, claimed, flow, worker, agents, limit, now)
+    # Each run's record, lease and steps, read together.
+    txn.prefetch(
+        gets=[(table, run_id.encode()) for run_id in found for table in ("runs", "leases")],
+        scans=[Scan("steps", run_id.encode() + b"\x00") for run_id in found],
+    )
+    for run_id in found:
         key = run_id.encode()
         run = run_in(txn, run_id)
         run = attrs.evolve(run, status="running", attempt=run.attempt + 1, updated_at=now)
@@ -177,7 +197,7 @@ def lease(
         prior = txn.get("leases", key)
         held = Lease(run_id=run_id, worker=worker, expires_at=now + ttl, attempt=run.attempt)
         txn.put("runs", key, encode_record(run))
-        txn.delete("ready", key)
+        txn.discard("ready", key)
         txn.put("leases", key, encode_record(held))
         leased.append(
             LeasedRun(

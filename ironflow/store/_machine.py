@@ -101,6 +101,8 @@ class StoreMachine:
         self._wakeups = backend.wakeups
         # Per (worker, agents): what its last idle look at the leases found (_leasing).
         self._watches: dict[tuple[str, frozenset[str]], _leasing.LeaseWatch] = {}
+        # The (worker, agents) whose last lease took all it asked for: a backlog.
+        self._busy: set[tuple[str, frozenset[str]]] = set()
         # Per thread: the wake-up generation seen before its last look for work.
         self._seen = threading.local()
         # Signalled when a projection advances, with a count so a waiter misses nothing.
@@ -204,22 +206,30 @@ class StoreMachine:
         # An idle poll costs a read transaction, not a durable write; and while nothing
         # was committed, no lease lapsed and no holder died, not even a look at the leases.
         key = (worker.id, frozenset(agents))
-        changes = self._backend.changes()  # before the look: a commit after it shows
-        last = self._watches.get(key)
-        skip = last is not None and last.still(changes, now)
-        watch = None if skip else _leasing.LeaseWatch(changes=changes)
-        with self._read() as txn:
-            if _leasing.idle(
-                txn, self._flow, worker, agents, limit, now, clock_now,
-                orphans=not skip, watch=watch,
-            ):
-                if watch is not None:
-                    self._watches[key] = watch
-                return []
-        self._watches.pop(key, None)
-        return self._write(
+        # A caller whose last lease took all it asked for is working through a backlog:
+        # the look would find work, and only add a read transaction to the lease's.
+        if key not in self._busy:
+            changes = self._backend.changes()  # before the look: a commit after it shows
+            last = self._watches.get(key)
+            skip = last is not None and last.still(changes, now)
+            watch = None if skip else _leasing.LeaseWatch(changes=changes)
+            with self._read() as txn:
+                if _leasing.idle(
+                    txn, self._flow, worker, agents, limit, now, clock_now,
+                    orphans=not skip, watch=watch,
+                ):
+                    if watch is not None:
+                        self._watches[key] = watch
+                    return []
+            self._watches.pop(key, None)
+        leased = self._write(
             lambda txn: _leasing.lease(txn, self._flow, worker, agents, limit, ttl, now, clock_now)
         )
+        if len(leased) >= limit:
+            self._busy.add(key)
+        else:
+            self._busy.discard(key)
+        return leased
 
     def wait_for_work(self, timeout: float) -> None:
         seen = getattr(self._seen, "gen", None)

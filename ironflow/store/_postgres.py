@@ -12,14 +12,17 @@ This module is storage only, as ``_lmdb.py`` is: every rule is the state machine
   without a lock per rule.
 - **Few round trips.** A write transaction runs in psycopg's pipeline mode: BEGIN and
   the query of its id travel with the op's first read, a write whose answer nobody
-  waits for (``put``, ``add``) with the next statement that is waited for, and COMMIT
-  with the pipeline's end. Recording a step is two round trips: the lease, cancel and
-  pause reads in one query (``get_many``), then the step's insert with COMMIT.
+  waits for (``put``, ``add``, ``discard``) with the next statement that is waited for,
+  and COMMIT with the pipeline's end. The reads a rule makes whatever it finds go
+  together (``get_many``, ``prefetch``: one query, kept for the transaction; see
+  ``_pgtxn.py``). Recording a step is two round trips: the lease, cancel and pause
+  reads in one query, then the step's insert with COMMIT; finishing a run and emitting
+  an event are two as well.
 - **Durable before returning.** Every session sets ``synchronous_commit = on``: a
   commit returns once its WAL is flushed (and, with synchronous replicas configured,
   replicated).
 - **Claims that skip.** ``claim`` locks the rows it takes with ``FOR UPDATE SKIP
-  LOCKED``, so two servers leasing at once take different runs.
+  LOCKED`` (one query for them all), so two servers leasing at once take different runs.
 - **One leaser at a time, if it comes soon.** Leasers on one database want the same
   oldest runs, and under SERIALIZABLE they abort each other (a row changed since a
   snapshot cannot be locked, SKIP LOCKED or not; each walk of ``ready`` reads the rows
@@ -54,20 +57,14 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ironflow.errors import MissingExtraError, StoreError, StoreFormatError
-from ironflow.store._backend import TABLES, prefix_end
 from ironflow.store._machine import StoreMachine
-from ironflow.store._pgschema import (
-    RUN_OF,
-    SCHEMA_VERSION,
-    check_version,
-    migrate_sql,
-    table_name,
-)
+from ironflow.store._pgschema import SCHEMA_VERSION, check_version, migrate_sql
+from ironflow.store._pgtxn import PgTxn
 from ironflow.store._records import LeasedRun, Run, WorkerInfo
 from ironflow.store._wake import LocalWakeups, Wakeups
 
@@ -79,10 +76,6 @@ log = logging.getLogger("ironflow.store")
 
 #: The channel of wake-ups.
 CHANNEL = "ironflow_work"
-#: Writes to these tables make work for someone: their commit wakes the listeners.
-_WAKES = frozenset({"ready", "timers", "events", "projections", "projection_leases"})
-#: The first page of a scan is small (most scans stop early), later ones grow.
-_FIRST_PAGE, _LAST_PAGE = 16, 1024
 _MAX_BACKOFF = 2.0
 #: How often the listener looks whether its store was closed.
 _LISTEN_RECHECK = 0.1
@@ -123,6 +116,17 @@ def _lease_lock(wait: float) -> bytes:
     ).encode()
 
 
+def _queue_sync(pipe: Any) -> None:
+    """End the pipeline's implicit transaction so far (a Sync) without waiting for its
+    answer, which comes with the next one waited for. psycopg has no public call for it
+    (``Pipeline.sync`` waits), so its own is used while it exists, else the waiting one."""
+    queue = getattr(pipe, "_enqueue_sync", None)
+    if queue is None:
+        pipe.sync()
+    else:
+        queue()
+
+
 def is_postgres_url(value: str) -> bool:
     """Whether ``value`` names a PostgreSQL database (else it is an LMDB directory)."""
     return value.startswith(("postgresql://", "postgres://"))
@@ -161,202 +165,6 @@ def _psycopg() -> Any:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-class _Sql:
-    """The statements of one table, built once."""
-
-    __slots__ = ("add", "count", "delete", "get", "insert", "lock", "put", "run_of", "table")
-
-    def __init__(self, space: str) -> None:
-        t = table_name(space)
-        self.table = t
-        self.run_of = RUN_OF.get(space)
-        self.get = f"SELECT v FROM {t} WHERE k = %s".encode()
-        self.count = f"SELECT count(*) FROM {t}".encode()
-        self.lock = f"SELECT v FROM {t} WHERE k = %s FOR UPDATE SKIP LOCKED".encode()
-        if self.run_of is not None:
-            cols, conflict = "(run, k, v) VALUES (%s, %s, %s)", "(run, k)"
-            self.delete = f"DELETE FROM {t} WHERE run = %s AND k = %s".encode()
-        else:
-            cols, conflict = "(k, v) VALUES (%s, %s)", "(k)"
-            self.delete = f"DELETE FROM {t} WHERE k = %s".encode()
-        self.put = (
-            f"INSERT INTO {t} {cols} ON CONFLICT {conflict} DO UPDATE SET v = EXCLUDED.v"
-        ).encode()
-        self.add = f"INSERT INTO {t} {cols} ON CONFLICT DO NOTHING".encode()
-        # The answer in a row, not a row count: a pipelined statement's count is not
-        # known until its results are read, and fetching a row reads them.
-        self.insert = self.add + b" RETURNING 1"
-        self.delete += b" RETURNING 1"
-
-    def row(self, key: bytes, *rest: bytes) -> tuple[bytes, ...]:
-        return (key, *rest) if self.run_of is None else (self.run_of(key), key, *rest)
-
-    def page(self, *, lower: str, upper: str | None, reverse: bool) -> bytes:
-        where = f"k {lower} %s" + ("" if upper is None else f" AND k {upper} %s")
-        order = "DESC" if reverse else ""
-        return f"SELECT k, v FROM {self.table} WHERE {where} ORDER BY k {order} LIMIT %s".encode()
-
-
-_SQL = {space: _Sql(space) for space in TABLES}
-
-
-@functools.lru_cache(maxsize=64)
-def _get_many_sql(tables: tuple[str, ...]) -> bytes:
-    """One query for a ``get`` in each of ``tables``: ``(i, v)`` for each key found."""
-    return b" UNION ALL ".join(
-        b"SELECT %d, v FROM %s WHERE k = %%s" % (i, _SQL[t].table.encode())
-        for i, t in enumerate(tables)
-    )
-
-
-class _PgTxn:
-    """A transaction of the backend interface on one connection."""
-
-    __slots__ = ("_cur", "wakes")
-
-    def __init__(self, cur: Any) -> None:
-        self._cur = cur
-        self.wakes = False
-
-    def _one(self, query: bytes, params: tuple[Any, ...]) -> Any:
-        self._cur.execute(query, params)
-        return self._cur.fetchone()
-
-    def get(self, table: str, key: bytes) -> bytes | None:
-        row = self._one(_SQL[table].get, (key,))
-        return None if row is None else bytes(row[0])
-
-    def scan(
-        self,
-        table: str,
-        *,
-        prefix: bytes = b"",
-        start: bytes | None = None,
-        reverse: bool = False,
-    ) -> Iterator[tuple[bytes, bytes]]:
-        sql = _SQL[table]
-        end = prefix_end(prefix)
-        # The first page's bounds: [low, high) forwards, [low, high] backwards.
-        if not reverse:
-            low = prefix if start is None or start < prefix else start
-            high = end
-            if high is not None and low >= high:
-                return
-            upper = None if high is None else "<"
-            query = sql.page(lower=">=", upper=upper, reverse=False)
-            size = _FIRST_PAGE
-            while True:
-                bounds = (low,) if high is None else (low, high)
-                self._cur.execute(query, (*bounds, size))
-                rows = self._cur.fetchall()
-                for k, v in rows:
-                    yield bytes(k), bytes(v)
-                if len(rows) < size:
-                    return
-                # The next page starts past the last key seen.
-                low = bytes(rows[-1][0])
-                query = sql.page(lower=">", upper=upper, reverse=False)
-                size = min(size * 2, _LAST_PAGE)
-        else:
-            if start is not None and start < prefix:
-                return
-            # Keys start with the prefix: >= prefix and < its end (or <= start).
-            # ``<= start`` when the start lies inside the prefix's range, else ``< end``:
-            # decided by where ``top`` came from, since ``start`` may equal ``end``.
-            inclusive = start is not None and (end is None or start < end)
-            top = start if inclusive else end
-            cmp = "<=" if inclusive else "<"
-            size = _FIRST_PAGE
-            if top is None:
-                query = sql.page(lower=">=", upper=None, reverse=True)
-                params: tuple[bytes, ...] = (prefix,)
-            else:
-                query = sql.page(lower=">=", upper=cmp, reverse=True)
-                params = (prefix, top)
-            while True:
-                self._cur.execute(query, (*params, size))
-                rows = self._cur.fetchall()
-                for k, v in rows:
-                    yield bytes(k), bytes(v)
-                if len(rows) < size:
-                    return
-                query = sql.page(lower=">=", upper="<", reverse=True)
-                params = (prefix, bytes(rows[-1][0]))
-                size = min(size * 2, _LAST_PAGE)
-
-    def count(self, table: str) -> int:
-        row = self._one(_SQL[table].count, ())
-        return int(row[0])
-
-    def get_many(self, keys: Sequence[tuple[str, bytes]]) -> list[bytes | None]:
-        found: list[bytes | None] = [None] * len(keys)
-        if not keys:
-            return found
-        self._cur.execute(_get_many_sql(tuple(t for t, _ in keys)), tuple(k for _, k in keys))
-        for i, v in self._cur.fetchall():
-            found[i] = bytes(v)
-        return found
-
-    def _wrote(self, table: str) -> None:
-        if table in _WAKES:
-            self.wakes = True
-
-    def put(self, table: str, key: bytes, value: bytes) -> None:
-        sql = _SQL[table]
-        self._cur.execute(sql.put, sql.row(key, value))
-        self._wrote(table)
-
-    def insert(self, table: str, key: bytes, value: bytes) -> bool:
-        sql = _SQL[table]
-        done = self._one(sql.insert, sql.row(key, value)) is not None
-        if done:
-            self._wrote(table)
-        return done
-
-    def add(self, table: str, key: bytes, value: bytes) -> None:
-        # Not waited for: it goes with the next statement that is (a read, the commit).
-        sql = _SQL[table]
-        self._cur.execute(sql.add, sql.row(key, value))
-        self._wrote(table)
-
-    def delete(self, table: str, key: bytes) -> bool:
-        sql = _SQL[table]
-        done = self._one(sql.delete, sql.row(key)) is not None
-        if done and (table == "leases" or table in _WAKES):
-            # A lease gone (finish, release, cancel) frees a concurrency slot: wake.
-            self.wakes = True
-        return done
-
-    def claim(
-        self, table: str, *, accept: Callable[[bytes, bytes], bool], limit: int
-    ) -> list[tuple[bytes, bytes]]:
-        """Accepted rows in key order, each locked ``FOR UPDATE SKIP LOCKED``: a row
-        another transaction is taking is passed over, not waited for."""
-        taken: list[tuple[bytes, bytes]] = []
-        if limit <= 0:
-            return taken
-        lock = _SQL[table].lock
-        for key, _value in list(self._candidates(table, accept, limit)):
-            row = self._one(lock, (key,))
-            if row is not None:
-                taken.append((key, bytes(row[0])))
-                if len(taken) >= limit:
-                    break
-        return taken
-
-    def _candidates(
-        self, table: str, accept: Callable[[bytes, bytes], bool], limit: int
-    ) -> Iterator[tuple[bytes, bytes]]:
-        # A few more than asked: some may be locked by another leaser.
-        found = 0
-        for key, value in self.scan(table):
-            if accept(key, value):
-                yield key, value
-                found += 1
-                if found >= limit * 4:
-                    return
 
 
 class ReadLost(StoreError):
@@ -519,12 +327,12 @@ class PostgresBackend:
     # -- transactions -------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[_PgTxn]:
+    def read(self) -> Iterator[PgTxn]:
         conn = self._retrying(
             lambda: self._begin(b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         )
         try:
-            yield _PgTxn(conn.cursor(binary=True))
+            yield PgTxn(conn.cursor(binary=True))
         except self._psycopg.OperationalError as exc:
             # Lost under a read, whose body cannot be run again from here: the store
             # runs the whole method again (see _rereads).
@@ -549,7 +357,7 @@ class PostgresBackend:
             raise
         return conn
 
-    def write(self, op: Callable[[_PgTxn], T]) -> T:
+    def write(self, op: Callable[[PgTxn], T]) -> T:
         """Run ``op`` in a SERIALIZABLE transaction, again on a serialization failure or
         a lost connection; return its result once committed."""
         errors = self._psycopg.errors
@@ -577,7 +385,7 @@ class PostgresBackend:
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(max(delay, 0.05) * 2, _MAX_BACKOFF)
 
-    def _attempt(self, op: Callable[[_PgTxn], T]) -> T:
+    def _attempt(self, op: Callable[[PgTxn], T]) -> T:
         """One try of ``op`` in pipeline mode: BEGIN and the query of the transaction's
         id go with the op's first read, a statement whose answer nobody needs (``put``,
         ``add``) with the next one that is waited for, and COMMIT with the pipeline's
@@ -602,11 +410,12 @@ class PostgresBackend:
                         if wait is not None:
                             conn.execute(_lease_lock(wait), prepare=False)
                             # Its own implicit transaction, ended here: the lease's
-                            # snapshot is taken after the lock is.
-                            pipe.sync()
+                            # snapshot is taken after the lock is. Not waited for: the
+                            # server runs what follows after it, in the same round trip.
+                            _queue_sync(pipe)
                         conn.execute(b"BEGIN ISOLATION LEVEL SERIALIZABLE", prepare=False)
                         ask = conn.execute(b"SELECT pg_current_xact_id()::text", prepare=False)
-                        txn = _PgTxn(conn.cursor(binary=True))
+                        txn = PgTxn(conn.cursor(binary=True))
                         result = op(txn)
                         # Answered with the op's first read, or now (an op that only wrote).
                         row = ask.fetchone()

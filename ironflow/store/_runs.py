@@ -17,7 +17,7 @@ import attrs
 from ironflow._pure._ids import new_id
 from ironflow._pure._trace import TraceContext
 from ironflow.errors import InvalidInputError, LeaseLostError, RunNotFoundError
-from ironflow.store._backend import ReadTxn, WriteTxn
+from ironflow.store._backend import ReadTxn, Scan, WriteTxn
 from ironflow.store._codec import codec_of, decode_record, encode_record
 from ironflow.store._flowctl import FlowControl, spec_of
 from ironflow.store._flowspec import Rerun
@@ -37,7 +37,7 @@ from ironflow.store._records import (
 )
 from ironflow.store._suspend import child_finished, resolve_event_waits, unindex
 from ironflow.store._triggers import starts
-from ironflow.store._waits import name_key
+from ironflow.store._waits import event_wait_prefix, name_key
 
 __all__ = [
     "STEPS",
@@ -131,6 +131,12 @@ def emit(
     Runs waiting for the event take it, and runs it cancels are cancelled, in the
     same transaction: there is no moment in which the event exists without them.
     """
+    # What an emit reads whatever it finds, together: the event id, the last event, the
+    # agents and the runs waiting for events of this name.
+    txn.prefetch(
+        gets=() if id is None else (("event_ids", id.encode()),),
+        scans=_emit_scans(name),
+    )
     if id is not None:
         seen = txn.get("event_ids", id.encode())
         if seen is not None:
@@ -138,6 +144,10 @@ def emit(
     return append_event(
         txn, flow, name, data, id, now, clock_now, stream=stream, version=version, trace=trace
     )[0]
+
+
+def _emit_scans(name: str) -> tuple[Scan, ...]:
+    return (Scan("events", reverse=True), Scan("agents"), Scan("waits", event_wait_prefix(name)))
 
 
 def append_event(
@@ -155,6 +165,7 @@ def append_event(
 ) -> tuple[EmitResult, Event]:
     """:func:`emit` of an event whose id is new, returning the event too (a stream
     append answers with it, and need not read back what it just wrote)."""
+    txn.prefetch(scans=_emit_scans(name))
     seq = last_seq(txn) + 1
     event = Event(
         id=id or new_id("evt_"),
@@ -218,14 +229,15 @@ def finish(
     now: float,
     clock_now: float,
 ) -> Run:
-    check_holder(txn, worker, run_id, attempt)
     key = run_id.encode()
+    txn.prefetch(gets=(("leases", key), ("runs", key)))
+    check_holder(txn, worker, run_id, attempt)
     run = attrs.evolve(
         run_in(txn, run_id), status=status, output=output, error=error, updated_at=now
     )
     txn.put("runs", key, encode_record(run))
-    txn.delete("leases", key)
-    txn.delete("cancels", key)
+    txn.discard("leases", key)
+    txn.discard("cancels", key)
     flow.finished(txn, run)
     child_finished(txn, run, clock_now, now)
     return run

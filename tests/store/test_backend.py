@@ -238,3 +238,93 @@ def test_a_reverse_scan_from_the_key_just_past_a_prefix_stays_inside_it(backend:
     backend.write(lambda txn: txn.put("runs", b"\x80", b"v"))
     with backend.read() as txn:
         assert list(txn.scan("runs", prefix=b"\x7f", start=b"\x80", reverse=True)) == []
+
+
+_WRITES = st.lists(
+    st.tuples(st.sampled_from(["put", "insert", "add", "delete", "discard"]), _KEYS),
+    max_size=8,
+)
+_READS = st.lists(
+    st.tuples(st.lists(_BYTE, max_size=2).map(bytes), st.none() | _KEYS, st.booleans()) | _KEYS,
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(
+    keys=st.sets(_KEYS, max_size=40),
+    gets=st.lists(_KEYS, max_size=4),
+    scans=st.lists(st.tuples(st.lists(_BYTE, max_size=2).map(bytes), st.booleans()), max_size=3),
+    writes=_WRITES,
+    reads=_READS,
+)
+def test_reads_after_a_prefetch_answer_as_without_it(
+    keys: set[bytes],
+    gets: list[bytes],
+    scans: list[tuple[bytes, bool]],
+    writes: list[tuple[str, bytes]],
+    reads: list[tuple[bytes, bytes | None, bool] | bytes],
+) -> None:
+    """What a prefetch read is kept and answers later gets and scans (PostgreSQL): those
+    answers are the table's, with the transaction's own writes after the prefetch, over
+    ranges read whole, cut by a full first page, or only partly covered."""
+    from ironflow.store._backend import Scan
+
+    model = {k: b"v" + k for k in keys}
+
+    def expected_reads() -> list[Any]:
+        out: list[Any] = []
+        for read in reads:
+            if isinstance(read, bytes):
+                out.append(model.get(read))
+            else:
+                prefix, start, reverse = read
+                out.append([(k, model[k]) for k in _expected(set(model), prefix, start, reverse)])
+        return out
+
+    before = expected_reads()
+    for kind, key in writes:
+        if kind in ("put", "insert", "add"):
+            if kind == "put" or key not in model:
+                model[key] = b"w" + key
+        else:
+            model.pop(key, None)
+    after = expected_reads()
+
+    url = fresh_database()
+    pg = PostgresBackend(url, listen=False)
+    try:
+
+        def fill(txn: WriteTxn) -> None:
+            for key in keys:
+                txn.put("runs", key, b"v" + key)
+
+        pg.write(fill)
+
+        def look(txn: WriteTxn) -> list[Any]:
+            out: list[Any] = []
+            for read in reads:
+                if isinstance(read, bytes):
+                    out.append(txn.get("runs", read))
+                else:
+                    prefix, start, reverse = read
+                    out.append(list(txn.scan("runs", prefix=prefix, start=start, reverse=reverse)))
+            return out
+
+        def op(txn: WriteTxn) -> tuple[list[Any], list[Any]]:
+            txn.prefetch(
+                gets=[("runs", k) for k in gets],
+                scans=[Scan("runs", prefix, reverse) for prefix, reverse in scans],
+            )
+            first = look(txn)
+            for kind, key in writes:
+                if kind in ("put", "insert", "add"):
+                    getattr(txn, kind)("runs", key, b"w" + key)
+                else:
+                    getattr(txn, kind)("runs", key)
+            return first, look(txn)
+
+        assert pg.write(op) == (before, after)
+    finally:
+        pg.close()
+        release_database(url)

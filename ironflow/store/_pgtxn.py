@@ -1,0 +1,370 @@
+"""The backend interface's transactions as SQL on one PostgreSQL connection.
+
+``_postgres.py`` owns the connections and the transactions' lives (pooling, pipeline
+mode, retries, commit); this module maps each read and write of a transaction
+(``_backend.py``) onto the tables of ``_pgschema.py``, with as few round trips as the
+interface allows:
+
+- ``get_many`` and ``prefetch`` answer several reads with one query, and what a
+  prefetch read is kept for the rest of the transaction: a scan over a range it covers,
+  or a ``get`` of a key in that range, is answered without asking the server again.
+  The snapshot does not move within a transaction, and the transaction's own writes are
+  applied to what is kept, so it stays what the server would answer.
+- ``add`` and ``discard`` are sent with the next statement that is waited for (the
+  commit, at the latest): nobody waits for their answer.
+- ``claim`` locks all its rows with one ``FOR UPDATE SKIP LOCKED`` query.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from ironflow.store._backend import TABLES, Scan, prefix_end
+from ironflow.store._pgschema import RUN_OF, table_name
+
+__all__ = ["WAKES", "PgTxn"]
+
+#: Writes to these tables make work for someone: their commit wakes the listeners.
+WAKES = frozenset({"ready", "timers", "events", "projections", "projection_leases"})
+#: The first page of a scan is small (most scans stop early), later ones grow.
+_FIRST_PAGE, _LAST_PAGE = 16, 1024
+
+
+class _Sql:
+    """The statements of one table, built once."""
+
+    __slots__ = (
+        "add",
+        "claim",
+        "count",
+        "delete",
+        "discard",
+        "get",
+        "insert",
+        "put",
+        "run_of",
+        "table",
+    )
+
+    def __init__(self, space: str) -> None:
+        t = table_name(space)
+        self.table = t
+        self.run_of = RUN_OF.get(space)
+        self.get = f"SELECT v FROM {t} WHERE k = %s".encode()
+        self.count = f"SELECT count(*) FROM {t}".encode()
+        self.claim = (
+            f"SELECT k, v FROM {t} WHERE k = ANY(%s) ORDER BY k LIMIT %s FOR UPDATE SKIP LOCKED"
+        ).encode()
+        if self.run_of is not None:
+            cols, conflict = "(run, k, v) VALUES (%s, %s, %s)", "(run, k)"
+            self.discard = f"DELETE FROM {t} WHERE run = %s AND k = %s".encode()
+        else:
+            cols, conflict = "(k, v) VALUES (%s, %s)", "(k)"
+            self.discard = f"DELETE FROM {t} WHERE k = %s".encode()
+        self.put = (
+            f"INSERT INTO {t} {cols} ON CONFLICT {conflict} DO UPDATE SET v = EXCLUDED.v"
+        ).encode()
+        self.add = f"INSERT INTO {t} {cols} ON CONFLICT DO NOTHING".encode()
+        # The answer in a row, not a row count: a pipelined statement's count is not
+        # known until its results are read, and fetching a row reads them.
+        self.insert = self.add + b" RETURNING 1"
+        self.delete = self.discard + b" RETURNING 1"
+
+    def row(self, key: bytes, *rest: bytes) -> tuple[bytes, ...]:
+        return (key, *rest) if self.run_of is None else (self.run_of(key), key, *rest)
+
+    def page(self, *, bounded: bool, reverse: bool, tag: int | None = None) -> bytes:
+        """Rows of ``[lo, hi)`` (``hi`` only if ``bounded``), in key order, at most a limit."""
+        where = "k >= %s" + (" AND k < %s" if bounded else "")
+        order = "DESC" if reverse else ""
+        cols = "k, v" if tag is None else f"{tag}, k, v"
+        return f"SELECT {cols} FROM {self.table} WHERE {where} ORDER BY k {order} LIMIT %s".encode()
+
+
+_SQL = {space: _Sql(space) for space in TABLES}
+
+
+@functools.lru_cache(maxsize=256)
+def _batch_sql(reads: tuple[tuple[str, bool, bool], ...]) -> bytes:
+    """One query for several reads, each ``(table, is_scan, reverse)``: ``(i, k, v)`` for
+    each row found (a get is a scan of one key's range with no limit)."""
+    parts = []
+    for i, (table, is_scan, reverse) in enumerate(reads):
+        sql = _SQL[table]
+        if is_scan:
+            parts.append(b"(" + sql.page(bounded=True, reverse=reverse, tag=i) + b")")
+        else:
+            parts.append(b"SELECT %d, k, v FROM %s WHERE k = %%s" % (i, sql.table.encode()))
+    return b" UNION ALL ".join(parts)
+
+
+def _after(key: bytes) -> bytes:
+    """The first key after ``key`` (bytes order: ``key`` followed by a zero byte)."""
+    return key + b"\x00"
+
+
+class _Cover:
+    """Every row of one table in ``[lo, hi)`` (``hi`` None: to the end), as read."""
+
+    __slots__ = ("hi", "keys", "lo", "values")
+
+    def __init__(self, lo: bytes, hi: bytes | None, rows: list[tuple[bytes, bytes]]) -> None:
+        rows.sort()
+        self.lo, self.hi = lo, hi
+        self.keys = [k for k, _ in rows]
+        self.values = [v for _, v in rows]
+
+    def holds(self, key: bytes) -> bool:
+        return self.lo <= key and (self.hi is None or key < self.hi)
+
+    def wrote(self, key: bytes, value: bytes | None, *, replace: bool) -> None:
+        """The transaction wrote ``key`` (None: deleted it); ``replace`` False: only if
+        absent (``INSERT ... ON CONFLICT DO NOTHING``)."""
+        i = bisect.bisect_left(self.keys, key)
+        if i < len(self.keys) and self.keys[i] == key:
+            if value is None:
+                del self.keys[i], self.values[i]
+            elif replace:
+                self.values[i] = value
+        elif value is not None:
+            self.keys.insert(i, key)
+            self.values.insert(i, value)
+
+
+def _range(scan: Scan, start: bytes | None) -> tuple[bytes, bytes | None] | None:
+    """The key range ``[lo, hi)`` a scan walks (None: empty)."""
+    prefix = scan.prefix
+    end = prefix_end(prefix)
+    if not scan.reverse:
+        lo = prefix if start is None or start < prefix else start
+        if end is not None and lo >= end:
+            return None
+        return lo, end
+    if start is None:
+        return prefix, end
+    if start < prefix:
+        return None
+    # ``<= start`` when the start lies inside the prefix's range, else ``< end``.
+    return prefix, _after(start) if end is None or start < end else end
+
+
+class PgTxn:
+    """A transaction of the backend interface on one connection."""
+
+    __slots__ = ("_covers", "_cur", "wakes")
+
+    def __init__(self, cur: Any) -> None:
+        self._cur = cur
+        self.wakes = False
+        #: Per table, the key ranges read whole by a prefetch or get_many (see module).
+        self._covers: dict[str, list[_Cover]] = {}
+
+    def _one(self, query: bytes, params: tuple[Any, ...]) -> Any:
+        self._cur.execute(query, params)
+        return self._cur.fetchone()
+
+    def _serving(self, table: str, lo: bytes, hi: bytes | None, reverse: bool) -> _Cover | None:
+        """The cover holding the start of a scan of ``[lo, hi)``: its first key forwards,
+        the keys just below ``hi`` backwards."""
+        for cover in self._covers.get(table, ()):
+            if not reverse:
+                if cover.holds(lo):
+                    return cover
+            elif hi is None:
+                if cover.hi is None:
+                    return cover
+            elif cover.lo < hi and (cover.hi is None or hi <= cover.hi):
+                return cover
+        return None
+
+    def _cover(self, table: str, key: bytes) -> _Cover | None:
+        for cover in self._covers.get(table, ()):
+            if cover.holds(key):
+                return cover
+        return None
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        cover = self._cover(table, key)
+        if cover is not None:
+            i = bisect.bisect_left(cover.keys, key)
+            found = i < len(cover.keys) and cover.keys[i] == key
+            return cover.values[i] if found else None
+        row = self._one(_SQL[table].get, (key,))
+        return None if row is None else bytes(row[0])
+
+    def get_many(self, keys: Sequence[tuple[str, bytes]]) -> list[bytes | None]:
+        self.prefetch(gets=keys)
+        return [self.get(table, key) for table, key in keys]
+
+    def prefetch(
+        self, *, gets: Sequence[tuple[str, bytes]] = (), scans: Sequence[Scan] = ()
+    ) -> None:
+        reads: list[tuple[str, bool, bool]] = []
+        params: list[Any] = []
+        ranges: list[tuple[str, bytes, bytes | None, bool]] = []
+        for table, key in gets:
+            if self._cover(table, key) is None:
+                reads.append((table, False, False))
+                params.append(key)
+                ranges.append((table, key, _after(key), False))
+        for scan in scans:
+            span = _range(scan, None)
+            if span is None or self._serving(scan.table, *span, scan.reverse) is not None:
+                continue
+            lo, hi = span
+            reads.append((scan.table, True, scan.reverse))
+            # An unbounded range is bounded by a key past every key (keys are < 512 bytes).
+            params.extend((lo, hi if hi is not None else _PAST_ALL, _FIRST_PAGE))
+            ranges.append((scan.table, lo, hi, scan.reverse))
+        if not reads:
+            return
+        self._cur.execute(_batch_sql(tuple(reads)), tuple(params))
+        found: list[list[tuple[bytes, bytes]]] = [[] for _ in reads]
+        for i, k, v in self._cur.fetchall():
+            found[i].append((bytes(k), bytes(v)))
+        for (table, lo, hi, reverse), rows, (_, is_scan, _r) in zip(
+            ranges, found, reads, strict=True
+        ):
+            if is_scan and len(rows) >= _FIRST_PAGE:
+                # A full page: only the part of the range up to its last row is known.
+                if reverse:
+                    lo = min(k for k, _ in rows)
+                else:
+                    hi = _after(max(k for k, _ in rows))
+            self._covers.setdefault(table, []).append(_Cover(lo, hi, rows))
+
+    def scan(
+        self,
+        table: str,
+        *,
+        prefix: bytes = b"",
+        start: bytes | None = None,
+        reverse: bool = False,
+    ) -> Iterator[tuple[bytes, bytes]]:
+        span = _range(Scan(table, prefix, reverse), start)
+        if span is None:
+            return
+        lo, hi = span
+        # What a prefetch read of this range is served from it; the rest from the server.
+        cover = self._serving(table, lo, hi, reverse)
+        if cover is not None:
+            bottom = bisect.bisect_left(cover.keys, lo)
+            top = len(cover.keys) if hi is None else bisect.bisect_left(cover.keys, hi)
+            if not reverse:
+                for i in range(bottom, top):
+                    yield cover.keys[i], cover.values[i]
+                if cover.hi is None or (hi is not None and hi <= cover.hi):
+                    return
+                lo = cover.hi
+            else:
+                for i in range(top - 1, bottom - 1, -1):
+                    yield cover.keys[i], cover.values[i]
+                if cover.lo <= lo:
+                    return
+                hi = cover.lo
+        yield from self._pages(table, lo, hi, reverse)
+
+    def _pages(
+        self, table: str, lo: bytes, hi: bytes | None, reverse: bool
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """The rows of ``[lo, hi)`` from the server, a page at a time."""
+        sql = _SQL[table]
+        size = _FIRST_PAGE
+        while True:
+            query = sql.page(bounded=hi is not None, reverse=reverse)
+            bounds = (lo,) if hi is None else (lo, hi)
+            self._cur.execute(query, (*bounds, size))
+            rows = self._cur.fetchall()
+            for k, v in rows:
+                yield bytes(k), bytes(v)
+            if len(rows) < size:
+                return
+            # The next page starts past the last key seen.
+            if reverse:
+                hi = bytes(rows[-1][0])
+            else:
+                lo = _after(bytes(rows[-1][0]))
+            size = min(size * 2, _LAST_PAGE)
+
+    def count(self, table: str) -> int:
+        row = self._one(_SQL[table].count, ())
+        return int(row[0])
+
+    # -- writes --------------------------------------------------------------------------
+
+    def _wrote(self, table: str, key: bytes, value: bytes | None, *, replace: bool = True) -> None:
+        # What was read of the table is kept true: the write is applied to it too.
+        for cover in self._covers.get(table, ()):
+            if cover.holds(key):
+                cover.wrote(key, value, replace=replace)
+        if value is None:
+            if table == "leases" or table in WAKES:
+                # A lease gone (finish, release, cancel) frees a concurrency slot: wake.
+                self.wakes = True
+        elif table in WAKES:
+            self.wakes = True
+
+    def put(self, table: str, key: bytes, value: bytes) -> None:
+        sql = _SQL[table]
+        self._cur.execute(sql.put, sql.row(key, value))
+        self._wrote(table, key, value)
+
+    def insert(self, table: str, key: bytes, value: bytes) -> bool:
+        sql = _SQL[table]
+        done = self._one(sql.insert, sql.row(key, value)) is not None
+        if done:
+            self._wrote(table, key, value)
+        return done
+
+    def add(self, table: str, key: bytes, value: bytes) -> None:
+        # Not waited for: it goes with the next statement that is (a read, the commit).
+        sql = _SQL[table]
+        self._cur.execute(sql.add, sql.row(key, value))
+        self._wrote(table, key, value, replace=False)
+
+    def delete(self, table: str, key: bytes) -> bool:
+        sql = _SQL[table]
+        done = self._one(sql.delete, sql.row(key)) is not None
+        if done:
+            self._wrote(table, key, None)
+        return done
+
+    def discard(self, table: str, key: bytes) -> None:
+        # Not waited for, as ``add``.
+        sql = _SQL[table]
+        self._cur.execute(sql.discard, sql.row(key))
+        self._wrote(table, key, None)
+
+    def claim(
+        self, table: str, *, accept: Callable[[bytes, bytes], bool], limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        """Accepted rows in key order, each locked ``FOR UPDATE SKIP LOCKED`` (one query
+        for them all): a row another transaction is taking is passed over, not waited for."""
+        if limit <= 0:
+            return []
+        # A few more than asked: some may be locked by another leaser.
+        keys = [key for key, _ in self._accepted(table, accept, limit * 4)]
+        if not keys:
+            return []
+        self._cur.execute(_SQL[table].claim, (keys, limit))
+        return [(bytes(k), bytes(v)) for k, v in self._cur.fetchall()]
+
+    def _accepted(
+        self, table: str, accept: Callable[[bytes, bytes], bool], most: int
+    ) -> Iterator[tuple[bytes, bytes]]:
+        found = 0
+        for key, value in self.scan(table):
+            if accept(key, value):
+                yield key, value
+                found += 1
+                if found >= most:
+                    return
+
+
+#: A key past every key (keys are at most 511 bytes), bounding a range with no end.
+_PAST_ALL = b"\xff" * 512
