@@ -148,7 +148,7 @@ def _from_record(
     errors: dict[int, BaseException] = {}
     todo: list[int] = []
     for i, slot in enumerate(slots):
-        if slot.record is None:
+        if slot.entry is None:
             todo.append(i)
             continue
         try:

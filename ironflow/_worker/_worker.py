@@ -27,6 +27,7 @@ from ironflow.errors import ConfigError, DefinitionError, StoreError, WorkerStop
 from ironflow.replay._engine import Execution, Outcome
 from ironflow.replay._observer import Observer, Observers
 from ironflow.store import ErrorInfo, LeasedRun, Store
+from ironflow.store._steplog import StepLog
 
 __all__ = ["Worker"]
 
@@ -434,8 +435,8 @@ class Worker:
             log.info("run %s: handed back for another worker (drain); %s", rid, counts, extra=ids)
         elif outcome.status == "abandoned" and outcome.error is not None:
             log.error(
-                "run %s: stopped at a step the store could not record (%s); it is taken up "
-                "again when its lease lapses (%.0fs)",
+                "run %s: stopped at a step the store could not record or read (%s); it is "
+                "taken up again when its lease lapses (%.0fs)",
                 rid,
                 outcome.error.message,
                 self.lease_ttl,
@@ -478,7 +479,9 @@ def _pickup(leased: LeasedRun) -> str:
     run = leased.run
     if run.attempt <= 1 and not leased.steps:
         return f"picked up, event {run.event.name} {run.event.id}"
-    recorded = {s.position: s for s in leased.steps}
+    # By position alone: the records stay undecoded until the replay reads them.
+    steps = StepLog.of(leased.steps)
+    recorded = set(steps.positions)
     resume_at = 0
     while resume_at in recorded:
         resume_at += 1
@@ -490,7 +493,12 @@ def _pickup(leased: LeasedRun) -> str:
     wait = run.suspension
     if wait is not None and wait.kind == "retry" and wait.position == resume_at:
         return f"attempt {run.attempt}, try {len(wait.tries) + 1} of {wait.step_id}; {replay}"
-    last = recorded.get(resume_at - 1)
+    last_index = steps.index_of(resume_at - 1)
+    try:
+        last = None if last_index is None else steps[last_index]
+    except StoreError as damaged:
+        # The replay reaches it and stops there, saying so; this is only the log line.
+        return f"resuming at step {resume_at}, attempt {run.attempt}; {replay} ({damaged})"
     if wait is not None and last is not None and wait.position == last.position:
         # The store recorded the wait's step when it ended (its time, event or child).
         return f"attempt {run.attempt}, woken: {wait.step_id} is over; {replay}"

@@ -58,7 +58,7 @@ class PendingStep:
         self._execution = execution
         self._slot = execution.begin(step_id, input)
         #: True if the record holds this step: :meth:`run` returns it without running.
-        self.replayed: bool = self._slot.record is not None
+        self.replayed: bool = self._slot.entry is not None
 
     async def run(self, body: Callable[[], Awaitable[Any]]) -> StepResult:
         """Run ``body`` as the step and record it, or return the recorded output."""

@@ -36,6 +36,7 @@ from ironflow.errors import (
     StoreError,
 )
 from ironflow.replay._observer import UNWATCHED, AttemptObserver, StepWatch
+from ironflow.replay._recorded import Recorded
 from ironflow.store import (
     ErrorInfo,
     LeasedRun,
@@ -47,6 +48,7 @@ from ironflow.store import (
     WorkerInfo,
 )
 from ironflow.store._codec import structure, to_json_value
+from ironflow.store._steplog import StepLog
 
 __all__ = [
     "Execution",
@@ -179,12 +181,36 @@ class Outcome:
     error: ErrorInfo | None = None
 
 
-@attrs.frozen
 class _Slot:
-    position: int
-    step_id: str
-    input: Any
-    record: StepRecord | None
+    """One step call: its position, id and input, and what the record holds there.
+
+    ``entry`` is what :meth:`Recorded.entry` gave (None: nothing is recorded there);
+    ``record`` decodes it whole, for whoever needs the record itself.
+    """
+
+    __slots__ = ("entry", "input", "position", "recorded", "step_id")
+
+    def __init__(
+        self,
+        position: int,
+        step_id: str,
+        input: Any,
+        entry: StepRecord | dict[str, Any] | None,
+        recorded: Recorded,
+    ) -> None:
+        self.position = position
+        self.step_id = step_id
+        self.input = input
+        self.entry = entry
+        self.recorded = recorded
+
+    @property
+    def record(self) -> StepRecord | None:
+        """The step's record, or None if this call is past the record."""
+        entry = self.entry
+        if entry is None or type(entry) is StepRecord:
+            return entry
+        return self.recorded[self.position]
 
 
 def error_info(exc: BaseException, step_id: str | None = None) -> ErrorInfo:
@@ -234,7 +260,9 @@ class Execution:
         self.loop = loop
         self.pool = pool
         self.stopping = stopping or threading.Event()
-        self.recorded: dict[int, StepRecord] = {s.position: s for s in leased.steps}
+        #: The step records by position: the leased ones (each decoded when first read),
+        #: then the ones this execution records.
+        self.recorded = Recorded(StepLog.of(leased.steps))
         self.cancel_requested = leased.run.cancel_requested
         #: ``ironflow run pause``: stop at the next step boundary and hand the run back,
         #: which the store then keeps paused until it is resumed.
@@ -344,8 +372,13 @@ class Execution:
         if _step.get() is not None:
             self.refuse_nesting(repr(base_id))
         position = self._next_position
-        record = self.recorded.get(position)
-        if record is None and not self.read_only:
+        try:
+            entry = self.recorded.entry(position)
+        except StoreError as damaged:
+            # A stored record that does not decode: never let the handler go on (or an
+            # `except Exception` in it see this); the run stays leased, as on a failed write.
+            self._raise_stop(_Abandon(damaged), damaged)
+        if entry is None and not self.read_only:
             if self.stopping.is_set() or self.pause_requested:
                 raise self.halt(_Drain())
             if self.cancel_requested:
@@ -358,42 +391,54 @@ class Execution:
         count = counts[base_id] = counts.get(base_id, 0) + 1
         step_id = base_id if count == 1 else f"{base_id}#{count}"
         self._next_position = position + 1
-        if record is not None:
-            if record.id != step_id:
+        if entry is not None:
+            if isinstance(entry, dict):
+                recorded_id, recorded_input = entry["id"], entry["input"]
+            else:
+                recorded_id, recorded_input = entry.id, entry.input
+            if recorded_id != step_id:
                 raise self.halt(
                     NonDeterminismError(
                         self.run_id,
                         position,
-                        repr(record.id),
+                        repr(recorded_id),
                         repr(step_id),
-                        inputs=(record.input, input),
+                        inputs=(recorded_input, input),
                     )
                 )
-            if record.input != input:
+            if recorded_input != input:
                 raise self.halt(
                     NonDeterminismError(
                         self.run_id,
                         position,
-                        f"{record.id!r} with input {_short(record.input)}",
+                        f"{recorded_id!r} with input {_short(recorded_input)}",
                         f"{step_id!r} with input {_short(input)}",
-                        inputs=(record.input, input),
+                        inputs=(recorded_input, input),
                     )
                 )
         elif self.read_only:
             if self.past_record is None:
                 self.past_record = _PastRecord(position, step_id, input)
             raise self.halt(self.past_record)
-        return _Slot(position, step_id, input, record)
+        return _Slot(position, step_id, input, entry, self.recorded)
 
     # -- outcomes of one step -----------------------------------------------------------
 
     def replayed(self, slot: _Slot, output_type: Any) -> Any:
-        record = slot.record
-        assert record is not None
+        """A recorded step's value: its output re-typed, or its failure raised again."""
+        entry = slot.entry
+        assert entry is not None
         self.steps_replayed += 1
         if self.on_replayed is not None:
-            self.on_replayed(record)
-        return _from_record(record, output_type)
+            entry = slot.record
+            assert entry is not None
+            self.on_replayed(entry)
+        if isinstance(entry, dict):
+            if entry["status"] == "completed":
+                return structure(entry["output"], output_type)
+            entry = slot.record  # a failure: raised again from the whole record
+            assert entry is not None
+        return _from_record(entry, output_type)
 
     def past_deadline(self) -> bool:
         """Whether the run's own timeout has run out."""
@@ -513,7 +558,7 @@ class Execution:
 
         A failure with tries left suspends the run until the next try is due.
         """
-        if slot.record is not None:
+        if slot.entry is not None:
             return self.replayed(slot, output_type)
         if self.observer is None:
             return self._execute_blocking(slot, fn, args, kwargs, output_type, retry, timeout)
@@ -614,7 +659,7 @@ class Execution:
 
         A sync ``fn`` and the durable write both run on the bounded pool.
         """
-        if slot.record is not None:
+        if slot.entry is not None:
             return self.replayed(slot, output_type)
         if self.observer is None:
             return await self._execute_async(slot, fn, args, kwargs, output_type, retry, timeout)
@@ -796,14 +841,14 @@ class Execution:
             self._event_waits.add(slot.position)
         if self.is_async:
             return self._suspend_step_async(slot, wait, output_type)
-        if slot.record is not None:
+        if slot.entry is not None:
             return self.replayed(slot, output_type)
         with self._watch(slot):
             record = self._suspend_blocking(slot, self._filled(slot, wait))
             return _from_record(record, output_type)
 
     async def _suspend_step_async(self, slot: _Slot, wait: Suspension, output_type: Any) -> Any:
-        if slot.record is not None:
+        if slot.entry is not None:
             return self.replayed(slot, output_type)
         with self._watch(slot):
             # Filled under the suspension lock: the events a gathered sibling wait took

@@ -18,7 +18,7 @@ from ironflow.store._codec import decode_record, encode_record
 from ironflow.store._flowctl import FlowControl
 from ironflow.store._liveness import process_alive
 from ironflow.store._records import Lease, LeasedRun, Run, WorkerInfo
-from ironflow.store._runs import last_seq, run_in, steps_of
+from ironflow.store._runs import last_seq, run_in, step_log
 from ironflow.store._suspend import fire_timers, timers_due
 
 __all__ = ["LeaseWatch", "heartbeat", "idle", "lease"]
@@ -202,7 +202,7 @@ def lease(
         leased.append(
             LeasedRun(
                 run=run,
-                steps=tuple(steps_of(txn, run_id)),
+                steps=step_log(txn, run_id),
                 lease=held,
                 taken_from=None if prior is None else decode_record(prior, Lease).worker,
             )

@@ -10,12 +10,14 @@ ISO 8601 in UTC.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import attrs
 
 from ironflow._pure._trace import TraceContext
 from ironflow.store._flowspec import FlowSpec, Rerun
+from ironflow.store._steplog import step_log_of
 
 RunStatus = Literal[
     "pending",
@@ -298,10 +300,15 @@ class EmitResult:
 
 @attrs.frozen
 class LeasedRun:
-    """A run handed to a worker together with every step it has recorded so far."""
+    """A run handed to a worker together with every step it has recorded so far.
+
+    ``steps`` is a sequence of the records in position order (a ``StepLog``, which
+    decodes each record when it is first read; given any sequence of records, it
+    becomes one).
+    """
 
     run: Run
-    steps: tuple[StepRecord, ...]
+    steps: Sequence[StepRecord] = attrs.field(converter=step_log_of)
     lease: Lease
     #: The worker this run was taken from because it died or its lease lapsed; None
     #: when the run was free (new, woken from a sleep or wait, or handed back).

@@ -35,6 +35,7 @@ from ironflow.store._records import (
     StepRecord,
     WorkerInfo,
 )
+from ironflow.store._steplog import StepLog
 from ironflow.store._suspend import child_finished, resolve_event_waits, unindex
 from ironflow.store._triggers import starts
 from ironflow.store._waits import event_wait_prefix, name_key
@@ -55,6 +56,7 @@ __all__ = [
     "resume",
     "run_in",
     "spawn",
+    "step_log",
     "steps_of",
 ]
 
@@ -101,6 +103,14 @@ def run_in(txn: ReadTxn, run_id: str) -> Run:
 def steps_of(txn: ReadTxn, run_id: str) -> list[StepRecord]:
     prefix = run_id.encode() + b"\x00"
     return [STEPS.decode(raw) for _, raw in txn.scan("steps", prefix=prefix)]
+
+
+def step_log(txn: ReadTxn, run_id: str) -> StepLog:
+    """The run's step records as a lease hands them over: read now, decoded when read."""
+    prefix = run_id.encode() + b"\x00"
+    rows = txn.scan("steps", prefix=prefix)
+    positioned = ((int.from_bytes(k[-4:], "big"), v) for k, v in rows)
+    return StepLog.from_stored(run_id, positioned, STEPS)
 
 
 def last_seq(txn: ReadTxn) -> int:
