@@ -185,7 +185,7 @@ class _Slot:
     """One step call: its position, id and input, and what the record holds there.
 
     ``entry`` is what :meth:`Recorded.entry` gave (None: nothing is recorded there);
-    ``record`` decodes it whole, for whoever needs the record itself.
+    ``record`` decodes it whole from ``recorded``, for whoever needs the record itself.
     """
 
     __slots__ = ("entry", "input", "position", "recorded", "step_id")
@@ -196,7 +196,7 @@ class _Slot:
         step_id: str,
         input: Any,
         entry: StepRecord | dict[str, Any] | None,
-        recorded: Recorded,
+        recorded: Recorded | None = None,
     ) -> None:
         self.position = position
         self.step_id = step_id
@@ -210,6 +210,7 @@ class _Slot:
         entry = self.entry
         if entry is None or type(entry) is StepRecord:
             return entry
+        assert self.recorded is not None, "a slot with stored fields comes from begin()"
         return self.recorded[self.position]
 
 
