@@ -4,7 +4,11 @@ Why aiohttp: one dependency, mature and widely deployed, with a strict HTTP pars
 that answers malformed requests itself. Being async, a worker waiting in a long-poll
 lease costs a parked coroutine, not a thread. Every store call runs on a thread pool,
 so steps written by many workers at once reach the LmdbStore together and share one
-fsync through its group commit.
+fsync through its group commit. The exception: a quick call (a step, a finish, an
+emit; ``StoreRoute.quick``) that is the only store call in sight runs on the loop's
+own thread. Handing it to the pool and back costs two thread wake-ups, about as much
+as the commit itself on loopback; alone, it has no one to share a commit with, and
+the loop waits for at most that one commit (see :meth:`Api._quick`).
 
 Two kinds of endpoint share one route table:
 
@@ -357,10 +361,36 @@ class Api:
         # client's number from before a restart never matches.
         self._instance = new_id()
         self._wakes = 0
+        # Store calls on the pool now, and quick calls deciding where to run (_quick).
+        self._busy = 0
+        self._deciding = 0
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        self._busy += 1
+        try:
+            return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        finally:
+            self._busy -= 1
+
+    async def _quick(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Make a quick store call on the loop's thread if it is alone, else on the pool.
+
+        Alone: no store call is on the pool, and no other request arrived with this one
+        (one turn of the loop lets those that came in the same read start and count
+        themselves). Then no group commit is lost, and the loop is held for one quick
+        call (one commit) at most; requests that arrive meanwhile find it busy or
+        each other, and go to the pool together.
+        """
+        self._deciding += 1
+        try:
+            await asyncio.sleep(0)
+            alone = self._deciding == 1 and self._busy == 0
+        finally:
+            self._deciding -= 1
+        if alone:
+            return fn(*args, **kwargs)
+        return await self._run(fn, *args, **kwargs)
 
     def _work_event(self) -> asyncio.Event:
         if self._work is None:
@@ -379,6 +409,11 @@ class Api:
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store call on the thread pool."""
         return await self._run(fn, *args, **kwargs)
+
+    async def quick_call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a quick store call (small, bounded work: see ``StoreRoute.quick``) on the
+        loop's thread if it is the only store call in sight, else on the thread pool."""
+        return await self._quick(fn, *args, **kwargs)
 
     def wake(self) -> None:
         """Wake every waiting request: new work may be there. Call on the loop."""
@@ -446,10 +481,11 @@ class Api:
 
             return waiting
         method: Callable[..., Any] = getattr(self.store, route.name)
+        call = self._quick if route.quick else self._run
 
         async def handler(request: web.Request) -> Any:
             body = await _body(request) if route.has_body else None
-            result = await self._run(method, **_parse(route, request, body))
+            result = await call(method, **_parse(route, request, body))
             if route.wakes:
                 self.wake()
             return route.reply_json(result)

@@ -62,7 +62,7 @@ async def wait_finished(api: Api, run_id: str, seconds: float) -> Run:
     while True:
         # Taken before reading, so a finish landing after the read still wakes us.
         woken = api.work_event()
-        run = await api.call(api.store.get_run, run_id)
+        run = await api.quick_call(api.store.get_run, run_id)
         remaining = deadline - loop.time()
         if run.status in FINISHED or remaining <= 0 or api.closing:
             return run

@@ -3,9 +3,11 @@
 A worker or CLI command given ``IRONFLOW_URL`` uses this instead of opening the data
 directory, and behaves the same: the replay engine cannot tell the two apart.
 
-Why the standard library's ``http.client``: one keep-alive connection per thread is
-all a worker needs (each of its threads makes one request at a time), it adds no
-dependency, and a recorded step costs one request of a few hundred bytes.
+Why a transport of its own (``_http.Connection``): one keep-alive connection per
+thread is all a worker needs (each of its threads makes one request at a time), and a
+recorded step costs one request of a few hundred bytes, so sending it in one write and
+reading only the status, length and body of the reply is most of what the client can
+save (``_http``'s docstring has the numbers' reason).
 
 Why every request may be retried: when the server is unreachable (down, restarting,
 a dropped connection) the request is repeated with backoff until it answers. A reply
@@ -18,16 +20,14 @@ leased some; a repeated finish or release that finds the job done accepts it.
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
-import socket
 import threading
 import time
 import urllib.parse
 from collections.abc import Collection, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -53,6 +53,7 @@ from ironflow.errors import (
 )
 from ironflow.store._checks import partition_ok, stream_versions
 from ironflow.store._history import History
+from ironflow.store._http import Connection, request_head
 from ironflow.store._records import (
     FINISHED,
     SUSPENDED,
@@ -76,6 +77,9 @@ from ironflow.store._records import (
 )
 from ironflow.store._routes import ROUTES, LeaseReply, StoreRoute, WorkReply
 
+if TYPE_CHECKING:
+    import http.client
+
 __all__ = ["RemoteStore"]
 
 log = logging.getLogger("ironflow.remote")
@@ -86,8 +90,9 @@ _API = "/api/v1"
 _BACKOFF_START = 0.05
 _BACKOFF_MAX = 2.0
 # A reused keep-alive connection the server has since closed fails at once; that is
-# not an outage, and the request never reached a handler.
-_CONNECTION_ERRORS = (OSError, http.client.HTTPException)
+# not an outage, and the request never reached a handler. (``_http.BadResponse``, a
+# reply that is not HTTP or is cut short, is a ConnectionError: an OSError.)
+_CONNECTION_ERRORS: tuple[type[Exception], ...] = (OSError,)
 
 
 @attrs.frozen
@@ -144,15 +149,31 @@ class RemoteStore:
                 "IRONFLOW_TOKEN may hold only visible ASCII characters (no spaces or line "
                 "breaks); copy the token the server was started with exactly"
             )
-        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if not all(" " < c <= "~" for c in self._prefix):
+            raise ConfigError(
+                f"IRONFLOW_URL's path may hold only visible ASCII characters (percent-encode "
+                f"the rest): {url!r}"
+            )
+        self._headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "Accept-Encoding": "identity",
+        }
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
+        host = self._host if ":" not in self._host else f"[{self._host}]"
+        default_port = 443 if self._https else 80
+        host_header = host if self._port == default_port else f"{host}:{self._port}"
+        # Written once: every store request carries the same headers but its length.
+        self._head_fields = "".join(
+            f"{k}: {v}\r\n" for k, v in {"Host": host_header, **self._headers}.items()
+        ).encode("ascii")
         self.timeout = timeout
         self.long_poll = long_poll
         self.give_up_after = give_up_after
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[http.client.HTTPConnection] = []
+        self._connections: list[Connection] = []
         self._down = False
         self._closed = False
         # Set while a worker drains: an unreachable server must not hold its exit.
@@ -166,17 +187,13 @@ class RemoteStore:
 
     # -- plumbing -------------------------------------------------------------------
 
-    def _connection(self) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+    def _connection(self) -> Connection:
+        conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            conn = cls(self._host, self._port, timeout=self.timeout)
+            conn = Connection(self._host, self._port, https=self._https, timeout=self.timeout)
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
-        if conn.sock is None:
-            conn.connect()
-            _no_delay(conn)
         return conn
 
     def _drop_connection(self) -> None:
@@ -187,14 +204,11 @@ class RemoteStore:
     def _send(
         self, method: str, path: str, payload: bytes | None, timeout: float
     ) -> tuple[int, bytes]:
-        conn = self._connection()
-        conn.sock.settimeout(timeout)
-        conn.request(method, self._prefix + path, body=payload, headers=self._headers)
-        response = conn.getresponse()
-        raw = response.read()
-        if response.will_close:
-            conn.close()
-        return response.status, raw
+        if payload is None and method == "POST":
+            payload = b""  # a POST says its (empty) length, as http.client did
+        length = None if payload is None else len(payload)
+        head = request_head(method, self._prefix + path, self._head_fields, length)
+        return self._connection().exchange(head + payload if payload else head, timeout)
 
     def _request(
         self,
@@ -216,7 +230,7 @@ class RemoteStore:
         delay = _BACKOFF_START
         sent = 0
         while True:
-            fresh = getattr(self._local, "conn", None) is None or self._local.conn.sock is None
+            fresh = not self._connection().is_open
             try:
                 status, raw = self._send(method, path, payload, timeout or self.timeout)
             except _CONNECTION_ERRORS as exc:
@@ -648,6 +662,10 @@ class RemoteStore:
         connection is resumed with ``Last-Event-ID``, so no event is missed or repeated.
         Stops after ``timeout`` seconds (None: never).
         """
+        # A long-lived stream read line by line: http.client's buffered reader fits it,
+        # and its cost per request does not matter here.
+        import http.client
+
         deadline = None if timeout is None else time.monotonic() + timeout
         last = after_seq
         delay = _BACKOFF_START
@@ -674,7 +692,7 @@ class RemoteStore:
                     last = seq
                     yield event
                 return  # the deadline passed
-            except _CONNECTION_ERRORS as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 self._outage(exc)
                 time.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX)
@@ -761,11 +779,6 @@ class RemoteStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _no_delay(conn: http.client.HTTPConnection) -> None:
-    # Requests are small and answered at once: do not let Nagle's algorithm hold them back.
-    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _encode(body: Any) -> bytes:

@@ -423,6 +423,10 @@ class StoreRoute:
     #: Whether the call may end a waiting request's wait (new work, a new event, a
     #: projection advanced, a run released or finished).
     wakes: bool = False
+    #: Whether the call's work is small and bounded (one run's records, a few keys; no
+    #: scan, no history read back): the server may make it on its event loop's thread
+    #: when no other store call is running, saving two thread hops (server/_app.py).
+    quick: bool = False
 
     def __attrs_post_init__(self) -> None:
         in_path = {a.name for a in self.args if a.at == "path"}
@@ -561,6 +565,7 @@ STORE_ROUTES: tuple[StoreRoute, ...] = (
         ),
         EmitResult,
         wakes=True,
+        quick=True,
     ),
     StoreRoute(
         "events",
@@ -605,6 +610,7 @@ STORE_ROUTES: tuple[StoreRoute, ...] = (
         "/store/heartbeat",
         (_WORKER, Arg("run_ids", Many(_NAME)), _TTL),
         set[str],
+        quick=True,
     ),
     # -- steps and runs
     StoreRoute(
@@ -613,6 +619,7 @@ STORE_ROUTES: tuple[StoreRoute, ...] = (
         "/store/steps",
         (_WORKER, Arg("step", Record(StepRecord, checks.step))),
         StepAck,
+        quick=True,
     ),
     StoreRoute(
         "finish_run",
@@ -628,6 +635,7 @@ STORE_ROUTES: tuple[StoreRoute, ...] = (
         ),
         Run,
         wakes=True,
+        quick=True,
     ),
     StoreRoute(
         "release_run",
@@ -635,8 +643,9 @@ STORE_ROUTES: tuple[StoreRoute, ...] = (
         "/store/runs/{run_id}/release",
         (_WORKER, _RUN, _ATTEMPT),
         wakes=True,
+        quick=True,
     ),
-    StoreRoute("get_run", "GET", "/store/runs/{run_id}", (_RUN,), Run),
+    StoreRoute("get_run", "GET", "/store/runs/{run_id}", (_RUN,), Run, quick=True),
     StoreRoute(
         "wait_for_run",
         "GET",
