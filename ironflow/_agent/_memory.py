@@ -330,7 +330,13 @@ class AgentMemory:
         def do_append() -> dict[str, Any]:
             step = current_step()
             assert step is not None, "memory.append runs as a step"
-            event = store.append_to_stream(stream, name, data, idempotency_key=step.idempotency_key)
+            event = store.append_to_stream(
+                stream,
+                name,
+                data,
+                idempotency_key=step.idempotency_key,
+                trace=execution.trace_context(),  # the runs it starts join this run's trace
+            )
             return {"stream": stream, "version": event.version, "seq": event.seq}
 
         def do_wait(seq: int) -> dict[str, Any]:

@@ -231,6 +231,7 @@ class Store(Protocol):
         *,
         expected_version: int | None = None,
         idempotency_key: str | None = None,
+        trace: TraceContext | None = None,
     ) -> Event:
         """Append an event to an entity stream; return it with its ``version`` and ``seq``.
 
@@ -240,7 +241,9 @@ class Store(Protocol):
         caller believes the stream is at (0 for a new stream); any other version raises
         :class:`~ironflow.errors.ConcurrencyError` and writes nothing. An
         ``idempotency_key`` already used on this stream appends nothing and returns the
-        event first appended with it, whatever ``expected_version`` says.
+        event first appended with it, whatever ``expected_version`` says. ``trace`` is
+        the appender's W3C trace context, kept with the event as :meth:`emit` keeps it: the
+        runs it starts join that trace (a run's ``ctx.memory.append`` gives its step's).
         """
 
     def read_stream(

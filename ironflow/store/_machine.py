@@ -396,9 +396,11 @@ class StoreMachine:
         *,
         expected_version: int | None = None,
         idempotency_key: str | None = None,
+        trace: TraceContext | None = None,
     ) -> Event:
         skey = stream_key(stream_id)
         checks.event_name(name)
+        check_trace(trace, f"append_to_stream {stream_id!r}")
         if expected_version is not None:
             checks.integer(expected_version, "expected_version (0 for a new stream)", 0, MAX_SEQ)
         idem: bytes | None = None
@@ -410,7 +412,16 @@ class StoreMachine:
 
         def op(txn: WriteTxn) -> Event:
             return _streams.append(
-                txn, self._flow, stream_id, name, data, idem, expected_version, now, clock_now
+                txn,
+                self._flow,
+                stream_id,
+                name,
+                data,
+                idem,
+                expected_version,
+                now,
+                clock_now,
+                trace=trace,
             )
 
         event = self._write(op)

@@ -616,6 +616,7 @@ class RemoteStore:
         *,
         expected_version: int | None = None,
         idempotency_key: str | None = None,
+        trace: TraceContext | None = None,
     ) -> Event:
         return self._call(  # type: ignore[no-any-return]
             "append_to_stream",
@@ -625,6 +626,7 @@ class RemoteStore:
             expected_version=expected_version,
             # A key chosen here makes a retry after a lost reply append once, not twice.
             idempotency_key=idempotency_key or new_id("append_"),
+            trace=trace,
         )
 
     def read_stream(

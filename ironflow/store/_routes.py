@@ -734,6 +734,7 @@ STORE_ROUTES: tuple[StoreRoute, ...] = (
             Arg("data", Data("data")),
             Arg("expected_version", Maybe(Int(0, MAX_SEQ)), default=None),
             Arg("idempotency_key", Maybe(Checked(checks.key)), default=None),
+            _TRACE,
         ),
         Event,
         wakes=True,

@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from ironflow._pure._trace import TraceContext
 from ironflow.errors import ConcurrencyError
 from ironflow.store._backend import WriteTxn
 from ironflow.store._codec import decode_record, encode_record
@@ -33,6 +34,8 @@ def append(
     expected_version: int | None,
     now: float,
     clock_now: float,
+    *,
+    trace: TraceContext | None = None,
 ) -> Event:
     """Append to the stream; see :meth:`~ironflow.store.Store.append_to_stream`.
 
@@ -58,7 +61,7 @@ def append(
         )
     version = current + 1
     result, event = append_event(
-        txn, flow, name, data, None, now, clock_now, stream=stream_id, version=version
+        txn, flow, name, data, None, now, clock_now, stream=stream_id, version=version, trace=trace
     )
     seq = u64(result.seq)
     txn.put("streams", skey + b"\x00" + u64(version), seq)

@@ -242,6 +242,7 @@ class _MatrixStore(CrashingStore):
         *,
         expected_version: int | None = None,
         idempotency_key: str | None = None,
+        trace: TraceContext | None = None,
     ) -> Event:
         def append() -> Event:
             return self._call(
@@ -254,6 +255,7 @@ class _MatrixStore(CrashingStore):
                     data,
                     expected_version=expected_version,
                     idempotency_key=idempotency_key,
+                    trace=trace,
                 ),
             )
 

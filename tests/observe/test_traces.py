@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from ironflow import AgentContext, Worker, agent, tool
+from ironflow import AgentContext, Memory, Worker, agent, tool
 from ironflow.contrib.otel import Tracing, attempt_span_id, run_trace_id
 from ironflow.contrib.otel._tracing import trace_context_of
 from ironflow.llm import Message, ScriptedProvider, ToolCall
@@ -98,6 +98,16 @@ def kid(ctx: AgentContext) -> int:
 def parent(ctx: AgentContext) -> int:
     child = ctx.spawn(kid, {})
     return int(child.result())
+
+
+@agent(id="noter", triggers=["noter.go"], memory=Memory(stream="traced-notes"))
+def noter(ctx: AgentContext) -> int:
+    return ctx.memory.append("traced.noted", {"n": 1}).version
+
+
+@agent(id="listener", triggers=["traced.noted"])
+def listener(ctx: AgentContext) -> int:
+    return fetch(n=int(ctx.event.data["n"]))
 
 
 @pytest.fixture
@@ -327,6 +337,32 @@ def test_a_child_run_joins_its_parents_trace_under_the_spawn_step(
     )
     assert [p.attributes["ironflow.run.status"] for p in parents][-1] == "completed"
     assert parent_id(spawn) == parents[0].context.span_id
+
+
+def test_a_run_its_memory_append_starts_joins_the_appenders_trace(
+    store: LmdbStore, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """An agent triggered by an event another run appended to its stream runs in that
+    run's trace, under the append step, as a spawned child runs under its spawn step."""
+    worker = Worker(
+        [noter, listener],
+        store=store,
+        poll_interval=0.01,
+        observers=[Tracing(tracer_provider=provider)],
+    )
+    [run_id] = store.emit("noter.go", {}).run_ids
+    serve_until_idle_or_crash(worker)
+    [started] = store.list_runs(agent="listener")
+    assert started.output == 2
+    assert started.event.trace is not None
+    spans = exporter.get_finished_spans()
+    assert {s.context.trace_id for s in spans} == {run_trace_id(run_id)}
+    names = by_name(spans)
+    [append] = names["memory.append"]
+    [listening] = names["invoke_agent listener"]
+    assert parent_id(listening) == append.context.span_id
+    [noting] = names["invoke_agent noter"]
+    assert parent_id(append) == noting.context.span_id
 
 
 def test_tracing_costs_nothing_it_is_not_asked_for() -> None:
