@@ -10,6 +10,7 @@ import attrs
 import pytest
 
 from ironflow import AgentContext, Event, Memory, Worker, agent, projection
+from ironflow._pure._trace import TraceContext
 from ironflow.errors import (
     ConcurrencyError,
     InvalidInputError,
@@ -55,6 +56,16 @@ def test_streams(any_store: Store) -> None:
         any_store.append_to_stream("s1", "", {})
     with pytest.raises(NotSerializableError):
         any_store.append_to_stream("s1", "note.added", {"x": {1, 2}})
+
+
+def test_an_append_keeps_its_trace_context(any_store: Store) -> None:
+    """The appender's trace context is kept on the event and the run it starts, as emit's."""
+    any_store.register_agents([AgentSpec(id="a", triggers=("note.added",))])
+    trace = TraceContext("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "k=v")
+    event = any_store.append_to_stream("s1", "note.added", {}, trace=trace)
+    assert event.trace == trace
+    assert any_store.list_runs()[0].event.trace == trace
+    assert any_store.append_to_stream("s1", "note.added", {}).trace is None
 
 
 def test_projections(any_store: Store) -> None:
