@@ -35,6 +35,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -115,6 +116,11 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+#: A JSON escape of a UTF-16 surrogate (or a text that merely looks like one: then the
+#: full check runs, which is only slower).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
@@ -138,7 +144,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
             raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
         )
         # JSON may spell lone surrogates (``"\\ud800"``); they cannot be stored as UTF-8.
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        # Valid UTF-8 holds none, so only a body with such an escape needs the check.
+        if _SURROGATE_ESCAPE.search(raw):
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, "bad_json", f"the request body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
