@@ -6,9 +6,11 @@ lease costs a parked coroutine, not a thread. Every store call runs on a thread 
 so steps written by many workers at once reach the LmdbStore together and share one
 fsync through its group commit. The exception: a quick call (a step, a finish, an
 emit; ``StoreRoute.quick``) that is the only store call in sight runs on the loop's
-own thread. Handing it to the pool and back costs two thread wake-ups, about as much
-as the commit itself on loopback; alone, it has no one to share a commit with, and
-the loop waits for at most that one commit (see :meth:`Api._quick`).
+own thread, over an LmdbStore. Handing it to the pool and back costs two thread
+wake-ups, about as much as the commit itself on loopback; alone, it has no one to
+share a commit with, and the loop waits for at most that one local commit (see
+:meth:`Api._quick`; a PostgreSQL store's call may wait out a database restart, so it
+always goes to the pool).
 
 Two kinds of endpoint share one route table:
 
@@ -64,6 +66,7 @@ from ironflow.server._metrics import METRICS_PATH, add_metrics
 from ironflow.server._views import event_json, projection_json, run_json, run_with_steps_json
 from ironflow.store import _checks as checks
 from ironflow.store._codec import converter
+from ironflow.store._lmdb import LmdbStore
 from ironflow.store._machine import StoreMachine
 from ironflow.store._records import LeasedRun, Run, WorkerInfo
 from ironflow.store._routes import ROUTES as STORE
@@ -372,6 +375,9 @@ class Api:
         # Store calls on the pool now, and quick calls deciding where to run (_quick).
         self._busy = 0
         self._deciding = 0
+        # Only an LmdbStore's quick call is bounded by one local commit: a PostgreSQL
+        # store's call may wait out a database that is down, which must not hold the loop.
+        self._inline = isinstance(store, LmdbStore)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -390,6 +396,8 @@ class Api:
         call (one commit) at most; requests that arrive meanwhile find it busy or
         each other, and go to the pool together.
         """
+        if not self._inline:
+            return await self._run(fn, *args, **kwargs)
         self._deciding += 1
         try:
             await asyncio.sleep(0)

@@ -71,3 +71,21 @@ def test_only_bounded_calls_are_quick() -> None:
     lists and waits) stays on the pool, whatever its size: it must not hold the loop."""
     quick = {name for name, route in ROUTES.items() if route.quick}
     assert quick == {"emit", "heartbeat", "record_step", "finish_run", "release_run", "get_run"}
+
+
+def test_a_postgresql_store_call_never_holds_the_loop() -> None:
+    """A PostgreSQL store's call may wait out a database restart: always on the pool."""
+
+    class NotLmdb:
+        pass
+
+    api = Api(NotLmdb(), threads=2)  # type: ignore[arg-type]
+
+    async def main() -> tuple[int, int]:
+        return threading.get_ident(), await api._quick(threading.get_ident)
+
+    try:
+        loop_thread, ran_on = asyncio.run(main())
+    finally:
+        api.close()
+    assert ran_on != loop_thread
