@@ -262,6 +262,7 @@ def tool(
             timeout=limit,
         )
         step_id = f"tool.{tool_name}"
+        what = f"tool {tool_name!r} input"
         kinds = {p.kind for p in defn.signature.parameters.values()}
         if kinds <= {inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY}:
             defn = attrs.evolve(defn, keyword_names=tuple(defn.signature.parameters))
@@ -272,7 +273,7 @@ def tool(
             if execution is None:
                 return f(*args, **kwargs)
             arguments = defn.bind(args, kwargs)
-            recorded_input = to_json_value(arguments, f"tool {tool_name!r} input", "input")
+            recorded_input = to_json_value(arguments, what, "input")
             return execution.step(
                 step_id,
                 recorded_input,

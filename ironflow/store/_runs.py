@@ -107,10 +107,12 @@ def steps_of(txn: ReadTxn, run_id: str) -> list[StepRecord]:
 
 def step_log(txn: ReadTxn, run_id: str) -> StepLog:
     """The run's step records as a lease hands them over: read now, decoded when read."""
-    prefix = run_id.encode() + b"\x00"
-    rows = txn.scan("steps", prefix=prefix)
-    positioned = ((int.from_bytes(k[-4:], "big"), v) for k, v in rows)
-    return StepLog.from_stored(run_id, positioned, STEPS)
+    positions: list[int] = []
+    stored: list[bytes] = []
+    for key, value in txn.scan("steps", prefix=run_id.encode() + b"\x00"):
+        positions.append(int.from_bytes(key[-4:], "big"))  # step_key's last 4 bytes
+        stored.append(value if type(value) is bytes else bytes(value))
+    return StepLog.from_stored(run_id, positions, stored, STEPS)
 
 
 def last_seq(txn: ReadTxn) -> int:

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["StepLog", "step_log_of"]
 
 _STATUSES = frozenset({"completed", "failed"})
+#: The fields replay reads, and those that say the record is the one asked for.
+_NEEDED = frozenset({"run_id", "position", "id", "status", "input", "output"})
 
 
 class StepLog(Sequence["StepRecord"]):
@@ -69,15 +71,10 @@ class StepLog(Sequence["StepRecord"]):
 
     @classmethod
     def from_stored(
-        cls, run_id: str, rows: Iterable[tuple[int, bytes]], codec: RecordCodec
+        cls, run_id: str, positions: list[int], stored: list[bytes], codec: RecordCodec
     ) -> StepLog:
-        """The run's stored records: ``(position, encoded record)`` in position order."""
-        positions: list[int] = []
-        raw: list[bytes] = []
-        for position, value in rows:
-            positions.append(position)
-            raw.append(value if type(value) is bytes else bytes(value))
-        return cls(positions, [None] * len(raw), raw, codec, run_id)
+        """The run's stored records (``stored[i]`` at ``positions[i]``, ascending)."""
+        return cls(positions, [None] * len(stored), stored, codec, run_id)
 
     # -- by position (the engine's view) -----------------------------------------------
 
@@ -111,12 +108,11 @@ class StepLog(Sequence["StepRecord"]):
             return self[index]  # raises, naming the record
         if (
             type(data) is dict
-            and type(data.get("id")) is str
-            and data.get("status") in _STATUSES
-            and "input" in data
-            and "output" in data
-            and data.get("position") == self._positions[index]
-            and data.get("run_id") == self._run_id
+            and data.keys() >= _NEEDED
+            and data["position"] == self._positions[index]
+            and data["run_id"] == self._run_id
+            and type(data["id"]) is str
+            and data["status"] in _STATUSES
         ):
             return data
         return self[index]
