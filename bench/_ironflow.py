@@ -176,7 +176,7 @@ def observer_off_ns(loops: int) -> float:
     configured, in ns: ``Execution.run_blocking`` (the hooks, then the step) less its
     body ``_execute_blocking`` alone, both on a store that records in no time, best of
     the median over rounds of 1,000 steps (``loops`` steps in all)."""
-    from ironflow.replay._engine import _Slot
+    from ironflow.replay._recorded import _Slot
     from ironflow.store import Event, Lease, LeasedRun, Run, StepAck, StepRecord
 
     class Instant:

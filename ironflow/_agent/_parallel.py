@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 from ironflow.errors import DefinitionError, StepFailedError
-from ironflow.replay._engine import Execution, _Cancel, _Drain, _Slot
+from ironflow.replay._engine import Execution
+from ironflow.replay._recorded import _Slot
+from ironflow.replay._stops import _Cancel, _Drain
 from ironflow.store._codec import to_json_value
 
 __all__ = ["run_map", "run_parallel"]

@@ -16,7 +16,7 @@ import logging
 import sys
 from typing import Any
 
-from ironflow.replay._engine import _execution, current_step
+from ironflow.replay._current import _execution, current_step
 
 __all__ = ["LOG_FORMATS", "JsonFormatter", "add_log_format_argument", "configure_logging"]
 

@@ -15,10 +15,8 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import logging
-import random
 import threading
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -29,14 +27,25 @@ from ironflow.errors import (
     DefinitionError,
     LeaseLostError,
     NonDeterminismError,
-    NonRetryableError,
     NotSerializableError,
     StepFailedError,
     StepTimeoutError,
     StoreError,
 )
+from ironflow.replay._current import StepInfo, _execution, _step, current_execution, current_step
 from ironflow.replay._observer import UNWATCHED, AttemptObserver, StepWatch
-from ironflow.replay._recorded import Recorded
+from ironflow.replay._outcome import Outcome, error_info, format_tb
+from ironflow.replay._recorded import Recorded, _Slot
+from ironflow.replay._retry import RetryPolicy
+from ironflow.replay._stops import (
+    _Abandon,
+    _Cancel,
+    _Drain,
+    _PastRecord,
+    _RunTimeout,
+    _Stop,
+    _Suspend,
+)
 from ironflow.store import (
     ErrorInfo,
     LeasedRun,
@@ -57,6 +66,7 @@ __all__ = [
     "StepInfo",
     "current_execution",
     "current_step",
+    "error_info",
 ]
 
 log = logging.getLogger("ironflow.replay")
@@ -65,170 +75,6 @@ if TYPE_CHECKING:
     # Imported where used instead: asyncio adds about 20 ms to `import ironflow`,
     # and a worker serving only sync agents never needs it.
     import asyncio
-
-
-@attrs.frozen
-class StepInfo:
-    """The step now executing, as a tool sees it through :func:`ironflow.current_step`."""
-
-    run_id: str
-    step_id: str
-    position: int
-    #: The run's attempt: its Nth execution from the top (a takeover, a wake-up or a
-    #: resume starts the next). Not the step's try: that is ``retry + 1``.
-    attempt: int
-    #: How many tries of this step failed before this one (a ``@tool(retries=...)``).
-    retry: int = 0
-
-    @property
-    def idempotency_key(self) -> str:
-        """``run_id/step_id``: the same on every execution of this step, for external APIs."""
-        return f"{self.run_id}/{self.step_id}"
-
-
-_execution: contextvars.ContextVar[Execution | None] = contextvars.ContextVar(
-    "ironflow_execution", default=None
-)
-_step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
-    "ironflow_step", default=None
-)
-
-
-def current_execution() -> Execution | None:
-    """The run whose handler is executing in this context, unless a step is executing."""
-    if _step.get() is not None:
-        return None  # inside a step, tools are ordinary calls: steps do not nest
-    return _execution.get()
-
-
-def current_step() -> StepInfo | None:
-    """The step executing in this context, or None outside a step."""
-    return _step.get()
-
-
-class _Stop(BaseException):
-    """Engine control flow. A BaseException so a tool's ``except Exception`` cannot eat it."""
-
-
-class _Drain(_Stop):
-    """The worker is shutting down: stop at this step boundary and give the run back."""
-
-
-class _Cancel(_Stop):
-    """The run was cancelled: stop at this step boundary."""
-
-
-class _Abandon(_Stop):
-    """Another worker owns the run now: stop and write nothing more."""
-
-
-class _Suspend(_Stop):
-    """The run now sleeps or waits in the store, which holds it: stop and write nothing."""
-
-
-class _RunTimeout(_Stop):
-    """The run's own timeout ran out: stop at this step boundary and fail the run."""
-
-
-class _PastRecord(_Stop):
-    """A read-only replay reached a step its record does not hold: stop, run nothing."""
-
-    def __init__(self, position: int, step_id: str, input: Any) -> None:
-        super().__init__(position, step_id, input)
-        self.position = position
-        self.step_id = step_id
-        self.input = input
-
-
-@attrs.frozen
-class RetryPolicy:
-    """How a failing step is tried again: up to ``retries`` more times, with backoff.
-
-    The wait before try ``n + 1`` is ``backoff * 2 ** (n - 1)`` seconds, at most
-    ``max_backoff``, times a random factor from 0.5 to 1 (jitter, so that many runs
-    failing together do not retry together). Exceptions that are
-    :class:`~ironflow.errors.NonRetryableError` or one of ``non_retryable`` fail the
-    step at once.
-    """
-
-    retries: int = 0
-    backoff: float = 1.0
-    max_backoff: float = 300.0
-    non_retryable: tuple[type[BaseException], ...] = ()
-
-    def should_retry(self, exc: BaseException, failed_tries: int) -> bool:
-        """Whether a step that failed ``failed_tries`` times, the last with ``exc``, goes on."""
-        if failed_tries > self.retries:
-            return False
-        # A value that cannot be stored, or a misused API, fails the same way every try.
-        permanent = (NonRetryableError, NotSerializableError, DefinitionError)
-        return not isinstance(exc, (*permanent, *self.non_retryable))
-
-    def delay(self, failed_tries: int) -> float:
-        """Seconds to wait before the next try, after ``failed_tries`` failed ones."""
-        base = min(self.max_backoff, self.backoff * 2.0 ** min(failed_tries - 1, 64))
-        return base * (0.5 + random.random() / 2)
-
-
-@attrs.frozen
-class Outcome:
-    """How an execution ended: the run's new status, or ``released``/``abandoned``/
-    ``suspended`` (the store holds the run while it sleeps or waits), or, for a
-    read-only replay, ``past_record`` (the handler called a step the record lacks)."""
-
-    status: str
-    output: Any = None
-    error: ErrorInfo | None = None
-
-
-class _Slot:
-    """One step call: its position, id and input, and what the record holds there.
-
-    ``entry`` is what :meth:`Recorded.entry` gave (None: nothing is recorded there);
-    ``record`` decodes it whole from ``recorded``, for whoever needs the record itself.
-    """
-
-    __slots__ = ("entry", "input", "position", "recorded", "step_id")
-
-    def __init__(
-        self,
-        position: int,
-        step_id: str,
-        input: Any,
-        entry: StepRecord | dict[str, Any] | None,
-        recorded: Recorded | None = None,
-    ) -> None:
-        self.position = position
-        self.step_id = step_id
-        self.input = input
-        self.entry = entry
-        self.recorded = recorded
-
-    @property
-    def record(self) -> StepRecord | None:
-        """The step's record, or None if this call is past the record."""
-        entry = self.entry
-        if entry is None or type(entry) is StepRecord:
-            return entry
-        assert self.recorded is not None, "a slot with stored fields comes from begin()"
-        return self.recorded[self.position]
-
-
-def error_info(exc: BaseException, step_id: str | None = None) -> ErrorInfo:
-    if isinstance(exc, StepFailedError):
-        return ErrorInfo(
-            type=exc.error_type,
-            message=exc.message,
-            traceback=_format_tb(exc.__cause__) if exc.__cause__ else None,
-            step_id=exc.step_id,
-        )
-    return ErrorInfo(
-        type=type(exc).__name__, message=str(exc), traceback=_format_tb(exc), step_id=step_id
-    )
-
-
-def _format_tb(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-8000:]
 
 
 class Execution:
@@ -969,6 +815,8 @@ class Execution:
         slot = self.begin(base_id, input)
         if self.is_async:
             return self.run_async(slot, fn, args, kwargs or {}, output_type, retry, timeout)
+        if slot.entry is not None:
+            return self.replayed(slot, output_type)  # run_blocking's first test, inlined
         return self.run_blocking(slot, fn, args, kwargs or {}, output_type, retry, timeout)
 
     # -- the whole run ------------------------------------------------------------------
@@ -1021,7 +869,7 @@ class Execution:
                     "RunTimeoutError",
                     f"run {self.run_id} ran past its timeout{limit} (counted from its start); "
                     "raise @agent(timeout=...) if it needs longer",
-                    traceback=_format_tb(exc.__cause__) if exc.__cause__ else None,
+                    traceback=format_tb(exc.__cause__) if exc.__cause__ else None,
                 ),
             )
         return Outcome("failed", error=error_info(exc))

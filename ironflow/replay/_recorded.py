@@ -15,7 +15,7 @@ from typing import Any
 from ironflow.store import StepRecord
 from ironflow.store._steplog import StepLog
 
-__all__ = ["Recorded"]
+__all__ = ["Recorded", "_Slot"]
 
 
 class Recorded(Mapping[int, StepRecord]):
@@ -64,3 +64,36 @@ class Recorded(Mapping[int, StepRecord]):
     def __len__(self) -> int:
         log = self._log
         return len(log) + sum(1 for p in self._added if log.index_of(p) is None)
+
+
+class _Slot:
+    """One step call: its position, id and input, and what the record holds there.
+
+    ``entry`` is what :meth:`Recorded.entry` gave (None: nothing is recorded there);
+    ``record`` decodes it whole from ``recorded``, for whoever needs the record itself.
+    """
+
+    __slots__ = ("entry", "input", "position", "recorded", "step_id")
+
+    def __init__(
+        self,
+        position: int,
+        step_id: str,
+        input: Any,
+        entry: StepRecord | dict[str, Any] | None,
+        recorded: Recorded | None = None,
+    ) -> None:
+        self.position = position
+        self.step_id = step_id
+        self.input = input
+        self.entry = entry
+        self.recorded = recorded
+
+    @property
+    def record(self) -> StepRecord | None:
+        """The step's record, or None if this call is past the record."""
+        entry = self.entry
+        if entry is None or type(entry) is StepRecord:
+            return entry
+        assert self.recorded is not None, "a slot with stored fields comes from begin()"
+        return self.recorded[self.position]
