@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from ironflow.store._backend import Backend, WriteTxn, prefix_end
@@ -240,56 +240,63 @@ def test_a_reverse_scan_from_the_key_just_past_a_prefix_stays_inside_it(backend:
         assert list(txn.scan("runs", prefix=b"\x7f", start=b"\x80", reverse=True)) == []
 
 
-_WRITES = st.lists(
-    st.tuples(st.sampled_from(["put", "insert", "add", "delete", "discard"]), _KEYS),
-    max_size=8,
-)
-_READS = st.lists(
-    st.tuples(st.lists(_BYTE, max_size=2).map(bytes), st.none() | _KEYS, st.booleans()) | _KEYS,
-    min_size=1,
-    max_size=6,
+_SCAN = st.tuples(st.lists(_BYTE, max_size=2).map(bytes), st.none() | _KEYS, st.booleans())
+_ACTIONS = st.lists(
+    st.tuples(
+        st.just("prefetch"),
+        st.tuples(
+            st.lists(_KEYS, max_size=4),
+            st.lists(st.tuples(st.lists(_BYTE, max_size=2).map(bytes), st.booleans()), max_size=3),
+        ),
+    )
+    | st.tuples(st.sampled_from(["put", "insert", "add", "delete", "discard"]), _KEYS)
+    | st.tuples(st.just("get"), _KEYS)
+    | st.tuples(st.just("scan"), _SCAN),
+    max_size=16,
 )
 
 
-@given(
-    keys=st.sets(_KEYS, max_size=40),
-    gets=st.lists(_KEYS, max_size=4),
-    scans=st.lists(st.tuples(st.lists(_BYTE, max_size=2).map(bytes), st.booleans()), max_size=3),
-    writes=_WRITES,
-    reads=_READS,
+@given(keys=st.sets(_KEYS, max_size=40), actions=_ACTIONS)
+# A write after a prefetch was sent and before its answer was read.
+@example(
+    keys={b"\x00"}, actions=[("prefetch", ([b"\x00"], [])), ("put", b"\x00"), ("get", b"\x00")]
+)
+# Two ranges holding one key: a write applies to both.
+@example(
+    keys=set(),
+    actions=[
+        ("prefetch", ([b"\x00"], [(b"", False)])),
+        ("put", b"\x00"),
+        ("scan", (b"", None, False)),
+    ],
 )
 def test_reads_after_a_prefetch_answer_as_without_it(
-    keys: set[bytes],
-    gets: list[bytes],
-    scans: list[tuple[bytes, bool]],
-    writes: list[tuple[str, bytes]],
-    reads: list[tuple[bytes, bytes | None, bool] | bytes],
+    keys: set[bytes], actions: list[tuple[str, Any]]
 ) -> None:
-    """What a prefetch read is kept and answers later gets and scans (PostgreSQL): those
-    answers are the table's, with the transaction's own writes after the prefetch, over
-    ranges read whole, cut by a full first page, or only partly covered."""
+    """What a prefetch reads is kept and answers later gets and scans (PostgreSQL), and
+    its answer is read only when needed, so writes may come between: every answer is the
+    table's with the transaction's own writes, over ranges read whole, cut by a full
+    first page, or only partly covered, whatever the order of prefetches and writes."""
     from ironflow.store._backend import Scan
 
     model = {k: b"v" + k for k in keys}
-
-    def expected_reads() -> list[Any]:
-        out: list[Any] = []
-        for read in reads:
-            if isinstance(read, bytes):
-                out.append(model.get(read))
-            else:
-                prefix, start, reverse = read
-                out.append([(k, model[k]) for k in _expected(set(model), prefix, start, reverse)])
-        return out
-
-    before = expected_reads()
-    for kind, key in writes:
+    expected: list[Any] = []
+    for i, (kind, arg) in enumerate(actions):
+        value = b"w%d" % i
         if kind in ("put", "insert", "add"):
-            if kind == "put" or key not in model:
-                model[key] = b"w" + key
-        else:
-            model.pop(key, None)
-    after = expected_reads()
+            if kind == "put" or arg not in model:
+                model[arg] = value
+            if kind == "insert":
+                expected.append(model[arg] == value)
+        elif kind in ("delete", "discard"):
+            found = model.pop(arg, None) is not None
+            if kind == "delete":
+                expected.append(found)
+        elif kind == "get":
+            expected.append(model.get(arg))
+        elif kind == "scan":
+            prefix, start, reverse = arg
+            expected.append([(k, model[k]) for k in _expected(set(model), prefix, start, reverse)])
 
     url = fresh_database()
     pg = PostgresBackend(url, listen=False)
@@ -301,30 +308,32 @@ def test_reads_after_a_prefetch_answer_as_without_it(
 
         pg.write(fill)
 
-        def look(txn: WriteTxn) -> list[Any]:
+        def op(txn: WriteTxn) -> list[Any]:
             out: list[Any] = []
-            for read in reads:
-                if isinstance(read, bytes):
-                    out.append(txn.get("runs", read))
+            for i, (kind, arg) in enumerate(actions):
+                value = b"w%d" % i
+                if kind == "prefetch":
+                    gets, scans = arg
+                    txn.prefetch(
+                        gets=[("runs", k) for k in gets],
+                        scans=[Scan("runs", prefix, reverse) for prefix, reverse in scans],
+                    )
+                elif kind in ("put", "add"):
+                    getattr(txn, kind)("runs", arg, value)
+                elif kind == "insert":
+                    out.append(txn.insert("runs", arg, value))
+                elif kind == "discard":
+                    txn.discard("runs", arg)
+                elif kind == "delete":
+                    out.append(txn.delete("runs", arg))
+                elif kind == "get":
+                    out.append(txn.get("runs", arg))
                 else:
-                    prefix, start, reverse = read
+                    prefix, start, reverse = arg
                     out.append(list(txn.scan("runs", prefix=prefix, start=start, reverse=reverse)))
             return out
 
-        def op(txn: WriteTxn) -> tuple[list[Any], list[Any]]:
-            txn.prefetch(
-                gets=[("runs", k) for k in gets],
-                scans=[Scan("runs", prefix, reverse) for prefix, reverse in scans],
-            )
-            first = look(txn)
-            for kind, key in writes:
-                if kind in ("put", "insert", "add"):
-                    getattr(txn, kind)("runs", key, b"w" + key)
-                else:
-                    getattr(txn, kind)("runs", key)
-            return first, look(txn)
-
-        assert pg.write(op) == (before, after)
+        assert pg.write(op) == expected
     finally:
         pg.close()
         release_database(url)
