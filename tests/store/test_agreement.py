@@ -334,12 +334,18 @@ class Agreement(RuleBasedStateMachine):
     @precondition(lambda self: self.ids())
     @rule(data=st.data())
     def import_a_copy(self, data: st.DataObject) -> None:
-        """A run's history, exported from the oracle, imported into each under new ids."""
+        """A run's history, exported from each store, imported into it under new ids.
+
+        Each store exports its own copy: a history carries the ids its steps recorded
+        (an awaited event's id in a wait's output), and each store names those its own
+        way, so the oracle's history would carry ids the others never made.
+        """
         from ironflow.store._history import export_history
 
         run = data.draw(st.sampled_from(self.ids()))
-        history = export_history(self.oracle.store, self.oracle.id(run))
-        self.each(lambda s: s.store.import_history(history, new_ids=True))
+        self.each(
+            lambda s: s.store.import_history(export_history(s.store, s.id(run)), new_ids=True)
+        )
 
     @rule(w=st.integers(0, WORKERS - 1))
     def crash(self, w: int) -> None:
