@@ -22,7 +22,7 @@ from ironflow.store._backend import TABLES
 __all__ = ["RUN_OF", "SCHEMA_VERSION", "check_version", "migrate_sql", "table_name"]
 
 #: Bumped with every change of the tables below; :func:`migrate` brings older ones here.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _whole(key: bytes) -> bytes:
@@ -79,6 +79,15 @@ _STEPS: list[list[str]] = [
     [
         "CREATE TABLE ironflow_schema (version integer NOT NULL)",
         *(stmt for space in TABLES for stmt in _create(space)),
+    ],
+    [
+        # One row per write transaction, written in it: after a COMMIT whose answer was
+        # lost, the row says whether it committed (transaction ids do not: PostgreSQL
+        # hands out again, after a crash, the ids that never reached its WAL). Pruned
+        # by the stores (``_postgres._PRUNE_COMMITS``); no index on ``at``: a prune is
+        # one scan a minute, an index would cost every write.
+        "CREATE TABLE ironflow_commits (token bytea PRIMARY KEY, "
+        "at timestamptz NOT NULL DEFAULT now())",
     ],
 ]
 assert len(_STEPS) == SCHEMA_VERSION

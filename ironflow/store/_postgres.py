@@ -39,10 +39,13 @@ This module is storage only, as ``_lmdb.py`` is: every rule is the state machine
   event, a projection change) sends ``NOTIFY ironflow_work`` as it commits; every store
   listens on its own connection and wakes its idle workers within milliseconds.
 - **Lost connections.** A read or write whose connection breaks is retried with
-  backoff until PostgreSQL is back, logged once. A commit whose answer was lost is
-  resolved with ``pg_xact_status`` before anything is retried, so an acknowledged
-  write is never applied twice nor reported lost (a COMMIT answered with a
-  serialization failure is known rolled back: just run again). A read transaction
+  backoff until PostgreSQL is back, logged once. Each write transaction inserts a
+  random token into ``ironflow_commits``; a commit whose answer was lost is resolved
+  by looking for its token before anything is retried, so an acknowledged write is
+  never applied twice nor reported lost (a COMMIT answered with a serialization
+  failure is known rolled back: just run again). Not ``pg_xact_status``: after a
+  crash PostgreSQL hands out again the transaction ids that never reached its WAL,
+  so a lost transaction's id may name a later one that committed. A read transaction
   cannot be resumed, so a store method whose read lost its connection runs again
   whole (``_REREAD``: the methods that read before they write anything).
 - **Reads** run at ``REPEATABLE READ READ ONLY``: one snapshot, no locks. A read never
@@ -54,6 +57,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import random
 import threading
 import time
@@ -174,10 +178,24 @@ class ReadLost(StoreError):
 class _Unknown(Exception):
     """The connection broke after COMMIT was sent: whether it committed is not known."""
 
-    def __init__(self, xid: int, result: object) -> None:
-        super().__init__(xid)
-        self.xid = xid
+    def __init__(self, token: bytes, result: object) -> None:
+        super().__init__(token.hex())
+        self.token = token
         self.result = result
+
+
+#: Written in every write transaction (its token): the proof that it committed.
+_MARK_COMMIT = b"INSERT INTO ironflow_commits (token) VALUES (%s)"
+#: Tokens are only looked up after a lost answer to COMMIT, by the store that wrote
+#: them once PostgreSQL answers again: ten minutes is ample. A token written before the
+#: server's last start is kept until the server has been up that long, so a store that
+#: waited out a long outage still finds its own.
+_PRUNE_COMMITS = (
+    b"DELETE FROM ironflow_commits WHERE at < now() - interval '10 minutes'"
+    b" AND pg_postmaster_start_time() < now() - interval '10 minutes'"
+)
+#: Seconds between one store's prunes of ``ironflow_commits``.
+_PRUNE_EVERY = 60.0
 
 
 class PostgresBackend:
@@ -217,6 +235,9 @@ class PostgresBackend:
         self.lease_conflicts = 0
         self._conflicts_lock = threading.Lock()
         self._leasing = threading.local()
+        #: When this store next prunes ``ironflow_commits`` (monotonic seconds).
+        self._prune_at = time.monotonic() + _PRUNE_EVERY * random.random()
+        self._prune_lock = threading.Lock()
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=1,
@@ -377,7 +398,7 @@ class PostgresBackend:
                 delay = min(delay * 2, 0.2)
             except _Unknown as unknown:
                 self._lost(unknown.__cause__ or unknown, started)
-                if self._retrying(functools.partial(self._committed, unknown.xid)):
+                if self._retrying(functools.partial(self._committed, unknown.token)):
                     return unknown.result  # type: ignore[return-value]
             except self._psycopg.OperationalError as exc:
                 # Broken before COMMIT was sent: nothing was written; run it again.
@@ -386,17 +407,18 @@ class PostgresBackend:
                 delay = min(max(delay, 0.05) * 2, _MAX_BACKOFF)
 
     def _attempt(self, op: Callable[[PgTxn], T]) -> T:
-        """One try of ``op`` in pipeline mode: BEGIN and the query of the transaction's
-        id go with the op's first read, a statement whose answer nobody needs (``put``,
+        """One try of ``op`` in pipeline mode: BEGIN and the commit token's insert go
+        with the op's first read, a statement whose answer nobody needs (``put``,
         ``add``) with the next one that is waited for, and COMMIT with the pipeline's
-        end, its last round trip. The id is in hand before COMMIT is sent: if the answer
-        to COMMIT is lost, ``pg_xact_status(xid)`` tells whether it committed."""
+        end, its last round trip. If the answer to COMMIT is lost, the token's row
+        tells whether it committed (``_committed``)."""
         watch = self.commit_observer
         begun = time.perf_counter() if watch is not None else 0.0
         wait = self.lease_lock_wait if getattr(self._leasing, "on", False) else None
         # A pool that cannot connect raises OperationalError: write() waits and retries.
         conn = self._pool.getconn()
-        xid: int | None = None
+        token = os.urandom(16)
+        committing = False
         failed: BaseException | None = None
         # Whether this session is known not to hold the leasers' lock: until then the
         # connection is closed rather than pooled (see the finally below).
@@ -414,13 +436,10 @@ class PostgresBackend:
                             # server runs what follows after it, in the same round trip.
                             _queue_sync(pipe)
                         conn.execute(b"BEGIN ISOLATION LEVEL SERIALIZABLE", prepare=False)
-                        ask = conn.execute(b"SELECT pg_current_xact_id()::text", prepare=False)
+                        conn.execute(_MARK_COMMIT, (token,))
                         txn = PgTxn(conn.cursor(binary=True))
                         result = op(txn)
-                        # Answered with the op's first read, or now (an op that only wrote).
-                        row = ask.fetchone()
-                        assert row is not None
-                        xid = int(row[0])
+                        committing = True
                         self._commit(conn, txn.wakes)
                         if wait is not None:
                             # Given back right after COMMIT, in the same round trip.
@@ -440,9 +459,9 @@ class PostgresBackend:
                 lost = isinstance(failed, self._psycopg.OperationalError) and not isinstance(
                     failed, (errors.SerializationFailure, errors.DeadlockDetected)
                 )
-                if lost and xid is not None:
-                    # Whether COMMIT reached the server is unknown: pg_xact_status decides.
-                    raise _Unknown(xid, result) from failed
+                if lost and committing:
+                    # Whether COMMIT reached the server is unknown: its token decides.
+                    raise _Unknown(token, result) from failed
                 # A serialization failure or deadlock, even at COMMIT (answered: rolled
                 # back; the caller runs the op again), a lost connection before COMMIT
                 # was sent (nothing was written), or the op's own error.
@@ -456,7 +475,25 @@ class PostgresBackend:
         self._back()
         if watch is not None:
             watch(time.perf_counter() - begun, 1)
+        if time.monotonic() >= self._prune_at:
+            self._prune_commits()
         return result
+
+    def _prune_commits(self) -> None:
+        """Drop old commit tokens, at most once a ``_PRUNE_EVERY`` per store. At READ
+        COMMITTED, in its own transaction: it reads the whole table, and a SERIALIZABLE
+        read of it would tie the writers inserting tokens into its conflicts."""
+        with self._prune_lock:
+            if time.monotonic() < self._prune_at:
+                return
+            self._prune_at = time.monotonic() + _PRUNE_EVERY
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute(b"SET TRANSACTION ISOLATION LEVEL READ COMMITTED", prepare=False)
+                conn.execute(_PRUNE_COMMITS, prepare=False)
+        except self._psycopg.Error as exc:
+            # Housekeeping: the next prune, a minute on, does it.
+            log.debug("pruning %s's commit tokens failed: %s", self.where, exc)
 
     def _end_failed(self, conn: Any, exc: BaseException, *, unlock: bool) -> bool:
         """End a write transaction that failed; its pipeline is closed by now. True when
@@ -484,16 +521,14 @@ class PostgresBackend:
             conn.execute(_NOTIFY, prepare=False)
         conn.execute(b"COMMIT", prepare=False)
 
-    def _committed(self, xid: int) -> bool:
-        """After a lost answer to COMMIT: whether that transaction committed."""
+    def _committed(self, token: bytes) -> bool:
+        """After a lost answer to COMMIT: whether that transaction committed (its token's
+        row is there: written in it, so there if and only if it committed)."""
         with self._connect() as conn:
-            try:
-                row = conn.execute("SELECT pg_xact_status(%s::xid8)", (str(xid),)).fetchone()
-            except self._psycopg.errors.InvalidParameterValue:
-                # "is in the future": recovery after a crash restarted the ids below it,
-                # so no commit of it reached the WAL. It did not commit.
-                return False
-        return row is not None and row[0] == "committed"
+            row = conn.execute(
+                "SELECT 1 FROM ironflow_commits WHERE token = %s", (token,)
+            ).fetchone()
+        return row is not None
 
     def changes(self) -> int:
         """Grows with every transaction of the server that wrote (a cheap read)."""

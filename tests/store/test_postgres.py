@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -219,7 +220,7 @@ class _LosesCommitAnswer(PostgresBackend):
 
 def test_a_lost_answer_to_commit_is_resolved_not_guessed(pg_url: str) -> None:
     """Committed but unanswered: the op's result, not a second run. Not committed: run
-    again. Either way the row is written once (pg_xact_status decides)."""
+    again. Either way the row is written once (its commit token decides)."""
     backend = _LosesCommitAnswer(pg_url, listen=False, give_up_after=30)
     try:
         calls: list[int] = []
@@ -246,9 +247,9 @@ class _AsksXactStatus(PostgresBackend):
 
     asked = 0
 
-    def _committed(self, xid: int) -> bool:
+    def _committed(self, token: bytes) -> bool:
         self.asked += 1
-        return super()._committed(xid)
+        return super()._committed(token)
 
 
 def test_a_serialization_failure_at_commit_is_a_retry_not_a_lost_connection(
@@ -256,7 +257,7 @@ def test_a_serialization_failure_at_commit_is_a_retry_not_a_lost_connection(
 ) -> None:
     """Write skew: A and B each read what the other writes, then A commits and B's COMMIT
     is answered 40001. PostgreSQL answered (rolled back), so B runs again at once,
-    without asking pg_xact_status and without saying the database was lost."""
+    without looking for its commit token and without saying the database was lost."""
     backend = _AsksXactStatus(pg_url, listen=False, give_up_after=30)
     try:
         both_wrote = threading.Barrier(2, timeout=30)
@@ -389,16 +390,62 @@ def test_a_broken_pooled_connection_under_changes_is_retried(pg_url: str) -> Non
         store.close()
 
 
-def test_a_transaction_id_past_the_recovered_end_did_not_commit(pg_url: str) -> None:
-    """After an immediate stop, recovery's next transaction id may be below one handed out
-    before the crash; pg_xact_status calls that id "in the future": it never committed
-    (its commit would be in the WAL), so the op runs again. It failed runs of the 500-run
-    cluster soak with the driver's error."""
+def test_a_commit_is_known_by_its_token_only(pg_url: str) -> None:
+    """A committed write's token is found; a token no transaction committed is not."""
+    backend = PostgresBackend(pg_url, listen=False, give_up_after=30)
+    try:
+
+        def tokens() -> set[bytes]:
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                return {bytes(r[0]) for r in conn.execute("SELECT token FROM ironflow_commits")}
+
+        before = tokens()
+        backend.write(lambda txn: txn.put("events", b"k", b"v"))
+        (mine,) = tokens() - before
+        assert backend._committed(mine) is True
+        assert backend._committed(os.urandom(16)) is False
+    finally:
+        backend.close()
+
+
+def test_old_commit_tokens_are_pruned_and_recent_ones_kept(pg_url: str) -> None:
+    """A prune drops tokens older than ten minutes (on a server up longer than that) and
+    keeps the rest; a write prunes at most once a minute."""
     backend = PostgresBackend(pg_url, listen=False, give_up_after=30)
     try:
         with psycopg.connect(pg_url, autocommit=True) as conn:
-            row = conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()
-        assert row is not None
-        assert backend._committed(int(row[0]) + 1_000_000) is False
+            conn.execute(
+                "INSERT INTO ironflow_commits (token, at) VALUES"
+                " ('\\x01', now() - interval '11 minutes'), ('\\x02', now())"
+            )
+        backend._prune_at = 0.0
+        backend.write(lambda txn: txn.put("events", b"k", b"v"))
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            up = conn.execute(
+                "SELECT pg_postmaster_start_time() < now() - interval '10 minutes'"
+            ).fetchone()
+            left = {bytes(r[0]) for r in conn.execute("SELECT token FROM ironflow_commits")}
+        assert up is not None
+        assert b"\x02" in left
+        assert (b"\x01" in left) is not up[0]
+        assert backend._prune_at > time.monotonic() + 30
     finally:
         backend.close()
+
+
+def test_a_version_1_schema_is_upgraded_with_the_commit_tokens(pg_url: str) -> None:
+    """Version 1 had no ironflow_commits: refused, then migrate adds it and nothing else."""
+    url = shared_server().create_database()
+    assert migrate(url) == (None, SCHEMA_VERSION)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE ironflow_commits")
+        conn.execute("UPDATE ironflow_schema SET version = 1")
+    with pytest.raises(StoreFormatError, match="Upgrade it with: ironflow store migrate"):
+        PostgresStore(url)
+    assert migrate(url) == (1, SCHEMA_VERSION)
+    store = PostgresStore(url)
+    try:
+        store.register_agents([AgentSpec("a", ("go",))])
+        store.emit("go", {"n": 1})
+    finally:
+        store.close()

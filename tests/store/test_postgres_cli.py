@@ -17,6 +17,7 @@ import pytest
 from ironflow._cli._main import main
 from ironflow.store import PostgresStore
 from ironflow.store._open import open_store, resolve_location
+from ironflow.store._pgschema import SCHEMA_VERSION
 from tests.support.postgres import shared_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,7 +33,7 @@ def test_migrate_creates_the_schema_and_commands_refuse_until_then(
     assert exit_.value.code == 2
     assert f"create it with: ironflow store migrate --store {url}" in capsys.readouterr().err
     assert main(["store", "migrate", "--store", url]) == 0
-    assert "created the Ironflow schema (version 1)" in capsys.readouterr().out
+    assert f"created the Ironflow schema (version {SCHEMA_VERSION})" in capsys.readouterr().out
     assert main(["store", "migrate", "--store", url]) == 0
     assert "nothing to do" in capsys.readouterr().out
     # IRONFLOW_STORE does what --store does.
