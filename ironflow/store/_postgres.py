@@ -178,22 +178,24 @@ class ReadLost(StoreError):
 class _Unknown(Exception):
     """The connection broke after COMMIT was sent: whether it committed is not known."""
 
-    def __init__(self, token: bytes, result: object) -> None:
+    def __init__(self, token: bytes, result: object, began: float) -> None:
         super().__init__(token.hex())
         self.token = token
         self.result = result
+        #: When the transaction began (``time.monotonic()``): its token is kept for
+        #: ``_TOKENS_KEPT`` seconds after that, and only that long can it be looked for.
+        self.began = began
 
 
 #: Written in every write transaction (its token): the proof that it committed.
 _MARK_COMMIT = b"INSERT INTO ironflow_commits (token) VALUES (%s)"
-#: Tokens are only looked up after a lost answer to COMMIT, by the store that wrote
-#: them once PostgreSQL answers again: ten minutes is ample. A token written before the
-#: server's last start is kept until the server has been up that long, so a store that
-#: waited out a long outage still finds its own.
-_PRUNE_COMMITS = (
-    b"DELETE FROM ironflow_commits WHERE at < now() - interval '10 minutes'"
-    b" AND pg_postmaster_start_time() < now() - interval '10 minutes'"
-)
+#: Tokens are only looked for after a lost answer to COMMIT, by the store that wrote
+#: them, once PostgreSQL answers again. Kept ten minutes (server time); a store that
+#: could not look within ``_TOKENS_KEPT`` refuses to guess (``_resolve``).
+_PRUNE_COMMITS = b"DELETE FROM ironflow_commits WHERE at < now() - interval '10 minutes'"
+#: How long after its transaction began a token may still be looked for: a minute
+#: short of the ten the prune keeps it, for the difference between the two clocks.
+_TOKENS_KEPT = 9 * 60.0
 #: Seconds between one store's prunes of ``ironflow_commits``.
 _PRUNE_EVERY = 60.0
 
@@ -398,7 +400,7 @@ class PostgresBackend:
                 delay = min(delay * 2, 0.2)
             except _Unknown as unknown:
                 self._lost(unknown.__cause__ or unknown, started)
-                if self._retrying(functools.partial(self._committed, unknown.token)):
+                if self._retrying(functools.partial(self._resolve, unknown)):
                     return unknown.result  # type: ignore[return-value]
             except self._psycopg.OperationalError as exc:
                 # Broken before COMMIT was sent: nothing was written; run it again.
@@ -418,6 +420,7 @@ class PostgresBackend:
         # A pool that cannot connect raises OperationalError: write() waits and retries.
         conn = self._pool.getconn()
         token = os.urandom(16)
+        began = time.monotonic()
         committing = False
         failed: BaseException | None = None
         # Whether this session is known not to hold the leasers' lock: until then the
@@ -461,7 +464,7 @@ class PostgresBackend:
                 )
                 if lost and committing:
                     # Whether COMMIT reached the server is unknown: its token decides.
-                    raise _Unknown(token, result) from failed
+                    raise _Unknown(token, result, began) from failed
                 # A serialization failure or deadlock, even at COMMIT (answered: rolled
                 # back; the caller runs the op again), a lost connection before COMMIT
                 # was sent (nothing was written), or the op's own error.
@@ -521,14 +524,29 @@ class PostgresBackend:
             conn.execute(_NOTIFY, prepare=False)
         conn.execute(b"COMMIT", prepare=False)
 
+    def _resolve(self, unknown: _Unknown) -> bool:
+        """After a lost answer to COMMIT: whether that transaction committed, or a
+        StoreError when its token may have been pruned since (nothing is guessed)."""
+        if time.monotonic() - unknown.began > _TOKENS_KEPT:
+            raise StoreError(
+                f"lost the answer to a COMMIT on {self.where} and could not ask whether "
+                f"it landed within {_TOKENS_KEPT / 60:g} minutes; its outcome is unknown: "
+                "check the run or event it was writing before doing it again"
+            )
+        return self._committed(unknown.token)
+
     def _committed(self, token: bytes) -> bool:
-        """After a lost answer to COMMIT: whether that transaction committed (its token's
-        row is there: written in it, so there if and only if it committed)."""
-        with self._connect() as conn:
+        """Whether the transaction that wrote ``token`` committed. Its token is inserted
+        again and rolled back: the insert waits for that transaction if it is still
+        ending (a broken connection does not stop a COMMIT already on its way), then
+        conflicts if it committed. A plain read would not wait, and call it lost."""
+        with self._connect() as conn, conn.transaction(force_rollback=True):
             row = conn.execute(
-                "SELECT 1 FROM ironflow_commits WHERE token = %s", (token,)
+                b"INSERT INTO ironflow_commits (token) VALUES (%s)"
+                b" ON CONFLICT DO NOTHING RETURNING 1",
+                (token,),
             ).fetchone()
-        return row is not None
+        return row is None
 
     def changes(self) -> int:
         """Grows with every transaction of the server that wrote (a cheap read)."""
