@@ -393,8 +393,12 @@ class Api:
         Alone: no store call is on the pool, and no other request arrived with this one
         (one turn of the loop lets those that came in the same read start and count
         themselves). Then no group commit is lost, and the loop is held for one quick
-        call (one commit) at most; requests that arrive meanwhile find it busy or
-        each other, and go to the pool together.
+        call (one commit of this server's) at most; requests that arrive meanwhile find
+        it busy or each other, and go to the pool together. One wait is not bounded by
+        this server: LMDB's write lock is shared with the other processes on the data
+        directory, so the loop also waits for a write transaction another process has
+        open (one commit, unless that process is stopped while holding it, when every
+        write waits wherever it runs; reads from the pool would still be answered).
         """
         if not self._inline:
             return await self._run(fn, *args, **kwargs)

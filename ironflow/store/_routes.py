@@ -565,7 +565,6 @@ STORE_ROUTES: tuple[StoreRoute, ...] = (
         ),
         EmitResult,
         wakes=True,
-        quick=True,
     ),
     StoreRoute(
         "events",

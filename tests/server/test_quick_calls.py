@@ -1,4 +1,4 @@
-"""Where the server makes a quick store call (a step, a finish, an emit): on its event
+"""Where the server makes a quick store call (a step, a finish): on its event
 loop's thread when the call is alone, on the thread pool (where concurrent writes share
 one commit) whenever another store call is in sight."""
 
@@ -70,7 +70,7 @@ def test_only_bounded_calls_are_quick() -> None:
     """A call that may read a whole history or scan (a lease hands out recorded steps;
     lists and waits) stays on the pool, whatever its size: it must not hold the loop."""
     quick = {name for name, route in ROUTES.items() if route.quick}
-    assert quick == {"emit", "heartbeat", "record_step", "finish_run", "release_run", "get_run"}
+    assert quick == {"heartbeat", "record_step", "finish_run", "release_run", "get_run"}
 
 
 def test_a_postgresql_store_call_never_holds_the_loop() -> None:
