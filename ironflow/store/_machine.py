@@ -85,6 +85,10 @@ T = TypeVar("T")
 
 #: How often wait_for_run looks again for a run finished by another process.
 _FINISH_RECHECK = 0.1
+#: The most (worker, agents) callers whose last lease a store remembers (idle watches,
+#: backlogs): hints, so forgetting them all costs one full look each, never a wrong
+#: answer; a server that outlives many worker processes would otherwise keep them all.
+_CALLERS_KEPT = 1024
 
 
 class StoreMachine:
@@ -215,10 +219,19 @@ class StoreMachine:
             watch = None if skip else _leasing.LeaseWatch(changes=changes)
             with self._read() as txn:
                 if _leasing.idle(
-                    txn, self._flow, worker, agents, limit, now, clock_now,
-                    orphans=not skip, watch=watch,
+                    txn,
+                    self._flow,
+                    worker,
+                    agents,
+                    limit,
+                    now,
+                    clock_now,
+                    orphans=not skip,
+                    watch=watch,
                 ):
                     if watch is not None:
+                        if len(self._watches) >= _CALLERS_KEPT:
+                            self._watches.clear()
                         self._watches[key] = watch
                     return []
             self._watches.pop(key, None)
@@ -226,6 +239,8 @@ class StoreMachine:
             lambda txn: _leasing.lease(txn, self._flow, worker, agents, limit, ttl, now, clock_now)
         )
         if len(leased) >= limit:
+            if len(self._busy) >= _CALLERS_KEPT:
+                self._busy.clear()
             self._busy.add(key)
         else:
             self._busy.discard(key)
