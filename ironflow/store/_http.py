@@ -84,7 +84,7 @@ class Connection:
         if sock is not None:
             sock.close()
 
-    def exchange(self, request: bytes, timeout: float, *, head: bool = False) -> Reply:
+    def exchange(self, request: bytes, timeout: float) -> Reply:
         """Send ``request`` (head and body, in one write); return the reply's status and body.
 
         Closes the connection when the reply says so, and on any error (the caller
@@ -97,7 +97,7 @@ class Connection:
         try:
             sock.settimeout(timeout)
             sock.sendall(request)
-            status, body, keep = self._read_reply(sock, head)
+            status, body, keep = self._read_reply(sock)
         except BaseException:
             self.close()
             raise
@@ -136,7 +136,7 @@ class Connection:
         del buf[:n]
         return data
 
-    def _read_reply(self, sock: Any, head: bool) -> tuple[int, bytes, bool]:
+    def _read_reply(self, sock: Any) -> tuple[int, bytes, bool]:
         while True:
             status, version, fields = self._read_head(sock)
             if status >= 200:
@@ -144,7 +144,7 @@ class Connection:
             # 1xx: an interim answer (we never ask for one, but a proxy may send it).
         connection = fields.get("connection", "").lower()
         keep = "close" not in connection if version == "1.1" else "keep-alive" in connection
-        if head or status in (204, 304):
+        if status in (204, 304):
             body = b""
         elif "chunked" in fields.get("transfer-encoding", "").lower():
             body = self._read_chunked(sock)

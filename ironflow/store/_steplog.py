@@ -168,5 +168,6 @@ class StepLog(Sequence["StepRecord"]):
 
 
 def step_log_of(steps: Iterable[StepRecord]) -> StepLog:
-    """``steps`` as a :class:`StepLog` (``LeasedRun.steps``'s converter)."""
+    """``steps`` as a :class:`StepLog` (``LeasedRun.steps``'s converter: a function,
+    since mypy's attrs plugin takes no classmethod as a converter)."""
     return StepLog.of(steps)
