@@ -31,7 +31,7 @@ from ironflow.errors import (
 )
 from ironflow.replay._engine import Execution, Outcome
 from ironflow.replay._observer import Observer, Observers
-from ironflow.store import ErrorInfo, LeasedRun, Store
+from ironflow.store import ErrorInfo, LeasedRun, Store, WorkerInfo
 from ironflow.store._steplog import StepLog
 
 __all__ = ["Worker"]
@@ -393,23 +393,38 @@ class Worker:
         """Execute a run, then as many more as :meth:`_chain` leases; ``task`` holds
         this task's future."""
         while True:
-            outcome = self._execute_one(leased, agent)
-            chained = self._chain(leased.run.id, task)
-            if chained is None:
+            # What the run's finish leased in its own transaction, if it did (see _chain).
+            chained: list[list[LeasedRun]] = []
+            outcome = self._execute_one(leased, agent, chained)
+            following = self._chain(leased.run.id, task, chained)
+            if following is None:
                 return outcome
-            leased = chained
+            leased = following
             agent = self.agents[leased.run.agent]
 
-    def _chain(self, done: str, task: list[concurrent.futures.Future[Outcome]]) -> LeasedRun | None:
+    def _chain(
+        self,
+        done: str,
+        task: list[concurrent.futures.Future[Outcome]],
+        chained: list[list[LeasedRun]],
+    ) -> LeasedRun | None:
         """The next run for this thread, leased here as its run ends, or None.
 
         Why: handing each run from the serving thread to a pool thread and back costs two
         thread wake-ups a run, about a tenth of a sequential 3-step run's time outside
         its commits. Only when every agent here is sync (an async run belongs on the
         loop), and the slot stays this thread's throughout, so ``concurrency`` holds.
+        The finish has usually leased it already, in its own commit (``chained``: see
+        :meth:`_finisher`); a run that ended otherwise leases it here.
         """
-        if self._loop is not None or self._stopping.is_set():
+        if self._loop is not None:
             return None
+        if self._stopping.is_set():
+            # Leased with the finish just as the worker began to stop: give it back.
+            for run in chained[0] if chained else ():
+                self._give_back(run)
+            return None
+        leased: list[LeasedRun] = chained[0] if chained else []
         with self._lock:
             future = task[0]
             # The run is over: no longer heartbeated (its lease is gone), but its slot
@@ -417,30 +432,75 @@ class Worker:
             # again meanwhile: that newer execution keeps its place.
             if self._active.get(done) is future:
                 del self._active[done]
-            self._between += 1
-        leased: list[LeasedRun] = []
-        try:
-            leased = self.store.lease_runs(
-                self.info, list(self.agents), limit=1, ttl=self.lease_ttl
-            )
-        except StoreError as exc:
-            log.warning("cannot lease the next run: %s; the serving loop will", exc)
-        finally:
-            with self._lock:
-                self._between -= 1
-                if leased:
-                    self._active[leased[0].run.id] = future
+            if leased:
+                self._active[leased[0].run.id] = future
+            elif not chained:
+                self._between += 1
+        if not chained:
+            try:
+                leased = self.store.lease_runs(
+                    self.info, list(self.agents), limit=1, ttl=self.lease_ttl
+                )
+            except StoreError as exc:
+                log.warning("cannot lease the next run: %s; the serving loop will", exc)
+            finally:
+                with self._lock:
+                    self._between -= 1
+                    if leased:
+                        self._active[leased[0].run.id] = future
         if not leased:
             return None
         _log_pickup(leased[0])
         return leased[0]
 
-    def _execute_one(self, leased: LeasedRun, agent: AgentDefinition) -> Outcome:
+    def _finisher(self, chained: list[list[LeasedRun]]) -> Callable[..., None] | None:
+        """``store.finish_run`` for a chaining run thread that also leases its next run,
+        in the same transaction (one durable commit fewer a run with a backlog), and
+        puts what it leased in ``chained``; None where :meth:`_chain` would not chain."""
+        if self._loop is not None or self._stopping.is_set():
+            return None
+        agents = list(self.agents)
+
+        def finish(
+            worker: WorkerInfo,
+            run_id: str,
+            *,
+            status: str,
+            output: Any,
+            error: ErrorInfo | None,
+            attempt: int,
+        ) -> None:
+            chained.append(
+                self.store.finish_and_lease(
+                    worker,
+                    run_id,
+                    status=status,
+                    output=output,
+                    error=error,
+                    attempt=attempt,
+                    agents=agents,
+                    limit=1,
+                    ttl=self.lease_ttl,
+                )
+            )
+
+        return finish
+
+    def _give_back(self, leased: LeasedRun) -> None:
+        run = leased.run
+        try:
+            self.store.release_run(self.info, run.id, attempt=run.attempt)
+        except StoreError as exc:
+            log.warning("run %s: cannot hand it back (%s); its lease will lapse", run.id, exc)
+
+    def _execute_one(
+        self, leased: LeasedRun, agent: AgentDefinition, chained: list[list[LeasedRun]]
+    ) -> Outcome:
         execution = self._execution(leased, agent)
         ctx = AgentContext(execution, agent)
         started = time.monotonic()
         outcome = execution.execute(lambda: agent.fn(ctx))
-        outcome = self._settle(execution, outcome)
+        outcome = self._settle(execution, outcome, self._finisher(chained))
         self._log_outcome(execution, outcome, time.monotonic() - started)
         return outcome
 
@@ -457,10 +517,15 @@ class Worker:
         self._log_outcome(execution, outcome, time.monotonic() - started)
         return outcome
 
-    def _settle(self, execution: Execution, outcome: Outcome) -> Outcome:
+    def _settle(
+        self,
+        execution: Execution,
+        outcome: Outcome,
+        finish: Callable[..., object] | None = None,
+    ) -> Outcome:
         """Write the outcome; one the store would not take leaves the run to its lease."""
         try:
-            execution.settle(outcome)
+            execution.settle(outcome, finish=finish)
         except StoreError as exc:
             what = "hand it back" if outcome.status == "released" else f"record it {outcome.status}"
             return Outcome("unsettled", error=ErrorInfo(type=what, message=str(exc)))

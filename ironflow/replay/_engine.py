@@ -954,23 +954,25 @@ class Execution:
                 self.observer.exit(scope)
         return self._outcome_of(None, output)
 
-    def settle(self, outcome: Outcome) -> None:
+    def settle(self, outcome: Outcome, *, finish: Callable[..., object] | None = None) -> None:
         """Write the outcome to the store: finish the run, or give it back on a drain.
 
         A suspended run is already written: the store holds it until it is due.
+        ``finish`` is called instead of ``store.finish_run``, with its arguments (the
+        worker's, leasing its next run in the same transaction).
         """
         try:
-            self._settle(outcome)
+            self._settle(outcome, finish or self.store.finish_run)
         finally:
             if self.observer is not None:
                 self.observer.ended(outcome)
 
-    def _settle(self, outcome: Outcome) -> None:
+    def _settle(self, outcome: Outcome, finish: Callable[..., object]) -> None:
         try:
             if outcome.status == "released":
                 self.store.release_run(self.worker, self.run_id, attempt=self.attempt)
             elif outcome.status not in ("abandoned", "suspended"):
-                self.store.finish_run(
+                finish(
                     self.worker,
                     self.run_id,
                     status=outcome.status,

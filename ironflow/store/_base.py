@@ -102,6 +102,27 @@ class Store(Protocol):
         holds the run in this ``attempt`` (``Run.attempt`` of the leased run).
         """
 
+    def finish_and_lease(
+        self,
+        worker: WorkerInfo,
+        run_id: str,
+        *,
+        status: str,
+        output: Any = None,
+        error: ErrorInfo | None = None,
+        attempt: int,
+        agents: Collection[str],
+        limit: int,
+        ttl: float,
+    ) -> list[LeasedRun]:
+        """:meth:`finish_run`, then :meth:`lease_runs`, in one transaction: both or neither.
+
+        A worker with a backlog ends a run and takes its next one for the price of one
+        durable commit. The finish is fenced as :meth:`finish_run` is (nothing written
+        on :class:`~ironflow.errors.LeaseLostError`); the lease is an ordinary lease
+        and sees the finish (a concurrency slot it freed, a parent it made pending).
+        """
+
     def release_run(self, worker: WorkerInfo, run_id: str, *, attempt: int) -> None:
         """Give a held run back (status pending) so another worker can take it at once.
 

@@ -238,13 +238,16 @@ class StoreMachine:
         leased = self._write(
             lambda txn: _leasing.lease(txn, self._flow, worker, agents, limit, ttl, now, clock_now)
         )
+        self._took(key, leased, limit)
+        return leased
+
+    def _took(self, key: tuple[str, frozenset[str]], leased: list[LeasedRun], limit: int) -> None:
         if len(leased) >= limit:
             if len(self._busy) >= _CALLERS_KEPT:
                 self._busy.clear()
             self._busy.add(key)
         else:
             self._busy.discard(key)
-        return leased
 
     def wait_for_work(self, timeout: float) -> None:
         seen = getattr(self._seen, "gen", None)
@@ -285,13 +288,59 @@ class StoreMachine:
         error: ErrorInfo | None = None,
         attempt: int,
     ) -> Run:
+        run, _ = self._finish(
+            worker, run_id, status=status, output=output, error=error, attempt=attempt
+        )
+        return run
+
+    def finish_and_lease(
+        self,
+        worker: WorkerInfo,
+        run_id: str,
+        *,
+        status: str,
+        output: Any = None,
+        error: ErrorInfo | None = None,
+        attempt: int,
+        agents: Collection[str],
+        limit: int,
+        ttl: float,
+    ) -> list[LeasedRun]:
+        _, leased = self._finish(
+            worker,
+            run_id,
+            status=status,
+            output=output,
+            error=error,
+            attempt=attempt,
+            lease=(agents, limit, ttl) if limit > 0 and agents else None,
+        )
+        return leased
+
+    def _finish(
+        self,
+        worker: WorkerInfo,
+        run_id: str,
+        *,
+        status: str,
+        output: Any,
+        error: ErrorInfo | None,
+        attempt: int,
+        lease: tuple[Collection[str], int, float] | None = None,
+    ) -> tuple[Run, list[LeasedRun]]:
+        """Finish the run and, given ``(agents, limit, ttl)``, lease as
+        :meth:`lease_runs` would, in the same transaction: one commit, both or neither."""
         checks.finish_status(status)
         run_key(run_id)
         output = to_json_value(output, f"run {run_id} output", "output")
+        if lease is not None:
+            # Taken before looking, as lease_runs takes it (see wait_for_work).
+            self._seen.gen = self._wakeups.current()
         now = time.time()
+        clock_now = self._clock()
 
-        def op(txn: WriteTxn) -> Run:
-            return _runs.finish(
+        def op(txn: WriteTxn) -> tuple[Run, list[LeasedRun]]:
+            run = _runs.finish(
                 txn,
                 self._flow,
                 worker,
@@ -301,12 +350,21 @@ class StoreMachine:
                 output=output,
                 error=error,
                 now=now,
-                clock_now=self._clock(),
+                clock_now=clock_now,
+            )
+            if lease is None:
+                return run, []
+            agents, limit, ttl = lease
+            # After the finish, so a concurrency slot or a parent it frees is seen.
+            return run, _leasing.lease(
+                txn, self._flow, worker, agents, limit, ttl, now, clock_now
             )
 
-        run = self._write(op)
+        run, leased = self._write(op)
+        if lease is not None:
+            self._took((worker.id, frozenset(lease[0])), leased, lease[1])
         self._notify()
-        return run
+        return run, leased
 
     def release_run(self, worker: WorkerInfo, run_id: str, *, attempt: int) -> None:
         run_key(run_id)

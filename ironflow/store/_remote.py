@@ -375,13 +375,27 @@ class RemoteStore:
         self._local.polled = False
         if limit <= 0 or not agents:
             return []
+        leased = self._lease(worker, agents, limit, ttl, wait=self.long_poll, reclaim=False)
+        self._local.polled = not leased and self.long_poll > 0
+        return leased
+
+    def _lease(
+        self,
+        worker: WorkerInfo,
+        agents: Collection[str],
+        limit: int,
+        ttl: float,
+        *,
+        wait: float,
+        reclaim: bool,
+    ) -> list[LeasedRun]:
         values = {
             "worker": worker,
             "agents": list(agents),
             "limit": min(limit, MAX_LEASE_BATCH),
             "ttl": ttl,
-            "wait": self.long_poll,
-            "reclaim": False,
+            "wait": wait,
+            "reclaim": reclaim,
         }
         # Runs this store handed out before asking: a retried lease reclaims only runs
         # it has never seen (leased by the lost reply). One that finished while this
@@ -405,7 +419,6 @@ class RemoteStore:
                 if (worker.id, r.run.id) not in self._held and (worker.id, r.run.id) not in known
             ]
             self._held.update((worker.id, r.run.id) for r in leased)
-        self._local.polled = not leased and self.long_poll > 0
         return leased
 
     def wait_for_work(self, timeout: float) -> None:
@@ -476,6 +489,51 @@ class RemoteStore:
         _raise_for(reply, run_id)
         self._forget(worker, run_id)
         return route.read_reply(reply.data)  # type: ignore[no-any-return]
+
+    def finish_and_lease(
+        self,
+        worker: WorkerInfo,
+        run_id: str,
+        *,
+        status: str,
+        output: Any = None,
+        error: ErrorInfo | None = None,
+        attempt: int,
+        agents: Collection[str],
+        limit: int,
+        ttl: float,
+    ) -> list[LeasedRun]:
+        if limit <= 0 or not agents:
+            self.finish_run(
+                worker, run_id, status=status, output=output, error=error, attempt=attempt
+            )
+            return []
+        values = {
+            "worker": worker,
+            "run_id": run_id,
+            "status": status,
+            "output": output,
+            "error": error,
+            "attempt": attempt,
+            "agents": list(agents),
+            "limit": min(limit, MAX_LEASE_BATCH),
+            "ttl": ttl,
+        }
+        route, reply = self._exchange("finish_and_lease", values)
+        if reply.status == 409 and reply.retried:
+            # The lost reply may have been our own finish: then the run shows it, and the
+            # runs that transaction leased are this worker's, unseen: a reclaiming lease
+            # hands them over (runs this store handed out already stay out).
+            run = self.get_run(run_id)
+            if run.status == status:
+                self._forget(worker, run_id)
+                return self._lease(worker, agents, limit, ttl, wait=0.0, reclaim=True)
+        _raise_for(reply, run_id)
+        self._forget(worker, run_id)
+        leased: list[LeasedRun] = route.read_reply(reply.data)
+        with self._lock:
+            self._held.update((worker.id, r.run.id) for r in leased)
+        return leased
 
     def release_run(self, worker: WorkerInfo, run_id: str, *, attempt: int) -> None:
         values = {"worker": worker, "run_id": run_id, "attempt": attempt}

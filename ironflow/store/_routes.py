@@ -637,6 +637,25 @@ STORE_ROUTES: tuple[StoreRoute, ...] = (
         quick=True,
     ),
     StoreRoute(
+        "finish_and_lease",
+        "POST",
+        "/store/runs/{run_id}/finish-and-lease",
+        (
+            _WORKER,
+            _RUN,
+            Arg("status", Checked(checks.finish_status)),
+            Arg("output", Data("output"), default=None),
+            Arg("error", Maybe(Record(ErrorInfo, checks.error_info)), default=None),
+            _ATTEMPT,
+            Arg("agents", Many(_NAME)),
+            Arg("limit", Int(1, MAX_LEASE_BATCH)),
+            _TTL,
+        ),
+        # Not quick: the lease hands out the runs' recorded steps, of any size.
+        list[LeasedRun],
+        wakes=True,
+    ),
+    StoreRoute(
         "release_run",
         "POST",
         "/store/runs/{run_id}/release",

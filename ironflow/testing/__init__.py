@@ -253,6 +253,37 @@ class CrashingStore:
             ),
         )
 
+    def finish_and_lease(
+        self,
+        worker: WorkerInfo,
+        run_id: str,
+        *,
+        status: str,
+        output: Any = None,
+        error: ErrorInfo | None = None,
+        attempt: int,
+        agents: Collection[str],
+        limit: int,
+        ttl: float,
+    ) -> list[LeasedRun]:
+        # A finish like finish_run's: a fault armed at finish_run fires here too.
+        return self._call(
+            "finish_run",
+            run_id,
+            None,
+            lambda: self.inner.finish_and_lease(
+                worker,
+                run_id,
+                status=status,
+                output=output,
+                error=error,
+                attempt=attempt,
+                agents=agents,
+                limit=limit,
+                ttl=ttl,
+            ),
+        )
+
     def release_run(self, worker: WorkerInfo, run_id: str, *, attempt: int) -> None:
         self._call(
             "release_run",

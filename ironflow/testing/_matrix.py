@@ -32,6 +32,7 @@ from ironflow.replay._observer import AttemptObserver, Observer
 from ironflow.store import (
     ErrorInfo,
     Event,
+    LeasedRun,
     Run,
     StepAck,
     StepRecord,
@@ -231,6 +232,38 @@ class _MatrixStore(CrashingStore):
             None,
             lambda: CrashingStore.finish_run(
                 self, worker, run_id, status=status, output=output, error=error, attempt=attempt
+            ),
+        )
+
+    def finish_and_lease(
+        self,
+        worker: WorkerInfo,
+        run_id: str,
+        *,
+        status: str,
+        output: Any = None,
+        error: ErrorInfo | None = None,
+        attempt: int,
+        agents: Collection[str],
+        limit: int,
+        ttl: float,
+    ) -> list[LeasedRun]:
+        # The run's finish, as finish_run: the same boundary (a worker's run thread).
+        return self._boundary(  # type: ignore[no-any-return]
+            "finish_run",
+            run_id,
+            None,
+            lambda: CrashingStore.finish_and_lease(
+                self,
+                worker,
+                run_id,
+                status=status,
+                output=output,
+                error=error,
+                attempt=attempt,
+                agents=agents,
+                limit=limit,
+                ttl=ttl,
             ),
         )
 

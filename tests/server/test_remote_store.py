@@ -237,6 +237,31 @@ def test_retries_after_lost_replies_do_nothing_twice(
     assert finished.status == "completed" and finished.output == 1
 
 
+def test_a_finish_and_lease_retried_after_a_lost_reply_hands_over_its_runs(
+    remote: RemoteStore, backend: LmdbStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lost reply finished the run and leased the next: the retry, refused (the run
+    is finished), hands over the run that transaction leased, once."""
+    lose = _LoseReplies(remote, monkeypatch)
+    remote.register_agents([AGENT])
+    first, second = (remote.emit("doc.x", {"i": i}).run_ids[0] for i in range(2))
+    [leased] = remote.lease_runs(WORKER, ["doc"], limit=1, ttl=30)
+    assert leased.run.id == first
+    lose.paths.append("/finish-and-lease")
+    [following] = remote.finish_and_lease(
+        WORKER, first, status="completed", output=1, attempt=1, agents=["doc"], limit=1, ttl=30
+    )
+    assert following.run.id == second and following.run.attempt == 1
+    assert backend.get_run(first).status == "completed"
+    # Handed out once: a later lease does not give the worker its own run again.
+    lose.paths.append("/store/leases")
+    assert remote.lease_runs(WORKER, ["doc"], limit=5, ttl=30) == []
+    nothing = remote.finish_and_lease(
+        WORKER, second, status="completed", attempt=1, agents=["doc"], limit=1, ttl=30
+    )
+    assert nothing == [] and backend.get_run(second).status == "completed"
+
+
 def test_token(backend: LmdbStore) -> None:
     """A server with a token refuses a client without it (AuthError) and serves one with it."""
     with BackgroundServer(backend, token="s3cret") as url:

@@ -1,15 +1,15 @@
 """The agreement test: every store answers every operation as the MemoryStore does.
 
-A Hypothesis state machine applies the same operations (emit, an entity stream's
-append and delete, lease, record a step, suspend, spawn, a fake clock that moves and so
-wakes runs, cancel, pause, resume, re-run, fork, import, a worker that crashes, finish,
-release, heartbeat) to each store of ``backends.BACKENDS`` in turn, and after every
-operation asserts that each answered exactly as the oracle did (the same result, or the
-same error) and that each holds the same runs, steps, leases, events and streams, and
-checks each store's invariants (``check_valid``). Runs and events get random ids, and
-records carry wall-clock times: ids are compared by the order they were first seen in,
-and wall-clock times are left out; times on the store's timer clock (a shared fake
-clock) are compared exactly.
+A Hypothesis state machine applies the same operations (emit, an entity stream's append
+and delete, lease, record a step, suspend, spawn, a fake clock that moves and so wakes
+runs, cancel, pause, resume, re-run, fork, import, a worker that crashes, finish,
+finish-and-lease, release, heartbeat) to each store of ``backends.BACKENDS`` in turn,
+and after every operation asserts that each answered exactly as the oracle did (the same
+result, or the same error) and that each holds the same runs, steps, leases, events and
+streams, and checks each store's invariants (``check_valid``). Runs and events get
+random ids, and records carry wall-clock times: ids are compared by the order they were
+first seen in, and wall-clock times are left out; times on the store's timer clock (a
+shared fake clock) are compared exactly.
 """
 
 from __future__ import annotations
@@ -366,6 +366,31 @@ class Agreement(RuleBasedStateMachine):
         self.each(
             lambda s: s.store.finish_run(
                 info, s.id(run), status=status, output={"done": run}, attempt=attempt
+            )
+        )
+
+    @precondition(lambda self: self.held())
+    @rule(
+        data=st.data(),
+        status=st.sampled_from(["completed", "failed"]),
+        stale=st.booleans(),
+        limit=st.integers(1, 2),
+    )
+    def finish_and_lease(self, data: st.DataObject, status: str, stale: bool, limit: int) -> None:
+        """The finish and the next lease in one transaction (a worker with a backlog)."""
+        w, run = data.draw(st.sampled_from(self.held()))
+        info = self.workers[w].info
+        attempt = self.run_of(run).attempt - (1 if stale else 0)
+        self.each(
+            lambda s: s.store.finish_and_lease(
+                info,
+                s.id(run),
+                status=status,
+                output={"done": run},
+                attempt=attempt,
+                agents=AGENT_IDS,
+                limit=limit,
+                ttl=600,
             )
         )
 
