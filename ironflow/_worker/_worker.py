@@ -106,8 +106,6 @@ class Worker:
         self._served = False
         self._heartbeat_stop = threading.Event()
         self._active: dict[str, concurrent.futures.Future[Outcome]] = {}
-        #: Run threads between two runs, leasing their next (see _chain): slots in use.
-        self._between = 0
         self._lock = threading.Lock()
         self._slot_freed = threading.Event()
         self._run_pool = concurrent.futures.ThreadPoolExecutor(
@@ -236,10 +234,10 @@ class Worker:
         agent_ids = list(self.agents)
         while not self._stopping.is_set():
             with self._lock:
-                free = self.concurrency - len(self._active) - self._between
+                free = self.concurrency - len(self._active)
                 # Taken before leasing: a run finishing meanwhile may make another pending
                 # (a parent waiting for its child), which only the next lease would see.
-                idle = not self._active and not self._between
+                idle = not self._active
             if free > 0:
                 try:
                     leased = self.store.lease_runs(
@@ -408,46 +406,31 @@ class Worker:
         task: list[concurrent.futures.Future[Outcome]],
         chained: list[list[LeasedRun]],
     ) -> LeasedRun | None:
-        """The next run for this thread, leased here as its run ends, or None.
+        """The next run for this thread: what its run's finish leased in the same
+        transaction (``chained``, see :meth:`_finisher`), or None.
 
         Why: handing each run from the serving thread to a pool thread and back costs two
         thread wake-ups a run, about a tenth of a sequential 3-step run's time outside
         its commits. Only when every agent here is sync (an async run belongs on the
-        loop), and the slot stays this thread's throughout, so ``concurrency`` holds.
-        The finish has usually leased it already, in its own commit (``chained``: see
-        :meth:`_finisher`); a run that ended otherwise leases it here.
+        loop). A run that ended otherwise (suspended, or its finish refused) leases
+        nothing here: the serving loop leases, and waits for work, for every slot. The
+        task's future moves from the run that ended to the next under one lock, so
+        ``concurrency`` holds and a drain always finds the task.
         """
-        if self._loop is not None:
-            return None
+        leased: list[LeasedRun] = chained[0] if chained else []
         if self._stopping.is_set():
             # Leased with the finish just as the worker began to stop: give it back.
-            for run in chained[0] if chained else ():
+            for run in leased:
                 self._give_back(run)
             return None
-        leased: list[LeasedRun] = chained[0] if chained else []
         with self._lock:
             future = task[0]
-            # The run is over: no longer heartbeated (its lease is gone), but its slot
-            # stays taken while this thread leases. Unless this worker leased the run
-            # again meanwhile: that newer execution keeps its place.
+            # Unless this worker leased the run again meanwhile: that newer execution
+            # keeps its place.
             if self._active.get(done) is future:
                 del self._active[done]
             if leased:
                 self._active[leased[0].run.id] = future
-            elif not chained:
-                self._between += 1
-        if not chained:
-            try:
-                leased = self.store.lease_runs(
-                    self.info, list(self.agents), limit=1, ttl=self.lease_ttl
-                )
-            except StoreError as exc:
-                log.warning("cannot lease the next run: %s; the serving loop will", exc)
-            finally:
-                with self._lock:
-                    self._between -= 1
-                    if leased:
-                        self._active[leased[0].run.id] = future
         if not leased:
             return None
         _log_pickup(leased[0])
