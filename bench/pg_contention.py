@@ -26,7 +26,14 @@ import time
 from typing import Any
 
 #: The store calls whose write transactions are counted.
-_METHODS = ("lease_runs", "record_step", "finish_run", "heartbeat", "release_run")
+_METHODS = (
+    "lease_runs",
+    "record_step",
+    "finish_run",
+    "finish_and_lease",
+    "heartbeat",
+    "release_run",
+)
 
 
 def _why(exc: BaseException) -> str:

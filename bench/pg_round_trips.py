@@ -31,6 +31,7 @@ _METHODS = (
     "lease_runs",
     "record_step",
     "finish_run",
+    "finish_and_lease",
     "get_run",
     "changes",
     "heartbeat",

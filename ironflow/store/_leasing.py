@@ -184,13 +184,10 @@ def lease(
         return txn.claim(table, accept=accept, limit=limit) if limit > 0 else []
 
     found = _candidates(txn, claimed, flow, worker, agents, limit, now)
-    # Each run's record and lease, read together. Not its steps: on PostgreSQL a read of
-    # a key range locks (SSI) the index pages it covers, and step_log reading them after
-    # the writes (sent with them, one round trip more) catches fewer of the other
-    # workers' step inserts on those pages than a read before (4 workers: rollbacks a
-    # run 0.85 -> 0.45, docs/benchmarks.md).
+    # Each run's record, lease and steps, read together.
     txn.prefetch(
         gets=[(table, run_id.encode()) for run_id in found for table in ("runs", "leases")],
+        scans=[Scan("steps", run_id.encode() + b"\x00") for run_id in found],
     )
     for run_id in found:
         key = run_id.encode()
