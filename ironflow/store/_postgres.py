@@ -69,7 +69,7 @@ from ironflow.errors import MissingExtraError, StoreError, StoreFormatError
 from ironflow.store._machine import StoreMachine
 from ironflow.store._pgschema import SCHEMA_VERSION, check_version, migrate_sql
 from ironflow.store._pgtxn import PgTxn
-from ironflow.store._records import LeasedRun, Run, WorkerInfo
+from ironflow.store._records import ErrorInfo, LeasedRun, Run, WorkerInfo
 from ironflow.store._wake import LocalWakeups, Wakeups
 
 __all__ = ["PostgresBackend", "PostgresStore", "is_postgres_url", "migrate", "safe_url"]
@@ -660,6 +660,35 @@ class PostgresStore(StoreMachine):
         # the leasers' lock comes soon (see the module's docstring).
         with self.backend.leasing():
             return super().lease_runs(worker, agents, limit=limit, ttl=ttl)
+
+    def finish_and_lease(
+        self,
+        worker: WorkerInfo,
+        run_id: str,
+        *,
+        status: str,
+        output: Any = None,
+        error: ErrorInfo | None = None,
+        attempt: int,
+        agents: Collection[str],
+        limit: int,
+        ttl: float,
+    ) -> list[LeasedRun]:
+        # Its lease takes turns with the others, as lease_runs does: without the lock,
+        # finishing workers raced for the same ready rows (half their transactions
+        # rolled back with four workers, bench.pg_contention).
+        with self.backend.leasing():
+            return super().finish_and_lease(
+                worker,
+                run_id,
+                status=status,
+                output=output,
+                error=error,
+                attempt=attempt,
+                agents=agents,
+                limit=limit,
+                ttl=ttl,
+            )
 
     # Waiting for work is what needs wake-ups from other processes: listen from then on.
 

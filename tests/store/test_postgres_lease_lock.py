@@ -113,6 +113,37 @@ def test_a_held_lock_delays_a_lease_by_the_bound_and_never_stops_it(
     assert _lock_is_free(pg_url)
 
 
+def test_a_finish_that_leases_the_next_run_takes_the_lock_too(
+    pg: PostgresStore, pg_url: str
+) -> None:
+    """finish_and_lease leases: it waits for the leasers' lock as lease_runs does (without
+    it, finishing workers raced for the same ready runs and rolled each other back)."""
+    pg.register_agents([AgentSpec("a", ("go",))])
+    first, second = (pg.emit("go", {"i": i}).run_ids[0] for i in range(2))
+    worker = StandInWorker()
+    try:
+        (held,) = pg.lease_runs(worker.info, ["a"], limit=1, ttl=600)
+        assert held.run.id == first
+        with psycopg.connect(pg_url, autocommit=True) as holder:
+            holder.execute(f"SELECT pg_advisory_lock({_KEY})".encode())
+            started = time.monotonic()
+            got = pg.finish_and_lease(
+                worker.info,
+                first,
+                status="completed",
+                attempt=held.run.attempt,
+                agents=["a"],
+                limit=1,
+                ttl=600,
+            )
+            waited = time.monotonic() - started
+        assert [r.run.id for r in got] == [second]
+        assert waited >= pg.backend.lease_lock_wait * 0.9  # type: ignore[operator]
+    finally:
+        worker.kill()
+    assert _lock_is_free(pg_url)
+
+
 def test_no_pooled_connection_keeps_the_lock_after_a_lease_fails(
     pg: PostgresStore, pg_url: str
 ) -> None:
