@@ -471,14 +471,7 @@ class RemoteStore:
         error: ErrorInfo | None = None,
         attempt: int,
     ) -> Run:
-        values = {
-            "worker": worker,
-            "run_id": run_id,
-            "status": status,
-            "output": output,
-            "error": error,
-            "attempt": attempt,
-        }
+        values = _finish_values(worker, run_id, status, output, error, attempt)
         route, reply = self._exchange("finish_run", values)
         if reply.status == 409 and reply.retried:
             # The lost reply may have been our own finish: then the run shows it.
@@ -509,12 +502,7 @@ class RemoteStore:
             )
             return []
         values = {
-            "worker": worker,
-            "run_id": run_id,
-            "status": status,
-            "output": output,
-            "error": error,
-            "attempt": attempt,
+            **_finish_values(worker, run_id, status, output, error, attempt),
             "agents": list(agents),
             "limit": min(limit, MAX_LEASE_BATCH),
             "ttl": ttl,
@@ -937,3 +925,22 @@ def _event_from_json(obj: dict[str, Any]) -> Event:
         stream=obj.get("stream"),
         version=obj.get("version") or 0,
     )
+
+
+def _finish_values(
+    worker: WorkerInfo,
+    run_id: str,
+    status: str,
+    output: Any,
+    error: ErrorInfo | None,
+    attempt: int,
+) -> dict[str, Any]:
+    """A finish's arguments, as finish_run and finish_and_lease send them."""
+    return {
+        "worker": worker,
+        "run_id": run_id,
+        "status": status,
+        "output": output,
+        "error": error,
+        "attempt": attempt,
+    }

@@ -543,6 +543,15 @@ _ATTEMPT = Arg("attempt", Int(0, MAX_ATTEMPT))
 # The W3C trace context an event or a child run is created in (None: none).
 _TRACE = Arg("trace", Maybe(Record(TraceContext, checks.trace)), default=None)
 _LIMIT = Int(1, MAX_PAGE)
+# A run's finish: finish_run's arguments, and the first of finish_and_lease's.
+_FINISH = (
+    _WORKER,
+    _RUN,
+    Arg("status", Checked(checks.finish_status)),
+    Arg("output", Data("output"), default=None),
+    Arg("error", Maybe(Record(ErrorInfo, checks.error_info)), default=None),
+    _ATTEMPT,
+)
 
 STORE_ROUTES: tuple[StoreRoute, ...] = (
     # -- agents and events
@@ -624,14 +633,7 @@ STORE_ROUTES: tuple[StoreRoute, ...] = (
         "finish_run",
         "POST",
         "/store/runs/{run_id}/finish",
-        (
-            _WORKER,
-            _RUN,
-            Arg("status", Checked(checks.finish_status)),
-            Arg("output", Data("output"), default=None),
-            Arg("error", Maybe(Record(ErrorInfo, checks.error_info)), default=None),
-            _ATTEMPT,
-        ),
+        _FINISH,
         Run,
         wakes=True,
         quick=True,
@@ -641,12 +643,7 @@ STORE_ROUTES: tuple[StoreRoute, ...] = (
         "POST",
         "/store/runs/{run_id}/finish-and-lease",
         (
-            _WORKER,
-            _RUN,
-            Arg("status", Checked(checks.finish_status)),
-            Arg("output", Data("output"), default=None),
-            Arg("error", Maybe(Record(ErrorInfo, checks.error_info)), default=None),
-            _ATTEMPT,
+            *_FINISH,
             Arg("agents", Many(_NAME)),
             Arg("limit", Int(1, MAX_LEASE_BATCH)),
             _TTL,
