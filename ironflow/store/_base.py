@@ -275,9 +275,7 @@ class Store(Protocol):
         A stream never appended to reads as empty.
         """
 
-    def delete_stream_events(
-        self, stream_id: str, versions: Collection[int] | None = None
-    ) -> int:
+    def delete_stream_events(self, stream_id: str, versions: Collection[int] | None = None) -> int:
         """Delete these versions of an entity stream (all of them for ``None``); return how
         many were deleted.
 

@@ -24,6 +24,7 @@ from ironflow.errors import RunNotFoundError
 from ironflow.store import _checks as checks
 from ironflow.store import _runs
 from ironflow.store._codec import decode_record
+from ironflow.store._keys import steps_prefix
 from ironflow.store._records import (
     EmitResult,
     Event,
@@ -147,14 +148,12 @@ def run_page(
             run = decode_record(raw, Run)
             if not _accept(run, status, agent):
                 continue
-            if term is not None and (
-                run.id == term or not value_matches(run.event.data, term)
-            ):
+            if term is not None and (run.id == term or not value_matches(run.event.data, term)):
                 continue  # the exact id match is already first on the page
             runs.append(run)
         else:
             last_key = None  # reached the oldest run
-        counts = tuple(_count_prefix(txn, "steps", r.id.encode() + b"\x00") for r in runs)
+        counts = tuple(_count_prefix(txn, "steps", steps_prefix(r.id)) for r in runs)
     next_before = last_key.decode() if last_key is not None else None
     return RunPage(
         runs=tuple(runs),

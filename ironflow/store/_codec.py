@@ -473,9 +473,7 @@ class RecordCodec:
         data, fast = self.plain_dict(record)
         if fast:
             return orjson.dumps(data)
-        return json.dumps(
-            data, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        ).encode()
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
     def from_dict(self, data: dict[str, Any]) -> Any:
         """The record from its JSON data (raises on data that is not one)."""

@@ -239,9 +239,7 @@ class FlowControl:
         txn.put("ready", run.id.encode(), run.agent.encode())
         return True
 
-    def cancel_matching(
-        self, txn: WriteTxn, event: Event, specs: Sequence[AgentSpec]
-    ) -> list[str]:
+    def cancel_matching(self, txn: WriteTxn, event: Event, specs: Sequence[AgentSpec]) -> list[str]:
         """The unfinished runs to cancel because of this event: those of ``specs`` (the
         agents, as the caller read them in this transaction) that cancel on it whose
         trigger event has the same key value.

@@ -16,6 +16,8 @@ __all__ = [
     "run_key",
     "sep",
     "step_key",
+    "step_position",
+    "steps_prefix",
     "stream_key",
     "u64",
 ]
@@ -30,7 +32,17 @@ def sep(*parts: str) -> bytes:
 
 
 def step_key(run_id: str, position: int) -> bytes:
-    return run_id.encode() + b"\x00" + position.to_bytes(4, "big")
+    return steps_prefix(run_id) + position.to_bytes(4, "big")
+
+
+def steps_prefix(run_id: str) -> bytes:
+    """What the keys of a run's steps begin with: a scan of it reads them in order."""
+    return run_id.encode() + b"\x00"
+
+
+def step_position(key: bytes) -> int:
+    """The position a step key names (``step_key``'s last four bytes)."""
+    return int.from_bytes(key[-4:], "big")
 
 
 def run_key(run_id: str) -> bytes:

@@ -16,6 +16,7 @@ import attrs
 from ironflow.store._backend import ReadTxn, Scan, WriteTxn
 from ironflow.store._codec import decode_record, encode_record
 from ironflow.store._flowctl import FlowControl
+from ironflow.store._keys import steps_prefix
 from ironflow.store._liveness import process_alive
 from ironflow.store._records import Lease, LeasedRun, Run, WorkerInfo
 from ironflow.store._runs import last_seq, run_in, step_log
@@ -152,9 +153,7 @@ def idle(
     rows = _scanned(txn)
     txn.prefetch(scans=(*_LOOK, Scan("leases")) if orphans else _LOOK)
     return (
-        not _candidates(
-            txn, rows, flow, worker, agents, limit, now, orphans=orphans, watch=watch
-        )
+        not _candidates(txn, rows, flow, worker, agents, limit, now, orphans=orphans, watch=watch)
         and not timers_due(txn, clock_now)
         and not flow.due(txn, clock_now)
     )
@@ -187,7 +186,7 @@ def lease(
     # Each run's record, lease and steps, read together.
     txn.prefetch(
         gets=[(table, run_id.encode()) for run_id in found for table in ("runs", "leases")],
-        scans=[Scan("steps", run_id.encode() + b"\x00") for run_id in found],
+        scans=[Scan("steps", steps_prefix(run_id)) for run_id in found],
     )
     for run_id in found:
         key = run_id.encode()

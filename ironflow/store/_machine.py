@@ -356,9 +356,7 @@ class StoreMachine:
                 return run, []
             agents, limit, ttl = lease
             # After the finish, so a concurrency slot or a parent it frees is seen.
-            return run, _leasing.lease(
-                txn, self._flow, worker, agents, limit, ttl, now, clock_now
-            )
+            return run, _leasing.lease(txn, self._flow, worker, agents, limit, ttl, now, clock_now)
 
         run, leased = self._write(op)
         if lease is not None:

@@ -54,6 +54,7 @@ def utc(ts: float) -> _dt.datetime:
         edge = _dt.datetime.max if ts > 0 else _dt.datetime.min
         return edge.replace(tzinfo=_dt.UTC)
 
+
 #: What a suspended run waits for: its wake-up time, an event, a child run, or the
 #: time to try a failed step again.
 SuspensionKind = Literal["sleep", "event", "child", "retry"]
@@ -86,6 +87,7 @@ class Event:
     def time(self) -> _dt.datetime:
         """When the event was appended (``ts``), as an aware UTC datetime."""
         return utc(self.ts)
+
     #: The W3C trace context of the code that emitted it (a spawned run's: the parent's
     #: spawn step), if it had one: every attempt of the runs it starts joins that trace.
     trace: TraceContext | None = None

@@ -21,7 +21,7 @@ from ironflow.store._backend import ReadTxn, Scan, WriteTxn
 from ironflow.store._codec import codec_of, decode_record, encode_record
 from ironflow.store._flowctl import FlowControl, spec_of
 from ironflow.store._flowspec import Rerun
-from ironflow.store._keys import step_key, u64
+from ironflow.store._keys import step_key, step_position, steps_prefix, u64
 from ironflow.store._records import (
     FINISHED,
     SUSPENDED,
@@ -101,7 +101,7 @@ def run_in(txn: ReadTxn, run_id: str) -> Run:
 
 
 def steps_of(txn: ReadTxn, run_id: str) -> list[StepRecord]:
-    prefix = run_id.encode() + b"\x00"
+    prefix = steps_prefix(run_id)
     return [STEPS.decode(raw) for _, raw in txn.scan("steps", prefix=prefix)]
 
 
@@ -109,8 +109,8 @@ def step_log(txn: ReadTxn, run_id: str) -> StepLog:
     """The run's step records as a lease hands them over: read now, decoded when read."""
     positions: list[int] = []
     stored: list[bytes] = []
-    for key, value in txn.scan("steps", prefix=run_id.encode() + b"\x00"):
-        positions.append(int.from_bytes(key[-4:], "big"))  # step_key's last 4 bytes
+    for key, value in txn.scan("steps", prefix=steps_prefix(run_id)):
+        positions.append(step_position(key))
         stored.append(value if type(value) is bytes else bytes(value))
     return StepLog.from_stored(run_id, positions, stored, STEPS)
 
