@@ -31,7 +31,7 @@ from ironflow.errors import (
 )
 from ironflow.replay._engine import Execution, Outcome
 from ironflow.replay._observer import Observer, Observers
-from ironflow.store import ErrorInfo, LeasedRun, Store, WorkerInfo
+from ironflow.store import ErrorInfo, LeasedRun, Store
 from ironflow.store._steplog import StepLog
 
 __all__ = ["Worker"]
@@ -444,26 +444,11 @@ class Worker:
             return None
         agents = list(self.agents)
 
-        def finish(
-            worker: WorkerInfo,
-            run_id: str,
-            *,
-            status: str,
-            output: Any,
-            error: ErrorInfo | None,
-            attempt: int,
-        ) -> None:
+        def finish(*args: Any, **kwargs: Any) -> None:
+            # finish_run's arguments, as the engine passes them.
             chained.append(
                 self.store.finish_and_lease(
-                    worker,
-                    run_id,
-                    status=status,
-                    output=output,
-                    error=error,
-                    attempt=attempt,
-                    agents=agents,
-                    limit=1,
-                    ttl=self.lease_ttl,
+                    *args, **kwargs, agents=agents, limit=1, ttl=self.lease_ttl
                 )
             )
 
