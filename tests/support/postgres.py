@@ -29,9 +29,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,6 +83,39 @@ def _readable_by_all(install: Path) -> None:
             path = d / f
             if not path.is_symlink():
                 path.chmod(path.stat().st_mode | (0o055 if os.access(path, os.X_OK) else 0o044))
+
+
+def _stop_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to stop the server (SIGQUIT, an immediate shutdown)
+    if the process that started it dies: a pytest or bench killed with ``kill -9``
+    cannot stop its server by pid, and a postmaster left behind on a shared host holds
+    memory and a port until someone finds it.
+
+    Only from the main thread: the kernel sends the signal when the *thread* that
+    forked exits, so a server restarted from a short-lived thread (the soak's chaos)
+    would die with that thread. Runs in the child after it switched user (the setting
+    survives ``exec`` of a binary that is not set-user-ID). None where unavailable.
+    """
+    if (
+        not sys.platform.startswith("linux")
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, parent = 1, os.getpid()
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGQUIT))
+        if os.getppid() != parent:
+            # The parent died between fork and prctl: nobody would send the signal.
+            os._exit(1)
+
+    return preexec
 
 
 def _free_port() -> int:
@@ -190,6 +225,7 @@ class EmbeddedPostgres:
                 stdin=subprocess.DEVNULL,
                 # Its own process group: a Ctrl-C at the terminal is for pytest, not it.
                 start_new_session=True,
+                preexec_fn=_stop_with_parent(),
                 **self._as_user(),
             )
         finally:
