@@ -24,6 +24,7 @@ from ironflow._pure._trace import TraceContext
 
 if TYPE_CHECKING:
     from ironflow.replay._engine import Execution, Outcome, StepInfo
+    from ironflow.replay._positions import _Positions
     from ironflow.store import StepRecord, WorkerInfo
 
 __all__ = ["AttemptObserver", "Observer", "Observers", "StepOutcome", "StepWatch"]
@@ -197,7 +198,7 @@ class StepWatch:
     __slots__ = ("execution", "input", "observer", "step", "token")
 
     def __init__(
-        self, execution: Execution, observer: AttemptObserver, step: StepInfo, input: Any
+        self, execution: _Positions, observer: AttemptObserver, step: StepInfo, input: Any
     ) -> None:
         self.execution = execution
         self.observer = observer
