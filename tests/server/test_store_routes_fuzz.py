@@ -35,8 +35,8 @@ from ironflow.store._codec import converter, event_data
 from ironflow.store._flowspec import FlowSpec
 from ironflow.store._history import export_history, history_to_json
 from ironflow.store._records import ProjectionSpec
-from ironflow.store._routes import (
-    STORE_ROUTES,
+from ironflow.store._routes import STORE_ROUTES, StoreRoute
+from ironflow.store._wire import (
     Checked,
     Data,
     Flag,
@@ -47,7 +47,6 @@ from ironflow.store._routes import (
     Maybe,
     Number,
     Record,
-    StoreRoute,
 )
 from tests.server.test_store_routes import fingerprint
 
