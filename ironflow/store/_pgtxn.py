@@ -18,17 +18,40 @@ interface allows:
 from __future__ import annotations
 
 import bisect
+import enum
 import functools
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Final, Literal
 
 from ironflow.store._backend import TABLES, Scan, prefix_end
 from ironflow.store._pgschema import RUN_OF, table_name
 
-__all__ = ["WAKES", "PgTxn"]
+__all__ = ["SQL", "UNKNOWN", "WAKES", "Noted", "Notes", "PgTxn", "wakes_on"]
 
 #: Writes to these tables make work for someone: their commit wakes the listeners.
 WAKES = frozenset({"ready", "timers", "events", "projections", "projection_leases"})
+
+
+class _Unknown(enum.Enum):
+    """A row written without its value being learned (``add`` over a row never read, an
+    insert that found a row): what a cache of rows must forget, not remember."""
+
+    UNKNOWN = "unknown"
+
+
+UNKNOWN: Final = _Unknown.UNKNOWN
+#: What a transaction learned of some tables' rows: (table, key) -> the value it last
+#: read or wrote (None: absent), or UNKNOWN. Kept for ``_pgspec.py``'s remembered rows.
+Noted = bytes | None | Literal[_Unknown.UNKNOWN]
+Notes = dict[tuple[str, bytes], Noted]
+
+
+def wakes_on(table: str, value: bytes | None) -> bool:
+    """Whether writing ``value`` (None: deleting) to ``table`` makes work for someone:
+    a lease gone (finish, release, cancel) also frees a concurrency slot."""
+    return table in WAKES or (value is None and table == "leases")
+
+
 #: The first page of a scan is small (most scans stop early), later ones grow.
 _FIRST_PAGE, _LAST_PAGE = 16, 1024
 
@@ -84,7 +107,8 @@ class _Sql:
         return f"SELECT {cols} FROM {self.table} WHERE {where} ORDER BY k {order} LIMIT %s".encode()
 
 
-_SQL = {space: _Sql(space) for space in TABLES}
+#: Each table's statements (``_pgspec.py`` builds its writes from them too).
+SQL = {space: _Sql(space) for space in TABLES}
 
 
 @functools.lru_cache(maxsize=256)
@@ -93,7 +117,7 @@ def _batch_sql(reads: tuple[tuple[str, bool, bool], ...]) -> bytes:
     each row found (a get is a scan of one key's range with no limit)."""
     parts = []
     for i, (table, is_scan, reverse) in enumerate(reads):
-        sql = _SQL[table]
+        sql = SQL[table]
         if is_scan:
             parts.append(b"(" + sql.page(bounded=True, reverse=reverse, tag=i) + b")")
         else:
@@ -154,11 +178,14 @@ def _range(scan: Scan, start: bytes | None) -> tuple[bytes, bytes | None] | None
 class PgTxn:
     """A transaction of the backend interface on one connection."""
 
-    __slots__ = ("_covers", "_cur", "wakes")
+    __slots__ = ("_covers", "_cur", "_noted", "notes", "wakes")
 
-    def __init__(self, cur: Any) -> None:
+    def __init__(self, cur: Any, noted: frozenset[str] = frozenset()) -> None:
         self._cur = cur
         self.wakes = False
+        #: What it read and wrote last of the ``noted`` tables' rows (None: no table).
+        self.notes: Notes | None = {} if noted else None
+        self._noted = noted
         #: Per table, the key ranges read whole by a prefetch or get_many (see module).
         self._covers: dict[str, list[_Cover]] = {}
 
@@ -193,9 +220,13 @@ class PgTxn:
         if cover is not None:
             i = bisect.bisect_left(cover.keys, key)
             found = i < len(cover.keys) and cover.keys[i] == key
-            return cover.values[i] if found else None
-        row = self._one(_SQL[table].get, (key,))
-        return None if row is None else bytes(row[0])
+            value = cover.values[i] if found else None
+        else:
+            row = self._one(SQL[table].get, (key,))
+            value = None if row is None else bytes(row[0])
+        if self.notes is not None and table in self._noted:
+            self.notes[(table, key)] = value
+        return value
 
     def get_many(self, keys: Sequence[tuple[str, bytes]]) -> list[bytes | None]:
         self.prefetch(gets=keys)
@@ -273,7 +304,7 @@ class PgTxn:
         self, table: str, lo: bytes, hi: bytes | None, reverse: bool
     ) -> Iterator[tuple[bytes, bytes]]:
         """The rows of ``[lo, hi)`` from the server, a page at a time."""
-        sql = _SQL[table]
+        sql = SQL[table]
         size = _FIRST_PAGE
         while True:
             query = sql.page(bounded=hi is not None, reverse=reverse)
@@ -292,7 +323,7 @@ class PgTxn:
             size = min(size * 2, _LAST_PAGE)
 
     def count(self, table: str) -> int:
-        row = self._one(_SQL[table].count, ())
+        row = self._one(SQL[table].count, ())
         return int(row[0])
 
     # -- writes --------------------------------------------------------------------------
@@ -302,41 +333,54 @@ class PgTxn:
         for cover in self._covers.get(table, ()):
             if cover.holds(key):
                 cover.wrote(key, value, replace=replace)
-        if value is None:
-            if table == "leases" or table in WAKES:
-                # A lease gone (finish, release, cancel) frees a concurrency slot: wake.
-                self.wakes = True
-        elif table in WAKES:
+        if wakes_on(table, value):
             self.wakes = True
+        notes = self.notes
+        if notes is not None and table in self._noted:
+            row = (table, key)
+            if replace or value is None or notes.get(row, UNKNOWN) is None:
+                notes[row] = value
+            elif row not in notes:
+                notes[row] = UNKNOWN  # added over a row it never read: value unknown
 
     def put(self, table: str, key: bytes, value: bytes) -> None:
-        sql = _SQL[table]
+        sql = SQL[table]
         self._cur.execute(sql.put, sql.row(key, value))
         self._wrote(table, key, value)
 
     def insert(self, table: str, key: bytes, value: bytes) -> bool:
-        sql = _SQL[table]
+        sql = SQL[table]
         done = self._one(sql.insert, sql.row(key, value)) is not None
         if done:
             self._wrote(table, key, value)
+        else:
+            self._there(table, key)
         return done
 
     def add(self, table: str, key: bytes, value: bytes) -> None:
         # Not waited for: it goes with the next statement that is (a read, the commit).
-        sql = _SQL[table]
+        sql = SQL[table]
         self._cur.execute(sql.add, sql.row(key, value))
         self._wrote(table, key, value, replace=False)
 
     def delete(self, table: str, key: bytes) -> bool:
-        sql = _SQL[table]
+        sql = SQL[table]
         done = self._one(sql.delete, sql.row(key)) is not None
         if done:
             self._wrote(table, key, None)
+        elif self.notes is not None and table in self._noted:
+            self.notes[(table, key)] = None
         return done
+
+    def _there(self, table: str, key: bytes) -> None:
+        """An insert found ``key``: there, with a value unknown unless read before."""
+        notes = self.notes
+        if notes is not None and table in self._noted and notes.get((table, key)) is None:
+            notes[(table, key)] = UNKNOWN
 
     def discard(self, table: str, key: bytes) -> None:
         # Not waited for, as ``add``.
-        sql = _SQL[table]
+        sql = SQL[table]
         self._cur.execute(sql.discard, sql.row(key))
         self._wrote(table, key, None)
 
@@ -351,7 +395,7 @@ class PgTxn:
         keys = [key for key, _ in self._accepted(table, accept, limit * 4)]
         if not keys:
             return []
-        self._cur.execute(_SQL[table].claim, (keys, limit))
+        self._cur.execute(SQL[table].claim, (keys, limit))
         return [(bytes(k), bytes(v)) for k, v in self._cur.fetchall()]
 
     def _accepted(

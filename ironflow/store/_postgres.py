@@ -15,9 +15,12 @@ This module is storage only, as ``_lmdb.py`` is: every rule is the state machine
   waits for (``put``, ``add``, ``discard``) with the next statement that is waited for,
   and COMMIT with the pipeline's end. The reads a rule makes whatever it finds go
   together (``get_many``, ``prefetch``: one query, kept for the transaction; see
-  ``_pgtxn.py``). Recording a step is two round trips: the lease, cancel and pause
-  reads in one query, then the step's insert with COMMIT; finishing a run and emitting
-  an event are two as well.
+  ``_pgtxn.py``). Recording a step is one round trip when this store remembers the
+  run's lease: the op runs on the rows the store's own commits last read or wrote, and
+  BEGIN, one statement (the token, the step's insert, a guard re-reading those rows)
+  and COMMIT go together (``_pgspec.py``: a speculative write, and why it is sound);
+  otherwise two, the three reads in one query, then the insert with COMMIT. Finishing
+  a run and emitting an event are two.
 - **Durable before returning.** Every session sets ``synchronous_commit = on``: a
   commit returns once its WAL is flushed (and, with synchronous replicas configured,
   replicated).
@@ -66,10 +69,12 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ironflow.errors import MissingExtraError, StoreError, StoreFormatError
+from ironflow.store._backend import WriteTxn
 from ironflow.store._machine import StoreMachine
 from ironflow.store._pgschema import SCHEMA_VERSION, check_version, migrate_sql
+from ironflow.store._pgspec import REMEMBERED, STALE, RowCache, SpecTxn, speculate
 from ironflow.store._pgtxn import PgTxn
-from ironflow.store._records import ErrorInfo, LeasedRun, Run, WorkerInfo
+from ironflow.store._records import ErrorInfo, LeasedRun, Run, StepAck, StepRecord, WorkerInfo
 from ironflow.store._wake import LocalWakeups, Wakeups
 
 __all__ = ["PostgresBackend", "PostgresStore", "is_postgres_url", "migrate", "safe_url"]
@@ -171,6 +176,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+class _Stale(Exception):
+    """A speculative write's guard found a remembered row changed: nothing was written;
+    the op runs again the normal way (``_pgspec.py``)."""
+
+
 class ReadLost(StoreError):
     """The connection broke in the middle of a read transaction."""
 
@@ -237,6 +247,13 @@ class PostgresBackend:
         self.lease_conflicts = 0
         self._conflicts_lock = threading.Lock()
         self._leasing = threading.local()
+        self._speculating = threading.local()
+        #: What this store's committed writes last read or wrote of a few tables: the
+        #: guesses a speculative write runs on (``_pgspec.py``).
+        self.rows = RowCache()
+        #: Speculative writes tried, and those whose guard found a row changed.
+        self.speculated = 0
+        self.stale = 0
         #: When this store next prunes ``ironflow_commits`` (monotonic seconds).
         self._prune_at = time.monotonic() + _PRUNE_EVERY * random.random()
         self._prune_lock = threading.Lock()
@@ -285,6 +302,16 @@ class PostgresBackend:
             yield
         finally:
             self._leasing.on = False
+
+    @contextlib.contextmanager
+    def speculating(self) -> Iterator[None]:
+        """Within: this thread's write ops are first run on the remembered rows and sent
+        with a guard in one round trip (``_pgspec.py``), the normal way if that fails."""
+        self._speculating.on = True
+        try:
+            yield
+        finally:
+            self._speculating.on = False
 
     def _connect(self, **kwargs: Any) -> Any:
         return self._psycopg.connect(self.url, autocommit=True, connect_timeout=10, **kwargs)
@@ -380,17 +407,22 @@ class PostgresBackend:
             raise
         return conn
 
-    def write(self, op: Callable[[PgTxn], T]) -> T:
+    def write(self, op: Callable[[WriteTxn], T]) -> T:
         """Run ``op`` in a SERIALIZABLE transaction, again on a serialization failure or
         a lost connection; return its result once committed."""
         errors = self._psycopg.errors
         delay = 0.002
         started = time.monotonic()
+        # Tried once, first: a retry for whatever reason runs the normal way.
+        spec = speculate(self.rows, op) if getattr(self._speculating, "on", False) else None
         while True:
             if self._closed:
                 raise StoreError(f"the store on {self.where} is closed")
             try:
-                return self._attempt(op)
+                attempt, spec = spec, None
+                return self._attempt(op, attempt)
+            except _Stale:
+                continue  # a remembered row was stale: the normal way, at once
             except (errors.SerializationFailure, errors.DeadlockDetected):
                 if getattr(self._leasing, "on", False):
                     with self._conflicts_lock:
@@ -408,12 +440,15 @@ class PostgresBackend:
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(max(delay, 0.05) * 2, _MAX_BACKOFF)
 
-    def _attempt(self, op: Callable[[PgTxn], T]) -> T:
+    def _attempt(self, op: Callable[[WriteTxn], T], spec: tuple[SpecTxn, T] | None = None) -> T:
         """One try of ``op`` in pipeline mode: BEGIN and the commit token's insert go
         with the op's first read, a statement whose answer nobody needs (``put``,
         ``add``) with the next one that is waited for, and COMMIT with the pipeline's
         end, its last round trip. If the answer to COMMIT is lost, the token's row
-        tells whether it committed (``_committed``)."""
+        tells whether it committed (``_committed``). With ``spec`` (the op already run on
+        remembered rows, and its result), the token, the writes and their guard are one
+        statement, sent with BEGIN and COMMIT: one round trip; _Stale if the guard
+        failed (``_pgspec.py``)."""
         watch = self.commit_observer
         begun = time.perf_counter() if watch is not None else 0.0
         wait = self.lease_lock_wait if getattr(self._leasing, "on", False) else None
@@ -439,11 +474,19 @@ class PostgresBackend:
                             # server runs what follows after it, in the same round trip.
                             _queue_sync(pipe)
                         conn.execute(b"BEGIN ISOLATION LEVEL SERIALIZABLE", prepare=False)
-                        conn.execute(_MARK_COMMIT, (token,))
-                        txn = PgTxn(conn.cursor(binary=True))
-                        result = op(txn)
+                        if spec is None:
+                            conn.execute(_MARK_COMMIT, (token,))
+                            txn = PgTxn(conn.cursor(binary=True), REMEMBERED)
+                            result = op(txn)
+                            wakes, notes = txn.wakes, txn.notes
+                        else:
+                            guessed, result = spec
+                            cur = conn.cursor(binary=True)
+                            for statement, params in guessed.statements(token):
+                                cur.execute(statement, params)
+                            wakes, notes = guessed.wakes, guessed.learned()
                         committing = True
-                        self._commit(conn, txn.wakes)
+                        self._commit(conn, wakes)
                         if wait is not None:
                             # Given back right after COMMIT, in the same round trip.
                             conn.execute(_LEASE_UNLOCK, prepare=False)
@@ -458,6 +501,10 @@ class PostgresBackend:
                 unlocked = True  # the unlock after COMMIT was answered
             else:
                 unlocked = self._end_failed(conn, failed, unlock=not unlocked) or unlocked
+                if spec is not None and getattr(failed, "sqlstate", None) == STALE:
+                    with self._conflicts_lock:
+                        self.stale += 1
+                    raise _Stale from failed
                 errors = self._psycopg.errors
                 lost = isinstance(failed, self._psycopg.OperationalError) and not isinstance(
                     failed, (errors.SerializationFailure, errors.DeadlockDetected)
@@ -476,6 +523,11 @@ class PostgresBackend:
                 conn.close()
             self._pool.putconn(conn)
         self._back()
+        if notes:
+            self.rows.learn(notes)
+        if spec is not None:
+            with self._conflicts_lock:
+                self.speculated += 1
         if watch is not None:
             watch(time.perf_counter() - begun, 1)
         if time.monotonic() >= self._prune_at:
@@ -660,6 +712,12 @@ class PostgresStore(StoreMachine):
         # the leasers' lock comes soon (see the module's docstring).
         with self.backend.leasing():
             return super().lease_runs(worker, agents, limit=limit, ttl=ttl)
+
+    def record_step(self, worker: WorkerInfo, step: StepRecord) -> StepAck:
+        # Speculative: run on the rows this store remembers, sent with a guard that
+        # re-reads them, in one round trip (``_pgspec.py``); the machine's rule as is.
+        with self.backend.speculating():
+            return super().record_step(worker, step)
 
     def finish_and_lease(
         self,

@@ -1,0 +1,288 @@
+"""Speculative writes on PostgreSQL: an op run on remembered rows, checked as it commits.
+
+Recording a step reads three rows (the run's lease, cancel and pause requests) and
+must know them before it decides anything; asked of the server, that is a round trip
+before the one that commits. Yet the store itself wrote or read those rows a moment
+ago, and they rarely change under it. So a :class:`PostgresStore` remembers, for a few
+tables (:data:`REMEMBERED`), what its own committed write transactions last read or
+wrote (:class:`RowCache`, bounded), and runs a speculable op (``record_step``) like
+this:
+
+1. The op runs unchanged, in this process, on a :class:`SpecTxn`: each read is answered
+   from the remembered rows and logged with its answer; each write is queued. A read
+   the rows cannot answer (a table not remembered, a key not remembered, a scan) gives
+   up the speculation (:class:`Abandon`), and so does any error the op raises: it was
+   decided on guessed rows. The op then runs the normal way.
+2. One pipeline, one round trip: ``BEGIN ISOLATION LEVEL SERIALIZABLE``; one statement
+   that inserts the commit token, makes the queued writes and re-reads every logged
+   row, dividing by zero unless each is what the op was told (:func:`SpecTxn.statements`);
+   ``COMMIT``.
+3. A division by zero (``22012``, :data:`STALE`) means a remembered row was stale: a
+   cancel or a pause requested, the lease taken over or extended by another store. The
+   transaction is rolled back whole, and the op runs again the normal way at once,
+   which refreshes the rows.
+
+Why it is sound: inside one SERIALIZABLE transaction, the guard reads exactly the rows
+the op read and finds the values the op was given, and the writes are what the op
+computed from those values; so what commits is what running the op in that transaction
+would have committed, and SERIALIZABLE orders it with every other transaction as
+usual. The guard reads before any of the writes (one statement: its reads see the
+transaction's snapshot, not the statement's own writes), as the op read before it
+wrote. The remembered rows are only a guess of what the op will read, never trusted:
+a wrong guess costs one more round trip, never a wrong answer. So rows that are
+usually absent (:data:`GUESS_ABSENT`: cancel and pause requests) are guessed absent
+when not remembered. No rule moves into SQL: the machine's code decides everything,
+SQL only checks the rows it read. The commit token, NOTIFY on wake, retries and
+fencing are the normal path's (``_postgres.py``).
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from ironflow.store._backend import Scan, WriteTxn
+from ironflow.store._pgtxn import SQL, UNKNOWN, Noted, Notes, wakes_on
+
+__all__ = [
+    "GUESS_ABSENT",
+    "REMEMBERED",
+    "STALE",
+    "Abandon",
+    "RowCache",
+    "SpecTxn",
+    "speculate",
+]
+
+T = TypeVar("T")
+
+#: The tables whose rows a store remembers from its own committed writes.
+REMEMBERED = frozenset({"leases", "cancels", "paused"})
+#: Of those, the tables whose rows are rare (a cancel or pause request): a key not
+#: remembered is guessed absent, and the guard checks the guess as any other.
+GUESS_ABSENT = frozenset({"cancels", "paused"})
+#: How many rows a store remembers (each at most a lease's few hundred bytes): the
+#: runs its workers hold at once, many times over. The oldest is forgotten first.
+CACHE_ROWS = 4096
+#: The SQLSTATE of a guard that found a row changed: division by zero.
+STALE = "22012"
+
+
+class Abandon(Exception):
+    """The op read what the remembered rows cannot answer: run it the normal way."""
+
+
+class RowCache:
+    """Remembered rows of :data:`REMEMBERED` tables, at most ``size``, oldest forgotten
+    first. Shared by a store's threads; a value here is a guess, checked by the guard."""
+
+    def __init__(self, size: int = CACHE_ROWS) -> None:
+        self.size = size
+        self._rows: collections.OrderedDict[tuple[str, bytes], bytes | None] = (
+            collections.OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get(self, table: str, key: bytes) -> Noted:
+        """The remembered value (None: absent), or UNKNOWN."""
+        return self._rows.get((table, key), UNKNOWN)
+
+    def learn(self, notes: Notes) -> None:
+        """What a committed transaction read or wrote last, newest remembered."""
+        if not notes:
+            return
+        rows = self._rows
+        with self._lock:
+            for key, value in notes.items():
+                if value is UNKNOWN:
+                    rows.pop(key, None)
+                else:
+                    rows[key] = value
+                    rows.move_to_end(key)
+            while len(rows) > self.size:
+                rows.popitem(last=False)
+
+    def forget(self, keys: Iterator[tuple[str, bytes]]) -> None:
+        with self._lock:
+            for key in keys:
+                self._rows.pop(key, None)
+
+
+class SpecTxn:
+    """A write transaction answered from a :class:`RowCache`: reads logged, writes
+    queued (see the module). Implements the backend's WriteTxn."""
+
+    __slots__ = ("_cache", "_overlay", "reads", "wakes", "writes")
+
+    def __init__(self, cache: RowCache) -> None:
+        self._cache = cache
+        #: Each row read from the cache, with the value the op was given.
+        self.reads: dict[tuple[str, bytes], bytes | None] = {}
+        #: The queued writes: (kind, table, key, value), kind put, add or discard.
+        self.writes: list[tuple[str, str, bytes, bytes | None]] = []
+        #: What the op's own writes left (UNKNOWN: an add over a row it never read).
+        self._overlay: Notes = {}
+        self.wakes = False
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        row = (table, key)
+        if row in self._overlay:
+            mine = self._overlay[row]
+            if mine is UNKNOWN:
+                raise Abandon(table)
+            return mine
+        if row in self.reads:
+            return self.reads[row]
+        if table not in REMEMBERED:
+            raise Abandon(table)
+        value = self._cache.get(table, key)
+        if value is UNKNOWN:
+            if table not in GUESS_ABSENT:
+                raise Abandon(table)
+            value = None
+        self.reads[row] = value
+        return value
+
+    def get_many(self, keys: Sequence[tuple[str, bytes]]) -> list[bytes | None]:
+        return [self.get(table, key) for table, key in keys]
+
+    def prefetch(
+        self, *, gets: Sequence[tuple[str, bytes]] = (), scans: Sequence[Scan] = ()
+    ) -> None:
+        return None  # a hint; a scan itself gives up
+
+    def scan(
+        self,
+        table: str,
+        *,
+        prefix: bytes = b"",
+        start: bytes | None = None,
+        reverse: bool = False,
+    ) -> Iterator[tuple[bytes, bytes]]:
+        raise Abandon(table)
+
+    def count(self, table: str) -> int:
+        raise Abandon(table)
+
+    def claim(
+        self, table: str, *, accept: Callable[[bytes, bytes], bool], limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        raise Abandon(table)
+
+    # -- writes --------------------------------------------------------------------------
+
+    def _queue(self, kind: str, table: str, key: bytes, value: bytes | None) -> None:
+        self.writes.append((kind, table, key, value))
+        if wakes_on(table, value):
+            self.wakes = True
+
+    def put(self, table: str, key: bytes, value: bytes) -> None:
+        self._queue("put", table, key, value)
+        self._overlay[(table, key)] = value
+
+    def add(self, table: str, key: bytes, value: bytes) -> None:
+        self._queue("add", table, key, value)
+        row = (table, key)
+        # Over a row known absent it is the new value; otherwise whatever was there.
+        known = self._overlay.get(row, self.reads.get(row, UNKNOWN))
+        if known is None:
+            self._overlay[row] = value
+        elif known is UNKNOWN:
+            self._overlay[row] = UNKNOWN
+
+    def insert(self, table: str, key: bytes, value: bytes) -> bool:
+        if self.get(table, key) is not None:
+            return False
+        self.add(table, key, value)
+        return True
+
+    def delete(self, table: str, key: bytes) -> bool:
+        if self.get(table, key) is None:
+            return False
+        self.discard(table, key)
+        return True
+
+    def discard(self, table: str, key: bytes) -> None:
+        self._queue("discard", table, key, None)
+        self._overlay[(table, key)] = None
+
+    # -- the one statement ---------------------------------------------------------------
+
+    def statements(self, token: bytes) -> list[tuple[bytes, tuple[Any, ...]]]:
+        """The token's insert, the writes and the guard: one statement when the writes
+        touch distinct rows (the usual case), else the writes follow it one by one (the
+        order of two writes to one row in one statement is not defined)."""
+        rows = {(table, key) for _, table, key, _ in self.writes}
+        folded = len(rows) == len(self.writes)
+        writes = tuple((kind, table) for kind, table, _, _ in self.writes) if folded else ()
+        reads = tuple((table, value is None) for (table, _), value in self.reads.items())
+        params: list[Any] = [token]
+        if folded:
+            for kind, table, key, value in self.writes:
+                params.extend(_write_params(kind, table, key, value))
+        for (_, key), value in self.reads.items():
+            params.append(key)
+            if value is not None:
+                params.append(value)
+        out = [(_guard_sql(writes, reads), tuple(params))]
+        if not folded:
+            for kind, table, key, value in self.writes:
+                out.append((_write_sql(kind, table), _write_params(kind, table, key, value)))
+        return out
+
+    def learned(self) -> Notes:
+        """What the committed transaction read and wrote of the remembered tables."""
+        notes: Notes = dict(self.reads)
+        for row, value in self._overlay.items():
+            if row[0] in REMEMBERED:
+                notes[row] = value
+        return notes
+
+
+def _write_sql(kind: str, table: str) -> bytes:
+    sql = SQL[table]
+    return sql.put if kind == "put" else sql.add if kind == "add" else sql.discard
+
+
+def _write_params(kind: str, table: str, key: bytes, value: bytes | None) -> tuple[bytes, ...]:
+    sql = SQL[table]
+    return sql.row(key) if value is None or kind == "discard" else sql.row(key, value)
+
+
+@functools.lru_cache(maxsize=256)
+def _guard_sql(writes: tuple[tuple[str, str], ...], reads: tuple[tuple[str, bool], ...]) -> bytes:
+    """``WITH`` the token's insert and each write, ``SELECT 1 / (every read as the op was
+    told)::int``: a row changed divides by zero, and the whole statement fails. The
+    divisor reads the tables, so the planner cannot fold it to a constant."""
+    parts = [b"t AS (INSERT INTO ironflow_commits (token) VALUES (%s))"]
+    for i, (kind, table) in enumerate(writes):
+        parts.append(b"w%d AS (%s)" % (i, _write_sql(kind, table)))
+    checks = []
+    for table, absent in reads:
+        t = SQL[table].table.encode()
+        if absent:
+            checks.append(b"NOT EXISTS (SELECT FROM %s WHERE k = %%s)" % t)
+        else:
+            checks.append(b"EXISTS (SELECT FROM %s WHERE k = %%s AND v = %%s)" % t)
+    divisor = b" AND ".join(checks) if checks else b"true"
+    return b"WITH " + b", ".join(parts) + b" SELECT 1 / (" + divisor + b")::int"
+
+
+def speculate(cache: RowCache, op: Callable[[WriteTxn], T]) -> tuple[SpecTxn, T] | None:
+    """``op`` run on the remembered rows: its transaction and result, or None when it
+    read what they cannot answer or raised (an error decided on guessed rows is not
+    the op's answer: the normal path gives the real one)."""
+    txn = SpecTxn(cache)
+    try:
+        result = op(txn)
+    except Exception:
+        return None
+    return txn, result
