@@ -13,7 +13,7 @@ from typing import Any
 from ironflow._worker._identity import this_worker
 from ironflow.store import Event, Lease, LeasedRun, RemoteStore, Run
 from ironflow.store._codec import converter
-from ironflow.store._remote import _Reply
+from ironflow.store._remotecalls import _Reply
 
 ME = this_worker("reclaim-test")
 
