@@ -469,15 +469,10 @@ class StoreMachine:
         idempotency_key: str | None = None,
         trace: TraceContext | None = None,
     ) -> Event:
-        skey = stream_key(stream_id)
-        checks.event_name(name)
+        _, data, idem = _stream_append(stream_id, name, data, idempotency_key)
         check_trace(trace, f"append_to_stream {stream_id!r}")
         if expected_version is not None:
             checks.integer(expected_version, "expected_version (0 for a new stream)", 0, MAX_SEQ)
-        idem: bytes | None = None
-        if idempotency_key is not None:
-            idem = skey + b"\x00" + checks.key(idempotency_key, "an idempotency key").encode()
-        data = to_json_value(data, f"stream {stream_id!r} event {name!r} data", "data")
         now = time.time()
         clock_now = self._clock()
 
@@ -498,6 +493,32 @@ class StoreMachine:
         event = self._write(op)
         self._notify()
         return event
+
+    def append_many_to_stream(
+        self,
+        stream_id: str,
+        appends: Sequence[tuple[str, Any, str | None]],
+        *,
+        trace: TraceContext | None = None,
+    ) -> list[Event]:
+        """Several appends to one stream in one transaction, durable together or not at
+        all: each ``(name, data, idempotency_key)`` in order, as :meth:`append_to_stream`
+        would make it alone (no ``expected_version``). One commit for them all: what the
+        LangGraph saver uses for a node's writes and the checkpoint after them. Not in the
+        Store protocol (a RemoteStore appends one at a time)."""
+        checked = [_stream_append(stream_id, *append) for append in appends]
+        check_trace(trace, f"append_many_to_stream {stream_id!r}")
+        if not checked:
+            return []
+        now = time.time()
+        clock_now = self._clock()
+        events = self._write(
+            lambda txn: _streams.append_many(
+                txn, self._flow, stream_id, checked, now, clock_now, trace=trace
+            )
+        )
+        self._notify()
+        return events
 
     def read_stream(
         self, stream_id: str, *, from_version: int = 0, limit: int = 1000
@@ -648,3 +669,17 @@ class StoreMachine:
         from ironflow.store._retention import prune
 
         return prune(self._backend, older_than=older_than, statuses=statuses, dry_run=dry_run)
+
+
+def _stream_append(
+    stream_id: str, name: str, data: Any, idempotency_key: str | None
+) -> tuple[str, Any, bytes | None]:
+    """An append's arguments checked: its name, its data as JSON, its idempotency key
+    within the stream (stream key, NUL, the caller's key)."""
+    skey = stream_key(stream_id)
+    checks.event_name(name)
+    idem: bytes | None = None
+    if idempotency_key is not None:
+        idem = skey + b"\x00" + checks.key(idempotency_key, "an idempotency key").encode()
+    data = to_json_value(data, f"stream {stream_id!r} event {name!r} data", "data")
+    return name, data, idem

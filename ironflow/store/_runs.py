@@ -46,6 +46,7 @@ __all__ = [
     "cancel_tree",
     "check_holder",
     "emit",
+    "emit_scans",
     "finish",
     "last_seq",
     "pause",
@@ -147,7 +148,7 @@ def emit(
     # agents and the runs waiting for events of this name.
     txn.prefetch(
         gets=() if id is None else (("event_ids", id.encode()),),
-        scans=_emit_scans(name),
+        scans=emit_scans(name),
     )
     if id is not None:
         seen = txn.get("event_ids", id.encode())
@@ -158,7 +159,8 @@ def emit(
     )[0]
 
 
-def _emit_scans(name: str) -> tuple[Scan, ...]:
+def emit_scans(name: str) -> tuple[Scan, ...]:
+    """The reads an event named ``name`` makes whatever it finds (for a prefetch)."""
     return (Scan("events", reverse=True), Scan("agents"), Scan("waits", event_wait_prefix(name)))
 
 
@@ -177,7 +179,7 @@ def append_event(
 ) -> tuple[EmitResult, Event]:
     """:func:`emit` of an event whose id is new, returning the event too (a stream
     append answers with it, and need not read back what it just wrote)."""
-    txn.prefetch(scans=_emit_scans(name))
+    txn.prefetch(scans=emit_scans(name))
     seq = last_seq(txn) + 1
     event = Event(
         id=id or new_id("evt_"),

@@ -1,12 +1,15 @@
 """Entity streams: the rules that append events to a stream and delete them.
 
-Appending goes through ``_runs.emit`` (a stream event enters the log like any other,
-starting the runs it triggers). Deleting (what the LangGraph saver needs to prune
-checkpoints) takes events out of the stream and the log in one transaction.
+Appending goes through ``_runs.append_event`` (a stream event enters the log like any
+other, starting the runs it triggers); several appends to one stream can share one
+transaction (:func:`append_many`, one commit for them all). Deleting (what the
+LangGraph saver needs to prune checkpoints) takes events out of the stream and the log
+in one transaction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -18,10 +21,10 @@ from ironflow.store._codec import decode_record, encode_record
 from ironflow.store._flowctl import FlowControl
 from ironflow.store._keys import stream_key, u64
 from ironflow.store._records import DELETED_EVENT, Event
-from ironflow.store._runs import append_event, last_seq
+from ironflow.store._runs import append_event, emit_scans, last_seq
 from ironflow.store._waits import name_key
 
-__all__ = ["append", "delete"]
+__all__ = ["append", "append_many", "delete"]
 
 
 def append(
@@ -43,13 +46,14 @@ def append(
     caller's key): an append already made with it returns that event.
     """
     skey = stream_key(stream_id)
-    if idem is None:
-        head = txn.get("stream_heads", skey)
-    else:
-        # Together: one query on PostgreSQL, where each read waits for an answer.
-        seen, head = txn.get_many((("stream_keys", idem), ("stream_heads", skey)))
+    # Every read an append makes, whatever it finds, together: one query on PostgreSQL,
+    # where each read waits for an answer.
+    txn.prefetch(gets=_gets(skey, (idem,)), scans=emit_scans(name))
+    if idem is not None:
+        seen = txn.get("stream_keys", idem)
         if seen is not None:
             return decode_record(txn.get("events", seen) or b"", Event)
+    head = txn.get("stream_heads", skey)
     current = int.from_bytes(head, "big") if head is not None else 0
     if expected_version is not None and expected_version != current:
         raise ConcurrencyError(
@@ -69,6 +73,31 @@ def append(
     if idem is not None:
         txn.put("stream_keys", idem, seq)
     return event
+
+
+def append_many(
+    txn: WriteTxn,
+    flow: FlowControl,
+    stream_id: str,
+    appends: Sequence[tuple[str, Any, bytes | None]],
+    now: float,
+    clock_now: float,
+    *,
+    trace: TraceContext | None = None,
+) -> list[Event]:
+    """:func:`append` of each ``(name, data, idem)`` in order, in this one transaction."""
+    skey = stream_key(stream_id)
+    scans = dict.fromkeys(scan for name, _, _ in appends for scan in emit_scans(name))
+    txn.prefetch(gets=_gets(skey, [idem for _, _, idem in appends]), scans=list(scans))
+    return [
+        append(txn, flow, stream_id, name, data, idem, None, now, clock_now, trace=trace)
+        for name, data, idem in appends
+    ]
+
+
+def _gets(skey: bytes, idems: Sequence[bytes | None]) -> list[tuple[str, bytes]]:
+    keys = [("stream_keys", idem) for idem in idems if idem is not None]
+    return [*keys, ("stream_heads", skey)]
 
 
 def delete(txn: WriteTxn, stream_key: bytes, wanted: frozenset[int] | None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import operator
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -22,7 +23,7 @@ from langgraph.checkpoint.conformance.test_utils import (
 from langgraph.graph import END, START, StateGraph
 
 from ironflow import Client
-from ironflow.contrib.langgraph import IronflowSaver
+from ironflow.contrib.langgraph import IronflowSaver, _turns
 from ironflow.errors import InvalidInputError, NotSerializableError
 from ironflow.store import LmdbStore
 
@@ -205,3 +206,62 @@ def _loop(saver: IronflowSaver) -> Any:
     builder.add_conditional_edges("agent", lambda s: END if s["n"] >= 30 else "tools")
     builder.add_conditional_edges("tools", lambda s: END if s["n"] >= 30 else "agent")
     return builder.compile(checkpointer=saver)
+
+
+def test_a_node_s_writes_share_the_commit_of_the_checkpoint_after_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Durable node by node, one commit each: its task's writes wait for the checkpoint
+    LangGraph puts after them and both are appended in one transaction (two commits a
+    node before). The wait is bounded by a long time here, so the count does not depend
+    on how quickly the loaded host runs LangGraph's executor."""
+    monkeypatch.setattr(_turns, "GATHER_S", 30.0)
+    with LmdbStore(tmp_path / "data", sync=False) as store:
+        saver = IronflowSaver(store)
+        graph = _loop(saver)
+        config = {"configurable": {"thread_id": "t"}}
+        graph.invoke({"n": 28}, config, durability="sync")  # and the thread is listed
+        before = len(store.read_stream("langgraph/thread/t"))
+        commits: list[int] = []
+        store.commit_observer = lambda seconds, n: commits.append(n)
+        final = graph.invoke({"n": 0}, config, durability="sync")
+        assert final["n"] == 30
+        # A checkpoint for the new input, then the input's writes and 30 nodes', each
+        # followed by its checkpoint.
+        names = [e.name for e in store.read_stream("langgraph/thread/t")[before:]]
+        assert names == ["langgraph.checkpoint"] + ["langgraph.writes", "langgraph.checkpoint"] * 31
+        assert len(commits) == 1 + 31  # 1 + 2 * 31 before
+        fresh = IronflowSaver(store).get_tuple(config)
+        assert fresh is not None and fresh.checkpoint["channel_values"]["n"] == 30
+        assert [t.checkpoint["id"] for t in IronflowSaver(store).list(config)] == [
+            t.checkpoint["id"] for t in saver.list(config)
+        ]
+        store.check_valid()
+
+
+def test_appends_from_many_threads_to_one_thread_each_land_once(store: LmdbStore) -> None:
+    saver = IronflowSaver(store)
+    base = _put(saver, "t", {"a": 1})
+    start = threading.Barrier(8)
+
+    def work(i: int) -> None:
+        start.wait(30)
+        for j in range(5):
+            saver.put_writes(base, [("a", i * 10 + j)], f"task-{i}-{j}")
+            _put(saver, "t", {"a": i * 10 + j}, parent=base)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    events = store.read_stream("langgraph/thread/t")
+    assert len(events) == 1 + 8 * 5 * 2
+    assert [e.version for e in events] == list(range(1, len(events) + 1))
+    for reader in (saver, IronflowSaver(store)):
+        tup = reader.get_tuple(base)
+        assert tup is not None
+        assert sorted(v for _, _, v in tup.pending_writes) == sorted(
+            i * 10 + j for i in range(8) for j in range(5)
+        )
+        assert len(list(reader.list(generate_config("t")))) == 1 + 40

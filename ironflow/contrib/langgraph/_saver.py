@@ -14,6 +14,8 @@ How they map (one rule each):
   interrupts) are replaced by a later one, as LangGraph's own savers do.
 - Each append carries an idempotency key made of what it stores, so a call repeated
   after a lost reply appends nothing new.
+- A node's writes and the checkpoint that follows them are appended in one transaction
+  when the store can (one durable commit a node, not two; see ``_turns.py``).
 - Deletes and prunes delete stream events (``Store.delete_stream_events``); values a
   kept checkpoint still needs from a deleted event are first appended again in a
   ``langgraph.blobs`` event, so nothing a kept checkpoint reads is ever lost.
@@ -55,9 +57,11 @@ except ImportError:  # pragma: no cover - depends on the install
 
     raise MissingExtraError("ironflow.contrib.langgraph", "langgraph", "langgraph") from None
 
+from ironflow.contrib.langgraph._turns import Pending, Turns
 from ironflow.contrib.langgraph._values import EMPTY, decode, encode, is_empty, make_serializer
 from ironflow.errors import InvalidInputError
 from ironflow.store import Event, Store
+from ironflow.store._machine import StoreMachine
 
 __all__ = ["THREADS_STREAM", "IronflowSaver", "thread_stream"]
 
@@ -72,8 +76,6 @@ _THREAD = "langgraph.thread"
 _PAGE = 1000
 #: How many threads' folds one saver keeps in memory.
 _CACHED_THREADS = 64
-#: Appends to one thread take one of these locks (chosen by the thread id's hash).
-_APPEND_LOCKS = 64
 _STREAM_MAX_BYTES = 200
 
 
@@ -228,12 +230,15 @@ class IronflowSaver(BaseCheckpointSaver[str]):
         self._lock = threading.Lock()
         self._folds: OrderedDict[str, _Thread] = OrderedDict()
         self._indexed: set[str] = set()
-        # LangGraph calls put_writes on its executor while the next put runs: two
-        # appends to one stream at once. On PostgreSQL both read the stream's head and
-        # the log's end, so one of them fails serialization and runs again after a
-        # backoff (measured: more than one retry per append, 12x slower per node). A
-        # thread's appends from this saver take turns instead; other threads' do not wait.
-        self._append_locks = [threading.Lock() for _ in range(_APPEND_LOCKS)]
+        #: Several appends in one transaction, where the store has it (not over HTTP).
+        self._batch = store.append_many_to_stream if isinstance(store, StoreMachine) else None
+        # A task's writes wait for the checkpoint put after them, to share its commit.
+        self._turns = Turns(
+            self._store_appends,
+            waits=_WRITES,
+            ends_wait=_CHECKPOINT,
+            batches=self._batch is not None,
+        )
 
     # -- lifetime ----------------------------------------------------------------------
 
@@ -436,14 +441,41 @@ class IronflowSaver(BaseCheckpointSaver[str]):
         self._append(thread, _WRITES, data)
 
     def _append(self, thread: str, name: str, data: dict[str, Any]) -> Event:
-        key = f"{name}:{_digest(data)}"
-        with self._append_locks[hash(thread) % _APPEND_LOCKS]:
-            self._index(thread)
-            event = self.store.append_to_stream(
-                thread_stream(thread), name, data, idempotency_key=key
-            )
-        self._appended(thread, event)
-        return event
+        return self._turns.append(thread, Pending(name, data, f"{name}:{_digest(data)}"))
+
+    def _store_appends(self, thread: str, items: builtins.list[Pending]) -> None:
+        """Append ``items`` to the thread's stream, in one transaction if the store can;
+        each item gets its event or its error, and our own appends are folded."""
+        stream = thread_stream(thread)
+        try:
+            self._index(thread)  # in the thread's turn: its first appends do not race here
+        except Exception as exc:
+            for item in items:
+                item.error = exc
+            return
+        if self._batch is not None and len(items) > 1:
+            try:
+                events = self._batch(stream, [(i.name, i.data, i.key) for i in items])
+            except Exception:
+                pass  # each item again alone, below: its caller hears its own answer
+            else:
+                for item, event in zip(items, events, strict=True):
+                    item.event = event
+                    self._appended(thread, event)
+                return
+        # One at a time: a store without batches, a lone item, or a batch that failed
+        # (each caller then hears its own append's answer; the keys make a repeat of an
+        # append that did commit a no-op).
+        for item in items:
+            try:
+                event = self.store.append_to_stream(
+                    stream, item.name, item.data, idempotency_key=item.key
+                )
+            except Exception as exc:
+                item.error = exc
+            else:
+                item.event = event
+                self._appended(thread, event)
 
     def _index(self, thread: str) -> None:
         """List the thread in the threads stream (once per saver), before its first append."""
