@@ -179,9 +179,9 @@ def test_a_graph_on_postgresql_never_races_itself_into_a_retry(pg_url: str) -> N
         attempts: list[str] = []
         attempt = backend._attempt
 
-        def counted(op: Any) -> Any:
+        def counted(*args: Any) -> Any:
             try:
-                return attempt(op)
+                return attempt(*args)
             except Exception as exc:
                 attempts.append(type(exc).__name__)
                 raise
