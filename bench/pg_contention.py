@@ -9,6 +9,11 @@ per store call, its write transactions' attempts and why each failed attempt fai
 (commits and rollbacks) are read before and after. The machine's load moves the
 timings, not these counts' meaning: a rollback is a transaction done twice.
 
+Where the curve flattens is a question of CPU on a small host, so each run also says
+how many CPU seconds the workers used (their own ``getrusage``) and the PostgreSQL
+server (its processes' ``/proc`` times: the postmaster, its live children and those it
+reaped), per run, and the wall time the workers spent inside each store call.
+
 Needs the ``test`` extra (the server).
 """
 
@@ -19,6 +24,7 @@ import collections
 import functools
 import json
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -44,7 +50,7 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {primary}" + (f" ({detail})" if detail else "")
 
 
-def _inner(url: str) -> None:
+def _inner(url: str, lease_lock: bool) -> None:
     """One worker: serve the 3-step agent until idle, print the counts as JSON."""
     from bench import _agents
     from ironflow import Worker
@@ -53,12 +59,15 @@ def _inner(url: str) -> None:
 
     local = threading.local()
     calls: collections.Counter[str] = collections.Counter()
+    seconds: collections.defaultdict[str, float] = collections.defaultdict(float)
     attempts: collections.Counter[str] = collections.Counter()
     failures: collections.Counter[str] = collections.Counter()
     wakes = [0]
     lock = threading.Lock()
     store = PostgresStore(url)
     backend = store.backend
+    if not lease_lock:
+        backend.lease_lock_wait = None
     attempt = backend._attempt
 
     def counted_attempt(op: Any) -> Any:
@@ -80,10 +89,13 @@ def _inner(url: str) -> None:
             local.name = name
             with lock:
                 calls[name] += 1
+            begun = time.perf_counter()
             try:
                 return method(*args, **kwargs)
             finally:
                 local.name = "(other)"
+                with lock:
+                    seconds[name] += time.perf_counter() - begun
 
         return call
 
@@ -100,10 +112,46 @@ def _inner(url: str) -> None:
     worker = Worker([AgentDefinition.must_from_fn(_agents.three_steps)], store=store, concurrency=1)
     print("READY", flush=True)
     sys.stdin.readline()
+    cpu = _own_cpu()
     worker.run(until_idle=True, ready_message=False)
-    out = {"calls": calls, "attempts": attempts, "failures": failures, "wakes": wakes[0]}
+    out = {
+        "calls": calls,
+        "attempts": attempts,
+        "failures": failures,
+        "wakes": wakes[0],
+        "seconds": seconds,
+        "cpu": _own_cpu() - cpu,
+    }
     print(json.dumps(out), flush=True)
     store.close()
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _server_cpu(pid: int) -> float:
+    """CPU seconds of the PostgreSQL server so far: the postmaster's own, those of the
+    children it reaped (exited backends), and its live children's (from ``/proc``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def fields(p: int | str) -> list[str]:
+        with open(f"/proc/{p}/stat") as f:
+            # After the command's closing parenthesis: state, ppid, ... (see proc(5)).
+            return f.read().rsplit(")", 1)[1].split()
+
+    own = fields(pid)
+    total = sum(int(x) for x in own[11:15])  # utime, stime, cutime, cstime
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                f = fields(entry)
+            except OSError:
+                continue  # gone meanwhile: its time is in the postmaster's cutime
+            if int(f[1]) == pid:
+                total += int(f[11]) + int(f[12])
+    return total / tick
 
 
 def _stats(admin: str, db: str) -> dict[str, int]:
@@ -114,19 +162,23 @@ def _stats(admin: str, db: str) -> dict[str, int]:
         # snapshot cache: clear it so this read is current.
         conn.execute("SELECT pg_stat_clear_snapshot()")
         row = conn.execute(
-            "SELECT xact_commit, xact_rollback, deadlocks, conflicts FROM pg_stat_database "
+            "SELECT xact_commit, xact_rollback, deadlocks, conflicts, sessions"
+            " FROM pg_stat_database "
             "WHERE datname = %s",
             (db,),
         ).fetchone()
     assert row is not None
-    return dict(zip(("commits", "rollbacks", "deadlocks", "conflicts"), map(int, row), strict=True))
+    names = ("commits", "rollbacks", "deadlocks", "conflicts", "sessions")
+    return dict(zip(names, map(int, row), strict=True))
 
 
-def _one(pg: Any, workers: int, runs: int) -> dict[str, Any]:
+def _one(pg: Any, workers: int, runs: int, lease_lock: bool) -> dict[str, Any]:
     from bench._ironflow import _SPECS
     from ironflow.store._postgres import PostgresStore, migrate
 
     db = f"contention_{workers}"
+    pid = pg.pid
+    assert pid is not None, "the server is not running"
     url = pg.create_database(db)
     migrate(url)
     with PostgresStore(url) as s:
@@ -135,7 +187,8 @@ def _one(pg: Any, workers: int, runs: int) -> dict[str, Any]:
             s.emit("bench.three", {"i": i})
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "bench.pg_contention", "--inner", url],
+            [sys.executable, "-m", "bench.pg_contention", "--inner", url]
+            + ([] if lease_lock else ["--lease-lock", "off"]),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -150,6 +203,8 @@ def _one(pg: Any, workers: int, runs: int) -> dict[str, Any]:
                 raise RuntimeError(f"worker {p.pid} did not start")
         time.sleep(0.5)  # the workers' own start-up transactions land before "before"
         before = _stats(pg.url("postgres"), db)
+        server_cpu = _server_cpu(pid)
+        load = os.getloadavg()[0]
         t0 = time.perf_counter()
         for p in procs:
             assert p.stdin is not None
@@ -165,11 +220,16 @@ def _one(pg: Any, workers: int, runs: int) -> dict[str, Any]:
                 p.wait(timeout=30)
     time.sleep(0.7)  # backends report their counters at most every 0.5 s when idle
     after = _stats(pg.url("postgres"), db)
+    # The workers' backends have exited by now: their time is in the postmaster's.
+    server_cpu = _server_cpu(pid) - server_cpu
     total: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     wakes = 0
+    seconds_in: dict[str, float] = {}
     for r in results:
         for k in ("calls", "attempts", "failures"):
             total[k].update(r[k])
+        for name, secs in r["seconds"].items():
+            seconds_in[name] = seconds_in.get(name, 0.0) + secs
         wakes += r["wakes"]
     return {
         "workers": workers,
@@ -180,6 +240,10 @@ def _one(pg: Any, workers: int, runs: int) -> dict[str, Any]:
         "attempts": dict(total["attempts"]),
         "failures": dict(total["failures"]),
         "wakes": wakes,
+        "seconds_in": seconds_in,
+        "worker_cpu": sum(r["cpu"] for r in results),
+        "server_cpu": server_cpu,
+        "load": load,
     }
 
 
@@ -190,30 +254,46 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", default="1,2,4", help="worker counts, comma-separated (default 1,2,4)"
     )
     parser.add_argument("--fsync", choices=("on", "off"), default="on", help="the server's fsync")
+    parser.add_argument(
+        "--lease-lock",
+        choices=("on", "off"),
+        default="on",
+        help="the leasers' advisory lock (default on, as a PostgresStore takes it)",
+    )
     parser.add_argument("--inner", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.inner:
-        _inner(args.inner)
+        _inner(args.inner, args.lease_lock == "on")
         return 0
     from tests.support.postgres import EmbeddedPostgres
 
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with EmbeddedPostgres(fsync=args.fsync == "on") as pg:
         for n in (int(w) for w in args.workers.split(",")):
-            r = _one(pg, n, args.runs)
+            r = _one(pg, n, args.runs, args.lease_lock == "on")
             db = r["db"]
             print(
                 f"\n{n} worker(s), {args.runs} runs: {r['steps_per_s']:.0f} steps/s; "
                 f"database: {db['commits']} commits, {db['rollbacks']} rollbacks "
-                f"({db['rollbacks'] / args.runs:.2f} a run), {db['deadlocks']} deadlocks; "
+                f"({db['rollbacks'] / args.runs:.2f} a run), {db['deadlocks']} deadlocks, "
+                f"{db['sessions']} sessions opened; "
                 f"wake-ups heard: {r['wakes']}"
             )
-            print(f"  {'call':<12} {'calls':>6} {'write txns':>10} {'failed':>6}")
+            ms = 1000 / args.runs
+            print(
+                f"  CPU a run: workers {r['worker_cpu'] * ms:.2f} ms, PostgreSQL "
+                f"{r['server_cpu'] * ms:.2f} ms (wall {r['seconds'] * ms:.2f} ms a run, "
+                f"x{n} workers; load {r['load']:.2f} at go)"
+            )
+            print(
+                f"  {'call':<16} {'calls':>6} {'write txns':>10} {'failed':>6} {'ms a call':>9}"
+            )
             for name in _METHODS:
                 c, a = r["calls"].get(name, 0), r["attempts"].get(name, 0)
                 failed = sum(v for k, v in r["failures"].items() if k.startswith(name + ":"))
                 if c or a:
-                    print(f"  {name:<12} {c:>6} {a:>10} {failed:>6}")
+                    inside = r["seconds_in"].get(name, 0.0) * 1000 / max(c, 1)
+                    print(f"  {name:<16} {c:>6} {a:>10} {failed:>6} {inside:>9.2f}")
             for why, count in sorted(r["failures"].items(), key=lambda kv: -kv[1]):
                 print(f"  failed {count:>4}x  {why}")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

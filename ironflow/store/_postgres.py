@@ -552,20 +552,26 @@ class PostgresBackend:
 
     def _end_failed(self, conn: Any, exc: BaseException, *, unlock: bool) -> bool:
         """End a write transaction that failed; its pipeline is closed by now. True when
-        the session is known not to hold the leasers' lock (closed, or unlocked)."""
-        if isinstance(exc, self._psycopg.Error):
-            # PostgreSQL refused a statement, so it skipped the rest of the pipeline,
-            # some of which psycopg may count as prepared on this connection: the pool
-            # replaces it rather than have a statement run that the server lacks.
-            # Closing it also ends the session, and with it any lock it held.
-            conn.close()
-            return True
-        try:
-            conn.execute(b"ROLLBACK", prepare=False)
-            if unlock:
-                conn.execute(_LEASE_UNLOCK, prepare=False)
-        except self._psycopg.Error:
-            return False
+        the session is known not to hold the leasers' lock (closed, or unlocked).
+
+        One the server answered with an error (a conflict, a stale guard) is kept: a new
+        session costs PostgreSQL a process and cold caches, ~10 ms of CPU a conflict
+        (``bench.pg_contention``). ``rollback()``, not a ROLLBACK statement (psycopg's
+        cache does not always see one), also forgets and deallocates every statement
+        psycopg prepared, some of which the refused pipeline skipped. A lost connection,
+        or one that cannot roll back, is closed, which frees any lock it held.
+        """
+        lost = isinstance(exc, self._psycopg.Error) and getattr(exc, "sqlstate", None) is None
+        if not lost and not conn.broken:
+            try:
+                conn.rollback()
+                if unlock:
+                    conn.execute(_LEASE_UNLOCK, prepare=False)
+            except self._psycopg.Error:
+                pass
+            else:
+                return True
+        conn.close()
         return True
 
     def _commit(self, conn: Any, wakes: bool) -> None:
