@@ -70,12 +70,12 @@ def _inner(url: str, lease_lock: bool) -> None:
         backend.lease_lock_wait = None
     attempt = backend._attempt
 
-    def counted_attempt(op: Any) -> Any:
+    def counted_attempt(op: Any, *rest: Any) -> Any:
         name = getattr(local, "name", "(other)")
         with lock:
             attempts[name] += 1
         try:
-            return attempt(op)
+            return attempt(op, *rest)
         except Exception as exc:
             with lock:
                 failures[f"{name}: {_why(exc)}"] += 1
