@@ -138,14 +138,24 @@ class ReadTxn(Protocol):
         a rule needs together, in one request where the backend is across a network
         (PostgreSQL answers them with one query; LMDB and memory read each)."""
 
+    def last_key(self, table: str, prefix: bytes = b"") -> bytes | None:
+        """The last key starting with ``prefix`` (None: no such key), the first key of a
+        reverse scan, without its value: a networked backend fetches one key, not a page
+        of rows (the event log's head, read by every emit)."""
+
     def prefetch(
-        self, *, gets: Sequence[tuple[str, bytes]] = (), scans: Sequence[Scan] = ()
+        self,
+        *,
+        gets: Sequence[tuple[str, bytes]] = (),
+        scans: Sequence[Scan] = (),
+        lasts: Sequence[tuple[str, bytes]] = (),
     ) -> None:
-        """A hint: the rule is about to read these keys and make these scans, whatever
-        they find. A backend across a network reads them all with one request and answers
-        the reads they cover from what it read (PostgreSQL: a scan's first page, and a
-        ``get`` of a key in a range read whole); LMDB and memory do nothing. Never changes
-        an answer: only how many requests the answers cost."""
+        """A hint: the rule is about to read these keys, make these scans and ask for the
+        last key of these ``(table, prefix)``, whatever they find. A backend across a
+        network reads them all with one request and answers the reads they cover from
+        what it read (PostgreSQL: a scan's first page, a ``get`` of a key in a range read
+        whole, a ``last_key``); LMDB and memory do nothing. Never changes an answer: only
+        how many requests the answers cost."""
 
 
 class WriteTxn(ReadTxn, Protocol):
@@ -187,8 +197,17 @@ class OneByOne:
     def get_many(self: ReadTxn, keys: Sequence[tuple[str, bytes]]) -> list[bytes | None]:
         return [self.get(table, key) for table, key in keys]
 
+    def last_key(self: ReadTxn, table: str, prefix: bytes = b"") -> bytes | None:
+        for key, _ in self.scan(table, prefix=prefix, reverse=True):
+            return key
+        return None
+
     def prefetch(
-        self, *, gets: Sequence[tuple[str, bytes]] = (), scans: Sequence[Scan] = ()
+        self,
+        *,
+        gets: Sequence[tuple[str, bytes]] = (),
+        scans: Sequence[Scan] = (),
+        lasts: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         return None
 

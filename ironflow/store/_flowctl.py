@@ -362,8 +362,9 @@ class FlowControl:
                 return True
         return False
 
-    def fire(self, txn: WriteTxn, now: float, last_seq: int) -> list[str]:
+    def fire(self, txn: WriteTxn, now: float, last_seq: Callable[[], int]) -> list[str]:
         """Start every due debounced run and cron tick; return the new pending runs.
+        ``last_seq``: the event log's head, asked for only if a cron tick fires.
 
         Then a paused run that became pending meanwhile (a sleep ended, a debounce
         fired) leaves the ready queue as ``paused``.
@@ -397,7 +398,7 @@ class FlowControl:
                 latest = schedule.latest_at(now, not_before=state["last"])
                 ticks = [latest] if latest is not None else []
             for tick in ticks:
-                run_id = self._cron_run(txn, spec, int(index), cron.cron, tick, now, last_seq)
+                run_id = self._cron_run(txn, spec, int(index), cron.cron, tick, now, last_seq())
                 started.append(run_id)
             last = ticks[-1] if cron.catch_up and len(ticks) == CATCH_UP_BATCH else now
             state = {**state, "last": last, "next": schedule.next_after(last)}

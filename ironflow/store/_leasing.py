@@ -9,6 +9,7 @@ debounced bursts and cron ticks first, in the same transaction.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection
 
 import attrs
@@ -22,7 +23,7 @@ from ironflow.store._records import Lease, LeasedRun, Run, WorkerInfo
 from ironflow.store._runs import last_seq, run_in, step_log
 from ironflow.store._suspend import fire_timers, timers_due
 
-__all__ = ["LeaseWatch", "heartbeat", "idle", "lease"]
+__all__ = ["LOOK", "LeaseWatch", "heartbeat", "idle", "lease"]
 
 _UNSEEN = object()
 
@@ -123,7 +124,7 @@ def _candidates(
 
 #: What a look for work reads whatever it finds: the ready runs, the paused ones and the
 #: agents (read for each ready run), the first timer, the debounces and the crons.
-_LOOK = (
+LOOK = (
     Scan("ready"),
     Scan("paused"),
     Scan("agents"),
@@ -151,7 +152,7 @@ def idle(
     find nothing); a ``watch`` given records what the look at the leases saw.
     """
     rows = _scanned(txn)
-    txn.prefetch(scans=(*_LOOK, Scan("leases")) if orphans else _LOOK)
+    txn.prefetch(scans=(*LOOK, Scan("leases")) if orphans else LOOK)
     return (
         not _candidates(txn, rows, flow, worker, agents, limit, now, orphans=orphans, watch=watch)
         and not timers_due(txn, clock_now)
@@ -170,11 +171,13 @@ def lease(
     clock_now: float,
 ) -> list[LeasedRun]:
     """Lease up to ``limit`` runs, each with its step records; see the module."""
-    txn.prefetch(scans=(*_LOOK, Scan("events", reverse=True)))
+    txn.prefetch(scans=LOOK)
     # Due timers first: a run whose sleep ended is pending from here on.
     fire_timers(txn, clock_now, now)
-    # Due debounced runs and cron ticks: one transaction fires each tick once.
-    flow.fire(txn, clock_now, last_seq(txn))
+    # Due debounced runs and cron ticks: one transaction fires each tick once. The log's
+    # head is read only for a tick that fires: under SERIALIZABLE every lease reading it
+    # would conflict with every emit.
+    flow.fire(txn, clock_now, functools.partial(last_seq, txn))
     leased = []
 
     def claimed(

@@ -351,6 +351,8 @@ class StoreMachine:
                 error=error,
                 now=now,
                 clock_now=clock_now,
+                # The same snapshot either way, and what is read sees the finish's writes.
+                then=() if lease is None else _leasing.LOOK,
             )
             if lease is None:
                 return run, []

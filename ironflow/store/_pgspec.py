@@ -155,9 +155,16 @@ class SpecTxn:
         return [self.get(table, key) for table, key in keys]
 
     def prefetch(
-        self, *, gets: Sequence[tuple[str, bytes]] = (), scans: Sequence[Scan] = ()
+        self,
+        *,
+        gets: Sequence[tuple[str, bytes]] = (),
+        scans: Sequence[Scan] = (),
+        lasts: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         return None  # a hint; a scan itself gives up
+
+    def last_key(self, table: str, prefix: bytes = b"") -> bytes | None:
+        raise Abandon(table)
 
     def scan(
         self,

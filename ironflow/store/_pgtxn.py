@@ -10,6 +10,8 @@ interface allows:
   or a ``get`` of a key in that range, is answered without asking the server again.
   The snapshot does not move within a transaction, and the transaction's own writes are
   applied to what is kept, so it stays what the server would answer.
+- ``last_key`` fetches one key (``ORDER BY k DESC LIMIT 1``), not a page of rows with
+  their values, and is kept as a prefetch's reads are.
 - ``add`` and ``discard`` are sent with the next statement that is waited for (the
   commit, at the latest): nobody waits for their answer.
 - ``claim`` locks all its rows with one ``FOR UPDATE SKIP LOCKED`` query.
@@ -106,22 +108,35 @@ class _Sql:
         cols = "k, v" if tag is None else f"{tag}, k, v"
         return f"SELECT {cols} FROM {self.table} WHERE {where} ORDER BY k {order} LIMIT %s".encode()
 
+    def last(self, tag: int) -> bytes:
+        """A batch's row of the last key of ``[lo, hi)``, with no value (NULL)."""
+        return (
+            f"SELECT {tag}, k, NULL::bytea FROM {self.table}"
+            " WHERE k >= %s AND k < %s ORDER BY k DESC LIMIT 1"
+        ).encode()
+
 
 #: Each table's statements (``_pgspec.py`` builds its writes from them too).
 SQL = {space: _Sql(space) for space in TABLES}
 
 
+#: The kinds of read a batch makes: a get, a scan's first page either way, a last key.
+_GET, _SCAN, _REVERSE, _LAST = "get", "scan", "reverse", "last"
+
+
 @functools.lru_cache(maxsize=256)
-def _batch_sql(reads: tuple[tuple[str, bool, bool], ...]) -> bytes:
-    """One query for several reads, each ``(table, is_scan, reverse)``: ``(i, k, v)`` for
-    each row found (a get is a scan of one key's range with no limit)."""
+def _batch_sql(reads: tuple[tuple[str, str], ...]) -> bytes:
+    """One query for several reads, each ``(table, kind)``: ``(i, k, v)`` for each row
+    found (a get is a scan of one key's range with no limit; a last key's ``v`` is NULL)."""
     parts = []
-    for i, (table, is_scan, reverse) in enumerate(reads):
+    for i, (table, kind) in enumerate(reads):
         sql = SQL[table]
-        if is_scan:
-            parts.append(b"(" + sql.page(bounded=True, reverse=reverse, tag=i) + b")")
-        else:
+        if kind == _GET:
             parts.append(b"SELECT %d, k, v FROM %s WHERE k = %%s" % (i, sql.table.encode()))
+        elif kind == _LAST:
+            parts.append(b"(" + sql.last(i) + b")")
+        else:
+            parts.append(b"(" + sql.page(bounded=True, reverse=kind == _REVERSE, tag=i) + b")")
     return b" UNION ALL ".join(parts)
 
 
@@ -178,7 +193,7 @@ def _range(scan: Scan, start: bytes | None) -> tuple[bytes, bytes | None] | None
 class PgTxn:
     """A transaction of the backend interface on one connection."""
 
-    __slots__ = ("_covers", "_cur", "_noted", "notes", "wakes")
+    __slots__ = ("_covers", "_cur", "_lasts", "_noted", "notes", "wakes")
 
     def __init__(self, cur: Any, noted: frozenset[str] = frozenset()) -> None:
         self._cur = cur
@@ -188,6 +203,8 @@ class PgTxn:
         self._noted = noted
         #: Per table, the key ranges read whole by a prefetch or get_many (see module).
         self._covers: dict[str, list[_Cover]] = {}
+        #: The last key of ``(table, prefix)`` as read, with this transaction's writes.
+        self._lasts: dict[tuple[str, bytes], bytes | None] = {}
 
     def _one(self, query: bytes, params: tuple[Any, ...]) -> Any:
         self._cur.execute(query, params)
@@ -232,38 +249,61 @@ class PgTxn:
         self.prefetch(gets=keys)
         return [self.get(table, key) for table, key in keys]
 
+    def last_key(self, table: str, prefix: bytes = b"") -> bytes | None:
+        if (table, prefix) not in self._lasts:
+            lo, hi = _range(Scan(table, prefix, reverse=True), None) or (prefix, None)
+            if self._serving(table, lo, hi, True) is not None:
+                # A reverse scan's page read it already.
+                for key, _ in self.scan(table, prefix=prefix, reverse=True):
+                    return key
+                return None
+            self.prefetch(lasts=((table, prefix),))
+        return self._lasts[table, prefix]
+
     def prefetch(
-        self, *, gets: Sequence[tuple[str, bytes]] = (), scans: Sequence[Scan] = ()
+        self,
+        *,
+        gets: Sequence[tuple[str, bytes]] = (),
+        scans: Sequence[Scan] = (),
+        lasts: Sequence[tuple[str, bytes]] = (),
     ) -> None:
-        reads: list[tuple[str, bool, bool]] = []
+        reads: list[tuple[str, str]] = []
         params: list[Any] = []
-        ranges: list[tuple[str, bytes, bytes | None, bool]] = []
+        ranges: list[tuple[str, bytes, bytes | None]] = []
         for table, key in gets:
             if self._cover(table, key) is None:
-                reads.append((table, False, False))
+                reads.append((table, _GET))
                 params.append(key)
-                ranges.append((table, key, _after(key), False))
+                ranges.append((table, key, _after(key)))
         for scan in scans:
             span = _range(scan, None)
             if span is None or self._serving(scan.table, *span, scan.reverse) is not None:
                 continue
             lo, hi = span
-            reads.append((scan.table, True, scan.reverse))
+            reads.append((scan.table, _REVERSE if scan.reverse else _SCAN))
             # An unbounded range is bounded by a key past every key (keys are < 512 bytes).
             params.extend((lo, hi if hi is not None else _PAST_ALL, _FIRST_PAGE))
-            ranges.append((scan.table, lo, hi, scan.reverse))
+            ranges.append((scan.table, lo, hi))
+        for table, prefix in lasts:
+            if (table, prefix) in self._lasts:
+                continue
+            hi = prefix_end(prefix)
+            reads.append((table, _LAST))
+            params.extend((prefix, hi if hi is not None else _PAST_ALL))
+            ranges.append((table, prefix, hi))
         if not reads:
             return
         self._cur.execute(_batch_sql(tuple(reads)), tuple(params))
         found: list[list[tuple[bytes, bytes]]] = [[] for _ in reads]
         for i, k, v in self._cur.fetchall():
-            found[i].append((bytes(k), bytes(v)))
-        for (table, lo, hi, reverse), rows, (_, is_scan, _r) in zip(
-            ranges, found, reads, strict=True
-        ):
-            if is_scan and len(rows) >= _FIRST_PAGE:
+            found[i].append((bytes(k), b"" if v is None else bytes(v)))
+        for (table, lo, hi), rows, (_, kind) in zip(ranges, found, reads, strict=True):
+            if kind == _LAST:
+                self._lasts[table, lo] = rows[0][0] if rows else None
+                continue
+            if kind != _GET and len(rows) >= _FIRST_PAGE:
                 # A full page: only the part of the range up to its last row is known.
-                if reverse:
+                if kind == _REVERSE:
                     lo = min(k for k, _ in rows)
                 else:
                     hi = _after(max(k for k, _ in rows))
@@ -333,6 +373,8 @@ class PgTxn:
         for cover in self._covers.get(table, ()):
             if cover.holds(key):
                 cover.wrote(key, value, replace=replace)
+        if self._lasts:
+            self._wrote_last(table, key, value is not None)
         if wakes_on(table, value):
             self.wakes = True
         notes = self.notes
@@ -342,6 +384,19 @@ class PgTxn:
                 notes[row] = value
             elif row not in notes:
                 notes[row] = UNKNOWN  # added over a row it never read: value unknown
+
+    def _wrote_last(self, table: str, key: bytes, present: bool) -> None:
+        """A write to ``key`` (``present``: put, else deleted) moves the last keys kept."""
+        for space, prefix in list(self._lasts):
+            if space != table or not key.startswith(prefix):
+                continue
+            last = self._lasts[space, prefix]
+            if present:
+                if last is None or key > last:
+                    self._lasts[space, prefix] = key
+            elif key == last:
+                # The one before it is not known here: the next last_key asks.
+                del self._lasts[space, prefix]
 
     def put(self, table: str, key: bytes, value: bytes) -> None:
         sql = SQL[table]

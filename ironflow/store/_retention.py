@@ -31,6 +31,7 @@ from ironflow.store._records import (
     PruneResult,
     Run,
 )
+from ironflow.store._runs import last_seq
 from ironflow.store._triggers import trigger_matches
 from ironflow.store._waits import name_key
 
@@ -189,7 +190,7 @@ def _delete_events(
     patterns = [pattern for p in projections for pattern in p.events]
     doomed: list[tuple[int, Event]] = []
     with backend.read() as txn:
-        last = next((int.from_bytes(k, "big") for k, _ in txn.scan("events", reverse=True)), 0)
+        last = last_seq(txn)
         limit = min(limit, last)  # the last event numbers the next one: always kept
         for raw_seq, raw in txn.scan("events"):
             seq = int.from_bytes(raw_seq, "big")

@@ -9,7 +9,7 @@ atomicity covers the rest.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -41,6 +41,7 @@ from ironflow.store._triggers import starts
 from ironflow.store._waits import event_wait_prefix, name_key
 
 __all__ = [
+    "LOG_HEAD",
     "STEPS",
     "append_event",
     "cancel_tree",
@@ -116,11 +117,15 @@ def step_log(txn: ReadTxn, run_id: str) -> StepLog:
     return StepLog.from_stored(run_id, positions, stored, STEPS)
 
 
+#: The event log's head, as a prefetch's ``lasts`` names it (every emit reads it).
+LOG_HEAD = (("events", b""),)
+
+
 def last_seq(txn: ReadTxn) -> int:
-    """The position of the last event of the log (0 for an empty log)."""
-    for key, _ in txn.scan("events", reverse=True):
-        return int.from_bytes(key, "big")
-    return 0
+    """The position of the last event of the log (0 for an empty log): its key only,
+    not a page of events with their data."""
+    key = txn.last_key("events")
+    return 0 if key is None else int.from_bytes(key, "big")
 
 
 # -- birth: the event log and the runs it triggers ------------------------------------
@@ -144,11 +149,12 @@ def emit(
     Runs waiting for the event take it, and runs it cancels are cancelled, in the
     same transaction: there is no moment in which the event exists without them.
     """
-    # What an emit reads whatever it finds, together: the event id, the last event, the
-    # agents and the runs waiting for events of this name.
+    # What an emit reads whatever it finds, together: the event id, the last event's
+    # position, the agents and the runs waiting for events of this name.
     txn.prefetch(
         gets=() if id is None else (("event_ids", id.encode()),),
         scans=emit_scans(name),
+        lasts=LOG_HEAD,
     )
     if id is not None:
         seen = txn.get("event_ids", id.encode())
@@ -160,8 +166,9 @@ def emit(
 
 
 def emit_scans(name: str) -> tuple[Scan, ...]:
-    """The reads an event named ``name`` makes whatever it finds (for a prefetch)."""
-    return (Scan("events", reverse=True), Scan("agents"), Scan("waits", event_wait_prefix(name)))
+    """The scans an event named ``name`` makes whatever it finds (for a prefetch, with
+    :data:`LOG_HEAD`)."""
+    return (Scan("agents"), Scan("waits", event_wait_prefix(name)))
 
 
 def append_event(
@@ -179,7 +186,7 @@ def append_event(
 ) -> tuple[EmitResult, Event]:
     """:func:`emit` of an event whose id is new, returning the event too (a stream
     append answers with it, and need not read back what it just wrote)."""
-    txn.prefetch(scans=emit_scans(name))
+    txn.prefetch(scans=emit_scans(name), lasts=LOG_HEAD)
     seq = last_seq(txn) + 1
     event = Event(
         id=id or new_id("evt_"),
@@ -242,9 +249,12 @@ def finish(
     error: ErrorInfo | None,
     now: float,
     clock_now: float,
+    then: Sequence[Scan] = (),
 ) -> Run:
+    """End a held run. ``then``: the scans the op makes next in this transaction (the
+    next lease's look), read with the finish's own reads, in one request."""
     key = run_id.encode()
-    txn.prefetch(gets=(("leases", key), ("runs", key)))
+    txn.prefetch(gets=(("leases", key), ("runs", key)), scans=then)
     check_holder(txn, worker, run_id, attempt)
     run = attrs.evolve(
         run_in(txn, run_id), status=status, output=output, error=error, updated_at=now

@@ -21,7 +21,7 @@ from ironflow.store._codec import decode_record, encode_record
 from ironflow.store._flowctl import FlowControl
 from ironflow.store._keys import stream_key, u64
 from ironflow.store._records import DELETED_EVENT, Event
-from ironflow.store._runs import append_event, emit_scans, last_seq
+from ironflow.store._runs import LOG_HEAD, append_event, emit_scans, last_seq
 from ironflow.store._waits import name_key
 
 __all__ = ["append", "append_many", "delete"]
@@ -48,7 +48,7 @@ def append(
     skey = stream_key(stream_id)
     # Every read an append makes, whatever it finds, together: one query on PostgreSQL,
     # where each read waits for an answer.
-    txn.prefetch(gets=_gets(skey, (idem,)), scans=emit_scans(name))
+    txn.prefetch(gets=_gets(skey, (idem,)), scans=emit_scans(name), lasts=LOG_HEAD)
     if idem is not None:
         seen = txn.get("stream_keys", idem)
         if seen is not None:
@@ -88,7 +88,9 @@ def append_many(
     """:func:`append` of each ``(name, data, idem)`` in order, in this one transaction."""
     skey = stream_key(stream_id)
     scans = dict.fromkeys(scan for name, _, _ in appends for scan in emit_scans(name))
-    txn.prefetch(gets=_gets(skey, [idem for _, _, idem in appends]), scans=list(scans))
+    txn.prefetch(
+        gets=_gets(skey, [idem for _, _, idem in appends]), scans=list(scans), lasts=LOG_HEAD
+    )
     return [
         append(txn, flow, stream_id, name, data, idem, None, now, clock_now, trace=trace)
         for name, data, idem in appends

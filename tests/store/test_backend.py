@@ -240,17 +240,64 @@ def test_a_reverse_scan_from_the_key_just_past_a_prefix_stays_inside_it(backend:
         assert list(txn.scan("runs", prefix=b"\x7f", start=b"\x80", reverse=True)) == []
 
 
+def test_last_key_is_the_first_key_of_a_reverse_scan(backend: Backend) -> None:
+    """``last_key`` answers as the plain reverse scan does, on every backend: in a read,
+    and in a write after its own puts and deletes (before and after a prefetch)."""
+    prefixes = [b"", b"\x00", b"\x01", b"\x01\x02", b"\x7f", b"\xff", b"\xff\xff", b"\x02"]
+    keys = [b"\x00", b"\x00\xff", b"\x01", b"\x01\x02\x03", b"\x01\xff", b"\xff", b"\xff\x00"]
+
+    def plain(txn: Any, prefix: bytes) -> bytes | None:
+        return next((k for k, _ in txn.scan("events", prefix=prefix, reverse=True)), None)
+
+    def answers(txn: Any) -> list[tuple[bytes | None, bytes | None]]:
+        return [(txn.last_key("events", p), plain(txn, p)) for p in prefixes]
+
+    def fill(txn: WriteTxn) -> None:
+        for key in keys:
+            txn.put("events", key, b"v")
+
+    backend.write(fill)
+    with backend.read() as txn:
+        assert all(last == scanned for last, scanned in answers(txn))
+        assert txn.last_key("events") == b"\xff\x00"
+        assert txn.last_key("events", b"\x01") == b"\x01\xff"
+        assert txn.last_key("events", b"\x02") is None
+
+    def moved(txn: WriteTxn) -> list[list[tuple[bytes | None, bytes | None]]]:
+        txn.prefetch(lasts=[("events", p) for p in prefixes[:4]])
+        seen = [answers(txn)]
+        txn.delete("events", b"\x01\xff")  # the last of b"\x01": the one before it next
+        txn.discard("events", b"\xff\x00")
+        txn.add("events", b"\x01\x02\xff", b"v")
+        seen.append(answers(txn))
+        txn.put("events", b"\xff\xff\x01", b"v")  # a new last of everything
+        txn.delete("events", b"\x00")
+        txn.delete("events", b"\x00\xff")  # b"\x00" now empty
+        seen.append(answers(txn))
+        return seen
+
+    for seen in backend.write(moved):
+        assert all(last == scanned for last, scanned in seen), seen
+    with backend.read() as txn:
+        assert txn.last_key("events") == b"\xff\xff\x01"
+        assert txn.last_key("events", b"\x01") == b"\x01\x02\xff"
+        assert txn.last_key("events", b"\x00") is None
+
+
 _SCAN = st.tuples(st.lists(_BYTE, max_size=2).map(bytes), st.none() | _KEYS, st.booleans())
+_PREFIX = st.lists(_BYTE, max_size=2).map(bytes)
 _ACTIONS = st.lists(
     st.tuples(
         st.just("prefetch"),
         st.tuples(
             st.lists(_KEYS, max_size=4),
-            st.lists(st.tuples(st.lists(_BYTE, max_size=2).map(bytes), st.booleans()), max_size=3),
+            st.lists(st.tuples(_PREFIX, st.booleans()), max_size=3),
+            st.lists(_PREFIX, max_size=2),
         ),
     )
     | st.tuples(st.sampled_from(["put", "insert", "add", "delete", "discard"]), _KEYS)
     | st.tuples(st.just("get"), _KEYS)
+    | st.tuples(st.just("last"), _PREFIX)
     | st.tuples(st.just("scan"), _SCAN),
     max_size=16,
 )
@@ -259,16 +306,22 @@ _ACTIONS = st.lists(
 @given(keys=st.sets(_KEYS, max_size=40), actions=_ACTIONS)
 # A write after a prefetch was sent and before its answer was read.
 @example(
-    keys={b"\x00"}, actions=[("prefetch", ([b"\x00"], [])), ("put", b"\x00"), ("get", b"\x00")]
+    keys={b"\x00"},
+    actions=[("prefetch", ([b"\x00"], [], [])), ("put", b"\x00"), ("get", b"\x00")],
 )
 # Two ranges holding one key: a write applies to both.
 @example(
     keys=set(),
     actions=[
-        ("prefetch", ([b"\x00"], [(b"", False)])),
+        ("prefetch", ([b"\x00"], [(b"", False)], [])),
         ("put", b"\x00"),
         ("scan", (b"", None, False)),
     ],
+)
+# The last key deleted after it was read: the one before it is asked for.
+@example(
+    keys={b"\x00", b"\x01"},
+    actions=[("prefetch", ([], [], [b""])), ("delete", b"\x01"), ("last", b"")],
 )
 def test_reads_after_a_prefetch_answer_as_without_it(
     keys: set[bytes], actions: list[tuple[str, Any]]
@@ -276,7 +329,8 @@ def test_reads_after_a_prefetch_answer_as_without_it(
     """What a prefetch reads is kept and answers later gets and scans (PostgreSQL), and
     its answer is read only when needed, so writes may come between: every answer is the
     table's with the transaction's own writes, over ranges read whole, cut by a full
-    first page, or only partly covered, whatever the order of prefetches and writes."""
+    first page, or only partly covered, whatever the order of prefetches and writes; and
+    a last key, read by a prefetch or alone, is the table's with the writes since."""
     from ironflow.store._backend import Scan
 
     model = {k: b"v" + k for k in keys}
@@ -294,6 +348,8 @@ def test_reads_after_a_prefetch_answer_as_without_it(
                 expected.append(found)
         elif kind == "get":
             expected.append(model.get(arg))
+        elif kind == "last":
+            expected.append(max((k for k in model if k.startswith(arg)), default=None))
         elif kind == "scan":
             prefix, start, reverse = arg
             expected.append([(k, model[k]) for k in _expected(set(model), prefix, start, reverse)])
@@ -313,10 +369,11 @@ def test_reads_after_a_prefetch_answer_as_without_it(
             for i, (kind, arg) in enumerate(actions):
                 value = b"w%d" % i
                 if kind == "prefetch":
-                    gets, scans = arg
+                    gets, scans, lasts = arg
                     txn.prefetch(
                         gets=[("runs", k) for k in gets],
                         scans=[Scan("runs", prefix, reverse) for prefix, reverse in scans],
+                        lasts=[("runs", prefix) for prefix in lasts],
                     )
                 elif kind in ("put", "add"):
                     getattr(txn, kind)("runs", arg, value)
@@ -328,6 +385,8 @@ def test_reads_after_a_prefetch_answer_as_without_it(
                     out.append(txn.delete("runs", arg))
                 elif kind == "get":
                     out.append(txn.get("runs", arg))
+                elif kind == "last":
+                    out.append(txn.last_key("runs", arg))
                 else:
                     prefix, start, reverse = arg
                     out.append(list(txn.scan("runs", prefix=prefix, start=start, reverse=reverse)))

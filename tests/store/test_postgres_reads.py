@@ -1,0 +1,151 @@
+"""What a run's hot calls read on PostgreSQL, and in how many requests.
+
+An emit needs the position of the log's last event; it used to read it with a reverse
+scan whose first page fetched 16 whole events, payloads included. A lease read that
+page too (for the cron ticks it may fire), though it needs the head only when a tick
+fires, and under SERIALIZABLE the read tied every lease to every emit's insert. A
+finish that leases the next run read its run, then the look for work, one request
+after the other. These tests watch what the client receives from a real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ironflow.store import AgentSpec, PostgresStore
+from ironflow.store import _postgres as pg_module
+from ironflow.store._flowspec import CronTrigger, FlowSpec
+from ironflow.store._pgtxn import PgTxn
+from ironflow.testing import StandInWorker
+
+#: In the data of events that start no run: seen by the client only if it read the log.
+MARK = "LOGGED-EVENT-PAYLOAD"
+
+
+def _raw(column: Any) -> bytes:
+    if isinstance(column, bytes | bytearray | memoryview):
+        return bytes(column)
+    return str(column).encode()
+
+
+class _Recording:
+    """A cursor that keeps every row it hands out, and a b"?" for each answer waited for."""
+
+    def __init__(self, cur: Any, rows: list[bytes]) -> None:
+        self._cur = cur
+        self._rows = rows
+
+    def _kept(self, row: Any, *, waited: bool = True) -> Any:
+        if waited:
+            self._rows.append(b"?")
+        if row is not None:
+            self._rows.append(b"|".join(_raw(c) for c in row))
+        return row
+
+    def fetchone(self) -> Any:
+        return self._kept(self._cur.fetchone())
+
+    def fetchall(self) -> Any:
+        rows = self._cur.fetchall()
+        self._rows.append(b"?")
+        for row in rows:
+            self._kept(row, waited=False)
+        return rows
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cur, name)
+
+
+@pytest.fixture
+def received(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
+    """Every row the write transactions of PostgresStores receive from now on."""
+    rows: list[bytes] = []
+
+    class Recorded(PgTxn):
+        __slots__ = ()
+
+        def __init__(self, cur: Any, *args: Any) -> None:
+            super().__init__(_Recording(cur, rows), *args)
+
+    monkeypatch.setattr(pg_module, "PgTxn", Recorded)
+    yield rows
+
+
+def _logged(received: list[bytes]) -> list[bytes]:
+    return [row for row in received if MARK.encode() in row]
+
+
+def test_emit_and_lease_read_no_logged_event(pg: PostgresStore, received: list[bytes]) -> None:
+    pg.register_agents([AgentSpec(id="a", triggers=("go",))])
+    for i in range(20):
+        assert pg.emit("noted", {"mark": f"{MARK}-{i}"}).run_ids == ()
+    received.clear()
+    first = pg.emit("go", {"i": 1})
+    second = pg.emit("go", {"i": 2})
+    assert (first.seq, second.seq) == (21, 22)  # the head was read right
+    assert received  # the recorder saw the transactions
+    assert _logged(received) == []
+    with StandInWorker() as w:
+        [leased] = pg.lease_runs(w.info, ["a"], limit=1, ttl=60)
+        assert leased.run.id == first.run_ids[0]
+        assert _logged(received) == []
+        [chained] = pg.finish_and_lease(
+            w.info,
+            leased.run.id,
+            status="completed",
+            attempt=leased.run.attempt,
+            agents=["a"],
+            limit=1,
+            ttl=60,
+        )
+        assert chained.run.id == second.run_ids[0]
+    assert _logged(received) == []
+
+
+def test_a_cron_tick_fired_by_a_lease_names_the_log_head(
+    pg_url: str, received: list[bytes]
+) -> None:
+    """The head is still read when a tick fires: the tick's event names it."""
+    now = [1_800_000_000.0]
+    store = PostgresStore(pg_url, clock=lambda: now[0])
+    try:
+        spec = AgentSpec(id="tick", triggers=(), flow=FlowSpec(crons=(CronTrigger("* * * * *"),)))
+        store.register_agents([spec])
+        for i in range(3):
+            store.emit("noted", {"mark": f"{MARK}-{i}"})
+        now[0] += 120
+        with StandInWorker() as w:
+            [ticked] = store.lease_runs(w.info, ["tick"], limit=1, ttl=60)
+        assert ticked.run.event.name == "cron.tick"
+        assert ticked.run.event.seq == 3
+        assert _logged(received) == []
+    finally:
+        store.close()
+
+
+def test_a_finish_reads_the_next_lease_s_look_with_its_run(
+    pg: PostgresStore, received: list[bytes]
+) -> None:
+    """finish_and_lease waits for three answers before its commit: the finished run with
+    the look for work, the claim, the claimed run's records."""
+    pg.register_agents([AgentSpec(id="a", triggers=("go",))])
+    for i in range(3):
+        pg.emit("go", {"i": i})
+    with StandInWorker() as w:
+        [leased] = pg.lease_runs(w.info, ["a"], limit=1, ttl=60)
+        received.clear()
+        [chained] = pg.finish_and_lease(
+            w.info,
+            leased.run.id,
+            status="completed",
+            attempt=leased.run.attempt,
+            agents=["a"],
+            limit=1,
+            ttl=60,
+        )
+        assert received.count(b"?") == 3
+    assert pg.get_run(leased.run.id).status == "completed"
+    assert chained.run.status == "running"
