@@ -20,7 +20,7 @@ from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
 
 from ironflow.contrib.langgraph import IronflowSaver
-from ironflow.server._app import BackgroundServer
+from ironflow.server._background import BackgroundServer
 from ironflow.store import LmdbStore, RemoteStore, Store
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from ironflow import AgentContext, Client, Worker, agent
 from ironflow.errors import InvalidInputError, WaitTimeoutError
-from ironflow.server._app import BackgroundServer
+from ironflow.server._background import BackgroundServer
 from ironflow.store import Event, LmdbStore, RemoteStore, Store
 
 REPO = Path(__file__).resolve().parents[2]
