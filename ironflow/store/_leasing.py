@@ -23,7 +23,7 @@ from ironflow.store._records import Lease, LeasedRun, Run, WorkerInfo
 from ironflow.store._runs import last_seq, run_in, step_log
 from ironflow.store._suspend import fire_timers, timers_due
 
-__all__ = ["LOOK", "LeaseWatch", "heartbeat", "idle", "lease"]
+__all__ = ["LOOK", "LeaseWatch", "heartbeat", "idle", "lease", "with_steps"]
 
 _UNSEEN = object()
 
@@ -169,8 +169,15 @@ def lease(
     ttl: float,
     now: float,
     clock_now: float,
+    *,
+    steps: bool = True,
 ) -> list[LeasedRun]:
-    """Lease up to ``limit`` runs, each with its step records; see the module."""
+    """Lease up to ``limit`` runs, each with its step records; see the module.
+
+    ``steps=False`` leaves the records out (empty), for a store that reads them once
+    the lease has committed (:func:`with_steps`; ``PostgresStore``: under SERIALIZABLE
+    a read of the steps here tied the lease into other workers' step inserts).
+    """
     txn.prefetch(scans=LOOK)
     # Due timers first: a run whose sleep ended is pending from here on.
     fire_timers(txn, clock_now, now)
@@ -186,10 +193,10 @@ def lease(
         return txn.claim(table, accept=accept, limit=limit) if limit > 0 else []
 
     found = _candidates(txn, claimed, flow, worker, agents, limit, now)
-    # Each run's record, lease and steps, read together.
+    # Each run's record and lease (and its steps, if read here), read together.
     txn.prefetch(
         gets=[(table, run_id.encode()) for run_id in found for table in ("runs", "leases")],
-        scans=[Scan("steps", steps_prefix(run_id)) for run_id in found],
+        scans=_steps_of(found) if steps else (),
     )
     for run_id in found:
         key = run_id.encode()
@@ -204,12 +211,29 @@ def lease(
         leased.append(
             LeasedRun(
                 run=run,
-                steps=step_log(txn, run_id),
+                steps=(),
                 lease=held,
                 taken_from=None if prior is None else decode_record(prior, Lease).worker,
             )
         )
-    return leased
+    return with_steps(txn, leased) if steps else leased
+
+
+def _steps_of(run_ids: Collection[str]) -> list[Scan]:
+    return [Scan("steps", steps_prefix(run_id)) for run_id in run_ids]
+
+
+def with_steps(txn: ReadTxn, leased: list[LeasedRun]) -> list[LeasedRun]:
+    """The leased runs, each with its step records as ``txn`` reads them.
+
+    In the lease's own transaction, or after it committed in one that cannot miss a step
+    committed later by the run's previous holder (whose lease lapsed): PostgreSQL's
+    ``SERIALIZABLE READ ONLY`` (``PostgresBackend.read_serializable``) aborts one of the
+    two if that step's transaction read the old lease and this read does not see it.
+    A plain snapshot would miss it, and the new holder run that step a second time.
+    """
+    txn.prefetch(scans=_steps_of([r.run.id for r in leased]))
+    return [attrs.evolve(r, steps=step_log(txn, r.run.id)) for r in leased]
 
 
 def heartbeat(

@@ -236,9 +236,28 @@ class StoreMachine:
                     return []
             self._watches.pop(key, None)
         leased = self._write(
-            lambda txn: _leasing.lease(txn, self._flow, worker, agents, limit, ttl, now, clock_now)
+            lambda txn: _leasing.lease(
+                txn,
+                self._flow,
+                worker,
+                agents,
+                limit,
+                ttl,
+                now,
+                clock_now,
+                steps=self._steps_in_lease,
+            )
         )
         self._took(key, leased, limit)
+        return self._with_steps(leased)
+
+    #: Whether a lease reads its runs' step records in its own transaction; a store
+    #: that reads them after the commit (``PostgresStore``) says False and reads them in
+    #: :meth:`_with_steps` (``_leasing.with_steps`` says why that must be serializable).
+    _steps_in_lease = True
+
+    def _with_steps(self, leased: list[LeasedRun]) -> list[LeasedRun]:
+        """The runs a committed lease took, with their step records."""
         return leased
 
     def _took(self, key: tuple[str, frozenset[str]], leased: list[LeasedRun], limit: int) -> None:
@@ -358,13 +377,23 @@ class StoreMachine:
                 return run, []
             agents, limit, ttl = lease
             # After the finish, so a concurrency slot or a parent it frees is seen.
-            return run, _leasing.lease(txn, self._flow, worker, agents, limit, ttl, now, clock_now)
+            return run, _leasing.lease(
+                txn,
+                self._flow,
+                worker,
+                agents,
+                limit,
+                ttl,
+                now,
+                clock_now,
+                steps=self._steps_in_lease,
+            )
 
         run, leased = self._write(op)
         if lease is not None:
             self._took((worker.id, frozenset(lease[0])), leased, lease[1])
         self._notify()
-        return run, leased
+        return run, self._with_steps(leased)
 
     def release_run(self, worker: WorkerInfo, run_id: str, *, attempt: int) -> None:
         run_key(run_id)

@@ -70,6 +70,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ironflow.errors import MissingExtraError, StoreError, StoreFormatError
 from ironflow.store._backend import WriteTxn
+from ironflow.store._leasing import with_steps
 from ironflow.store._machine import StoreMachine
 from ironflow.store._pgschema import SCHEMA_VERSION, check_version, migrate_sql
 from ironflow.store._pgspec import REMEMBERED, STALE, RowCache, SpecTxn, speculate
@@ -197,6 +198,7 @@ class _Unknown(Exception):
         self.began = began
 
 
+_BEGIN_ORDERED_READ = b"BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY"
 #: Written in every write transaction (its token): the proof that it committed.
 _MARK_COMMIT = b"INSERT INTO ironflow_commits (token) VALUES (%s)"
 #: Tokens are only looked for after a lost answer to COMMIT, by the store that wrote
@@ -395,6 +397,49 @@ class PostgresBackend:
             with contextlib.suppress(self._psycopg.Error):
                 conn.execute(b"COMMIT", prepare=False)
             self._pool.putconn(conn)
+
+    def read_serializable(self, op: Callable[[PgTxn], T]) -> T:
+        """``op`` in a ``SERIALIZABLE READ ONLY`` transaction, run again until it commits
+        (a read: safe to repeat after a serialization failure or a lost connection).
+        Unlike :meth:`read`'s snapshot, it is ordered with the concurrent writes: one it
+        does not see could have committed after it (``_leasing.with_steps``)."""
+        errors = self._psycopg.errors
+        delay = 0.002
+        started = time.monotonic()
+        while True:
+            if self._closed:
+                raise StoreError(f"the store on {self.where} is closed")
+            failed: BaseException | None = None
+            try:
+                conn = self._pool.getconn()
+            except self._psycopg.OperationalError as exc:
+                failed = exc
+            else:
+                try:
+                    with conn.pipeline():
+                        try:
+                            conn.execute(_BEGIN_ORDERED_READ, prepare=False)
+                            result = op(PgTxn(conn.cursor(binary=True)))
+                            conn.execute(b"COMMIT", prepare=False)
+                        except BaseException as exc:
+                            failed = exc  # as in _attempt: not raised through the sync
+                except self._psycopg.Error as exc:
+                    failed = failed or exc
+                if failed is not None:
+                    self._end_failed(conn, failed, unlock=False)
+                self._pool.putconn(conn)
+            if failed is None:
+                self._back()
+                return result
+            if isinstance(failed, (errors.SerializationFailure, errors.DeadlockDetected)):
+                time.sleep(delay * random.random())
+                delay = min(delay * 2, 0.2)
+            elif isinstance(failed, self._psycopg.OperationalError):
+                self._lost(failed, started)
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(max(delay, 0.05) * 2, _MAX_BACKOFF)
+            else:
+                raise failed
 
     def _begin(self, begin: bytes) -> Any:
         """A pooled connection in a new transaction. A connection broken while pooled
@@ -724,6 +769,16 @@ class PostgresStore(StoreMachine):
         # re-reads them, in one round trip (``_pgspec.py``); the machine's rule as is.
         with self.backend.speculating():
             return super().record_step(worker, step)
+
+    #: A lease's step records are read after it commits: read in its SERIALIZABLE
+    #: transaction, the steps' index pages tied it into other workers' step inserts,
+    #: and the lease was the pivot of most conflicts (docs/benchmarks.md).
+    _steps_in_lease = False
+
+    def _with_steps(self, leased: list[LeasedRun]) -> list[LeasedRun]:
+        if not leased:
+            return leased
+        return self.backend.read_serializable(lambda txn: with_steps(txn, leased))
 
     def finish_and_lease(
         self,
