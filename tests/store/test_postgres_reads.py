@@ -130,7 +130,8 @@ def test_a_finish_reads_the_next_lease_s_look_with_its_run(
     pg: PostgresStore, received: list[bytes]
 ) -> None:
     """finish_and_lease waits for three answers before its commit: the finished run with
-    the look for work, the claim, the claimed run's records."""
+    the look for work, the claim, the claimed run's records; then for one after it, the
+    claimed run's steps (read once the lease committed: _leasing.with_steps)."""
     pg.register_agents([AgentSpec(id="a", triggers=("go",))])
     for i in range(3):
         pg.emit("go", {"i": i})
@@ -146,6 +147,6 @@ def test_a_finish_reads_the_next_lease_s_look_with_its_run(
             limit=1,
             ttl=60,
         )
-        assert received.count(b"?") == 3
+        assert received.count(b"?") == 3 + 1
     assert pg.get_run(leased.run.id).status == "completed"
     assert chained.run.status == "running"
