@@ -13,14 +13,18 @@ this:
    the rows cannot answer (a table not remembered, a key not remembered, a scan) gives
    up the speculation (:class:`Abandon`), and so does any error the op raises: it was
    decided on guessed rows. The op then runs the normal way.
-2. One pipeline, one round trip: ``BEGIN ISOLATION LEVEL SERIALIZABLE``; one statement
-   that inserts the commit token, makes the queued writes and re-reads every logged
-   row, dividing by zero unless each is what the op was told (:func:`SpecTxn.statements`);
-   ``COMMIT``.
+2. One statement, one round trip, a SERIALIZABLE transaction of its own (autocommit;
+   the session's default isolation, set by ``_postgres.py``): ``WITH`` the commit
+   token's insert and the queued writes, ``SELECT 1 / (every logged row as the op was
+   told)::int`` (:meth:`SpecTxn.statement`), with ``pg_notify`` when the writes make
+   work. No BEGIN, no COMMIT, no pipeline: the statement is the transaction, and
+   psycopg sends it (prepared, after a few) in one write. An op writing one row twice
+   is not speculated: the order of two writes in one statement is not defined.
 3. A division by zero (``22012``, :data:`STALE`) means a remembered row was stale: a
    cancel or a pause requested, the lease taken over or extended by another store. The
-   transaction is rolled back whole, and the op runs again the normal way at once,
-   which refreshes the rows.
+   statement is rolled back whole (the connection stays usable), and the op runs again
+   the normal way at once, which refreshes the rows. A serialization failure is retried
+   and a lost answer resolved by the token, as for any write.
 
 Why it is sound: inside one SERIALIZABLE transaction, the guard reads exactly the rows
 the op read and finds the values the op was given, and the writes are what the op
@@ -45,7 +49,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from ironflow.store._backend import Scan, WriteTxn
-from ironflow.store._pgtxn import SQL, UNKNOWN, Noted, Notes, wakes_on
+from ironflow.store._pgtxn import CHANNEL, SQL, UNKNOWN, Noted, Notes, wakes_on
 
 __all__ = [
     "GUESS_ABSENT",
@@ -223,27 +227,19 @@ class SpecTxn:
 
     # -- the one statement ---------------------------------------------------------------
 
-    def statements(self, token: bytes) -> list[tuple[bytes, tuple[Any, ...]]]:
-        """The token's insert, the writes and the guard: one statement when the writes
-        touch distinct rows (the usual case), else the writes follow it one by one (the
-        order of two writes to one row in one statement is not defined)."""
-        rows = {(table, key) for _, table, key, _ in self.writes}
-        folded = len(rows) == len(self.writes)
-        writes = tuple((kind, table) for kind, table, _, _ in self.writes) if folded else ()
-        reads = tuple((table, value is None) for (table, _), value in self.reads.items())
+    def statement(self, token: bytes) -> tuple[bytes, tuple[Any, ...]]:
+        """The token's insert, the writes and the guard, as one statement: a transaction
+        of its own (autocommit, the session's default isolation: SERIALIZABLE)."""
         params: list[Any] = [token]
-        if folded:
-            for kind, table, key, value in self.writes:
-                params.extend(_write_params(kind, table, key, value))
+        for kind, table, key, value in self.writes:
+            params.extend(_write_params(kind, table, key, value))
         for (_, key), value in self.reads.items():
             params.append(key)
             if value is not None:
                 params.append(value)
-        out = [(_guard_sql(writes, reads), tuple(params))]
-        if not folded:
-            for kind, table, key, value in self.writes:
-                out.append((_write_sql(kind, table), _write_params(kind, table, key, value)))
-        return out
+        writes = tuple((kind, table) for kind, table, _, _ in self.writes)
+        reads = tuple((table, value is None) for (table, _), value in self.reads.items())
+        return _guard_sql(writes, reads, self.wakes), tuple(params)
 
     def learned(self) -> Notes:
         """What the committed transaction read and wrote of the remembered tables."""
@@ -265,10 +261,14 @@ def _write_params(kind: str, table: str, key: bytes, value: bytes | None) -> tup
 
 
 @functools.lru_cache(maxsize=256)
-def _guard_sql(writes: tuple[tuple[str, str], ...], reads: tuple[tuple[str, bool], ...]) -> bytes:
+def _guard_sql(
+    writes: tuple[tuple[str, str], ...], reads: tuple[tuple[str, bool], ...], wakes: bool
+) -> bytes:
     """``WITH`` the token's insert and each write, ``SELECT 1 / (every read as the op was
     told)::int``: a row changed divides by zero, and the whole statement fails. The
-    divisor reads the tables, so the planner cannot fold it to a constant."""
+    divisor reads the tables, so the planner cannot fold it to a constant. The reads see
+    the snapshot the statement began with, not its own writes: read before written, as
+    the op did. A transaction that made work sends its NOTIFY (delivered on commit)."""
     parts = [b"t AS (INSERT INTO ironflow_commits (token) VALUES (%s))"]
     for i, (kind, table) in enumerate(writes):
         parts.append(b"w%d AS (%s)" % (i, _write_sql(kind, table)))
@@ -280,16 +280,19 @@ def _guard_sql(writes: tuple[tuple[str, str], ...], reads: tuple[tuple[str, bool
         else:
             checks.append(b"EXISTS (SELECT FROM %s WHERE k = %%s AND v = %%s)" % t)
     divisor = b" AND ".join(checks) if checks else b"true"
-    return b"WITH " + b", ".join(parts) + b" SELECT 1 / (" + divisor + b")::int"
+    notify = b", pg_notify('%s', '')" % CHANNEL.encode() if wakes else b""
+    return b"WITH " + b", ".join(parts) + b" SELECT 1 / (" + divisor + b")::int" + notify
 
 
 def speculate(cache: RowCache, op: Callable[[WriteTxn], T]) -> tuple[SpecTxn, T] | None:
     """``op`` run on the remembered rows: its transaction and result, or None when it
-    read what they cannot answer or raised (an error decided on guessed rows is not
-    the op's answer: the normal path gives the real one)."""
+    read what they cannot answer, wrote one row twice, or raised (an error decided on
+    guessed rows is not the op's answer: the normal path gives the real one)."""
     txn = SpecTxn(cache)
     try:
         result = op(txn)
     except Exception:
         return None
+    if len({(table, key) for _, table, key, _ in txn.writes}) < len(txn.writes):
+        return None  # two writes to one row: their order in one statement is undefined
     return txn, result

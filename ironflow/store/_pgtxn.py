@@ -28,8 +28,10 @@ from typing import Any, Final, Literal
 from ironflow.store._backend import TABLES, Scan, prefix_end
 from ironflow.store._pgschema import RUN_OF, table_name
 
-__all__ = ["SQL", "UNKNOWN", "WAKES", "Noted", "Notes", "PgTxn", "wakes_on"]
+__all__ = ["CHANNEL", "SQL", "UNKNOWN", "WAKES", "Noted", "Notes", "PgTxn", "wakes_on"]
 
+#: The channel of wake-ups (``NOTIFY``, ``LISTEN``).
+CHANNEL = "ironflow_work"
 #: Writes to these tables make work for someone: their commit wakes the listeners.
 WAKES = frozenset({"ready", "timers", "events", "projections", "projection_leases"})
 

@@ -17,8 +17,8 @@ This module is storage only, as ``_lmdb.py`` is: every rule is the state machine
   together (``get_many``, ``prefetch``: one query, kept for the transaction; see
   ``_pgtxn.py``). Recording a step is one round trip when this store remembers the
   run's lease: the op runs on the rows the store's own commits last read or wrote, and
-  BEGIN, one statement (the token, the step's insert, a guard re-reading those rows)
-  and COMMIT go together (``_pgspec.py``: a speculative write, and why it is sound);
+  one statement, a transaction of its own, inserts the token and the step and re-reads
+  those rows as a guard (``_pgspec.py``: a speculative write, and why it is sound);
   otherwise two, the three reads in one query, then the insert with COMMIT. Finishing
   a run and emitting an event are two.
 - **Durable before returning.** Every session sets ``synchronous_commit = on``: a
@@ -74,7 +74,7 @@ from ironflow.store._leasing import with_steps
 from ironflow.store._machine import StoreMachine
 from ironflow.store._pgschema import SCHEMA_VERSION, check_version, migrate_sql
 from ironflow.store._pgspec import REMEMBERED, STALE, RowCache, SpecTxn, speculate
-from ironflow.store._pgtxn import PgTxn
+from ironflow.store._pgtxn import CHANNEL, Notes, PgTxn
 from ironflow.store._records import ErrorInfo, LeasedRun, Run, StepAck, StepRecord, WorkerInfo
 from ironflow.store._wake import LocalWakeups, Wakeups
 
@@ -84,8 +84,6 @@ T = TypeVar("T")
 
 log = logging.getLogger("ironflow.store")
 
-#: The channel of wake-ups.
-CHANNEL = "ironflow_work"
 _MAX_BACKOFF = 2.0
 #: How often the listener looks whether its store was closed.
 _LISTEN_RECHECK = 0.1
@@ -98,13 +96,16 @@ _LEASE_KEY = "hashtext('ironflow lease')"
 #: session holds it, nothing (and no warning, unlike pg_advisory_unlock) if it does not.
 _LEASE_UNLOCK = b"SELECT pg_advisory_unlock_all()"
 #: What each pooled session sets. ``synchronous_commit``: durable before a write
-#: returns, whatever the server's default says. TCP keepalives and a user timeout on the
-#: server's side of the connection: a client host that vanishes (a partition, not a
-#: kill, which closes the socket at once) is noticed in about 25 s, and its session, with
-#: the leasers' lock it may hold, dropped (the OS's default is about two hours).
-#: Ignored on a unix socket.
+#: returns, whatever the server's default says. ``default_transaction_isolation``: a
+#: statement sent alone (a speculative write, ``_pgspec.py``) is a SERIALIZABLE
+#: transaction of its own; every other transaction says its level in its BEGIN. TCP
+#: keepalives and a user timeout on the server's side of the connection: a client host
+#: that vanishes (a partition, not a kill, which closes the socket at once) is noticed
+#: in about 25 s, and its session, with the leasers' lock it may hold, dropped (the
+#: OS's default is about two hours). Ignored on a unix socket.
 _SESSION = (
     b"SELECT set_config('synchronous_commit', 'on', false),"
+    b" set_config('default_transaction_isolation', 'serializable', false),"
     b" set_config('tcp_keepalives_idle', '10', false),"
     b" set_config('tcp_keepalives_interval', '5', false),"
     b" set_config('tcp_keepalives_count', '3', false),"
@@ -464,8 +465,10 @@ class PostgresBackend:
             if self._closed:
                 raise StoreError(f"the store on {self.where} is closed")
             try:
-                attempt, spec = spec, None
-                return self._attempt(op, attempt)
+                if spec is not None:
+                    guessed, spec = spec, None
+                    return self._attempt_one(*guessed)
+                return self._attempt(op)
             except _Stale:
                 continue  # a remembered row was stale: the normal way, at once
             except (errors.SerializationFailure, errors.DeadlockDetected):
@@ -485,17 +488,13 @@ class PostgresBackend:
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(max(delay, 0.05) * 2, _MAX_BACKOFF)
 
-    def _attempt(self, op: Callable[[WriteTxn], T], spec: tuple[SpecTxn, T] | None = None) -> T:
+    def _attempt(self, op: Callable[[WriteTxn], T]) -> T:
         """One try of ``op`` in pipeline mode: BEGIN and the commit token's insert go
         with the op's first read, a statement whose answer nobody needs (``put``,
         ``add``) with the next one that is waited for, and COMMIT with the pipeline's
         end, its last round trip. If the answer to COMMIT is lost, the token's row
-        tells whether it committed (``_committed``). With ``spec`` (the op already run on
-        remembered rows, and its result), the token, the writes and their guard are one
-        statement, sent with BEGIN and COMMIT: one round trip; _Stale if the guard
-        failed (``_pgspec.py``)."""
-        watch = self.commit_observer
-        begun = time.perf_counter() if watch is not None else 0.0
+        tells whether it committed (``_committed``)."""
+        begun = time.perf_counter() if self.commit_observer is not None else 0.0
         wait = self.lease_lock_wait if getattr(self._leasing, "on", False) else None
         # A pool that cannot connect raises OperationalError: write() waits and retries.
         conn = self._pool.getconn()
@@ -519,19 +518,11 @@ class PostgresBackend:
                             # server runs what follows after it, in the same round trip.
                             _queue_sync(pipe)
                         conn.execute(b"BEGIN ISOLATION LEVEL SERIALIZABLE", prepare=False)
-                        if spec is None:
-                            conn.execute(_MARK_COMMIT, (token,))
-                            txn = PgTxn(conn.cursor(binary=True), REMEMBERED)
-                            result = op(txn)
-                            wakes, notes = txn.wakes, txn.notes
-                        else:
-                            guessed, result = spec
-                            cur = conn.cursor(binary=True)
-                            for statement, params in guessed.statements(token):
-                                cur.execute(statement, params)
-                            wakes, notes = guessed.wakes, guessed.learned()
+                        conn.execute(_MARK_COMMIT, (token,))
+                        txn = PgTxn(conn.cursor(binary=True), REMEMBERED)
+                        result = op(txn)
                         committing = True
-                        self._commit(conn, wakes)
+                        self._commit(conn, txn.wakes)
                         if wait is not None:
                             # Given back right after COMMIT, in the same round trip.
                             conn.execute(_LEASE_UNLOCK, prepare=False)
@@ -546,10 +537,6 @@ class PostgresBackend:
                 unlocked = True  # the unlock after COMMIT was answered
             else:
                 unlocked = self._end_failed(conn, failed, unlock=not unlocked) or unlocked
-                if spec is not None and getattr(failed, "sqlstate", None) == STALE:
-                    with self._conflicts_lock:
-                        self.stale += 1
-                    raise _Stale from failed
                 errors = self._psycopg.errors
                 lost = isinstance(failed, self._psycopg.OperationalError) and not isinstance(
                     failed, (errors.SerializationFailure, errors.DeadlockDetected)
@@ -567,17 +554,54 @@ class PostgresBackend:
                 # answered): closed, never pooled, since closing the session frees it.
                 conn.close()
             self._pool.putconn(conn)
+        self._committed_after(begun, txn.notes)
+        return result
+
+    def _attempt_one(self, guessed: SpecTxn, result: T) -> T:
+        """One try of a speculative write (``_pgspec.py``): its one statement, a
+        transaction of its own, one round trip. _Stale if its guard found a row changed;
+        if the answer is lost, the token's row tells whether it committed."""
+        begun = time.perf_counter() if self.commit_observer is not None else 0.0
+        token = os.urandom(16)
+        began = time.monotonic()
+        statement, params = guessed.statement(token)
+        # A pool that cannot connect raises OperationalError: write() waits and retries.
+        conn = self._pool.getconn()
+        try:
+            conn.cursor(binary=True).execute(statement, params)
+        except self._psycopg.Error as exc:
+            errors = self._psycopg.errors
+            if exc.sqlstate == STALE:
+                with self._conflicts_lock:
+                    self.stale += 1
+                raise _Stale from exc
+            if isinstance(exc, self._psycopg.OperationalError) and not isinstance(
+                exc, (errors.SerializationFailure, errors.DeadlockDetected)
+            ):
+                # Sent, perhaps committed (a pooled connection broken before it was sent
+                # is looked up too: its token is not found, and the op runs again).
+                raise _Unknown(token, result, began) from exc
+            raise  # a serialization failure (rolled back: run again) or the op's error
+        finally:
+            # Autocommit: the connection is idle whatever happened (a broken one the
+            # pool drops), with no statement skipped that psycopg counts as prepared.
+            self._pool.putconn(conn)
+        with self._conflicts_lock:
+            self.speculated += 1
+        self._committed_after(begun, guessed.learned())
+        return result
+
+    def _committed_after(self, begun: float, notes: Notes | None) -> None:
+        """After a write transaction committed, begun at ``begun`` (perf_counter): the
+        database is back, the rows read are remembered, the observer told."""
         self._back()
         if notes:
             self.rows.learn(notes)
-        if spec is not None:
-            with self._conflicts_lock:
-                self.speculated += 1
+        watch = self.commit_observer
         if watch is not None:
             watch(time.perf_counter() - begun, 1)
         if time.monotonic() >= self._prune_at:
             self._prune_commits()
-        return result
 
     def _prune_commits(self) -> None:
         """Drop old commit tokens, at most once a ``_PRUNE_EVERY`` per store. At READ

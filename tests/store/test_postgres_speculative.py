@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 
 from ironflow.errors import LeaseLostError
@@ -107,9 +108,7 @@ def test_a_step_whose_lease_another_store_took_over_is_refused(pg_url: str) -> N
 
 
 @pytest.mark.parametrize("request_", ["cancel", "pause"])
-def test_a_request_through_another_store_shows_in_the_next_step(
-    pg_url: str, request_: str
-) -> None:
+def test_a_request_through_another_store_shows_in_the_next_step(pg_url: str, request_: str) -> None:
     with _two_stores(pg_url) as (a, b), StandInWorker() as worker:
         a.emit("go", {})
         [leased] = a.lease_runs(worker.info, ["a"], limit=1, ttl=600)
@@ -159,3 +158,61 @@ def test_a_step_of_a_run_leased_elsewhere_is_recorded_the_normal_way(pg_url: str
         with _round_trips(a) as trips:
             a.record_step(worker.info, _step(leased, 1))
         assert trips == [1] and a.backend.speculated == 1
+
+
+class _Lost:
+    """A pooled connection whose next statement's answer is lost: after the server ran
+    it (``after``), or before it was sent."""
+
+    def __init__(self, conn: Any, after: bool) -> None:
+        self.conn, self.after = conn, after
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        cursor = self.conn.cursor(*args, **kwargs)
+        lost = self
+
+        class Cursor:
+            def execute(self, *args: Any, **kwargs: Any) -> Any:
+                if lost.after:
+                    cursor.execute(*args, **kwargs)
+                lost.conn.close()
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+        return Cursor()
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_a_speculative_step_whose_answer_is_lost_is_resolved_by_its_token(
+    pg_url: str, committed: bool
+) -> None:
+    """Committed: its ack, not a second try; not sent: recorded the normal way. Either
+    way the commit token was looked for, and the step is recorded once."""
+    with _two_stores(pg_url) as (a, _), StandInWorker() as worker:
+        a.emit("go", {})
+        [leased] = a.lease_runs(worker.info, ["a"], limit=1, ttl=600)
+        backend: Any = a.backend
+        asked: list[bool] = []
+        look = backend._committed
+        backend._committed = lambda token: asked.append(look(token)) or asked[-1]
+        pool = backend._pool
+        getconn, putconn = pool.getconn, pool.putconn
+        lost: list[_Lost] = []
+
+        def losing(*args: Any, **kwargs: Any) -> Any:
+            conn = getconn(*args, **kwargs)
+            if lost:
+                return conn  # only the first one
+            lost.append(_Lost(conn, committed))
+            return lost[-1]
+
+        pool.getconn = losing
+        pool.putconn = lambda conn: putconn(conn.conn if isinstance(conn, _Lost) else conn)
+        try:
+            a.record_step(worker.info, _step(leased, 0))
+        finally:
+            del pool.getconn, pool.putconn
+        assert asked == [committed]
+        assert [s.position for s in a.get_steps(leased.run.id)] == [0]
