@@ -623,7 +623,7 @@ class PostgresBackend:
         """End a write transaction that failed; its pipeline is closed by now. True when
         the session is known not to hold the leasers' lock (closed, or unlocked).
 
-        One the server answered with an error (a conflict, a stale guard) is kept: a new
+        One the server answered with an error (a conflict) is kept: a new
         session costs PostgreSQL a process and cold caches, ~10 ms of CPU a conflict
         (``bench.pg_contention``). ``rollback()``, not a ROLLBACK statement (psycopg's
         cache does not always see one), also forgets and deallocates every statement
