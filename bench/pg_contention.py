@@ -81,7 +81,7 @@ def _inner(url: str, lease_lock: bool) -> None:
                 failures[f"{name}: {_why(exc)}"] += 1
             raise
 
-    backend._attempt = counted_attempt  # type: ignore[method-assign]
+    backend._attempt = counted_attempt  # type: ignore[method-assign,assignment]
 
     def marked(name: str, method: Any) -> Any:
         @functools.wraps(method)
@@ -283,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  CPU a run: workers {r['worker_cpu'] * ms:.2f} ms, PostgreSQL "
                 f"{r['server_cpu'] * ms:.2f} ms (wall {r['seconds'] * ms:.2f} ms a run, "
-                f"x{n} workers; load {r['load']:.2f} at go)"
+                f"x{n} workers: {(r['worker_cpu'] + r['server_cpu']) / r['seconds']:.2f} "
+                f"cores busy; load {r['load']:.2f} at go)"
             )
             print(
                 f"  {'call':<16} {'calls':>6} {'write txns':>10} {'failed':>6} {'ms a call':>9}"
