@@ -49,7 +49,16 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from ironflow.store._backend import Scan, WriteTxn
-from ironflow.store._pgtxn import CHANNEL, SQL, UNKNOWN, Noted, Notes, wakes_on
+from ironflow.store._pgtxn import (
+    CHANNEL,
+    SQL,
+    UNKNOWN,
+    Noted,
+    Notes,
+    wakes_on,
+    write_params,
+    write_sql,
+)
 
 __all__ = [
     "GUESS_ABSENT",
@@ -232,7 +241,7 @@ class SpecTxn:
         of its own (autocommit, the session's default isolation: SERIALIZABLE)."""
         params: list[Any] = [token]
         for kind, table, key, value in self.writes:
-            params.extend(_write_params(kind, table, key, value))
+            params.extend(write_params(kind, table, key, value))
         for (_, key), value in self.reads.items():
             params.append(key)
             if value is not None:
@@ -250,16 +259,6 @@ class SpecTxn:
         return notes
 
 
-def _write_sql(kind: str, table: str) -> bytes:
-    sql = SQL[table]
-    return sql.put if kind == "put" else sql.add if kind == "add" else sql.discard
-
-
-def _write_params(kind: str, table: str, key: bytes, value: bytes | None) -> tuple[bytes, ...]:
-    sql = SQL[table]
-    return sql.row(key) if value is None or kind == "discard" else sql.row(key, value)
-
-
 @functools.lru_cache(maxsize=256)
 def _guard_sql(
     writes: tuple[tuple[str, str], ...], reads: tuple[tuple[str, bool], ...], wakes: bool
@@ -271,7 +270,7 @@ def _guard_sql(
     the op did. A transaction that made work sends its NOTIFY (delivered on commit)."""
     parts = [b"t AS (INSERT INTO ironflow_commits (token) VALUES (%s))"]
     for i, (kind, table) in enumerate(writes):
-        parts.append(b"w%d AS (%s)" % (i, _write_sql(kind, table)))
+        parts.append(b"w%d AS (%s)" % (i, write_sql(kind, table)))
     checks = []
     for table, absent in reads:
         t = SQL[table].table.encode()

@@ -12,8 +12,12 @@ interface allows:
   applied to what is kept, so it stays what the server would answer.
 - ``last_key`` fetches one key (``ORDER BY k DESC LIMIT 1``), not a page of rows with
   their values, and is kept as a prefetch's reads are.
-- ``add`` and ``discard`` are sent with the next statement that is waited for (the
-  commit, at the latest): nobody waits for their answer.
+- ``put``, ``add`` and ``discard`` are queued, and sent as one statement (data-modifying
+  ``WITH`` parts, each a distinct row, so their order does not matter) with the commit,
+  or before a read whose range holds a queued row, or a second write to a queued row:
+  nobody waits for their answer, and each statement costs the client a trip through
+  psycopg's pipeline (about 25 µs of CPU, measured) and the server a parse and plan. A
+  read of other rows answers the same before or after them: one snapshot.
 - ``claim`` locks all its rows with one ``FOR UPDATE SKIP LOCKED`` query.
 """
 
@@ -28,7 +32,18 @@ from typing import Any, Final, Literal
 from ironflow.store._backend import TABLES, Scan, prefix_end
 from ironflow.store._pgschema import RUN_OF, table_name
 
-__all__ = ["CHANNEL", "SQL", "UNKNOWN", "WAKES", "Noted", "Notes", "PgTxn", "wakes_on"]
+__all__ = [
+    "CHANNEL",
+    "SQL",
+    "UNKNOWN",
+    "WAKES",
+    "Noted",
+    "Notes",
+    "PgTxn",
+    "wakes_on",
+    "write_params",
+    "write_sql",
+]
 
 #: The channel of wake-ups (``NOTIFY``, ``LISTEN``).
 CHANNEL = "ironflow_work"
@@ -195,11 +210,20 @@ def _range(scan: Scan, start: bytes | None) -> tuple[bytes, bytes | None] | None
 class PgTxn:
     """A transaction of the backend interface on one connection."""
 
-    __slots__ = ("_covers", "_cur", "_lasts", "_noted", "notes", "wakes")
+    __slots__ = ("_covers", "_cur", "_first", "_lasts", "_noted", "_queued", "notes", "wakes")
 
-    def __init__(self, cur: Any, noted: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        cur: Any,
+        noted: frozenset[str] = frozenset(),
+        first: tuple[bytes, tuple[Any, ...]] | None = None,
+    ) -> None:
         self._cur = cur
         self.wakes = False
+        #: A write of no table the op reads (the commit token's), sent with the queued.
+        self._first = first
+        #: The writes not sent yet, by row: (kind, value); see the module.
+        self._queued: dict[tuple[str, bytes], tuple[str, bytes | None]] = {}
         #: What it read and wrote last of the ``noted`` tables' rows (None: no table).
         self.notes: Notes | None = {} if noted else None
         self._noted = noted
@@ -241,6 +265,7 @@ class PgTxn:
             found = i < len(cover.keys) and cover.keys[i] == key
             value = cover.values[i] if found else None
         else:
+            self._sent_before(table, key, _after(key))
             row = self._one(SQL[table].get, (key,))
             value = None if row is None else bytes(row[0])
         if self.notes is not None and table in self._noted:
@@ -295,6 +320,9 @@ class PgTxn:
             ranges.append((table, prefix, hi))
         if not reads:
             return
+        if self._queued:
+            for table, lo, hi in ranges:
+                self._sent_before(table, lo, hi)
         self._cur.execute(_batch_sql(tuple(reads)), tuple(params))
         found: list[list[tuple[bytes, bytes]]] = [[] for _ in reads]
         for i, k, v in self._cur.fetchall():
@@ -351,6 +379,7 @@ class PgTxn:
         while True:
             query = sql.page(bounded=hi is not None, reverse=reverse)
             bounds = (lo,) if hi is None else (lo, hi)
+            self._sent_before(table, lo, hi)
             self._cur.execute(query, (*bounds, size))
             rows = self._cur.fetchall()
             for k, v in rows:
@@ -365,6 +394,7 @@ class PgTxn:
             size = min(size * 2, _LAST_PAGE)
 
     def count(self, table: str) -> int:
+        self._sent_before(table, b"", None)
         row = self._one(SQL[table].count, ())
         return int(row[0])
 
@@ -400,13 +430,41 @@ class PgTxn:
                 # The one before it is not known here: the next last_key asks.
                 del self._lasts[space, prefix]
 
+    def _queue(self, kind: str, table: str, key: bytes, value: bytes | None) -> None:
+        row = (table, key)
+        if row in self._queued:
+            # Two writes to one row in one statement: which one wins is not defined.
+            self.flush()
+        self._queued[row] = (kind, value)
+
+    def _sent_before(self, table: str, lo: bytes, hi: bytes | None) -> None:
+        """Send the queued writes if one is in ``[lo, hi)`` of ``table`` (hi None: to the
+        end), before a statement that reads or writes there."""
+        for space, key in self._queued:
+            if space == table and lo <= key and (hi is None or key < hi):
+                self.flush()
+                return
+
+    def flush(self, *, notify: bool = False) -> None:
+        """Send the queued writes (and ``first``, and a NOTIFY if ``notify``) now, as one
+        statement, unanswered. The backend calls it before COMMIT."""
+        queued, first = self._queued, self._first
+        if not queued and first is None and not notify:
+            return
+        self._queued, self._first = {}, None
+        shape = tuple((kind, table) for (table, _), (kind, _) in queued.items())
+        params: list[Any] = [] if first is None else list(first[1])
+        for (table, key), (kind, value) in queued.items():
+            params.extend(write_params(kind, table, key, value))
+        self._cur.execute(_writes_sql(None if first is None else first[0], shape, notify), params)
+
     def put(self, table: str, key: bytes, value: bytes) -> None:
-        sql = SQL[table]
-        self._cur.execute(sql.put, sql.row(key, value))
+        self._queue("put", table, key, value)
         self._wrote(table, key, value)
 
     def insert(self, table: str, key: bytes, value: bytes) -> bool:
         sql = SQL[table]
+        self._sent_before(table, key, _after(key))
         done = self._one(sql.insert, sql.row(key, value)) is not None
         if done:
             self._wrote(table, key, value)
@@ -415,13 +473,13 @@ class PgTxn:
         return done
 
     def add(self, table: str, key: bytes, value: bytes) -> None:
-        # Not waited for: it goes with the next statement that is (a read, the commit).
-        sql = SQL[table]
-        self._cur.execute(sql.add, sql.row(key, value))
+        # Not waited for: queued (see the module).
+        self._queue("add", table, key, value)
         self._wrote(table, key, value, replace=False)
 
     def delete(self, table: str, key: bytes) -> bool:
         sql = SQL[table]
+        self._sent_before(table, key, _after(key))
         done = self._one(sql.delete, sql.row(key)) is not None
         if done:
             self._wrote(table, key, None)
@@ -437,8 +495,7 @@ class PgTxn:
 
     def discard(self, table: str, key: bytes) -> None:
         # Not waited for, as ``add``.
-        sql = SQL[table]
-        self._cur.execute(sql.discard, sql.row(key))
+        self._queue("discard", table, key, None)
         self._wrote(table, key, None)
 
     def claim(
@@ -452,6 +509,9 @@ class PgTxn:
         keys = [key for key, _ in self._accepted(table, accept, limit * 4)]
         if not keys:
             return []
+        if self._queued:
+            for key in keys:
+                self._sent_before(table, key, _after(key))
         self._cur.execute(SQL[table].claim, (keys, limit))
         return [(bytes(k), bytes(v)) for k, v in self._cur.fetchall()]
 
@@ -469,3 +529,35 @@ class PgTxn:
 
 #: A key past every key (keys are at most 511 bytes), bounding a range with no end.
 _PAST_ALL = b"\xff" * 512
+
+
+def write_sql(kind: str, table: str) -> bytes:
+    """The statement of a queued write: ``put``, ``add`` or ``discard``."""
+    sql = SQL[table]
+    return sql.put if kind == "put" else sql.add if kind == "add" else sql.discard
+
+
+def write_params(kind: str, table: str, key: bytes, value: bytes | None) -> tuple[bytes, ...]:
+    sql = SQL[table]
+    return sql.row(key) if value is None or kind == "discard" else sql.row(key, value)
+
+
+#: A NOTIFY as a query, to end a statement of writes (delivered only on commit).
+_NOTIFY = f"SELECT pg_notify('{CHANNEL}', '')".encode()
+
+
+@functools.lru_cache(maxsize=256)
+def _writes_sql(first: bytes | None, writes: tuple[tuple[str, str], ...], notify: bool) -> bytes:
+    """One statement for ``first`` (a write of no table, the commit token's), these
+    writes to distinct rows and, if ``notify``, the NOTIFY: ``WITH`` parts, the last
+    one the statement itself."""
+    parts = [write_sql(kind, table) for kind, table in writes]
+    if first is not None:
+        parts.insert(0, first)
+    if notify:
+        parts.append(_NOTIFY)
+    *before, last = parts
+    if not before:
+        return last
+    ctes = b", ".join(b"w%d AS (%s)" % (i, part) for i, part in enumerate(before))
+    return b"WITH " + ctes + b" " + last

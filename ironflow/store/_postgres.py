@@ -10,17 +10,17 @@ This module is storage only, as ``_lmdb.py`` is: every rule is the state machine
   allows (``_backend.py``: an op has no effect outside its transaction). So the
   machine's read-check-write rules hold across servers exactly as with one LMDB writer,
   without a lock per rule.
-- **Few round trips.** A write transaction runs in psycopg's pipeline mode: BEGIN and
-  the query of its id travel with the op's first read, a write whose answer nobody
-  waits for (``put``, ``add``, ``discard``) with the next statement that is waited for,
-  and COMMIT with the pipeline's end. The reads a rule makes whatever it finds go
-  together (``get_many``, ``prefetch``: one query, kept for the transaction; see
-  ``_pgtxn.py``). Recording a step is one round trip when this store remembers the
-  run's lease: the op runs on the rows the store's own commits last read or wrote, and
-  one statement, a transaction of its own, inserts the token and the step and re-reads
-  those rows as a guard (``_pgspec.py``: a speculative write, and why it is sound);
-  otherwise two, the three reads in one query, then the insert with COMMIT. Finishing
-  a run and emitting an event are two.
+- **Few round trips.** A write transaction runs in psycopg's pipeline mode: BEGIN
+  travels with the op's first read; the writes whose answer nobody waits for (``put``,
+  ``add``, ``discard``), the commit token's insert and the NOTIFY are one statement,
+  sent with COMMIT at the pipeline's end (``PgTxn.flush``). The reads a rule makes
+  whatever it finds go together (``get_many``, ``prefetch``: one query, kept for the
+  transaction; see ``_pgtxn.py``). Recording a step is one round trip when this store
+  remembers the run's lease: the op runs on the rows the store's own commits last read
+  or wrote, and one statement, a transaction of its own, inserts the token and the step
+  and re-reads those rows as a guard (``_pgspec.py``: a speculative write, and why it
+  is sound); otherwise two, the three reads in one query, then the insert with COMMIT.
+  Finishing a run and emitting an event are two.
 - **Durable before returning.** Every session sets ``synchronous_commit = on``: a
   commit returns once its WAL is flushed (and, with synchronous replicas configured,
   replicated).
@@ -87,7 +87,6 @@ log = logging.getLogger("ironflow.store")
 _MAX_BACKOFF = 2.0
 #: How often the listener looks whether its store was closed.
 _LISTEN_RECHECK = 0.1
-_NOTIFY = f"NOTIFY {CHANNEL}".encode()
 #: How long a lease waits for the leasers' lock before it leases without it (seconds).
 _LEASE_LOCK_WAIT = 0.5
 #: The leasers' lock's key (a session advisory lock; migrations use another key).
@@ -489,11 +488,12 @@ class PostgresBackend:
                 delay = min(max(delay, 0.05) * 2, _MAX_BACKOFF)
 
     def _attempt(self, op: Callable[[WriteTxn], T]) -> T:
-        """One try of ``op`` in pipeline mode: BEGIN and the commit token's insert go
-        with the op's first read, a statement whose answer nobody needs (``put``,
-        ``add``) with the next one that is waited for, and COMMIT with the pipeline's
-        end, its last round trip. If the answer to COMMIT is lost, the token's row
-        tells whether it committed (``_committed``)."""
+        """One try of ``op`` in pipeline mode: BEGIN goes with the op's first read; the
+        writes whose answer nobody needs (``put``, ``add``, ``discard``), the commit
+        token's insert and the NOTIFY are queued and sent as one statement
+        (``PgTxn.flush``) with COMMIT, at the pipeline's end, its last round trip. If the
+        answer to COMMIT is lost, the token's row tells whether it committed
+        (``_committed``)."""
         begun = time.perf_counter() if self.commit_observer is not None else 0.0
         wait = self.lease_lock_wait if getattr(self._leasing, "on", False) else None
         # A pool that cannot connect raises OperationalError: write() waits and retries.
@@ -518,11 +518,13 @@ class PostgresBackend:
                             # server runs what follows after it, in the same round trip.
                             _queue_sync(pipe)
                         conn.execute(b"BEGIN ISOLATION LEVEL SERIALIZABLE", prepare=False)
-                        conn.execute(_MARK_COMMIT, (token,))
-                        txn = PgTxn(conn.cursor(binary=True), REMEMBERED)
+                        txn = PgTxn(conn.cursor(binary=True), REMEMBERED, (_MARK_COMMIT, (token,)))
                         result = op(txn)
+                        # Its queued writes, the token and the NOTIFY when it made work:
+                        # one statement, before COMMIT (so none with COMMIT).
+                        txn.flush(notify=txn.wakes)
                         committing = True
-                        self._commit(conn, txn.wakes)
+                        self._commit(conn)
                         if wait is not None:
                             # Given back right after COMMIT, in the same round trip.
                             conn.execute(_LEASE_UNLOCK, prepare=False)
@@ -643,12 +645,8 @@ class PostgresBackend:
         conn.close()
         return True
 
-    def _commit(self, conn: Any, wakes: bool) -> None:
-        """Queue COMMIT, with NOTIFY when the transaction made work (NOTIFY is delivered
-        only if the transaction commits, and with it). The end of the pipeline sends
-        them and waits for the answer."""
-        if wakes:
-            conn.execute(_NOTIFY, prepare=False)
+    def _commit(self, conn: Any) -> None:
+        """Queue COMMIT; the end of the pipeline sends it and waits for the answer."""
         conn.execute(b"COMMIT", prepare=False)
 
     def _resolve(self, unknown: _Unknown) -> bool:

@@ -318,6 +318,27 @@ _ACTIONS = st.lists(
         ("scan", (b"", None, False)),
     ],
 )
+# A row written twice with no read between: sent in order, not as one statement.
+@example(keys=set(), actions=[("put", b"\x00"), ("add", b"\x00")])
+# A queued write inside a prefetch's range is sent before the prefetch reads it.
+@example(
+    keys={b"\x00"},
+    actions=[("discard", b"\x00"), ("prefetch", ([b"\x00"], [], [])), ("get", b"\x00")],
+)
+# One row written three times, with reads of it and of others between.
+@example(
+    keys={b"\x01"},
+    actions=[
+        ("put", b"\x00"),
+        ("get", b"\x01"),
+        ("discard", b"\x00"),
+        ("scan", (b"\x01", None, False)),
+        ("add", b"\x00"),
+        ("put", b"\x02"),
+        ("insert", b"\x02"),
+        ("last", b""),
+    ],
+)
 # The last key deleted after it was read: the one before it is asked for.
 @example(
     keys={b"\x00", b"\x01"},
@@ -330,7 +351,8 @@ def test_reads_after_a_prefetch_answer_as_without_it(
     its answer is read only when needed, so writes may come between: every answer is the
     table's with the transaction's own writes, over ranges read whole, cut by a full
     first page, or only partly covered, whatever the order of prefetches and writes; and
-    a last key, read by a prefetch or alone, is the table's with the writes since."""
+    a last key, read by a prefetch or alone, is the table's with the writes since; and
+    what is committed is the model's."""
     from ironflow.store._backend import Scan
 
     model = {k: b"v" + k for k in keys}
@@ -393,6 +415,10 @@ def test_reads_after_a_prefetch_answer_as_without_it(
             return out
 
         assert pg.write(op) == expected
+        # What it wrote landed, each row as its last write left it (writes are queued and
+        # sent together, with a row written twice sent in order).
+        with pg.read() as txn:
+            assert dict(txn.scan("runs")) == model
     finally:
         pg.close()
         release_database(url)

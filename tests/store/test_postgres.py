@@ -209,9 +209,9 @@ class _LosesCommitAnswer(PostgresBackend):
 
     committed_first = True
 
-    def _commit(self, conn: Any, wakes: bool) -> None:
+    def _commit(self, conn: Any) -> None:
         if self.committed_first:
-            super()._commit(conn, wakes)
+            super()._commit(conn)
         else:
             conn.execute("ROLLBACK")
         self.committed_first = not self.committed_first

@@ -32,7 +32,8 @@ def _raw(column: Any) -> bytes:
 
 
 class _Recording:
-    """A cursor that keeps every row it hands out, and a b"?" for each answer waited for."""
+    """A cursor that keeps every row it hands out, a b"?" for each answer waited for, and
+    each statement it sends (b"! " and its text)."""
 
     def __init__(self, cur: Any, rows: list[bytes]) -> None:
         self._cur = cur
@@ -44,6 +45,10 @@ class _Recording:
         if row is not None:
             self._rows.append(b"|".join(_raw(c) for c in row))
         return row
+
+    def execute(self, query: bytes, params: Any = None) -> Any:
+        self._rows.append(b"! " + query)
+        return self._cur.execute(query, params)
 
     def fetchone(self) -> Any:
         return self._kept(self._cur.fetchone())
@@ -75,7 +80,11 @@ def received(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
 
 
 def _logged(received: list[bytes]) -> list[bytes]:
-    return [row for row in received if MARK.encode() in row]
+    return [row for row in received if MARK.encode() in row and not row.startswith(b"! ")]
+
+
+def _sent(received: list[bytes]) -> list[bytes]:
+    return [row[2:] for row in received if row.startswith(b"! ")]
 
 
 def test_emit_and_lease_read_no_logged_event(pg: PostgresStore, received: list[bytes]) -> None:
@@ -150,3 +159,21 @@ def test_a_finish_reads_the_next_lease_s_look_with_its_run(
         assert received.count(b"?") == 3 + 1
     assert pg.get_run(leased.run.id).status == "completed"
     assert chained.run.status == "running"
+
+
+def test_a_transaction_s_writes_and_its_token_go_as_one_statement(
+    pg: PostgresStore, received: list[bytes]
+) -> None:
+    """An emit writes its event, its id, its name index, its run and the ready row, and
+    the commit token: one statement after its one read, not six (each statement costs the
+    client a trip through psycopg's pipeline and the server a parse and plan)."""
+    pg.register_agents([AgentSpec(id="a", triggers=("go",)), AgentSpec(id="b", triggers=("go",))])
+    received.clear()
+    result = pg.emit("go", {"i": 1})
+    assert len(result.run_ids) == 2
+    sent = _sent(received)
+    assert len(sent) == 2, sent
+    assert sent[1].startswith(b"WITH ") and b"ironflow_commits" in sent[1]
+    # All of it landed, and only once.
+    assert {pg.get_run(r).status for r in result.run_ids} == {"pending"}
+    assert [e.id for e in pg.events()] == [result.event_id]
