@@ -1,8 +1,8 @@
 """What every ``ironflow`` command shares: its store, its usage errors, its arguments.
 
 Every command goes through the server when ``IRONFLOW_URL`` is set, else opens the
-data directory (``--data-dir``, ``IRONFLOW_DATA_DIR``, or ``./.ironflow``). Bad input
-raises :class:`Usage`, which ``main`` prints as one line with exit status 2.
+store ``store/_open.py`` resolves (``--store``, ``--data-dir``, ``IRONFLOW_STORE``, ...).
+Bad input raises :class:`Usage`, which ``main`` prints as one line with exit status 2.
 """
 
 from __future__ import annotations

@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ironflow",
         description="Durable AI agents: emit events, list and inspect runs, serve workers.",
-        epilog="Set IRONFLOW_URL to go through a server; otherwise commands open the data "
-        "directory directly.",
+        epilog="Set IRONFLOW_URL to go through a server; otherwise commands open the store "
+        "directly: --store URL_OR_DIR or $IRONFLOW_STORE (a postgresql:// URL, or an LMDB "
+        "data directory), else ./.ironflow.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

@@ -36,7 +36,8 @@ def cmd_store_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_store_migrate(args: argparse.Namespace) -> int:
-    from ironflow.store._postgres import migrate, safe_url
+    from ironflow.store._pgschema import migrate
+    from ironflow.store._pgurl import safe_url
 
     where = resolve_location(args.store, None)
     if not isinstance(where, str):

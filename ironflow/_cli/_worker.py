@@ -47,7 +47,8 @@ WORKER_DESCRIPTION = (
     "serving; stop it with `kill N` (SIGTERM drains: in-flight steps finish, then it "
     "exits) or crash it with `kill -9 N`. `ironflow worker` and `python -m ironflow.run "
     "worker` are the same command. With IRONFLOW_URL set, the worker goes through that "
-    "server; otherwise it opens the data directory directly."
+    "server; otherwise it opens the store directly (--store, $IRONFLOW_STORE: a "
+    "postgresql:// URL or a data directory)."
 )
 
 

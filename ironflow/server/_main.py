@@ -191,7 +191,7 @@ async def _serve(
     from ironflow.server._app import make_app, start_site, stop_site
     from ironflow.server._metrics import metrics_registry
     from ironflow.store._open import open_location
-    from ironflow.store._postgres import safe_url
+    from ironflow.store._pgurl import safe_url
 
     configure_logging(log_format=log_format)
     from ironflow._worker._observe import start_tracing

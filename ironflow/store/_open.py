@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ironflow.errors import ConfigError
 from ironflow.store import Store
-from ironflow.store._postgres import is_postgres_url
+from ironflow.store._pgurl import is_postgres_url
 
 __all__ = [
     "DEFAULT_DATA_DIR",

@@ -14,12 +14,23 @@ refuse any other, naming the command to run.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from typing import Any
 
 from ironflow.errors import StoreFormatError
 from ironflow.store._backend import TABLES
+from ironflow.store._pgurl import check_url, connect_error, safe_url
 
-__all__ = ["RUN_OF", "SCHEMA_VERSION", "check_version", "migrate_sql", "table_name"]
+__all__ = [
+    "RUN_OF",
+    "SCHEMA_VERSION",
+    "check_version",
+    "migrate",
+    "migrate_sql",
+    "schema_version",
+    "table_name",
+]
 
 #: Bumped with every change of the tables below; :func:`migrate` brings older ones here.
 SCHEMA_VERSION = 2
@@ -125,3 +136,42 @@ def check_version(found: int | None, where: str) -> None:
             f"the database {where} holds Ironflow schema version {found}, newer than this "
             f"Ironflow's {SCHEMA_VERSION}: upgrade Ironflow (pip install -U ironflow)"
         )
+
+
+def schema_version(connect: Callable[[], Any]) -> int | None:
+    """The schema version of the database (None: no Ironflow schema)."""
+    with connect() as conn:
+        row = conn.execute("SELECT to_regclass('ironflow_schema') IS NOT NULL").fetchone()
+        if row is None or not row[0]:
+            return None
+        found = conn.execute("SELECT version FROM ironflow_schema").fetchone()
+        return None if found is None else int(found[0])
+
+
+def migrate(url: str) -> tuple[int | None, int]:
+    """Create or upgrade the schema of the database at ``url``; (from, to) versions.
+
+    One transaction under an advisory lock: two migrations at once run one after the
+    other, and a failed one leaves the schema as it was.
+    """
+    from ironflow.store._postgres import _psycopg  # psycopg: only for a migration
+
+    check_url(url)
+    psycopg, _ = _psycopg()
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        raise connect_error(url, exc, psycopg=psycopg) from None
+    try:
+        with conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('ironflow migrate'))")
+            found = schema_version(lambda: contextlib.nullcontext(conn))
+            for stmt in migrate_sql(found or 0):
+                conn.execute(stmt.encode())
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise StoreFormatError(
+            f"the user of {safe_url(url)} may not create the Ironflow tables ({exc}); "
+            "migrate as the database's owner, or grant it: GRANT CREATE ON SCHEMA public "
+            "TO USER. Nothing was changed"
+        ) from None
+    return found, SCHEMA_VERSION

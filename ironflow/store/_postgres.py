@@ -66,15 +66,15 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from ironflow.errors import MissingExtraError, StoreError, StoreFormatError
 from ironflow.store._backend import WriteTxn
 from ironflow.store._leasing import with_steps
 from ironflow.store._machine import StoreMachine
-from ironflow.store._pgschema import SCHEMA_VERSION, check_version, migrate_sql
+from ironflow.store._pgschema import check_version, migrate, schema_version
 from ironflow.store._pgspec import REMEMBERED, STALE, RowCache, SpecTxn, speculate
 from ironflow.store._pgtxn import CHANNEL, Notes, PgTxn
+from ironflow.store._pgurl import check_url, is_postgres_url, safe_url, settings_error
 from ironflow.store._records import ErrorInfo, LeasedRun, Run, StepAck, StepRecord, WorkerInfo
 from ironflow.store._wake import LocalWakeups, Wakeups
 
@@ -85,6 +85,11 @@ T = TypeVar("T")
 log = logging.getLogger("ironflow.store")
 
 _MAX_BACKOFF = 2.0
+#: Seconds a call waits for a pooled connection (psycopg_pool's default).
+_POOL_WAIT = 30.0
+#: Seconds an opening store waits for its first pooled connection before it connects
+#: on its own to learn why there is none.
+_FIRST_WAIT = 2.0
 #: How often the listener looks whether its store was closed.
 _LISTEN_RECHECK = 0.1
 #: How long a lease waits for the leasers' lock before it leases without it (seconds).
@@ -135,26 +140,6 @@ def _queue_sync(pipe: Any) -> None:
         pipe.sync()
     else:
         queue()
-
-
-def is_postgres_url(value: str) -> bool:
-    """Whether ``value`` names a PostgreSQL database (else it is an LMDB directory)."""
-    return value.startswith(("postgresql://", "postgres://"))
-
-
-def safe_url(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "the PostgreSQL URL given"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
 
 
 def _psycopg() -> Any:
@@ -223,6 +208,7 @@ class PostgresBackend:
         give_up_after: float | None = None,
         listen: bool = True,
     ) -> None:
+        check_url(url)
         psycopg, psycopg_pool = _psycopg()
         self._psycopg = psycopg
         self.url = url
@@ -268,14 +254,32 @@ class PostgresBackend:
             open=True,
             num_workers=1,
             name="ironflow",
+            # A call waits this long for a connection before it is retried or, past
+            # give_up_after, raised: a command's --timeout, not the pool's 30 s.
+            timeout=_POOL_WAIT if give_up_after is None else min(_POOL_WAIT, give_up_after),
         )
         try:
-            # The first pooled connection checks the schema: no connection of its own.
-            found = self._retrying(lambda: schema_version(self._pool.connection))
+            found = self._retrying(self._first_look)
             check_version(found, safe_url(self.url))
         except BaseException:
             self._closed = True
             self._pool.close()
+            raise
+
+    def _first_look(self) -> int | None:
+        """The schema's version, read on the first pooled connection (no connection of
+        its own). If the pool gets none, one connection of its own says why: a wrong
+        password or a missing database raises at once, since waiting cannot fix it;
+        an unreachable database is retried, with libpq's reason in the log."""
+        try:
+            return schema_version(functools.partial(self._pool.connection, timeout=_FIRST_WAIT))
+        except self._psycopg.errors.InsufficientPrivilege as exc:
+            raise settings_error(self.url, exc, psycopg=self._psycopg) or exc from None
+        except self._psycopg.OperationalError:
+            try:
+                self._connect().close()
+            except self._psycopg.Error as why:
+                raise settings_error(self.url, why, psycopg=self._psycopg) or why from None
             raise
 
     def listen(self) -> None:
@@ -361,7 +365,7 @@ class PostgresBackend:
                 )
         if self.give_up_after is not None and time.monotonic() - started > self.give_up_after:
             raise StoreError(
-                f"cannot reach {self.where} after {self.give_up_after:g} s: {exc}"
+                f"cannot reach {self.where} after {self.give_up_after:g} s: {_first_line(exc)}"
             ) from exc
         return True
 
@@ -718,35 +722,6 @@ class PostgresBackend:
         self._pool.close()
         if self._listener is not None:
             self._listener.join(timeout=_LISTEN_RECHECK * 5)
-
-
-def schema_version(connect: Callable[[], Any]) -> int | None:
-    """The schema version of the database (None: no Ironflow schema)."""
-    with connect() as conn:
-        row = conn.execute("SELECT to_regclass('ironflow_schema') IS NOT NULL").fetchone()
-        if row is None or not row[0]:
-            return None
-        found = conn.execute("SELECT version FROM ironflow_schema").fetchone()
-        return None if found is None else int(found[0])
-
-
-def migrate(url: str) -> tuple[int | None, int]:
-    """Create or upgrade the schema of the database at ``url``; (from, to) versions.
-
-    One transaction under an advisory lock: two migrations at once run one after the
-    other, and a failed one leaves the schema as it was.
-    """
-    psycopg, _ = _psycopg()
-    try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        raise StoreError(f"cannot connect to the database {safe_url(url)}: {exc}") from exc
-    with conn, conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('ironflow migrate'))")
-        found = schema_version(lambda: contextlib.nullcontext(conn))
-        for stmt in migrate_sql(found or 0):
-            conn.execute(stmt.encode())
-    return found, SCHEMA_VERSION
 
 
 class PostgresStore(StoreMachine):
