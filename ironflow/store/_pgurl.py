@@ -8,7 +8,7 @@ LMDB ones included, and an install without the ``postgres`` extra must get that 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from ironflow.errors import ConfigError, StoreError
 
@@ -25,23 +25,18 @@ def is_postgres_url(value: str) -> bool:
 
 def safe_url(url: str) -> str:
     """``url`` without its password (in the user part or a ``password=`` parameter),
-    for messages and logs."""
+    for messages and logs. Hosts are left as written: a URL may list several
+    (``host1:5432,host2:5432``, for a primary and its standbys)."""
     try:
         parts = urlsplit(url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
     except ValueError:
         return "the PostgreSQL URL given"
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{host}"
-    if any(name == "password" for name, _ in query):
-        shown = [(name, "***" if name == "password" else value) for name, value in query]
-        # The asterisks stay readable: they are not part of any real URL.
-        return urlunsplit((parts.scheme, netloc, parts.path, urlencode(shown, safe="*"), ""))
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    user, at, hosts = parts.netloc.rpartition("@")
+    netloc = f"{user.split(':', 1)[0]}:***@{hosts}" if at and ":" in user else parts.netloc
+    query = "&".join(
+        "password=***" if item.startswith("password=") else item for item in parts.query.split("&")
+    )
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def check_url(url: str) -> None:

@@ -72,6 +72,13 @@ def test_safe_url_hides_a_password_given_as_a_parameter() -> None:
     assert safe_url("postgresql://u:x1@h:5/db?password=x2") == (
         "postgresql://u:***@h:5/db?password=***"
     )
+    assert safe_url("postgresql:///db?host=/run/pg&password=x1") == (
+        "postgresql:///db?host=/run/pg&password=***"
+    )
+    # Several hosts (a primary and its standbys): was "the PostgreSQL URL given".
+    assert safe_url("postgresql://u:x1@h1:5432,h2:5432/db?target_session_attrs=read-write") == (
+        "postgresql://u:***@h1:5432,h2:5432/db?target_session_attrs=read-write"
+    )
 
 
 def test_a_url_without_a_database_is_refused(
