@@ -68,20 +68,25 @@ def _inner(url: str, lease_lock: bool) -> None:
     backend = store.backend
     if not lease_lock:
         backend.lease_lock_wait = None
-    attempt = backend._attempt
 
-    def counted_attempt(op: Any, *rest: Any) -> Any:
-        name = getattr(local, "name", "(other)")
-        with lock:
-            attempts[name] += 1
-        try:
-            return attempt(op, *rest)
-        except Exception as exc:
+    def counting(attempt: Any) -> Any:
+        def counted(*args: Any) -> Any:
+            name = getattr(local, "name", "(other)")
             with lock:
-                failures[f"{name}: {_why(exc)}"] += 1
-            raise
+                attempts[name] += 1
+            try:
+                return attempt(*args)
+            except Exception as exc:
+                with lock:
+                    failures[f"{name}: {_why(exc)}"] += 1
+                raise
 
-    backend._attempt = counted_attempt  # type: ignore[method-assign,assignment]
+        return counted
+
+    # Both ways a write is tried: the pipeline, and a speculative step's one statement
+    # (a stale guard counts as a failed attempt, "_Stale").
+    backend._attempt = counting(backend._attempt)  # type: ignore[method-assign]
+    backend._attempt_one = counting(backend._attempt_one)  # type: ignore[method-assign]
 
     def marked(name: str, method: Any) -> Any:
         @functools.wraps(method)
