@@ -66,12 +66,18 @@ def _plain(value: Any, depth: int = 0) -> bool:
         return math.isfinite(value)
     if depth > MAX_DEPTH:
         return False
+    # Loops, not all(...) over a generator, and ASCII text without an encode: this walks
+    # every value of every checkpoint.
     if kind is list:
-        return all(_plain(item, depth + 1) for item in value)
+        for item in value:  # noqa: SIM110 - see above
+            if not _plain(item, depth + 1):
+                return False
+        return True
     if kind is dict:
-        return all(
-            type(k) is str and _utf8(k) and _plain(v, depth + 1) for k, v in value.items()
-        )
+        for k, v in value.items():
+            if type(k) is not str or not (k.isascii() or _utf8(k)) or not _plain(v, depth + 1):
+                return False
+        return True
     return False
 
 
