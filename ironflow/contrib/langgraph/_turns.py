@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -43,15 +44,17 @@ class Pending:
         self.error: Exception | None = None
 
 
+#: How many threads whose writes waited in vain one saver remembers (they wait no more).
+_IN_VAIN_KEPT = 1024
+
+
 class _Queue:
-    __slots__ = ("busy", "gather", "items")
+    __slots__ = ("busy", "items")
 
     def __init__(self) -> None:
         self.items: list[Pending] = []
         #: A caller is appending a batch of this thread's items now.
         self.busy = False
-        #: Whether writes wait for the next checkpoint (off after a wait in vain).
-        self.gather = True
 
 
 class Turns:
@@ -75,6 +78,10 @@ class Turns:
         self._ends_wait = ends_wait
         self._cv = threading.Condition()
         self._queues: dict[str, _Queue] = {}
+        #: Threads whose writes waited in vain (a graph whose checkpoint waits for its
+        #: writes first, as LangGraph's for a delta channel): their writes wait no more,
+        #: until a checkpoint again finds writes queued or being saved. Bounded: a hint.
+        self._in_vain: OrderedDict[str, None] = OrderedDict()
 
     def append(self, thread: str, item: Pending) -> Event:
         """Append ``item`` to the thread's stream in its turn; its event once durable."""
@@ -84,11 +91,14 @@ class Turns:
                 queue = self._queues[thread] = _Queue()
             if item.name == self._ends_wait:
                 if queue.busy or queue.items:
-                    queue.gather = True  # writes are still being saved: worth waiting for
+                    self._in_vain.pop(thread, None)  # writes still being saved: worth a wait
                 self._cv.notify_all()  # a gathering writes' wait ends
             queue.items.append(item)
-            if item.name == self._waits and queue.gather:
-                self._gather(queue, item)
+            waits = item.name == self._waits and thread not in self._in_vain
+            if waits and not self._gather(queue, item):
+                self._in_vain[thread] = None
+                while len(self._in_vain) > _IN_VAIN_KEPT:
+                    self._in_vain.popitem(last=False)
             while queue.busy and not item.done:
                 self._cv.wait()
             if item.done:
@@ -109,18 +119,18 @@ class Turns:
                 self._cv.notify_all()
         return _answer(item)
 
-    def _gather(self, queue: _Queue, item: Pending) -> None:
+    def _gather(self, queue: _Queue, item: Pending) -> bool:
         """Wait (the condition held) until a checkpoint is queued after ``item``, another
-        caller took it, or ``GATHER_S`` passed."""
+        caller took it, or ``GATHER_S`` passed; False if the time passed."""
         deadline = time.monotonic() + GATHER_S
         while not item.done and not queue.busy:
             if any(each.name == self._ends_wait for each in queue.items):
-                return
+                return True
             left = deadline - time.monotonic()
             if left <= 0:
-                queue.gather = False
-                return
+                return False
             self._cv.wait(left)
+        return True
 
 
 def _answer(item: Pending) -> Event:
