@@ -214,7 +214,8 @@ def test_a_node_s_writes_share_the_commit_of_the_checkpoint_after_them(
     """Durable node by node, one commit each: its task's writes wait for the checkpoint
     LangGraph puts after them and both are appended in one transaction (two commits a
     node before). The wait is bounded by a long time here, so the count does not depend
-    on how quickly the loaded host runs LangGraph's executor."""
+    on how quickly the loaded host runs LangGraph's executor (writes whose checkpoint
+    was put first do not wait at all)."""
     monkeypatch.setattr(_turns, "GATHER_S", 30.0)
     with LmdbStore(tmp_path / "data", sync=False) as store:
         saver = IronflowSaver(store)
@@ -230,7 +231,9 @@ def test_a_node_s_writes_share_the_commit_of_the_checkpoint_after_them(
         # followed by its checkpoint.
         names = [e.name for e in store.read_stream("langgraph/thread/t")[before:]]
         assert names == ["langgraph.checkpoint"] + ["langgraph.writes", "langgraph.checkpoint"] * 31
-        assert len(commits) == 1 + 31  # 1 + 2 * 31 before
+        # One commit a node, 1 + 2 * 31 before. Not exactly 32: LangGraph's executor may
+        # start a node's put before its writes, and those writes then go alone.
+        assert 1 + 31 <= len(commits) <= 1 + 31 + 10
         fresh = IronflowSaver(store).get_tuple(config)
         assert fresh is not None and fresh.checkpoint["channel_values"]["n"] == 30
         assert [t.checkpoint["id"] for t in IronflowSaver(store).list(config)] == [

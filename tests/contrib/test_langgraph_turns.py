@@ -46,15 +46,17 @@ class Recorder:
             else:
                 item.event = Event(id=f"e{len(self.batches)}.{n}", name=item.name, data={}, ts=0.0)
 
-    def append(self, name: str, thread: str = "t") -> Event:
-        return self.turns.append(thread, Pending(name, {}, name))
+    def append(self, name: str, thread: str = "t", after: str | None = None) -> Event:
+        return self.turns.append(thread, Pending(name, {}, name, after))
 
-    def in_background(self, name: str, thread: str = "t") -> tuple[threading.Thread, list[Any]]:
+    def in_background(
+        self, name: str, thread: str = "t", after: str | None = None
+    ) -> tuple[threading.Thread, list[Any]]:
         out: list[Any] = []
 
         def run() -> None:
             try:
-                out.append(self.append(name, thread))
+                out.append(self.append(name, thread, after))
             except Exception as exc:
                 out.append(exc)
 
@@ -114,6 +116,25 @@ def test_writes_that_waited_in_vain_stop_waiting_until_a_checkpoint_finds_writes
     writes, _ = rec.in_background("w")
     rec.queued()
     rec.append("c")
+    writes.join(30)
+    assert rec.batches[-1] == ["w", "c"]
+
+
+def test_writes_whose_checkpoint_was_put_first_do_not_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LangGraph's executor may run a node's put before that node's writes: the writes
+    then have no checkpoint to wait for (they would wait in vain, every time)."""
+    monkeypatch.setattr(_turns, "GATHER_S", 2.0)
+    rec = Recorder()
+    rec.append("c", after="cp1")  # the put of the checkpoint after cp1
+    rec.append("w", after="cp1")  # the writes of cp1's task: its checkpoint is put
+    assert rec.batches == [["c"], ["w"]]
+    assert "t" not in rec.turns._in_vain  # it did not wait
+    # The next node's writes (against the new checkpoint) wait for its put as usual.
+    writes, _ = rec.in_background("w", after="cp2")
+    rec.queued()
+    rec.append("c", after="cp2")
     writes.join(30)
     assert rec.batches[-1] == ["w", "c"]
 

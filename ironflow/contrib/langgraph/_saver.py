@@ -441,7 +441,10 @@ class IronflowSaver(BaseCheckpointSaver[str]):
         self._append(thread, _WRITES, data)
 
     def _append(self, thread: str, name: str, data: dict[str, Any]) -> Event:
-        return self._turns.append(thread, Pending(name, data, f"{name}:{_digest(data)}"))
+        after = None
+        if name in (_CHECKPOINT, _WRITES):
+            after = f"{data['ns']}\x00{data['parent' if name == _CHECKPOINT else 'checkpoint']}"
+        return self._turns.append(thread, Pending(name, data, f"{name}:{_digest(data)}", after))
 
     def _store_appends(self, thread: str, items: builtins.list[Pending]) -> None:
         """Append ``items`` to the thread's stream, in one transaction if the store can;

@@ -32,19 +32,21 @@ GATHER_S = 0.003
 class Pending:
     """One append waiting in a thread's queue, then its answer."""
 
-    __slots__ = ("data", "done", "error", "event", "key", "name")
+    __slots__ = ("after", "data", "done", "error", "event", "key", "name")
 
-    def __init__(self, name: str, data: dict[str, Any], key: str) -> None:
+    def __init__(self, name: str, data: dict[str, Any], key: str, after: str | None = None) -> None:
         self.name = name
         self.data = data
         #: The append's idempotency key.
         self.key = key
+        #: The checkpoint it follows: writes' own, a checkpoint's parent (None: neither).
+        self.after = after
         self.done = False
         self.event: Event | None = None
         self.error: Exception | None = None
 
 
-#: How many threads whose writes waited in vain one saver remembers (they wait no more).
+#: How many threads a saver remembers writes waiting in vain, or a last checkpoint, for.
 _IN_VAIN_KEPT = 1024
 
 
@@ -82,6 +84,10 @@ class Turns:
         #: writes first, as LangGraph's for a delta channel): their writes wait no more,
         #: until a checkpoint again finds writes queued or being saved. Bounded: a hint.
         self._in_vain: OrderedDict[str, None] = OrderedDict()
+        #: Per thread, the ``after`` of its last checkpoint queued (bounded as above):
+        #: writes whose checkpoint was put already (the executor ran the put first) have
+        #: nothing to wait for.
+        self._put_after: OrderedDict[str, str | None] = OrderedDict()
 
     def append(self, thread: str, item: Pending) -> Event:
         """Append ``item`` to the thread's stream in its turn; its event once durable."""
@@ -92,13 +98,16 @@ class Turns:
             if item.name == self._ends_wait:
                 if queue.busy or queue.items:
                     self._in_vain.pop(thread, None)  # writes still being saved: worth a wait
+                _remember(self._put_after, thread, item.after)
                 self._cv.notify_all()  # a gathering writes' wait ends
             queue.items.append(item)
-            waits = item.name == self._waits and thread not in self._in_vain
+            waits = (
+                item.name == self._waits
+                and thread not in self._in_vain
+                and (item.after is None or self._put_after.get(thread, None) != item.after)
+            )
             if waits and not self._gather(queue, item):
-                self._in_vain[thread] = None
-                while len(self._in_vain) > _IN_VAIN_KEPT:
-                    self._in_vain.popitem(last=False)
+                _remember(self._in_vain, thread, None)
             while queue.busy and not item.done:
                 self._cv.wait()
             if item.done:
@@ -131,6 +140,13 @@ class Turns:
                 return False
             self._cv.wait(left)
         return True
+
+
+def _remember(kept: OrderedDict[str, Any], thread: str, value: Any) -> None:
+    kept[thread] = value
+    kept.move_to_end(thread)
+    while len(kept) > _IN_VAIN_KEPT:
+        kept.popitem(last=False)
 
 
 def _answer(item: Pending) -> Event:
