@@ -15,6 +15,7 @@ directory. Which one a command uses, first match wins:
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from ironflow.errors import ConfigError
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 DEFAULT_DATA_DIR = ".ironflow"
+#: A scheme and a slash: a URL, never a directory (``C:/data`` has a one-letter scheme).
+_LOOKS_LIKE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/")
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -58,7 +61,17 @@ def resolve_location(
     if chosen is None:
         return resolve_data_dir(None)
     text = os.fspath(chosen)
-    return text if is_postgres_url(text) else Path(text)
+    if is_postgres_url(text):
+        return text
+    if _LOOKS_LIKE_URL.match(text):
+        # Not a directory to create: a worker would quietly start an empty LMDB store
+        # in ./postgresql+psycopg:/... while the user's runs wait in PostgreSQL.
+        raise ConfigError(
+            f"the store {text.split(':', 1)[0]}:... is a URL Ironflow does not read: give a "
+            "postgresql:// (or postgres://) URL, as libpq takes it (not SQLAlchemy's "
+            "postgresql+psycopg://), or a data directory"
+        )
+    return Path(text)
 
 
 def server_url() -> str | None:

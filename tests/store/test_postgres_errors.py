@@ -18,6 +18,7 @@ import pytest
 from ironflow._cli._main import main
 from ironflow.errors import ConfigError
 from ironflow.store import PostgresStore
+from ironflow.store._open import resolve_location
 from ironflow.store._pgurl import safe_url
 from tests.support.postgres import shared_server
 
@@ -163,3 +164,23 @@ def test_without_the_postgres_extra_the_error_names_the_install_command(
     for argv in (["store", "migrate"], ["run", "list"]):
         error = _fails(capsys, *argv, "--store", url)
         assert "pip install 'ironflow[postgres]'" in error
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql+psycopg://u:s3cret-pw@h/db", "PostgreSQL://h/db", "postgres:/h/db", "pg://h/db"],
+)
+def test_a_url_of_another_form_is_refused_not_taken_for_a_directory(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str
+) -> None:
+    """SQLAlchemy's ``postgresql+psycopg://`` (a common DATABASE_URL) was an LMDB
+    directory: a worker started an empty store under ./postgresql+psycopg:/..."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("IRONFLOW_URL", raising=False)
+    monkeypatch.setenv("IRONFLOW_STORE", url)
+    with pytest.raises(ConfigError, match="a URL Ironflow does not read"):
+        resolve_location()
+    error = _fails(capsys, "emit", "greet")
+    assert "postgresql://" in error
+    assert list(tmp_path.iterdir()) == []
+    assert resolve_location(str(tmp_path / "data")) == tmp_path / "data"
