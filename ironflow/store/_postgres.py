@@ -359,9 +359,12 @@ class PostgresBackend:
             if self._down_since is None:
                 self._down_since = time.monotonic()
                 log.warning(
-                    "lost the connection to %s (%s); retrying with backoff until it is back",
+                    "lost the connection to %s (%s); retrying with backoff %s",
                     self.where,
                     _first_line(exc),
+                    "until it is back"
+                    if self.give_up_after is None
+                    else f"for up to {self.give_up_after:g} s",
                 )
         if self.give_up_after is not None and time.monotonic() - started > self.give_up_after:
             raise StoreError(

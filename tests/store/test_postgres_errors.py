@@ -4,6 +4,7 @@ setting is reported at once, not retried as if the database were down."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -25,6 +26,16 @@ from tests.support.postgres import shared_server
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "s3cret-pw"
 ROLE = "ironflow_pw"
+
+
+@pytest.fixture(autouse=True)
+def _plain_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ironflow logger as a fresh process has it: a worker command run in-process by
+    an earlier test leaves it a handler on that test's closed stderr, whose "Logging
+    error" traceback would land in this test's output."""
+    logger = logging.getLogger("ironflow")
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr(logger, "propagate", True)
 
 
 def _fails(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
@@ -143,14 +154,17 @@ def test_a_wrong_password_and_missing_grants_say_so(
 
 
 def test_an_unreachable_database_names_the_cause_within_the_timeout(
-    capsys: pytest.CaptureFixture[str], pg_url: str
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, pg_url: str
 ) -> None:
-    """Connection refused, not the pool's "couldn't get a connection after 30 sec"."""
+    """Connection refused, not the pool's "couldn't get a connection after 30 sec"; a
+    command retries for its --timeout, not "until it is back"."""
     parts = urlsplit(pg_url)
     down = f"postgresql://postgres:{SECRET}@127.0.0.1:{_closed_port()}{parts.path}"
     error = _fails(capsys, "run", "list", "--timeout", "2", "--store", down)
     assert "cannot reach" in error and "Connection refused" in error
     assert "30.00 sec" not in error
+    assert "retrying with backoff for up to 2 s" in caplog.text
+    assert SECRET not in caplog.text
     error = _fails(capsys, "store", "migrate", "--store", down)
     assert "Connection refused" in error and "Is PostgreSQL running there" in error
 
