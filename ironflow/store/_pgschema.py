@@ -95,7 +95,7 @@ _STEPS: list[list[str]] = [
         # One row per write transaction, written in it: after a COMMIT whose answer was
         # lost, the row says whether it committed (transaction ids do not: PostgreSQL
         # hands out again, after a crash, the ids that never reached its WAL). Pruned
-        # by the stores (``_postgres._PRUNE_COMMITS``); no index on ``at``: a prune is
+        # by the stores (``_pgbackend._PRUNE_COMMITS``); no index on ``at``: a prune is
         # one scan a minute, an index would cost every write.
         "CREATE TABLE ironflow_commits (token bytea PRIMARY KEY, "
         "at timestamptz NOT NULL DEFAULT now())",
@@ -154,7 +154,7 @@ def migrate(url: str) -> tuple[int | None, int]:
     One transaction under an advisory lock: two migrations at once run one after the
     other, and a failed one leaves the schema as it was.
     """
-    from ironflow.store._postgres import _psycopg  # psycopg: only for a migration
+    from ironflow.store._pgbackend import _psycopg  # psycopg: only for a migration
 
     check_url(url)
     psycopg, _ = _psycopg()

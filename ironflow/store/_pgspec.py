@@ -14,7 +14,7 @@ this:
    up the speculation (:class:`Abandon`), and so does any error the op raises: it was
    decided on guessed rows. The op then runs the normal way.
 2. One statement, one round trip, a SERIALIZABLE transaction of its own (autocommit;
-   the session's default isolation, set by ``_postgres.py``): ``WITH`` the commit
+   the session's default isolation, set by ``_pgbackend.py``): ``WITH`` the commit
    token's insert and the queued writes, ``SELECT 1 / (every logged row as the op was
    told)::int`` (:meth:`SpecTxn.statement`), with ``pg_notify`` when the writes make
    work. No BEGIN, no COMMIT, no pipeline: the statement is the transaction, and
@@ -37,7 +37,7 @@ a wrong guess costs one more round trip, never a wrong answer. So rows that are
 usually absent (:data:`GUESS_ABSENT`: cancel and pause requests) are guessed absent
 when not remembered. No rule moves into SQL: the machine's code decides everything,
 SQL only checks the rows it read. The commit token, NOTIFY on wake, retries and
-fencing are the normal path's (``_postgres.py``).
+fencing are the normal path's (``_pgbackend.py``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The backend interface's transactions as SQL on one PostgreSQL connection.
 
-``_postgres.py`` owns the connections and the transactions' lives (pooling, pipeline
+``_pgbackend.py`` owns the connections and the transactions' lives (pooling, pipeline
 mode, retries, commit); this module maps each read and write of a transaction
 (``_backend.py``) onto the tables of ``_pgschema.py``, with as few round trips as the
 interface allows:

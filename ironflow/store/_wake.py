@@ -18,7 +18,7 @@ correctness.
   a full socket already has a wake-up pending, and a socket nobody listens on (its
   process died) is removed by the first poster to find it so. A process that may not
   write there (another user) simply is not woken: it polls.
-- PostgreSQL (``_postgres.py``): a commit that made work sends ``NOTIFY`` with it, and
+- PostgreSQL (``_pgbackend.py``): a commit that made work sends ``NOTIFY`` with it, and
   a thread of each store that ``LISTEN``\ s posts to its :class:`LocalWakeups`.
   :class:`ChannelWakeups` is the other way to fit a channel in: a broadcast and a
   blocking read, with one waiting thread reading for the whole process.

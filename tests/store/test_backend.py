@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from ironflow.store._backend import Backend, WriteTxn, prefix_end
 from ironflow.store._lmdb import LmdbBackend
 from ironflow.store._memory import MemoryBackend
-from ironflow.store._postgres import PostgresBackend
+from ironflow.store._pgbackend import PostgresBackend
 from tests.support.postgres import fresh_database, release_database
 
 

@@ -23,8 +23,9 @@ from ironflow._worker._identity import this_worker
 from ironflow.errors import StoreError, StoreFormatError
 from ironflow.store import AgentSpec, PostgresStore
 from ironflow.store._backend import WriteTxn
+from ironflow.store._pgbackend import PostgresBackend
 from ironflow.store._pgschema import SCHEMA_VERSION
-from ironflow.store._postgres import PostgresBackend, migrate, safe_url
+from ironflow.store._postgres import migrate, safe_url
 from ironflow.testing import StandInWorker
 from tests.support.postgres import EmbeddedPostgres, shared_server
 
@@ -453,7 +454,7 @@ def test_a_commit_still_ending_is_waited_for_not_called_lost(pg_url: str, ends: 
 def test_a_commit_whose_token_may_be_pruned_is_not_guessed(pg_url: str) -> None:
     """Too long after the transaction began, its token may be gone: an error that says
     the outcome is unknown, not a guess either way."""
-    from ironflow.store._postgres import _TOKENS_KEPT, _Unknown
+    from ironflow.store._pgbackend import _TOKENS_KEPT, _Unknown
 
     backend = PostgresBackend(pg_url, listen=False, give_up_after=30)
     try:

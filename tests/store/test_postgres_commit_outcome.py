@@ -12,7 +12,8 @@ from __future__ import annotations
 import psycopg
 
 from ironflow.store._backend import WriteTxn
-from ironflow.store._postgres import PostgresBackend, migrate
+from ironflow.store._pgbackend import PostgresBackend
+from ironflow.store._postgres import migrate
 from tests.support.postgres import EmbeddedPostgres
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from ironflow.store import AgentSpec, PostgresStore
-from ironflow.store import _postgres as pg_module
+from ironflow.store import _pgbackend as pg_module
 from ironflow.store._flowspec import CronTrigger, FlowSpec
 from ironflow.store._pgtxn import PgTxn
 from ironflow.testing import StandInWorker
