@@ -74,7 +74,7 @@ from ironflow.errors import MissingExtraError, StoreError
 from ironflow.store._backend import WriteTxn
 from ironflow.store._pgschema import check_version, schema_version
 from ironflow.store._pgspec import REMEMBERED, STALE, RowCache, SpecTxn, speculate
-from ironflow.store._pgtxn import CHANNEL, Notes, PgTxn
+from ironflow.store._pgtxn import CHANNEL, MARK_COMMIT, Notes, PgTxn
 from ironflow.store._pgurl import check_url, safe_url, settings_error
 from ironflow.store._wake import LocalWakeups, Wakeups
 
@@ -184,11 +184,11 @@ class _Unknown(Exception):
 
 
 _BEGIN_ORDERED_READ = b"BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY"
-#: Written in every write transaction (its token): the proof that it committed.
-_MARK_COMMIT = b"INSERT INTO ironflow_commits (token) VALUES (%s)"
-#: Tokens are only looked for after a lost answer to COMMIT, by the store that wrote
-#: them, once PostgreSQL answers again. Kept ten minutes (server time); a store that
-#: could not look within ``_TOKENS_KEPT`` refuses to guess (``_resolve``).
+#: A token (``_pgtxn.MARK_COMMIT``) is written in every write transaction: the proof
+#: that it committed. Tokens are only looked for after a lost answer to COMMIT, by the
+#: store that wrote them, once PostgreSQL answers again. Kept ten minutes (server
+#: time); a store that could not look within ``_TOKENS_KEPT`` refuses to guess
+#: (``_resolve``).
 _PRUNE_COMMITS = b"DELETE FROM ironflow_commits WHERE at < now() - interval '10 minutes'"
 #: How long after its transaction began a token may still be looked for: a minute
 #: short of the ten the prune keeps it, for the difference between the two clocks.
@@ -525,7 +525,7 @@ class PostgresBackend:
                             # server runs what follows after it, in the same round trip.
                             _queue_sync(pipe)
                         conn.execute(b"BEGIN ISOLATION LEVEL SERIALIZABLE", prepare=False)
-                        txn = PgTxn(conn.cursor(binary=True), REMEMBERED, (_MARK_COMMIT, (token,)))
+                        txn = PgTxn(conn.cursor(binary=True), REMEMBERED, (MARK_COMMIT, (token,)))
                         result = op(txn)
                         # Its queued writes, the token and the NOTIFY when it made work:
                         # one statement, before COMMIT (so none with COMMIT).
@@ -674,8 +674,7 @@ class PostgresBackend:
         conflicts if it committed. A plain read would not wait, and call it lost."""
         with self._connect() as conn, conn.transaction(force_rollback=True):
             row = conn.execute(
-                b"INSERT INTO ironflow_commits (token) VALUES (%s)"
-                b" ON CONFLICT DO NOTHING RETURNING 1",
+                MARK_COMMIT + b" ON CONFLICT DO NOTHING RETURNING 1",
                 (token,),
             ).fetchone()
         return row is None

@@ -50,7 +50,8 @@ from typing import Any, TypeVar
 
 from ironflow.store._backend import Scan, WriteTxn
 from ironflow.store._pgtxn import (
-    CHANNEL,
+    MARK_COMMIT,
+    NOTIFY_CALL,
     SQL,
     UNKNOWN,
     Noted,
@@ -268,7 +269,7 @@ def _guard_sql(
     divisor reads the tables, so the planner cannot fold it to a constant. The reads see
     the snapshot the statement began with, not its own writes: read before written, as
     the op did. A transaction that made work sends its NOTIFY (delivered on commit)."""
-    parts = [b"t AS (INSERT INTO ironflow_commits (token) VALUES (%s))"]
+    parts = [b"t AS (%s)" % MARK_COMMIT]
     for i, (kind, table) in enumerate(writes):
         parts.append(b"w%d AS (%s)" % (i, write_sql(kind, table)))
     checks = []
@@ -279,7 +280,7 @@ def _guard_sql(
         else:
             checks.append(b"EXISTS (SELECT FROM %s WHERE k = %%s AND v = %%s)" % t)
     divisor = b" AND ".join(checks) if checks else b"true"
-    notify = b", pg_notify('%s', '')" % CHANNEL.encode() if wakes else b""
+    notify = b", " + NOTIFY_CALL if wakes else b""
     return b"WITH " + b", ".join(parts) + b" SELECT 1 / (" + divisor + b")::int" + notify
 
 

@@ -34,6 +34,8 @@ from ironflow.store._pgschema import RUN_OF, table_name
 
 __all__ = [
     "CHANNEL",
+    "MARK_COMMIT",
+    "NOTIFY_CALL",
     "SQL",
     "UNKNOWN",
     "WAKES",
@@ -542,8 +544,12 @@ def write_params(kind: str, table: str, key: bytes, value: bytes | None) -> tupl
     return sql.row(key) if value is None or kind == "discard" else sql.row(key, value)
 
 
-#: A NOTIFY as a query, to end a statement of writes (delivered only on commit).
-_NOTIFY = f"SELECT pg_notify('{CHANNEL}', '')".encode()
+#: The commit token's insert: one per write transaction (``_pgbackend.py`` says why).
+MARK_COMMIT = b"INSERT INTO ironflow_commits (token) VALUES (%s)"
+#: The wake-up, as a call: NOTIFY delivered only if the transaction commits.
+NOTIFY_CALL = f"pg_notify('{CHANNEL}', '')".encode()
+#: A NOTIFY as a query, to end a statement of writes.
+_NOTIFY = b"SELECT " + NOTIFY_CALL
 
 
 @functools.lru_cache(maxsize=256)
