@@ -11,6 +11,7 @@
     ├── StepTimeoutError (TimeoutError)  a tool ran past its timeout=
     ├── RunTimeoutError (TimeoutError)   a run ran past its @agent(timeout=...)
     ├── NonDeterminismError              the code no longer makes the calls its record holds
+    ├── MissingAwaitError (RuntimeError) an async agent called a step without await
     ├── RunNotFoundError (LookupError)   no run has that id
     ├── LeaseLostError                   another worker now owns the run this worker was executing
     ├── WorkerStoppedError (RuntimeError)  Worker.run() on a worker that has already served
@@ -51,6 +52,7 @@ __all__ = [
     "IronflowError",
     "LeaseLostError",
     "LlmError",
+    "MissingAwaitError",
     "MissingExtraError",
     "NonDeterminismError",
     "NonRetryableError",
@@ -210,6 +212,30 @@ class NonDeterminismError(IronflowError):
             f"but the code now calls {attempted}. The agent's code no longer matches this "
             "run's history; make the change conditional (see the docs on versioning) or "
             "move non-deterministic reads into steps (ctx.now(), ctx.random(), ctx.step)."
+        )
+
+
+class MissingAwaitError(IronflowError, RuntimeError):
+    """An ``async def`` agent called a step (a ``@tool``, ``ctx.step``, ``ctx.sleep``, a
+    wait) without ``await``: the step never ran, so the run fails instead of passing
+    for done. Put ``await`` before the call (or gather it).
+    """
+
+    def __init__(
+        self, run_id: str, step_ids: list[str], raised: BaseException | None = None
+    ) -> None:
+        self.run_id = run_id
+        self.step_ids = step_ids
+        names = ", ".join(repr(s) for s in step_ids)
+        then = (
+            "the handler returned"
+            if raised is None
+            else f"the handler then raised {type(raised).__name__}: {raised}"
+        )
+        super().__init__(
+            f"run {run_id}: step {names} was called without `await` in an async agent, "
+            f"so it never ran, and {then}. Put `await` before the call "
+            "(`result = await my_tool(...)`), or pass it to asyncio.gather"
         )
 
 

@@ -20,7 +20,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ironflow.errors import LeaseLostError, NonDeterminismError, NotSerializableError
+from ironflow.errors import (
+    LeaseLostError,
+    MissingAwaitError,
+    NonDeterminismError,
+    NotSerializableError,
+)
 from ironflow.replay._current import StepInfo, _execution, current_execution, current_step
 from ironflow.replay._executing import _Executing
 from ironflow.replay._outcome import Outcome, error_info, format_tb
@@ -176,8 +181,20 @@ class Execution(_Executing):
         token = _execution.set(self)
         scope = self.observer.enter() if self.observer is not None else None
         try:
-            output = await handler()
+            try:
+                output = await handler()
+            finally:
+                forgotten = self.forgotten_calls()
+            if forgotten:
+                raise MissingAwaitError(self.run_id, forgotten)
         except (Exception, _Stop) as exc:
+            if forgotten and not isinstance(exc, MissingAwaitError | _Stop):
+                # Likely the very cause ("'coroutine' object is not subscriptable"):
+                # name the missing await first, the handler's error after it.
+                # Its traceback is the handler's: `raised at` points at the user's line.
+                exc = MissingAwaitError(self.run_id, forgotten, exc).with_traceback(
+                    exc.__traceback__
+                )
             if self._fails_for_good(exc):
                 try:
                     await self.on_failure(exc)  # type: ignore[misc]

@@ -209,6 +209,7 @@ class _Executing(_Suspending):
 
         A sync ``fn`` and the durable write both run on the bounded pool.
         """
+        self.started(slot)
         if slot.entry is not None:
             return self.replayed(slot, output_type)
         if self.observer is None:
@@ -393,7 +394,8 @@ class _Executing(_Suspending):
         """
         slot = self.begin(base_id, input)
         if self.is_async:
-            return self.run_async(slot, fn, args, kwargs or {}, output_type, retry, timeout)
+            call = self.run_async(slot, fn, args, kwargs or {}, output_type, retry, timeout)
+            return self.handed_out(slot, call)
         if slot.entry is not None:
             return self.replayed(slot, output_type)  # run_blocking's first test, inlined
         return self.run_blocking(slot, fn, args, kwargs or {}, output_type, retry, timeout)

@@ -11,9 +11,10 @@ position, and the record must agree" lives here alone.
 from __future__ import annotations
 
 import concurrent.futures
+import inspect
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ironflow._pure._trace import TraceContext
@@ -84,6 +85,10 @@ class _Positions:
         self.on_failure: Callable[[BaseException], Any] | None = None
         self._next_position = 0
         self._counts: dict[str, int] = {}
+        #: Async runs: the step calls handed to the handler as coroutines whose body has
+        #: not started yet, by position. One left at the handler's end was never awaited
+        #: (a missing ``await``): the step never ran, and the run must not pass for done.
+        self._unawaited: dict[int, tuple[str, Coroutine[Any, Any, Any]]] = {}
         #: Positions of the waits for events called so far (recorded or not): their
         #: records hold the events they took, which a later wait must not take again.
         #: Told by the primitives (a wait of kind "event"), never guessed from step ids.
@@ -160,6 +165,33 @@ class _Positions:
     def _raise_stop(self, stop: BaseException, cause: BaseException) -> NoReturn:
         """Raise ``stop`` caused by ``cause`` (or the stop kept from earlier, unchanged)."""
         raise self.halt(stop, cause)
+
+    def handed_out(self, slot: _Slot, call: Coroutine[Any, Any, Any]) -> Any:
+        """Give the handler an async step call, remembered until its body starts
+        (:meth:`started`): see :meth:`forgotten_calls`."""
+        self._unawaited[slot.position] = (slot.step_id, call)
+        return call
+
+    def started(self, slot: _Slot) -> None:
+        """An async step call's body began: it was awaited (or gathered, or made a task)."""
+        self._unawaited.pop(slot.position, None)
+
+    def forgotten_calls(self) -> list[str]:
+        """The step ids of the async step calls the handler never awaited, now closed.
+
+        Called once the handler has ended. A call still unstarted then was never awaited:
+        its step did not run. Closing it spares the user Python's warning about an
+        engine coroutine "never awaited", which names our code instead of theirs. One
+        closed without starting (a task cancelled before its first turn) was handed to
+        asyncio, not forgotten.
+        """
+        forgotten = []
+        for step_id, call in self._unawaited.values():
+            if inspect.getcoroutinestate(call) == inspect.CORO_CREATED:
+                forgotten.append(step_id)
+                call.close()
+        self._unawaited.clear()
+        return forgotten
 
     def begin(self, base_id: str, input: Any) -> _Slot:
         """Take the next position for a step called ``base_id``; check it against the record.

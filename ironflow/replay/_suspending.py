@@ -48,7 +48,7 @@ class _Suspending(_Positions):
         if wait.kind == "event":
             self._event_waits.add(slot.position)
         if self.is_async:
-            return self._suspend_step_async(slot, wait, output_type)
+            return self.handed_out(slot, self._suspend_step_async(slot, wait, output_type))
         if slot.entry is not None:
             return self.replayed(slot, output_type)
         with self._watch(slot):
@@ -56,6 +56,7 @@ class _Suspending(_Positions):
             return _from_record(record, output_type)
 
     async def _suspend_step_async(self, slot: _Slot, wait: Suspension, output_type: Any) -> Any:
+        self.started(slot)
         if slot.entry is not None:
             return self.replayed(slot, output_type)
         with self._watch(slot):
