@@ -29,6 +29,26 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
 
+@pytest.fixture(autouse=True)
+def _ironflow_logger_restored() -> Iterator[None]:
+    """The ``ironflow`` and root loggers as the test found them.
+
+    A command run in-process (``run.main(["worker", ...])``, ``serve``) configures
+    logging for a process: its handler, level and ``propagate=False`` would otherwise
+    outlive the test, and a later test's ``caplog`` would see none of Ironflow's lines.
+    """
+    import logging
+
+    ours = logging.getLogger("ironflow")
+    handlers, level, propagate = ours.handlers[:], ours.level, ours.propagate
+    yield
+    ours.handlers[:], ours.level, ours.propagate = handlers, level, propagate
+    # The root logger keeps pytest's own handlers: only the one --log-format json added.
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if type(h).__module__.startswith("ironflow.")]:
+        root.removeHandler(handler)
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """An empty, migrated database on the session's one PostgreSQL server (started on

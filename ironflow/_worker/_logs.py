@@ -69,14 +69,36 @@ def configure_logging(level: int = logging.INFO, *, log_format: str = "text") ->
 
     ``json`` also formats the root logger's records (the agents' own ``logging`` calls)
     when nothing else handles them, so every line of the process is one JSON object.
+    Calling it again replaces what the last call set up (it never stacks handlers).
     """
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else _TEXT)
-    root = logging.getLogger("ironflow")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
-    if log_format == "json" and not logging.getLogger().handlers:
-        logging.getLogger().addHandler(handler)
+    ours = logging.getLogger("ironflow")
+    ours.handlers[:] = [handler]
+    ours.setLevel(level)
+    ours.propagate = False
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(old)
+    if log_format == "json" and not root.handlers:
+        root.addHandler(handler)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler on ``sys.stderr`` as it is when each line is written, not as it was
+    when logging was configured: a command run in-process (a test under capsys, a
+    program calling ``ironflow.run.main``) must not leave the ``ironflow`` logger
+    writing to a stream that was swapped out and closed since."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always sys.stderr (StreamHandler.__init__ and setStream assign it)

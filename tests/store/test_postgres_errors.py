@@ -4,7 +4,6 @@ setting is reported at once, not retried as if the database were down."""
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import socket
@@ -26,16 +25,6 @@ from tests.support.postgres import shared_server
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "s3cret-pw"
 ROLE = "ironflow_pw"
-
-
-@pytest.fixture(autouse=True)
-def _plain_logging(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The ironflow logger as a fresh process has it: a worker command run in-process by
-    an earlier test leaves it a handler on that test's closed stderr, whose "Logging
-    error" traceback would land in this test's output."""
-    logger = logging.getLogger("ironflow")
-    monkeypatch.setattr(logger, "handlers", [])
-    monkeypatch.setattr(logger, "propagate", True)
 
 
 def _fails(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
