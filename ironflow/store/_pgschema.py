@@ -4,9 +4,12 @@ Every keyspace of ``_backend.TABLES`` is a table ``ironflow_<name>`` of ``bytea`
 and values (``bytea`` compares as unsigned bytes, the order the state machine relies
 on). A run-scoped table has a ``run`` column holding the run id its key names, and its
 primary key is ``(run, k)``: every row of a run can be placed on the run's shard when
-the store is sharded by run (docs/architecture.md), and a second index on ``k`` serves
-the ordered scans. Other tables (events, agents, streams, projections) are keyed by
-``k`` alone.
+the store is sharded by run (docs/architecture.md). A row is found by that key. A
+table whose keys begin with the run id (:data:`RUN_FIRST`: a run's steps and spawns)
+is scanned by it too, since ``(run, k)`` orders its rows as ``k`` does; the others
+have a second index on ``k`` for the ordered scans across runs (the ready queue, due
+timers, a topic's waits). Other tables (events, agents, streams, projections) are
+keyed by ``k`` alone.
 
 Only :func:`migrate` changes the schema. Servers and workers check the version and
 refuse any other, naming the command to run.
@@ -23,6 +26,7 @@ from ironflow.store._backend import TABLES
 from ironflow.store._pgurl import check_url, connect_error, safe_url
 
 __all__ = [
+    "RUN_FIRST",
     "RUN_OF",
     "SCHEMA_VERSION",
     "check_version",
@@ -33,7 +37,7 @@ __all__ = [
 ]
 
 #: Bumped with every change of the tables below; :func:`migrate` brings older ones here.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _whole(key: bytes) -> bytes:
@@ -70,11 +74,19 @@ RUN_OF: dict[str, Callable[[bytes], bytes]] = {
 }
 
 
+#: Run-scoped tables whose keys are the run id, ``\0``, then the rest (``_keys.py``): a
+#: run's rows are one range of keys, and sorting by ``(run, k)`` sorts by ``k`` (a run
+#: id holds no ``\0``, so a shorter id that begins a longer one sorts first either
+#: way). Their primary key serves every read, so they have no index on ``k`` (version 3).
+RUN_FIRST = frozenset(space for space, run_of in RUN_OF.items() if run_of is _head)
+
+
 def table_name(space: str) -> str:
     return f"ironflow_{space}"
 
 
 def _create(space: str) -> list[str]:
+    """Version 1's tables (an index on ``k`` for every run-scoped one)."""
     t = table_name(space)
     if space in RUN_OF:
         return [
@@ -99,6 +111,13 @@ _STEPS: list[list[str]] = [
         # one scan a minute, an index would cost every write.
         "CREATE TABLE ironflow_commits (token bytea PRIMARY KEY, "
         "at timestamptz NOT NULL DEFAULT now())",
+    ],
+    [
+        # RUN_FIRST's tables are read by (run, k) now: their index on k cost each
+        # recorded step an index insert (about 22 µs, docs/benchmarks.md) and served
+        # nothing the primary key does not.
+        "DROP INDEX ironflow_steps_k",
+        "DROP INDEX ironflow_spawns_k",
     ],
 ]
 assert len(_STEPS) == SCHEMA_VERSION

@@ -243,10 +243,9 @@ class SpecTxn:
         params: list[Any] = [token]
         for kind, table, key, value in self.writes:
             params.extend(write_params(kind, table, key, value))
-        for (_, key), value in self.reads.items():
-            params.append(key)
-            if value is not None:
-                params.append(value)
+        for (table, key), value in self.reads.items():
+            sql = SQL[table]
+            params.extend(sql.row(key) if value is None else sql.row(key, value))
         writes = tuple((kind, table) for kind, table, _, _ in self.writes)
         reads = tuple((table, value is None) for (table, _), value in self.reads.items())
         return _guard_sql(writes, reads, self.wakes), tuple(params)
@@ -274,11 +273,9 @@ def _guard_sql(
         parts.append(b"w%d AS (%s)" % (i, write_sql(kind, table)))
     checks = []
     for table, absent in reads:
-        t = SQL[table].table.encode()
-        if absent:
-            checks.append(b"NOT EXISTS (SELECT FROM %s WHERE k = %%s)" % t)
-        else:
-            checks.append(b"EXISTS (SELECT FROM %s WHERE k = %%s AND v = %%s)" % t)
+        sql = SQL[table]
+        found = b"SELECT FROM %s WHERE %s" % (sql.table.encode(), sql.at.encode())
+        checks.append(b"NOT EXISTS (%s)" % found if absent else b"EXISTS (%s AND v = %%s)" % found)
     divisor = b" AND ".join(checks) if checks else b"true"
     notify = b", " + NOTIFY_CALL if wakes else b""
     return b"WITH " + b", ".join(parts) + b" SELECT 1 / (" + divisor + b")::int" + notify

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, Literal
 
 from ironflow.store._backend import TABLES, Scan, prefix_end
-from ironflow.store._pgschema import RUN_OF, table_name
+from ironflow.store._pgschema import RUN_FIRST, RUN_OF, table_name
 
 __all__ = [
     "CHANNEL",
@@ -82,10 +82,12 @@ class _Sql:
 
     __slots__ = (
         "add",
+        "at",
         "claim",
         "count",
         "delete",
         "discard",
+        "first",
         "get",
         "insert",
         "put",
@@ -97,17 +99,25 @@ class _Sql:
         t = table_name(space)
         self.table = t
         self.run_of = RUN_OF.get(space)
-        self.get = f"SELECT v FROM {t} WHERE k = %s".encode()
+        #: How to read the run id from a key of a table scanned by its primary key
+        #: (``_pgschema.RUN_FIRST``: no index on ``k``); None for the others.
+        self.first = self.run_of if space in RUN_FIRST else None
+        #: A row is found by its primary key: ``row(key)`` gives the parameters.
+        self.at = "k = %s" if self.run_of is None else "run = %s AND k = %s"
+        self.get = f"SELECT v FROM {t} WHERE {self.at}".encode()
         self.count = f"SELECT count(*) FROM {t}".encode()
+        # Every key's run named too, for the primary key (each key names its run: the
+        # rows are exactly those of the keys).
+        runs = "" if self.first is None else "run = ANY(%s) AND "
         self.claim = (
-            f"SELECT k, v FROM {t} WHERE k = ANY(%s) ORDER BY k LIMIT %s FOR UPDATE SKIP LOCKED"
+            f"SELECT k, v FROM {t} WHERE {runs}k = ANY(%s) ORDER BY k LIMIT %s"
+            " FOR UPDATE SKIP LOCKED"
         ).encode()
         if self.run_of is not None:
             cols, conflict = "(run, k, v) VALUES (%s, %s, %s)", "(run, k)"
-            self.discard = f"DELETE FROM {t} WHERE run = %s AND k = %s".encode()
         else:
             cols, conflict = "(k, v) VALUES (%s, %s)", "(k)"
-            self.discard = f"DELETE FROM {t} WHERE k = %s".encode()
+        self.discard = f"DELETE FROM {t} WHERE {self.at}".encode()
         self.put = (
             f"INSERT INTO {t} {cols} ON CONFLICT {conflict} DO UPDATE SET v = EXCLUDED.v"
         ).encode()
@@ -120,19 +130,55 @@ class _Sql:
     def row(self, key: bytes, *rest: bytes) -> tuple[bytes, ...]:
         return (key, *rest) if self.run_of is None else (self.run_of(key), key, *rest)
 
-    def page(self, *, bounded: bool, reverse: bool, tag: int | None = None) -> bytes:
-        """Rows of ``[lo, hi)`` (``hi`` only if ``bounded``), in key order, at most a limit."""
-        where = "k >= %s" + (" AND k < %s" if bounded else "")
-        order = "DESC" if reverse else ""
-        cols = "k, v" if tag is None else f"{tag}, k, v"
-        return f"SELECT {cols} FROM {self.table} WHERE {where} ORDER BY k {order} LIMIT %s".encode()
+    def claim_params(self, keys: list[bytes], limit: int) -> tuple[Any, ...]:
+        if self.first is None:
+            return keys, limit
+        return [self.first(key) for key in keys], keys, limit
 
-    def last(self, tag: int) -> bytes:
-        """A batch's row of the last key of ``[lo, hi)``, with no value (NULL)."""
+    def span(self, lo: bytes, hi: bytes | None) -> tuple[str, tuple[bytes, ...]]:
+        """How rows of ``[lo, hi)`` (``hi`` None: to the end) are read: the form of
+        :meth:`page` and :meth:`last`, and its bounds' parameters.
+
+        A table scanned by its primary key bounds the run too, so the scan starts at
+        ``lo``: one run's range names its run; a range across runs bounds them (a key
+        at least ``lo`` has a run id at least ``lo``'s, a key below ``hi`` one at most
+        ``hi``'s: ``_pgschema.RUN_FIRST`` says why)."""
+        first = self.first
+        if first is None:
+            return (_FROM, (lo,)) if hi is None else (_RANGE, (lo, hi))
+        run = first(lo)
+        if hi is not None and len(run) < len(lo) and hi <= run + b"\x01":
+            return _RUN, (run, lo, hi)  # lo is in the run's keys, hi at most past them
+        if hi is None:
+            return _RUNS_FROM, (run, lo)
+        return _RUNS, (run, first(hi), lo, hi)
+
+    def page(self, form: str, *, reverse: bool, tag: int | None = None) -> bytes:
+        """Rows of a :meth:`span`, in key order, at most a limit (the last parameter)."""
+        cols = "k, v" if tag is None else f"{tag}, k, v"
+        return f"SELECT {cols} FROM {self.table} {_WHERE[form, reverse]} LIMIT %s".encode()
+
+    def last(self, form: str, tag: int) -> bytes:
+        """A batch's row of the last key of a :meth:`span`, with no value (NULL)."""
         return (
-            f"SELECT {tag}, k, NULL::bytea FROM {self.table}"
-            " WHERE k >= %s AND k < %s ORDER BY k DESC LIMIT 1"
+            f"SELECT {tag}, k, NULL::bytea FROM {self.table} {_WHERE[form, True]} LIMIT 1"
         ).encode()
+
+
+#: The forms of a range read (``_Sql.span``): from ``lo``, or ``[lo, hi)``, by ``k``;
+#: by the primary key, one run's ``[lo, hi)``, or across runs from ``lo`` or ``[lo, hi)``.
+_FROM, _RANGE, _RUN, _RUNS_FROM, _RUNS = "from", "range", "run", "runs from", "runs"
+_WHERE = {
+    (form, reverse): f"WHERE {where} ORDER BY {order.format(' DESC' if reverse else '')}"
+    for form, where, order in (
+        (_FROM, "k >= %s", "k{0}"),
+        (_RANGE, "k >= %s AND k < %s", "k{0}"),
+        (_RUN, "run = %s AND k >= %s AND k < %s", "k{0}"),
+        (_RUNS_FROM, "run >= %s AND k >= %s", "run{0}, k{0}"),
+        (_RUNS, "run >= %s AND run <= %s AND k >= %s AND k < %s", "run{0}, k{0}"),
+    )
+    for reverse in (False, True)
+}
 
 
 #: Each table's statements (``_pgspec.py`` builds its writes from them too).
@@ -144,18 +190,21 @@ _GET, _SCAN, _REVERSE, _LAST = "get", "scan", "reverse", "last"
 
 
 @functools.lru_cache(maxsize=256)
-def _batch_sql(reads: tuple[tuple[str, str], ...]) -> bytes:
-    """One query for several reads, each ``(table, kind)``: ``(i, k, v)`` for each row
-    found (a get is a scan of one key's range with no limit; a last key's ``v`` is NULL)."""
+def _batch_sql(reads: tuple[tuple[str, str, str], ...]) -> bytes:
+    """One query for several reads, each ``(table, kind, form)`` (form: a range's, of
+    ``_Sql.span``): ``(i, k, v)`` for each row found (a get is a scan of one key's
+    range with no limit; a last key's ``v`` is NULL)."""
     parts = []
-    for i, (table, kind) in enumerate(reads):
+    for i, (table, kind, form) in enumerate(reads):
         sql = SQL[table]
         if kind == _GET:
-            parts.append(b"SELECT %d, k, v FROM %s WHERE k = %%s" % (i, sql.table.encode()))
+            parts.append(
+                b"SELECT %d, k, v FROM %s WHERE %s" % (i, sql.table.encode(), sql.at.encode())
+            )
         elif kind == _LAST:
-            parts.append(b"(" + sql.last(i) + b")")
+            parts.append(b"(" + sql.last(form, i) + b")")
         else:
-            parts.append(b"(" + sql.page(bounded=True, reverse=kind == _REVERSE, tag=i) + b")")
+            parts.append(b"(" + sql.page(form, reverse=kind == _REVERSE, tag=i) + b")")
     return b" UNION ALL ".join(parts)
 
 
@@ -268,7 +317,8 @@ class PgTxn:
             value = cover.values[i] if found else None
         else:
             self._sent_before(table, key, _after(key))
-            row = self._one(SQL[table].get, (key,))
+            sql = SQL[table]
+            row = self._one(sql.get, sql.row(key))
             value = None if row is None else bytes(row[0])
         if self.notes is not None and table in self._noted:
             self.notes[(table, key)] = value
@@ -296,29 +346,31 @@ class PgTxn:
         scans: Sequence[Scan] = (),
         lasts: Sequence[tuple[str, bytes]] = (),
     ) -> None:
-        reads: list[tuple[str, str]] = []
+        reads: list[tuple[str, str, str]] = []
         params: list[Any] = []
         ranges: list[tuple[str, bytes, bytes | None]] = []
         for table, key in gets:
             if self._cover(table, key) is None:
-                reads.append((table, _GET))
-                params.append(key)
+                reads.append((table, _GET, ""))
+                params.extend(SQL[table].row(key))
                 ranges.append((table, key, _after(key)))
         for scan in scans:
             span = _range(scan, None)
             if span is None or self._serving(scan.table, *span, scan.reverse) is not None:
                 continue
             lo, hi = span
-            reads.append((scan.table, _REVERSE if scan.reverse else _SCAN))
             # An unbounded range is bounded by a key past every key (keys are < 512 bytes).
-            params.extend((lo, hi if hi is not None else _PAST_ALL, _FIRST_PAGE))
+            form, bounds = SQL[scan.table].span(lo, hi if hi is not None else _PAST_ALL)
+            reads.append((scan.table, _REVERSE if scan.reverse else _SCAN, form))
+            params.extend((*bounds, _FIRST_PAGE))
             ranges.append((scan.table, lo, hi))
         for table, prefix in lasts:
             if (table, prefix) in self._lasts:
                 continue
             hi = prefix_end(prefix)
-            reads.append((table, _LAST))
-            params.extend((prefix, hi if hi is not None else _PAST_ALL))
+            form, bounds = SQL[table].span(prefix, hi if hi is not None else _PAST_ALL)
+            reads.append((table, _LAST, form))
+            params.extend(bounds)
             ranges.append((table, prefix, hi))
         if not reads:
             return
@@ -329,7 +381,7 @@ class PgTxn:
         found: list[list[tuple[bytes, bytes]]] = [[] for _ in reads]
         for i, k, v in self._cur.fetchall():
             found[i].append((bytes(k), b"" if v is None else bytes(v)))
-        for (table, lo, hi), rows, (_, kind) in zip(ranges, found, reads, strict=True):
+        for (table, lo, hi), rows, (_, kind, _) in zip(ranges, found, reads, strict=True):
             if kind == _LAST:
                 self._lasts[table, lo] = rows[0][0] if rows else None
                 continue
@@ -379,10 +431,9 @@ class PgTxn:
         sql = SQL[table]
         size = _FIRST_PAGE
         while True:
-            query = sql.page(bounded=hi is not None, reverse=reverse)
-            bounds = (lo,) if hi is None else (lo, hi)
+            form, bounds = sql.span(lo, hi)
             self._sent_before(table, lo, hi)
-            self._cur.execute(query, (*bounds, size))
+            self._cur.execute(sql.page(form, reverse=reverse), (*bounds, size))
             rows = self._cur.fetchall()
             for k, v in rows:
                 yield bytes(k), bytes(v)
@@ -514,7 +565,8 @@ class PgTxn:
         if self._queued:
             for key in keys:
                 self._sent_before(table, key, _after(key))
-        self._cur.execute(SQL[table].claim, (keys, limit))
+        sql = SQL[table]
+        self._cur.execute(sql.claim, sql.claim_params(keys, limit))
         return [(bytes(k), bytes(v)) for k, v in self._cur.fetchall()]
 
     def _accepted(

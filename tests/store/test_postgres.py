@@ -464,21 +464,3 @@ def test_a_commit_whose_token_may_be_pruned_is_not_guessed(pg_url: str) -> None:
         assert backend._resolve(_Unknown(os.urandom(16), None, time.monotonic())) is False
     finally:
         backend.close()
-
-
-def test_a_version_1_schema_is_upgraded_with_the_commit_tokens(pg_url: str) -> None:
-    """Version 1 had no ironflow_commits: refused, then migrate adds it and nothing else."""
-    url = shared_server().create_database()
-    assert migrate(url) == (None, SCHEMA_VERSION)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE ironflow_commits")
-        conn.execute("UPDATE ironflow_schema SET version = 1")
-    with pytest.raises(StoreFormatError, match="Upgrade it with: ironflow store migrate"):
-        PostgresStore(url)
-    assert migrate(url) == (1, SCHEMA_VERSION)
-    store = PostgresStore(url)
-    try:
-        store.register_agents([AgentSpec("a", ("go",))])
-        store.emit("go", {"n": 1})
-    finally:
-        store.close()

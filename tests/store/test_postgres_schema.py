@@ -1,0 +1,131 @@
+"""The PostgreSQL schema's versions: a database of an older one is refused by every
+command but ``ironflow store migrate``, which brings it, with its data, to this one.
+
+An older database is made with that version's own statements (``_pgschema._STEPS``
+up to it), as that Ironflow's migrate made it.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from ironflow._cli._main import main
+from ironflow.errors import StoreFormatError
+from ironflow.store import AgentSpec, PostgresStore
+from ironflow.store._pgschema import _STEPS, RUN_OF, SCHEMA_VERSION, table_name
+from ironflow.store._postgres import migrate
+from ironflow.store._records import LeasedRun, StepRecord
+from ironflow.testing import StandInWorker
+from tests.support.postgres import shared_server
+
+
+def _at_version(version: int) -> str:
+    """A new database holding the schema of ``version``, made by its own statements."""
+    url = shared_server().create_database()
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        for step in _STEPS[:version]:
+            for stmt in step:
+                conn.execute(stmt.encode())
+        conn.execute(f"INSERT INTO ironflow_schema VALUES ({version})".encode())
+    return url
+
+
+def _set_version(url: str, version: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"UPDATE ironflow_schema SET version = {version}".encode())
+
+
+def _k_indexes(url: str) -> set[str]:
+    """The tables that have an index on ``k`` alone."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT tablename FROM pg_indexes"
+            " WHERE indexdef LIKE '%USING btree (k)' AND indexname NOT LIKE '%pkey'"
+        ).fetchall()
+    return {str(row[0]) for row in rows}
+
+
+def _step(leased: LeasedRun, position: int) -> StepRecord:
+    run = leased.run
+    return StepRecord(
+        run.id, position, f"s{position}", "completed", {"n": position}, position, 1.0, 2.0,
+        attempt=leased.lease.attempt,
+    )  # fmt: skip
+
+
+def test_a_fresh_schema_reads_steps_and_spawns_by_their_primary_key_alone() -> None:
+    """Their keys begin with the run id, so (run, k) serves every read: no index on k,
+    whose upkeep each recorded step paid. Tables scanned across runs keep theirs."""
+    url = shared_server().create_database()
+    migrate(url)
+    have = _k_indexes(url)
+    assert not have & {"ironflow_steps", "ironflow_spawns"}
+    assert have == {table_name(t) for t in RUN_OF if t not in ("steps", "spawns")}
+
+
+def test_a_version_2_database_with_runs_is_refused_then_migrated_with_its_data(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("IRONFLOW_URL", raising=False)
+    monkeypatch.delenv("IRONFLOW_STORE", raising=False)
+    url = _at_version(2)
+    assert _k_indexes(url) >= {"ironflow_steps", "ironflow_spawns"}
+    # Its rows, written while the database says version 3: the tables and columns are
+    # version 2's (version 3 only dropped two indexes), so the rows are what version 2
+    # wrote.
+    _set_version(url, SCHEMA_VERSION)
+    with PostgresStore(url) as store, StandInWorker() as worker:
+        store.register_agents([AgentSpec("a", ("go",)), AgentSpec("child", ())])
+        run_ids = [store.emit("go", {"i": i}).run_ids[0] for i in range(3)]
+        leased = store.lease_runs(worker.info, ["a"], limit=3, ttl=600)
+        for held in leased:
+            for position in range(4):
+                store.record_step(worker.info, _step(held, position))
+        first = leased[0]
+        child = store.spawn_run(
+            worker.info, first.run.id, "s9", "child", {}, attempt=first.lease.attempt
+        )
+        store.finish_run(worker.info, first.run.id, status="completed", attempt=1)
+    _set_version(url, 2)
+
+    with pytest.raises(
+        StoreFormatError, match=f"Upgrade it with: ironflow store migrate --store {url}"
+    ):
+        PostgresStore(url)
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "list", "--store", url])
+    assert exit_.value.code == 2
+    assert f"Upgrade it with: ironflow store migrate --store {url}" in capsys.readouterr().err
+
+    assert main(["store", "migrate", "--store", url]) == 0
+    assert f"from schema version 2 to {SCHEMA_VERSION}" in capsys.readouterr().out
+    assert not _k_indexes(url) & {"ironflow_steps", "ironflow_spawns"}
+
+    with PostgresStore(url) as store, StandInWorker() as worker:
+        assert store.get_run(first.run.id).status == "completed"
+        assert store.get_run(child.id).parent_id == first.run.id
+        for run_id in run_ids:
+            assert [s.position for s in store.get_steps(run_id)] == [0, 1, 2, 3]
+            assert [s.input for s in store.get_steps(run_id)] == [{"n": p} for p in range(4)]
+        assert sorted(r.id for r in store.list_runs(limit=10)) == sorted([*run_ids, child.id])
+        # The runs whose worker is gone are taken over, and go on recording.
+        taken = store.lease_runs(worker.info, ["a"], limit=3, ttl=600)
+        assert sorted(t.run.id for t in taken) == sorted(held.run.id for held in leased[1:])
+        for held in taken:
+            store.record_step(worker.info, _step(held, 4))
+            assert [s.position for s in store.get_steps(held.run.id)] == [0, 1, 2, 3, 4]
+        store.check_valid()
+
+
+def test_a_version_1_database_is_upgraded_with_the_commit_tokens() -> None:
+    """Version 1 had no ironflow_commits: refused, then migrate brings it to this one."""
+    url = _at_version(1)
+    with pytest.raises(StoreFormatError, match="Upgrade it with: ironflow store migrate"):
+        PostgresStore(url)
+    assert migrate(url) == (1, SCHEMA_VERSION)
+    assert migrate(url) == (SCHEMA_VERSION, SCHEMA_VERSION)  # again: nothing to do
+    with PostgresStore(url) as store:
+        store.register_agents([AgentSpec("a", ("go",))])
+        store.emit("go", {"n": 1})
+        assert len(store.list_runs(limit=10)) == 1
