@@ -49,7 +49,8 @@ What PostgreSQL adds:
   random token into ``ironflow_commits``; a commit whose answer was lost is resolved
   by looking for its token before anything is retried, so an acknowledged write is
   never applied twice nor reported lost (a COMMIT answered with a serialization
-  failure is known rolled back: just run again). Not ``pg_xact_status``: after a
+  failure is known rolled back: just run again). A speculative step carries no
+  token: its own row tells (``_pgspec.py``). Not ``pg_xact_status``: after a
   crash PostgreSQL hands out again the transaction ids that never reached its WAL,
   so a lost transaction's id may name a later one that committed. A read transaction
   cannot be resumed, so a store method whose read lost its connection runs again
@@ -72,8 +73,17 @@ from typing import Any, TypeVar
 
 from ironflow.errors import MissingExtraError, StoreError
 from ironflow.store._backend import WriteTxn
+from ironflow.store._pgdirect import Direct
 from ironflow.store._pgschema import check_version, schema_version
-from ironflow.store._pgspec import REMEMBERED, STALE, RowCache, SpecTxn, speculate
+from ironflow.store._pgspec import (
+    REMEMBERED,
+    STALE,
+    Evidence,
+    RowCache,
+    SpecTxn,
+    landed,
+    speculate,
+)
 from ironflow.store._pgtxn import CHANNEL, MARK_COMMIT, Notes, PgTxn
 from ironflow.store._pgurl import check_url, safe_url, settings_error
 from ironflow.store._wake import LocalWakeups, Wakeups
@@ -174,9 +184,14 @@ class ReadLost(StoreError):
 class _Unknown(Exception):
     """The connection broke after COMMIT was sent: whether it committed is not known."""
 
-    def __init__(self, token: bytes, result: object, began: float) -> None:
-        super().__init__(token.hex())
+    def __init__(
+        self, token: bytes | None, result: object, began: float, evidence: Evidence | None = None
+    ) -> None:
+        super().__init__(token.hex() if token is not None else repr(evidence))
+        #: What tells whether it committed: its commit token, or (a speculative step,
+        #: ``_pgspec.py``) the row it inserted.
         self.token = token
+        self.evidence = evidence
         self.result = result
         #: When the transaction began (``time.monotonic()``): its token is kept for
         #: ``_TOKENS_KEPT`` seconds after that, and only that long can it be looked for.
@@ -239,6 +254,8 @@ class PostgresBackend:
         #: What this store's committed writes last read or wrote of a few tables: the
         #: guesses a speculative write runs on (``_pgspec.py``).
         self.rows = RowCache()
+        #: Sends the speculative statement straight through libpq (``_pgdirect.py``).
+        self.direct = Direct(psycopg)
         #: Speculative writes tried, and those whose guard found a row changed.
         self.speculated = 0
         self.stale = 0
@@ -569,15 +586,17 @@ class PostgresBackend:
     def _attempt_one(self, guessed: SpecTxn, result: T) -> T:
         """One try of a speculative write (``_pgspec.py``): its one statement, a
         transaction of its own, one round trip. _Stale if its guard found a row changed;
-        if the answer is lost, the token's row tells whether it committed."""
+        if the answer is lost, the token's row tells whether it committed, or for a
+        step, which carries no token, the step's row."""
         begun = time.perf_counter() if self.commit_observer is not None else 0.0
-        token = os.urandom(16)
+        evidence = guessed.evidence()
+        token = None if evidence is not None else os.urandom(16)
         began = time.monotonic()
         statement, params = guessed.statement(token)
         # A pool that cannot connect raises OperationalError: write() waits and retries.
         conn = self._pool.getconn()
         try:
-            conn.cursor(binary=True).execute(statement, params)
+            self.direct.run(conn, statement, params)
         except self._psycopg.Error as exc:
             errors = self._psycopg.errors
             if exc.sqlstate == STALE:
@@ -589,7 +608,7 @@ class PostgresBackend:
             ):
                 # Sent, perhaps committed (a pooled connection broken before it was sent
                 # is looked up too: its token is not found, and the op runs again).
-                raise _Unknown(token, result, began) from exc
+                raise _Unknown(token, result, began, evidence) from exc
             raise  # a serialization failure (rolled back: run again) or the op's error
         finally:
             # Autocommit: the connection is idle whatever happened (a broken one the
@@ -658,7 +677,12 @@ class PostgresBackend:
 
     def _resolve(self, unknown: _Unknown) -> bool:
         """After a lost answer to COMMIT: whether that transaction committed, or a
-        StoreError when its token may have been pruned since (nothing is guessed)."""
+        StoreError when its token may have been pruned since (nothing is guessed). A
+        step is looked for as itself, at any time (``_pgspec.py`` says why)."""
+        if unknown.evidence is not None:
+            with self._connect() as conn:
+                return landed(conn, unknown.evidence)
+        assert unknown.token is not None
         if time.monotonic() - unknown.began > _TOKENS_KEPT:
             raise StoreError(
                 f"lost the answer to a COMMIT on {self.where} and could not ask whether "

@@ -24,7 +24,8 @@ this:
    cancel or a pause requested, the lease taken over or extended by another store. The
    statement is rolled back whole (the connection stays usable), and the op runs again
    the normal way at once, which refreshes the rows. A serialization failure is retried
-   and a lost answer resolved by the token, as for any write.
+   and a lost answer resolved by the token, as for any write, or by the row itself
+   when the op wrote only a step (below).
 
 Why it is sound: inside one SERIALIZABLE transaction, the guard reads exactly the rows
 the op read and finds the values the op was given, and the writes are what the op
@@ -38,6 +39,39 @@ usually absent (:data:`GUESS_ABSENT`: cancel and pause requests) are guessed abs
 when not remembered. No rule moves into SQL: the machine's code decides everything,
 SQL only checks the rows it read. The commit token, NOTIFY on wake, retries and
 fencing are the normal path's (``_pgbackend.py``).
+
+**A step is its own commit token.** The token (a row of ``ironflow_commits`` per write
+transaction) is there to tell, after a lost answer, whether a transaction committed.
+A statement whose only write is a step's insert (:meth:`SpecTxn.evidence`: one
+``add`` to :data:`SELF_EVIDENT`) skips it, and a lost answer is resolved by looking
+for that row (:func:`landed`): there with the bytes we sent means committed, absent
+or other bytes means run the op again the normal way. Why that is sound:
+
+- A step's bytes name the worker and the lease attempt it was executed under (and its
+  times), and ``record_step``'s guard, in the same transaction as the insert, checks
+  that the run's lease is that worker's in that attempt. A lease attempt is granted
+  once per run, to one worker. So a row holding our bytes was inserted by a
+  transaction that committed while our lease held: ours, or one of the same step
+  record sent by the same worker under the same lease (a retried call). Either way
+  "committed" is true of what the caller asked: this step, exactly, recorded under its
+  lease, and nothing else was to be written (the insert is the statement's only write,
+  and a step wakes nobody: no NOTIFY). The answer's cancel and pause flags are the
+  ones the op computed; a request stays until the run ends, so the next step reports
+  one again if it was missed.
+- A takeover cannot fake the answer: the new holder's attempt is another, so its
+  record of the same position is other bytes (the steps PostgreSQL records itself,
+  a sleep's or a child's end, name no worker: other bytes too).
+- Absent (after waiting for a statement of ours still committing), nothing of ours
+  committed. Other bytes: ours did not write them (or found them there and wrote
+  nothing). Either way the op runs again the normal way, which reads the lease
+  afresh: refused after a takeover, and over a step already there it writes nothing
+  ("a position already recorded stays as it is"), so running it again is safe
+  whatever happened to the first. Unlike a token, a step is not pruned after ten
+  minutes, and even a step deleted since (its run finished and pruned) only makes the
+  op run again, which finds no lease: so there is no time limit on the look.
+
+The saving: the token's insert costs every step about 18 µs of the server's time and a
+row to prune (docs/benchmarks.md). Every other write keeps its token.
 """
 
 from __future__ import annotations
@@ -64,10 +98,13 @@ from ironflow.store._pgtxn import (
 __all__ = [
     "GUESS_ABSENT",
     "REMEMBERED",
+    "SELF_EVIDENT",
     "STALE",
     "Abandon",
+    "Evidence",
     "RowCache",
     "SpecTxn",
+    "landed",
     "speculate",
 ]
 
@@ -83,6 +120,12 @@ GUESS_ABSENT = frozenset({"cancels", "paused"})
 CACHE_ROWS = 4096
 #: The SQLSTATE of a guard that found a row changed: division by zero.
 STALE = "22012"
+#: The tables whose row, as an op inserts it, tells whether the statement committed:
+#: a step names the worker and lease attempt its insert's guard checks (see the
+#: module). A statement whose only write is such an insert carries no commit token.
+SELF_EVIDENT = frozenset({"steps"})
+#: A row an op inserted: (table, key, value), looked for after a lost answer.
+Evidence = tuple[str, bytes, bytes]
 
 
 class Abandon(Exception):
@@ -237,10 +280,22 @@ class SpecTxn:
 
     # -- the one statement ---------------------------------------------------------------
 
-    def statement(self, token: bytes) -> tuple[bytes, tuple[Any, ...]]:
-        """The token's insert, the writes and the guard, as one statement: a transaction
-        of its own (autocommit, the session's default isolation: SERIALIZABLE)."""
-        params: list[Any] = [token]
+    def evidence(self) -> Evidence | None:
+        """The row that tells whether this op's statement committed, if its only write
+        is an insert into a :data:`SELF_EVIDENT` table (see the module); else None: its
+        statement carries a commit token."""
+        if len(self.writes) != 1 or self.wakes:
+            return None
+        kind, table, key, value = self.writes[0]
+        if kind != "add" or table not in SELF_EVIDENT or value is None:
+            return None
+        return table, key, value
+
+    def statement(self, token: bytes | None) -> tuple[bytes, tuple[Any, ...]]:
+        """The token's insert (None: no token, see :meth:`evidence`), the writes and the
+        guard, as one statement: a transaction of its own (autocommit, the session's
+        default isolation: SERIALIZABLE)."""
+        params: list[Any] = [] if token is None else [token]
         for kind, table, key, value in self.writes:
             params.extend(write_params(kind, table, key, value))
         for (table, key), value in self.reads.items():
@@ -248,7 +303,7 @@ class SpecTxn:
             params.extend(sql.row(key) if value is None else sql.row(key, value))
         writes = tuple((kind, table) for kind, table, _, _ in self.writes)
         reads = tuple((table, value is None) for (table, _), value in self.reads.items())
-        return _guard_sql(writes, reads, self.wakes), tuple(params)
+        return _guard_sql(writes, reads, self.wakes, token is not None), tuple(params)
 
     def learned(self) -> Notes:
         """What the committed transaction read and wrote of the remembered tables."""
@@ -261,14 +316,18 @@ class SpecTxn:
 
 @functools.lru_cache(maxsize=256)
 def _guard_sql(
-    writes: tuple[tuple[str, str], ...], reads: tuple[tuple[str, bool], ...], wakes: bool
+    writes: tuple[tuple[str, str], ...],
+    reads: tuple[tuple[str, bool], ...],
+    wakes: bool,
+    token: bool,
 ) -> bytes:
-    """``WITH`` the token's insert and each write, ``SELECT 1 / (every read as the op was
-    told)::int``: a row changed divides by zero, and the whole statement fails. The
-    divisor reads the tables, so the planner cannot fold it to a constant. The reads see
-    the snapshot the statement began with, not its own writes: read before written, as
-    the op did. A transaction that made work sends its NOTIFY (delivered on commit)."""
-    parts = [b"t AS (%s)" % MARK_COMMIT]
+    """``WITH`` the token's insert (if ``token``) and each write, ``SELECT 1 / (every
+    read as the op was told)::int``: a row changed divides by zero, and the whole
+    statement fails. The divisor reads the tables, so the planner cannot fold it to a
+    constant. The reads see the snapshot the statement began with, not its own writes:
+    read before written, as the op did. A transaction that made work sends its NOTIFY
+    (delivered on commit)."""
+    parts = [b"t AS (%s)" % MARK_COMMIT] if token else []
     for i, (kind, table) in enumerate(writes):
         parts.append(b"w%d AS (%s)" % (i, write_sql(kind, table)))
     checks = []
@@ -279,6 +338,21 @@ def _guard_sql(
     divisor = b" AND ".join(checks) if checks else b"true"
     notify = b", " + NOTIFY_CALL if wakes else b""
     return b"WITH " + b", ".join(parts) + b" SELECT 1 / (" + divisor + b")::int" + notify
+
+
+def landed(conn: Any, evidence: Evidence) -> bool:
+    """Whether the row ``evidence`` names is there with its value, on ``conn`` (a
+    connection of its own, autocommit, READ COMMITTED). The row is inserted and rolled
+    back, as a commit token is looked for (``PostgresBackend._committed``): the insert
+    waits for a statement still committing it, where a plain read would not; then, if
+    it was there, a read of its value (a new statement: it sees that commit)."""
+    table, key, value = evidence
+    sql = SQL[table]
+    with conn.transaction(force_rollback=True):
+        if conn.execute(sql.insert, sql.row(key, value)).fetchone() is not None:
+            return False  # absent: inserted here, and rolled back
+        row = conn.execute(sql.get, sql.row(key)).fetchone()
+    return row is not None and bytes(row[0]) == value
 
 
 def speculate(cache: RowCache, op: Callable[[WriteTxn], T]) -> tuple[SpecTxn, T] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -160,59 +161,150 @@ def test_a_step_of_a_run_leased_elsewhere_is_recorded_the_normal_way(pg_url: str
         assert trips == [1] and a.backend.speculated == 1
 
 
-class _Lost:
-    """A pooled connection whose next statement's answer is lost: after the server ran
-    it (``after``), or before it was sent."""
+@contextlib.contextmanager
+def _answer_lost(store: PostgresStore, *, sent: bool) -> Iterator[list[int]]:
+    """The next speculative statement's answer is lost: its connection breaks after the
+    server ran it (``sent``), or before it was sent. Yields the calls made."""
+    backend: Any = store.backend
+    run = backend.direct.run
+    calls: list[int] = []
 
-    def __init__(self, conn: Any, after: bool) -> None:
-        self.conn, self.after = conn, after
+    def losing(conn: Any, sql: bytes, params: Any) -> None:
+        calls.append(1)
+        if len(calls) > 1:
+            return run(conn, sql, params)  # only the first one
+        if sent:
+            run(conn, sql, params)
+        conn.close()
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.conn, name)
+    backend.direct.run = losing
+    try:
+        yield calls
+    finally:
+        del backend.direct.run
 
-    def cursor(self, *args: Any, **kwargs: Any) -> Any:
-        cursor = self.conn.cursor(*args, **kwargs)
-        lost = self
 
-        class Cursor:
-            def execute(self, *args: Any, **kwargs: Any) -> Any:
-                if lost.after:
-                    cursor.execute(*args, **kwargs)
-                lost.conn.close()
-                raise psycopg.OperationalError("server closed the connection unexpectedly")
-
-        return Cursor()
+def _tokens(pg_url: str) -> set[bytes]:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        return {bytes(r[0]) for r in conn.execute("SELECT token FROM ironflow_commits")}
 
 
 @pytest.mark.parametrize("committed", [True, False])
-def test_a_speculative_step_whose_answer_is_lost_is_resolved_by_its_token(
+def test_a_speculative_step_whose_answer_is_lost_is_resolved_by_its_row(
     pg_url: str, committed: bool
 ) -> None:
-    """Committed: its ack, not a second try; not sent: recorded the normal way. Either
-    way the commit token was looked for, and the step is recorded once."""
+    """A step's statement carries no commit token: after a lost answer, the step's own
+    row says whether it committed. Committed: its ack, not a second try; not sent:
+    recorded the normal way. Either way recorded once, and no token written or asked."""
     with _two_stores(pg_url) as (a, _), StandInWorker() as worker:
         a.emit("go", {})
         [leased] = a.lease_runs(worker.info, ["a"], limit=1, ttl=600)
         backend: Any = a.backend
-        asked: list[bool] = []
-        look = backend._committed
-        backend._committed = lambda token: asked.append(look(token)) or asked[-1]
-        pool = backend._pool
-        getconn, putconn = pool.getconn, pool.putconn
-        lost: list[_Lost] = []
+        asked: list[bytes] = []
+        backend._committed = lambda token: asked.append(token) or False
+        before = _tokens(pg_url)
+        with _answer_lost(a, sent=committed) as calls:
+            ack = a.record_step(worker.info, _step(leased, 0))
+        assert not ack.cancel_requested and not ack.pause_requested
+        assert asked == [], "a step's statement has no token to look for"
+        # Committed: resolved by its row, not sent again; not sent: the normal way,
+        # which does not speculate (so the statement is not sent a second time).
+        assert calls == [1]
+        assert backend.speculated == 0  # the lost one is not counted as committed
+        steps = a.get_steps(leased.run.id)
+        assert [(s.position, s.attempt) for s in steps] == [(0, leased.lease.attempt)]
+        # The normal way, when it ran, wrote a token; the speculative statement none.
+        assert len(_tokens(pg_url) - before) == (0 if committed else 1)
 
-        def losing(*args: Any, **kwargs: Any) -> Any:
-            conn = getconn(*args, **kwargs)
-            if lost:
-                return conn  # only the first one
-            lost.append(_Lost(conn, committed))
-            return lost[-1]
 
-        pool.getconn = losing
-        pool.putconn = lambda conn: putconn(conn.conn if isinstance(conn, _Lost) else conn)
+def test_a_lost_step_whose_lease_was_taken_over_meanwhile_is_refused_not_recorded(
+    pg_url: str,
+) -> None:
+    """The answer is lost before the statement was sent, and while this store could not
+    ask, the run was taken over and its new holder recorded the same position: the row
+    holds the new holder's bytes, not ours, so the op runs again the normal way and is
+    refused; the new holder's step stays as it is."""
+    with _two_stores(pg_url) as (a, b), StandInWorker() as old, StandInWorker() as new:
+        a.emit("go", {})
+        [leased] = a.lease_runs(old.info, ["a"], limit=1, ttl=600)
+        backend: Any = a.backend
+
+        def taken_over_then_lost(conn: Any, sql: bytes, params: Any) -> None:
+            old.kill()
+            [taken] = b.lease_runs(new.info, ["a"], limit=1, ttl=600)
+            b.record_step(new.info, _step(taken, 0))
+            conn.close()
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+        backend.direct.run = taken_over_then_lost
         try:
-            a.record_step(worker.info, _step(leased, 0))
+            with pytest.raises(LeaseLostError, match="no longer holds run"):
+                a.record_step(old.info, _step(leased, 0))
         finally:
-            del pool.getconn, pool.putconn
-        assert asked == [committed]
-        assert [s.position for s in a.get_steps(leased.run.id)] == [0]
+            del backend.direct.run
+        [step] = b.get_steps(leased.run.id)
+        assert step.attempt == leased.lease.attempt + 1, "the new holder's step was replaced"
+
+
+@pytest.mark.parametrize("ends", ["commit", "rollback"])
+def test_a_step_still_committing_is_waited_for_not_called_lost(pg_url: str, ends: str) -> None:
+    """The look for a step's row waits for a statement still inserting it (a broken
+    connection does not stop a commit on its way), then says how it ended; the same row
+    with other bytes is not ours."""
+    from ironflow.store._keys import step_key
+    from ironflow.store._pgspec import landed
+    from ironflow.store._runs import STEPS
+
+    with _two_stores(pg_url) as (a, _), StandInWorker() as worker:
+        a.emit("go", {})
+        [leased] = a.lease_runs(worker.info, ["a"], limit=1, ttl=600)
+        step = _step(leased, 0)
+        evidence = ("steps", step_key(step.run_id, 0), STEPS.encode(step))
+        with psycopg.connect(pg_url) as holder:
+            holder.execute(
+                "INSERT INTO ironflow_steps (run, k, v) VALUES (%s, %s, %s)",
+                (step.run_id.encode(), evidence[1], evidence[2]),
+            )
+            answer: list[bool] = []
+
+            def look() -> None:
+                with psycopg.connect(pg_url, autocommit=True) as conn:
+                    answer.append(landed(conn, evidence))
+
+            looker = threading.Thread(target=look)
+            looker.start()
+            looker.join(0.5)
+            assert looker.is_alive(), "answered before the statement ended"
+            getattr(holder, ends)()
+            looker.join(30)
+        assert answer == [ends == "commit"]
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            assert landed(conn, (*evidence[:2], evidence[2] + b" ")) is False
+
+
+def test_a_step_statement_deallocated_under_the_store_is_prepared_again(pg_url: str) -> None:
+    """The step's statement is prepared on its connection after a few runs; psycopg's
+    DEALLOCATE ALL (after a ROLLBACK) drops it on the server: the next step finds its
+    name unknown, sends it again, and is recorded once."""
+    from ironflow.store._pgdirect import PREPARE_AFTER
+
+    store = PostgresStore(pg_url, pool_size=1)
+    try:
+        store.register_agents([AgentSpec("a", ("go",))])
+        with StandInWorker() as worker:
+            store.emit("go", {})
+            [leased] = store.lease_runs(worker.info, ["a"], limit=1, ttl=600)
+            backend: Any = store.backend
+            for position in range(PREPARE_AFTER + 1):
+                store.record_step(worker.info, _step(leased, position))
+            with backend._pool.connection() as conn:
+                assert backend.direct.prepared(conn) == 1
+                conn.execute("DEALLOCATE ALL")
+            store.record_step(worker.info, _step(leased, PREPARE_AFTER + 1))
+            assert backend.speculated == PREPARE_AFTER + 2
+            assert [s.position for s in store.get_steps(leased.run.id)] == list(
+                range(PREPARE_AFTER + 2)
+            )
+    finally:
+        store.close()
