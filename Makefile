@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: help venv chromium strace test test-thorough test-fast lint typecheck demo-agent-crash-resume demo-cluster demo-pydantic-ai demo-openai-agents demo-langgraph bench soak clean
+.PHONY: help venv chromium strace test test-slow test-thorough test-fast lint typecheck demo-agent-crash-resume demo-cluster demo-pydantic-ai demo-openai-agents demo-langgraph bench soak clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-26s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ chromium: ## Debian's Chromium for the dashboard's browser tests: installed as r
 
 test: $(STAMP) chromium strace ## run every test (the short soak and the browser tests included)
 	$(PY) -m pytest -q
+
+test-slow: $(STAMP) ## the long soaks marked slow (make test runs their short versions)
+	$(PY) -m pytest -q -m slow
 
 test-thorough: $(STAMP) ## every property and fuzz test with the thorough profile (1000 examples each; long)
 	@# 1000 examples make one property test run for many minutes: an hour each, not 300 s
