@@ -163,8 +163,10 @@ def cmd_run_resume(args: argparse.Namespace) -> int:
         run = store.resume_run(args.run_id, from_step=args.from_step)
     if args.from_step is not None:
         print(f"run {run.id} re-runs from step {args.from_step} (attempt {run.attempt + 1})")
+    elif run.status == "pending":
+        print(f"run {run.id} resumed: pending, a worker takes it next")
     else:
-        print(f"run {run.id} is {run.status}")
+        print(f"run {run.id} is {run.status}: it was not paused, so it goes on as it was")
     return 0
 
 

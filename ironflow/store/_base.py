@@ -162,7 +162,8 @@ class Store(Protocol):
         suspended one when it wakes. A finished run is returned as it is."""
 
     def resume_run(self, run_id: str, *, from_step: str | None = None) -> Run:
-        """Let a paused run go on (a run not yet stopped just keeps running).
+        """Let a paused run go on (a run not yet stopped just keeps running); a finished
+        run raises :class:`~ironflow.errors.InvalidInputError` naming ``from_step``.
 
         With ``from_step``, re-run a finished run from the step with that id: the records
         before it are kept, it and those after are dropped, and the run is pending again

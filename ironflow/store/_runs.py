@@ -349,6 +349,14 @@ def pause(txn: WriteTxn, run_id: str, now: float) -> Run:
 
 def resume(txn: WriteTxn, run_id: str, now: float) -> Run:
     run = run_in(txn, run_id)
+    if run.status in FINISHED:
+        # Not a silent no-op: whoever asked expected the run to go on.
+        known = ", ".join(s.id for s in steps_of(txn, run.id)[:20]) or "none"
+        raise InvalidInputError(
+            f"run {run.id} has finished ({run.status}): only a paused run resumes. To run "
+            f"it again from one of its steps, give that step (--from-step STEP_ID, "
+            f"from_step=...); its steps are: {known}"
+        )
     key = run_id.encode()
     txn.delete("paused", key)
     if run.status == "paused":

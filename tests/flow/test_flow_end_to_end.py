@@ -135,6 +135,11 @@ def test_resume_from_step_via_the_cli_reruns_that_step_and_after(
     data = tmp_path / "data"
     with LmdbStore(data, sync=False) as store:
         run = run_agent(store, three_steps, {})
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "resume", run.id, "--data-dir", str(data)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "has finished (completed): only a paused run resumes" in err and "a, b, c" in err
     assert main(["run", "resume", run.id, "--from-step", "b", "--data-dir", str(data)]) == 0
     assert "re-runs from step b" in capsys.readouterr().out
     with LmdbStore(data, sync=False) as store:
@@ -160,7 +165,7 @@ def test_pause_and_resume_via_the_cli(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["run", "list", "--status", "paused", "--json", "--data-dir", str(data)]) == 0
     assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [run_id]
     assert main(["run", "resume", run_id, "--data-dir", str(data)]) == 0
-    assert "is pending" in capsys.readouterr().out
+    assert "resumed: pending" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["run", "resume", run_id, "--from-step", "x", "--data-dir", str(data)])
     assert "--from-step re-runs a finished run" in capsys.readouterr().err

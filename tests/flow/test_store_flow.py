@@ -188,6 +188,10 @@ def test_resume_from_step_reruns_a_finished_run_keeping_earlier_records(
     fstore.finish_run(ME, run_id, status="failed", attempt=1)
     with pytest.raises(InvalidInputError, match="no step 'nope'"):
         fstore.resume_run(run_id, from_step="nope")
+    # Without a step, a finished run is refused (it used to return it unchanged, and
+    # `ironflow run resume` said "run ... is failed" and exited 0), naming the steps.
+    with pytest.raises(InvalidInputError, match=r"has finished \(failed\).*s0, s1, s2"):
+        fstore.resume_run(run_id)
     run = fstore.resume_run(run_id, from_step="s1")
     assert run.status == "pending"
     assert [s.id for s in fstore.get_steps(run_id)] == ["s0"]

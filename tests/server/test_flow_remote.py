@@ -44,6 +44,8 @@ def test_flow_specs_pause_resume_and_rerun_on_either_store(any_store: Store) -> 
     any_store.finish_run(ME, first, status="completed", attempt=2)
     with pytest.raises(InvalidInputError, match="no step 'zz'"):
         any_store.resume_run(first, from_step="zz")
+    with pytest.raises(InvalidInputError, match=r"has finished \(completed\).*steps are: s0"):
+        any_store.resume_run(first)  # not a silent no-op
     rerun = any_store.resume_run(first, from_step="s0")
     assert (rerun.status, [r.from_step for r in rerun.reruns]) == ("pending", ["s0"])
     assert any_store.get_steps(first) == []
