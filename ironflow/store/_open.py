@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from pathlib import Path
 
 from ironflow.errors import ConfigError
@@ -66,6 +67,16 @@ def resolve_location(
     if _LOOKS_LIKE_URL.match(text):
         # Not a directory to create: a worker would quietly start an empty LMDB store
         # in ./postgresql+psycopg:/... while the user's runs wait in PostgreSQL.
+        parts = urllib.parse.urlsplit(text)
+        if parts.scheme.lower() in ("http", "https"):
+            # `ironflow serve`'s address: what IRONFLOW_URL takes. Shown without any
+            # user:password part.
+            server = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+            raise ConfigError(
+                f"the store {server} is a server's address: to go through `ironflow "
+                f"serve`, set IRONFLOW_URL={server} and give no --store (nor "
+                "IRONFLOW_STORE); --store takes a postgresql:// URL or a data directory"
+            )
         raise ConfigError(
             f"the store {text.split(':', 1)[0]}:... is a URL Ironflow does not read: give a "
             "postgresql:// (or postgres://) URL, as libpq takes it (not SQLAlchemy's "

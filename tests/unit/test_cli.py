@@ -142,6 +142,11 @@ def test_inspect_shows_steps_and_orphaned_runs(
         (["run", "list", "--limit", "0"], "--limit must be at least 1"),
         (["run", "cancel", "run_nope"], "no run with id"),
         (["emit", "x", "--id", "k" * 300], "event id must be"),
+        (
+            ["run", "list", "--store", "http://me:pw@127.0.0.1:9123"],
+            "server's address: to go through `ironflow serve`, set "
+            "IRONFLOW_URL=http://127.0.0.1:9123 and give no --store",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
