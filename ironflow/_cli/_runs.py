@@ -88,11 +88,8 @@ def _emit_and_wait(args: argparse.Namespace, data: Any) -> int:
     with opened(args, create=True) as store:
         result = _emit(store, args, data)
         if not result.run_ids:
-            print(
-                f"event {result.event_id} started no run: no registered agent is triggered "
-                f"by {args.name!r}",
-                file=sys.stderr,
-            )
+            why = why_no_run(args.name, data, result.event_id, store.agents())
+            print(f"event {result.event_id} started no run: {why}", file=sys.stderr)
             return EXIT_FAILED
         return wait_and_report(store, result.run_ids, timeout, as_json=args.json)
 

@@ -46,9 +46,10 @@ def why_no_run(name: str, data: Any, event_id: str, agents: Iterable[AgentSpec])
     The explanation the CLI prints after an emit and the dashboard shows beside an
     event: "no agent is triggered" would be wrong when an agent's filter said no.
     """
+    agents = list(agents)
     triggered = [a for a in agents if starts(a.id, a.triggers, name)]
     if not triggered:
-        return f"no agent is triggered by {name!r}"
+        return f"no agent is triggered by {name!r}" + _known_triggers(name, agents)
     reasons = []
     for spec in triggered:
         flow = spec.flow
@@ -62,6 +63,25 @@ def why_no_run(name: str, data: Any, event_id: str, agents: Iterable[AgentSpec])
                 continue
         reasons.append(f"agent {spec.id!r} was registered after this event, or its runs pruned")
     return "; ".join(reasons)
+
+
+def _known_triggers(name: str, agents: list[AgentSpec]) -> str:
+    """What the registered agents do listen for, the likeliest typo first."""
+    import difflib
+
+    if not agents:
+        return "; no agent is registered in this store yet"
+    by_trigger: dict[str, list[str]] = {}
+    for a in agents:
+        for t in a.triggers:
+            by_trigger.setdefault(t, []).append(a.id)
+    close = difflib.get_close_matches(name, list(by_trigger), n=1, cutoff=0.75)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    listed = [f"{t} ({', '.join(ids)})" for t, ids in sorted(by_trigger.items())]
+    more = f", and {len(listed) - 10} more" if len(listed) > 10 else ""
+    if not listed:
+        return hint
+    return f"{hint}; the registered agents listen for: {', '.join(listed[:10])}{more}"
 
 
 def validate_trigger(pattern: str) -> str | None:

@@ -56,6 +56,12 @@ def test_emit_without_a_matching_agent_warns(
     code, _, err = run_cli(capsys, "emit", "nobody.listens")
     assert code == 0
     assert "no agent is triggered by 'nobody.listens'" in err
+    # What does listen, and the likeliest typo, whether or not the command waits.
+    for wait in ([], ["--wait"]):
+        code, _, err = run_cli(capsys, "emit", "doc.recieved", *wait)
+        assert code == (1 if wait else 0)
+        assert "(did you mean 'doc.received'?)" in err
+        assert "the registered agents listen for: doc.received (doc-processor)" in err
 
 
 def test_emit_rejected_by_a_filter_names_the_agent_whose_filter_did_not_match(
