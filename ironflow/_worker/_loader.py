@@ -27,7 +27,7 @@ def load_module(target: str) -> ModuleType:
         if target.endswith(".py") or "/" in target:
             path = Path(target)
             if not path.is_file():
-                raise ConfigError(f"worker module {target!r}: no such file")
+                raise ConfigError(f"worker module {target!r}: no such file{_close_file(path)}")
             sys.path.insert(0, str(path.resolve().parent))
             spec = importlib.util.spec_from_file_location(path.stem, path)
             if spec is None or spec.loader is None:
@@ -42,13 +42,50 @@ def load_module(target: str) -> ModuleType:
     except ModuleNotFoundError as exc:
         if exc.name and target.startswith(exc.name):
             raise ConfigError(
-                f"worker module {target!r} not found; give a dotted module name importable from "
-                "the current directory, or a path to a .py file"
+                f"worker module {target!r} not found{_close_module(target)}; give a dotted "
+                "module name importable from the current directory, or a path to a .py file"
             ) from None
-        raise ConfigError(f"worker module {target!r} failed to import: {exc}") from None
-    except Exception as exc:
-        frames = traceback.extract_tb(exc.__traceback__)
-        where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+        # A package the module imports: most often one not installed in this Python (a
+        # virtualenv not activated in this terminal).
         raise ConfigError(
-            f"worker module {target!r} failed to import: {type(exc).__name__}: {exc}{where}"
+            f"worker module {target!r} failed to import: {exc}{_where(exc)}; is it installed "
+            f"for this Python ({sys.executable})?"
         ) from None
+    except Exception as exc:
+        raise ConfigError(
+            f"worker module {target!r} failed to import: {type(exc).__name__}: {exc}{_where(exc)}"
+        ) from None
+
+
+def _where(exc: BaseException) -> str:
+    """`` (file:line)`` of the user's code that raised, not importlib's frozen frames (a
+    SyntaxError names its own file and line already)."""
+    if isinstance(exc, SyntaxError):
+        return ""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
+    return f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+
+
+def _close_file(path: Path) -> str:
+    """`` (did you mean 'dir/x.py'?)`` for a .py file one typo away."""
+    import difflib
+
+    folder = path.parent
+    if not folder.is_dir():
+        return ""
+    names = [p.name for p in folder.glob("*.py")]
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.75)
+    return f" (did you mean {str(folder / close[0])!r}?)" if close else ""
+
+
+def _close_module(target: str) -> str:
+    """`` (did you mean 'x'?)`` for a top-level name one typo away from a module here."""
+    import difflib
+
+    if "." in target:
+        return ""
+    here = Path.cwd()
+    names = [p.stem for p in here.glob("*.py")]
+    names += [p.parent.name for p in here.glob("*/__init__.py")]
+    close = difflib.get_close_matches(target, names, n=1, cutoff=0.75)
+    return f" in {here} (did you mean {close[0]!r}?)" if close else f" in {here}"
