@@ -46,11 +46,11 @@ What PostgreSQL adds:
   listens on its own connection and wakes its idle workers within milliseconds.
 - **Lost connections.** A read or write whose connection breaks is retried with
   backoff until PostgreSQL is back, logged once. Each write transaction inserts a
-  random token into ``ironflow_commits``; a commit whose answer was lost is resolved
-  by looking for its token before anything is retried, so an acknowledged write is
-  never applied twice nor reported lost (a COMMIT answered with a serialization
-  failure is known rolled back: just run again). A speculative step carries no
-  token: its own row tells (``_pgspec.py``). Not ``pg_xact_status``: after a
+  unique token (``_pgtxn.new_token``) into ``ironflow_commits``; a commit whose answer
+  was lost is resolved by looking for its token before anything is retried, so an
+  acknowledged write is never applied twice nor reported lost (a COMMIT answered with
+  a serialization failure is known rolled back: just run again). A speculative step
+  carries no token: its own row tells (``_pgspec.py``). Not ``pg_xact_status``: after a
   crash PostgreSQL hands out again the transaction ids that never reached its WAL,
   so a lost transaction's id may name a later one that committed. A read transaction
   cannot be resumed, so a store method whose read lost its connection runs again
@@ -64,7 +64,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import random
 import threading
 import time
@@ -84,7 +83,7 @@ from ironflow.store._pgspec import (
     landed,
     speculate,
 )
-from ironflow.store._pgtxn import CHANNEL, MARK_COMMIT, Notes, PgTxn
+from ironflow.store._pgtxn import CHANNEL, MARK_COMMIT, Notes, PgTxn, new_token
 from ironflow.store._pgurl import check_url, safe_url, settings_error
 from ironflow.store._wake import LocalWakeups, Wakeups
 
@@ -522,7 +521,7 @@ class PostgresBackend:
         wait = self.lease_lock_wait if getattr(self._leasing, "on", False) else None
         # A pool that cannot connect raises OperationalError: write() waits and retries.
         conn = self._pool.getconn()
-        token = os.urandom(16)
+        token = new_token()
         began = time.monotonic()
         committing = False
         failed: BaseException | None = None
@@ -590,7 +589,7 @@ class PostgresBackend:
         step, which carries no token, the step's row."""
         begun = time.perf_counter() if self.commit_observer is not None else 0.0
         evidence = guessed.evidence()
-        token = None if evidence is not None else os.urandom(16)
+        token = None if evidence is not None else new_token()
         began = time.monotonic()
         statement, params = guessed.statement(token)
         # A pool that cannot connect raises OperationalError: write() waits and retries.

@@ -26,6 +26,8 @@ from __future__ import annotations
 import bisect
 import enum
 import functools
+import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, Literal
 
@@ -42,6 +44,7 @@ __all__ = [
     "Noted",
     "Notes",
     "PgTxn",
+    "new_token",
     "wakes_on",
     "write_params",
     "write_sql",
@@ -598,6 +601,17 @@ def write_params(kind: str, table: str, key: bytes, value: bytes | None) -> tupl
 
 #: The commit token's insert: one per write transaction (``_pgbackend.py`` says why).
 MARK_COMMIT = b"INSERT INTO ironflow_commits (token) VALUES (%s)"
+
+
+def new_token() -> bytes:
+    """A commit token: the clock's nanoseconds, then 64 random bits (unique: two tokens
+    alike would need one nanosecond and the same 64 bits). Ordered by time, so its
+    insert lands on the right edge of ``ironflow_commits``' index, the page the last
+    one touched, not on a random page of the ten minutes of tokens kept (fewer pages
+    dirtied and split, fewer full-page images in the WAL after a checkpoint)."""
+    return time.time_ns().to_bytes(8, "big") + os.urandom(8)
+
+
 #: The wake-up, as a call: NOTIFY delivered only if the transaction commits.
 NOTIFY_CALL = f"pg_notify('{CHANNEL}', '')".encode()
 #: A NOTIFY as a query, to end a statement of writes.

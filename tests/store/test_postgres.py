@@ -409,6 +409,22 @@ def test_a_commit_is_known_by_its_token_only(pg_url: str) -> None:
         backend.close()
 
 
+def test_commit_tokens_grow_so_their_inserts_land_on_the_index_right_edge() -> None:
+    """Each write transaction's token sorts after the one before it: random tokens
+    dirtied a random page of the ten minutes' index each write (and, after each
+    checkpoint, wrote a full-page image of it to the WAL)."""
+    url = shared_server().create_database()
+    migrate(url)
+    with PostgresStore(url) as store:
+        store.register_agents([AgentSpec("a", ("go",))])
+        for i in range(10):
+            store.emit("go", {"i": i})
+        with psycopg.connect(url, autocommit=True) as conn:
+            rows = conn.execute("SELECT token FROM ironflow_commits ORDER BY at").fetchall()
+    tokens = [bytes(row[0]) for row in rows]
+    assert len(tokens) == 11 and tokens == sorted(tokens)
+
+
 def test_old_commit_tokens_are_pruned_and_recent_ones_kept(pg_url: str) -> None:
     """A prune drops tokens older than ten minutes and keeps the rest; a write prunes at
     most once a minute."""
