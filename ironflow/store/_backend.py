@@ -184,8 +184,11 @@ class WriteTxn(ReadTxn, Protocol):
         *,
         accept: Callable[[bytes, bytes], bool],
         limit: int,
+        also: Sequence[str] = (),
     ) -> list[tuple[bytes, bytes]]:
-        """Up to ``limit`` rows, in key order, that ``accept`` takes; see the module."""
+        """Up to ``limit`` rows, in key order, that ``accept`` takes; see the module.
+        ``also``: tables whose rows under the keys taken the caller reads next, a hint
+        (as :meth:`ReadTxn.prefetch`): a networked backend reads them with the claim."""
 
 
 class OneByOne:

@@ -23,7 +23,7 @@ from ironflow.store._records import Lease, LeasedRun, Run, WorkerInfo
 from ironflow.store._runs import last_seq, run_in, step_log
 from ironflow.store._suspend import fire_timers, timers_due
 
-__all__ = ["LOOK", "LeaseWatch", "heartbeat", "idle", "lease", "with_steps"]
+__all__ = ["LOOK", "LeaseWatch", "heartbeat", "idle", "lease", "steps_scans", "with_steps"]
 
 _UNSEEN = object()
 
@@ -190,7 +190,10 @@ def lease(
     def claimed(
         table: str, accept: Callable[[bytes, bytes], bool], limit: int
     ) -> list[tuple[bytes, bytes]]:
-        return txn.claim(table, accept=accept, limit=limit) if limit > 0 else []
+        # The rows the lease reads next of the runs it takes, read with the claim.
+        if limit <= 0:
+            return []
+        return txn.claim(table, accept=accept, limit=limit, also=("runs", "leases"))
 
     found = _candidates(txn, claimed, flow, worker, agents, limit, now)
     # Each run's record and lease (and its steps, if read here), read together.
@@ -223,16 +226,21 @@ def _steps_of(run_ids: Collection[str]) -> list[Scan]:
     return [Scan("steps", steps_prefix(run_id)) for run_id in run_ids]
 
 
+def steps_scans(leased: Collection[LeasedRun]) -> list[Scan]:
+    """What :func:`with_steps` reads: each leased run's step records."""
+    return _steps_of([r.run.id for r in leased])
+
+
 def with_steps(txn: ReadTxn, leased: list[LeasedRun]) -> list[LeasedRun]:
     """The leased runs, each with its step records as ``txn`` reads them.
 
     In the lease's own transaction, or after it committed in one that cannot miss a step
     committed later by the run's previous holder (whose lease lapsed): PostgreSQL's
-    ``SERIALIZABLE READ ONLY`` (``PostgresBackend.read_serializable``) aborts one of the
+    ``SERIALIZABLE READ ONLY`` (``PostgresBackend.write_then_read``) aborts one of the
     two if that step's transaction read the old lease and this read does not see it.
     A plain snapshot would miss it, and the new holder run that step a second time.
     """
-    txn.prefetch(scans=_steps_of([r.run.id for r in leased]))
+    txn.prefetch(scans=steps_scans(leased))
     return [attrs.evolve(r, steps=step_log(txn, r.run.id)) for r in leased]
 
 

@@ -20,7 +20,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -107,7 +107,12 @@ class _LmdbTxn(OneByOne):
         return done
 
     def claim(
-        self, table: str, *, accept: Callable[[bytes, bytes], bool], limit: int
+        self,
+        table: str,
+        *,
+        accept: Callable[[bytes, bytes], bool],
+        limit: int,
+        also: Sequence[str] = (),
     ) -> list[tuple[bytes, bytes]]:
         # One writer at a time: what this transaction sees is its alone until it ends.
         taken: list[tuple[bytes, bytes]] = []

@@ -235,7 +235,7 @@ class StoreMachine:
                         self._watches[key] = watch
                     return []
             self._watches.pop(key, None)
-        leased = self._write(
+        _, leased = self._write_leasing(
             lambda txn: _leasing.lease(
                 txn,
                 self._flow,
@@ -246,19 +246,24 @@ class StoreMachine:
                 now,
                 clock_now,
                 steps=self._steps_in_lease,
-            )
+            ),
+            lambda leased: leased,
         )
         self._took(key, leased, limit)
-        return self._with_steps(leased)
+        return leased
 
     #: Whether a lease reads its runs' step records in its own transaction; a store
     #: that reads them after the commit (``PostgresStore``) says False and reads them in
-    #: :meth:`_with_steps` (``_leasing.with_steps`` says why that must be serializable).
+    #: :meth:`_write_leasing` (``_leasing.with_steps`` says why that must be serializable).
     _steps_in_lease = True
 
-    def _with_steps(self, leased: list[LeasedRun]) -> list[LeasedRun]:
-        """The runs a committed lease took, with their step records."""
-        return leased
+    def _write_leasing(
+        self, op: Callable[[WriteTxn], T], leased: Callable[[T], list[LeasedRun]]
+    ) -> tuple[T, list[LeasedRun]]:
+        """``op``, a write that leases the runs ``leased`` finds in its result: that
+        result, and those runs with their step records (here the op read them)."""
+        result = self._write(op)
+        return result, leased(result)
 
     def _took(self, key: tuple[str, frozenset[str]], leased: list[LeasedRun], limit: int) -> None:
         if len(leased) >= limit:
@@ -389,11 +394,11 @@ class StoreMachine:
                 steps=self._steps_in_lease,
             )
 
-        run, leased = self._write(op)
+        (run, _), leased = self._write_leasing(op, lambda done: done[1])
         if lease is not None:
             self._took((worker.id, frozenset(lease[0])), leased, lease[1])
         self._notify()
-        return run, self._with_steps(leased)
+        return run, leased
 
     def release_run(self, worker: WorkerInfo, run_id: str, *, attempt: int) -> None:
         run_key(run_id)

@@ -16,7 +16,7 @@ import bisect
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from ironflow.errors import StoreError
@@ -114,7 +114,12 @@ class _MemoryTxn(OneByOne):
         return True
 
     def claim(
-        self, table: str, *, accept: Callable[[bytes, bytes], bool], limit: int
+        self,
+        table: str,
+        *,
+        accept: Callable[[bytes, bytes], bool],
+        limit: int,
+        also: Sequence[str] = (),
     ) -> list[tuple[bytes, bytes]]:
         self._log()
         taken: list[tuple[bytes, bytes]] = []

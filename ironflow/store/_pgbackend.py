@@ -23,7 +23,8 @@ What PostgreSQL adds:
   or wrote, and one statement, a transaction of its own, inserts the token and the step
   and re-reads those rows as a guard (``_pgspec.py``: a speculative write, and why it
   is sound); otherwise two, the three reads in one query, then the insert with COMMIT.
-  Finishing a run and emitting an event are two.
+  Emitting an event is two; a lease three, with the leased runs' steps read after its
+  COMMIT in the same round trip (:meth:`PostgresBackend.write_then_read`).
 - **Durable before returning.** Every session sets ``synchronous_commit = on``: a
   commit returns once its WAL is flushed (and, with synchronous replicas configured,
   replicated).
@@ -83,13 +84,14 @@ from ironflow.store._pgspec import (
     landed,
     speculate,
 )
-from ironflow.store._pgtxn import CHANNEL, MARK_COMMIT, Notes, PgTxn, new_token
+from ironflow.store._pgtxn import CHANNEL, MARK_COMMIT, Notes, PgTxn, ReadAfter, new_token
 from ironflow.store._pgurl import check_url, safe_url, settings_error
 from ironflow.store._wake import LocalWakeups, Wakeups
 
 __all__ = ["PostgresBackend", "ReadLost"]
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 log = logging.getLogger("ironflow.store")
 
@@ -478,6 +480,26 @@ class PostgresBackend:
     def write(self, op: Callable[[WriteTxn], T]) -> T:
         """Run ``op`` in a SERIALIZABLE transaction, again on a serialization failure or
         a lost connection; return its result once committed."""
+        return self._write(op, None)[0]
+
+    def write_then_read(
+        self, op: Callable[[WriteTxn], T], then: Callable[[T], ReadAfter[U]]
+    ) -> tuple[T, U]:
+        """:meth:`write`, then ``then(result)``'s read, ordered after the commit as
+        :meth:`read_serializable` is. Its ``SERIALIZABLE READ ONLY`` transaction is sent
+        in the write's pipeline, after its COMMIT: no round trip of its own. Where it
+        could not be made there (the COMMIT's answer lost, the read refused), it is made
+        on its own, after."""
+        result, read = self._write(op, then)
+        if read is None:
+            plan = then(result)
+            return result, self.read_serializable(lambda txn: plan.answer(txn))
+        return result, read[0]
+
+    def _write(
+        self, op: Callable[[WriteTxn], T], then: Callable[[T], ReadAfter[U]] | None
+    ) -> tuple[T, tuple[U] | None]:
+        """:meth:`write`, and ``then``'s read made in its pipeline (None: not made)."""
         errors = self._psycopg.errors
         delay = 0.002
         started = time.monotonic()
@@ -489,8 +511,8 @@ class PostgresBackend:
             try:
                 if spec is not None:
                     guessed, spec = spec, None
-                    return self._attempt_one(*guessed)
-                return self._attempt(op)
+                    return self._attempt_one(*guessed), None
+                return self._attempt(op, then)
             except _Stale:
                 continue  # a remembered row was stale: the normal way, at once
             except (errors.SerializationFailure, errors.DeadlockDetected):
@@ -503,20 +525,24 @@ class PostgresBackend:
             except _Unknown as unknown:
                 self._lost(unknown.__cause__ or unknown, started)
                 if self._retrying(functools.partial(self._resolve, unknown)):
-                    return unknown.result  # type: ignore[return-value]
+                    return unknown.result, None  # type: ignore[return-value]
             except self._psycopg.OperationalError as exc:
                 # Broken before COMMIT was sent: nothing was written; run it again.
                 self._lost(exc, started)
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(max(delay, 0.05) * 2, _MAX_BACKOFF)
 
-    def _attempt(self, op: Callable[[WriteTxn], T]) -> T:
+    def _attempt(
+        self, op: Callable[[WriteTxn], T], then: Callable[[T], ReadAfter[U]] | None = None
+    ) -> tuple[T, tuple[U] | None]:
         """One try of ``op`` in pipeline mode: BEGIN goes with the op's first read; the
         writes whose answer nobody needs (``put``, ``add``, ``discard``), the commit
         token's insert and the NOTIFY are queued and sent as one statement
         (``PgTxn.flush``) with COMMIT, at the pipeline's end, its last round trip. If the
         answer to COMMIT is lost, the token's row tells whether it committed
-        (``_committed``)."""
+        (``_committed``). ``then``'s read goes after COMMIT, in a transaction of its own
+        in the same round trip; None in its place: not read (the COMMIT failed, or it
+        committed and only the read did not)."""
         begun = time.perf_counter() if self.commit_observer is not None else 0.0
         wait = self.lease_lock_wait if getattr(self._leasing, "on", False) else None
         # A pool that cannot connect raises OperationalError: write() waits and retries.
@@ -525,6 +551,10 @@ class PostgresBackend:
         began = time.monotonic()
         committing = False
         failed: BaseException | None = None
+        done: Any = None  # COMMIT's cursor: answered "COMMIT" once committed
+        plan: ReadAfter[U] | None = None
+        receive: Callable[[], None] | None = None
+        read: PgTxn | None = None
         # Whether this session is known not to hold the leasers' lock: until then the
         # connection is closed rather than pooled (see the finally below).
         unlocked = wait is None
@@ -543,14 +573,24 @@ class PostgresBackend:
                         conn.execute(b"BEGIN ISOLATION LEVEL SERIALIZABLE", prepare=False)
                         txn = PgTxn(conn.cursor(binary=True), REMEMBERED, (MARK_COMMIT, (token,)))
                         result = op(txn)
+                        # Before anything is queued after the op: an error here is the op's.
+                        plan = None if then is None else then(result)
                         # Its queued writes, the token and the NOTIFY when it made work:
                         # one statement, before COMMIT (so none with COMMIT).
                         txn.flush(notify=txn.wakes)
                         committing = True
-                        self._commit(conn)
+                        done = self._commit(conn)
                         if wait is not None:
                             # Given back right after COMMIT, in the same round trip.
                             conn.execute(_LEASE_UNLOCK, prepare=False)
+                        if plan is not None and plan.scans:
+                            # After a sync: the read's own transaction, which begins
+                            # once the write's COMMIT is done, whatever that answers.
+                            _queue_sync(pipe)
+                            conn.execute(_BEGIN_ORDERED_READ, prepare=False)
+                            read = PgTxn(conn.cursor(binary=True))
+                            receive = read.send_whole(plan.scans)
+                            conn.execute(b"COMMIT", prepare=False)
                     except BaseException as exc:
                         # Kept, not raised through the pipeline's end: its sync would
                         # fail again on a lost connection, and psycopg log that.
@@ -562,6 +602,11 @@ class PostgresBackend:
                 unlocked = True  # the unlock after COMMIT was answered
             else:
                 unlocked = self._end_failed(conn, failed, unlock=not unlocked) or unlocked
+                if receive is not None and done is not None and done.statusmessage == "COMMIT":
+                    # The write committed; only the read after it failed: not read here.
+                    receive = read = None
+                    failed = None
+            if failed is not None:
                 errors = self._psycopg.errors
                 lost = isinstance(failed, self._psycopg.OperationalError) and not isinstance(
                     failed, (errors.SerializationFailure, errors.DeadlockDetected)
@@ -580,7 +625,16 @@ class PostgresBackend:
                 conn.close()
             self._pool.putconn(conn)
         self._committed_after(begun, txn.notes)
-        return result
+        if plan is None:
+            return result, None
+        if not plan.scans:
+            read = PgTxn(None)
+        elif read is None or receive is None:
+            return result, None
+        else:
+            receive()
+        read.ended()
+        return result, (plan.answer(read),)
 
     def _attempt_one(self, guessed: SpecTxn, result: T) -> T:
         """One try of a speculative write (``_pgspec.py``): its one statement, a
@@ -670,9 +724,10 @@ class PostgresBackend:
         conn.close()
         return True
 
-    def _commit(self, conn: Any) -> None:
-        """Queue COMMIT; the end of the pipeline sends it and waits for the answer."""
-        conn.execute(b"COMMIT", prepare=False)
+    def _commit(self, conn: Any) -> Any:
+        """Queue COMMIT; the end of the pipeline sends it and waits for the answer, which
+        the cursor returned holds."""
+        return conn.execute(b"COMMIT", prepare=False)
 
     def _resolve(self, unknown: _Unknown) -> bool:
         """After a lost answer to COMMIT: whether that transaction committed, or a

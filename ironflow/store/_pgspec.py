@@ -237,7 +237,12 @@ class SpecTxn:
         raise Abandon(table)
 
     def claim(
-        self, table: str, *, accept: Callable[[bytes, bytes], bool], limit: int
+        self,
+        table: str,
+        *,
+        accept: Callable[[bytes, bytes], bool],
+        limit: int,
+        also: Sequence[str] = (),
     ) -> list[tuple[bytes, bytes]]:
         raise Abandon(table)
 

@@ -29,9 +29,11 @@ import functools
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Final, Literal
+from typing import Any, Final, Generic, Literal, TypeVar
 
-from ironflow.store._backend import TABLES, Scan, prefix_end
+import attrs
+
+from ironflow.store._backend import TABLES, ReadTxn, Scan, prefix_end
 from ironflow.store._pgschema import RUN_FIRST, RUN_OF, table_name
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "Noted",
     "Notes",
     "PgTxn",
+    "ReadAfter",
     "new_token",
     "wakes_on",
     "write_params",
@@ -161,6 +164,10 @@ class _Sql:
         cols = "k, v" if tag is None else f"{tag}, k, v"
         return f"SELECT {cols} FROM {self.table} {_WHERE[form, reverse]} LIMIT %s".encode()
 
+    def whole(self, form: str, tag: int) -> bytes:
+        """A batch's rows of a :meth:`span`, every one (no limit)."""
+        return f"SELECT {tag}, k, v FROM {self.table} {_WHERE[form, False]}".encode()
+
     def last(self, form: str, tag: int) -> bytes:
         """A batch's row of the last key of a :meth:`span`, with no value (NULL)."""
         return (
@@ -188,8 +195,9 @@ _WHERE = {
 SQL = {space: _Sql(space) for space in TABLES}
 
 
-#: The kinds of read a batch makes: a get, a scan's first page either way, a last key.
-_GET, _SCAN, _REVERSE, _LAST = "get", "scan", "reverse", "last"
+#: The kinds of read a batch makes: a get, a scan's first page either way, a last key,
+#: a whole range (every row, no page).
+_GET, _SCAN, _REVERSE, _LAST, _WHOLE = "get", "scan", "reverse", "last", "whole"
 
 
 @functools.lru_cache(maxsize=256)
@@ -206,6 +214,8 @@ def _batch_sql(reads: tuple[tuple[str, str, str], ...]) -> bytes:
             )
         elif kind == _LAST:
             parts.append(b"(" + sql.last(form, i) + b")")
+        elif kind == _WHOLE:
+            parts.append(b"(" + sql.whole(form, i) + b")")
         else:
             parts.append(b"(" + sql.page(form, reverse=kind == _REVERSE, tag=i) + b")")
     return b" UNION ALL ".join(parts)
@@ -259,6 +269,18 @@ def _range(scan: Scan, start: bytes | None) -> tuple[bytes, bytes | None] | None
         return None
     # ``<= start`` when the start lies inside the prefix's range, else ``< end``.
     return prefix, _after(start) if end is None or start < end else end
+
+
+U = TypeVar("U")
+
+
+@attrs.frozen
+class ReadAfter(Generic[U]):
+    """A read made once a write transaction committed (``PostgresBackend.write_then_read``):
+    ``scans`` read whole (:meth:`PgTxn.send_whole`), then ``answer`` made from them."""
+
+    scans: Sequence[Scan]
+    answer: Callable[[ReadTxn], U]
 
 
 class PgTxn:
@@ -375,12 +397,46 @@ class PgTxn:
             reads.append((table, _LAST, form))
             params.extend(bounds)
             ranges.append((table, prefix, hi))
+        if reads:
+            self._send(reads, params, ranges)
+            self._receive(reads, ranges)
+
+    def send_whole(self, scans: Sequence[Scan]) -> Callable[[], None]:
+        """Send one query for every row of each scan's range, not waiting for its
+        answer; return what takes the answer in once it is there (in pipeline mode:
+        after a sync, or the pipeline's end), after which those ranges are read whole,
+        as a prefetch's, and answered here. ``_pgbackend`` sends it after a commit."""
+        reads: list[tuple[str, str, str]] = []
+        params: list[Any] = []
+        ranges: list[tuple[str, bytes, bytes | None]] = []
+        for scan in scans:
+            span = _range(scan, None)
+            if span is None:
+                continue
+            lo, hi = span
+            form, bounds = SQL[scan.table].span(lo, hi if hi is not None else _PAST_ALL)
+            reads.append((scan.table, _WHOLE, form))
+            params.extend(bounds)
+            ranges.append((scan.table, lo, hi))
         if not reads:
-            return
+            return lambda: None
+        self._send(reads, params, ranges)
+        return functools.partial(self._receive, reads, ranges)
+
+    def _send(
+        self,
+        reads: list[tuple[str, str, str]],
+        params: list[Any],
+        ranges: list[tuple[str, bytes, bytes | None]],
+    ) -> None:
         if self._queued:
             for table, lo, hi in ranges:
                 self._sent_before(table, lo, hi)
         self._cur.execute(_batch_sql(tuple(reads)), tuple(params))
+
+    def _receive(
+        self, reads: list[tuple[str, str, str]], ranges: list[tuple[str, bytes, bytes | None]]
+    ) -> None:
         found: list[list[tuple[bytes, bytes]]] = [[] for _ in reads]
         for i, k, v in self._cur.fetchall():
             found[i].append((bytes(k), b"" if v is None else bytes(v)))
@@ -388,13 +444,18 @@ class PgTxn:
             if kind == _LAST:
                 self._lasts[table, lo] = rows[0][0] if rows else None
                 continue
-            if kind != _GET and len(rows) >= _FIRST_PAGE:
+            if kind in (_SCAN, _REVERSE) and len(rows) >= _FIRST_PAGE:
                 # A full page: only the part of the range up to its last row is known.
                 if kind == _REVERSE:
                     lo = min(k for k, _ in rows)
                 else:
                     hi = _after(max(k for k, _ in rows))
             self._covers.setdefault(table, []).append(_Cover(lo, hi, rows))
+
+    def ended(self) -> None:
+        """The transaction has ended (its connection may serve another): from here on
+        a read that what it read cannot answer is an error, never sent."""
+        self._cur = _ENDED
 
     def scan(
         self,
@@ -555,10 +616,17 @@ class PgTxn:
         self._wrote(table, key, None)
 
     def claim(
-        self, table: str, *, accept: Callable[[bytes, bytes], bool], limit: int
+        self,
+        table: str,
+        *,
+        accept: Callable[[bytes, bytes], bool],
+        limit: int,
+        also: Sequence[str] = (),
     ) -> list[tuple[bytes, bytes]]:
         """Accepted rows in key order, each locked ``FOR UPDATE SKIP LOCKED`` (one query
-        for them all): a row another transaction is taking is passed over, not waited for."""
+        for them all): a row another transaction is taking is passed over, not waited for.
+        The ``also`` tables' rows of every key offered are read in the same round trip
+        (pipelined: a query of their own, answered with the claim's)."""
         if limit <= 0:
             return []
         # A few more than asked: some may be locked by another leaser.
@@ -569,8 +637,13 @@ class PgTxn:
             for key in keys:
                 self._sent_before(table, key, _after(key))
         sql = SQL[table]
-        self._cur.execute(sql.claim, sql.claim_params(keys, limit))
-        return [(bytes(k), bytes(v)) for k, v in self._cur.fetchall()]
+        # Its own cursor: the prefetch below is sent on this one before either answer
+        # is read, and a pipelined cursor keeps only its last query's rows.
+        claiming = self._cur.connection.cursor(binary=True)
+        claiming.execute(sql.claim, sql.claim_params(keys, limit))
+        if also:
+            self.prefetch(gets=[(other, key) for key in keys for other in also])
+        return [(bytes(k), bytes(v)) for k, v in claiming.fetchall()]
 
     def _accepted(
         self, table: str, accept: Callable[[bytes, bytes], bool], most: int
@@ -586,6 +659,16 @@ class PgTxn:
 
 #: A key past every key (keys are at most 511 bytes), bounding a range with no end.
 _PAST_ALL = b"\xff" * 512
+
+
+class _Ended:
+    """The cursor of a transaction that ended: nothing more can be read in it."""
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a read in a PostgreSQL transaction that has ended")
+
+
+_ENDED = _Ended()
 
 
 def write_sql(kind: str, table: str) -> bytes:

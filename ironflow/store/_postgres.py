@@ -14,18 +14,22 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, TypeVar
 
 from ironflow.errors import StoreFormatError
-from ironflow.store._leasing import with_steps
+from ironflow.store._backend import WriteTxn
+from ironflow.store._leasing import steps_scans, with_steps
 from ironflow.store._machine import StoreMachine
 from ironflow.store._pgbackend import PostgresBackend
 from ironflow.store._pgschema import migrate
+from ironflow.store._pgtxn import ReadAfter
 from ironflow.store._pgurl import is_postgres_url, safe_url
 from ironflow.store._records import ErrorInfo, LeasedRun, Run, StepAck, StepRecord, WorkerInfo
 from ironflow.store._wake import Wakeups
 
 __all__ = ["PostgresStore", "is_postgres_url", "migrate", "safe_url"]
+
+T = TypeVar("T")
 
 
 class PostgresStore(StoreMachine):
@@ -74,12 +78,18 @@ class PostgresStore(StoreMachine):
     #: A lease's step records are read after it commits: read in its SERIALIZABLE
     #: transaction, the steps' index pages tied it into other workers' step inserts,
     #: and the lease was the pivot of most conflicts (docs/benchmarks.md).
+    #: They are read in a SERIALIZABLE READ ONLY transaction sent right after the
+    #: lease's COMMIT, in its round trip (``PostgresBackend.write_then_read``).
     _steps_in_lease = False
 
-    def _with_steps(self, leased: list[LeasedRun]) -> list[LeasedRun]:
-        if not leased:
-            return leased
-        return self.backend.read_serializable(lambda txn: with_steps(txn, leased))
+    def _write_leasing(
+        self, op: Callable[[WriteTxn], T], leased: Callable[[T], list[LeasedRun]]
+    ) -> tuple[T, list[LeasedRun]]:
+        def then(result: T) -> ReadAfter[list[LeasedRun]]:
+            runs = leased(result)
+            return ReadAfter(steps_scans(runs), lambda txn: with_steps(txn, runs))
+
+        return self.backend.write_then_read(op, then)
 
     def finish_and_lease(
         self,

@@ -22,6 +22,7 @@ from ironflow.store import AgentSpec, PostgresStore, _leasing, _runs
 from ironflow.store._backend import WriteTxn
 from ironflow.store._records import Lease, LeasedRun, StepAck, StepRecord
 from ironflow.testing import StandInWorker
+from tests.store.pg_trips import round_trips
 
 
 def _step(leased: LeasedRun, position: int) -> StepRecord:
@@ -154,3 +155,36 @@ def test_a_taken_over_run_comes_with_the_steps_its_old_holder_recorded(two: Any)
     assert [s.position for s in taken.steps] == [0, 1, 2]
     assert [s.id for s in taken.steps] == ["s0", "s1", "s2"]
 
+
+def test_a_lease_reads_its_runs_steps_in_its_commit_s_round_trip(pg_url: str) -> None:
+    """finish_and_lease: three round trips, whether or not the run it takes has steps.
+    The finished run with the look for work; the claim with the claimed run's records;
+    the writes and COMMIT with the steps' read after it (a transaction of its own, in
+    the same round trip). It was five: the records after the claim, the steps after
+    the COMMIT, each waited for."""
+    store = PostgresStore(pg_url)
+    try:
+        store.register_agents([AgentSpec("a", ("go",))])
+        for i in range(4):
+            store.emit("go", {"i": i})
+        counted = []
+        with StandInWorker() as worker:
+            [leased] = store.lease_runs(worker.info, ["a"], limit=1, ttl=600)
+            for _ in range(3):
+                store.record_step(worker.info, _step(leased, 0))
+                with round_trips(store) as trips:
+                    [leased] = store.finish_and_lease(
+                        worker.info,
+                        leased.run.id,
+                        status="completed",
+                        attempt=leased.lease.attempt,
+                        agents=["a"],
+                        limit=1,
+                        ttl=600,
+                    )
+                counted += trips
+                assert list(leased.steps) == []
+        # The fewest: a busy host may split one turn in two (tests/store/pg_trips.py).
+        assert min(counted) == 3, counted
+    finally:
+        store.close()

@@ -8,8 +8,6 @@ changes, the other's remembered rows do not know.
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +20,7 @@ from ironflow.store import AgentSpec, PostgresStore
 from ironflow.store._pgspec import RowCache
 from ironflow.store._records import LeasedRun, StepRecord
 from ironflow.testing import StandInWorker
+from tests.store.pg_trips import round_trips
 
 
 def _step(leased: LeasedRun, position: int) -> StepRecord:
@@ -43,45 +42,13 @@ def _two_stores(pg_url: str) -> Iterator[tuple[PostgresStore, PostgresStore]]:
         b.close()
 
 
-@contextlib.contextmanager
-def _round_trips(store: PostgresStore) -> Iterator[list[int]]:
-    """Counts the round trips of the store's connections inside the block, in libpq's
-    trace of the protocol: each turn from messages sent (F) to messages answered (B)."""
-    pool: Any = store.backend._pool
-    traced: list[Any] = []
-    getconn = pool.getconn
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "trace")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT)
-
-        def tracing(*args: Any, **kwargs: Any) -> Any:
-            conn = getconn(*args, **kwargs)
-            conn.pgconn.trace(fd)
-            traced.append(conn)
-            return conn
-
-        pool.getconn = tracing
-        counted: list[int] = []
-        try:
-            yield counted
-        finally:
-            del pool.getconn
-            for conn in traced:
-                if not conn.closed:
-                    conn.pgconn.untrace()
-            os.close(fd)
-        with open(path) as f:
-            sides = [line.split("\t")[1] for line in f]
-        counted.append(sum(1 for i in range(1, len(sides)) if sides[i - 1 : i + 1] == ["F", "B"]))
-
-
 def test_a_step_on_remembered_rows_is_one_round_trip(pg_url: str) -> None:
     with _two_stores(pg_url) as (a, _), StandInWorker() as worker:
         a.emit("go", {})
         # The lease writes the lease row: remembered; no cancel or pause: guessed absent.
         [leased] = a.lease_runs(worker.info, ["a"], limit=1, ttl=600)
         for position in range(3):
-            with _round_trips(a) as trips:
+            with round_trips(a) as trips:
                 ack = a.record_step(worker.info, _step(leased, position))
             assert trips == [1], f"step {position}: {trips[0]} round trips, not 1"
             assert not ack.cancel_requested and not ack.pause_requested
@@ -153,10 +120,10 @@ def test_a_step_of_a_run_leased_elsewhere_is_recorded_the_normal_way(pg_url: str
     with _two_stores(pg_url) as (a, b), StandInWorker() as worker:
         a.emit("go", {})
         [leased] = b.lease_runs(worker.info, ["a"], limit=1, ttl=600)
-        with _round_trips(a) as trips:
+        with round_trips(a) as trips:
             a.record_step(worker.info, _step(leased, 0))
         assert trips == [2] and a.backend.speculated == 0
-        with _round_trips(a) as trips:
+        with round_trips(a) as trips:
             a.record_step(worker.info, _step(leased, 1))
         assert trips == [1] and a.backend.speculated == 1
 
