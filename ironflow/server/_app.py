@@ -84,6 +84,21 @@ T = TypeVar("T")
 _RECHECK = 0.5
 # A projection advanced by a runner in another process signals nothing here: look again.
 _PROJECTION_RECHECK = 0.25
+#: How long after its last lease request a worker that holds nothing still counts as
+#: connected to this server (an idle remote worker asks again at once: see
+#: RemoteStore's ``long_poll``).
+POLLER_WINDOW = 10.0
+
+
+@attrs.define
+class Poller:
+    """A worker asking this server for runs: the dashboard lists it even while idle
+    (the store keeps no record of a worker that holds nothing)."""
+
+    worker: WorkerInfo
+    agents: tuple[str, ...]
+    last_seen: float
+    open_polls: int = 0
 
 # -- the API ---------------------------------------------------------------------------------
 
@@ -154,6 +169,8 @@ class Api:
         # Only an LmdbStore's quick call is bounded by one local commit: a PostgreSQL
         # store's call may wait out a database that is down, which must not hold the loop.
         self._inline = isinstance(store, LmdbStore)
+        #: Workers leasing through this server, by id (touched on the event loop only).
+        self._pollers: dict[str, Poller] = {}
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -288,7 +305,32 @@ class Api:
 
         return handler
 
+    def pollers(self) -> list[Poller]:
+        """The workers connected to this server now: asking it for runs, or asked within
+        :data:`POLLER_WINDOW` seconds. Forgets the others."""
+        now = time.time()
+        gone = [
+            key
+            for key, p in self._pollers.items()
+            if not p.open_polls and now - p.last_seen > POLLER_WINDOW
+        ]
+        for key in gone:
+            del self._pollers[key]
+        return list(self._pollers.values())
+
     async def _lease_runs(self, request: web.Request, args: dict[str, Any]) -> LeaseReply:
+        worker: WorkerInfo = args["worker"]
+        poller = self._pollers.get(worker.id)
+        if poller is None:
+            poller = self._pollers[worker.id] = Poller(worker, (), time.time())
+        poller.agents, poller.open_polls = tuple(args["agents"]), poller.open_polls + 1
+        try:
+            return await self._lease_waiting(request, args)
+        finally:
+            poller.open_polls -= 1
+            poller.last_seen = time.time()
+
+    async def _lease_waiting(self, request: web.Request, args: dict[str, Any]) -> LeaseReply:
         worker: WorkerInfo = args["worker"]
         agents: list[str] = args["agents"]
         limit, ttl = args["limit"], args["ttl"]

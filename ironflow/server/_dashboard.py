@@ -42,7 +42,7 @@ from ironflow.server._views import (
     run_with_steps_json,
     runner_alive,
 )
-from ironflow.store import FINISHED, AgentSpec, Run
+from ironflow.store import FINISHED, AgentSpec, Run, WorkerInfo
 from ironflow.store._browse import (
     event_page,
     last_seq,
@@ -537,13 +537,14 @@ class Dashboard:
 
     async def workers(self, request: web.Request) -> Any:
         store = self.store
+        pollers = self.api.pollers()  # on the loop, where the server keeps them
 
         def work() -> dict[str, Any]:
             now = time.time()
             workers: dict[str, dict[str, Any]] = {}
-            for lease in run_leases(store):
-                w = lease.worker
-                entry = workers.setdefault(
+
+            def entry_of(w: WorkerInfo, expires_at: float | None) -> dict[str, Any]:
+                return workers.setdefault(
                     w.id,
                     {
                         "id": w.id,
@@ -552,28 +553,29 @@ class Dashboard:
                         "alive": process_alive(w) is not False,
                         "runs": [],
                         "projections": [],
-                        "expires_at": iso(lease.expires_at),
+                        "expires_at": None if expires_at is None else iso(expires_at),
                     },
                 )
+
+            for lease in run_leases(store):
+                entry = entry_of(lease.worker, lease.expires_at)
                 if lease.expires_at > now:
                     entry["runs"].append(lease.run_id)
             for plea in projection_leases(store):
-                w = plea.worker
-                entry = workers.setdefault(
-                    w.id,
-                    {
-                        "id": w.id,
-                        "host": w.host,
-                        "pid": w.pid,
-                        "alive": process_alive(w) is not False,
-                        "runs": [],
-                        "projections": [],
-                        "expires_at": iso(plea.expires_at),
-                    },
-                )
+                entry = entry_of(plea.worker, plea.expires_at)
                 if plea.expires_at > now:
                     entry["projections"].append(plea.name)
-            live = [w for w in workers.values() if w["alive"] and (w["runs"] or w["projections"])]
+            # Idle workers too, as far as this server knows them: those asking it for runs.
+            for p in pollers:
+                entry_of(p.worker, None)["agents"] = list(p.agents)
+            for entry in workers.values():
+                entry["polling_here"] = "agents" in entry
+                entry.setdefault("agents", [])
+            live = [
+                w
+                for w in workers.values()
+                if w["alive"] and (w["runs"] or w["projections"] or w["polling_here"])
+            ]
             return {"workers": sorted(live, key=lambda w: (w["host"], w["pid"]))}
 
         return await self.api._run(work)

@@ -102,3 +102,23 @@ def test_the_rebuild_button_requests_a_rebuild_like_the_cli(
     assert ticket == store.projection_status("totals").rebuild_requested
     (projection,) = get(url + "/ui/api/projections")["projections"]
     assert projection["rebuild_pending"] is True
+
+
+def test_an_idle_worker_asking_this_server_for_runs_is_listed(
+    served: tuple[str, LmdbStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker through IRONFLOW_URL that holds nothing is listed, idle, with its agents
+    (it was not listed at all); one that stopped asking drops out after the window."""
+    from ironflow.server import _app
+    from ironflow.store import RemoteStore
+
+    url, store = served
+    store.register_agents([AgentSpec("billing", ("invoice.due",))])
+    idle = WorkerInfo(id="w-idle", host="here", pid=os.getpid())
+    with RemoteStore(url, long_poll=0.0) as remote:
+        assert remote.lease_runs(idle, ["billing"], limit=1, ttl=60) == []
+    (worker,) = get(url + "/ui/api/workers")["workers"]
+    assert (worker["id"], worker["agents"], worker["runs"]) == ("w-idle", ["billing"], [])
+    assert worker["polling_here"] is True and worker["expires_at"] is None
+    monkeypatch.setattr(_app, "POLLER_WINDOW", 0.0)
+    assert get(url + "/ui/api/workers")["workers"] == []

@@ -474,8 +474,8 @@ async function agentsPage() {
   $main.replaceChildren(h("h1", {}, "Agents"),
     h("table", {}, h("thead", {}, h("tr", {}, ["Agent", "Triggers", "Flow", "Cron", "Queued per key"].map((t) => h("th", {}, t)))), agentsBody),
     h("h2", {}, "Live workers"),
-    h("p", { class: "muted" }, "Workers holding a run or a projection now; an idle worker holds nothing and is not listed."),
-    h("table", {}, h("thead", {}, h("tr", {}, ["Worker", "Host", "Pid", "Runs held", "Projections"].map((t) => h("th", {}, t)))), workersBody));
+    h("p", { class: "muted" }, "Workers holding a run or a projection now, and idle workers asking this server for runs. A worker that opens the store itself (not through IRONFLOW_URL) shows only while it holds something."),
+    h("table", {}, h("thead", {}, h("tr", {}, ["Worker", "Host", "Pid", "Agents", "Runs held", "Projections"].map((t) => h("th", {}, t)))), workersBody));
   async function refresh() {
     const [agents, workers] = await Promise.all([api("/ui/api/agents"), api("/ui/api/workers")]);
     agentsBody.replaceChildren(...agents.agents.map((a) => h("tr", { dataset: { agent: a.id } },
@@ -492,9 +492,10 @@ async function agentsPage() {
     if (!agents.agents.length) agentsBody.append(h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No agent registered yet: start a worker.")));
     workersBody.replaceChildren(...workers.workers.map((w) => h("tr", { dataset: { worker: w.id } },
       h("td", { class: "mono" }, w.id), h("td", {}, w.host), h("td", {}, String(w.pid)),
-      h("td", {}, w.runs.length ? w.runs.map((id) => h("div", {}, runLink(id))) : h("span", { class: "muted" }, "none")),
+      h("td", {}, w.agents.join(", ") || h("span", { class: "muted" }, "not known here")),
+      h("td", {}, w.runs.length ? w.runs.map((id) => h("div", {}, runLink(id))) : h("span", { class: "muted idle" }, w.polling_here ? "none: idle, waiting for runs" : "none")),
       h("td", {}, w.projections.join(", ") || h("span", { class: "muted" }, "none")))));
-    if (!workers.workers.length) workersBody.append(h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No worker holds anything right now.")));
+    if (!workers.workers.length) workersBody.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No worker holds anything or asks this server for runs right now.")));
   }
   await refresh();
   return { refresh };
