@@ -14,10 +14,11 @@ interface allows:
   their values, and is kept as a prefetch's reads are.
 - ``put``, ``add`` and ``discard`` are queued, and sent as one statement (data-modifying
   ``WITH`` parts, each a distinct row, so their order does not matter) with the commit,
-  or before a read whose range holds a queued row, or a second write to a queued row:
-  nobody waits for their answer, and each statement costs the client a trip through
-  psycopg's pipeline (about 25 µs of CPU, measured) and the server a parse and plan. A
-  read of other rows answers the same before or after them: one snapshot.
+  or before a read whose range holds a queued row (a second write to a queued row
+  replaces it by the one write both make together): nobody waits for their answer, and
+  each statement costs the client a trip through psycopg's pipeline (about 25 µs of
+  CPU, measured) and the server a parse and plan. A read of other rows answers the same
+  before or after them: one snapshot.
 - ``claim`` locks all its rows with one ``FOR UPDATE SKIP LOCKED`` query.
 """
 
@@ -549,9 +550,16 @@ class PgTxn:
 
     def _queue(self, kind: str, table: str, key: bytes, value: bytes | None) -> None:
         row = (table, key)
-        if row in self._queued:
-            # Two writes to one row in one statement: which one wins is not defined.
-            self.flush()
+        before = self._queued.get(row)
+        # One statement may hold one write of a row (which part of a WITH wins is not
+        # defined): two become the one write that leaves what both would (several appends
+        # to a stream in one transaction each move its head). Only an add needs a rule:
+        # after a put or an add the row is there and it does nothing; after a discard the
+        # row is gone and it inserts.
+        if before is not None and kind == "add":
+            if before[0] != "discard":
+                return
+            kind = "put"
         self._queued[row] = (kind, value)
 
     def _sent_before(self, table: str, lo: bytes, hi: bytes | None) -> None:

@@ -178,3 +178,77 @@ def test_a_transaction_s_writes_and_its_token_go_as_one_statement(
     # All of it landed, and only once.
     assert {pg.get_run(r).status for r in result.run_ids} == {"pending"}
     assert [e.id for e in pg.events()] == [result.event_id]
+
+
+def test_a_stream_s_appends_in_one_transaction_go_as_one_statement(
+    pg: PostgresStore, received: list[bytes]
+) -> None:
+    """Several appends to a stream in one transaction (the LangGraph saver's node: its
+    writes and its checkpoint) each move the stream's head: the second write of that row
+    used to send the queued writes early, a statement more a node."""
+    pg.append_to_stream("s", "first", {"i": 0})
+    received.clear()
+    events = pg.append_many_to_stream("s", [("a", {"i": 1}, "k1"), ("b", {"i": 2}, "k2")])
+    assert [e.version for e in events] == [2, 3]
+    sent = _sent(received)
+    assert len(sent) == 2, sent
+    assert sent[1].startswith(b"WITH ") and b"ironflow_commits" in sent[1]
+    assert [e.name for e in pg.read_stream("s")] == ["first", "a", "b"]
+    # The head the one statement left is the last append's: the next one follows it.
+    assert pg.append_to_stream("s", "c", {"i": 3}).version == 4
+
+
+def _one_by_one(there: bytes | None, writes: tuple[tuple[str, bytes | None], ...]) -> bytes | None:
+    """What a row holds after these writes, each a statement of its own."""
+    for kind, value in writes:
+        if kind == "put" or (kind == "add" and there is None):
+            there = value
+        elif kind == "discard":
+            there = None
+    return there
+
+
+@pytest.mark.parametrize(
+    "writes",
+    [
+        (("put", b"1"), ("put", b"2")),
+        (("put", b"1"), ("add", b"2")),
+        (("add", b"1"), ("add", b"2")),
+        (("add", b"1"), ("put", b"2")),
+        (("put", b"1"), ("discard", None)),
+        (("add", b"1"), ("discard", None)),
+        (("discard", None), ("add", b"2")),
+        (("discard", None), ("put", b"2")),
+        (("put", b"1"), ("discard", None), ("add", b"3")),
+    ],
+)
+@pytest.mark.parametrize("there", [None, b"0"])
+def test_two_writes_of_a_row_in_one_statement_leave_what_both_would(
+    pg: PostgresStore,
+    received: list[bytes],
+    writes: tuple[tuple[str, bytes | None], ...],
+    there: bytes | None,
+) -> None:
+    """Queued writes of one row become one write of the statement, leaving what the
+    writes leave one after the other (``add`` does nothing over a row that is there)."""
+    key = b"row"
+
+    def setup(txn: Any) -> None:
+        if there is None:
+            txn.discard("stream_heads", key)
+        else:
+            txn.put("stream_heads", key, there)
+
+    def op(txn: Any) -> None:
+        for kind, value in writes:
+            if kind == "discard":
+                txn.discard("stream_heads", key)
+            else:
+                getattr(txn, kind)("stream_heads", key, value)
+
+    pg._write(setup)
+    received.clear()
+    pg._write(op)
+    assert len(_sent(received)) == 1, _sent(received)
+    with pg._read() as txn:
+        assert txn.get("stream_heads", key) == _one_by_one(there, writes)
