@@ -91,6 +91,45 @@ def test_writes_wait_for_the_checkpoint_and_share_its_batch(
     assert rec.turns._queues == {}
 
 
+class CountingCondition(threading.Condition):
+    """A condition that counts, per thread name, the waits that returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.woken: dict[str, int] = {}
+
+    def wait(self, timeout: float | None = None) -> bool:
+        got = super().wait(timeout)
+        name = threading.current_thread().name
+        self.woken[name] = self.woken.get(name, 0) + 1
+        return got
+
+
+def test_gathering_writes_are_woken_once_when_their_batch_is_saved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The checkpoint's caller takes the gathering writes into its own batch without
+    waking them: they would only wait again (a wake-up, and a turn of the GIL taken from
+    the commit, every node). Woken once, when their answer is there."""
+    monkeypatch.setattr(_turns, "GATHER_S", 30.0)
+    rec = Recorder()
+    cv = rec.turns._cv = CountingCondition()
+    rec.release.clear()
+    writes, answer = rec.in_background("w")
+    writes.name = "writes"
+    rec.queued()
+    checkpoint, _ = rec.in_background("c")
+    assert rec.entered.wait(30)  # the checkpoint's caller is saving the batch
+    # Time for a wake-up to happen, if one was sent (none should be).
+    time.sleep(0.2)
+    assert cv.woken.get("writes", 0) == 0
+    rec.release.set()
+    writes.join(30)
+    checkpoint.join(30)
+    assert rec.batches == [["w", "c"]] and answer[0].id == "e1.0"
+    assert cv.woken["writes"] == 1
+
+
 def test_writes_that_waited_in_vain_stop_waiting_until_a_checkpoint_finds_writes_in_flight(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -99,7 +99,10 @@ class Turns:
                 if queue.busy or queue.items:
                     self._in_vain.pop(thread, None)  # writes still being saved: worth a wait
                 _remember(self._put_after, thread, item.after)
-                self._cv.notify_all()  # a gathering writes' wait ends
+                # Writes gathering for it are not woken: a queue not busy is taken whole
+                # by this caller below, a busy one by whoever is woken when it is free.
+                # Woken now, they would only wait again (a wake-up, and a turn of the
+                # GIL taken from this commit, every node).
             queue.items.append(item)
             waits = (
                 item.name == self._waits
