@@ -210,8 +210,11 @@ class NonDeterminismError(IronflowError):
         super().__init__(
             f"run {run_id}: at step position {position} the record holds {recorded}, "
             f"but the code now calls {attempted}. The agent's code no longer matches this "
-            "run's history; make the change conditional (see the docs on versioning) or "
-            "move non-deterministic reads into steps (ctx.now(), ctx.random(), ctx.step)."
+            "run's history; make the change conditional (`if ctx.patched(\"my-change\"):` "
+            "is False for runs recorded before it) or move non-deterministic reads into "
+            "steps (ctx.now(), ctx.random(), ctx.step). To finish this run, restore the "
+            "old code, or re-run it under the new code from the step at that position: "
+            f"`ironflow run resume {run_id} --from-step STEP_ID`."
         )
 
 

@@ -59,3 +59,6 @@ def test_a_new_run_replayed_by_code_without_the_patch_is_non_determinism(
     outcome = replay(store, run.id, old_code)
     assert outcome.status == "failed"
     assert outcome.error is not None and outcome.error.type == NonDeterminismError.__name__
+    # The message says how to avoid it and how to finish the run it failed.
+    assert 'if ctx.patched("my-change"):' in outcome.error.message
+    assert f"`ironflow run resume {run.id} --from-step STEP_ID`" in outcome.error.message
