@@ -244,7 +244,13 @@ class RemoteCalls:
                 self.give_up_after,
             )
         elif first:
-            log.warning("server at %s unreachable, retrying (%s)", self.url, _reason(exc))
+            # Most often met by a worker started before its server: say what to do.
+            log.warning(
+                "server at %s unreachable, retrying until it answers (%s): start "
+                "`ironflow serve` there, or unset IRONFLOW_URL to open the store directly",
+                self.url,
+                _reason(exc),
+            )
 
     def _back(self) -> None:
         if self._down:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -19,6 +20,7 @@ from ironflow.errors import (
     NotSerializableError,
     RunNotFoundError,
     ServerUnavailableError,
+    StoreError,
 )
 from ironflow.server import BackgroundServer
 from ironflow.store import (
@@ -149,6 +151,30 @@ def test_gives_up_only_when_told(caplog: pytest.LogCaptureFixture) -> None:
         store.list_runs()
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "retrying for up to 0.4s" in warnings[0]
+
+
+def test_a_worker_waiting_for_its_server_says_how_to_start_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A worker (no give_up_after) started before `ironflow serve` retries until it
+    answers, and its one warning says what to do about it."""
+    store = RemoteStore(f"http://127.0.0.1:{_free_port()}")
+
+    def call() -> None:
+        with contextlib.suppress(StoreError):  # given up at close()
+            store.agents()
+
+    caller = threading.Thread(target=call)
+    with caplog.at_level(logging.WARNING, "ironflow.remote"):
+        caller.start()
+        try:
+            wait_until(lambda: caplog.records, what="the call to meet the closed port")
+        finally:
+            store.close()  # the call still retrying gives up now
+            caller.join(timeout=30)
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "unreachable, retrying until it answers" in message
+    assert "start `ironflow serve` there, or unset IRONFLOW_URL" in message
 
 
 def test_carries_on_when_the_server_comes_back(
