@@ -241,7 +241,7 @@ async function runsPage(params) {
       h("td", { title: r.created_at }, when(r.created_at)),
       h("td", { title: r.updated_at }, ago(r.updated_at)))));
     if (!data.runs.length) tbody.append(h("tr", {}, h("td", { colspan: 7, class: "muted" }, data.exhausted ? "No runs match." : `No match among the ${data.scanned.toLocaleString()} runs searched; search older runs to go on.`)));
-    info.textContent = `${data.total.toLocaleString()} runs stored · ${data.runs.length} shown · ${data.scanned.toLocaleString()} examined in ${data.server_ms} ms`;
+    info.textContent = `${data.total.toLocaleString()} run${data.total === 1 ? "" : "s"} stored · ${data.runs.length} shown · ${data.scanned.toLocaleString()} examined in ${data.server_ms} ms`;
   }
   await refresh();
   return { refresh };
