@@ -47,8 +47,11 @@ chromium: ## Debian's Chromium for the dashboard's browser tests: installed as r
 		echo "      install it with: sudo apt-get install chromium"; \
 	fi
 
+# Two processes (pytest-xdist), each test file on one of them so that a module's server
+# or browser starts once; `pytest` alone runs serially. XDIST=0 runs make test serially.
+XDIST ?= 2
 test: $(STAMP) chromium strace ## run every test (the short soak and the browser tests included)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter 0,$(XDIST)),,-n $(XDIST) --dist loadfile)
 
 test-slow: $(STAMP) ## the long soaks marked slow (make test runs their short versions)
 	$(PY) -m pytest -q -m slow

@@ -60,6 +60,28 @@ def pg_url() -> Iterator[str]:
     release_database(url)
 
 
+#: Files holding a test that runs for a minute or more on a loaded host (`--durations`),
+#: collected first: `make test` hands files to its two processes in collection order, and
+#: one of these started last would run alone while the other process sat idle.
+LONG_FILES = (
+    "tests/unit/test_static.py",  # mypy --strict from a cold cache
+    "tests/soak/test_soak.py",
+    "tests/store/test_agreement.py",
+    "tests/property/test_crash_resume.py",
+    "tests/bench/test_bench_smoke.py",
+    "tests/process/test_demo.py",
+    "tests/examples/test_framework_demos.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return LONG_FILES.index(path) if path in LONG_FILES else len(LONG_FILES)
+
+    items.sort(key=rank)  # stable: every other test keeps its place
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     from tests.support.postgres import stop_shared_server
 
