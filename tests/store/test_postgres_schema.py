@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ironflow._cli._main import main
 from ironflow.errors import StoreFormatError
 from ironflow.store import AgentSpec, PostgresStore
-from ironflow.store._pgschema import _STEPS, RUN_OF, SCHEMA_VERSION, table_name
+from ironflow.store._keys import step_key
+from ironflow.store._pgschema import _STEPS, RUN_FIRST, RUN_OF, SCHEMA_VERSION, table_name
+from ironflow.store._pgtxn import SQL
 from ironflow.store._postgres import migrate
 from ironflow.store._records import LeasedRun, StepRecord
 from ironflow.testing import StandInWorker
@@ -62,6 +66,25 @@ def test_a_fresh_schema_reads_steps_and_spawns_by_their_primary_key_alone() -> N
     have = _k_indexes(url)
     assert not have & {"ironflow_steps", "ironflow_spawns"}
     assert have == {table_name(t) for t in RUN_OF if t not in ("steps", "spawns")}
+
+
+_RUN_IDS = st.text(st.characters(min_codepoint=1, max_codepoint=0x2FF), min_size=1, max_size=6)
+
+
+@given(st.lists(st.tuples(_RUN_IDS, st.integers(0, 2**32 - 1)), min_size=2, max_size=30))
+def test_the_primary_key_orders_steps_and_spawns_as_their_keys(
+    steps: list[tuple[str, int]],
+) -> None:
+    """What RUN_FIRST's tables rely on to have no index on k: sorting by (run, k) is
+    sorting by k, and a range's keys have run ids within the bounds ``span`` gives."""
+    keys = sorted({step_key(run, position) for run, position in steps})
+    for space in RUN_FIRST:
+        first = SQL[space].first
+        assert first is not None
+        assert sorted(keys, key=lambda k: (first(k), k)) == keys
+        lo, hi = keys[0], keys[-1]
+        for key in keys[:-1]:
+            assert first(lo) <= first(key) <= first(hi)
 
 
 def test_a_version_2_database_with_runs_is_refused_then_migrated_with_its_data(
