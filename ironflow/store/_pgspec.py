@@ -123,6 +123,9 @@ STALE = "22012"
 #: The tables whose row, as an op inserts it, tells whether the statement committed:
 #: a step names the worker and lease attempt its insert's guard checks (see the
 #: module). A statement whose only write is such an insert carries no commit token.
+#: Sound only while every speculable op whose one write is a row of these tables names
+#: in that row the lease its guard checks: today only ``record_step`` (a new speculable
+#: op writing a step alone, under another guard, must keep its token).
 SELF_EVIDENT = frozenset({"steps"})
 #: A row an op inserted: (table, key, value), looked for after a lost answer.
 Evidence = tuple[str, bytes, bytes]
