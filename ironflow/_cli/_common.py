@@ -99,6 +99,16 @@ def parse_data(text: str) -> Any:
 # -- arguments ---------------------------------------------------------------------------
 
 
+def add_run_id(parser: argparse.ArgumentParser) -> None:
+    """The RUN_ID positional of a command about one run."""
+    parser.add_argument(
+        "run_id",
+        metavar="RUN_ID",
+        help="the run's id (run_...), as `ironflow emit` printed it; `ironflow run list` "
+        "shows them",
+    )
+
+
 def add_data_dir(p: argparse.ArgumentParser, *, timeout: bool = True) -> None:
     """Where the command's store is: --store, --data-dir, and --timeout for a server."""
     add_store_argument(p)

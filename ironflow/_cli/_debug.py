@@ -83,6 +83,8 @@ def cmd_run_fork(args: argparse.Namespace) -> int:
 
 def add_run_commands(run_sub: Any, add_data_dir: Any) -> None:
     """``ironflow run export`` (and the other history commands) under ``ironflow run``."""
+    from ironflow._cli._common import add_run_id
+
     export = run_sub.add_parser(
         "export",
         help="write a run's whole history to a JSON file",
@@ -91,7 +93,7 @@ def add_run_commands(run_sub: Any, add_data_dir: Any) -> None:
         "the same for each child run. `ironflow replay FILE --module MODULE` runs your "
         "code against it; `ironflow run import FILE` loads it into another data directory.",
     )
-    export.add_argument("run_id", metavar="RUN_ID")
+    add_run_id(export)
     export.add_argument(
         "-o",
         "--output",
@@ -128,7 +130,7 @@ def add_run_commands(run_sub: Any, add_data_dir: Any) -> None:
         "the old data then no longer fits: fork from an earlier step). The original is "
         "untouched; inspect shows each run's link to the other.",
     )
-    fork.add_argument("run_id", metavar="RUN_ID")
+    add_run_id(fork)
     fork.add_argument(
         "--from-step", required=True, metavar="STEP_ID", help="the first step to run anew"
     )

@@ -128,7 +128,9 @@ def add_commands(sub: Any) -> None:
         help="print a projection's state",
         description="Print a projection's state and the log position it reflects.",
     )
-    pget.add_argument("name", metavar="NAME")
+    pget.add_argument(
+        "name", metavar="NAME", help="the projection's name; `ironflow projection list` shows them"
+    )
     pget.add_argument(
         "--json",
         action="store_true",
@@ -150,7 +152,9 @@ def add_commands(sub: Any) -> None:
         "waits for it); with no such worker, --module MODULE does it here, else the request "
         "waits for the next worker that serves it.",
     )
-    prebuild.add_argument("name", metavar="NAME")
+    prebuild.add_argument(
+        "name", metavar="NAME", help="the projection's name; `ironflow projection list` shows them"
+    )
     prebuild.add_argument(
         "--module",
         metavar="MODULE",

@@ -9,7 +9,15 @@ import time
 from typing import Any
 
 from ironflow._cli._client import DEFAULT_TIMEOUT
-from ironflow._cli._common import Usage, add_data_dir, duration, opened, parse_data, print_json
+from ironflow._cli._common import (
+    Usage,
+    add_data_dir,
+    add_run_id,
+    duration,
+    opened,
+    parse_data,
+    print_json,
+)
 from ironflow._cli._inspect import LEGEND, inspect_lines, status_text
 from ironflow.errors import IronflowError
 from ironflow.server._views import children_of, run_json, run_with_steps_json
@@ -311,7 +319,7 @@ def add_commands(sub: Any) -> None:
         description="Cancel a pending, sleeping or waiting run now, or a running one at its "
         "next step boundary; its unfinished child runs are cancelled with it.",
     )
-    cancel.add_argument("run_id", metavar="RUN_ID")
+    add_run_id(cancel)
     add_data_dir(cancel)
     cancel.set_defaults(func=cmd_run_cancel)
     pause = run_sub.add_parser(
@@ -320,7 +328,7 @@ def add_commands(sub: Any) -> None:
         description="Pause a pending or queued run now, a running one at its next step "
         "boundary, a sleeping or waiting one when it wakes; `run resume` lets it go on.",
     )
-    pause.add_argument("run_id", metavar="RUN_ID")
+    add_run_id(pause)
     add_data_dir(pause)
     pause.set_defaults(func=cmd_run_pause)
     resume = run_sub.add_parser(
@@ -330,7 +338,7 @@ def add_commands(sub: Any) -> None:
         "from that step: the records before it are kept, the step and those after it "
         "run again, and `inspect` lists the re-run.",
     )
-    resume.add_argument("run_id", metavar="RUN_ID")
+    add_run_id(resume)
     resume.add_argument(
         "--from-step", metavar="STEP_ID", help="the step id to re-run from (see `inspect`)"
     )
@@ -371,7 +379,7 @@ def add_commands(sub: Any) -> None:
         description="Approve (or with --reject, reject) what a run asked with ctx.approve(NAME): "
         "emits the event agent.approve.NAME for RUN_ID, which any emitter could send too.",
     )
-    approve.add_argument("run_id", metavar="RUN_ID")
+    add_run_id(approve)
     approve.add_argument("name", metavar="NAME", help="the approval's name, as in ctx.approve")
     approve.add_argument("--reject", action="store_true", help="reject instead of approving")
     approve.add_argument("--reason", metavar="TEXT", help="why, for the run and the record")
@@ -387,7 +395,7 @@ def add_commands(sub: Any) -> None:
         description="Show a run and the timeline of its recorded steps; a failure shows "
         f"the line of your code that raised it. {LEGEND}.",
     )
-    inspect.add_argument("run_id", metavar="RUN_ID")
+    add_run_id(inspect)
     inspect.add_argument("--json", action="store_true", help="print the run and steps as JSON")
     inspect.add_argument(
         "--traceback",

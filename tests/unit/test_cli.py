@@ -188,6 +188,29 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert code == 0 and "usage:" in out
 
 
+def test_every_argument_and_command_says_what_it_is() -> None:
+    """No blank line in any --help: each command has a description, each argument (the
+    RUN_ID and NAME positionals too) a help text."""
+    import argparse
+
+    from ironflow._cli._main import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        if path and not parser.description:
+            missing.append(f"{path}: no description")
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}".strip())
+            elif not action.help:
+                missing.append(f"{path} {action.dest}: no help")
+
+    walk(build_parser(), "")
+    assert missing == []
+
+
 @pytest.mark.parametrize(
     ("module", "message"),
     [
