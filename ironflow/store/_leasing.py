@@ -236,7 +236,7 @@ def with_steps(txn: ReadTxn, leased: list[LeasedRun]) -> list[LeasedRun]:
 
     In the lease's own transaction, or after it committed in one that cannot miss a step
     committed later by the run's previous holder (whose lease lapsed): PostgreSQL's
-    ``SERIALIZABLE READ ONLY`` (``PostgresBackend.write_then_read``) aborts one of the
+    ``SERIALIZABLE`` (``PostgresBackend.write_then_read``) aborts one of the
     two if that step's transaction read the old lease and this read does not see it.
     A plain snapshot would miss it, and the new holder run that step a second time.
     """

@@ -486,10 +486,10 @@ class PostgresBackend:
         self, op: Callable[[WriteTxn], T], then: Callable[[T], ReadAfter[U]]
     ) -> tuple[T, U]:
         """:meth:`write`, then ``then(result)``'s read, ordered after the commit as
-        :meth:`read_serializable` is. Its ``SERIALIZABLE READ ONLY`` transaction is sent
-        in the write's pipeline, after its COMMIT: no round trip of its own. Where it
-        could not be made there (the COMMIT's answer lost, the read refused), it is made
-        on its own, after."""
+        :meth:`read_serializable` is: one SERIALIZABLE statement, a transaction of its
+        own, sent in the write's pipeline after its COMMIT, no round trip of its own.
+        Where it could not be made there (the COMMIT's answer lost, the read refused), it
+        is made on its own, after."""
         result, read = self._write(op, then)
         if read is None:
             plan = then(result)
@@ -584,13 +584,13 @@ class PostgresBackend:
                             # Given back right after COMMIT, in the same round trip.
                             conn.execute(_LEASE_UNLOCK, prepare=False)
                         if plan is not None and plan.scans:
-                            # After a sync: the read's own transaction, which begins
+                            # After a sync, one statement: a transaction of its own
+                            # (SERIALIZABLE, the session's default; no BEGIN, no
+                            # COMMIT: the pipeline's end commits it), which begins
                             # once the write's COMMIT is done, whatever that answers.
                             _queue_sync(pipe)
-                            conn.execute(_BEGIN_ORDERED_READ, prepare=False)
                             read = PgTxn(conn.cursor(binary=True))
                             receive = read.send_whole(plan.scans)
-                            conn.execute(b"COMMIT", prepare=False)
                     except BaseException as exc:
                         # Kept, not raised through the pipeline's end: its sync would
                         # fail again on a lost connection, and psycopg log that.

@@ -78,7 +78,7 @@ class PostgresStore(StoreMachine):
     #: A lease's step records are read after it commits: read in its SERIALIZABLE
     #: transaction, the steps' index pages tied it into other workers' step inserts,
     #: and the lease was the pivot of most conflicts (docs/benchmarks.md).
-    #: They are read in a SERIALIZABLE READ ONLY transaction sent right after the
+    #: They are read in a SERIALIZABLE transaction of one statement sent right after the
     #: lease's COMMIT, in its round trip (``PostgresBackend.write_then_read``).
     _steps_in_lease = False
 
