@@ -584,11 +584,12 @@ class PostgresBackend:
                             # Given back right after COMMIT, in the same round trip.
                             conn.execute(_LEASE_UNLOCK, prepare=False)
                         if plan is not None and plan.scans:
-                            # After a sync, one statement: a transaction of its own
+                            # One statement after COMMIT: a transaction of its own
                             # (SERIALIZABLE, the session's default; no BEGIN, no
-                            # COMMIT: the pipeline's end commits it), which begins
-                            # once the write's COMMIT is done, whatever that answers.
-                            _queue_sync(pipe)
+                            # COMMIT: the pipeline's end commits it). No sync before
+                            # it: if anything before failed, COMMIT included, it is
+                            # skipped, never run in the aborted transaction (whose
+                            # error psycopg would raise in place of the first).
                             read = PgTxn(conn.cursor(binary=True))
                             receive = read.send_whole(plan.scans)
                     except BaseException as exc:

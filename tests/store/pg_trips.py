@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -17,9 +18,10 @@ def round_trips(store: PostgresStore | PostgresBackend) -> Iterator[list[int]]:
     """Counts the round trips of the store's connections inside the block, in libpq's
     trace of the protocol: each turn from messages sent (F) to messages answered (B).
 
-    A turn is never missed, but one may be counted twice: an answer that arrives while
-    the client is still sending (a busy host descheduled it) splits a turn in two. So a
-    test takes the fewest of a few calls, not one call's count.
+    Only turns whose last message sent asks for the answers (a Sync or a Flush) count:
+    an answer read while the client is still sending was not waited for. One may still
+    be counted twice (a busy host descheduled the client right after a Sync inside a
+    pipeline), so a test takes the fewest of a few calls, not one call's count.
     """
     backend = store.backend if isinstance(store, PostgresStore) else store
     pool: Any = backend._pool
@@ -46,5 +48,18 @@ def round_trips(store: PostgresStore | PostgresBackend) -> Iterator[list[int]]:
                     conn.pgconn.untrace()
             os.close(fd)
         with open(path) as f:
-            sides = [line.split("\t")[1] for line in f]
-        counted.append(sum(1 for i in range(1, len(sides)) if sides[i - 1 : i + 1] == ["F", "B"]))
+            # (side, message): F the client's, B the server's.
+            sent = [(cols[1], cols[3].strip()) for cols in (line.split("\t") for line in f)]
+        counted.append(
+            sum(
+                1
+                for (side, message), (then, _) in itertools.pairwise(sent)
+                if side == "F" and then == "B" and message in _WAITS
+            )
+        )
+
+
+#: The messages after which the client waits for answers: a Sync (its transaction's end)
+#: or a Flush (psycopg's fetch in pipeline mode). An answer that arrives after another
+#: message was read by libpq while sending, not waited for.
+_WAITS = frozenset({"Sync", "Flush"})

@@ -321,6 +321,35 @@ def test_a_read_after_a_commit_that_fails_is_made_again_not_the_write(
         backend.close()
 
 
+def test_an_error_before_the_commit_is_raised_not_the_read_after_s(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A statement of the write fails (a serialization failure in real life): that error
+    is raised (and a conflict retried), not one from the read after the COMMIT, which
+    must never run in the aborted transaction (make test saw InFailedSqlTransaction
+    raised to a leaser when the read followed a sync)."""
+    backend = PostgresBackend(pg_url, listen=False)
+    flush = PgTxn.flush
+
+    def failing(self: PgTxn, *, notify: bool = False) -> None:
+        flush(self, notify=notify)
+        self._cur.execute(b"SELECT 1 / 0")  # type: ignore[attr-defined]
+
+    try:
+
+        def op(txn: WriteTxn) -> int:
+            return int(txn.insert("events", b"k1", b"v"))
+
+        monkeypatch.setattr(PgTxn, "flush", failing)
+        for _ in range(3):
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                backend.write_then_read(op, _events_after(op))
+        monkeypatch.undo()
+        assert backend.write_then_read(op, _events_after(op)) == (1, [b"k1"])
+    finally:
+        backend.close()
+
+
 class _AsksXactStatus(PostgresBackend):
     """Counts how often a lost answer to COMMIT is looked up."""
 
