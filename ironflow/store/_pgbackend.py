@@ -73,17 +73,17 @@ from typing import Any, TypeVar
 
 from ironflow.errors import MissingExtraError, StoreError
 from ironflow.store._backend import WriteTxn
+from ironflow.store._pgcommits import (
+    PRUNE_COMMITS,
+    PRUNE_EVERY,
+    TOKENS_KEPT,
+    Evidence,
+    committed,
+    landed,
+)
 from ironflow.store._pgdirect import Direct
 from ironflow.store._pgschema import check_version, schema_version
-from ironflow.store._pgspec import (
-    REMEMBERED,
-    STALE,
-    Evidence,
-    RowCache,
-    SpecTxn,
-    landed,
-    speculate,
-)
+from ironflow.store._pgspec import REMEMBERED, STALE, RowCache, SpecTxn, speculate
 from ironflow.store._pgtxn import CHANNEL, MARK_COMMIT, Notes, PgTxn, ReadAfter, new_token
 from ironflow.store._pgurl import check_url, safe_url, settings_error
 from ironflow.store._wake import LocalWakeups, Wakeups
@@ -195,22 +195,11 @@ class _Unknown(Exception):
         self.evidence = evidence
         self.result = result
         #: When the transaction began (``time.monotonic()``): its token is kept for
-        #: ``_TOKENS_KEPT`` seconds after that, and only that long can it be looked for.
+        #: ``TOKENS_KEPT`` seconds after that, and only that long can it be looked for.
         self.began = began
 
 
 _BEGIN_ORDERED_READ = b"BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY"
-#: A token (``_pgtxn.MARK_COMMIT``) is written in every write transaction: the proof
-#: that it committed. Tokens are only looked for after a lost answer to COMMIT, by the
-#: store that wrote them, once PostgreSQL answers again. Kept ten minutes (server
-#: time); a store that could not look within ``_TOKENS_KEPT`` refuses to guess
-#: (``_resolve``).
-_PRUNE_COMMITS = b"DELETE FROM ironflow_commits WHERE at < now() - interval '10 minutes'"
-#: How long after its transaction began a token may still be looked for: a minute
-#: short of the ten the prune keeps it, for the difference between the two clocks.
-_TOKENS_KEPT = 9 * 60.0
-#: Seconds between one store's prunes of ``ironflow_commits``.
-_PRUNE_EVERY = 60.0
 
 
 class PostgresBackend:
@@ -261,7 +250,7 @@ class PostgresBackend:
         self.speculated = 0
         self.stale = 0
         #: When this store next prunes ``ironflow_commits`` (monotonic seconds).
-        self._prune_at = time.monotonic() + _PRUNE_EVERY * random.random()
+        self._prune_at = time.monotonic() + PRUNE_EVERY * random.random()
         self._prune_lock = threading.Lock()
         self._pool = psycopg_pool.ConnectionPool(
             url,
@@ -686,17 +675,17 @@ class PostgresBackend:
             self._prune_commits()
 
     def _prune_commits(self) -> None:
-        """Drop old commit tokens, at most once a ``_PRUNE_EVERY`` per store. At READ
+        """Drop old commit tokens, at most once a ``PRUNE_EVERY`` per store. At READ
         COMMITTED, in its own transaction: it reads the whole table, and a SERIALIZABLE
         read of it would tie the writers inserting tokens into its conflicts."""
         with self._prune_lock:
             if time.monotonic() < self._prune_at:
                 return
-            self._prune_at = time.monotonic() + _PRUNE_EVERY
+            self._prune_at = time.monotonic() + PRUNE_EVERY
         try:
             with self._pool.connection() as conn, conn.transaction():
                 conn.execute(b"SET TRANSACTION ISOLATION LEVEL READ COMMITTED", prepare=False)
-                conn.execute(_PRUNE_COMMITS, prepare=False)
+                conn.execute(PRUNE_COMMITS, prepare=False)
         except self._psycopg.Error as exc:
             # Housekeeping: the next prune, a minute on, does it.
             log.debug("pruning %s's commit tokens failed: %s", self.where, exc)
@@ -738,25 +727,18 @@ class PostgresBackend:
             with self._connect() as conn:
                 return landed(conn, unknown.evidence)
         assert unknown.token is not None
-        if time.monotonic() - unknown.began > _TOKENS_KEPT:
+        if time.monotonic() - unknown.began > TOKENS_KEPT:
             raise StoreError(
                 f"lost the answer to a COMMIT on {self.where} and could not ask whether "
-                f"it landed within {_TOKENS_KEPT / 60:g} minutes; its outcome is unknown: "
+                f"it landed within {TOKENS_KEPT / 60:g} minutes; its outcome is unknown: "
                 "check the run or event it was writing before doing it again"
             )
         return self._committed(unknown.token)
 
     def _committed(self, token: bytes) -> bool:
-        """Whether the transaction that wrote ``token`` committed. Its token is inserted
-        again and rolled back: the insert waits for that transaction if it is still
-        ending (a broken connection does not stop a COMMIT already on its way), then
-        conflicts if it committed. A plain read would not wait, and call it lost."""
-        with self._connect() as conn, conn.transaction(force_rollback=True):
-            row = conn.execute(
-                MARK_COMMIT + b" ON CONFLICT DO NOTHING RETURNING 1",
-                (token,),
-            ).fetchone()
-        return row is None
+        """Whether the transaction that wrote ``token`` committed (``_pgcommits.py``)."""
+        with self._connect() as conn:
+            return committed(conn, token)
 
     def changes(self) -> int:
         """Grows with every transaction of the server that wrote (a cheap read)."""

@@ -107,7 +107,7 @@ _STEPS: list[list[str]] = [
         # One row per write transaction, written in it: after a COMMIT whose answer was
         # lost, the row says whether it committed (transaction ids do not: PostgreSQL
         # hands out again, after a crash, the ids that never reached its WAL). Pruned
-        # by the stores (``_pgbackend._PRUNE_COMMITS``); no index on ``at``: a prune is
+        # by the stores (``_pgcommits.PRUNE_COMMITS``); no index on ``at``: a prune is
         # one scan a minute, an index would cost every write.
         "CREATE TABLE ironflow_commits (token bytea PRIMARY KEY, "
         "at timestamptz NOT NULL DEFAULT now())",

@@ -44,7 +44,7 @@ fencing are the normal path's (``_pgbackend.py``).
 transaction) is there to tell, after a lost answer, whether a transaction committed.
 A statement whose only write is a step's insert (:meth:`SpecTxn.evidence`: one
 ``add`` to :data:`SELF_EVIDENT`) skips it, and a lost answer is resolved by looking
-for that row (:func:`landed`): there with the bytes we sent means committed, absent
+for that row (``_pgcommits.landed``): there with the bytes we sent means committed, absent
 or other bytes means run the op again the normal way. Why that is sound:
 
 - A step's bytes name the worker and the lease attempt it was executed under (and its
@@ -83,6 +83,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from ironflow.store._backend import Scan, WriteTxn
+from ironflow.store._pgcommits import Evidence
 from ironflow.store._pgtxn import (
     MARK_COMMIT,
     NOTIFY_CALL,
@@ -101,10 +102,8 @@ __all__ = [
     "SELF_EVIDENT",
     "STALE",
     "Abandon",
-    "Evidence",
     "RowCache",
     "SpecTxn",
-    "landed",
     "speculate",
 ]
 
@@ -127,8 +126,6 @@ STALE = "22012"
 #: in that row the lease its guard checks: today only ``record_step`` (a new speculable
 #: op writing a step alone, under another guard, must keep its token).
 SELF_EVIDENT = frozenset({"steps"})
-#: A row an op inserted: (table, key, value), looked for after a lost answer.
-Evidence = tuple[str, bytes, bytes]
 
 
 class Abandon(Exception):
@@ -346,21 +343,6 @@ def _guard_sql(
     divisor = b" AND ".join(checks) if checks else b"true"
     notify = b", " + NOTIFY_CALL if wakes else b""
     return b"WITH " + b", ".join(parts) + b" SELECT 1 / (" + divisor + b")::int" + notify
-
-
-def landed(conn: Any, evidence: Evidence) -> bool:
-    """Whether the row ``evidence`` names is there with its value, on ``conn`` (a
-    connection of its own, autocommit, READ COMMITTED). The row is inserted and rolled
-    back, as a commit token is looked for (``PostgresBackend._committed``): the insert
-    waits for a statement still committing it, where a plain read would not; then, if
-    it was there, a read of its value (a new statement: it sees that commit)."""
-    table, key, value = evidence
-    sql = SQL[table]
-    with conn.transaction(force_rollback=True):
-        if conn.execute(sql.insert, sql.row(key, value)).fetchone() is not None:
-            return False  # absent: inserted here, and rolled back
-        row = conn.execute(sql.get, sql.row(key)).fetchone()
-    return row is not None and bytes(row[0]) == value
 
 
 def speculate(cache: RowCache, op: Callable[[WriteTxn], T]) -> tuple[SpecTxn, T] | None:

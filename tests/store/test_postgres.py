@@ -577,11 +577,11 @@ def test_a_commit_still_ending_is_waited_for_not_called_lost(pg_url: str, ends: 
 def test_a_commit_whose_token_may_be_pruned_is_not_guessed(pg_url: str) -> None:
     """Too long after the transaction began, its token may be gone: an error that says
     the outcome is unknown, not a guess either way."""
-    from ironflow.store._pgbackend import _TOKENS_KEPT, _Unknown
+    from ironflow.store._pgbackend import TOKENS_KEPT, _Unknown
 
     backend = PostgresBackend(pg_url, listen=False, give_up_after=30)
     try:
-        late = _Unknown(os.urandom(16), None, time.monotonic() - _TOKENS_KEPT - 1)
+        late = _Unknown(os.urandom(16), None, time.monotonic() - TOKENS_KEPT - 1)
         with pytest.raises(StoreError, match="outcome is unknown"):
             backend._resolve(late)
         assert backend._resolve(_Unknown(os.urandom(16), None, time.monotonic())) is False

@@ -220,7 +220,7 @@ def test_a_step_still_committing_is_waited_for_not_called_lost(pg_url: str, ends
     connection does not stop a commit on its way), then says how it ended; the same row
     with other bytes is not ours."""
     from ironflow.store._keys import step_key
-    from ironflow.store._pgspec import landed
+    from ironflow.store._pgcommits import landed
     from ironflow.store._runs import STEPS
 
     with _two_stores(pg_url) as (a, _), StandInWorker() as worker:
