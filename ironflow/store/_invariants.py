@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ironflow.store._backend import ReadTxn
 from ironflow.store._codec import decode_record
-from ironflow.store._records import FINISHED, SUSPENDED, Event, Run
+from ironflow.store._records import FINISHED, SUSPENDED, Event, Lease, Run
 from ironflow.store._waits import index_keys
 
 __all__ = ["check_valid"]
@@ -23,11 +23,17 @@ def check_valid(txn: ReadTxn) -> None:
         assert run is not None, f"ready: {key!r} names no run"
         assert run.status in ("pending", "queued"), f"ready run {key!r}: {run.status}"
         assert run.agent.encode() == agent, f"ready: {key!r} under agent {agent!r}"
-    leased = {key for key, _ in txn.scan("leases")}
-    for key in leased:
+    leased = {key: decode_record(raw, Lease) for key, raw in txn.scan("leases")}
+    for key, lease in leased.items():
         run = runs.get(key)
         assert run is not None, f"leases: {key!r} names no run"
         assert run.status == "running", f"leased run {key!r} has status {run.status}"
+        # A lease tells its run's requests as the tables hold them (_runs._request);
+        # None: written before leases told them.
+        for told, table in ((lease.cancel_requested, "cancels"), (lease.pause_requested, "paused")):
+            if told is not None:
+                held = txn.get(table, key) is not None
+                assert told == held, f"lease of {key!r} says {table} {told}, the table {held}"
     # A suspended run has exactly the timer and wait its suspension names, and every
     # timer and wait belongs to a suspended run.
     expected: dict[str, set[bytes]] = {"timers": set(), "waits": set()}

@@ -20,7 +20,7 @@ from ironflow.store._flowctl import FlowControl
 from ironflow.store._keys import steps_prefix
 from ironflow.store._liveness import process_alive
 from ironflow.store._records import Lease, LeasedRun, Run, WorkerInfo
-from ironflow.store._runs import last_seq, run_in, step_log
+from ironflow.store._runs import last_seq, new_lease, run_in, step_log
 from ironflow.store._suspend import fire_timers, timers_due
 
 __all__ = ["LOOK", "LeaseWatch", "heartbeat", "idle", "lease", "steps_scans", "with_steps"]
@@ -193,12 +193,17 @@ def lease(
         # The rows the lease reads next of the runs it takes, read with the claim.
         if limit <= 0:
             return []
-        return txn.claim(table, accept=accept, limit=limit, also=("runs", "leases"))
+        return txn.claim(table, accept=accept, limit=limit, also=("runs", "leases", "cancels"))
 
     found = _candidates(txn, claimed, flow, worker, agents, limit, now)
-    # Each run's record and lease (and its steps, if read here), read together.
+    # Each run's record, lease and cancel request (and its steps, if read here), read
+    # together; its pause request was read with the look.
     txn.prefetch(
-        gets=[(table, run_id.encode()) for run_id in found for table in ("runs", "leases")],
+        gets=[
+            (table, run_id.encode())
+            for run_id in found
+            for table in ("runs", "leases", "cancels")
+        ],
         scans=_steps_of(found) if steps else (),
     )
     for run_id in found:
@@ -207,7 +212,7 @@ def lease(
         run = attrs.evolve(run, status="running", attempt=run.attempt + 1, updated_at=now)
         # An orphan still has its dead or lapsed holder's lease: a takeover.
         prior = txn.get("leases", key)
-        held = Lease(run_id=run_id, worker=worker, expires_at=now + ttl, attempt=run.attempt)
+        held = new_lease(txn, run_id, worker, now + ttl, run.attempt)
         txn.put("runs", key, encode_record(run))
         txn.discard("ready", key)
         txn.put("leases", key, encode_record(held))

@@ -1,12 +1,13 @@
 """Speculative writes on PostgreSQL: an op run on remembered rows, checked as it commits.
 
-Recording a step reads three rows (the run's lease, cancel and pause requests) and
-must know them before it decides anything; asked of the server, that is a round trip
-before the one that commits. Yet the store itself wrote or read those rows a moment
-ago, and they rarely change under it. So a :class:`PostgresStore` remembers, for a few
-tables (:data:`REMEMBERED`), what its own committed write transactions last read or
-wrote (:class:`RowCache`, bounded), and runs a speculable op (``record_step``) like
-this:
+Recording a step reads the run's lease (which tells its cancel and pause requests,
+``_runs.py``; beside a lease written before leases told them, the ``cancels`` and
+``paused`` rows too) and must know it before it decides anything; asked of the server,
+that is a round trip before the one that commits. Yet the store itself wrote or read
+those rows a moment ago, and they rarely change under it. So a :class:`PostgresStore`
+remembers, for a few tables (:data:`REMEMBERED`), what its own committed write
+transactions last read or wrote (:class:`RowCache`, bounded), and runs a speculable op
+(``record_step``) like this:
 
 1. The op runs unchanged, in this process, on a :class:`SpecTxn`: each read is answered
    from the remembered rows and logged with its answer; each write is queued. A read
@@ -21,7 +22,8 @@ this:
    psycopg sends it (prepared, after a few) in one write. An op writing one row twice
    is not speculated: the order of two writes in one statement is not defined.
 3. A division by zero (``22012``, :data:`STALE`) means a remembered row was stale: a
-   cancel or a pause requested, the lease taken over or extended by another store. The
+   cancel or a pause requested (each rewrites the lease), the lease taken over or
+   extended by another store. The
    statement is rolled back whole (the connection stays usable), and the op runs again
    the normal way at once, which refreshes the rows. A serialization failure is retried
    and a lost answer resolved by the token, as for any write, or by the row itself

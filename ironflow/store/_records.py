@@ -277,6 +277,11 @@ class Lease:
     expires_at: float
     #: The run's attempt this lease was granted for (0 in leases written before it existed).
     attempt: int = 0
+    #: Whether a cancel or a pause of the run is requested: the store keeps the lease
+    #: telling its run's requests (``_runs.py``), so a step reads the lease alone. None
+    #: in a lease written before leases told them: the store reads its tables instead.
+    cancel_requested: bool | None = None
+    pause_requested: bool | None = None
 
 
 @attrs.frozen

@@ -50,6 +50,7 @@ __all__ = [
     "emit_scans",
     "finish",
     "last_seq",
+    "new_lease",
     "pause",
     "position_of",
     "record_step",
@@ -67,10 +68,11 @@ STEPS = codec_of(StepRecord)
 
 
 @functools.lru_cache(maxsize=4096)
-def _lease_holder(raw: bytes) -> tuple[str, int]:
-    """The worker id and attempt of an encoded lease; cached, as every step checks it."""
+def _lease_holder(raw: bytes) -> tuple[str, int, bool | None, bool | None]:
+    """The worker id, attempt and the run's cancel and pause requests (None: not told)
+    of an encoded lease; cached, as every step reads it."""
     lease = decode_record(raw, Lease)
-    return lease.worker.id, lease.attempt
+    return lease.worker.id, lease.attempt, lease.cancel_requested, lease.pause_requested
 
 
 def check_holder(txn: ReadTxn, worker: WorkerInfo, run_id: str, attempt: int) -> None:
@@ -84,14 +86,73 @@ def check_holder(txn: ReadTxn, worker: WorkerInfo, run_id: str, attempt: int) ->
     _check_lease(txn.get("leases", run_id.encode()), worker, run_id, attempt)
 
 
-def _check_lease(raw: bytes | None, worker: WorkerInfo, run_id: str, attempt: int) -> None:
-    """:func:`check_holder` on the run's lease as read (None: no lease)."""
-    holder, held_attempt = _lease_holder(bytes(raw)) if raw is not None else ("", 0)
+def _check_lease(
+    raw: bytes | None, worker: WorkerInfo, run_id: str, attempt: int
+) -> tuple[bool | None, bool | None]:
+    """:func:`check_holder` on the run's lease as read (None: no lease); the cancel and
+    pause requests the lease tells (None: a lease written before leases told them)."""
+    holder, held_attempt, cancel, pause = (
+        _lease_holder(bytes(raw)) if raw is not None else ("", 0, None, None)
+    )
     if holder != worker.id or held_attempt not in (0, attempt):
         raise LeaseLostError(
             f"worker {worker.id} no longer holds run {run_id}: its lease expired and "
             "another worker took the run over (raise the lease TTL if steps block for long)"
         )
+    return cancel, pause
+
+
+# -- a run's cancel and pause requests, told by its lease --------------------------------
+#
+# A request is a row of ``cancels`` or ``paused``: what finish, release, suspend, spawn
+# and leasing read. While the run is leased, its lease tells the same two flags
+# (``Lease.cancel_requested``, ``pause_requested``), so ``record_step``, every step of
+# every run, reads one row, the lease, and a speculative step's guard checks that row
+# alone (``_pgspec.py``). The rule that keeps the two agreeing is here, and only here:
+# a lease is written with the requests the tables hold (:func:`new_lease`; a heartbeat
+# keeps them), and a request set or cleared while the run holds a lease rewrites it in
+# the same transaction (:func:`_request`). A run without a lease (pending, suspended,
+# finished) has only the rows. ``check_valid`` asserts the agreement. A lease written
+# before leases told them (None) is read with the tables, as before.
+
+#: The value of a request's row, per table.
+_REQUEST_ROW = {"cancels": b"1", "paused": b""}
+
+
+def new_lease(
+    txn: ReadTxn, run_id: str, worker: WorkerInfo, expires_at: float, attempt: int
+) -> Lease:
+    """A lease of the run for ``worker`` in ``attempt``, telling its requests: a cancel
+    requested while another worker ran it (taken over or released), a pause of a run
+    taken over."""
+    key = run_id.encode()
+    cancel, pause = txn.get_many((("cancels", key), ("paused", key)))
+    return Lease(
+        run_id=run_id,
+        worker=worker,
+        expires_at=expires_at,
+        attempt=attempt,
+        cancel_requested=cancel is not None,
+        pause_requested=pause is not None,
+    )
+
+
+def _request(txn: WriteTxn, key: bytes, table: str, on: bool) -> None:
+    """Set (``on``) or clear the run's cancel (``table`` ``cancels``) or pause
+    (``paused``) request, and tell the run's lease if it holds one."""
+    if on:
+        txn.put(table, key, _REQUEST_ROW[table])
+    else:
+        txn.discard(table, key)
+    raw = txn.get("leases", key)
+    if raw is None:
+        return
+    lease = decode_record(raw, Lease)
+    other = txn.get("paused" if table == "cancels" else "cancels", key) is not None
+    cancel, pause = (on, other) if table == "cancels" else (other, on)
+    told = attrs.evolve(lease, cancel_requested=cancel, pause_requested=pause)
+    if told != lease:
+        txn.put("leases", key, encode_record(told))
 
 
 def run_in(txn: ReadTxn, run_id: str) -> Run:
@@ -225,16 +286,20 @@ def record_step(
 ) -> StepAck:
     """Write a held run's step (a position already recorded stays as it is).
 
-    The hot path of every run: its three reads go together (one query on PostgreSQL)
-    and its write needs no answer, so a networked backend sends it with the commit.
+    The hot path of every run: it reads one row, the lease, which tells the run's
+    cancel and pause requests too (see :func:`_request`), and its write needs no
+    answer, so a networked backend sends it with the commit.
     """
     run_key = step.run_id.encode()
-    lease, cancel, pause = txn.get_many(
-        (("leases", run_key), ("cancels", run_key), ("paused", run_key))
+    cancel, pause = _check_lease(
+        txn.get("leases", run_key), worker, step.run_id, step.attempt
     )
-    _check_lease(lease, worker, step.run_id, step.attempt)
+    if cancel is None or pause is None:
+        # A lease written before leases told the requests: the tables tell them.
+        cancels, paused = txn.get_many((("cancels", run_key), ("paused", run_key)))
+        cancel, pause = cancels is not None, paused is not None
     txn.add("steps", step_key(step.run_id, step.position), value)
-    return StepAck(cancel is not None, pause_requested=pause is not None)
+    return StepAck(cancel, pause_requested=pause)
 
 
 def finish(
@@ -302,7 +367,7 @@ def _cancel_one(txn: WriteTxn, flow: FlowControl, run: Run, now: float, clock_no
         flow.finished(txn, run)
     else:
         run = attrs.evolve(run, cancel_requested=True, updated_at=now)
-        txn.put("cancels", key, b"1")
+        _request(txn, key, "cancels", True)
     txn.put("runs", key, encode_record(run))
     if run.status == "cancelled":
         child_finished(txn, run, clock_now, now)
@@ -337,7 +402,7 @@ def pause(txn: WriteTxn, run_id: str, now: float) -> Run:
     if run.status in FINISHED or run.status == "paused":
         return run
     key = run_id.encode()
-    txn.put("paused", key, b"")
+    _request(txn, key, "paused", True)
     if txn.get("ready", key) is not None:
         txn.delete("ready", key)
         run = attrs.evolve(run, status="paused", updated_at=now)
@@ -358,7 +423,7 @@ def resume(txn: WriteTxn, run_id: str, now: float) -> Run:
             f"from_step=...); its steps are: {known}"
         )
     key = run_id.encode()
-    txn.delete("paused", key)
+    _request(txn, key, "paused", False)
     if run.status == "paused":
         run = attrs.evolve(run, status="pending", updated_at=now)
         txn.put("runs", key, encode_record(run))
@@ -398,6 +463,7 @@ def rerun(txn: WriteTxn, run_id: str, from_step: str, now: float) -> Run:
     for spawn_key in dropped:
         txn.delete("spawns", spawn_key)
     key = run.id.encode()
+    # A finished run holds no lease: only the rows (see _request).
     txn.delete("paused", key)
     txn.delete("cancels", key)
     rerun = Rerun(

@@ -56,6 +56,30 @@ def test_a_step_on_remembered_rows_is_one_round_trip(pg_url: str) -> None:
         assert [s.position for s in a.get_steps(leased.run.id)] == [0, 1, 2]
 
 
+def test_a_step_s_guard_reads_the_lease_alone(pg_url: str) -> None:
+    """The lease tells the run's cancel and pause requests (``_runs.py``): the step's
+    one statement checks that row and no other."""
+    with _two_stores(pg_url) as (a, _), StandInWorker() as worker:
+        a.emit("go", {})
+        [leased] = a.lease_runs(worker.info, ["a"], limit=1, ttl=600)
+        backend: Any = a.backend
+        run = backend.direct.run
+        sent: list[bytes] = []
+
+        def seen(conn: Any, sql: bytes, params: Any) -> None:
+            sent.append(sql)
+            run(conn, sql, params)
+
+        backend.direct.run = seen
+        try:
+            a.record_step(worker.info, _step(leased, 0))
+        finally:
+            del backend.direct.run
+        [sql] = sent
+        assert sql.count(b"SELECT FROM ironflow_leases") == 1, sql
+        assert b"ironflow_cancels" not in sql and b"ironflow_paused" not in sql, sql
+
+
 def test_a_step_whose_lease_another_store_took_over_is_refused(pg_url: str) -> None:
     """The lease expired (its holder died) and another store leased the run again: this
     store still remembers the old lease, so its guard must find the new one."""
