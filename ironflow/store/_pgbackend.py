@@ -23,7 +23,9 @@ What PostgreSQL adds:
   or wrote, and one statement, a transaction of its own, inserts the token and the step
   and re-reads those rows as a guard (``_pgspec.py``: a speculative write, and why it
   is sound); otherwise two, the three reads in one query, then the insert with COMMIT.
-  Emitting an event is two; a lease three, with the leased runs' steps read after its
+  Emitting an event is one the same way (the agents, the waits for its name and the
+  log's head as this store last saw them, checked in the statement), otherwise two;
+  a lease three, with the leased runs' steps read after its
   COMMIT in the same round trip (:meth:`PostgresBackend.write_then_read`).
 - **Durable before returning.** Every session sets ``synchronous_commit = on``: a
   commit returns once its WAL is flushed (and, with synchronous replicas configured,
@@ -83,8 +85,8 @@ from ironflow.store._pgcommits import (
 )
 from ironflow.store._pgdirect import Direct
 from ironflow.store._pgschema import check_version, schema_version
-from ironflow.store._pgspec import REMEMBERED, STALE, RowCache, SpecTxn, speculate
-from ironflow.store._pgtxn import CHANNEL, MARK_COMMIT, Notes, PgTxn, ReadAfter, new_token
+from ironflow.store._pgspec import STALE, Learned, RowCache, SpecTxn, noting, speculate
+from ironflow.store._pgtxn import CHANNEL, PgTxn, ReadAfter, new_token
 from ironflow.store._pgurl import check_url, safe_url, settings_error
 from ironflow.store._wake import LocalWakeups, Wakeups
 
@@ -560,7 +562,7 @@ class PostgresBackend:
                             # server runs what follows after it, in the same round trip.
                             _queue_sync(pipe)
                         conn.execute(b"BEGIN ISOLATION LEVEL SERIALIZABLE", prepare=False)
-                        txn = PgTxn(conn.cursor(binary=True), REMEMBERED, (MARK_COMMIT, (token,)))
+                        txn = noting(conn.cursor(binary=True), token)
                         result = op(txn)
                         # Before anything is queued after the op: an error here is the op's.
                         plan = None if then is None else then(result)
@@ -614,7 +616,7 @@ class PostgresBackend:
                 # answered): closed, never pooled, since closing the session frees it.
                 conn.close()
             self._pool.putconn(conn)
-        self._committed_after(begun, txn.notes)
+        self._committed_after(begun, Learned.of(txn))
         if plan is None:
             return result, None
         if not plan.scans:
@@ -662,12 +664,11 @@ class PostgresBackend:
         self._committed_after(begun, guessed.learned())
         return result
 
-    def _committed_after(self, begun: float, notes: Notes | None) -> None:
+    def _committed_after(self, begun: float, learned: Learned) -> None:
         """After a write transaction committed, begun at ``begun`` (perf_counter): the
         database is back, the rows read are remembered, the observer told."""
         self._back()
-        if notes:
-            self.rows.learn(notes)
+        self.rows.learn(learned)
         watch = self.commit_observer
         if watch is not None:
             watch(time.perf_counter() - begun, 1)

@@ -7,13 +7,14 @@ that is a round trip before the one that commits. Yet the store itself wrote or 
 those rows a moment ago, and they rarely change under it. So a :class:`PostgresStore`
 remembers, for a few tables (:data:`REMEMBERED`), what its own committed write
 transactions last read or wrote (:class:`RowCache`, bounded), and runs a speculable op
-(``record_step``) like this:
+(``record_step``, ``emit``) like this:
 
 1. The op runs unchanged, in this process, on a :class:`SpecTxn`: each read is answered
    from the remembered rows and logged with its answer; each write is queued. A read
-   the rows cannot answer (a table not remembered, a key not remembered, a scan) gives
-   up the speculation (:class:`Abandon`), and so does any error the op raises: it was
-   decided on guessed rows. The op then runs the normal way.
+   the rows cannot answer (a table not remembered, a key not remembered, a scan from a
+   start, a range after the op wrote in it) gives up the speculation
+   (:class:`Abandon`), and so does any error the op raises: it was decided on guessed
+   rows. The op then runs the normal way.
 2. One statement, one round trip, a SERIALIZABLE transaction of its own (autocommit;
    the session's default isolation, set by ``_pgbackend.py``): ``WITH`` the commit
    token's insert and the queued writes, ``SELECT 1 / (every logged row as the op was
@@ -39,7 +40,25 @@ wrote. The remembered rows are only a guess of what the op will read, never trus
 a wrong guess costs one more round trip, never a wrong answer. So rows that are
 usually absent (:data:`GUESS_ABSENT`: cancel and pause requests) are guessed absent
 when not remembered. No rule moves into SQL: the machine's code decides everything,
-SQL only checks the rows it read. The commit token, NOTIFY on wake, retries and
+SQL only checks the rows it read.
+
+**Ranges and last keys.** An emit reads more than rows: every agent (a scan of the
+whole table), the runs waiting for its event's name and, for an agent with a
+concurrency limit, the key's slots (scans of a prefix), and the log's head (the last
+key of ``events``). A store remembers these too (:data:`RANGED`: each range whole as
+its committed writes last read or left it, at most ``RANGE_ROWS`` rows; each last
+key), and the guard checks them in the same statement: a range by its rows compared
+whole (``string_agg`` of each key and value after its length, :func:`_blob`), an empty
+one by ``NOT EXISTS``, a last key by ``ORDER BY k DESC LIMIT 1``. SERIALIZABLE takes
+predicate locks on what those reads scanned, so a row inserted into a range by a
+transaction committing at the same time (another emitter taking the slot, or the next
+position of the log) is a conflict, as in the normal way. Waits and slots are usually
+none (:data:`GUESS_EMPTY`): a range not remembered is guessed empty; a new event's id
+is guessed absent. A wait for the name, a slot in line (its run must be read), a
+debounce or a cancel-on match reads what is not remembered: the normal way. An emit's
+statement keeps its commit token: it writes several rows and wakes the workers.
+
+The commit token, NOTIFY on wake, retries and
 fencing are the normal path's (``_pgbackend.py``).
 
 **A step is its own commit token.** The token (a row of ``ironflow_commits`` per write
@@ -84,15 +103,21 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from ironflow.store._backend import Scan, WriteTxn
+import attrs
+
+from ironflow.store._backend import Scan, WriteTxn, prefix_end
 from ironflow.store._pgcommits import Evidence
+from ironflow.store._pgschema import RUN_FIRST
 from ironflow.store._pgtxn import (
     MARK_COMMIT,
     NOTIFY_CALL,
+    RANGE_ROWS,
     SQL,
     UNKNOWN,
     Noted,
     Notes,
+    PgTxn,
+    Rows,
     wakes_on,
     write_params,
     write_sql,
@@ -100,12 +125,16 @@ from ironflow.store._pgtxn import (
 
 __all__ = [
     "GUESS_ABSENT",
+    "GUESS_EMPTY",
+    "RANGED",
     "REMEMBERED",
     "SELF_EVIDENT",
     "STALE",
     "Abandon",
+    "Learned",
     "RowCache",
     "SpecTxn",
+    "noting",
     "speculate",
 ]
 
@@ -113,12 +142,23 @@ T = TypeVar("T")
 
 #: The tables whose rows a store remembers from its own committed writes.
 REMEMBERED = frozenset({"leases", "cancels", "paused"})
-#: Of those, the tables whose rows are rare (a cancel or pause request): a key not
-#: remembered is guessed absent, and the guard checks the guess as any other.
-GUESS_ABSENT = frozenset({"cancels", "paused"})
+#: The tables whose rows are rare (a cancel or pause request) or new (an event's id):
+#: a key not remembered is guessed absent, and the guard checks the guess as any other.
+GUESS_ABSENT = frozenset({"cancels", "paused", "event_ids"})
+#: The tables whose ranges (every row under a prefix, as an emit scans the agents, the
+#: runs waiting for its event's name and a concurrency key's slots) and last keys (the
+#: event log's head) a store remembers from its own committed writes.
+RANGED = frozenset({"agents", "waits", "slots", "events"})
+#: Of those, the tables whose ranges are usually empty (no run waits for an event of
+#: that name; no run of that concurrency key is in line): guessed empty when not
+#: remembered.
+GUESS_EMPTY = frozenset({"waits", "slots"})
+assert not RANGED & RUN_FIRST, "a guard reads a range by k alone"
 #: How many rows a store remembers (each at most a lease's few hundred bytes): the
 #: runs its workers hold at once, many times over. The oldest is forgotten first.
 CACHE_ROWS = 4096
+#: How many ranges and last keys (each at most ``RANGE_ROWS`` rows).
+CACHE_RANGES = 1024
 #: The SQLSTATE of a guard that found a row changed: division by zero.
 STALE = "22012"
 #: The tables whose row, as an op inserts it, tells whether the statement committed:
@@ -130,17 +170,54 @@ STALE = "22012"
 SELF_EVIDENT = frozenset({"steps"})
 
 
+@attrs.define
+class Learned:
+    """What a committed write transaction leaves a store's remembered rows
+    (:class:`RowCache`): each as it stood when the transaction committed."""
+
+    #: Rows of :data:`REMEMBERED` tables read or written: (table, key) -> value.
+    rows: Notes = attrs.Factory(dict)
+    #: Ranges of :data:`RANGED` tables read whole: (table, prefix) -> their rows.
+    ranges: dict[tuple[str, bytes], Rows] = attrs.Factory(dict)
+    #: Last keys read: (table, prefix) -> the last key (None: the range is empty).
+    lasts: dict[tuple[str, bytes], bytes | None] = attrs.Factory(dict)
+    #: Keys written in ranged tables: what was remembered of the ranges holding them
+    #: is forgotten (before the above is learned).
+    wrote: list[tuple[str, bytes]] = attrs.Factory(list)
+
+    @classmethod
+    def of(cls, txn: PgTxn) -> Learned:
+        """What a transaction of the normal way (:func:`noting`) noted."""
+        ranges, lasts = txn.noted_ranges()
+        return cls(txn.notes or {}, ranges, lasts, txn.wrote)
+
+
+def noting(cur: Any, token: bytes) -> PgTxn:
+    """A write transaction of the normal way on ``cur``, with its commit ``token``,
+    noting what the remembered tables' rows and ranges are when it commits."""
+    return PgTxn(cur, REMEMBERED, (MARK_COMMIT, (token,)), RANGED)
+
+
 class Abandon(Exception):
     """The op read what the remembered rows cannot answer: run it the normal way."""
 
 
 class RowCache:
-    """Remembered rows of :data:`REMEMBERED` tables, at most ``size``, oldest forgotten
-    first. Shared by a store's threads; a value here is a guess, checked by the guard."""
+    """Remembered rows of :data:`REMEMBERED` tables, at most ``size``, and ranges and
+    last keys of :data:`RANGED` tables, at most ``ranges``; oldest forgotten first.
+    Shared by a store's threads; a value here is a guess, checked by the guard."""
 
-    def __init__(self, size: int = CACHE_ROWS) -> None:
+    def __init__(self, size: int = CACHE_ROWS, ranges: int = CACHE_RANGES) -> None:
         self.size = size
+        self.ranges = ranges
         self._rows: collections.OrderedDict[tuple[str, bytes], bytes | None] = (
+            collections.OrderedDict()
+        )
+        #: (table, prefix) -> the range's rows and their guard blob (:func:`_blob`).
+        self._ranges: collections.OrderedDict[tuple[str, bytes], tuple[Rows, bytes]] = (
+            collections.OrderedDict()
+        )
+        self._lasts: collections.OrderedDict[tuple[str, bytes], bytes | None] = (
             collections.OrderedDict()
         )
         self._lock = threading.Lock()
@@ -152,13 +229,21 @@ class RowCache:
         """The remembered value (None: absent), or UNKNOWN."""
         return self._rows.get((table, key), UNKNOWN)
 
-    def learn(self, notes: Notes) -> None:
+    def range(self, table: str, prefix: bytes) -> tuple[Rows, bytes] | None:
+        """The remembered rows under ``prefix`` with their blob, or None: not known."""
+        return self._ranges.get((table, prefix))
+
+    def last(self, table: str, prefix: bytes) -> Noted:
+        """The remembered last key under ``prefix`` (None: none), or UNKNOWN."""
+        return self._lasts.get((table, prefix), UNKNOWN)
+
+    def learn(self, learned: Learned) -> None:
         """What a committed transaction read or wrote last, newest remembered."""
-        if not notes:
+        if not (learned.rows or learned.wrote or learned.ranges or learned.lasts):
             return
         rows = self._rows
         with self._lock:
-            for key, value in notes.items():
+            for key, value in learned.rows.items():
                 if value is UNKNOWN:
                     rows.pop(key, None)
                 else:
@@ -166,6 +251,22 @@ class RowCache:
                     rows.move_to_end(key)
             while len(rows) > self.size:
                 rows.popitem(last=False)
+            for table, written in learned.wrote:
+                for prefix in _prefixes(written):
+                    self._ranges.pop((table, prefix), None)
+                    self._lasts.pop((table, prefix), None)
+            for at, found in learned.ranges.items():
+                if len(found) > RANGE_ROWS:
+                    continue
+                known = self._ranges.get(at)
+                self._ranges[at] = known if known and known[0] == found else (found, _blob(found))
+                self._ranges.move_to_end(at)
+            for at, last in learned.lasts.items():
+                self._lasts[at] = last
+                self._lasts.move_to_end(at)
+            for kept in (self._ranges, self._lasts):
+                while len(kept) > self.ranges:
+                    kept.popitem(last=False)
 
     def forget(self, keys: Iterator[tuple[str, bytes]]) -> None:
         with self._lock:
@@ -173,16 +274,39 @@ class RowCache:
                 self._rows.pop(key, None)
 
 
+def _prefixes(key: bytes) -> Iterator[bytes]:
+    """The prefixes of ``key`` a remembered range may have: none, and each part of it
+    up to a ``\\0`` (the keys' separator, ``_keys.py``). A range under another prefix
+    is not forgotten when this store writes in it: its guard finds it changed."""
+    yield b""
+    at = key.find(b"\x00")
+    while at >= 0:
+        yield key[: at + 1]
+        at = key.find(b"\x00", at + 1)
+
+
+def _blob(rows: Rows) -> bytes:
+    """Rows as the guard aggregates them (:func:`_guard_sql`): each key and value after
+    its length, four bytes big-endian (``int4send(length(...))``)."""
+    return b"".join(
+        b"%s%s%s%s" % (len(k).to_bytes(4, "big"), k, len(v).to_bytes(4, "big"), v) for k, v in rows
+    )
+
+
 class SpecTxn:
     """A write transaction answered from a :class:`RowCache`: reads logged, writes
     queued (see the module). Implements the backend's WriteTxn."""
 
-    __slots__ = ("_cache", "_overlay", "reads", "wakes", "writes")
+    __slots__ = ("_cache", "_overlay", "lasts", "ranges", "reads", "wakes", "writes")
 
     def __init__(self, cache: RowCache) -> None:
         self._cache = cache
         #: Each row read from the cache, with the value the op was given.
         self.reads: dict[tuple[str, bytes], bytes | None] = {}
+        #: Each range read, (table, prefix) -> the rows given and their blob.
+        self.ranges: dict[tuple[str, bytes], tuple[Rows, bytes]] = {}
+        #: Each last key read, (table, prefix) -> the key given (None: none).
+        self.lasts: dict[tuple[str, bytes], bytes | None] = {}
         #: The queued writes: (kind, table, key, value), kind put, add or discard.
         self.writes: list[tuple[str, str, bytes, bytes | None]] = []
         #: What the op's own writes left (UNKNOWN: an add over a row it never read).
@@ -200,7 +324,7 @@ class SpecTxn:
             return mine
         if row in self.reads:
             return self.reads[row]
-        if table not in REMEMBERED:
+        if table not in REMEMBERED and table not in GUESS_ABSENT:
             raise Abandon(table)
         value = self._cache.get(table, key)
         if value is UNKNOWN:
@@ -222,8 +346,20 @@ class SpecTxn:
     ) -> None:
         return None  # a hint; a scan itself gives up
 
+    def _wrote_under(self, table: str, prefix: bytes) -> bool:
+        return any(t == table and k.startswith(prefix) for _, t, k, _ in self.writes)
+
     def last_key(self, table: str, prefix: bytes = b"") -> bytes | None:
-        raise Abandon(table)
+        at = (table, prefix)
+        if at in self.lasts:
+            return self.lasts[at]
+        if table not in RANGED or self._wrote_under(table, prefix):
+            raise Abandon(table)  # (after a write there: not worth the overlay)
+        last = self._cache.last(table, prefix)
+        if last is UNKNOWN:
+            raise Abandon(table)
+        self.lasts[at] = last
+        return last
 
     def scan(
         self,
@@ -233,7 +369,21 @@ class SpecTxn:
         start: bytes | None = None,
         reverse: bool = False,
     ) -> Iterator[tuple[bytes, bytes]]:
-        raise Abandon(table)
+        """A range read whole, from the cache (a scan from a ``start``: given up)."""
+        at = (table, prefix)
+        known = self.ranges.get(at)
+        if known is None:
+            if start is not None or table not in RANGED or self._wrote_under(table, prefix):
+                raise Abandon(table)
+            known = self._cache.range(table, prefix)
+            if known is None:
+                if table not in GUESS_EMPTY:
+                    raise Abandon(table)
+                known = ((), b"")
+            self.ranges[at] = known
+        elif start is not None or self._wrote_under(table, prefix):
+            raise Abandon(table)
+        return iter(reversed(known[0]) if reverse else known[0])
 
     def count(self, table: str) -> int:
         raise Abandon(table)
@@ -305,26 +455,64 @@ class SpecTxn:
         params: list[Any] = [] if token is None else [token]
         for kind, table, key, value in self.writes:
             params.extend(write_params(kind, table, key, value))
+        reads: list[tuple[str, str, bool, bool]] = []
         for (table, key), value in self.reads.items():
             sql = SQL[table]
             params.extend(sql.row(key) if value is None else sql.row(key, value))
+            reads.append((_GET, table, value is None, False))
+        given: list[tuple[str, tuple[str, bytes], bytes | None]]
+        given = [(_RANGE, at, blob) for at, (_, blob) in self.ranges.items()]
+        given += [(_LAST, at, last) for at, last in self.lasts.items()]
+        for kind, (table, prefix), value in given:
+            end = prefix_end(prefix)
+            params.append(prefix)
+            if end is not None:
+                params.append(end)
+            # A range's guard compares its blob; an empty one, or no last key: none.
+            if value:
+                params.append(value)
+            reads.append((kind, table, not value, end is not None))
         writes = tuple((kind, table) for kind, table, _, _ in self.writes)
-        reads = tuple((table, value is None) for (table, _), value in self.reads.items())
-        return _guard_sql(writes, reads, self.wakes, token is not None), tuple(params)
+        return _guard_sql(writes, tuple(reads), self.wakes, token is not None), tuple(params)
 
-    def learned(self) -> Notes:
+    def learned(self) -> Learned:
         """What the committed transaction read and wrote of the remembered tables."""
-        notes: Notes = dict(self.reads)
+        notes: Notes = {row: value for row, value in self.reads.items() if row[0] in REMEMBERED}
         for row, value in self._overlay.items():
             if row[0] in REMEMBERED:
                 notes[row] = value
-        return notes
+        wrote = [(t, k, kind, v) for kind, t, k, v in self.writes if t in RANGED]
+        ranges: dict[tuple[str, bytes], Rows] = {}
+        for (table, prefix), (rows, _) in self.ranges.items():
+            after = dict(rows)
+            for t, k, kind, v in wrote:
+                if t == table and k.startswith(prefix):
+                    if kind == "discard":
+                        after.pop(k, None)
+                    elif v is not None and (kind == "put" or k not in after):
+                        after[k] = v
+            ranges[table, prefix] = tuple(sorted(after.items()))
+        lasts: dict[tuple[str, bytes], bytes | None] = {}
+        for (table, prefix), last in self.lasts.items():
+            for t, k, kind, _ in wrote:
+                if t == table and k.startswith(prefix):
+                    if kind != "discard" and (last is None or k > last):
+                        last = k
+                    elif kind == "discard" and k == last:
+                        break  # the one before it is not known: not remembered
+            else:
+                lasts[table, prefix] = last
+        return Learned(notes, ranges, lasts, [(t, k) for t, k, _, _ in wrote])
+
+
+#: The kinds of read a guard checks: a row, a range read whole, a range's last key.
+_GET, _RANGE, _LAST = "get", "range", "last"
 
 
 @functools.lru_cache(maxsize=256)
 def _guard_sql(
     writes: tuple[tuple[str, str], ...],
-    reads: tuple[tuple[str, bool], ...],
+    reads: tuple[tuple[str, str, bool, bool], ...],
     wakes: bool,
     token: bool,
 ) -> bytes:
@@ -333,15 +521,40 @@ def _guard_sql(
     statement fails. The divisor reads the tables, so the planner cannot fold it to a
     constant. The reads see the snapshot the statement began with, not its own writes:
     read before written, as the op did. A transaction that made work sends its NOTIFY
-    (delivered on commit)."""
+    (delivered on commit).
+
+    Each read is ``(kind, table, none, bounded)``: ``none`` when the op was told the
+    row absent, the range empty or without a last key; ``bounded`` when the range
+    (``k >= prefix``) has an end (``AND k < end``). A range's rows are compared whole,
+    aggregated as :func:`_blob` encodes them (never NULL there: the op was told some);
+    a last key by ``IS NOT DISTINCT FROM``. None of these is NULL, which would make
+    the division NULL, not an error."""
     parts = [b"t AS (%s)" % MARK_COMMIT] if token else []
     for i, (kind, table) in enumerate(writes):
         parts.append(b"w%d AS (%s)" % (i, write_sql(kind, table)))
     checks = []
-    for table, absent in reads:
+    for kind, table, none, bounded in reads:
         sql = SQL[table]
-        found = b"SELECT FROM %s WHERE %s" % (sql.table.encode(), sql.at.encode())
-        checks.append(b"NOT EXISTS (%s)" % found if absent else b"EXISTS (%s AND v = %%s)" % found)
+        t = sql.table.encode()
+        if kind == _GET:
+            found = b"SELECT FROM %s WHERE %s" % (t, sql.at.encode())
+            same = b"NOT EXISTS (%s)" if none else b"EXISTS (%s AND v = %%s)"
+            checks.append(same % found)
+            continue
+        span = b"k >= %s AND k < %s" if bounded else b"k >= %s"
+        if none:
+            checks.append(b"NOT EXISTS (SELECT FROM %s WHERE %s)" % (t, span))
+        elif kind == _RANGE:
+            rows = b"int4send(length(k)) || k || int4send(length(v)) || v, ''::bytea ORDER BY k"
+            checks.append(
+                b"(SELECT string_agg(%s) FROM %s WHERE %s) IS NOT DISTINCT FROM %%s"
+                % (rows, t, span)
+            )
+        else:
+            checks.append(
+                b"(SELECT k FROM %s WHERE %s ORDER BY k DESC LIMIT 1) IS NOT DISTINCT FROM %%s"
+                % (t, span)
+            )
     divisor = b" AND ".join(checks) if checks else b"true"
     notify = b", " + NOTIFY_CALL if wakes else b""
     return b"WITH " + b", ".join(parts) + b" SELECT 1 / (" + divisor + b")::int" + notify

@@ -41,6 +41,7 @@ __all__ = [
     "CHANNEL",
     "MARK_COMMIT",
     "NOTIFY_CALL",
+    "RANGE_ROWS",
     "SQL",
     "UNKNOWN",
     "WAKES",
@@ -48,6 +49,7 @@ __all__ = [
     "Notes",
     "PgTxn",
     "ReadAfter",
+    "Rows",
     "new_token",
     "wakes_on",
     "write_params",
@@ -72,6 +74,10 @@ UNKNOWN: Final = _Unknown.UNKNOWN
 #: read or wrote (None: absent), or UNKNOWN. Kept for ``_pgspec.py``'s remembered rows.
 Noted = bytes | None | Literal[_Unknown.UNKNOWN]
 Notes = dict[tuple[str, bytes], Noted]
+#: A range's rows, as read (key order).
+Rows = tuple[tuple[bytes, bytes], ...]
+#: A range of more rows than this is not noted (its guard would re-read them all).
+RANGE_ROWS = 256
 
 
 def wakes_on(table: str, value: bytes | None) -> bool:
@@ -287,16 +293,27 @@ class ReadAfter(Generic[U]):
 class PgTxn:
     """A transaction of the backend interface on one connection."""
 
-    __slots__ = ("_covers", "_cur", "_first", "_lasts", "_noted", "_queued", "notes", "wakes")
+    __slots__ = (
+        "_covers", "_cur", "_first", "_lasts", "_noted", "_queued", "_ranged", "_ranges",
+        "_writes", "notes", "wakes", "wrote",
+    )  # fmt: skip
 
     def __init__(
         self,
         cur: Any,
         noted: frozenset[str] = frozenset(),
         first: tuple[bytes, tuple[Any, ...]] | None = None,
+        ranged: frozenset[str] = frozenset(),
     ) -> None:
         self._cur = cur
         self.wakes = False
+        #: Tables whose ranges read whole (a scan by prefix) and last keys are noted,
+        #: as are the keys written in them (:meth:`noted_ranges`).
+        self._ranged = ranged
+        self._ranges: set[tuple[str, bytes]] = set()
+        self.wrote: list[tuple[str, bytes]] = []
+        #: Writes made so far: a scan with a write in its middle is not noted.
+        self._writes = 0
         #: A write of no table the op reads (the commit token's), sent with the queued.
         self._first = first
         #: The writes not sent yet, by row: (kind, value); see the module.
@@ -466,6 +483,50 @@ class PgTxn:
         start: bytes | None = None,
         reverse: bool = False,
     ) -> Iterator[tuple[bytes, bytes]]:
+        if start is None and table in self._ranged:
+            return self._noting(table, prefix, reverse)
+        return self._scan(table, prefix, start, reverse)
+
+    def _noting(self, table: str, prefix: bytes, reverse: bool) -> Iterator[tuple[bytes, bytes]]:
+        """A scan of a ranged table's prefix, noted once read to its end with no write
+        in between (and kept as a prefetch's reads are, if no prefetch covered it)."""
+        writes = self._writes
+        rows = []
+        for row in self._scan(table, prefix, None, reverse):
+            rows.append(row)
+            yield row
+        span = _range(Scan(table, prefix), None)
+        if span is None or self._writes != writes or len(rows) > RANGE_ROWS:
+            return
+        if self._whole(table, *span) is None:
+            self._covers.setdefault(table, []).append(_Cover(*span, rows))
+        self._ranges.add((table, prefix))
+
+    def _whole(self, table: str, lo: bytes, hi: bytes | None) -> _Cover | None:
+        """A cover holding all of ``[lo, hi)``."""
+        for cover in self._covers.get(table, ()):
+            if cover.lo <= lo and (cover.hi is None or (hi is not None and hi <= cover.hi)):
+                return cover
+        return None
+
+    def noted_ranges(
+        self,
+    ) -> tuple[dict[tuple[str, bytes], Rows], dict[tuple[str, bytes], bytes | None]]:
+        """The ranges (table, prefix) read whole and the last keys read of the ranged
+        tables, as this transaction's writes left them."""
+        ranges: dict[tuple[str, bytes], Rows] = {}
+        for table, prefix in self._ranges:
+            lo, hi = _range(Scan(table, prefix), None) or (prefix, prefix)
+            cover = self._whole(table, lo, hi)
+            if cover is not None:
+                i = bisect.bisect_left(cover.keys, lo)
+                j = len(cover.keys) if hi is None else bisect.bisect_left(cover.keys, hi)
+                ranges[table, prefix] = tuple(zip(cover.keys[i:j], cover.values[i:j], strict=True))
+        return ranges, {at: key for at, key in self._lasts.items() if at[0] in self._ranged}
+
+    def _scan(
+        self, table: str, prefix: bytes, start: bytes | None, reverse: bool
+    ) -> Iterator[tuple[bytes, bytes]]:
         span = _range(Scan(table, prefix, reverse), start)
         if span is None:
             return
@@ -519,6 +580,9 @@ class PgTxn:
     # -- writes --------------------------------------------------------------------------
 
     def _wrote(self, table: str, key: bytes, value: bytes | None, *, replace: bool = True) -> None:
+        self._writes += 1
+        if table in self._ranged:
+            self.wrote.append((table, key))
         # What was read of the table is kept true: the write is applied to it too.
         for cover in self._covers.get(table, ()):
             if cover.holds(key):

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
+from ironflow._pure._trace import TraceContext
 from ironflow.errors import StoreFormatError
 from ironflow.store._backend import WriteTxn
 from ironflow.store._leasing import steps_scans, with_steps
@@ -24,7 +25,15 @@ from ironflow.store._pgbackend import PostgresBackend
 from ironflow.store._pgschema import migrate
 from ironflow.store._pgtxn import ReadAfter
 from ironflow.store._pgurl import is_postgres_url, safe_url
-from ironflow.store._records import ErrorInfo, LeasedRun, Run, StepAck, StepRecord, WorkerInfo
+from ironflow.store._records import (
+    EmitResult,
+    ErrorInfo,
+    LeasedRun,
+    Run,
+    StepAck,
+    StepRecord,
+    WorkerInfo,
+)
 from ironflow.store._wake import Wakeups
 
 __all__ = ["PostgresStore", "is_postgres_url", "migrate", "safe_url"]
@@ -68,6 +77,14 @@ class PostgresStore(StoreMachine):
         # the leasers' lock comes soon (see the module's docstring).
         with self.backend.leasing():
             return super().lease_runs(worker, agents, limit=limit, ttl=ttl)
+
+    def emit(
+        self, name: str, data: Any, *, id: str | None = None, trace: TraceContext | None = None
+    ) -> EmitResult:
+        # Speculative too: the agents, the waits for its name and the log's head as this
+        # store last saw them, checked by the guard (``_pgspec.py``).
+        with self.backend.speculating():
+            return super().emit(name, data, id=id, trace=trace)
 
     def record_step(self, worker: WorkerInfo, step: StepRecord) -> StepAck:
         # Speculative: run on the rows this store remembers, sent with a guard that

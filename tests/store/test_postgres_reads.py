@@ -17,6 +17,7 @@ import pytest
 
 from ironflow.store import AgentSpec, PostgresStore
 from ironflow.store import _pgbackend as pg_module
+from ironflow.store import _pgspec as spec_module
 from ironflow.store._flowspec import CronTrigger, FlowSpec
 from ironflow.store._pgtxn import PgTxn
 from ironflow.testing import StandInWorker
@@ -76,6 +77,7 @@ def received(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
             super().__init__(_Recording(cur, rows), *args)
 
     monkeypatch.setattr(pg_module, "PgTxn", Recorded)
+    monkeypatch.setattr(spec_module, "PgTxn", Recorded)  # the writes' (``noting``)
     yield rows
 
 
@@ -92,8 +94,14 @@ def test_emit_and_lease_read_no_logged_event(pg: PostgresStore, received: list[b
     for i in range(20):
         assert pg.emit("noted", {"mark": f"{MARK}-{i}"}).run_ids == ()
     received.clear()
-    first = pg.emit("go", {"i": 1})
-    second = pg.emit("go", {"i": 2})
+    # A store that remembers nothing emits the normal way (``pg`` would speculate on
+    # the head it remembers, reading nothing: ``_pgspec.py``).
+    fresh = PostgresStore(pg.url)
+    try:
+        first = fresh.emit("go", {"i": 1})
+        second = fresh.emit("go", {"i": 2})
+    finally:
+        fresh.close()
     assert (first.seq, second.seq) == (21, 22)  # the head was read right
     assert received  # the recorder saw the transactions
     assert _logged(received) == []
