@@ -55,7 +55,16 @@ from typing import NamedTuple, Protocol, TypeVar
 
 from ironflow.store._wake import Wakeups
 
-__all__ = ["TABLES", "Backend", "OneByOne", "ReadTxn", "Scan", "WriteTxn", "prefix_end"]
+__all__ = [
+    "TABLES",
+    "Backend",
+    "Claiming",
+    "OneByOne",
+    "ReadTxn",
+    "Scan",
+    "WriteTxn",
+    "prefix_end",
+]
 
 T = TypeVar("T")
 
@@ -109,6 +118,20 @@ class Scan(NamedTuple):
     reverse: bool = False
 
 
+class Claiming(NamedTuple):
+    """A claim a rule is about to make (:meth:`ReadTxn.prefetch`, in a write
+    transaction): up to ``limit`` rows of ``table``, most likely the first in key order
+    whose value is one of ``values`` and whose key none of the ``unless`` tables holds,
+    then the ``also`` tables' rows under the keys taken. Only a guess at what
+    :meth:`WriteTxn.claim`'s ``accept`` takes: the claim decides."""
+
+    table: str
+    values: tuple[bytes, ...]
+    limit: int
+    also: tuple[str, ...] = ()
+    unless: tuple[str, ...] = ()
+
+
 class ReadTxn(Protocol):
     """A consistent snapshot of every table."""
 
@@ -149,13 +172,16 @@ class ReadTxn(Protocol):
         gets: Sequence[tuple[str, bytes]] = (),
         scans: Sequence[Scan] = (),
         lasts: Sequence[tuple[str, bytes]] = (),
+        claims: Sequence[Claiming] = (),
     ) -> None:
         """A hint: the rule is about to read these keys, make these scans and ask for the
-        last key of these ``(table, prefix)``, whatever they find. A backend across a
-        network reads them all with one request and answers the reads they cover from
-        what it read (PostgreSQL: a scan's first page, a ``get`` of a key in a range read
-        whole, a ``last_key``); LMDB and memory do nothing. Never changes an answer: only
-        how many requests the answers cost."""
+        last key of these ``(table, prefix)``, whatever they find, and (a write
+        transaction only) make these claims. A backend across a network reads them all
+        with one request and answers the reads they cover from what it read
+        (PostgreSQL: a scan's first page, a ``get`` of a key in a range read whole, a
+        ``last_key``; the rows a claim would take, locked, with its ``also`` rows: a
+        claim that takes those costs no request of its own); LMDB and memory do nothing.
+        Never changes an answer: only how many requests the answers cost."""
 
 
 class WriteTxn(ReadTxn, Protocol):
@@ -211,6 +237,7 @@ class OneByOne:
         gets: Sequence[tuple[str, bytes]] = (),
         scans: Sequence[Scan] = (),
         lasts: Sequence[tuple[str, bytes]] = (),
+        claims: Sequence[Claiming] = (),
     ) -> None:
         return None
 

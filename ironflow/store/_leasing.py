@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection
 
 import attrs
 
-from ironflow.store._backend import ReadTxn, Scan, WriteTxn
+from ironflow.store._backend import Claiming, ReadTxn, Scan, WriteTxn
 from ironflow.store._codec import decode_record, encode_record
 from ironflow.store._flowctl import FlowControl
 from ironflow.store._keys import steps_prefix
@@ -23,7 +23,16 @@ from ironflow.store._records import Lease, LeasedRun, Run, WorkerInfo
 from ironflow.store._runs import last_seq, new_lease, run_in, step_log
 from ironflow.store._suspend import fire_timers, timers_due
 
-__all__ = ["LOOK", "LeaseWatch", "heartbeat", "idle", "lease", "steps_scans", "with_steps"]
+__all__ = [
+    "LOOK",
+    "LeaseWatch",
+    "claiming",
+    "heartbeat",
+    "idle",
+    "lease",
+    "steps_scans",
+    "with_steps",
+]
 
 _UNSEEN = object()
 
@@ -134,6 +143,21 @@ LOOK = (
 )
 
 
+#: The rows a lease reads next of the runs it claims (record, lease, cancel request):
+#: read with the claim; its pause request was read with the look.
+_TAKEN_ALSO = ("runs", "leases", "cancels")
+
+
+def claiming(agents: Collection[str], limit: int) -> tuple[Claiming, ...]:
+    """The claim of ready runs a lease most likely makes, for a prefetch: the oldest
+    of a wanted agent not paused. Only a guess, sent with the look for work so the
+    claim costs no request of its own when it takes those (a full concurrency slot,
+    which :func:`_candidates` judges, or a run made ready in the transaction makes it
+    take others: then it asks)."""
+    wanted = tuple(sorted(a.encode() for a in agents))
+    return (Claiming("ready", wanted, limit, also=_TAKEN_ALSO, unless=("paused",)),)
+
+
 def idle(
     txn: ReadTxn,
     flow: FlowControl,
@@ -178,7 +202,7 @@ def lease(
     the lease has committed (:func:`with_steps`; ``PostgresStore``: under SERIALIZABLE
     a read of the steps here tied the lease into other workers' step inserts).
     """
-    txn.prefetch(scans=LOOK)
+    txn.prefetch(scans=LOOK, claims=claiming(agents, limit))
     # Due timers first: a run whose sleep ended is pending from here on.
     fire_timers(txn, clock_now, now)
     # Due debounced runs and cron ticks: one transaction fires each tick once. The log's
@@ -193,17 +217,13 @@ def lease(
         # The rows the lease reads next of the runs it takes, read with the claim.
         if limit <= 0:
             return []
-        return txn.claim(table, accept=accept, limit=limit, also=("runs", "leases", "cancels"))
+        return txn.claim(table, accept=accept, limit=limit, also=_TAKEN_ALSO)
 
     found = _candidates(txn, claimed, flow, worker, agents, limit, now)
     # Each run's record, lease and cancel request (and its steps, if read here), read
-    # together; its pause request was read with the look.
+    # together, if the claim did not.
     txn.prefetch(
-        gets=[
-            (table, run_id.encode())
-            for run_id in found
-            for table in ("runs", "leases", "cancels")
-        ],
+        gets=[(table, run_id.encode()) for run_id in found for table in _TAKEN_ALSO],
         scans=_steps_of(found) if steps else (),
     )
     for run_id in found:

@@ -377,6 +377,7 @@ class StoreMachine:
                 clock_now=clock_now,
                 # The same snapshot either way, and what is read sees the finish's writes.
                 then=() if lease is None else _leasing.LOOK,
+                claims=() if lease is None else _leasing.claiming(lease[0], lease[1]),
             )
             if lease is None:
                 return run, []

@@ -25,8 +25,9 @@ What PostgreSQL adds:
   is sound); otherwise two, the three reads in one query, then the insert with COMMIT.
   Emitting an event is one the same way (the agents, the waits for its name and the
   log's head as this store last saw them, checked in the statement), otherwise two;
-  a lease three, with the leased runs' steps read after its
-  COMMIT in the same round trip (:meth:`PostgresBackend.write_then_read`).
+  a lease two, its claim made with its look for work (``_pgtxn.py``) and the leased
+  runs' steps read after its COMMIT in the same round trip
+  (:meth:`PostgresBackend.write_then_read`).
 - **Durable before returning.** Every session sets ``synchronous_commit = on``: a
   commit returns once its WAL is flushed (and, with synchronous replicas configured,
   replicated).

@@ -105,7 +105,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ironflow.store._backend import Scan, WriteTxn, prefix_end
+from ironflow.store._backend import Claiming, Scan, WriteTxn, prefix_end
 from ironflow.store._pgcommits import Evidence
 from ironflow.store._pgschema import RUN_FIRST
 from ironflow.store._pgtxn import (
@@ -343,8 +343,9 @@ class SpecTxn:
         gets: Sequence[tuple[str, bytes]] = (),
         scans: Sequence[Scan] = (),
         lasts: Sequence[tuple[str, bytes]] = (),
+        claims: Sequence[Claiming] = (),
     ) -> None:
-        return None  # a hint; a scan itself gives up
+        return None  # a hint; a scan or a claim itself gives up
 
     def _wrote_under(self, table: str, prefix: bytes) -> bool:
         return any(t == table and k.startswith(prefix) for _, t, k, _ in self.writes)

@@ -19,7 +19,10 @@ interface allows:
   each statement costs the client a trip through psycopg's pipeline (about 25 µs of
   CPU, measured) and the server a parse and plan. A read of other rows answers the same
   before or after them: one snapshot.
-- ``claim`` locks all its rows with one ``FOR UPDATE SKIP LOCKED`` query.
+- ``claim`` locks all its rows with one ``FOR UPDATE SKIP LOCKED`` query. A claim the
+  rule announced (``prefetch``'s ``claims``) is made in the prefetch's query: the rows
+  it guesses, locked, and its ``also`` rows of them; a claim that then takes only rows
+  locked so is answered without asking the server, any other is made as usual.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 
 import attrs
 
-from ironflow.store._backend import TABLES, ReadTxn, Scan, prefix_end
+from ironflow.store._backend import TABLES, Claiming, ReadTxn, Scan, prefix_end
 from ironflow.store._pgschema import RUN_FIRST, RUN_OF, table_name
 
 __all__ = [
@@ -207,11 +210,25 @@ SQL = {space: _Sql(space) for space in TABLES}
 _GET, _SCAN, _REVERSE, _LAST, _WHOLE = "get", "scan", "reverse", "last", "whole"
 
 
+def _same_row(table: str, alias: str, of: str) -> str:
+    """``alias``, a row of ``table``, is the one of key ``of.k`` (a claim's tables: keyed
+    by the key alone, or run-scoped with the key as the run id)."""
+    if RUN_OF.get(table) is None:
+        return f"{alias}.k = {of}.k"
+    return f"{alias}.run = {of}.k AND {alias}.k = {of}.k"
+
+
 @functools.lru_cache(maxsize=256)
-def _batch_sql(reads: tuple[tuple[str, str, str], ...]) -> bytes:
+def _batch_sql(
+    reads: tuple[tuple[str, str, str], ...],
+    claims: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (),
+) -> bytes:
     """One query for several reads, each ``(table, kind, form)`` (form: a range's, of
     ``_Sql.span``): ``(i, k, v)`` for each row found (a get is a scan of one key's
-    range with no limit; a last key's ``v`` is NULL)."""
+    range with no limit; a last key's ``v`` is NULL); then, for each claim ``(table,
+    also, unless)``, the rows it locks (the first, a limit, whose value is in an array,
+    whose key no ``unless`` table holds: its two parameters, before the reads'), then
+    its ``also`` tables' rows under their keys, each tagged after the last."""
     parts = []
     for i, (table, kind, form) in enumerate(reads):
         sql = SQL[table]
@@ -225,7 +242,26 @@ def _batch_sql(reads: tuple[tuple[str, str, str], ...]) -> bytes:
             parts.append(b"(" + sql.whole(form, i) + b")")
         else:
             parts.append(b"(" + sql.page(form, reverse=kind == _REVERSE, tag=i) + b")")
-    return b" UNION ALL ".join(parts)
+    ctes, tag = [], len(reads)
+    for i, (table, also, unless) in enumerate(claims):
+        skip = "".join(
+            f" AND NOT EXISTS (SELECT FROM {table_name(u)} x WHERE {_same_row(u, 'x', 'c')})"
+            for u in unless
+        )
+        ctes.append(
+            f"c{i} AS (SELECT c.k, c.v FROM {table_name(table)} c WHERE c.v = ANY(%s){skip}"
+            " ORDER BY c.k LIMIT %s FOR UPDATE SKIP LOCKED)"
+        )
+        parts.append(b"SELECT %d, k, v FROM c%d" % (tag, i))
+        for other in also:
+            tag += 1
+            on = _same_row(other, "t", f"c{i}")
+            parts.append(
+                f"SELECT {tag}, t.k, t.v FROM {table_name(other)} t JOIN c{i} ON {on}".encode()
+            )
+        tag += 1
+    with_ = f"WITH {', '.join(ctes)} ".encode() if ctes else b""
+    return with_ + b" UNION ALL ".join(parts)
 
 
 def _after(key: bytes) -> bytes:
@@ -294,8 +330,8 @@ class PgTxn:
     """A transaction of the backend interface on one connection."""
 
     __slots__ = (
-        "_covers", "_cur", "_first", "_lasts", "_noted", "_queued", "_ranged", "_ranges",
-        "_writes", "notes", "wakes", "wrote",
+        "_covers", "_cur", "_first", "_held", "_lasts", "_noted", "_queued", "_ranged",
+        "_ranges", "_writes", "notes", "wakes", "wrote",
     )  # fmt: skip
 
     def __init__(
@@ -325,6 +361,8 @@ class PgTxn:
         self._covers: dict[str, list[_Cover]] = {}
         #: The last key of ``(table, prefix)`` as read, with this transaction's writes.
         self._lasts: dict[tuple[str, bytes], bytes | None] = {}
+        #: Per table, the keys an announced claim locked (``prefetch``'s ``claims``).
+        self._held: dict[str, frozenset[bytes]] = {}
 
     def _one(self, query: bytes, params: tuple[Any, ...]) -> Any:
         self._cur.execute(query, params)
@@ -388,6 +426,7 @@ class PgTxn:
         gets: Sequence[tuple[str, bytes]] = (),
         scans: Sequence[Scan] = (),
         lasts: Sequence[tuple[str, bytes]] = (),
+        claims: Sequence[Claiming] = (),
     ) -> None:
         reads: list[tuple[str, str, str]] = []
         params: list[Any] = []
@@ -415,9 +454,18 @@ class PgTxn:
             reads.append((table, _LAST, form))
             params.extend(bounds)
             ranges.append((table, prefix, hi))
-        if reads:
-            self._send(reads, params, ranges)
-            self._receive(reads, ranges)
+        # Once per table: a claim announced again (a lease after a finish) is the same.
+        claiming = [c for c in claims if c.limit > 0 and c.values and c.table not in self._held]
+        if claiming:
+            # Their rows and ``also`` rows are not known before the answer: anything
+            # queued there goes first, so what is read and locked is this transaction's.
+            for claim in claiming:
+                for table in (claim.table, *claim.also):
+                    self._sent_before(table, b"", None)
+            params[:0] = [p for c in claiming for p in (list(c.values), c.limit)]
+        if reads or claiming:
+            self._send(reads, params, ranges, claiming)
+            self._receive(reads, ranges, claiming)
 
     def send_whole(self, scans: Sequence[Scan]) -> Callable[[], None]:
         """Send one query for every row of each scan's range, not waiting for its
@@ -446,19 +494,41 @@ class PgTxn:
         reads: list[tuple[str, str, str]],
         params: list[Any],
         ranges: list[tuple[str, bytes, bytes | None]],
+        claims: Sequence[Claiming] = (),
     ) -> None:
         if self._queued:
             for table, lo, hi in ranges:
                 self._sent_before(table, lo, hi)
-        self._cur.execute(_batch_sql(tuple(reads)), tuple(params))
+        shapes = tuple((c.table, c.also, c.unless) for c in claims)
+        self._cur.execute(_batch_sql(tuple(reads), shapes), tuple(params))
 
     def _receive(
-        self, reads: list[tuple[str, str, str]], ranges: list[tuple[str, bytes, bytes | None]]
+        self,
+        reads: list[tuple[str, str, str]],
+        ranges: list[tuple[str, bytes, bytes | None]],
+        claims: Sequence[Claiming] = (),
     ) -> None:
-        found: list[list[tuple[bytes, bytes]]] = [[] for _ in reads]
+        found: list[list[tuple[bytes, bytes]]] = [
+            [] for _ in range(len(reads) + sum(1 + len(c.also) for c in claims))
+        ]
         for i, k, v in self._cur.fetchall():
             found[i].append((bytes(k), b"" if v is None else bytes(v)))
-        for (table, lo, hi), rows, (_, kind, _) in zip(ranges, found, reads, strict=True):
+        tag = len(reads)
+        for claim in claims:
+            held = self._held[claim.table] = frozenset(k for k, _ in found[tag])
+            for other in claim.also:
+                tag += 1
+                under: dict[bytes, list[tuple[bytes, bytes]]] = {k: [] for k in held}
+                for k, v in found[tag]:
+                    under[k].append((k, v))
+                # Each key's row, or its absence, as a get of it would have read it.
+                for k, row in under.items():
+                    if self._cover(other, k) is None:
+                        self._covers.setdefault(other, []).append(_Cover(k, _after(k), row))
+            tag += 1
+        for (table, lo, hi), rows, (_, kind, _) in zip(
+            ranges, found[: len(reads)], reads, strict=True
+        ):
             if kind == _LAST:
                 self._lasts[table, lo] = rows[0][0] if rows else None
                 continue
@@ -702,9 +772,16 @@ class PgTxn:
         if limit <= 0:
             return []
         # A few more than asked: some may be locked by another leaser.
-        keys = [key for key, _ in self._accepted(table, accept, limit * 4)]
-        if not keys:
+        accepted = list(self._accepted(table, accept, limit * 4))
+        if not accepted:
             return []
+        held = self._held.get(table)
+        if held is not None and all(key in held for key, _ in accepted[:limit]):
+            # Locked already by the claim announced (``prefetch``): exactly what the
+            # query below would take (the first rows offered no one else holds), and
+            # their ``also`` rows were read with them.
+            return accepted[:limit]
+        keys = [key for key, _ in accepted]
         if self._queued:
             for key in keys:
                 self._sent_before(table, key, _after(key))

@@ -17,7 +17,7 @@ import attrs
 from ironflow._pure._ids import new_id
 from ironflow._pure._trace import TraceContext
 from ironflow.errors import InvalidInputError, LeaseLostError, RunNotFoundError
-from ironflow.store._backend import ReadTxn, Scan, WriteTxn
+from ironflow.store._backend import Claiming, ReadTxn, Scan, WriteTxn
 from ironflow.store._codec import codec_of, decode_record, encode_record
 from ironflow.store._flowctl import FlowControl, spec_of
 from ironflow.store._flowspec import Rerun
@@ -315,11 +315,13 @@ def finish(
     now: float,
     clock_now: float,
     then: Sequence[Scan] = (),
+    claims: Sequence[Claiming] = (),
 ) -> Run:
-    """End a held run. ``then``: the scans the op makes next in this transaction (the
-    next lease's look), read with the finish's own reads, in one request."""
+    """End a held run. ``then`` and ``claims``: the scans and claims the op makes next in
+    this transaction (the next lease's look and claim), read with the finish's own
+    reads, in one request."""
     key = run_id.encode()
-    txn.prefetch(gets=(("leases", key), ("runs", key)), scans=then)
+    txn.prefetch(gets=(("leases", key), ("runs", key)), scans=then, claims=claims)
     check_holder(txn, worker, run_id, attempt)
     run = attrs.evolve(
         run_in(txn, run_id), status=status, output=output, error=error, updated_at=now

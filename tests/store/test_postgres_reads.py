@@ -146,10 +146,10 @@ def test_a_cron_tick_fired_by_a_lease_names_the_log_head(
 def test_a_finish_reads_the_next_lease_s_look_with_its_run(
     pg: PostgresStore, received: list[bytes]
 ) -> None:
-    """finish_and_lease waits for two answers before its commit: the finished run with
-    the look for work; the claim with the claimed run's records (two queries, one round
-    trip). The claimed run's steps are read once the lease committed
-    (_leasing.with_steps), sent with its COMMIT, and taken from its answer."""
+    """finish_and_lease waits for one answer before its commit: the finished run with
+    the look for work and the claim it most likely makes (the oldest ready run, locked,
+    with its records), one query. The claimed run's steps are read once the lease
+    committed (_leasing.with_steps), sent with its COMMIT, and taken from its answer."""
     pg.register_agents([AgentSpec(id="a", triggers=("go",))])
     for i in range(3):
         pg.emit("go", {"i": i})
@@ -165,7 +165,7 @@ def test_a_finish_reads_the_next_lease_s_look_with_its_run(
             limit=1,
             ttl=60,
         )
-        assert received.count(b"?") == 2 + 1
+        assert received.count(b"?") == 1 + 1
     assert pg.get_run(leased.run.id).status == "completed"
     assert chained.run.status == "running"
 
