@@ -638,14 +638,16 @@ class PostgresBackend:
         evidence = guessed.evidence()
         token = None if evidence is not None else new_token()
         began = time.monotonic()
-        statement, params = guessed.statement(token)
+        statement, params, guarded = guessed.statement(token)
         # A pool that cannot connect raises OperationalError: write() waits and retries.
         conn = self._pool.getconn()
         try:
-            self.direct.run(conn, statement, params)
-        except self._psycopg.Error as exc:
+            # A guarded insert that inserted nothing found a row changed (_pgspec.py).
+            if self.direct.run(conn, statement, params) != 1 and guarded:
+                raise _Stale
+        except (_Stale, self._psycopg.Error) as exc:
             errors = self._psycopg.errors
-            if exc.sqlstate == STALE:
+            if isinstance(exc, _Stale) or exc.sqlstate in STALE:
                 with self._conflicts_lock:
                     self.stale += 1
                 raise _Stale from exc

@@ -73,10 +73,11 @@ class Direct:
         """How many statements ``conn`` has prepared here (for tests)."""
         return sum(1 for n in self._runs.get(conn, {}).values() if n >= PREPARE_AFTER)
 
-    def run(self, conn: Any, sql: bytes, params: Sequence[bytes]) -> None:
+    def run(self, conn: Any, sql: bytes, params: Sequence[bytes]) -> int | None:
         """Run ``sql`` (``%s`` placeholders, every parameter ``bytes``) on ``conn`` (idle,
-        autocommit, used by this thread alone); its answer is not returned. Raises as
-        a psycopg cursor would."""
+        autocommit, used by this thread alone): the rows it returned or wrote (its
+        command tag's count; its rows themselves are not read). Raises as a psycopg
+        cursor would."""
         name, text, count = _numbered(sql)
         if count != len(params):
             raise ValueError(f"{count} placeholders for {len(params)} parameters")
@@ -85,17 +86,17 @@ class Direct:
             with self._lock:
                 runs = self._runs.setdefault(conn, {})
         try:
-            self._send(conn, runs, name, text, params)
+            return self._send(conn, runs, name, text, params)
         except self._psycopg.Error as exc:
             if runs.get(name, 0) < PREPARE_AFTER or exc.sqlstate != _NO_SUCH_STATEMENT:
                 raise
             # Deallocated by a ROLLBACK psycopg saw (see the module): nothing ran.
             runs.clear()
-            self._send(conn, runs, name, text, params)
+            return self._send(conn, runs, name, text, params)
 
     def _send(
         self, conn: Any, runs: dict[bytes, int], name: bytes, text: bytes, params: Sequence[bytes]
-    ) -> None:
+    ) -> int | None:
         pgconn = conn.pgconn
         types = (_BYTEA,) * len(params)
         formats = (_BINARY,) * len(params)
@@ -110,7 +111,10 @@ class Direct:
             else:
                 runs[name] = done + 1
                 pgconn.send_query_params(text, params, types, formats, _BINARY)
-            self._check(conn, conn.wait(self._execute(pgconn)))
+            results = conn.wait(self._execute(pgconn))
+            self._check(conn, results)
+            rows: int | None = results[-1].command_tuples if results else None
+            return rows
 
     def _check(self, conn: Any, results: Sequence[Any]) -> None:
         for result in results:

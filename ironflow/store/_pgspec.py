@@ -22,24 +22,32 @@ transactions last read or wrote (:class:`RowCache`, bounded), and runs a specula
    work. No BEGIN, no COMMIT, no pipeline: the statement is the transaction, and
    psycopg sends it (prepared, after a few) in one write. An op writing one row twice
    is not speculated: the order of two writes in one statement is not defined.
+   An op whose one write is a step's insert (no token: below) is sent as that insert
+   guarded, no ``WITH``: ``INSERT ... SELECT <the row> WHERE (every logged row as the
+   op was told)`` (:meth:`SpecTxn.statement`), a plain INSERT, which inserts its row or
+   none. About 11 µs of the server's CPU a step less than the ``WITH`` form, and 48
+   bytes of WAL (``ON CONFLICT``'s speculative insertion logs a record more), measured
+   (docs/benchmarks.md).
 3. A division by zero (``22012``, :data:`STALE`) means a remembered row was stale: a
    cancel or a pause requested (each rewrites the lease), the lease taken over or
-   extended by another store. The
-   statement is rolled back whole (the connection stays usable), and the op runs again
-   the normal way at once, which refreshes the rows. A serialization failure is retried
-   and a lost answer resolved by the token, as for any write, or by the row itself
-   when the op wrote only a step (below).
+   extended by another store; so does a guarded insert that inserted nothing (its
+   answer's count), or whose row was there already (a unique violation, ``23505``: a
+   position recorded already, which the normal way answers by writing nothing). The
+   statement is rolled back whole, or wrote nothing (the connection stays usable), and
+   the op runs again the normal way at once, which refreshes the rows. A serialization
+   failure is retried and a lost answer resolved by the token, as for any write, or by
+   the row itself when the op wrote only a step (below).
 
 Why it is sound: inside one SERIALIZABLE transaction, the guard reads exactly the rows
 the op read and finds the values the op was given, and the writes are what the op
 computed from those values; so what commits is what running the op in that transaction
 would have committed, and SERIALIZABLE orders it with every other transaction as
-usual. The guard reads before any of the writes (one statement: its reads see the
-transaction's snapshot, not the statement's own writes), as the op read before it
-wrote. The remembered rows are only a guess of what the op will read, never trusted:
-a wrong guess costs one more round trip, never a wrong answer. So rows that are
-usually absent (:data:`GUESS_ABSENT`: cancel and pause requests) are guessed absent
-when not remembered. No rule moves into SQL: the machine's code decides everything,
+usual. The guard reads before any of the writes (one statement: its reads, a guarded
+insert's WHERE too, see the transaction's snapshot, not the statement's own writes), as
+the op read before it wrote. The remembered rows are only a guess of what the op will
+read, never trusted: a wrong guess costs one more round trip, never a wrong answer. So
+rows that are usually absent (:data:`GUESS_ABSENT`: cancel and pause requests) are
+guessed absent when not remembered. No rule moves into SQL: the machine's code decides everything,
 SQL only checks the rows it read.
 
 **Ranges and last keys.** An emit reads more than rows: every agent (a scan of the
@@ -159,8 +167,10 @@ assert not RANGED & RUN_FIRST, "a guard reads a range by k alone"
 CACHE_ROWS = 4096
 #: How many ranges and last keys (each at most ``RANGE_ROWS`` rows).
 CACHE_RANGES = 1024
-#: The SQLSTATE of a guard that found a row changed: division by zero.
-STALE = "22012"
+#: The SQLSTATEs of a speculative statement that wrote nothing for the normal way to
+#: answer: a guard that found a row changed (division by zero); a guarded insert whose
+#: row is there already (unique violation; see the module).
+STALE = frozenset({"22012", "23505"})
 #: The tables whose row, as an op inserts it, tells whether the statement committed:
 #: a step names the worker and lease attempt its insert's guard checks (see the
 #: module). A statement whose only write is such an insert carries no commit token.
@@ -449,10 +459,11 @@ class SpecTxn:
             return None
         return table, key, value
 
-    def statement(self, token: bytes | None) -> tuple[bytes, tuple[Any, ...]]:
+    def statement(self, token: bytes | None) -> tuple[bytes, tuple[Any, ...], bool]:
         """The token's insert (None: no token, see :meth:`evidence`), the writes and the
         guard, as one statement: a transaction of its own (autocommit, the session's
-        default isolation: SERIALIZABLE)."""
+        default isolation: SERIALIZABLE); and whether it is a guarded insert (no token,
+        the :meth:`evidence` insert alone), which is stale unless it inserted one row."""
         params: list[Any] = [] if token is None else [token]
         for kind, table, key, value in self.writes:
             params.extend(write_params(kind, table, key, value))
@@ -474,7 +485,9 @@ class SpecTxn:
                 params.append(value)
             reads.append((kind, table, not value, end is not None))
         writes = tuple((kind, table) for kind, table, _, _ in self.writes)
-        return _guard_sql(writes, tuple(reads), self.wakes, token is not None), tuple(params)
+        guarded = token is None and self.evidence() is not None
+        text = _guard_sql(writes, tuple(reads), self.wakes, token is not None, guarded)
+        return text, tuple(params), guarded
 
     def learned(self) -> Learned:
         """What the committed transaction read and wrote of the remembered tables."""
@@ -516,13 +529,16 @@ def _guard_sql(
     reads: tuple[tuple[str, str, bool, bool], ...],
     wakes: bool,
     token: bool,
+    guarded: bool = False,
 ) -> bytes:
     """``WITH`` the token's insert (if ``token``) and each write, ``SELECT 1 / (every
     read as the op was told)::int``: a row changed divides by zero, and the whole
     statement fails. The divisor reads the tables, so the planner cannot fold it to a
     constant. The reads see the snapshot the statement began with, not its own writes:
     read before written, as the op did. A transaction that made work sends its NOTIFY
-    (delivered on commit).
+    (delivered on commit). ``guarded``: the one write, an ``add``, as a plain insert
+    of its row where every read is as the op was told (its WHERE reads before it
+    inserts).
 
     Each read is ``(kind, table, none, bounded)``: ``none`` when the op was told the
     row absent, the range empty or without a last key; ``bounded`` when the range
@@ -557,6 +573,9 @@ def _guard_sql(
                 % (t, span)
             )
     divisor = b" AND ".join(checks) if checks else b"true"
+    if guarded:
+        [(_, table)] = writes
+        return SQL[table].insert_where + divisor
     notify = b", " + NOTIFY_CALL if wakes else b""
     return b"WITH " + b", ".join(parts) + b" SELECT 1 / (" + divisor + b")::int" + notify
 

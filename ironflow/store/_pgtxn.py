@@ -106,6 +106,7 @@ class _Sql:
         "first",
         "get",
         "insert",
+        "insert_where",
         "put",
         "run_of",
         "table",
@@ -130,9 +131,13 @@ class _Sql:
             " FOR UPDATE SKIP LOCKED"
         ).encode()
         if self.run_of is not None:
-            cols, conflict = "(run, k, v) VALUES (%s, %s, %s)", "(run, k)"
+            names, marks, conflict = "(run, k, v)", "%s, %s, %s", "(run, k)"
         else:
-            cols, conflict = "(k, v) VALUES (%s, %s)", "(k)"
+            names, marks, conflict = "(k, v)", "%s, %s", "(k)"
+        cols = f"{names} VALUES ({marks})"
+        #: A plain insert of one row if a condition holds (``_pgspec``: a guarded insert):
+        #: the condition follows.
+        self.insert_where = f"INSERT INTO {t} {names} SELECT {marks} WHERE ".encode()
         self.discard = f"DELETE FROM {t} WHERE {self.at}".encode()
         self.put = (
             f"INSERT INTO {t} {cols} ON CONFLICT {conflict} DO UPDATE SET v = EXCLUDED.v"

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import attrs
 import psycopg
 import pytest
 
@@ -56,9 +57,9 @@ def test_a_step_on_remembered_rows_is_one_round_trip(pg_url: str) -> None:
         assert [s.position for s in a.get_steps(leased.run.id)] == [0, 1, 2]
 
 
-def test_a_step_s_guard_reads_the_lease_alone(pg_url: str) -> None:
+def test_a_step_is_an_insert_guarded_by_the_lease_alone(pg_url: str) -> None:
     """The lease tells the run's cancel and pause requests (``_runs.py``): the step's
-    one statement checks that row and no other."""
+    one statement checks that row and no other, a plain insert with a WHERE."""
     with _two_stores(pg_url) as (a, _), StandInWorker() as worker:
         a.emit("go", {})
         [leased] = a.lease_runs(worker.info, ["a"], limit=1, ttl=600)
@@ -66,9 +67,9 @@ def test_a_step_s_guard_reads_the_lease_alone(pg_url: str) -> None:
         run = backend.direct.run
         sent: list[bytes] = []
 
-        def seen(conn: Any, sql: bytes, params: Any) -> None:
+        def seen(conn: Any, sql: bytes, params: Any) -> int | None:
             sent.append(sql)
-            run(conn, sql, params)
+            return run(conn, sql, params)
 
         backend.direct.run = seen
         try:
@@ -76,8 +77,24 @@ def test_a_step_s_guard_reads_the_lease_alone(pg_url: str) -> None:
         finally:
             del backend.direct.run
         [sql] = sent
-        assert sql.count(b"SELECT FROM ironflow_leases") == 1, sql
-        assert b"ironflow_cancels" not in sql and b"ironflow_paused" not in sql, sql
+        assert sql.startswith(b"INSERT INTO ironflow_steps (run, k, v) SELECT "), sql
+        assert b" WHERE EXISTS (SELECT FROM ironflow_leases " in sql, sql
+        assert sql.count(b"SELECT FROM") == 1 and b"ON CONFLICT" not in sql, sql
+        assert a.backend.speculated == 1
+
+
+def test_a_step_recorded_again_is_answered_the_normal_way(pg_url: str) -> None:
+    """A retried step: its guarded insert finds the row there (a unique violation) and
+    the normal way writes nothing; the first record stays."""
+    with _two_stores(pg_url) as (a, _), StandInWorker() as worker:
+        a.emit("go", {})
+        [leased] = a.lease_runs(worker.info, ["a"], limit=1, ttl=600)
+        first = _step(leased, 0)
+        a.record_step(worker.info, first)
+        ack = a.record_step(worker.info, attrs.evolve(first, output="again"))
+        assert not ack.cancel_requested and not ack.pause_requested
+        assert a.backend.speculated == 1 and a.backend.stale == 1
+        assert a.get_steps(leased.run.id) == [first]
 
 
 def test_a_step_whose_lease_another_store_took_over_is_refused(pg_url: str) -> None:
