@@ -2,8 +2,9 @@
 
 ``_postgres.py``'s :class:`PostgresStore` runs the state machine (``_machine.py``) on
 this backend, as ``LmdbStore`` runs it on LMDB's; every rule is the machine's, the
-schema is ``_pgschema.py``, a transaction's reads and writes as SQL are ``_pgtxn.py``.
-This module owns the pool, the transactions' lives, retries and commit outcomes.
+schema is ``_pgschema.py``, a transaction's reads and writes are ``_pgtxn.py``, their
+SQL ``_pgsql.py``. This module owns the pool, the transactions' lives, retries and
+commit outcomes.
 What PostgreSQL adds:
 
 - **Serializable writes, retried.** Each write op runs in one ``SERIALIZABLE``
@@ -50,7 +51,7 @@ What PostgreSQL adds:
   listens on its own connection and wakes its idle workers within milliseconds.
 - **Lost connections.** A read or write whose connection breaks is retried with
   backoff until PostgreSQL is back, logged once. Each write transaction inserts a
-  unique token (``_pgtxn.new_token``) into ``ironflow_commits``; a commit whose answer
+  unique token (``_pgsql.new_token``) into ``ironflow_commits``; a commit whose answer
   was lost is resolved by looking for its token before anything is retried, so an
   acknowledged write is never applied twice nor reported lost (a COMMIT answered with
   a serialization failure is known rolled back: just run again). A speculative step
@@ -87,7 +88,8 @@ from ironflow.store._pgcommits import (
 from ironflow.store._pgdirect import Direct
 from ironflow.store._pgschema import check_version, schema_version
 from ironflow.store._pgspec import STALE, Learned, RowCache, SpecTxn, noting, speculate
-from ironflow.store._pgtxn import CHANNEL, PgTxn, ReadAfter, new_token
+from ironflow.store._pgsql import CHANNEL, new_token
+from ironflow.store._pgtxn import PgTxn, ReadAfter
 from ironflow.store._pgurl import check_url, safe_url, settings_error
 from ironflow.store._wake import LocalWakeups, Wakeups
 

@@ -4,7 +4,7 @@ A connection that breaks after COMMIT was sent leaves the store not knowing whet
 the transaction committed; guessing either way would apply an acknowledged write
 twice or report it lost. So every write transaction leaves evidence of itself:
 
-- a commit token (``_pgtxn.MARK_COMMIT``), a row of ``ironflow_commits`` written in it
+- a commit token (``_pgsql.MARK_COMMIT``), a row of ``ironflow_commits`` written in it
   (:func:`committed`), pruned after ten minutes (:data:`PRUNE_COMMITS`);
 - or, for a speculative step, which carries no token, the step's own row
   (:func:`landed`; ``_pgspec.py`` says why that is sound).
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ironflow.store._pgtxn import MARK_COMMIT, SQL
+from ironflow.store._pgsql import MARK_COMMIT, SQL
 
 __all__ = ["PRUNE_COMMITS", "PRUNE_EVERY", "TOKENS_KEPT", "Evidence", "committed", "landed"]
 

@@ -116,19 +116,15 @@ import attrs
 from ironflow.store._backend import Claiming, Scan, WriteTxn, prefix_end
 from ironflow.store._pgcommits import Evidence
 from ironflow.store._pgschema import RUN_FIRST
+from ironflow.store._pgsql import MARK_COMMIT, NOTIFY_CALL, SQL, write_params, write_sql
 from ironflow.store._pgtxn import (
-    MARK_COMMIT,
-    NOTIFY_CALL,
     RANGE_ROWS,
-    SQL,
     UNKNOWN,
     Noted,
     Notes,
     PgTxn,
     Rows,
     wakes_on,
-    write_params,
-    write_sql,
 )
 
 __all__ = [

@@ -1,9 +1,9 @@
-"""The backend interface's transactions as SQL on one PostgreSQL connection.
+"""The backend interface's transactions on one PostgreSQL connection.
 
 ``_pgbackend.py`` owns the connections and the transactions' lives (pooling, pipeline
-mode, retries, commit); this module maps each read and write of a transaction
-(``_backend.py``) onto the tables of ``_pgschema.py``, with as few round trips as the
-interface allows:
+mode, retries, commit), ``_pgsql.py`` the statements' text; this module maps each
+read and write of a transaction (``_backend.py``) onto the tables of ``_pgschema.py``,
+with as few round trips as the interface allows:
 
 - ``get_many`` and ``prefetch`` answer several reads with one query, and what a
   prefetch read is kept for the rest of the transaction: a scan over a range it covers,
@@ -30,22 +30,26 @@ from __future__ import annotations
 import bisect
 import enum
 import functools
-import os
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, Generic, Literal, TypeVar
 
 import attrs
 
-from ironflow.store._backend import TABLES, Claiming, ReadTxn, Scan, prefix_end
-from ironflow.store._pgschema import RUN_FIRST, RUN_OF, table_name
+from ironflow.store._backend import Claiming, ReadTxn, Scan, prefix_end
+from ironflow.store._pgsql import (
+    GET,
+    LAST,
+    REVERSE,
+    SCAN,
+    SQL,
+    WHOLE,
+    batch_sql,
+    write_params,
+    writes_sql,
+)
 
 __all__ = [
-    "CHANNEL",
-    "MARK_COMMIT",
-    "NOTIFY_CALL",
     "RANGE_ROWS",
-    "SQL",
     "UNKNOWN",
     "WAKES",
     "Noted",
@@ -53,14 +57,9 @@ __all__ = [
     "PgTxn",
     "ReadAfter",
     "Rows",
-    "new_token",
     "wakes_on",
-    "write_params",
-    "write_sql",
 ]
 
-#: The channel of wake-ups (``NOTIFY``, ``LISTEN``).
-CHANNEL = "ironflow_work"
 #: Writes to these tables make work for someone: their commit wakes the listeners.
 WAKES = frozenset({"ready", "timers", "events", "projections", "projection_leases"})
 
@@ -91,182 +90,6 @@ def wakes_on(table: str, value: bytes | None) -> bool:
 
 #: The first page of a scan is small (most scans stop early), later ones grow.
 _FIRST_PAGE, _LAST_PAGE = 16, 1024
-
-
-class _Sql:
-    """The statements of one table, built once."""
-
-    __slots__ = (
-        "add",
-        "at",
-        "claim",
-        "count",
-        "delete",
-        "discard",
-        "first",
-        "get",
-        "insert",
-        "insert_where",
-        "put",
-        "run_of",
-        "table",
-    )
-
-    def __init__(self, space: str) -> None:
-        t = table_name(space)
-        self.table = t
-        self.run_of = RUN_OF.get(space)
-        #: How to read the run id from a key of a table scanned by its primary key
-        #: (``_pgschema.RUN_FIRST``: no index on ``k``); None for the others.
-        self.first = self.run_of if space in RUN_FIRST else None
-        #: A row is found by its primary key: ``row(key)`` gives the parameters.
-        self.at = "k = %s" if self.run_of is None else "run = %s AND k = %s"
-        self.get = f"SELECT v FROM {t} WHERE {self.at}".encode()
-        self.count = f"SELECT count(*) FROM {t}".encode()
-        # Every key's run named too, for the primary key (each key names its run: the
-        # rows are exactly those of the keys).
-        runs = "" if self.first is None else "run = ANY(%s) AND "
-        self.claim = (
-            f"SELECT k, v FROM {t} WHERE {runs}k = ANY(%s) ORDER BY k LIMIT %s"
-            " FOR UPDATE SKIP LOCKED"
-        ).encode()
-        if self.run_of is not None:
-            names, marks, conflict = "(run, k, v)", "%s, %s, %s", "(run, k)"
-        else:
-            names, marks, conflict = "(k, v)", "%s, %s", "(k)"
-        cols = f"{names} VALUES ({marks})"
-        #: A plain insert of one row if a condition holds (``_pgspec``: a guarded insert):
-        #: the condition follows.
-        self.insert_where = f"INSERT INTO {t} {names} SELECT {marks} WHERE ".encode()
-        self.discard = f"DELETE FROM {t} WHERE {self.at}".encode()
-        self.put = (
-            f"INSERT INTO {t} {cols} ON CONFLICT {conflict} DO UPDATE SET v = EXCLUDED.v"
-        ).encode()
-        self.add = f"INSERT INTO {t} {cols} ON CONFLICT DO NOTHING".encode()
-        # The answer in a row, not a row count: a pipelined statement's count is not
-        # known until its results are read, and fetching a row reads them.
-        self.insert = self.add + b" RETURNING 1"
-        self.delete = self.discard + b" RETURNING 1"
-
-    def row(self, key: bytes, *rest: bytes) -> tuple[bytes, ...]:
-        return (key, *rest) if self.run_of is None else (self.run_of(key), key, *rest)
-
-    def claim_params(self, keys: list[bytes], limit: int) -> tuple[Any, ...]:
-        if self.first is None:
-            return keys, limit
-        return [self.first(key) for key in keys], keys, limit
-
-    def span(self, lo: bytes, hi: bytes | None) -> tuple[str, tuple[bytes, ...]]:
-        """How rows of ``[lo, hi)`` (``hi`` None: to the end) are read: the form of
-        :meth:`page` and :meth:`last`, and its bounds' parameters.
-
-        A table scanned by its primary key bounds the run too, so the scan starts at
-        ``lo``: one run's range names its run; a range across runs bounds them (a key
-        at least ``lo`` has a run id at least ``lo``'s, a key below ``hi`` one at most
-        ``hi``'s: ``_pgschema.RUN_FIRST`` says why)."""
-        first = self.first
-        if first is None:
-            return (_FROM, (lo,)) if hi is None else (_RANGE, (lo, hi))
-        run = first(lo)
-        if hi is not None and len(run) < len(lo) and hi <= run + b"\x01":
-            return _RUN, (run, lo, hi)  # lo is in the run's keys, hi at most past them
-        if hi is None:
-            return _RUNS_FROM, (run, lo)
-        return _RUNS, (run, first(hi), lo, hi)
-
-    def page(self, form: str, *, reverse: bool, tag: int | None = None) -> bytes:
-        """Rows of a :meth:`span`, in key order, at most a limit (the last parameter)."""
-        cols = "k, v" if tag is None else f"{tag}, k, v"
-        return f"SELECT {cols} FROM {self.table} {_WHERE[form, reverse]} LIMIT %s".encode()
-
-    def whole(self, form: str, tag: int) -> bytes:
-        """A batch's rows of a :meth:`span`, every one (no limit)."""
-        return f"SELECT {tag}, k, v FROM {self.table} {_WHERE[form, False]}".encode()
-
-    def last(self, form: str, tag: int) -> bytes:
-        """A batch's row of the last key of a :meth:`span`, with no value (NULL)."""
-        return (
-            f"SELECT {tag}, k, NULL::bytea FROM {self.table} {_WHERE[form, True]} LIMIT 1"
-        ).encode()
-
-
-#: The forms of a range read (``_Sql.span``): from ``lo``, or ``[lo, hi)``, by ``k``;
-#: by the primary key, one run's ``[lo, hi)``, or across runs from ``lo`` or ``[lo, hi)``.
-_FROM, _RANGE, _RUN, _RUNS_FROM, _RUNS = "from", "range", "run", "runs from", "runs"
-_WHERE = {
-    (form, reverse): f"WHERE {where} ORDER BY {order.format(' DESC' if reverse else '')}"
-    for form, where, order in (
-        (_FROM, "k >= %s", "k{0}"),
-        (_RANGE, "k >= %s AND k < %s", "k{0}"),
-        (_RUN, "run = %s AND k >= %s AND k < %s", "k{0}"),
-        (_RUNS_FROM, "run >= %s AND k >= %s", "run{0}, k{0}"),
-        (_RUNS, "run >= %s AND run <= %s AND k >= %s AND k < %s", "run{0}, k{0}"),
-    )
-    for reverse in (False, True)
-}
-
-
-#: Each table's statements (``_pgspec.py`` builds its writes from them too).
-SQL = {space: _Sql(space) for space in TABLES}
-
-
-#: The kinds of read a batch makes: a get, a scan's first page either way, a last key,
-#: a whole range (every row, no page).
-_GET, _SCAN, _REVERSE, _LAST, _WHOLE = "get", "scan", "reverse", "last", "whole"
-
-
-def _same_row(table: str, alias: str, of: str) -> str:
-    """``alias``, a row of ``table``, is the one of key ``of.k`` (a claim's tables: keyed
-    by the key alone, or run-scoped with the key as the run id)."""
-    if RUN_OF.get(table) is None:
-        return f"{alias}.k = {of}.k"
-    return f"{alias}.run = {of}.k AND {alias}.k = {of}.k"
-
-
-@functools.lru_cache(maxsize=256)
-def _batch_sql(
-    reads: tuple[tuple[str, str, str], ...],
-    claims: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (),
-) -> bytes:
-    """One query for several reads, each ``(table, kind, form)`` (form: a range's, of
-    ``_Sql.span``): ``(i, k, v)`` for each row found (a get is a scan of one key's
-    range with no limit; a last key's ``v`` is NULL); then, for each claim ``(table,
-    also, unless)``, the rows it locks (the first, a limit, whose value is in an array,
-    whose key no ``unless`` table holds: its two parameters, before the reads'), then
-    its ``also`` tables' rows under their keys, each tagged after the last."""
-    parts = []
-    for i, (table, kind, form) in enumerate(reads):
-        sql = SQL[table]
-        if kind == _GET:
-            parts.append(
-                b"SELECT %d, k, v FROM %s WHERE %s" % (i, sql.table.encode(), sql.at.encode())
-            )
-        elif kind == _LAST:
-            parts.append(b"(" + sql.last(form, i) + b")")
-        elif kind == _WHOLE:
-            parts.append(b"(" + sql.whole(form, i) + b")")
-        else:
-            parts.append(b"(" + sql.page(form, reverse=kind == _REVERSE, tag=i) + b")")
-    ctes, tag = [], len(reads)
-    for i, (table, also, unless) in enumerate(claims):
-        skip = "".join(
-            f" AND NOT EXISTS (SELECT FROM {table_name(u)} x WHERE {_same_row(u, 'x', 'c')})"
-            for u in unless
-        )
-        ctes.append(
-            f"c{i} AS (SELECT c.k, c.v FROM {table_name(table)} c WHERE c.v = ANY(%s){skip}"
-            " ORDER BY c.k LIMIT %s FOR UPDATE SKIP LOCKED)"
-        )
-        parts.append(b"SELECT %d, k, v FROM c%d" % (tag, i))
-        for other in also:
-            tag += 1
-            on = _same_row(other, "t", f"c{i}")
-            parts.append(
-                f"SELECT {tag}, t.k, t.v FROM {table_name(other)} t JOIN c{i} ON {on}".encode()
-            )
-        tag += 1
-    with_ = f"WITH {', '.join(ctes)} ".encode() if ctes else b""
-    return with_ + b" UNION ALL ".join(parts)
 
 
 def _after(key: bytes) -> bytes:
@@ -438,7 +261,7 @@ class PgTxn:
         ranges: list[tuple[str, bytes, bytes | None]] = []
         for table, key in gets:
             if self._cover(table, key) is None:
-                reads.append((table, _GET, ""))
+                reads.append((table, GET, ""))
                 params.extend(SQL[table].row(key))
                 ranges.append((table, key, _after(key)))
         for scan in scans:
@@ -448,7 +271,7 @@ class PgTxn:
             lo, hi = span
             # An unbounded range is bounded by a key past every key (keys are < 512 bytes).
             form, bounds = SQL[scan.table].span(lo, hi if hi is not None else _PAST_ALL)
-            reads.append((scan.table, _REVERSE if scan.reverse else _SCAN, form))
+            reads.append((scan.table, REVERSE if scan.reverse else SCAN, form))
             params.extend((*bounds, _FIRST_PAGE))
             ranges.append((scan.table, lo, hi))
         for table, prefix in lasts:
@@ -456,7 +279,7 @@ class PgTxn:
                 continue
             hi = prefix_end(prefix)
             form, bounds = SQL[table].span(prefix, hi if hi is not None else _PAST_ALL)
-            reads.append((table, _LAST, form))
+            reads.append((table, LAST, form))
             params.extend(bounds)
             ranges.append((table, prefix, hi))
         # Once per table: a claim announced again (a lease after a finish) is the same.
@@ -486,7 +309,7 @@ class PgTxn:
                 continue
             lo, hi = span
             form, bounds = SQL[scan.table].span(lo, hi if hi is not None else _PAST_ALL)
-            reads.append((scan.table, _WHOLE, form))
+            reads.append((scan.table, WHOLE, form))
             params.extend(bounds)
             ranges.append((scan.table, lo, hi))
         if not reads:
@@ -505,7 +328,7 @@ class PgTxn:
             for table, lo, hi in ranges:
                 self._sent_before(table, lo, hi)
         shapes = tuple((c.table, c.also, c.unless) for c in claims)
-        self._cur.execute(_batch_sql(tuple(reads), shapes), tuple(params))
+        self._cur.execute(batch_sql(tuple(reads), shapes), tuple(params))
 
     def _receive(
         self,
@@ -534,12 +357,12 @@ class PgTxn:
         for (table, lo, hi), rows, (_, kind, _) in zip(
             ranges, found[: len(reads)], reads, strict=True
         ):
-            if kind == _LAST:
+            if kind == LAST:
                 self._lasts[table, lo] = rows[0][0] if rows else None
                 continue
-            if kind in (_SCAN, _REVERSE) and len(rows) >= _FIRST_PAGE:
+            if kind in (SCAN, REVERSE) and len(rows) >= _FIRST_PAGE:
                 # A full page: only the part of the range up to its last row is known.
-                if kind == _REVERSE:
+                if kind == REVERSE:
                     lo = min(k for k, _ in rows)
                 else:
                     hi = _after(max(k for k, _ in rows))
@@ -720,7 +543,7 @@ class PgTxn:
         params: list[Any] = [] if first is None else list(first[1])
         for (table, key), (kind, value) in queued.items():
             params.extend(write_params(kind, table, key, value))
-        self._cur.execute(_writes_sql(None if first is None else first[0], shape, notify), params)
+        self._cur.execute(writes_sql(None if first is None else first[0], shape, notify), params)
 
     def put(self, table: str, key: bytes, value: bytes) -> None:
         self._queue("put", table, key, value)
@@ -823,50 +646,3 @@ class _Ended:
 
 
 _ENDED = _Ended()
-
-
-def write_sql(kind: str, table: str) -> bytes:
-    """The statement of a queued write: ``put``, ``add`` or ``discard``."""
-    sql = SQL[table]
-    return sql.put if kind == "put" else sql.add if kind == "add" else sql.discard
-
-
-def write_params(kind: str, table: str, key: bytes, value: bytes | None) -> tuple[bytes, ...]:
-    sql = SQL[table]
-    return sql.row(key) if value is None or kind == "discard" else sql.row(key, value)
-
-
-#: The commit token's insert: one per write transaction (``_pgbackend.py`` says why).
-MARK_COMMIT = b"INSERT INTO ironflow_commits (token) VALUES (%s)"
-
-
-def new_token() -> bytes:
-    """A commit token: the clock's nanoseconds, then 64 random bits (unique: two tokens
-    alike would need one nanosecond and the same 64 bits). Ordered by time, so its
-    insert lands on the right edge of ``ironflow_commits``' index, the page the last
-    one touched, not on a random page of the ten minutes of tokens kept (fewer pages
-    dirtied and split, fewer full-page images in the WAL after a checkpoint)."""
-    return time.time_ns().to_bytes(8, "big") + os.urandom(8)
-
-
-#: The wake-up, as a call: NOTIFY delivered only if the transaction commits.
-NOTIFY_CALL = f"pg_notify('{CHANNEL}', '')".encode()
-#: A NOTIFY as a query, to end a statement of writes.
-_NOTIFY = b"SELECT " + NOTIFY_CALL
-
-
-@functools.lru_cache(maxsize=256)
-def _writes_sql(first: bytes | None, writes: tuple[tuple[str, str], ...], notify: bool) -> bytes:
-    """One statement for ``first`` (a write of no table, the commit token's), these
-    writes to distinct rows and, if ``notify``, the NOTIFY: ``WITH`` parts, the last
-    one the statement itself."""
-    parts = [write_sql(kind, table) for kind, table in writes]
-    if first is not None:
-        parts.insert(0, first)
-    if notify:
-        parts.append(_NOTIFY)
-    *before, last = parts
-    if not before:
-        return last
-    ctes = b", ".join(b"w%d AS (%s)" % (i, part) for i, part in enumerate(before))
-    return b"WITH " + ctes + b" " + last

@@ -17,7 +17,7 @@ from ironflow.errors import StoreFormatError
 from ironflow.store import AgentSpec, PostgresStore
 from ironflow.store._keys import step_key
 from ironflow.store._pgschema import _STEPS, RUN_FIRST, RUN_OF, SCHEMA_VERSION, table_name
-from ironflow.store._pgtxn import SQL
+from ironflow.store._pgsql import SQL
 from ironflow.store._postgres import migrate
 from ironflow.store._records import LeasedRun, StepRecord
 from ironflow.testing import StandInWorker
