@@ -352,12 +352,13 @@ def encode_record(record: Any) -> bytes:
     return codec_of(type(record)).encode(record)
 
 
-def decode_record(raw: bytes | memoryview, cls: type[T]) -> T:
-    """Decode a record written by :func:`encode_record`.
+def decode_record(raw: bytes | memoryview, cls: type[T], **changes: Any) -> T:
+    """Decode a record written by :func:`encode_record`, with ``changes`` to its fields
+    if given (what ``attrs.evolve`` of the decoded record gives, built once).
 
     Raises :class:`~ironflow.errors.StoreCorruptedError` if the bytes are not one.
     """
-    decoded: T = codec_of(cls).decode(raw)
+    decoded: T = codec_of(cls).decode(raw, changes)
     return decoded
 
 
@@ -475,35 +476,47 @@ class RecordCodec:
             return orjson.dumps(data)
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
-    def from_dict(self, data: dict[str, Any]) -> Any:
-        """The record from its JSON data (raises on data that is not one)."""
+    def from_dict(self, data: dict[str, Any], changes: dict[str, Any] | None = None) -> Any:
+        """The record from its JSON data (raises on data that is not one), with
+        ``changes`` to its fields if given: what ``attrs.evolve`` of it would give,
+        built once."""
         for name in self.nested:
             value = data.get(name)
             if value is not None:
                 if value == [] and name in self.empty_tuples:
                     data[name] = ()
                     continue
-                return converter.structure(data, self.cls)
+                return self._converted(data, changes)
         for name, item in self.scalar_tuples.items():
             value = data.get(name)
             if value is not None:
                 if type(value) is not list or not all(type(x) is item for x in value):
-                    return converter.structure(data, self.cls)  # converts, or names it
+                    return self._converted(data, changes)  # converts, or names it
                 data[name] = tuple(value)
         for name, sub in self.subs.items():
             value = data.get(name)
             if value is not None:
                 data[name] = sub.from_dict(value)
         try:
-            return self.cls(**data)
+            return self.cls(**data) if not changes else self.cls(**{**data, **changes})
         except TypeError:
             # A key this version does not know (or a missing one): the converter
             # ignores the first and names the second.
-            return converter.structure(data, self.cls)
+            return self._converted(data, changes)
 
-    def decode(self, raw: bytes | memoryview) -> Any:
+    def _converted(self, data: dict[str, Any], changes: dict[str, Any] | None) -> Any:
+        # A nested record already built from ``data`` goes back to its JSON: the
+        # converter reads JSON only.
+        for name, sub in self.subs.items():
+            value = data.get(name)
+            if value is not None and not isinstance(value, dict):
+                data[name] = sub.plain_dict(value)[0]
+        record = converter.structure(data, self.cls)
+        return attrs.evolve(record, **changes) if changes else record
+
+    def decode(self, raw: bytes | memoryview, changes: dict[str, Any] | None = None) -> Any:
         try:
-            return self.from_dict(orjson.loads(raw))
+            return self.from_dict(orjson.loads(raw), changes)
         except Exception as exc:
             raise _damaged(f"{self.cls.__name__} record", exc) from exc
 

@@ -20,7 +20,7 @@ from ironflow.store._flowctl import FlowControl
 from ironflow.store._keys import steps_prefix
 from ironflow.store._liveness import process_alive
 from ironflow.store._records import Lease, LeasedRun, Run, WorkerInfo
-from ironflow.store._runs import last_seq, new_lease, run_in, step_log
+from ironflow.store._runs import encode_lease, last_seq, new_lease, run_in, step_log
 from ironflow.store._suspend import fire_timers, timers_due
 
 __all__ = [
@@ -235,16 +235,16 @@ def lease(
         held = new_lease(txn, run_id, worker, now + ttl, run.attempt)
         txn.put("runs", key, encode_record(run))
         txn.discard("ready", key)
-        txn.put("leases", key, encode_record(held))
+        txn.put("leases", key, encode_lease(held))
         leased.append(
             LeasedRun(
                 run=run,
-                steps=(),
+                steps=step_log(txn, run_id) if steps else (),
                 lease=held,
                 taken_from=None if prior is None else decode_record(prior, Lease).worker,
             )
         )
-    return with_steps(txn, leased) if steps else leased
+    return leased
 
 
 def _steps_of(run_ids: Collection[str]) -> list[Scan]:
@@ -281,6 +281,6 @@ def heartbeat(
         lease = decode_record(raw, Lease)
         if lease.worker.id == worker.id:
             lease = attrs.evolve(lease, expires_at=expires)
-            txn.put("leases", run_id.encode(), encode_record(lease))
+            txn.put("leases", run_id.encode(), encode_lease(lease))
             held.add(run_id)
     return held

@@ -8,7 +8,6 @@ atomicity covers the rest.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -48,6 +47,7 @@ __all__ = [
     "check_holder",
     "emit",
     "emit_scans",
+    "encode_lease",
     "finish",
     "last_seq",
     "new_lease",
@@ -67,12 +67,41 @@ __all__ = [
 STEPS = codec_of(StepRecord)
 
 
-@functools.lru_cache(maxsize=4096)
+#: What an encoded lease tells, by its bytes: the worker id, the attempt, and the run's
+#: cancel and pause requests (None: not told). Every step reads its run's lease, and a
+#: lease's bytes change only when it is rewritten; the bytes decide what they tell, so
+#: nothing here goes stale. Emptied when full.
+_told: dict[bytes, tuple[str, int, bool | None, bool | None]] = {}
+_TOLD_KEPT = 4096
+
+
+def encode_lease(lease: Lease) -> bytes:
+    """The lease encoded for the ``leases`` table, what it tells remembered: the run's
+    next step reads it, and need not decode what was just encoded."""
+    raw = encode_record(lease)
+    _remember(raw, lease)
+    return raw
+
+
 def _lease_holder(raw: bytes) -> tuple[str, int, bool | None, bool | None]:
     """The worker id, attempt and the run's cancel and pause requests (None: not told)
-    of an encoded lease; cached, as every step reads it."""
-    lease = decode_record(raw, Lease)
-    return lease.worker.id, lease.attempt, lease.cancel_requested, lease.pause_requested
+    of an encoded lease."""
+    told = _told.get(raw)
+    if told is None:
+        told = _remember(raw, decode_record(raw, Lease))
+    return told
+
+
+def _remember(raw: bytes, lease: Lease) -> tuple[str, int, bool | None, bool | None]:
+    if len(_told) >= _TOLD_KEPT:
+        _told.clear()
+    told = _told[raw] = (
+        lease.worker.id,
+        lease.attempt,
+        lease.cancel_requested,
+        lease.pause_requested,
+    )
+    return told
 
 
 def check_holder(txn: ReadTxn, worker: WorkerInfo, run_id: str, attempt: int) -> None:
@@ -152,15 +181,16 @@ def _request(txn: WriteTxn, key: bytes, table: str, on: bool) -> None:
     cancel, pause = (on, other) if table == "cancels" else (other, on)
     told = attrs.evolve(lease, cancel_requested=cancel, pause_requested=pause)
     if told != lease:
-        txn.put("leases", key, encode_record(told))
+        txn.put("leases", key, encode_lease(told))
 
 
-def run_in(txn: ReadTxn, run_id: str) -> Run:
-    """The run with this id (a known-good id: the caller checked it)."""
+def run_in(txn: ReadTxn, run_id: str, **changes: Any) -> Run:
+    """The run with this id (a known-good id: the caller checked it), with ``changes``
+    to its fields if given (as ``attrs.evolve`` of it, built once)."""
     raw = txn.get("runs", run_id.encode())
     if raw is None:
         raise RunNotFoundError(run_id)
-    return decode_record(raw, Run)
+    return decode_record(raw, Run, **changes)
 
 
 def steps_of(txn: ReadTxn, run_id: str) -> list[StepRecord]:
@@ -323,9 +353,7 @@ def finish(
     key = run_id.encode()
     txn.prefetch(gets=(("leases", key), ("runs", key)), scans=then, claims=claims)
     check_holder(txn, worker, run_id, attempt)
-    run = attrs.evolve(
-        run_in(txn, run_id), status=status, output=output, error=error, updated_at=now
-    )
+    run = run_in(txn, run_id, status=status, output=output, error=error, updated_at=now)
     txn.put("runs", key, encode_record(run))
     txn.discard("leases", key)
     txn.discard("cancels", key)
@@ -339,7 +367,7 @@ def release(txn: WriteTxn, worker: WorkerInfo, run_id: str, attempt: int, now: f
     key = run_id.encode()
     # A run paused while it ran stops here: it waits for `run resume`.
     status: RunStatus = "paused" if txn.get("paused", key) is not None else "pending"
-    run = attrs.evolve(run_in(txn, run_id), status=status, updated_at=now)
+    run = run_in(txn, run_id, status=status, updated_at=now)
     txn.put("runs", key, encode_record(run))
     txn.delete("leases", key)
     if status == "pending":

@@ -126,14 +126,14 @@ def test_a_step_committing_inside_a_lease_does_not_roll_the_lease_back(
     (held_run,) = a.lease_runs(worker_a.info, ["a"], limit=1, ttl=600)
     assert held_run.run.id == mine
     held = _HeldStep(a, worker_a, _step(held_run, 0))
-    encode = _leasing.encode_record
+    encode = _leasing.encode_lease
 
-    def encoding(record: Any) -> bytes:
-        if isinstance(record, Lease) and held.outcome is None:
+    def encoding(lease: Lease) -> bytes:
+        if held.outcome is None:
             held.finish()  # the lease has read all it reads; its writes are to come
-        return encode(record)
+        return encode(lease)
 
-    monkeypatch.setattr(_leasing, "encode_record", encoding)
+    monkeypatch.setattr(_leasing, "encode_lease", encoding)
     (taken,) = b.lease_runs(worker_b.info, ["a"], limit=1, ttl=600)
     assert taken.run.id == other and list(taken.steps) == []
     assert isinstance(held.outcome, StepAck), held.outcome

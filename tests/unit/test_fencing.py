@@ -12,7 +12,8 @@ import pytest
 from ironflow._worker._identity import this_worker
 from ironflow.errors import LeaseLostError
 from ironflow.replay._engine import Execution, Outcome
-from ironflow.store import AgentSpec, LmdbStore, Suspension
+from ironflow.store import AgentSpec, Lease, LmdbStore, StepRecord, Suspension, _runs
+from ironflow.store._codec import decode_record
 
 ME = this_worker("frozen-then-back")
 
@@ -62,3 +63,33 @@ def test_a_stale_execution_settling_leaves_the_new_attempt_running(store: LmdbSt
     assert (run.status, run.output, run.attempt) == ("running", None, 2)
     lease = store.get_lease(run_id)
     assert lease is not None and lease.attempt == 2
+
+
+def test_a_stale_attempts_step_is_refused_right_after_the_new_lease_is_written(
+    store: LmdbStore,
+) -> None:
+    """Each lease's holder is remembered as it is written, by the lease's bytes: the
+    new attempt's lease names attempt 2, so attempt 1's step is refused."""
+    run_id, _ = _leased_twice(store)
+
+    def step(attempt: int) -> StepRecord:
+        return StepRecord(run_id, 0, "tool.x", "completed", {}, 1, 1.0, 1.0, attempt=attempt)
+
+    with pytest.raises(LeaseLostError):
+        store.record_step(ME, step(1))
+    store.record_step(ME, step(2))
+
+
+def test_the_holder_remembered_for_a_written_lease_is_the_one_it_decodes_to(
+    store: LmdbStore,
+) -> None:
+    run_id, _ = _leased_twice(store)
+    for write in ("lease", "heartbeat"):
+        if write == "heartbeat":
+            store.heartbeat(ME, [run_id], ttl=30)  # new bytes (a later expiry)
+        with store._read() as txn:
+            raw = bytes(txn.get("leases", run_id.encode()) or b"")
+        # Remembered as written, and what decoding the bytes gives.
+        assert _runs._told.get(raw) == (ME.id, 2, False, False)
+        lease = decode_record(raw, Lease)
+        assert (lease.worker.id, lease.attempt) == (ME.id, 2)
