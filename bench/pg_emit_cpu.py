@@ -1,8 +1,9 @@
 """CPU an emit costs the client and the server, on PostgreSQL: what a loaded host blurs
 least, since a process's CPU is its own whatever else runs.
 
-``python -m bench.pg_emit_cpu [--emits N] [--rounds R] [--via direct|cursor]`` starts an
-embedded PostgreSQL (fsync off: the disk is not what is measured), registers the bench's
+``python -m bench.pg_emit_cpu [--emits N] [--rounds R] [--via direct|cursor] [--fsync]``
+starts an embedded PostgreSQL (fsync off unless ``--fsync``: the disk is not what is
+measured), registers the bench's
 agents (one 3-step agent on ``bench.three``), makes a few emits to warm up (prepared
 statements, remembered rows), then R rounds of N emits of ``bench.three``, as the
 3-step row's emits. Each round prints, per emit: the client's CPU (``getrusage`` of
@@ -58,12 +59,15 @@ def main(argv: list[str] | None = None) -> int:
         default="direct",
         help="how a speculative emit's statement is sent (default: direct, as the store does)",
     )
+    parser.add_argument(
+        "--fsync", action="store_true", help="fsync on, as make bench (default off: CPU only)"
+    )
     args = parser.parse_args(argv)
     from bench._ironflow import _SPECS
     from ironflow.store._postgres import PostgresStore, migrate
     from tests.support.postgres import EmbeddedPostgres
 
-    with EmbeddedPostgres(fsync=False) as pg:
+    with EmbeddedPostgres(fsync=args.fsync) as pg:
         url = pg.create_database("emits")
         migrate(url)
         postmaster = pg.pid

@@ -358,10 +358,10 @@ class SpecTxn:
 
     def last_key(self, table: str, prefix: bytes = b"") -> bytes | None:
         at = (table, prefix)
-        if at in self.lasts:
-            return self.lasts[at]
         if table not in RANGED or self._wrote_under(table, prefix):
             raise Abandon(table)  # (after a write there: not worth the overlay)
+        if at in self.lasts:
+            return self.lasts[at]
         last = self._cache.last(table, prefix)
         if last is UNKNOWN:
             raise Abandon(table)
@@ -377,19 +377,17 @@ class SpecTxn:
         reverse: bool = False,
     ) -> Iterator[tuple[bytes, bytes]]:
         """A range read whole, from the cache (a scan from a ``start``: given up)."""
+        if start is not None or table not in RANGED or self._wrote_under(table, prefix):
+            raise Abandon(table)
         at = (table, prefix)
         known = self.ranges.get(at)
         if known is None:
-            if start is not None or table not in RANGED or self._wrote_under(table, prefix):
-                raise Abandon(table)
             known = self._cache.range(table, prefix)
             if known is None:
                 if table not in GUESS_EMPTY:
                     raise Abandon(table)
                 known = ((), b"")
             self.ranges[at] = known
-        elif start is not None or self._wrote_under(table, prefix):
-            raise Abandon(table)
         return iter(reversed(known[0]) if reverse else known[0])
 
     def count(self, table: str) -> int:

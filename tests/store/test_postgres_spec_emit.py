@@ -210,6 +210,30 @@ def test_a_speculative_emit_wakes_a_waiting_worker_of_another_store(pg_url: str)
         thread.join(30)
 
 
+def test_a_range_or_head_read_after_the_op_wrote_there_gives_up() -> None:
+    """What the cache remembers is the range before the op's own writes: read again
+    after one, it would be stale, so the op runs the normal way."""
+    from ironflow.store._pgspec import Abandon, Learned, RowCache, SpecTxn
+
+    cache = RowCache()
+    cache.learn(
+        Learned(ranges={("agents", b""): ((b"a", b"1"),)}, lasts={("events", b""): b"\x01"})
+    )
+    txn = SpecTxn(cache)
+    assert txn.last_key("events") == b"\x01"
+    assert list(txn.scan("agents")) == [(b"a", b"1")]
+    txn.put("events", b"\x02", b"e")
+    txn.put("agents", b"b", b"2")
+    with pytest.raises(Abandon):
+        txn.last_key("events")
+    with pytest.raises(Abandon):
+        list(txn.scan("agents"))
+    # What it leaves the cache: the ranges and head as its writes left them.
+    learned = txn.learned()
+    assert learned.ranges == {("agents", b""): ((b"a", b"1"), (b"b", b"2"))}
+    assert learned.lasts == {("events", b""): b"\x02"}
+
+
 def _tokens(pg_url: str) -> set[bytes]:
     with psycopg.connect(pg_url, autocommit=True) as conn:
         return {bytes(r[0]) for r in conn.execute("SELECT token FROM ironflow_commits")}
