@@ -520,6 +520,9 @@ class PostgresBackend:
                 self._lost(unknown.__cause__ or unknown, started)
                 if self._retrying(functools.partial(self._resolve, unknown)):
                     return unknown.result, None  # type: ignore[return-value]
+                # Back (the look answered), the op runs again: not on a pooled session
+                # the same outage broke, which would be reported lost a second time.
+                self._pool.check()
             except self._psycopg.OperationalError as exc:
                 # Broken before COMMIT was sent: nothing was written; run it again.
                 self._lost(exc, started)
