@@ -173,11 +173,14 @@ def _request(txn: WriteTxn, key: bytes, table: str, on: bool) -> None:
         txn.put(table, key, _REQUEST_ROW[table])
     else:
         txn.discard(table, key)
-    raw = txn.get("leases", key)
+    # Read together: one query on PostgreSQL.
+    raw, other_row = txn.get_many(
+        (("leases", key), ("paused" if table == "cancels" else "cancels", key))
+    )
     if raw is None:
         return
     lease = decode_record(raw, Lease)
-    other = txn.get("paused" if table == "cancels" else "cancels", key) is not None
+    other = other_row is not None
     cancel, pause = (on, other) if table == "cancels" else (other, on)
     told = attrs.evolve(lease, cancel_requested=cancel, pause_requested=pause)
     if told != lease:
