@@ -87,7 +87,7 @@ from ironflow.store._pgcommits import (
 )
 from ironflow.store._pgdirect import Direct
 from ironflow.store._pgschema import check_version, schema_version
-from ironflow.store._pgspec import STALE, Learned, RowCache, SpecTxn, noting, speculate
+from ironflow.store._pgspec import STALE, Learned, Odds, RowCache, SpecTxn, noting, speculate
 from ironflow.store._pgsql import CHANNEL, new_token
 from ironflow.store._pgtxn import PgTxn, ReadAfter
 from ironflow.store._pgurl import check_url, safe_url, settings_error
@@ -249,6 +249,7 @@ class PostgresBackend:
         #: What this store's committed writes last read or wrote of a few tables: the
         #: guesses a speculative write runs on (``_pgspec.py``).
         self.rows = RowCache()
+        self.odds = Odds()  # whether each kind of op is worth speculating now
         #: Sends the speculative statement straight through libpq (``_pgdirect.py``).
         self.direct = Direct(psycopg)
         #: Speculative writes tried, and those whose guard found a row changed.
@@ -322,14 +323,14 @@ class PostgresBackend:
             self._leasing.on = False
 
     @contextlib.contextmanager
-    def speculating(self) -> Iterator[None]:
-        """Within: this thread's write ops are first run on the remembered rows and sent
-        with a guard in one round trip (``_pgspec.py``), the normal way if that fails."""
-        self._speculating.on = True
+    def speculating(self, kind: str) -> Iterator[None]:
+        """Within: this thread's write ops (of ``kind``: :attr:`odds`) first run on the
+        remembered rows, sent with a guard in one round trip (``_pgspec.py``)."""
+        self._speculating.on = kind
         try:
             yield
         finally:
-            self._speculating.on = False
+            self._speculating.on = None
 
     def _connect(self, **kwargs: Any) -> Any:
         return self._psycopg.connect(self.url, autocommit=True, connect_timeout=10, **kwargs)
@@ -498,16 +499,20 @@ class PostgresBackend:
         delay = 0.002
         started = time.monotonic()
         # Tried once, first: a retry for whatever reason runs the normal way.
-        spec = speculate(self.rows, op) if getattr(self._speculating, "on", False) else None
+        kind: str = getattr(self._speculating, "on", None) or ""
+        spec = speculate(self.rows, op) if kind and self.odds.worth(kind) else None
         while True:
             if self._closed:
                 raise StoreError(f"the store on {self.where} is closed")
             try:
                 if spec is not None:
                     guessed, spec = spec, None
-                    return self._attempt_one(*guessed), None
+                    result = self._attempt_one(*guessed)
+                    self.odds.hit(kind)
+                    return result, None
                 return self._attempt(op, then)
             except _Stale:
+                self.odds.stale(kind)
                 continue  # a remembered row was stale: the normal way, at once
             except (errors.SerializationFailure, errors.DeadlockDetected):
                 if getattr(self._leasing, "on", False):
@@ -520,8 +525,7 @@ class PostgresBackend:
                 self._lost(unknown.__cause__ or unknown, started)
                 if self._retrying(functools.partial(self._resolve, unknown)):
                     return unknown.result, None  # type: ignore[return-value]
-                # Back (the look answered), the op runs again: not on a pooled session
-                # the same outage broke, which would be reported lost a second time.
+                # Not again on a pooled session the same outage broke (lost twice).
                 self._pool.check()
             except self._psycopg.OperationalError as exc:
                 # Broken before COMMIT was sent: nothing was written; run it again.

@@ -136,6 +136,7 @@ __all__ = [
     "STALE",
     "Abandon",
     "Learned",
+    "Odds",
     "RowCache",
     "SpecTxn",
     "noting",
@@ -202,6 +203,41 @@ def noting(cur: Any, token: bytes) -> PgTxn:
     """A write transaction of the normal way on ``cur``, with its commit ``token``,
     noting what the remembered tables' rows and ranges are when it commits."""
     return PgTxn(cur, REMEMBERED, (MARK_COMMIT, (token,)), RANGED)
+
+
+#: Consecutive stale guesses after which an op's next calls stop speculating: 2**n - 1
+#: of them after the n+1th, at most ``2**MAX_BACKOFF - 1``.
+MAX_BACKOFF = 6
+
+
+class Odds:
+    """Whether speculating an op is worth its statement, per kind of op (``emit``,
+    ``record_step``). A stale guess costs a round trip and a statement rolled back on
+    the server; one now and then is the price of the hits, but a store whose guesses
+    of an op keep failing (emitters on several servers: each one's head of the log is
+    stale whenever another emitted since) sends the op's next calls the normal way:
+    none after one stale guess, then 1, 3, 7... after each further one in a row, and
+    every call speculates again after a hit. Shared by a store's threads; a race makes
+    a count a little off, never an answer wrong (the guard decides that)."""
+
+    def __init__(self) -> None:
+        self._streak: dict[str, int] = {}
+        self._skip: dict[str, int] = {}
+
+    def worth(self, kind: str) -> bool:
+        left = self._skip.get(kind, 0)
+        if left > 0:
+            self._skip[kind] = left - 1
+            return False
+        return True
+
+    def stale(self, kind: str) -> None:
+        streak = self._streak.get(kind, 0)
+        self._streak[kind] = min(streak + 1, MAX_BACKOFF)
+        self._skip[kind] = 2**streak - 1
+
+    def hit(self, kind: str) -> None:
+        self._streak[kind] = 0
 
 
 class Abandon(Exception):

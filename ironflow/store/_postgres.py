@@ -83,13 +83,13 @@ class PostgresStore(StoreMachine):
     ) -> EmitResult:
         # Speculative too: the agents, the waits for its name and the log's head as this
         # store last saw them, checked by the guard (``_pgspec.py``).
-        with self.backend.speculating():
+        with self.backend.speculating("emit"):
             return super().emit(name, data, id=id, trace=trace)
 
     def record_step(self, worker: WorkerInfo, step: StepRecord) -> StepAck:
         # Speculative: run on the rows this store remembers, sent with a guard that
         # re-reads them, in one round trip (``_pgspec.py``); the machine's rule as is.
-        with self.backend.speculating():
+        with self.backend.speculating("record_step"):
             return super().record_step(worker, step)
 
     #: A lease's step records are read after it commits: read in its SERIALIZABLE

@@ -210,6 +210,28 @@ def test_a_speculative_emit_wakes_a_waiting_worker_of_another_store(pg_url: str)
         thread.join(30)
 
 
+def test_emitters_on_two_stores_taking_turns_stop_guessing(pg_url: str) -> None:
+    """Each store's head of the log is stale whenever the other emitted since: after a
+    few stale guesses in a row, a store sends most emits the normal way (no statement
+    rolled back, no round trip wasted), and speculates again once a guess hits."""
+    with _two_stores(pg_url) as (a, b):
+        sent: list[int] = []
+        backend: Any = a.backend
+        backend.direct.run = _counting(backend.direct.run, sent)
+        for i in range(40):
+            a.emit("go", {"i": i})
+            b.emit("go", {"i": i})
+        assert [e.seq for e in a.events(limit=100)] == list(range(1, 81))
+        # Every one of a's 39 guesses (its first emit knows nothing) was stale; backing
+        # off (0, 1, 3, 7, 15 emits after each) leaves 6 of them.
+        assert a.backend.speculated == 0 and len(sent) == a.backend.stale <= 8
+        # Alone now: once the skips left run out, every guess hits (the emits made the
+        # normal way meanwhile remembered the head).
+        for i in range(40):
+            a.emit("go", {"i": i})
+        assert a.backend.speculated >= 8
+
+
 def test_a_range_or_head_read_after_the_op_wrote_there_gives_up() -> None:
     """What the cache remembers is the range before the op's own writes: read again
     after one, it would be stale, so the op runs the normal way."""
