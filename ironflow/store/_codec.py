@@ -35,11 +35,13 @@ from ironflow.errors import InvalidInputError, NotSerializableError, StoreCorrup
 
 __all__ = [
     "MAX_DEPTH",
+    "NOT_JSON",
     "converter",
     "decode_record",
     "dumps",
     "encode_record",
     "event_data",
+    "exact_json",
     "loads",
     "structure",
     "to_json_value",
@@ -98,12 +100,52 @@ def to_json_value(value: Any, what: str = "value", path: str = "value") -> Any:
             flat[k] = v
         else:
             return flat
+    copy = exact_json(value)
+    if copy is not NOT_JSON:
+        return copy
     try:
         return _plain_copy(value, 0)
     except _Unusual:
         # Anything but plain JSON (records, enums, dates, a value to refuse): the full
         # walk converts it, or names the path of what cannot be stored.
         return _walk(value, what, path, set(), 0)
+
+
+#: orjson's own types only: a subclass (an IntEnum, a str subclass), a dataclass or a
+#: datetime goes to ``default``, and with none given the encode raises.
+_EXACT = (
+    orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+)
+#: What :func:`exact_json` answers for a value that is not plain JSON.
+NOT_JSON: Any = object()
+
+
+def exact_json(value: Any) -> Any:
+    """A copy of ``value`` if it is plain JSON that reads back as an equal value of the
+    same types (what :func:`to_json_value` would return unchanged), else :data:`NOT_JSON`.
+
+    One encode and one decode in C, no walk in Python: the check every stored event and
+    LangGraph checkpoint value makes. orjson refuses what JSON cannot hold (a non-str
+    key, a lone surrogate, an integer past 64 bits, a recursive structure, any other
+    type) and writes a few things as something else (NaN as null, a tuple as a list, an
+    enum as its value, a UUID as text), which the copy then no longer equals. Nesting is
+    at most the opening brackets counted (some may be inside strings): a value with more
+    than :data:`MAX_DEPTH` of them gets the full walk.
+    """
+    try:
+        raw = orjson.dumps(value, option=_EXACT)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return NOT_JSON
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        return NOT_JSON
+    copy = orjson.loads(raw)
+    try:
+        same = copy == value
+    except Exception:  # an enum's own __eq__ that raises
+        return NOT_JSON
+    return copy if same else NOT_JSON
 
 
 class _Unusual(Exception):

@@ -8,6 +8,7 @@ atomicity covers the rest.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -259,6 +260,7 @@ def emit(
     )[0]
 
 
+@functools.lru_cache(maxsize=1024)  # each append asks three times: a pure function
 def emit_scans(name: str) -> tuple[Scan, ...]:
     """The scans an event named ``name`` makes whatever it finds (for a prefetch, with
     :data:`LOG_HEAD`)."""

@@ -14,6 +14,7 @@ run's entries needs nothing but the run record.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from typing import Any
@@ -38,6 +39,7 @@ _LAST_MICRO = (2**64 - 1) / 1_000_000
 _MAX_NAME_KEY = 256
 
 
+@functools.lru_cache(maxsize=4096)  # every event makes it several times: a pure function
 def name_key(name: str) -> bytes:
     """An event name as part of a key: its bytes, or a digest for a very long one.
 

@@ -142,6 +142,9 @@ class ChannelWakeups(LocalWakeups):
         raise NotImplementedError
 
 
+#: How recent a change of the wake-up directory lists it again at every post: longer
+#: than a tick of any file system's mtime clock (one second on the coarsest).
+_FRESH_NS = 2_000_000_000
 #: A unix socket address may hold about 107 bytes; longer paths go through /proc.
 _MAX_ADDRESS = 100
 _SUFFIX = ".sock"
@@ -163,6 +166,8 @@ class SocketWakeups(ChannelWakeups):
         self._dirfd: int | None = None
         self._usable = True
         self._lock = threading.Lock()
+        #: The directory's mtime (ns) and the socket names listed at it.
+        self._listed: tuple[int, list[str]] | None = None
 
     # -- addresses ---------------------------------------------------------------------
 
@@ -197,10 +202,7 @@ class SocketWakeups(ChannelWakeups):
                 self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 self._sender.setblocking(False)
             sender = self._sender
-        try:
-            names = [e.name for e in os.scandir(self.directory) if e.name.endswith(_SUFFIX)]
-        except OSError:
-            return
+        names = self._names()
         for name in names:
             try:
                 sender.sendto(b"!", self._address(name))
@@ -212,6 +214,31 @@ class SocketWakeups(ChannelWakeups):
                     with contextlib.suppress(OSError):
                         os.unlink(os.path.join(self.directory, name))
                 # ENOENT (removed meanwhile), EACCES (another user's): not woken, it polls.
+
+    def _names(self) -> list[str]:
+        """The sockets in the directory: listed again only when it changed (its mtime
+        moved, or moved within the last ``_FRESH_NS``: a second change in the same
+        tick of a file system's clock keeps the mtime), else the last listing. One
+        ``fstat`` a post instead of a directory read."""
+        dirfd = self._dirfd
+        try:
+            mtime = os.fstat(dirfd).st_mtime_ns if dirfd is not None else None
+        except OSError:
+            mtime = None
+        cached = self._listed
+        if (
+            cached is not None
+            and mtime is not None
+            and cached[0] == mtime
+            and time.time_ns() - mtime > _FRESH_NS
+        ):
+            return cached[1]
+        try:
+            names = [e.name for e in os.scandir(self.directory) if e.name.endswith(_SUFFIX)]
+        except OSError:
+            return []
+        self._listed = None if mtime is None else (mtime, names)
+        return names
 
     def _listening(self) -> socket.socket | None:
         with self._lock:

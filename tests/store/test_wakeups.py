@@ -7,11 +7,13 @@ work or a finished run only at its next poll: a waiter with a 20 s timeout waite
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -181,3 +183,41 @@ def test_memory_store_wakes_in_process() -> None:
     store.emit("go", {})
     assert store.wakeups.wait(seen, 0) != seen
     store.close()
+
+
+def test_a_post_reads_the_directory_only_when_it_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every commit posts: listing the directory each time cost four system calls a
+    # commit; an unchanged directory (its mtime, older than a clock tick) is not read.
+    directory = tmp_path / "wake"
+    listener = SocketWakeups(directory)
+    listener.wait(listener.current(), 0.01)  # makes its socket
+    poster = SocketWakeups(directory)
+    reads = []
+    real = os.scandir
+
+    def counted(path: Any) -> Any:
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", counted)
+    old = time.time_ns() - 10 * 10**9  # as if the socket was made ten seconds ago
+    os.utime(directory, ns=(old, old))
+    seen = listener.current()
+    for _ in range(5):
+        poster.post()
+    assert len(reads) == 1
+    assert listener.wait(seen, 5.0) != seen  # the listed socket is woken
+    # A new socket changes the directory: the next post lists it again and wakes it.
+    late = SocketWakeups(directory)
+    late.wait(late.current(), 0.01)
+    seen = late.current()
+    poster.post()
+    assert len(reads) == 2
+    assert late.wait(seen, 5.0) != seen
+    # Changed within the last tick of the file system's clock: listed at every post.
+    poster.post()
+    assert len(reads) == 3
+    for each in (late, poster, listener):
+        each.close()

@@ -10,19 +10,24 @@ refuse what it refuses.
 
 from __future__ import annotations
 
+import datetime
+import enum
 import json
 import math
 import os
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
 import attrs
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ironflow._pure._ids import _ALPHABET, new_id
+from ironflow._pure._limits import MAX_DEPTH
 from ironflow._pure._trace import TraceContext
 from ironflow.errors import NotSerializableError, StoreCorruptedError
 from ironflow.store import (
@@ -36,11 +41,13 @@ from ironflow.store import (
     StepTry,
 )
 from ironflow.store._codec import (
+    NOT_JSON,
     _walk,
     codec_of,
     converter,
     decode_record,
     encode_record,
+    exact_json,
     structure,
     to_json_value,
 )
@@ -178,6 +185,78 @@ def test_the_one_pass_copy_is_a_copy() -> None:
     assert stored == {"a": {"b": [1, 2]}, "t": [1, 2]}
     inner["b"].append(3)
     assert stored["a"]["b"] == [1, 2]
+
+
+@given(json_values)
+def test_the_orjson_check_takes_exactly_the_values_stored_unchanged(value: Any) -> None:
+    # exact_json (one orjson encode and decode) answers a copy only for a value the walk
+    # would store as an equal value of the same types; anything else (here a tuple)
+    # is left to the walk, which converts it.
+    copy = exact_json(value)
+    walked = _walk(value, "value", "value", set(), 0)
+    if copy is NOT_JSON:
+        assert walked != value or _has_tuple(value)
+    else:
+        assert copy == walked == value
+        assert orjson.dumps(copy) == orjson.dumps(walked)
+
+
+def _has_tuple(value: Any) -> bool:
+    if isinstance(value, tuple):
+        return True
+    if isinstance(value, list):
+        return any(_has_tuple(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_tuple(v) for v in value.values())
+    return False
+
+
+class _Color(enum.Enum):
+    RED = 1
+
+
+class _Text(str):
+    pass
+
+
+def _nested(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        math.nan,
+        [math.inf],
+        (1, 2),
+        {"a": (1,)},
+        _Color.RED,
+        [uuid.UUID(int=1)],
+        {"k": _Text("x")},
+        {_Text("k"): 1},
+        {1: "x"},
+        2**64,
+        -(2**63) - 1,
+        "\udcff",
+        _nested(MAX_DEPTH + 1),
+        [datetime.datetime(2026, 1, 1)],
+        [object()],
+    ],
+)
+def test_the_orjson_check_leaves_what_json_would_change_to_the_walk(value: Any) -> None:
+    assert exact_json(value) is NOT_JSON
+
+
+def test_the_orjson_check_answers_a_copy_up_to_the_depth_limit() -> None:
+    value = {"a": [1, 2.5, None, True, "é"], "b": {"c": -0.0}}
+    copy = exact_json(value)
+    assert copy == value and copy is not value and copy["a"] is not value["a"]
+    deepest = {"deep": _nested(MAX_DEPTH - 1)}  # MAX_DEPTH levels, as the walk allows
+    assert exact_json(deepest) == to_json_value(deepest) == deepest
+    assert exact_json(2**64 - 1) == 2**64 - 1 and exact_json(-(2**63)) == -(2**63)
 
 
 @pytest.mark.parametrize(

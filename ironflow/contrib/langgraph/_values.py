@@ -16,7 +16,6 @@ module outside the allowlist.
 from __future__ import annotations
 
 import base64
-import math
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -25,8 +24,8 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.event_hooks import SerdeEvent, register_serde_event_listener
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from ironflow._pure._limits import MAX_DEPTH, MAX_INT, MIN_INT
 from ironflow.errors import NotSerializableError
+from ironflow.store._codec import NOT_JSON, exact_json
 
 __all__ = ["EMPTY", "decode", "encode", "is_empty", "make_serializer"]
 
@@ -53,46 +52,11 @@ def make_serializer(allowed_modules: Iterable[tuple[str, ...] | type] = ()) -> J
     return JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=allowed or None)
 
 
-def _plain(value: Any, depth: int = 0) -> bool:
-    """Whether ``value`` is JSON that reads back as the very same Python value."""
-    kind = type(value)
-    if value is None or kind is bool:
-        return True
-    if kind is str:
-        return bool(value.isascii()) or _utf8(value)
-    if kind is int:
-        return bool(MIN_INT <= value <= MAX_INT)
-    if kind is float:
-        return math.isfinite(value)
-    if depth > MAX_DEPTH:
-        return False
-    # Loops, not all(...) over a generator, and ASCII text without an encode: this walks
-    # every value of every checkpoint.
-    if kind is list:
-        for item in value:  # noqa: SIM110 - see above
-            if not _plain(item, depth + 1):
-                return False
-        return True
-    if kind is dict:
-        for k, v in value.items():
-            if type(k) is not str or not (k.isascii() or _utf8(k)) or not _plain(v, depth + 1):
-                return False
-        return True
-    return False
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:  # a lone surrogate
-        return False
-    return True
-
-
 def encode(serde: SerializerProtocol, value: Any, what: str, path: str) -> dict[str, Any]:
     """``value`` as JSON for a record; raises NotSerializableError naming ``path``."""
-    if _plain(value):
-        return {"json": value}
+    copy = exact_json(value)
+    if copy is not NOT_JSON:
+        return {"json": copy}
     try:
         kind, data = serde.dumps_typed(value)
     except Exception as exc:  # msgpack's TypeError for an object it cannot encode
