@@ -26,6 +26,7 @@ What PostgreSQL adds:
   is sound); otherwise two, the three reads in one query, then the insert with COMMIT.
   Emitting an event is one the same way (the agents, the waits for its name and the
   log's head as this store last saw them, checked in the statement), otherwise two;
+  so is a stream append (its stream's head as this store last wrote it, too);
   a lease two, its claim made with its look for work (``_pgtxn.py``) and the leased
   runs' steps read after its COMMIT in the same round trip
   (:meth:`PostgresBackend.write_then_read`).

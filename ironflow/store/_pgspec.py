@@ -7,7 +7,7 @@ that is a round trip before the one that commits. Yet the store itself wrote or 
 those rows a moment ago, and they rarely change under it. So a :class:`PostgresStore`
 remembers, for a few tables (:data:`REMEMBERED`), what its own committed write
 transactions last read or wrote (:class:`RowCache`, bounded), and runs a speculable op
-(``record_step``, ``emit``) like this:
+(``record_step``, ``emit``, a stream append) like this:
 
 1. The op runs unchanged, in this process, on a :class:`SpecTxn`: each read is answered
    from the remembered rows and logged with its answer; each write is queued. A read
@@ -65,6 +65,14 @@ none (:data:`GUESS_EMPTY`): a range not remembered is guessed empty; a new event
 is guessed absent. A wait for the name, a slot in line (its run must be read), a
 debounce or a cancel-on match reads what is not remembered: the normal way. An emit's
 statement keeps its commit token: it writes several rows and wakes the workers.
+
+**Stream appends** are emits that also read the stream's head (remembered: usually
+the one this store wrote, a LangGraph thread's saver being its one writer) and their
+idempotency key (guessed absent). Two appends in one op (a node's writes and its
+checkpoint) move the head twice and read the log's head after the first wrote there:
+a second ``put`` of a row replaces the first's value where it was queued (one write,
+the last value, as the op left the row), and a last key read after the op's own writes
+under it is the last of them (the guard checks the one read before them).
 
 The commit token, NOTIFY on wake, retries and
 fencing are the normal path's (``_pgbackend.py``).
@@ -146,10 +154,10 @@ __all__ = [
 T = TypeVar("T")
 
 #: The tables whose rows a store remembers from its own committed writes.
-REMEMBERED = frozenset({"leases", "cancels", "paused"})
+REMEMBERED = frozenset({"leases", "cancels", "paused", "stream_heads"})
 #: The tables whose rows are rare (a cancel or pause request) or new (an event's id):
 #: a key not remembered is guessed absent, and the guard checks the guess as any other.
-GUESS_ABSENT = frozenset({"cancels", "paused", "event_ids"})
+GUESS_ABSENT = frozenset({"cancels", "paused", "event_ids", "stream_keys"})
 #: The tables whose ranges (every row under a prefix, as an emit scans the agents, the
 #: runs waiting for its event's name and a concurrency key's slots) and last keys (the
 #: event log's head) a store remembers from its own committed writes.
@@ -212,7 +220,7 @@ MAX_BACKOFF = 6
 
 class Odds:
     """Whether speculating an op is worth its statement, per kind of op (``emit``,
-    ``record_step``). A stale guess costs a round trip and a statement rolled back on
+    ``append``, ``record_step``). A stale guess costs a round trip and a statement rolled back on
     the server; one now and then is the price of the hits, but a store whose guesses
     of an op keep failing (emitters on several servers: each one's head of the log is
     stale whenever another emitted since) sends the op's next calls the normal way:
@@ -394,14 +402,24 @@ class SpecTxn:
 
     def last_key(self, table: str, prefix: bytes = b"") -> bytes | None:
         at = (table, prefix)
-        if table not in RANGED or self._wrote_under(table, prefix):
-            raise Abandon(table)  # (after a write there: not worth the overlay)
+        last: bytes | None
         if at in self.lasts:
-            return self.lasts[at]
-        last = self._cache.last(table, prefix)
-        if last is UNKNOWN:
-            raise Abandon(table)
-        self.lasts[at] = last
+            last = self.lasts[at]
+        else:
+            if table not in RANGED:
+                raise Abandon(table)
+            known = self._cache.last(table, prefix)
+            if known is UNKNOWN:
+                raise Abandon(table)
+            last = self.lasts[at] = known  # as the guard finds it: before the op's writes
+        # After the op's own writes there (the second of two appends reads the log's
+        # head after the first wrote it): the last of them, or give up after a delete.
+        for kind, t, k, _ in self.writes:
+            if t == table and k.startswith(prefix):
+                if kind == "discard":
+                    raise Abandon(table)
+                if last is None or k > last:
+                    last = k
         return last
 
     def scan(
@@ -447,8 +465,17 @@ class SpecTxn:
             self.wakes = True
 
     def put(self, table: str, key: bytes, value: bytes) -> None:
+        row = (table, key)
+        if row in self._overlay:
+            # A second put of a row (a stream's head, moved by each of two appends):
+            # the one write both make, the last value, where the first was queued.
+            for i, (kind, t, k, _) in enumerate(self.writes):
+                if kind == "put" and t == table and k == key:
+                    self.writes[i] = (kind, t, k, value)
+                    self._overlay[row] = value
+                    return
         self._queue("put", table, key, value)
-        self._overlay[(table, key)] = value
+        self._overlay[row] = value
 
     def add(self, table: str, key: bytes, value: bytes) -> None:
         self._queue("add", table, key, value)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from ironflow._pure._trace import TraceContext
@@ -28,6 +28,7 @@ from ironflow.store._pgurl import is_postgres_url, safe_url
 from ironflow.store._records import (
     EmitResult,
     ErrorInfo,
+    Event,
     LeasedRun,
     Run,
     StepAck,
@@ -85,6 +86,39 @@ class PostgresStore(StoreMachine):
         # store last saw them, checked by the guard (``_pgspec.py``).
         with self.backend.speculating("emit"):
             return super().emit(name, data, id=id, trace=trace)
+
+    def append_to_stream(
+        self,
+        stream_id: str,
+        name: str,
+        data: Any,
+        *,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+        trace: TraceContext | None = None,
+    ) -> Event:
+        # Speculative as an emit, and on the stream's head as this store last wrote it
+        # (its idempotency key guessed new): a LangGraph thread's appends come from
+        # one saver, so its head is usually the one this store wrote.
+        with self.backend.speculating("append"):
+            return super().append_to_stream(
+                stream_id,
+                name,
+                data,
+                expected_version=expected_version,
+                idempotency_key=idempotency_key,
+                trace=trace,
+            )
+
+    def append_many_to_stream(
+        self,
+        stream_id: str,
+        appends: Sequence[tuple[str, Any, str | None]],
+        *,
+        trace: TraceContext | None = None,
+    ) -> list[Event]:
+        with self.backend.speculating("append"):
+            return super().append_many_to_stream(stream_id, appends, trace=trace)
 
     def record_step(self, worker: WorkerInfo, step: StepRecord) -> StepAck:
         # Speculative: run on the rows this store remembers, sent with a guard that

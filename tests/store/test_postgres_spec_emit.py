@@ -232,9 +232,11 @@ def test_emitters_on_two_stores_taking_turns_stop_guessing(pg_url: str) -> None:
         assert a.backend.speculated >= 8
 
 
-def test_a_range_or_head_read_after_the_op_wrote_there_gives_up() -> None:
+def test_a_range_read_after_the_op_wrote_there_gives_up() -> None:
     """What the cache remembers is the range before the op's own writes: read again
-    after one, it would be stale, so the op runs the normal way."""
+    after one, it would be stale, so the op runs the normal way. A last key read again
+    is the last of the op's writes there (the second of a LangGraph node's two appends
+    reads the log's head after the first wrote it); after a delete there, it gives up."""
     from ironflow.store._pgspec import Abandon, Learned, RowCache, SpecTxn
 
     cache = RowCache()
@@ -246,14 +248,17 @@ def test_a_range_or_head_read_after_the_op_wrote_there_gives_up() -> None:
     assert list(txn.scan("agents")) == [(b"a", b"1")]
     txn.put("events", b"\x02", b"e")
     txn.put("agents", b"b", b"2")
-    with pytest.raises(Abandon):
-        txn.last_key("events")
+    assert txn.last_key("events") == b"\x02"
+    assert txn.lasts == {("events", b""): b"\x01"}  # what the guard checks: before
     with pytest.raises(Abandon):
         list(txn.scan("agents"))
     # What it leaves the cache: the ranges and head as its writes left them.
     learned = txn.learned()
     assert learned.ranges == {("agents", b""): ((b"a", b"1"), (b"b", b"2"))}
     assert learned.lasts == {("events", b""): b"\x02"}
+    txn.discard("events", b"\x01")
+    with pytest.raises(Abandon):
+        txn.last_key("events")
 
 
 def _tokens(pg_url: str) -> set[bytes]:
