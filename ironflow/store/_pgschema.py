@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 #: Bumped with every change of the tables below; :func:`migrate` brings older ones here.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _whole(key: bytes) -> bytes:
@@ -118,6 +118,16 @@ _STEPS: list[list[str]] = [
         # nothing the primary key does not.
         "DROP INDEX ironflow_steps_k",
         "DROP INDEX ironflow_spawns_k",
+    ],
+    [
+        # No table changes: what a lease means does. A lease tells its run's cancel and
+        # pause requests, and a step reads no other row (``_runs.py``), so a cancel or
+        # pause must rewrite the lease: an Ironflow of version 3 does not, and its
+        # requests would go unseen by the steps of a newer one on the same database.
+        # The version keeps the two apart. Leases written before say nothing of the
+        # requests and are read with the tables: no row needs rewriting.
+        "COMMENT ON TABLE ironflow_leases IS 'a lease tells its run''s cancel and pause "
+        "requests (Lease.cancel_requested, pause_requested; schema 4)'",
     ],
 ]
 assert len(_STEPS) == SCHEMA_VERSION

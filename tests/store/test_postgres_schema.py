@@ -7,6 +7,8 @@ up to it), as that Ironflow's migrate made it.
 
 from __future__ import annotations
 
+import attrs
+import orjson
 import psycopg
 import pytest
 from hypothesis import given
@@ -94,9 +96,9 @@ def test_a_version_2_database_with_runs_is_refused_then_migrated_with_its_data(
     monkeypatch.delenv("IRONFLOW_STORE", raising=False)
     url = _at_version(2)
     assert _k_indexes(url) >= {"ironflow_steps", "ironflow_spawns"}
-    # Its rows, written while the database says version 3: the tables and columns are
-    # version 2's (version 3 only dropped two indexes), so the rows are what version 2
-    # wrote.
+    # Its rows, written while the database says this version: the tables and columns
+    # are version 2's (version 3 only dropped two indexes, 4 changed none), and a lease
+    # telling its run's requests is one version 2 reads (an unknown key is ignored).
     _set_version(url, SCHEMA_VERSION)
     with PostgresStore(url) as store, StandInWorker() as worker:
         store.register_agents([AgentSpec("a", ("go",)), AgentSpec("child", ())])
@@ -152,3 +154,51 @@ def test_a_version_1_database_is_upgraded_with_the_commit_tokens() -> None:
         store.register_agents([AgentSpec("a", ("go",))])
         store.emit("go", {"n": 1})
         assert len(store.list_runs(limit=10)) == 1
+
+
+@pytest.mark.parametrize("request_", ["cancel", "pause"])
+def test_a_version_3_database_with_a_request_beside_a_live_lease_is_migrated_and_told(
+    request_: str,
+) -> None:
+    """Version 3's leases say nothing of their run's requests, and its cancel or pause
+    did not rewrite them: refused as any older schema, then migrated as it is (no row
+    rewritten), and the next step is told by the tables."""
+    url = _at_version(3)
+    table, row = ("cancels", b"1") if request_ == "cancel" else ("paused", b"")
+    with StandInWorker() as worker:
+        # Rows as version 3 left them, written while the database says this version.
+        _set_version(url, SCHEMA_VERSION)
+        with PostgresStore(url) as store:
+            store.register_agents([AgentSpec("a", ("go",))])
+            store.emit("go", {})
+            [leased] = store.lease_runs(worker.info, ["a"], limit=1, ttl=600)
+            store.record_step(worker.info, _step(leased, 0))
+        lease = leased.lease
+        old = orjson.dumps(
+            {
+                "run_id": lease.run_id,
+                "worker": attrs.asdict(lease.worker),
+                "expires_at": lease.expires_at,
+                "attempt": lease.attempt,
+            }
+        )
+        key = lease.run_id.encode()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(SQL["leases"].put, SQL["leases"].row(key, old))
+            conn.execute(SQL[table].put, SQL[table].row(key, row))
+        _set_version(url, 3)
+
+        with pytest.raises(StoreFormatError, match="Upgrade it with: ironflow store migrate"):
+            PostgresStore(url)
+        assert migrate(url) == (3, SCHEMA_VERSION)
+        with psycopg.connect(url, autocommit=True) as conn:
+            [(kept,)] = conn.execute("SELECT v FROM ironflow_leases").fetchall()
+        assert bytes(kept) == old, "the migration rewrote a lease"
+
+        with PostgresStore(url) as store:
+            ack = store.record_step(worker.info, _step(leased, 1))
+            assert (ack.cancel_requested, ack.pause_requested) == (
+                request_ == "cancel",
+                request_ == "pause",
+            )
+            store.check_valid()
