@@ -81,6 +81,7 @@ class Worker:
         if lease_ttl <= 0:
             raise ConfigError(f"lease_ttl must be positive seconds, not {lease_ttl}")
         self.agents = {d.id: d for d in defs}
+        self._agent_ids = list(self.agents)
         self.projections = {p.name: p for p in projection_defs}
         self._projection_service: ProjectionService | None = None
         if store is None:
@@ -231,7 +232,7 @@ class Worker:
                 signal.signal(sig, handler)
 
     def _serve(self, until_idle: bool) -> None:
-        agent_ids = list(self.agents)
+        agent_ids = self._agent_ids
         while not self._stopping.is_set():
             with self._lock:
                 free = self.concurrency - len(self._active)
@@ -442,7 +443,7 @@ class Worker:
         puts what it leased in ``chained``; None where :meth:`_chain` would not chain."""
         if self._loop is not None or self._stopping.is_set():
             return None
-        agents = list(self.agents)
+        agents = self._agent_ids
 
         def finish(*args: Any, **kwargs: Any) -> None:
             # finish_run's arguments, as the engine passes them.
@@ -500,6 +501,8 @@ class Worker:
         return outcome
 
     def _log_outcome(self, execution: Execution, outcome: Outcome, seconds: float) -> None:
+        if outcome.status == "completed" and not log.isEnabledFor(logging.INFO):
+            return  # the common line, built for nobody
         counts = f"{execution.steps_executed} step(s) run, {execution.steps_replayed} replayed"
         rid = execution.run_id
         ids: dict[str, Any] = {
@@ -582,6 +585,8 @@ class Worker:
 
 
 def _log_pickup(leased: LeasedRun) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return  # the line and its reason, built for nobody: a run's cost for no one
     run = leased.run
     ids = {"run_id": run.id, "attempt": run.attempt, "agent": run.agent}
     log.info("run %s (%s): %s", run.id, run.agent, _pickup(leased), extra=ids)

@@ -155,14 +155,8 @@ class _Executing(_Suspending):
         kwargs: dict[str, Any],
         limit: float | None,
     ) -> Any:
-        def call() -> Any:
-            result = fn(*args, **kwargs)
-            if isinstance(result, Coroutine):
-                result = self._await_from_thread(result)
-            return result
-
         if limit is None:
-            return call()
+            return self._awaited(fn(*args, **kwargs))
         # Python cannot stop a thread: the step runs on one of its own, which is left
         # behind (its result thrown away) if it overruns.
         box: list[tuple[bool, Any]] = []
@@ -170,7 +164,7 @@ class _Executing(_Suspending):
 
         def target() -> None:
             try:
-                box.append((True, call()))
+                box.append((True, self._awaited(fn(*args, **kwargs))))
             except BaseException as exc:
                 box.append((False, exc))
             finally:
@@ -187,6 +181,12 @@ class _Executing(_Suspending):
         if ok:
             return value
         raise value
+
+    def _awaited(self, result: Any) -> Any:
+        """A sync step's result; if its function returned a coroutine, what that gives."""
+        if isinstance(result, Coroutine):
+            return self._await_from_thread(result)
+        return result
 
     def _await_from_thread(self, coro: Coroutine[Any, Any, Any]) -> Any:
         import asyncio

@@ -154,7 +154,10 @@ class _GroupCommitter:
 
     def __init__(self, backend: LmdbBackend) -> None:
         self._backend = backend
-        self._cv = threading.Condition()
+        # Entered as the plain lock it is (``with self._lock``): a Condition's own
+        # ``with`` adds two Python calls to every write.
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
         self._queue: list[_Op] = []
         self._leading = False
         #: How many writes the last commit carried: above 1, writers are overlapping.
@@ -164,7 +167,7 @@ class _GroupCommitter:
 
     def submit(self, fn: Callable[[_LmdbTxn], T]) -> T:
         op = _Op(fn)
-        with self._cv:
+        with self._lock:
             self._queue.append(op)
             if self._gathering and len(self._queue) >= self._gathering:
                 self._cv.notify_all()
@@ -185,9 +188,12 @@ class _GroupCommitter:
             try:
                 self._commit(batch)
             finally:
-                with self._cv:
+                with self._lock:
                     self._leading = False
-                    self._cv.notify_all()
+                    # Who waits: the writers whose ops it carried, and those queued since
+                    # (one to lead next). A lone writer wakes no one.
+                    if len(batch) > 1 or self._queue:
+                        self._cv.notify_all()
         if op.error is not None:
             raise op.error
         return op.result  # type: ignore[no-any-return]
@@ -222,14 +228,18 @@ class _GroupCommitter:
         started = time.perf_counter() if watch is not None else 0.0
         try:
             for _ in range(64):
+                txn = self._backend._begin(write=True)
                 try:
-                    with self._backend.txn(write=True) as txn:
+                    with txn:
                         self._apply(txn, batch)
                     break
                 except _OpFailed:
                     break  # the one op of the batch failed; its transaction was aborted
                 except lmdb.MapFullError:
-                    self._backend.grow()
+                    pass
+                finally:
+                    self._backend._end()
+                self._backend.grow()  # its transaction has ended: the map may be resized
             else:
                 raise StoreError(
                     f"the data directory {self._backend.path} is full even after growing "
@@ -285,7 +295,8 @@ class LmdbBackend:
             raise storage_error(self.path, exc) from exc
         # Readers and the map resize exclude each other: LMDB may only resize a map
         # while this process has no transaction open.
-        self._resize_lock = threading.Condition()
+        self._resize_mutex = threading.Lock()
+        self._resize_lock = threading.Condition(self._resize_mutex)
         self._readers = 0
         self._resizing = False
         self._closed = False
@@ -312,33 +323,47 @@ class LmdbBackend:
     @contextlib.contextmanager
     def txn(self, *, write: bool = False) -> Iterator[Any]:
         """An ``lmdb.Transaction``, adopting a map another process grew first."""
+        txn = self._begin(write)
+        try:
+            with txn:
+                yield txn
+        finally:
+            self._end()
+
+    # Not one context manager: a generator's frames and the lock's notifications cost a
+    # write about a third of its time outside LMDB (every step pays them).
+
+    def _begin(self, write: bool) -> Any:
+        """Begin an ``lmdb.Transaction`` (adopting a map another process grew first);
+        from here until :meth:`_end` it holds off a resize."""
         if self._closed:
             raise StoreError(f"the store at {self.path} is closed")
         for _ in range(8):
-            with self._resize_lock:
+            with self._resize_mutex:
                 while self._resizing:
                     self._resize_lock.wait()
                 self._readers += 1
-            resized = False
             try:
-                try:
-                    txn = self.env.begin(write=write)
-                except lmdb.MapResizedError:
-                    resized = True
-                except lmdb.Error as exc:
-                    raise StoreError(f"cannot read the data directory {self.path}: {exc}") from exc
-                if not resized:
-                    with txn:
-                        yield txn
-                    return
-            finally:
-                with self._resize_lock:
-                    self._readers -= 1
-                    self._resize_lock.notify_all()
+                return self.env.begin(write=write)
+            except lmdb.MapResizedError:
+                self._end()
+            except lmdb.Error as exc:
+                self._end()
+                raise StoreError(f"cannot read the data directory {self.path}: {exc}") from exc
+            except BaseException:
+                self._end()
+                raise
             # Another process grew the map. LMDB allows adopting its size only while this
             # process has no transaction open, so do it as exclusively as a resize.
             self.resize(0)
         raise StoreError(f"the data directory {self.path} keeps being resized; try again")
+
+    def _end(self) -> None:
+        """A transaction begun by :meth:`_begin` has ended."""
+        with self._resize_mutex:
+            self._readers -= 1
+            if self._resizing:
+                self._resize_lock.notify_all()  # the resize waits for no reader left
 
     def resize(self, size: int) -> None:
         """Set the map size (0: adopt the size on disk) with no transaction open here."""
@@ -360,14 +385,17 @@ class LmdbBackend:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[_LmdbTxn]:
+        txn = self._begin(write=False)
         try:
-            with self.txn() as txn:
+            with txn:
                 yield _LmdbTxn(txn, self.dbs)
         except (lmdb.Error, StoreCorruptedError) as exc:
             translated = self._translated(exc)
             if translated is exc:
                 raise
             raise translated from exc
+        finally:
+            self._end()
 
     def write(self, op: Callable[[_LmdbTxn], T]) -> T:
         try:
