@@ -121,15 +121,14 @@ class Scan(NamedTuple):
 class Claiming(NamedTuple):
     """A claim a rule is about to make (:meth:`ReadTxn.prefetch`, in a write
     transaction): up to ``limit`` rows of ``table``, most likely the first in key order
-    whose value is one of ``values`` and whose key none of the ``unless`` tables holds,
-    then the ``also`` tables' rows under the keys taken. Only a guess at what
+    whose value is one of ``values``, then the ``also`` tables' rows under the keys
+    taken. Only a guess at what
     :meth:`WriteTxn.claim`'s ``accept`` takes: the claim decides."""
 
     table: str
     values: tuple[bytes, ...]
     limit: int
     also: tuple[str, ...] = ()
-    unless: tuple[str, ...] = ()
 
 
 class ReadTxn(Protocol):

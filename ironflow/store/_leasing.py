@@ -150,12 +150,14 @@ _TAKEN_ALSO = ("runs", "leases", "cancels")
 
 def claiming(agents: Collection[str], limit: int) -> tuple[Claiming, ...]:
     """The claim of ready runs a lease most likely makes, for a prefetch: the oldest
-    of a wanted agent not paused. Only a guess, sent with the look for work so the
-    claim costs no request of its own when it takes those (a full concurrency slot,
-    which :func:`_candidates` judges, or a run made ready in the transaction makes it
-    take others: then it asks)."""
+    of a wanted agent. Only a guess, sent with the look for work so the claim costs no
+    request of its own when it takes those; when :func:`_candidates` takes others (one
+    waits for a full concurrency slot or was paused, a run made ready in the
+    transaction comes first), the claim asks. Not paused is not part of the guess: a
+    paused run in the queue is rare (``FlowControl.fire`` moves it out), and checking
+    every queued run's pause request cost the server a probe a run in the queue."""
     wanted = tuple(sorted(a.encode() for a in agents))
-    return (Claiming("ready", wanted, limit, also=_TAKEN_ALSO, unless=("paused",)),)
+    return (Claiming("ready", wanted, limit, also=_TAKEN_ALSO),)
 
 
 def idle(

@@ -171,14 +171,14 @@ def _same_row(table: str, alias: str, of: str) -> str:
 @functools.lru_cache(maxsize=256)
 def batch_sql(
     reads: tuple[tuple[str, str, str], ...],
-    claims: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (),
+    claims: tuple[tuple[str, tuple[str, ...]], ...] = (),
 ) -> bytes:
     """One query for several reads, each ``(table, kind, form)`` (form: a range's, of
     ``_Sql.span``): ``(i, k, v)`` for each row found (a get is a scan of one key's
     range with no limit; a last key's ``v`` is NULL); then, for each claim ``(table,
-    also, unless)``, the rows it locks (the first, a limit, whose value is in an array,
-    whose key no ``unless`` table holds: its two parameters, before the reads'), then
-    its ``also`` tables' rows under their keys, each tagged after the last."""
+    also)``, the rows it locks (the first, a limit, whose value is in an array: its two
+    parameters, before the reads'), then its ``also`` tables' rows under their keys,
+    each tagged after the last."""
     parts = []
     for i, (table, kind, form) in enumerate(reads):
         sql = SQL[table]
@@ -193,14 +193,10 @@ def batch_sql(
         else:
             parts.append(b"(" + sql.page(form, reverse=kind == REVERSE, tag=i) + b")")
     ctes, tag = [], len(reads)
-    for i, (table, also, unless) in enumerate(claims):
-        skip = "".join(
-            f" AND NOT EXISTS (SELECT FROM {table_name(u)} x WHERE {_same_row(u, 'x', 'c')})"
-            for u in unless
-        )
+    for i, (table, also) in enumerate(claims):
         ctes.append(
-            f"c{i} AS (SELECT c.k, c.v FROM {table_name(table)} c WHERE c.v = ANY(%s){skip}"
-            " ORDER BY c.k LIMIT %s FOR UPDATE SKIP LOCKED)"
+            f"c{i} AS (SELECT k, v FROM {table_name(table)} WHERE v = ANY(%s)"
+            " ORDER BY k LIMIT %s FOR UPDATE SKIP LOCKED)"
         )
         parts.append(b"SELECT %d, k, v FROM c%d" % (tag, i))
         for other in also:

@@ -327,7 +327,7 @@ class PgTxn:
         if self._queued:
             for table, lo, hi in ranges:
                 self._sent_before(table, lo, hi)
-        shapes = tuple((c.table, c.also, c.unless) for c in claims)
+        shapes = tuple((c.table, c.also) for c in claims)
         self._cur.execute(batch_sql(tuple(reads), shapes), tuple(params))
 
     def _receive(
