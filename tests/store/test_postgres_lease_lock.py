@@ -31,6 +31,19 @@ def _lock_is_free(url: str) -> bool:
         return bool(row[0])
 
 
+def _wait_gone(url: str, pid: int) -> None:
+    """Until the server's backend ``pid`` has exited (at most 30 s)."""
+    deadline = time.monotonic() + 30
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
+            found = row.fetchone()
+            if found is not None and found[0] == 0:
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"backend {pid} still there after 30 s")
+
+
 def _empty_the_queue(url: str, *, leasers: int, runs: int, wait: float | None) -> int:
     """``leasers`` threads, each with its own store, lease ``runs`` runs one at a time
     until none is left; every run is taken exactly once. The lease conflicts counted."""
@@ -98,6 +111,7 @@ def test_a_held_lock_delays_a_lease_by_the_bound_and_never_stops_it(
     worker = StandInWorker()
     with psycopg.connect(pg_url, autocommit=True) as holder:
         holder.execute(f"SELECT pg_advisory_lock({_KEY})".encode())
+        holder_pid = holder.info.backend_pid
         try:
             for run_id in emitted:
                 started = time.monotonic()
@@ -110,6 +124,9 @@ def test_a_held_lock_delays_a_lease_by_the_bound_and_never_stops_it(
                 assert waited < 30
         finally:
             worker.kill()
+    # The holder's session ends after its client closes: wait for it (30 s), so what
+    # holds the lock next can only be the store's sessions.
+    _wait_gone(pg_url, holder_pid)
     assert _lock_is_free(pg_url)
 
 
@@ -126,6 +143,7 @@ def test_a_finish_that_leases_the_next_run_takes_the_lock_too(
         assert held.run.id == first
         with psycopg.connect(pg_url, autocommit=True) as holder:
             holder.execute(f"SELECT pg_advisory_lock({_KEY})".encode())
+            holder_pid = holder.info.backend_pid
             started = time.monotonic()
             got = pg.finish_and_lease(
                 worker.info,
@@ -141,6 +159,7 @@ def test_a_finish_that_leases_the_next_run_takes_the_lock_too(
         assert waited >= pg.backend.lease_lock_wait * 0.9  # type: ignore[operator]
     finally:
         worker.kill()
+    _wait_gone(pg_url, holder_pid)
     assert _lock_is_free(pg_url)
 
 
