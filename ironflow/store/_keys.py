@@ -8,6 +8,8 @@ as its key is made, for every backend: an id no run can have is simply not found
 
 from __future__ import annotations
 
+import functools
+
 from ironflow.store import _checks as checks
 
 __all__ = [
@@ -50,6 +52,7 @@ def run_key(run_id: str) -> bytes:
     return checks.run_id(run_id).encode()
 
 
+@functools.lru_cache(maxsize=1024)  # every append makes it several times: a pure function
 def stream_key(stream_id: str) -> bytes:
     return checks.stream_id(stream_id).encode()
 

@@ -143,8 +143,10 @@ class ChannelWakeups(LocalWakeups):
 
 
 #: How recent a change of the wake-up directory lists it again at every post: longer
-#: than a tick of any file system's mtime clock (one second on the coarsest).
-_FRESH_NS = 2_000_000_000
+#: than a tick of its file system's mtime clock (the kernel's coarse clock, a few ms; a
+#: whole second where the mtime is one, as on the coarsest file systems).
+_FRESH_NS = 50_000_000
+_FRESH_COARSE_NS = 2_000_000_000
 #: A unix socket address may hold about 107 bytes; longer paths go through /proc.
 _MAX_ADDRESS = 100
 _SUFFIX = ".sock"
@@ -218,7 +220,7 @@ class SocketWakeups(ChannelWakeups):
     def _names(self) -> list[str]:
         """The sockets in the directory: listed again only when it changed (its mtime
         moved, or moved within the last ``_FRESH_NS``: a second change in the same
-        tick of a file system's clock keeps the mtime), else the last listing. One
+        tick of the file system's clock keeps the mtime), else the last listing. One
         ``fstat`` a post instead of a directory read."""
         dirfd = self._dirfd
         try:
@@ -226,13 +228,10 @@ class SocketWakeups(ChannelWakeups):
         except OSError:
             mtime = None
         cached = self._listed
-        if (
-            cached is not None
-            and mtime is not None
-            and cached[0] == mtime
-            and time.time_ns() - mtime > _FRESH_NS
-        ):
-            return cached[1]
+        if cached is not None and mtime is not None and cached[0] == mtime:
+            fresh = _FRESH_COARSE_NS if mtime % 1_000_000_000 == 0 else _FRESH_NS
+            if time.time_ns() - mtime > fresh:
+                return cached[1]
         try:
             names = [e.name for e in os.scandir(self.directory) if e.name.endswith(_SUFFIX)]
         except OSError:

@@ -216,8 +216,26 @@ def test_a_post_reads_the_directory_only_when_it_changed(
     poster.post()
     assert len(reads) == 2
     assert late.wait(seen, 5.0) != seen
-    # Changed within the last tick of the file system's clock: listed at every post.
+    # Changed within the last tick of the file system's clock (here: an mtime a little
+    # ahead of the clock, as a change in this tick may be): listed at every post.
+    soon = time.time_ns() + 10 * 10**9 + 1
+    os.utime(directory, ns=(soon, soon))
     poster.post()
-    assert len(reads) == 3
+    poster.post()
+    assert len(reads) == 4
+    # A change a second ago on a fine clock (not a whole second): listed once, then not.
+    recent = time.time_ns() - 10**9
+    recent += 1 if recent % 10**9 == 0 else 0
+    os.utime(directory, ns=(recent, recent))
+    poster.post()
+    poster.post()
+    assert len(reads) == 5
+    # A whole-second mtime (a file system whose clock ticks in seconds): listed at every
+    # post for two seconds after it.
+    second = time.time_ns() // 10**9 * 10**9  # this whole second
+    os.utime(directory, ns=(second, second))
+    poster.post()
+    poster.post()
+    assert len(reads) == 7
     for each in (late, poster, listener):
         each.close()
