@@ -15,11 +15,14 @@ import threading
 import time
 from typing import Any
 
+import psycopg
 import pytest
 
 from ironflow.errors import LeaseLostError
 from ironflow.store import AgentSpec, PostgresStore, _leasing, _runs
 from ironflow.store._backend import WriteTxn
+from ironflow.store._keys import step_key
+from ironflow.store._pgsql import SQL
 from ironflow.store._records import Lease, LeasedRun, StepAck, StepRecord
 from ironflow.testing import StandInWorker
 from tests.store.pg_trips import round_trips
@@ -108,6 +111,57 @@ def test_a_step_racing_the_takeover_is_refused_or_seen_never_lost(two: Any) -> N
         assert recorded == [] and seen == []
     else:
         assert isinstance(outcome, StepAck), outcome
+        assert recorded == [0] and seen == [0]
+
+
+def test_a_speculative_step_racing_the_takeover_is_refused_or_seen_never_lost(
+    two: Any, pg_url: str
+) -> None:
+    """As above, for the speculative step (``_pgspec.py``): one statement, its guard
+    reading the old lease, its insert held (behind another session's uncommitted row of
+    the same position) while another worker takes the run over and reads its steps,
+    then let go. SERIALIZABLE must refuse it, as it refuses the normal way's; a
+    statement sent at the server's default READ COMMITTED commits the step unseen."""
+    a, b, old, new = two
+    run_id = a.emit("go", {}).run_ids[0]
+    (first,) = a.lease_runs(old.info, ["a"], limit=1, ttl=0.3)
+    time.sleep(0.5)  # the old holder's lease lapses; its store still remembers it
+    sent: list[bytes] = []
+    run = a.backend.direct.run
+
+    def spied(conn: Any, statement: bytes, params: Any) -> Any:
+        sent.append(statement)
+        return run(conn, statement, params)
+
+    a.backend.direct.run = spied  # type: ignore[method-assign]
+    sql = SQL["steps"]
+    with psycopg.connect(pg_url) as holding:
+        holding.execute(sql.add, sql.row(step_key(run_id, 0), b"held"))
+        outcome: list[StepAck | BaseException] = []
+
+        def record() -> None:
+            try:
+                outcome.append(a.record_step(old.info, _step(first, 0)))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=record)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # sent, and waiting for the held row
+        assert sent and not outcome, "the speculative step should wait for the held row"
+        (taken,) = b.lease_runs(new.info, ["a"], limit=1, ttl=600)
+        assert taken.run.id == run_id
+        holding.rollback()
+    thread.join(30)
+    recorded = [s.position for s in b.get_steps(run_id)]
+    seen = [s.position for s in taken.steps]
+    if isinstance(outcome[0], LeaseLostError):
+        assert recorded == [] and seen == []
+    else:
+        assert isinstance(outcome[0], StepAck), outcome
         assert recorded == [0] and seen == [0]
 
 
