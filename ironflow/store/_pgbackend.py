@@ -69,10 +69,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import random
+import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -84,7 +87,9 @@ from ironflow.store._pgcommits import (
     TOKENS_KEPT,
     Evidence,
     committed,
+    end_session,
     landed,
+    session_name,
 )
 from ironflow.store._pgdirect import Direct
 from ironflow.store._pgschema import check_version, schema_version
@@ -123,14 +128,17 @@ _LEASE_UNLOCK = b"SELECT pg_advisory_unlock_all()"
 #: keepalives and a user timeout on the server's side of the connection: a client host
 #: that vanishes (a partition, not a kill, which closes the socket at once) is noticed
 #: in about 25 s, and its session, with the leasers' lock it may hold, dropped (the
-#: OS's default is about two hours). Ignored on a unix socket.
+#: OS's default is about two hours). Ignored on a unix socket. ``application_name``:
+#: the session's own name, by which a lost answer's session is ended before its write
+#: is looked for (``_pgcommits.end_session``), and ``ironflow store migrate`` sees it.
 _SESSION = (
     b"SELECT set_config('synchronous_commit', 'on', false),"
     b" set_config('default_transaction_isolation', 'serializable', false),"
     b" set_config('tcp_keepalives_idle', '10', false),"
     b" set_config('tcp_keepalives_interval', '5', false),"
     b" set_config('tcp_keepalives_count', '3', false),"
-    b" set_config('tcp_user_timeout', '25000', false)"
+    b" set_config('tcp_user_timeout', '25000', false),"
+    b" set_config('application_name', %s, false)"
 )
 
 
@@ -192,9 +200,16 @@ class _Unknown(Exception):
     """The connection broke after COMMIT was sent: whether it committed is not known."""
 
     def __init__(
-        self, token: bytes | None, result: object, began: float, evidence: Evidence | None = None
+        self,
+        token: bytes | None,
+        result: object,
+        began: float,
+        evidence: Evidence | None = None,
+        session: str | None = None,
     ) -> None:
         super().__init__(token.hex() if token is not None else repr(evidence))
+        #: The name of the session the write was sent on (``_pgcommits.end_session``).
+        self.session = session
         #: What tells whether it committed: its commit token, or (a speculative step,
         #: ``_pgspec.py``) the row it inserted.
         self.token = token
@@ -226,6 +241,11 @@ class PostgresBackend:
         self.where = f"the database {safe_url(url)}"
         self.give_up_after = give_up_after
         self._closed = False
+        #: This store's id in its sessions' names (``_pgcommits.session_name``).
+        self.name = secrets.token_hex(4)
+        self._numbers = itertools.count(1)
+        #: Each pooled connection's session name, looked up after a lost answer.
+        self._names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._down_since: float | None = None
         self._down_lock = threading.Lock()
         #: Called (from the listener's thread) when another transaction made work.
@@ -311,7 +331,9 @@ class PostgresBackend:
     # -- connections ------------------------------------------------------------------
 
     def _configure(self, conn: Any) -> None:
-        conn.execute(_SESSION)
+        name = session_name(self.name, next(self._numbers))
+        conn.execute(_SESSION, (name,))
+        self._names[conn] = name
 
     @contextlib.contextmanager
     def leasing(self) -> Iterator[None]:
@@ -333,8 +355,15 @@ class PostgresBackend:
         finally:
             self._speculating.on = None
 
-    def _connect(self, **kwargs: Any) -> Any:
-        return self._psycopg.connect(self.url, autocommit=True, connect_timeout=10, **kwargs)
+    def _connect(self, role: str = "own", **kwargs: Any) -> Any:
+        """A connection of its own (not pooled), named for ``role``."""
+        return self._psycopg.connect(
+            self.url,
+            autocommit=True,
+            connect_timeout=10,
+            application_name=session_name(self.name, role),
+            **kwargs,
+        )
 
     def _retrying(self, call: Callable[[], T]) -> T:
         """``call``, again with backoff while PostgreSQL cannot be reached."""
@@ -615,8 +644,10 @@ class PostgresBackend:
                     failed, (errors.SerializationFailure, errors.DeadlockDetected)
                 )
                 if lost and committing:
-                    # Whether COMMIT reached the server is unknown: its token decides.
-                    raise _Unknown(token, result, began) from failed
+                    # Whether COMMIT reached the server is unknown: its token decides,
+                    # once its session is gone. Never pooled again: it is ended by name.
+                    conn.close()
+                    raise _Unknown(token, result, began, None, self._names.get(conn)) from failed
                 # A serialization failure or deadlock, even at COMMIT (answered: rolled
                 # back; the caller runs the op again), a lost connection before COMMIT
                 # was sent (nothing was written), or the op's own error.
@@ -665,8 +696,10 @@ class PostgresBackend:
                 exc, (errors.SerializationFailure, errors.DeadlockDetected)
             ):
                 # Sent, perhaps committed (a pooled connection broken before it was sent
-                # is looked up too: its token is not found, and the op runs again).
-                raise _Unknown(token, result, began, evidence) from exc
+                # is looked up too: its token is not found, and the op runs again). Never
+                # pooled again: its session is ended by name before the look.
+                conn.close()
+                raise _Unknown(token, result, began, evidence, self._names.get(conn)) from exc
             raise  # a serialization failure (rolled back: run again) or the op's error
         finally:
             # Autocommit: the connection is idle whatever happened (a broken one the
@@ -736,9 +769,14 @@ class PostgresBackend:
     def _resolve(self, unknown: _Unknown) -> bool:
         """After a lost answer to COMMIT: whether that transaction committed, or a
         StoreError when its token may have been pruned since (nothing is guessed). A
-        step is looked for as itself, at any time (``_pgspec.py`` says why)."""
+        step is looked for as itself, at any time (``_pgspec.py`` says why). First its
+        session is ended and waited for: a statement still running there could commit
+        after the look (``_pgcommits.py``)."""
+        if unknown.session is not None:
+            with self._connect("look") as conn:
+                end_session(conn, unknown.session)
         if unknown.evidence is not None:
-            with self._connect() as conn:
+            with self._connect("look") as conn:
                 return landed(conn, unknown.evidence)
         assert unknown.token is not None
         if time.monotonic() - unknown.began > TOKENS_KEPT:
@@ -751,7 +789,7 @@ class PostgresBackend:
 
     def _committed(self, token: bytes) -> bool:
         """Whether the transaction that wrote ``token`` committed (``_pgcommits.py``)."""
-        with self._connect() as conn:
+        with self._connect("look") as conn:
             return committed(conn, token)
 
     def changes(self) -> int:
@@ -773,7 +811,7 @@ class PostgresBackend:
         delay = 0.05
         while not self._closed:
             try:
-                with self._connect() as conn:
+                with self._connect("listen") as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     delay = 0.05
                     # Anything may have happened while we were not listening.

@@ -29,6 +29,7 @@ __all__ = [
     "RUN_FIRST",
     "RUN_OF",
     "SCHEMA_VERSION",
+    "SESSION_PREFIX",
     "check_version",
     "migrate",
     "migrate_sql",
@@ -38,6 +39,10 @@ __all__ = [
 
 #: Bumped with every change of the tables below; :func:`migrate` brings older ones here.
 SCHEMA_VERSION = 4
+
+#: How every session of an Ironflow store names itself (``application_name``;
+#: ``_pgcommits.session_name``), and how :func:`migrate` tells them from others.
+SESSION_PREFIX = "ironflow "
 
 
 def _whole(key: bytes) -> bytes:

@@ -19,6 +19,7 @@ import pytest
 
 from ironflow.store import AgentSpec, PostgresStore
 from ironflow.store._flowspec import ConcurrencyLimit, FlowSpec
+from ironflow.store._pgdirect import _numbered
 from tests.store.pg_trips import round_trips
 
 
@@ -309,3 +310,83 @@ def test_an_emit_whose_answer_is_lost_is_resolved_by_its_token(
         assert len(a.list_runs(limit=10)) == 2
         # One token written either way: the lost statement's, or the normal way's.
         assert len(_tokens(pg_url) - before) == 1
+
+
+def test_an_emit_whose_statement_still_waits_on_its_lost_session_is_not_applied_twice(
+    pg_url: str,
+) -> None:
+    """The speculative emit's connection breaks on the client while its server process
+    still waits (here for a lock another session holds) before inserting anything: the
+    look for its token finds none, yet the statement would insert and commit once the
+    lock is free. Its session is ended first, so the emit is logged once, by the normal
+    way run again, never twice."""
+    with _two_stores(pg_url) as (a, _):
+        a.emit("go", {})
+        backend: Any = a.backend
+        sent: list[int] = []
+
+        def held_then_lost(conn: Any, sql: bytes, params: Any) -> None:
+            # Sent (unnamed, as its first runs are), and its server process waits on the
+            # lock; then the client's side of the connection breaks.
+            _, text, _ = _numbered(sql)
+            conn.pgconn.send_query_params(text, params, (17,) * len(params), (1,) * len(params), 1)
+            while conn.pgconn.flush():
+                time.sleep(0.01)
+            sent.append(conn.info.backend_pid)
+            with psycopg.connect(pg_url, autocommit=True) as look:
+                for _ in range(600):
+                    waiting = look.execute(
+                        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                        (sent[0],),
+                    ).fetchone()
+                    if waiting is not None and waiting[0] == "Lock":
+                        break
+                    time.sleep(0.05)
+                else:
+                    raise AssertionError("the statement never waited on the lock")
+            conn.close()
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+        # The op run again the normal way waits until the lost statement is over (it
+        # would race it otherwise, and one of the two might lose a serialization failure).
+        again, over = threading.Event(), threading.Event()
+        attempt = backend._attempt
+
+        def after_the_lost_one(*args: Any) -> Any:
+            again.set()
+            assert over.wait(30)
+            return attempt(*args)
+
+        emitted: list[Any] = []
+        with psycopg.connect(pg_url) as holder:
+            holder.execute("LOCK TABLE ironflow_events IN SHARE ROW EXCLUSIVE MODE")
+            backend.direct.run = held_then_lost
+            backend._attempt = after_the_lost_one
+            try:
+                emitter = threading.Thread(target=lambda: emitted.append(a.emit("go", {"n": 1})))
+                emitter.start()
+                assert again.wait(30), "the emit was not resolved"
+                holder.rollback()  # the lock is free: a surviving lost statement commits
+                with psycopg.connect(pg_url, autocommit=True) as look:
+                    for _ in range(600):
+                        if _gone(look, sent[0]):
+                            break
+                        time.sleep(0.05)
+                    else:
+                        raise AssertionError("the lost statement's session never ended")
+                over.set()
+                emitter.join(30)
+            finally:
+                over.set()
+                del backend.direct.run
+                del backend._attempt
+        assert len(emitted) == 1
+        events = a.events()
+        assert [e.data for e in events] == [{}, {"n": 1}], "the lost emit was applied twice"
+        assert len(a.list_runs(limit=10)) == 2
+
+
+def _gone(look: Any, pid: int) -> bool:
+    """Whether the session of ``pid`` has ended."""
+    row = look.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    return row is None
