@@ -46,7 +46,7 @@ def cmd_store_migrate(args: argparse.Namespace) -> int:
             "postgresql://USER@HOST/DB (or set IRONFLOW_STORE). An LMDB data directory needs "
             "no migration: the first worker creates it"
         )
-    before, after = migrate(where)
+    before, after = migrate(where, force=args.force)
     if before == after:
         print(f"the database {safe_url(where)} is at schema version {after}: nothing to do")
     elif before is None:
@@ -83,7 +83,17 @@ def add_commands(sub: Any) -> None:
         "(or $IRONFLOW_STORE), or upgrade them to this version's schema, in one "
         "transaction. Run it before the first server or worker, and after upgrading "
         "Ironflow: servers, workers and commands refuse a database of another schema "
-        "version and never change it themselves. Running it again changes nothing.",
+        "version and never change it themselves, but check it only when they start: "
+        "stop every older server, worker and command first. An upgrade is refused while "
+        "other sessions are connected to the database, naming each (pid, address, "
+        "application_name). Running it again changes nothing.",
     )
     add_store_argument(migrate)
+    migrate.add_argument(
+        "--force",
+        action="store_true",
+        help="upgrade even though other sessions are connected, once you know none of "
+        "them is an older Ironflow server, worker or command (psql, a backup, a monitor); "
+        "sessions that name themselves Ironflow's are refused even so",
+    )
     migrate.set_defaults(func=cmd_store_migrate)

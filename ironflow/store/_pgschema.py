@@ -12,7 +12,11 @@ timers, a topic's waits). Other tables (events, agents, streams, projections) ar
 keyed by ``k`` alone.
 
 Only :func:`migrate` changes the schema. Servers and workers check the version and
-refuse any other, naming the command to run.
+refuse any other, naming the command to run. A process checks it only when it opens
+the store, so an older one still running beside a newer schema would go on writing as
+its version does (version 3 wrote a cancel or pause without telling the run's lease,
+which version 4's steps read): :func:`migrate` refuses to change the version while
+other sessions are connected to the database (:func:`_others`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from ironflow.errors import StoreFormatError
+from ironflow.errors import StoreError, StoreFormatError
 from ironflow.store._backend import TABLES
 from ironflow.store._pgurl import check_url, connect_error, safe_url
 
@@ -43,6 +47,17 @@ SCHEMA_VERSION = 4
 #: How every session of an Ironflow store names itself (``application_name``;
 #: ``_pgcommits.session_name``), and how :func:`migrate` tells them from others.
 SESSION_PREFIX = "ironflow "
+
+#: The session name of ``ironflow store migrate`` itself.
+_MIGRATE = f"{SESSION_PREFIX}migrate"
+#: The other client sessions of this database: pid, address, application_name, user.
+_OTHER_SESSIONS = (
+    b"SELECT pid, coalesce(host(client_addr),"
+    b" CASE WHEN client_port = -1 THEN 'a local socket' END, 'an address not shown'),"
+    b" coalesce(application_name, ''), coalesce(usename, '')"
+    b" FROM pg_stat_activity WHERE datname = current_database()"
+    b" AND pid <> pg_backend_pid() AND backend_type = 'client backend' ORDER BY pid"
+)
 
 
 def _whole(key: bytes) -> bytes:
@@ -182,25 +197,30 @@ def schema_version(connect: Callable[[], Any]) -> int | None:
         return None if found is None else int(found[0])
 
 
-def migrate(url: str) -> tuple[int | None, int]:
+def migrate(url: str, *, force: bool = False) -> tuple[int | None, int]:
     """Create or upgrade the schema of the database at ``url``; (from, to) versions.
 
     One transaction under an advisory lock: two migrations at once run one after the
-    other, and a failed one leaves the schema as it was.
+    other, and a failed one leaves the schema as it was. An upgrade is refused while
+    other sessions are connected (:func:`_others`); ``force`` upgrades even so when none
+    of them names itself Ironflow's.
     """
     from ironflow.store._pgbackend import _psycopg  # psycopg: only for a migration
 
     check_url(url)
     psycopg, _ = _psycopg()
     try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name=_MIGRATE)
     except psycopg.Error as exc:
         raise connect_error(url, exc, psycopg=psycopg) from None
     try:
         with conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('ironflow migrate'))")
             found = schema_version(lambda: contextlib.nullcontext(conn))
-            for stmt in migrate_sql(found or 0):
+            statements = migrate_sql(found or 0)
+            if found is not None and statements:
+                _others(conn, safe_url(url), found, force=force)
+            for stmt in statements:
                 conn.execute(stmt.encode())
     except psycopg.errors.InsufficientPrivilege as exc:
         raise StoreFormatError(
@@ -209,3 +229,54 @@ def migrate(url: str) -> tuple[int | None, int]:
             "TO USER. Nothing was changed"
         ) from None
     return found, SCHEMA_VERSION
+
+
+def _others(conn: Any, where: str, found: int, *, force: bool) -> None:
+    """Refuse to upgrade while other sessions are connected to the database.
+
+    An Ironflow server, worker or command of the older version left running would go on
+    writing as that version does (the module says why that loses requests). Sessions of
+    this Ironflow and later name themselves (:data:`SESSION_PREFIX`); older ones name
+    none, and cannot be told from psql or a backup: so every other client session is
+    listed, and ``force`` (the user knows they are not Ironflow) lets the upgrade go on,
+    but never past a session that names itself Ironflow's. Checked once, before the
+    upgrade; a process that opens the store after it commits finds the new version.
+    """
+    # Another migrate waiting for the advisory lock changes nothing behind this one.
+    rows = [row for row in conn.execute(_OTHER_SESSIONS) if row[2] != _MIGRATE]
+    ours = [row for row in rows if str(row[2]).startswith(SESSION_PREFIX)]
+    if not rows or (force and not ours):
+        return
+
+    def listed(sessions: list[Any]) -> str:
+        return "; ".join(
+            f"pid {pid} from {address}, application_name {name!r}"
+            + (f", user {user}" if user else "")
+            for pid, address, name, user in sessions
+        )
+
+    head = (
+        f"refusing to upgrade the Ironflow schema of {where} from version {found} to "
+        f"{SCHEMA_VERSION} while other sessions are connected to it"
+    )
+    why = (
+        "An Ironflow server, worker or command of the older version left running beside "
+        "the new schema would go on writing as its version does (one of version 3: cancel "
+        "and pause requests that newer workers never see)"
+    )
+    if ours:
+        others = [row for row in rows if row not in ours]
+        raise StoreError(
+            f"{head}: Ironflow's own: {listed(ours)}"
+            + (f"; and others: {listed(others)}" if others else "")
+            + f". {why}. Stop every Ironflow server, worker and command using this database "
+            "(--force does not pass sessions that name themselves Ironflow's), then run "
+            "ironflow store migrate again. Nothing was changed"
+        )
+    raise StoreError(
+        f"{head}: {listed(rows)}. Ironflow releases before this one name no session, "
+        f"so any of these may be one. {why}. Stop every Ironflow server, "
+        "worker and command using this database, then run ironflow store migrate again; "
+        "if you know these sessions are not Ironflow (psql, a backup, a monitor), run "
+        "it again with --force. Nothing was changed"
+    )

@@ -202,3 +202,50 @@ def test_a_version_3_database_with_a_request_beside_a_live_lease_is_migrated_and
                 request_ == "pause",
             )
             store.check_valid()
+
+
+def test_migrate_refuses_an_upgrade_while_an_ironflow_store_is_open(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A process checks the version only when it opens the store: one left running
+    would write as its version does beside the new schema. So an upgrade is refused,
+    naming the session, while another store is open (even with --force: it names itself
+    Ironflow's), and goes on once it is closed."""
+    url = _at_version(3)
+    _set_version(url, SCHEMA_VERSION)
+    store = PostgresStore(url)  # open, as an older worker left running would be
+    try:
+        _set_version(url, 3)
+        for force in ([], ["--force"]):
+            with pytest.raises(SystemExit) as exit_:
+                main(["store", "migrate", "--store", url, *force])
+            assert exit_.value.code == 2
+            err = capsys.readouterr().err
+            assert "refusing to upgrade the Ironflow schema" in err
+            assert "application_name 'ironflow " in err and "Nothing was changed" in err
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT version FROM ironflow_schema").fetchone() == (3,)
+    finally:
+        store.close()
+    assert main(["store", "migrate", "--store", url]) == 0
+    assert f"from schema version 3 to {SCHEMA_VERSION}" in capsys.readouterr().out
+
+
+def test_migrate_lists_a_session_that_names_nothing_and_passes_it_with_force(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An older Ironflow names no session: any other client of the database may be one.
+    Listed with its address, and passed only with --force."""
+    url = _at_version(3)
+    with psycopg.connect(url, autocommit=True) as other:
+        pid = other.info.backend_pid
+        with pytest.raises(SystemExit) as exit_:
+            main(["store", "migrate", "--store", url])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert f"pid {pid} from " in err and "run it again with --force" in err
+        assert main(["store", "migrate", "--store", url, "--force"]) == 0
+        assert f"from schema version 3 to {SCHEMA_VERSION}" in capsys.readouterr().out
+    # Nothing to change: no check, whoever is connected.
+    with psycopg.connect(url, autocommit=True):
+        assert migrate(url) == (SCHEMA_VERSION, SCHEMA_VERSION)
