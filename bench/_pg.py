@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import resource
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["ENV", "fresh_database"]
+__all__ = ["ENV", "client_cpu_s", "fresh_database", "server_cpu_s"]
 
 #: The maintenance URL of the bench's server (``postgresql://postgres@127.0.0.1:PORT/postgres``).
 ENV = "IRONFLOW_BENCH_PG"
@@ -78,3 +79,29 @@ def insert_commit_us(n: int) -> list[float]:
             conn.execute("INSERT INTO floor (k, v) VALUES (%s, %s)", (i, value))
             out.append((time.perf_counter() - t0) * 1e6)
     return out
+
+
+def server_cpu_s(postmaster: int) -> float:
+    """Seconds on CPU of the postmaster and its live children (``/proc/PID/schedstat``:
+    nanoseconds, not clock ticks), for the CPU tools (``bench.pg_step_cost``,
+    ``pg_emit_cpu``, ``saver_cpu``): take it before and after, on the same backends."""
+    total = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if int(name) != postmaster and ppid != postmaster:
+                continue
+            with open(f"/proc/{name}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # ended meanwhile
+    return total / 1e9
+
+
+def client_cpu_s() -> float:
+    """Seconds on CPU of this process so far (user and system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime

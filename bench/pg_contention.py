@@ -291,9 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"x{n} workers: {(r['worker_cpu'] + r['server_cpu']) / r['seconds']:.2f} "
                 f"cores busy; load {r['load']:.2f} at go)"
             )
-            print(
-                f"  {'call':<16} {'calls':>6} {'write txns':>10} {'failed':>6} {'ms a call':>9}"
-            )
+            print(f"  {'call':<16} {'calls':>6} {'write txns':>10} {'failed':>6} {'ms a call':>9}")
             for name in _METHODS:
                 c, a = r["calls"].get(name, 0), r["attempts"].get(name, 0)
                 failed = sum(v for k, v in r["failures"].items() if k.startswith(name + ":"))

@@ -19,34 +19,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import sys
 import time
 from typing import Any
 
-
-def _server_cpu(postmaster: int) -> float:
-    """Seconds of CPU of the postmaster and its live children (utime + stime)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # ended meanwhile
-        pid, ppid = int(name), int(fields[1])
-        if pid == postmaster or ppid == postmaster:
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
-
-
-def _client_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+from bench._pg import client_cpu_s, server_cpu_s
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,12 +60,12 @@ def main(argv: list[str] | None = None) -> int:
                 store.emit("bench.three", {"i": -i})
             rows = []
             for _ in range(args.rounds):
-                client, server, wall = _client_cpu(), _server_cpu(postmaster), time.perf_counter()
+                client, server, wall = client_cpu_s(), server_cpu_s(postmaster), time.perf_counter()
                 for i in range(args.emits):
                     store.emit("bench.three", {"i": i})
                 wall = time.perf_counter() - wall
-                client = _client_cpu() - client
-                server = _server_cpu(postmaster) - server
+                client = client_cpu_s() - client
+                server = server_cpu_s(postmaster) - server
                 row = [1e6 * x / args.emits for x in (client, server, wall)]
                 rows.append(row)
                 print(

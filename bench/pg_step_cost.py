@@ -19,33 +19,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import sys
 import time
 
-
-def _server_cpu(postmaster: int) -> float:
-    """Seconds on CPU of the postmaster and its live children."""
-    total = 0
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            if int(name) != postmaster and ppid != postmaster:
-                continue
-            with open(f"/proc/{name}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue  # ended meanwhile
-    return total / 1e9
-
-
-def _client_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+from bench._pg import client_cpu_s, server_cpu_s
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,13 +66,13 @@ def main(argv: list[str] | None = None) -> int:
                         store.record_step(me, step(i))
                     monitor.execute(b"CHECKPOINT")
                     wal = int(monitor.execute(lsn).fetchone()[0])  # type: ignore[index]
-                    client, server = _client_cpu(), _server_cpu(postmaster)
+                    client, server = client_cpu_s(), server_cpu_s(postmaster)
                     wall = time.perf_counter()
                     for i in range(10, 10 + args.steps):
                         store.record_step(me, step(i))
                     wall = time.perf_counter() - wall
-                    client = _client_cpu() - client
-                    server = _server_cpu(postmaster) - server
+                    client = client_cpu_s() - client
+                    server = server_cpu_s(postmaster) - server
                     wal = int(monitor.execute(lsn).fetchone()[0]) - wal  # type: ignore[index]
                     store.finish_run(me, run, status="completed", attempt=attempt)
                     row = [1e6 * x / args.steps for x in (server, client, wall)]

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 
-from bench.pg_emit_cpu import _client_cpu, _server_cpu
+from bench._pg import client_cpu_s, server_cpu_s
 from bench.saver_syscalls import _SAVERS, _saver
 
 
@@ -58,13 +58,13 @@ def main(argv: list[str] | None = None) -> int:
                 _invoke(graphs[kind], args.nodes)  # untimed: imports, the first reads
             for _ in range(args.rounds):
                 for kind in kinds:
-                    server = _server_cpu(pg.pid) if pg is not None and pg.pid else 0.0
-                    client, wall = _client_cpu(), time.perf_counter()
+                    server = server_cpu_s(pg.pid) if pg is not None and pg.pid else 0.0
+                    client, wall = client_cpu_s(), time.perf_counter()
                     _invoke(graphs[kind], args.nodes)
                     wall = time.perf_counter() - wall
-                    client = _client_cpu() - client
+                    client = client_cpu_s() - client
                     if pg is not None and pg.pid:
-                        server = _server_cpu(pg.pid) - server
+                        server = server_cpu_s(pg.pid) - server
                     row = [1e6 * x / args.nodes for x in (client, server, wall)]
                     rows[kind].append(row)
                     server_part = f"server CPU {row[1]:7.0f} µs  " if pg is not None else ""

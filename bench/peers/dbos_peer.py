@@ -220,7 +220,6 @@ def resume_after_kill_s(workdir: str, timeout: float = 45.0) -> float:
         _kill(second)
 
 
-
 _QUEUE = "ironflow-bench-latency"
 
 
