@@ -94,7 +94,14 @@ from ironflow.store._pgcommits import (
 from ironflow.store._pgdirect import Direct
 from ironflow.store._pgschema import check_version, schema_version
 from ironflow.store._pgspec import STALE, Learned, Odds, RowCache, SpecTxn, noting, speculate
-from ironflow.store._pgsql import CHANNEL, new_token
+from ironflow.store._pgsql import (
+    BEGIN_ORDERED_READ,
+    CHANNEL,
+    LEASE_UNLOCK,
+    SESSION,
+    lease_lock,
+    new_token,
+)
 from ironflow.store._pgtxn import PgTxn, ReadAfter
 from ironflow.store._pgurl import check_url, safe_url, settings_error
 from ironflow.store._wake import LocalWakeups, Wakeups
@@ -116,44 +123,6 @@ _FIRST_WAIT = 2.0
 _LISTEN_RECHECK = 0.1
 #: How long a lease waits for the leasers' lock before it leases without it (seconds).
 _LEASE_LOCK_WAIT = 0.5
-#: The leasers' lock's key (a session advisory lock; migrations use another key).
-_LEASE_KEY = "hashtext('ironflow lease')"
-#: Releases every session advisory lock of the connection: the leasers' lock if this
-#: session holds it, nothing (and no warning, unlike pg_advisory_unlock) if it does not.
-_LEASE_UNLOCK = b"SELECT pg_advisory_unlock_all()"
-#: What each pooled session sets. ``synchronous_commit``: durable before a write
-#: returns, whatever the server's default says. ``default_transaction_isolation``: a
-#: statement sent alone (a speculative write, ``_pgspec.py``) is a SERIALIZABLE
-#: transaction of its own; every other transaction says its level in its BEGIN. TCP
-#: keepalives and a user timeout on the server's side of the connection: a client host
-#: that vanishes (a partition, not a kill, which closes the socket at once) is noticed
-#: in about 25 s, and its session, with the leasers' lock it may hold, dropped (the
-#: OS's default is about two hours). Ignored on a unix socket. ``application_name``:
-#: the session's own name, by which a lost answer's session is ended before its write
-#: is looked for (``_pgcommits.end_session``), and ``ironflow store migrate`` sees it.
-_SESSION = (
-    b"SELECT set_config('synchronous_commit', 'on', false),"
-    b" set_config('default_transaction_isolation', 'serializable', false),"
-    b" set_config('tcp_keepalives_idle', '10', false),"
-    b" set_config('tcp_keepalives_interval', '5', false),"
-    b" set_config('tcp_keepalives_count', '3', false),"
-    b" set_config('tcp_user_timeout', '25000', false),"
-    b" set_config('application_name', %s, false)"
-)
-
-
-def _lease_lock(wait: float) -> bytes:
-    """Take the leasers' lock, waiting at most ``wait`` seconds; never an error: a lock
-    not obtained in time leaves the session without it (``lock_timeout`` raises
-    lock_not_available, caught here, so the pipeline it runs in goes on)."""
-    ms = max(1, round(wait * 1000))
-    return (
-        "DO $$BEGIN"
-        f" SET LOCAL lock_timeout = '{ms}ms';"
-        f" PERFORM pg_advisory_lock({_LEASE_KEY});"
-        " EXCEPTION WHEN lock_not_available THEN NULL;"
-        " END$$"
-    ).encode()
 
 
 def _queue_sync(pipe: Any) -> None:
@@ -218,9 +187,6 @@ class _Unknown(Exception):
         #: When the transaction began (``time.monotonic()``): its token is kept for
         #: ``TOKENS_KEPT`` seconds after that, and only that long can it be looked for.
         self.began = began
-
-
-_BEGIN_ORDERED_READ = b"BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY"
 
 
 class PostgresBackend:
@@ -332,7 +298,7 @@ class PostgresBackend:
 
     def _configure(self, conn: Any) -> None:
         name = session_name(self.name, next(self._numbers))
-        conn.execute(_SESSION, (name,))
+        conn.execute(SESSION, (name,))
         self._names[conn] = name
 
     @contextlib.contextmanager
@@ -468,7 +434,7 @@ class PostgresBackend:
                 try:
                     with conn.pipeline():
                         try:
-                            conn.execute(_BEGIN_ORDERED_READ, prepare=False)
+                            conn.execute(BEGIN_ORDERED_READ, prepare=False)
                             result = op(PgTxn(conn.cursor(binary=True)))
                             conn.execute(b"COMMIT", prepare=False)
                         except BaseException as exc:
@@ -596,7 +562,7 @@ class PostgresBackend:
                         # Control statements are never prepared (psycopg prepares what
                         # runs five times; a prepared ROLLBACK or BEGIN confuses its cache).
                         if wait is not None:
-                            conn.execute(_lease_lock(wait), prepare=False)
+                            conn.execute(lease_lock(wait), prepare=False)
                             # Its own implicit transaction, ended here: the lease's
                             # snapshot is taken after the lock is. Not waited for: the
                             # server runs what follows after it, in the same round trip.
@@ -613,7 +579,7 @@ class PostgresBackend:
                         done = self._commit(conn)
                         if wait is not None:
                             # Given back right after COMMIT, in the same round trip.
-                            conn.execute(_LEASE_UNLOCK, prepare=False)
+                            conn.execute(LEASE_UNLOCK, prepare=False)
                         if plan is not None and plan.scans:
                             # One statement after COMMIT: a transaction of its own
                             # (SERIALIZABLE, the session's default; no BEGIN, no
@@ -753,7 +719,7 @@ class PostgresBackend:
             try:
                 conn.rollback()
                 if unlock:
-                    conn.execute(_LEASE_UNLOCK, prepare=False)
+                    conn.execute(LEASE_UNLOCK, prepare=False)
             except self._psycopg.Error:
                 pass
             else:

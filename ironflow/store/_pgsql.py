@@ -1,10 +1,12 @@
 """The SQL a PostgreSQL transaction sends: each table's statements, a batch of reads
 (and the claims announced with them) as one query, the queued writes as one statement,
-the commit token and the wake-up.
+the commit token and the wake-up; what every pooled session sets, and the leasers'
+lock taken and given back.
 
 Text only, built once per shape and cached: ``_pgtxn.py`` runs it on a connection
 (what is read, kept and written when), ``_pgspec.py`` builds its guarded statements
-from it, ``_pgcommits.py`` looks up tokens with it. The tables are ``_pgschema.py``'s.
+from it, ``_pgcommits.py`` looks up tokens with it, ``_pgbackend.py`` sets up sessions and
+leases with it. The tables are ``_pgschema.py``'s.
 """
 
 from __future__ import annotations
@@ -18,16 +20,21 @@ from ironflow.store._backend import TABLES
 from ironflow.store._pgschema import RUN_FIRST, RUN_OF, table_name
 
 __all__ = [
+    "BEGIN_ORDERED_READ",
     "CHANNEL",
     "GET",
     "LAST",
+    "LEASE_KEY",
+    "LEASE_UNLOCK",
     "MARK_COMMIT",
     "NOTIFY_CALL",
     "REVERSE",
     "SCAN",
+    "SESSION",
     "SQL",
     "WHOLE",
     "batch_sql",
+    "lease_lock",
     "new_token",
     "write_params",
     "write_sql",
@@ -36,6 +43,49 @@ __all__ = [
 
 #: The channel of wake-ups (``NOTIFY``, ``LISTEN``).
 CHANNEL = "ironflow_work"
+
+#: The leasers' lock's key (a session advisory lock; migrations use another key).
+LEASE_KEY = "hashtext('ironflow lease')"
+#: Releases every session advisory lock of the connection: the leasers' lock if this
+#: session holds it, nothing (and no warning, unlike pg_advisory_unlock) if it does not.
+LEASE_UNLOCK = b"SELECT pg_advisory_unlock_all()"
+#: What each pooled session sets. ``synchronous_commit``: durable before a write
+#: returns, whatever the server's default says. ``default_transaction_isolation``: a
+#: statement sent alone (a speculative write, ``_pgspec.py``) is a SERIALIZABLE
+#: transaction of its own; every other transaction says its level in its BEGIN. TCP
+#: keepalives and a user timeout on the server's side of the connection: a client host
+#: that vanishes (a partition, not a kill, which closes the socket at once) is noticed
+#: in about 25 s, and its session, with the leasers' lock it may hold, dropped (the
+#: OS's default is about two hours). Ignored on a unix socket. ``application_name``:
+#: the session's own name, by which a lost answer's session is ended before its write
+#: is looked for (``_pgcommits.end_session``), and ``ironflow store migrate`` sees it.
+SESSION = (
+    b"SELECT set_config('synchronous_commit', 'on', false),"
+    b" set_config('default_transaction_isolation', 'serializable', false),"
+    b" set_config('tcp_keepalives_idle', '10', false),"
+    b" set_config('tcp_keepalives_interval', '5', false),"
+    b" set_config('tcp_keepalives_count', '3', false),"
+    b" set_config('tcp_user_timeout', '25000', false),"
+    b" set_config('application_name', %s, false)"
+)
+
+
+def lease_lock(wait: float) -> bytes:
+    """Take the leasers' lock, waiting at most ``wait`` seconds; never an error: a lock
+    not obtained in time leaves the session without it (``lock_timeout`` raises
+    lock_not_available, caught here, so the pipeline it runs in goes on)."""
+    ms = max(1, round(wait * 1000))
+    return (
+        "DO $$BEGIN"
+        f" SET LOCAL lock_timeout = '{ms}ms';"
+        f" PERFORM pg_advisory_lock({LEASE_KEY});"
+        " EXCEPTION WHEN lock_not_available THEN NULL;"
+        " END$$"
+    ).encode()
+
+
+#: A read ordered after the writes it must see (``PostgresBackend.read_serializable``).
+BEGIN_ORDERED_READ = b"BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY"
 
 
 class _Sql:
