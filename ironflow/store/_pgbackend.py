@@ -312,7 +312,7 @@ class PostgresBackend:
             self._leasing.on = False
 
     @contextlib.contextmanager
-    def speculating(self, kind: str = "write") -> Iterator[None]:
+    def speculating(self, kind: str) -> Iterator[None]:
         """Within: this thread's write ops (of ``kind``: :attr:`odds`) first run on the
         remembered rows, sent with a guard in one round trip (``_pgspec.py``)."""
         self._speculating.on = kind
